@@ -1,0 +1,338 @@
+"""The core-map format: what the mapper emits and the emulator runs.
+
+A core map is a set of flat arrays (one entry per core, per neuron, per axon, per
+route) plus a JSON header.  It is saved as one file (a ZIP of ``.npy`` members, like
+``.npz``) whose header carries the format version, the nmc version, the full chip
+description and a SHA-256 over every array; :func:`load` refuses a file of another
+version, a corrupt or tampered file, and one that breaks its chip's limits.
+
+Glossary (all indices are 0-based and global):
+
+* core ``c``: ``core_*[c]``.  Its neurons are ``core_neuron_off[c] .. core_neuron_off[c+1]``
+  of the neuron arrays, its axons ``core_axon_off[c] .. core_axon_off[c+1]`` of the axon
+  buffer, its weights ``weights[core_w_off[c] : core_w_off[c+1]]`` reshaped
+  ``[n_axons, n_neurons]`` (axon-major, so an input spike reads one row).
+* ``core_stage``: 0 static (once per sample before step 0), 1 step (every timestep),
+  2 readout (once after the last step).  ``core_phase``: phase within the stage;
+  phases run in increasing order, and all cores of a phase run "in parallel".
+* ``core_dendrite``: 0 ``mac`` (acc[n] = sum_a x[a] * W[a, n] + bias[n]) or 1 ``max``
+  (acc[n] = max of x[a] over axons a with W[a, n] != 0, bias ignored).
+* ``core_spike_in``: 1 if every axon input is a spike (0/1): the dendrite is event
+  driven (only nonzero axons are read and counted, "zero-skipping").
+* ``core_soma``: 0 ``ann`` (requantise + clamp), 1 ``lif``, 2 ``partial`` (emit the
+  accumulator as is), 3 ``count`` (v += acc; out = v).
+* ``core_out_bits``: width of what the core sends: 1 (spike), 8 (int8/uint8 value),
+  32 (int32 partial sum or wide value).  Sets packet counts.
+* routes ``r``: value of neuron ``route_src[r]``'s output register is written to axon
+  ``route_dst[r]`` at the end of the source core's phase (``route_delayed[r] == 0``)
+  or at the end of the timestep (``route_delayed[r] == 1``: recurrence through a
+  spike state pair, the consumer sees it in the next step).  Routes are sorted by
+  (source core, destination core); packets are counted per such pair.
+* input feeds ``i``: element ``in_elem[i]`` of graph input ``in_input[i]`` (quantised)
+  is written to axon ``in_dst[i]`` when that input is loaded (static inputs once,
+  step inputs at the start of each step).  Inputs enter through the host I/O port.
+* output taps: graph output ``k`` element ``j`` is the output register of neuron
+  ``out_src[out_off[k] + j]``; step outputs are recorded after every step, others
+  after their stage.  Output values travel to the I/O port (counted as packets).
+
+The numerics of every field are specified in docs/numerics.md and implemented by
+``emulator/reference.py``.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .chip import ChipSpec, chip_from_dict
+from .errors import CoreMapError, NmcError
+
+__all__ = ["CoreMap", "save", "load", "FORMAT", "FORMAT_VERSION", "SOMA", "DENDRITE", "STAGE"]
+
+FORMAT = "nmc-coremap"
+FORMAT_VERSION = 1
+
+STAGE = {"static": 0, "step": 1, "readout": 2}
+DENDRITE = {"mac": 0, "max": 1}
+SOMA = {"ann": 0, "lif": 1, "partial": 2, "count": 3}
+RESET = {"subtract": 0, "zero": 1, "none": 2}
+
+#: array name -> dtype.  Every array of a core map, in file order.
+ARRAYS: dict[str, str] = {
+    # per core [C]
+    "core_layer": "int32",
+    "core_x": "int32",
+    "core_y": "int32",
+    "core_stage": "int8",
+    "core_phase": "int32",
+    "core_dendrite": "int8",
+    "core_spike_in": "int8",
+    "core_soma": "int8",
+    "core_out_bits": "int8",
+    "core_w_bits": "int8",
+    "core_out_lo": "int64",
+    "core_out_hi": "int64",
+    "lif_threshold": "int64",
+    "lif_v_reset": "int64",
+    "lif_v_leak": "int64",
+    "lif_beta_mult": "int64",
+    "lif_reset_mode": "int8",
+    "lif_spike_ge": "int8",
+    "lif_reset_delay": "int8",
+    # prefix sums [C + 1]
+    "core_neuron_off": "int64",
+    "core_axon_off": "int64",
+    "core_w_off": "int64",
+    # flat weights [sum n_axons * n_neurons], axon-major per core
+    "weights": "int8",
+    # per neuron [N]
+    "bias": "int64",
+    "req_mult": "int64",
+    "req_shift": "int64",
+    "v_init": "int64",
+    # per axon [A]
+    "axon_init": "int64",
+    # routes [R]
+    "route_src": "int64",
+    "route_dst": "int64",
+    "route_delayed": "int8",
+    # input feeds [I]
+    "in_input": "int32",
+    "in_elem": "int64",
+    "in_dst": "int64",
+    # output taps
+    "out_off": "int64",  # [n_outputs + 1]
+    "out_src": "int64",
+}
+
+
+@dataclass
+class CoreMap:
+    """A compiled model: arrays (see module doc) + header ``meta`` + the chip it was compiled for.
+
+    ``meta`` keys: ``model`` (name), ``num_steps`` (default T), ``chips`` ([x, y] grid of chips),
+    ``layers`` (list of {name, op, stage, source, neurons, cores}),
+    ``inputs`` (list of {name, kind: static|step|state, shape, scale, lo, hi}),
+    ``outputs`` (list of {name, stage: static|step|readout, shape, scale, signed}),
+    ``states`` (list of {input, output, target: neuron|axon|none, index_off, scale}),
+    ``phases`` ({stage: number of phases}), ``compile`` (options and quantisation report).
+    """
+
+    chip: ChipSpec
+    meta: dict[str, Any]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        arrays = self.__dict__.get("arrays")
+        if arrays is not None and name in arrays:
+            return arrays[name]
+        raise AttributeError(name)
+
+    @property
+    def num_cores(self) -> int:
+        return int(self.arrays["core_layer"].shape[0])
+
+    @property
+    def num_neurons(self) -> int:
+        return int(self.arrays["core_neuron_off"][-1])
+
+    @property
+    def num_axons(self) -> int:
+        return int(self.arrays["core_axon_off"][-1])
+
+    def n_neurons(self, c: int) -> int:
+        off = self.arrays["core_neuron_off"]
+        return int(off[c + 1] - off[c])
+
+    def n_axons(self, c: int) -> int:
+        off = self.arrays["core_axon_off"]
+        return int(off[c + 1] - off[c])
+
+    def core_weights(self, c: int) -> np.ndarray:
+        """Weights of core c as ``[n_axons, n_neurons]``."""
+        w_off = self.arrays["core_w_off"]
+        return self.arrays["weights"][w_off[c]:w_off[c + 1]].reshape(self.n_axons(c), self.n_neurons(c))
+
+    def neuron_core(self) -> np.ndarray:
+        """Core index of every neuron [N]."""
+        off = self.arrays["core_neuron_off"]
+        return np.repeat(np.arange(self.num_cores, dtype=np.int64), np.diff(off))
+
+    def axon_core(self) -> np.ndarray:
+        """Core index of every axon [A]."""
+        off = self.arrays["core_axon_off"]
+        return np.repeat(np.arange(self.num_cores, dtype=np.int64), np.diff(off))
+
+    def validate(self) -> None:
+        """Structural checks plus the chip's limits; raise :class:`CoreMapError` naming what is wrong."""
+        a = self.arrays
+        missing = [k for k in ARRAYS if k not in a]
+        if missing:
+            raise CoreMapError(f"core map lacks array(s) {missing}")
+        for k, dt in ARRAYS.items():
+            if a[k].dtype != np.dtype(dt) or a[k].ndim != 1:
+                raise CoreMapError(f"core map array '{k}' has dtype {a[k].dtype} ndim {a[k].ndim}; expected 1-D {dt}")
+        C = a["core_layer"].shape[0]
+        for k in ARRAYS:
+            if k.startswith(("core_", "lif_")) and not k.endswith("_off") and a[k].shape[0] != C:
+                raise CoreMapError(f"core map array '{k}' has {a[k].shape[0]} entries for {C} cores")
+        for k in ("core_neuron_off", "core_axon_off", "core_w_off"):
+            off = a[k]
+            if off.shape[0] != C + 1 or off[0] != 0 or np.any(np.diff(off) < 0):
+                raise CoreMapError(f"core map offsets '{k}' are not {C + 1} non-decreasing values from 0")
+        N, A = int(a["core_neuron_off"][-1]), int(a["core_axon_off"][-1])
+        nn, na = np.diff(a["core_neuron_off"]), np.diff(a["core_axon_off"])
+        if not np.array_equal(np.diff(a["core_w_off"]), nn * na) or a["weights"].shape[0] != a["core_w_off"][-1]:
+            raise CoreMapError("core map weights do not match n_axons x n_neurons per core")
+        for k in ("bias", "req_mult", "req_shift", "v_init"):
+            if a[k].shape[0] != N:
+                raise CoreMapError(f"core map array '{k}' has {a[k].shape[0]} entries for {N} neurons")
+        if a["axon_init"].shape[0] != A:
+            raise CoreMapError(f"core map array 'axon_init' has {a['axon_init'].shape[0]} entries for {A} axons")
+        R = a["route_src"].shape[0]
+        if a["route_dst"].shape[0] != R or a["route_delayed"].shape[0] != R:
+            raise CoreMapError("core map route arrays differ in length")
+        if R and (a["route_src"].min() < 0 or a["route_src"].max() >= N or a["route_dst"].min() < 0
+                  or a["route_dst"].max() >= A):
+            raise CoreMapError("core map routes point outside the neuron/axon arrays")
+        I = a["in_dst"].shape[0]
+        if a["in_input"].shape[0] != I or a["in_elem"].shape[0] != I:
+            raise CoreMapError("core map input-feed arrays differ in length")
+        if I and (a["in_dst"].min() < 0 or a["in_dst"].max() >= A):
+            raise CoreMapError("core map input feeds point outside the axon array")
+        n_in = len(self.meta.get("inputs", []))
+        if I and (a["in_input"].min() < 0 or a["in_input"].max() >= n_in):
+            raise CoreMapError("core map input feeds name a graph input that the header does not list")
+        n_out = len(self.meta.get("outputs", []))
+        if a["out_off"].shape[0] != n_out + 1 or a["out_off"][-1] != a["out_src"].shape[0]:
+            raise CoreMapError("core map output taps do not match the header's outputs")
+        if a["out_src"].shape[0] and (a["out_src"].min() < 0 or a["out_src"].max() >= N):
+            raise CoreMapError("core map output taps point outside the neuron array")
+        for k, allowed in (("core_stage", STAGE.values()), ("core_dendrite", DENDRITE.values()),
+                           ("core_soma", SOMA.values()), ("core_out_bits", (1, 8, 32)),
+                           ("lif_reset_mode", RESET.values())):
+            bad = ~np.isin(a[k], list(allowed))
+            if bad.any():
+                c = int(np.argmax(bad))
+                raise CoreMapError(f"core {c}: {k} = {int(a[k][c])} is not one of {sorted(allowed)}")
+        # the chip's limits (the emulator refuses a core map that breaks one)
+        from mapper.drc import check_coremap  # local import: mapper depends on nmc, not the reverse at import time
+
+        violations = check_coremap(self)
+        if violations:
+            raise CoreMapError("core map breaks the chip's limits:\n" + "\n".join("  - " + v for v in violations))
+
+
+# --------------------------------------------------------------------------- file I/O
+def _digest(meta_wo_hash: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps(meta_wo_hash, sort_keys=True).encode())
+    for k in sorted(arrays):
+        v = np.ascontiguousarray(arrays[k])
+        h.update(k.encode())
+        h.update(str(v.dtype).encode())
+        h.update(str(v.shape).encode())
+        h.update(v.tobytes())
+    return h.hexdigest()
+
+
+def save(cm: CoreMap, path: str | os.PathLike) -> Path:
+    """Write ``cm`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    from . import __version__
+
+    path = Path(path)
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "nmc_version": __version__,
+        "chip": cm.chip.to_dict(),
+        "meta": cm.meta,
+    }
+    header["sha256"] = _digest(header, cm.arrays)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("header.json", json.dumps(header, indent=1, sort_keys=True))
+        for k in ARRAYS:
+            b = io.BytesIO()
+            np.save(b, np.ascontiguousarray(cm.arrays[k]), allow_pickle=False)
+            z.writestr(f"{k}.npy", b.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write bytes to ``path`` so that readers see the old file or the whole new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def load(path: str | os.PathLike, validate: bool = True) -> CoreMap:
+    """Read a core map; check format, version, integrity and (``validate``) the chip's limits."""
+    path = Path(path)
+    if not path.exists():
+        raise CoreMapError(f"core map '{path}' does not exist")
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+            if "header.json" not in names:
+                raise CoreMapError(f"'{path}' is not an nmc core map (no header.json); compile one with 'nmc compile'")
+            header = json.loads(z.read("header.json"))
+            if not isinstance(header, dict) or header.get("format") != FORMAT:
+                raise CoreMapError(f"'{path}' is not an nmc core map (format {header.get('format')!r})")
+            ver = header.get("format_version")
+            if ver != FORMAT_VERSION:
+                raise CoreMapError(f"'{path}' has core-map format version {ver}; this nmc reads version "
+                                   f"{FORMAT_VERSION}: recompile the model with this nmc")
+            arrays = {}
+            for k, dt in ARRAYS.items():
+                if f"{k}.npy" not in names:
+                    raise CoreMapError(f"'{path}' is corrupt: array '{k}' is missing; recompile the model")
+                arrays[k] = np.load(io.BytesIO(z.read(f"{k}.npy")), allow_pickle=False)
+    except zipfile.BadZipFile:
+        raise CoreMapError(f"'{path}' is corrupt or not an nmc core map (not a readable archive); recompile it") from None
+    except (ValueError, OSError, KeyError, json.JSONDecodeError, EOFError) as e:
+        if isinstance(e, NmcError):
+            raise
+        raise CoreMapError(f"'{path}' is corrupt ({type(e).__name__}: {e}); recompile the model") from None
+    stored = header.pop("sha256", None)
+    if stored != _digest(header, arrays):
+        raise CoreMapError(f"'{path}' failed its integrity check (SHA-256 mismatch): the file was modified or "
+                           "damaged after compilation; recompile the model")
+    try:
+        chip = chip_from_dict(header["chip"], origin=f"{path} chip")
+    except NmcError as e:
+        raise CoreMapError(f"'{path}': embedded chip description is invalid: {e}") from None
+    cm = CoreMap(chip=chip, meta=header["meta"], arrays=arrays)
+    cm.meta["nmc_version"] = header.get("nmc_version")
+    if validate:
+        cm.validate()
+    return cm
+
+
+def empty_arrays() -> dict[str, np.ndarray]:
+    """All arrays of a core map with zero entries (offsets hold a single 0)."""
+    out = {k: np.zeros(0, dtype=dt) for k, dt in ARRAYS.items()}
+    for k in ("core_neuron_off", "core_axon_off", "core_w_off", "out_off"):
+        out[k] = np.zeros(1, dtype=np.int64)
+    return out

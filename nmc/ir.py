@@ -1,0 +1,271 @@
+"""The nmc intermediate representation: one timestep of a hybrid ANN/SNN network.
+
+A :class:`Graph` is a list of typed :class:`Node` s over named tensors.  Shapes
+exclude the batch axis (the frontend strips the ONNX batch dimension); every
+tensor is stored flat in C order, so ``reshape``/``flatten`` change no data.
+
+Graph inputs have a ``kind``:
+
+* ``static``: a value given once per sample (e.g. an image; direct-current coding);
+* ``step``: a value given every timestep (leading ``[T]`` axis in inputs.npz);
+* ``state``: the previous step's value of a state pair (see :class:`StatePair`).
+
+Each node has a ``stage`` once :func:`assign_stages` ran: ``static`` (runs once per
+sample, before step 0), ``step`` (every timestep) or ``readout`` (once, after the
+last step).  Float semantics of every op are in ``frontend/interpret.py``; the
+chip's integer semantics in ``emulator/reference.py`` (docs/numerics.md).
+
+Ops and their attributes (params are float64 NumPy arrays):
+
+========== =========================== ========================================================
+op         inputs -> outputs           attrs / params
+========== =========================== ========================================================
+dense      x -> y                      params W [out, in], b [out]; y = W @ x.flatten() + b
+conv       x -> y                      params W [Co, Ci/g, kh, kw], b [Co]; attrs strides (2),
+                                       pads (top, left, bottom, right), dilations (2), group
+relu       x -> y                      -
+add        x1, x2, ... -> y            - (same shapes)
+maxpool    x -> y                      kernel (2), strides (2), pads (4)
+avgpool    x -> y                      kernel, strides, pads, count_include_pad (0/1)
+reshape    x -> y                      shape (output shape, batch excluded)
+batchnorm  x -> y                      params scale [C], bias [C]: y = x*scale + bias per channel
+identity   x -> y                      -
+lif        x, v -> s, v'               beta, threshold, reset_mode (subtract|zero|none), v_reset,
+                                       v_leak, gain, spike_ge (0/1), reset_delay (0/1)
+spike_count s, c -> c'                 - (c' = c + s)
+========== =========================== ========================================================
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+
+from .errors import ModelError, ShapeError
+
+__all__ = ["Tensor", "Node", "StatePair", "Graph", "OPS", "STAGES", "assign_stages"]
+
+#: every IR op and its (number of inputs, number of outputs); -1 = variadic
+OPS: dict[str, tuple[int, int]] = {
+    "dense": (1, 1),
+    "conv": (1, 1),
+    "relu": (1, 1),
+    "add": (-1, 1),
+    "maxpool": (1, 1),
+    "avgpool": (1, 1),
+    "reshape": (1, 1),
+    "batchnorm": (1, 1),
+    "identity": (1, 1),
+    "lif": (2, 2),
+    "spike_count": (2, 1),
+}
+STAGES = ("static", "step", "readout")
+INPUT_KINDS = ("static", "step", "state")
+
+
+@dataclass
+class Tensor:
+    """A named tensor: shape without the batch axis."""
+
+    name: str
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+
+@dataclass
+class Node:
+    """One op. ``source`` names the ONNX node it came from (for error messages)."""
+
+    name: str
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+    source: str = ""
+    stage: str = ""
+
+    def where(self) -> str:
+        """How error messages name this node."""
+        src = f" (ONNX node '{self.source}')" if self.source and self.source != self.name else ""
+        return f"layer '{self.name}'{src}"
+
+
+@dataclass
+class StatePair:
+    """``input`` holds the previous step's value of ``output``; ``init`` is its value before step 0."""
+
+    input: str
+    output: str
+    init: np.ndarray
+
+
+@dataclass
+class Graph:
+    """One timestep of a network, nodes in topological order."""
+
+    name: str
+    tensors: dict[str, Tensor]
+    inputs: dict[str, str]  #: graph input name -> kind (static | step | state)
+    outputs: list[str]
+    nodes: list[Node]
+    states: list[StatePair] = field(default_factory=list)
+    num_steps: int = 1  #: default number of timesteps (nmc.num_steps)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    # ----------------------------------------------------------------- queries
+    def producer(self, tensor: str) -> Node | None:
+        for n in self.nodes:
+            if tensor in n.outputs:
+                return n
+        return None
+
+    def consumers(self, tensor: str) -> list[Node]:
+        return [n for n in self.nodes if tensor in n.inputs]
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def state_of_input(self, name: str) -> StatePair | None:
+        for s in self.states:
+            if s.input == name:
+                return s
+        return None
+
+    def state_of_output(self, name: str) -> StatePair | None:
+        for s in self.states:
+            if s.output == name:
+                return s
+        return None
+
+    # ----------------------------------------------------------------- checks
+    def lint(self) -> None:
+        """Check structural invariants; raise :class:`ModelError` naming the first broken one."""
+        produced: dict[str, str] = {}
+        for name, kind in self.inputs.items():
+            if kind not in INPUT_KINDS:
+                raise ModelError(f"graph input '{name}' has kind {kind!r}; kinds are {INPUT_KINDS}")
+            if name not in self.tensors:
+                raise ModelError(f"graph input '{name}' has no tensor entry")
+            produced[name] = "<input>"
+        names = set()
+        for n in self.nodes:
+            if n.name in names:
+                raise ModelError(f"two nodes are named '{n.name}'")
+            names.add(n.name)
+            if n.op not in OPS:
+                raise ModelError(f"{n.where()}: unknown IR op '{n.op}'")
+            n_in, n_out = OPS[n.op]
+            if (n_in >= 0 and len(n.inputs) != n_in) or (n_in < 0 and len(n.inputs) < 1) or len(n.outputs) != n_out:
+                raise ModelError(f"{n.where()}: op {n.op} takes {n_in} inputs/{n_out} outputs, "
+                                 f"has {len(n.inputs)}/{len(n.outputs)}")
+            for t in n.inputs:
+                if t not in produced:
+                    raise ModelError(f"{n.where()}: input '{t}' is not produced before it (graph not topologically sorted, or dangling)")
+            for t in n.outputs:
+                if t in produced:
+                    raise ModelError(f"{n.where()}: output '{t}' is produced twice")
+                if t not in self.tensors:
+                    raise ModelError(f"{n.where()}: output '{t}' has no tensor entry")
+                produced[t] = n.name
+            if n.stage and n.stage not in STAGES:
+                raise ModelError(f"{n.where()}: stage {n.stage!r} is not one of {STAGES}")
+        for o in self.outputs:
+            if o not in produced:
+                raise ModelError(f"graph output '{o}' is not produced")
+        for s in self.states:
+            if self.inputs.get(s.input) != "state":
+                raise ModelError(f"state pair ({s.input} -> {s.output}): '{s.input}' is not a state input")
+            if s.output not in produced:
+                raise ModelError(f"state pair ({s.input} -> {s.output}): '{s.output}' is not produced")
+            if self.tensors[s.input].shape != self.tensors[s.output].shape:
+                raise ShapeError(f"state pair ({s.input} -> {s.output}): shapes {self.tensors[s.input].shape} "
+                                 f"and {self.tensors[s.output].shape} differ")
+            if np.shape(s.init) not in ((), self.tensors[s.input].shape):
+                raise ShapeError(f"state '{s.input}': initial value of shape {np.shape(s.init)} does not match "
+                                 f"{self.tensors[s.input].shape}")
+        for name, kind in self.inputs.items():
+            if kind == "state" and self.state_of_input(name) is None:
+                raise ModelError(f"graph input '{name}' is a state input without a state pair")
+
+    # ----------------------------------------------------------------- dump
+    def dump(self) -> str:
+        """A stable, human-readable text form (tests compare it; params are summarised by a checksum)."""
+        lines = [f"graph {self.name} steps={self.num_steps}"]
+        for name, kind in self.inputs.items():
+            lines.append(f"  input {kind} {name}{list(self.tensors[name].shape)}")
+        for s in self.states:
+            init = np.asarray(s.init, dtype=np.float64)
+            lines.append(f"  state {s.input} <- {s.output} init={_digest(init)}")
+        for n in self.nodes:
+            attrs = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(n.attrs.items()))
+            params = ", ".join(f"{k}{list(v.shape)}:{_digest(v)}" for k, v in sorted(n.params.items()))
+            ins = ", ".join(n.inputs)
+            outs = ", ".join(f"{t}{list(self.tensors[t].shape)}" for t in n.outputs)
+            stage = f"[{n.stage}] " if n.stage else ""
+            extra = "; ".join(x for x in (attrs, params) if x)
+            lines.append(f"  {stage}{n.name} = {n.op}({ins}) -> {outs}" + (f"  {{{extra}}}" if extra else ""))
+        lines.append("  outputs " + ", ".join(self.outputs))
+        return "\n".join(lines) + "\n"
+
+    def copy(self) -> "Graph":
+        return Graph(
+            name=self.name,
+            tensors={k: Tensor(v.name, tuple(v.shape)) for k, v in self.tensors.items()},
+            inputs=dict(self.inputs),
+            outputs=list(self.outputs),
+            nodes=[Node(n.name, n.op, list(n.inputs), list(n.outputs), dict(n.attrs),
+                        {k: v.copy() for k, v in n.params.items()}, n.source, n.stage) for n in self.nodes],
+            states=[StatePair(s.input, s.output, np.array(s.init, copy=True)) for s in self.states],
+            num_steps=self.num_steps,
+            metadata=dict(self.metadata),
+        )
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return repr(float(v))
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_fmt(x) for x in v) + "]"
+    return json.dumps(v) if isinstance(v, str) else str(v)
+
+
+def _digest(a: np.ndarray) -> str:
+    import hashlib
+
+    a = np.ascontiguousarray(np.asarray(a, dtype=np.float64))
+    return hashlib.sha256(a.tobytes()).hexdigest()[:10]
+
+
+def assign_stages(g: Graph, step_sources: Iterable[str] = ()) -> None:
+    """Set ``node.stage`` from dataflow (docs/onnx_convention.md).
+
+    A node is *static* if no state input, step input (or ``step_sources``) reaches it;
+    of the others, nodes from which no state output can be reached are *read-out*;
+    the rest are *step*.
+    """
+    varying = {name for name, kind in g.inputs.items() if kind in ("state", "step")} | set(step_sources)
+    for n in g.nodes:
+        if any(t in varying for t in n.inputs):
+            varying.update(n.outputs)
+            n.stage = "step"
+        else:
+            n.stage = "static"
+    # backwards: which nodes feed a state output
+    feeds_state = {s.output for s in g.states}
+    feeding: set[str] = set()
+    for n in reversed(g.nodes):
+        if any(t in feeds_state for t in n.outputs):
+            feeding.add(n.name)
+            feeds_state.update(n.inputs)
+    for n in g.nodes:
+        if n.stage == "step" and n.name not in feeding:
+            n.stage = "readout"
