@@ -1,0 +1,318 @@
+"""Build nmc-step-convention ONNX models programmatically.
+
+The model is one timestep of the network (``../shared/spec/onnx.md``): every state is a
+graph input paired with a graph output, declared in the ``nmc.state`` metadata; neuron
+layers are ``nmc`` domain nodes whose function bodies ship in the model so onnxruntime can
+run it.  Tensors are float32 with a leading symbolic batch dimension ``N``; shapes given to
+the builder exclude it.
+
+Examples
+--------
+>>> b = ModelBuilder("tiny", num_steps=4)
+>>> x = b.input("x", (3,))
+>>> s, v = b.lif(b.gemm(x, [[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]), "l1", threshold=0.5)
+>>> b.output(s)
+'l1.s'
+>>> model = b.build()
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from nmc.errors import ModelError, ShapeError
+
+from . import nmc_ops
+from ._shapes import conv_out_shape, pool_out_shape
+
+__all__ = ["ModelBuilder"]
+
+
+def _arr(a) -> np.ndarray:
+    return np.asarray(a, dtype=np.float32)
+
+
+class ModelBuilder:
+    """Accumulates nodes of one timestep; :meth:`build` returns a checked ``onnx.ModelProto``."""
+
+    def __init__(self, name: str, num_steps: int = 16, opset: int = 19):
+        if opset < nmc_ops.MIN_OPSET:
+            raise ModelError(f"ModelBuilder '{name}': opset {opset} is below {nmc_ops.MIN_OPSET}, which the nmc "
+                             f"function bodies need; use opset>={nmc_ops.MIN_OPSET}")
+        if int(num_steps) < 1:
+            raise ModelError(f"ModelBuilder '{name}': num_steps={num_steps} must be >= 1")
+        self.name = name
+        self.num_steps = int(num_steps)
+        self.opset = int(opset)
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.inputs: list[onnx.ValueInfoProto] = []
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.step_inputs: list[str] = []
+        self.states: list[list[Any]] = []  # [in, out, init]
+        self._state_shapes: dict[str, tuple[int, ...]] = {}
+        self._bound: set[str] = set()
+        self.user_outputs: list[str] = []
+        self.nmc_ops_used: set[str] = set()
+        self._counter: dict[str, int] = {}
+
+    # ----------------------------------------------------------------- helpers
+    def _fresh(self, prefix: str) -> str:
+        while True:
+            i = self._counter.get(prefix, 0)
+            self._counter[prefix] = i + 1
+            cand = f"{prefix}{i}"
+            if cand not in self.shapes and not any(n.name == cand for n in self.nodes):
+                return cand
+
+    def _name(self, name: str | None, op: str) -> str:
+        if name is None:
+            return self._fresh(op.lower() + "_")
+        if name in self.shapes or any(n.name == name for n in self.nodes):
+            raise ModelError(f"ModelBuilder: name '{name}' is already used; pick another")
+        return name
+
+    def _shape(self, t: str) -> tuple[int, ...]:
+        try:
+            return self.shapes[t]
+        except KeyError:
+            raise ModelError(f"ModelBuilder: unknown tensor '{t}'") from None
+
+    def _init(self, name: str, value) -> str:
+        self.initializers.append(numpy_helper.from_array(_arr(value), name))
+        return name
+
+    def _node(self, op: str, inputs: list[str], out: str, shape: tuple[int, ...], name: str, **attrs) -> str:
+        self.nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
+        self.shapes[out] = tuple(int(d) for d in shape)
+        return out
+
+    @staticmethod
+    def _vi(name: str, shape: Sequence[int]) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", *[int(d) for d in shape]])
+
+    # ----------------------------------------------------------------- inputs
+    def input(self, name: str, shape: Sequence[int], kind: str = "static") -> str:
+        """A graph input (``shape`` without batch); ``kind`` is ``static`` or ``step``."""
+        if kind not in ("static", "step"):
+            raise ModelError(f"ModelBuilder.input('{name}'): kind {kind!r} must be 'static' or 'step' "
+                             f"(use state() for state inputs)")
+        name = self._name(name, "input")
+        self.inputs.append(self._vi(name, shape))
+        self.shapes[name] = tuple(int(d) for d in shape)
+        if kind == "step":
+            self.step_inputs.append(name)
+        return name
+
+    def state(self, name: str, shape: Sequence[int], init=0.0) -> str:
+        """A generic state input; close the pair with :meth:`bind_state`. Returns the input name."""
+        name = self._name(name, "state")
+        shape = tuple(int(d) for d in shape)
+        init_a = np.asarray(init, dtype=np.float64)
+        if init_a.shape not in ((), shape):
+            raise ShapeError(f"ModelBuilder.state('{name}'): init of shape {init_a.shape} does not match {shape}")
+        self.inputs.append(self._vi(name, shape))
+        self.shapes[name] = shape
+        self._state_shapes[name] = shape
+        self.states.append([name, None, init_a.tolist()])
+        return name
+
+    def bind_state(self, name: str, tensor: str) -> str:
+        """Make ``tensor`` the next value of state ``name``: output ``<name>.next = Identity(tensor)``."""
+        entry = next((s for s in self.states if s[0] == name), None)
+        if entry is None:
+            raise ModelError(f"ModelBuilder.bind_state: '{name}' is not a state created with state()")
+        if entry[1] is not None:
+            raise ModelError(f"ModelBuilder.bind_state: state '{name}' is already bound to '{entry[1]}'")
+        if self._shape(tensor) != self._state_shapes[name]:
+            raise ShapeError(f"ModelBuilder.bind_state('{name}'): tensor '{tensor}' has shape {self._shape(tensor)}, "
+                             f"the state has {self._state_shapes[name]}")
+        out = f"{name}.next"
+        self._node("Identity", [tensor], out, self._shape(tensor), self._name(None, f"{name}.bind"))
+        entry[1] = out
+        return out
+
+    # ----------------------------------------------------------------- layers
+    def gemm(self, x: str, W, b=None, name: str | None = None) -> str:
+        """``y = x @ W.T + b`` with ``W[out, in]`` (ONNX Gemm, transB=1)."""
+        name = self._name(name, "gemm")
+        W = _arr(W)
+        if W.ndim != 2 or self._shape(x) != (W.shape[1],):
+            raise ShapeError(f"ModelBuilder.gemm('{name}'): W {W.shape} does not fit input '{x}' of shape {self._shape(x)}")
+        ins = [x, self._init(f"{name}.W", W)]
+        if b is not None:
+            ins.append(self._init(f"{name}.b", np.broadcast_to(_arr(b), (W.shape[0],))))
+        return self._node("Gemm", ins, name, (W.shape[0],), name, transB=1)
+
+    def matmul(self, x: str, W, name: str | None = None) -> str:
+        """``y = x @ W`` with ``W[in, out]`` (ONNX MatMul with a constant right operand)."""
+        name = self._name(name, "matmul")
+        W = _arr(W)
+        if W.ndim != 2 or self._shape(x) != (W.shape[0],):
+            raise ShapeError(f"ModelBuilder.matmul('{name}'): W {W.shape} does not fit input '{x}' of shape {self._shape(x)}")
+        return self._node("MatMul", [x, self._init(f"{name}.W", W)], name, (W.shape[1],), name)
+
+    def conv(self, x: str, W, b=None, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), group: int = 1,
+             name: str | None = None) -> str:
+        """2-D convolution, ``W[Co, Ci/group, kh, kw]``, pads in ONNX order (top, left, bottom, right)."""
+        name = self._name(name, "conv")
+        W = _arr(W)
+        xs = self._shape(x)
+        if W.ndim != 4 or len(xs) != 3 or xs[0] != W.shape[1] * group or W.shape[0] % group:
+            raise ShapeError(f"ModelBuilder.conv('{name}'): W {W.shape} with group={group} does not fit input "
+                             f"'{x}' of shape {xs}")
+        ins = [x, self._init(f"{name}.W", W)]
+        if b is not None:
+            ins.append(self._init(f"{name}.b", np.broadcast_to(_arr(b), (W.shape[0],))))
+        shape = conv_out_shape(xs, W.shape, strides, pads, dilations)
+        return self._node("Conv", ins, name, shape, name, kernel_shape=list(W.shape[2:]), strides=list(strides),
+                          pads=list(pads), dilations=list(dilations), group=int(group))
+
+    def relu(self, x: str, name: str | None = None) -> str:
+        name = self._name(name, "relu")
+        return self._node("Relu", [x], name, self._shape(x), name)
+
+    def identity(self, x: str, name: str | None = None) -> str:
+        name = self._name(name, "identity")
+        return self._node("Identity", [x], name, self._shape(x), name)
+
+    def add(self, a: str, b: str, name: str | None = None) -> str:
+        name = self._name(name, "add")
+        if self._shape(a) != self._shape(b):
+            raise ShapeError(f"ModelBuilder.add('{name}'): shapes {self._shape(a)} and {self._shape(b)} differ")
+        return self._node("Add", [a, b], name, self._shape(a), name)
+
+    def add_const(self, x: str, c, name: str | None = None) -> str:
+        """``x + c`` with a constant ``c`` (e.g. a bias of shape [C, 1, 1]); c must broadcast to x."""
+        name = self._name(name, "addc")
+        c = _arr(c)
+        np.broadcast_shapes(c.shape, self._shape(x))
+        return self._node("Add", [x, self._init(f"{name}.c", c)], name, self._shape(x), name)
+
+    def _pool(self, op: str, x: str, kernel, strides, pads, name, **extra) -> str:
+        name = self._name(name, op)
+        xs = self._shape(x)
+        if len(xs) != 3:
+            raise ShapeError(f"ModelBuilder.{op.lower()}('{name}'): input '{x}' has shape {xs}, need [C, H, W]")
+        kernel = tuple(int(k) for k in (kernel if np.ndim(kernel) else (kernel, kernel)))
+        strides = kernel if strides is None else tuple(int(s) for s in (strides if np.ndim(strides) else (strides, strides)))
+        shape = pool_out_shape(xs, kernel, strides, pads)
+        return self._node(op, [x], name, shape, name, kernel_shape=list(kernel), strides=list(strides),
+                          pads=list(pads), **extra)
+
+    def maxpool(self, x: str, kernel, strides=None, pads=(0, 0, 0, 0), name: str | None = None) -> str:
+        return self._pool("MaxPool", x, kernel, strides, pads, name)
+
+    def avgpool(self, x: str, kernel, strides=None, pads=(0, 0, 0, 0), count_include_pad: int = 0,
+                name: str | None = None) -> str:
+        return self._pool("AveragePool", x, kernel, strides, pads, name, count_include_pad=int(count_include_pad))
+
+    def global_avgpool(self, x: str, name: str | None = None) -> str:
+        name = self._name(name, "gap")
+        xs = self._shape(x)
+        return self._node("GlobalAveragePool", [x], name, (xs[0], 1, 1), name)
+
+    def flatten(self, x: str, name: str | None = None) -> str:
+        name = self._name(name, "flatten")
+        return self._node("Flatten", [x], name, (int(np.prod(self._shape(x))),), name, axis=1)
+
+    def reshape(self, x: str, shape: Sequence[int], name: str | None = None) -> str:
+        """Reshape to ``shape`` (without batch; may hold one -1)."""
+        name = self._name(name, "reshape")
+        size = int(np.prod(self._shape(x)))
+        shape = [int(d) for d in shape]
+        if shape.count(-1) == 1:
+            rest = int(np.prod([d for d in shape if d != -1]))
+            shape[shape.index(-1)] = size // rest if rest else 0
+        if int(np.prod(shape)) != size:
+            raise ShapeError(f"ModelBuilder.reshape('{name}'): cannot reshape {self._shape(x)} to {shape}")
+        sh = numpy_helper.from_array(np.array([0, *shape], dtype=np.int64), f"{name}.shape")
+        self.initializers.append(sh)
+        return self._node("Reshape", [x, f"{name}.shape"], name, tuple(shape), name)
+
+    def batchnorm(self, x: str, scale, bias, mean, var, eps: float = 1e-5, name: str | None = None) -> str:
+        name = self._name(name, "bn")
+        c = self._shape(x)[0]
+        ins = [x] + [self._init(f"{name}.{k}", np.broadcast_to(_arr(v), (c,)))
+                     for k, v in (("scale", scale), ("bias", bias), ("mean", mean), ("var", var))]
+        return self._node("BatchNormalization", ins, name, self._shape(x), name, epsilon=float(eps))
+
+    # ----------------------------------------------------------------- neurons
+    def lif(self, x: str, name: str, beta: float = 1.0, threshold: float = 1.0, reset_mode: str = "subtract",
+            v_reset: float = 0.0, v_leak: float = 0.0, gain: float = 1.0, spike_ge: int = 0,
+            reset_delay: int = 0, init=0.0) -> tuple[str, str]:
+        """An ``nmc::LIF`` layer; creates state ``<name>.v`` -> ``<name>.v.next``. Returns (s, v_next)."""
+        name = self._name(name, "lif")
+        shape = self._shape(x)
+        v = self.state(f"{name}.v", shape, init)
+        s, vn = f"{name}.s", f"{name}.v.next"
+        node = helper.make_node("LIF", [x, v], [s, vn], name=name, domain=nmc_ops.NMC_DOMAIN,
+                                beta=float(beta), threshold=float(threshold), reset_mode=str(reset_mode),
+                                v_reset=float(v_reset), v_leak=float(v_leak), gain=float(gain),
+                                spike_ge=int(spike_ge), reset_delay=int(reset_delay))
+        nmc_ops.validate_attrs(node)
+        self.nodes.append(node)
+        self.shapes[s] = shape
+        self.shapes[vn] = shape
+        next(st for st in self.states if st[0] == v)[1] = vn
+        self.nmc_ops_used.add("LIF")
+        return s, vn
+
+    def spike_count(self, s: str, name: str) -> str:
+        """An ``nmc::SpikeCount`` decoder; state ``<name>.c`` -> ``<name>.c.next`` (init 0)."""
+        name = self._name(name, "count")
+        shape = self._shape(s)
+        c = self.state(f"{name}.c", shape, 0.0)
+        cn = f"{name}.c.next"
+        self.nodes.append(helper.make_node("SpikeCount", [s, c], [cn], name=name, domain=nmc_ops.NMC_DOMAIN))
+        self.shapes[cn] = shape
+        next(st for st in self.states if st[0] == c)[1] = cn
+        self.nmc_ops_used.add("SpikeCount")
+        return cn
+
+    # ----------------------------------------------------------------- outputs and build
+    def output(self, t: str) -> str:
+        self._shape(t)
+        if t not in self.user_outputs:
+            self.user_outputs.append(t)
+        return t
+
+    def build(self) -> onnx.ModelProto:
+        """Assemble, check (onnx.checker) and return the model."""
+        for s in self.states:
+            if s[1] is None:
+                raise ModelError(f"ModelBuilder '{self.name}': state '{s[0]}' was never bound; call bind_state()")
+        outs = list(self.user_outputs) + [s[1] for s in self.states if s[1] not in self.user_outputs]
+        if not outs:
+            raise ModelError(f"ModelBuilder '{self.name}': the model has no output; call output()")
+        graph = helper.make_graph(self.nodes, self.name, list(self.inputs),
+                                  [self._vi(o, self.shapes[o]) for o in outs], list(self.initializers))
+        opsets = [helper.make_opsetid("", self.opset)]
+        if self.nmc_ops_used:
+            opsets.append(helper.make_opsetid(nmc_ops.NMC_DOMAIN, nmc_ops.NMC_DOMAIN_VERSION))
+        model = helper.make_model(graph, opset_imports=opsets, producer_name="nmc.frontend.builder",
+                                  functions=nmc_ops.function_protos(self.nmc_ops_used, self.opset))
+        meta = {
+            "nmc.convention": "step/1",
+            "nmc.num_steps": str(self.num_steps),
+            "nmc.state": json.dumps(self.states),
+            "nmc.step_inputs": json.dumps(self.step_inputs),
+        }
+        if self.user_outputs:
+            meta["nmc.outputs"] = json.dumps(self.user_outputs)
+        helper.set_model_props(model, meta)
+        try:
+            onnx.checker.check_model(model)
+        except onnx.checker.ValidationError as e:  # a builder bug, not a user error, but say what failed
+            raise ModelError(f"ModelBuilder '{self.name}': the built model fails onnx.checker: {e}") from e
+        return model
+
+    def save(self, path: str | Path) -> onnx.ModelProto:
+        model = self.build()
+        onnx.save(model, str(path))
+        return model

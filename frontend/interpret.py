@@ -1,0 +1,265 @@
+"""Float64 NumPy interpreter of the IR: the float semantics of every op.
+
+Values are batched: a tensor of shape ``s`` is held as ``[B, *s]``.  A run executes the
+static stage once, the step stage ``T`` times (states carried from each pair's output to
+its input) and the read-out stage once on the last step's values.
+
+Op semantics (per sample, shapes without batch)::
+
+    dense        y = W @ x.flatten() + b
+    conv         2-D cross-correlation (ONNX Conv): strides, pads (top, left, bottom, right),
+                 dilations, group; + b per output channel
+    relu         max(x, 0)
+    add          x1 + x2 + ...
+    maxpool      max over the window, padding is -inf
+    avgpool      mean over the window; count_include_pad=1 divides by kh*kw, else by the
+                 number of non-padding elements
+    reshape      same data, new shape
+    batchnorm    x * scale[c] + bias[c] (c = first axis)
+    identity     x
+    lif          see frontend/nmc_ops.py (fire, optional delayed reset, leak, gain)
+    spike_count  c' = c + s
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from nmc.errors import InputError, ModelError
+from nmc.ir import Graph, Node
+
+__all__ = ["run_float", "OP_IMPLS", "conv2d", "pool2d", "lif_step"]
+
+
+# ----------------------------------------------------------------- kernels
+def _windows(x: np.ndarray, kernel, strides, pads, dilations, pad_value: float) -> np.ndarray:
+    """im2col: ``x[B, C, H, W]`` -> ``[B, C, kh, kw, Ho, Wo]``."""
+    kh, kw = kernel
+    sh, sw = strides
+    dh, dw = dilations
+    pt, pl, pb, pr = pads
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=pad_value)
+    H, W = xp.shape[2], xp.shape[3]
+    ho = (H - dh * (kh - 1) - 1) // sh + 1
+    wo = (W - dw * (kw - 1) - 1) // sw + 1
+    cols = np.empty(x.shape[:2] + (kh, kw, ho, wo), dtype=xp.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, i, j] = xp[:, :, i * dh: i * dh + sh * (ho - 1) + 1: sh, j * dw: j * dw + sw * (wo - 1) + 1: sw]
+    return cols
+
+
+def conv2d(x: np.ndarray, W: np.ndarray, b: np.ndarray, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1),
+           group: int = 1) -> np.ndarray:
+    """ONNX Conv on ``x[B, C, H, W]`` with ``W[Co, C/group, kh, kw]``."""
+    B, C = x.shape[:2]
+    co = W.shape[0]
+    cols = _windows(x, W.shape[2:], strides, pads, dilations, 0.0)  # B, C, kh, kw, Ho, Wo
+    ho, wo = cols.shape[-2:]
+    cols = cols.reshape(B, group, C // group, W.shape[2], W.shape[3], ho, wo)
+    Wg = W.reshape(group, co // group, *W.shape[1:])
+    y = np.einsum("bgcklhw,gockl->bgohw", cols, Wg, optimize=True).reshape(B, co, ho, wo)
+    return y + b.reshape(1, co, 1, 1)
+
+
+def pool2d(x: np.ndarray, kind: str, kernel, strides, pads, count_include_pad: int = 0) -> np.ndarray:
+    if kind == "max":
+        return _windows(x, kernel, strides, pads, (1, 1), -np.inf).max(axis=(2, 3))
+    total = _windows(x, kernel, strides, pads, (1, 1), 0.0).sum(axis=(2, 3))
+    if count_include_pad:
+        return total / (kernel[0] * kernel[1])
+    ones = np.ones((1, 1) + x.shape[2:])
+    count = _windows(ones, kernel, strides, pads, (1, 1), 0.0).sum(axis=(2, 3))
+    return total / count
+
+
+def lif_step(x: np.ndarray, v: np.ndarray, beta=1.0, threshold=1.0, reset_mode="subtract", v_reset=0.0,
+             v_leak=0.0, gain=1.0, spike_ge=0, reset_delay=0) -> tuple[np.ndarray, np.ndarray]:
+    """One LIF step (float); returns (spikes as 0.0/1.0, next membrane)."""
+    def fire(u):
+        return u >= threshold if spike_ge else u > threshold
+
+    u = v_leak + beta * (v - v_leak) + gain * x
+    if reset_delay:
+        r = fire(v)
+        if reset_mode == "subtract":
+            u = u - r * threshold
+        elif reset_mode == "zero":
+            u = np.where(r, v_reset, u)
+    f = fire(u)
+    s = f.astype(np.float64)
+    if reset_delay or reset_mode == "none":
+        v_next = u
+    elif reset_mode == "subtract":
+        v_next = u - s * threshold
+    else:
+        v_next = np.where(f, v_reset, u)
+    return s, v_next
+
+
+# ----------------------------------------------------------------- op table
+def _dense(n: Node, x):
+    B = x.shape[0]
+    return [x.reshape(B, -1) @ n.params["W"].T + n.params["b"]]
+
+
+def _conv(n: Node, x):
+    a = n.attrs
+    return [conv2d(x, n.params["W"], n.params["b"], a["strides"], a["pads"], a["dilations"], a["group"])]
+
+
+def _bn(n: Node, x):
+    sh = (1, -1) + (1,) * (x.ndim - 2)
+    return [x * n.params["scale"].reshape(sh) + n.params["bias"].reshape(sh)]
+
+
+def _reshape(n: Node, x):
+    return [x.reshape((x.shape[0], *n.attrs["shape"]))]
+
+
+def _add(n: Node, *xs):
+    y = xs[0]
+    for t in xs[1:]:
+        y = y + t
+    return [y]
+
+
+def _lif(n: Node, x, v):
+    return list(lif_step(x, v, **n.attrs))
+
+
+OP_IMPLS: dict[str, Callable] = {
+    "dense": _dense,
+    "conv": _conv,
+    "relu": lambda n, x: [np.maximum(x, 0.0)],
+    "add": _add,
+    "maxpool": lambda n, x: [pool2d(x, "max", n.attrs["kernel"], n.attrs["strides"], n.attrs["pads"])],
+    "avgpool": lambda n, x: [pool2d(x, "avg", n.attrs["kernel"], n.attrs["strides"], n.attrs["pads"],
+                                    n.attrs.get("count_include_pad", 0))],
+    "reshape": _reshape,
+    "batchnorm": _bn,
+    "identity": lambda n, x: [x],
+    "lif": _lif,
+    "spike_count": lambda n, s, c: [c + s],
+}
+
+
+# ----------------------------------------------------------------- driver
+def _prepare_inputs(graph: Graph, inputs: dict, steps: int | None):
+    inputs = dict(inputs or {})
+    unknown = sorted(set(inputs) - set(graph.inputs))
+    if unknown:
+        raise InputError(f"inputs {unknown} are not graph inputs of '{graph.name}'; its inputs are "
+                         f"{sorted(graph.inputs)}")
+    arrays = {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}
+    T = None
+    for name, kind in graph.inputs.items():
+        if kind == "step" and name in arrays:
+            t = arrays[name].shape[0] if arrays[name].ndim else None
+            if T is None:
+                T = t
+            elif t != T:
+                raise InputError(f"step inputs disagree on the number of steps: '{name}' has {t}, others {T}")
+    if steps is None:
+        steps = T if T is not None else graph.num_steps
+    elif T is not None and steps > T:
+        raise InputError(f"steps={steps} but step inputs hold only {T} steps; give [T, B, ...] with T >= steps")
+    if steps < 1:
+        raise InputError(f"steps={steps}; need at least 1")
+    B = None
+    for name, kind in graph.inputs.items():
+        if name not in arrays:
+            if kind != "state":
+                raise InputError(f"missing {kind} input '{name}' of shape "
+                                 f"{['T'] if kind == 'step' else []}{['B', *graph.tensors[name].shape]}")
+            continue
+        a = arrays[name]
+        shape = tuple(graph.tensors[name].shape)
+        lead = 2 if kind == "step" else 1
+        if a.ndim != len(shape) + lead or a.shape[lead:] != shape:
+            want = (["T"] if kind == "step" else []) + ["B", *shape]
+            raise InputError(f"{kind} input '{name}' has shape {list(a.shape)}; expected {want}")
+        b = a.shape[lead - 1]
+        if B is None:
+            B = b
+        elif b != B:
+            raise InputError(f"input '{name}' has batch {b}, other inputs {B}; all inputs need the same batch size")
+    return arrays, steps, (1 if B is None else B)
+
+
+def run_float(graph: Graph, inputs: dict, steps: int | None = None,
+              observer: Callable[[str, np.ndarray], None] | None = None) -> dict[str, np.ndarray]:
+    """Run ``graph`` in float64.
+
+    Parameters
+    ----------
+    graph : nmc.ir.Graph with stages assigned (as :func:`frontend.load_onnx` returns it).
+    inputs : dict graph-input name -> array: static ``[B, *shape]``, step ``[T, B, *shape]``,
+        state (optional, else the pair's init) ``[B, *shape]``.
+    steps : number of timesteps; default the step inputs' T, else ``graph.num_steps``.
+    observer : called as ``observer(tensor_name, value)`` for every input value fed and every
+        tensor value computed (each step for step-stage tensors).
+
+    Returns
+    -------
+    dict graph-output name -> array: step-stage outputs ``[T, B, *shape]``, static and read-out
+    outputs ``[B, *shape]``.
+    """
+    for n in graph.nodes:
+        if n.stage not in ("static", "step", "readout"):
+            raise ModelError(f"{n.where()} has no stage; run nmc.ir.assign_stages(graph) first")
+        if n.op not in OP_IMPLS:
+            raise ModelError(f"{n.where()}: the interpreter has no implementation of op '{n.op}'")
+    arrays, T, B = _prepare_inputs(graph, inputs, steps)
+    obs = observer or (lambda name, value: None)
+    values: dict[str, np.ndarray] = {}
+
+    def feed(name, value):
+        values[name] = value
+        obs(name, value)
+
+    def run(stage):
+        for n in graph.nodes:
+            if n.stage == stage:
+                outs = OP_IMPLS[n.op](n, *(values[t] for t in n.inputs))
+                for t, v in zip(n.outputs, outs):
+                    feed(t, v)
+
+    state_now: dict[str, np.ndarray] = {}
+    for s in graph.states:
+        shape = (B, *graph.tensors[s.input].shape)
+        if s.input in arrays:
+            state_now[s.input] = arrays[s.input]
+        else:
+            state_now[s.input] = np.broadcast_to(np.asarray(s.init, dtype=np.float64), shape).copy()
+    for name, kind in graph.inputs.items():
+        if kind == "static":
+            feed(name, arrays[name])
+    run("static")
+
+    def stage_of(t):
+        kind = graph.inputs.get(t)
+        if kind is not None:
+            return "static" if kind == "static" else "step"
+        p = graph.producer(t)
+        return p.stage
+
+    out_stage = {o: stage_of(o) for o in graph.outputs}
+    series: dict[str, list[np.ndarray]] = {o: [] for o, st in out_stage.items() if st == "step"}
+    for t in range(T):
+        for name, kind in graph.inputs.items():
+            if kind == "step":
+                feed(name, arrays[name][t])
+            elif kind == "state":
+                feed(name, state_now[name])
+        run("step")
+        for o in series:
+            series[o].append(values[o])
+        for s in graph.states:
+            state_now[s.input] = values[s.output]
+    run("readout")
+    result = {}
+    for o, st in out_stage.items():
+        result[o] = np.stack(series[o]) if st == "step" else np.asarray(values[o])
+    return result

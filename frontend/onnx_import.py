@@ -1,0 +1,728 @@
+"""ONNX (nmc step convention) -> :class:`nmc.ir.Graph`.
+
+:func:`load_onnx` checks the model, reads the convention metadata (``nmc.state``,
+``nmc.num_steps``, ``nmc.step_inputs``, optional ``nmc.outputs``), folds initializers and
+``Constant`` nodes into parameters, strips the batch dimension, infers every shape
+itself and converts each node with a converter from :data:`CONVERTERS` (one per ONNX op
+type).  Every node it cannot convert is collected and reported at once in an
+:class:`~nmc.errors.UnsupportedOpError`.  Then stages are assigned, the graph linted and
+batch normalisations folded into the layer before them (:func:`fold_batchnorm`).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from nmc.errors import ModelError, RegistryError, ShapeError, UnsupportedOpError
+from nmc.ir import Graph, Node, StatePair, Tensor, assign_stages
+
+from . import nmc_ops
+from ._shapes import conv_out_shape, pool_out_shape
+
+__all__ = ["load_onnx", "fold_batchnorm", "read_convention", "CONVERTERS", "register_converter",
+           "MIN_MODEL_OPSET"]
+
+#: oldest ai.onnx opset whose semantics of the supported ops the converters implement
+MIN_MODEL_OPSET = 11
+
+
+class _Unsupported(Exception):
+    """Raised by a converter: the node cannot be converted, with the reason."""
+
+
+# ----------------------------------------------------------------- loading and convention
+def _load_model(model_or_path) -> onnx.ModelProto:
+    if isinstance(model_or_path, onnx.ModelProto):
+        return model_or_path
+    try:
+        if isinstance(model_or_path, (bytes, bytearray)):
+            data = bytes(model_or_path)
+            where = "the given bytes"
+        else:
+            where = f"'{model_or_path}'"
+            data = Path(model_or_path).read_bytes()
+    except OSError as e:
+        raise ModelError(f"cannot read ONNX model {where}: {e}; check the path") from e
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as e:  # protobuf DecodeError and friends
+        raise ModelError(f"{where} is not an ONNX model (protobuf decoding failed: {e}); the file is truncated or "
+                         f"of another format: re-export it with torch.onnx.export or onnx.save") from e
+    if not model.HasField("graph") or not model.opset_import:
+        raise ModelError(f"{where} is not an ONNX model (no graph or no opset_import); the file is truncated or "
+                         f"of another format: re-export it with torch.onnx.export or onnx.save")
+    return model
+
+
+def _opset(model: onnx.ModelProto, domain: str) -> int | None:
+    for o in model.opset_import:
+        if o.domain == domain or (domain == "" and o.domain == "ai.onnx"):
+            return int(o.version)
+    return None
+
+
+def _check(model: onnx.ModelProto) -> None:
+    try:
+        onnx.checker.check_model(model)
+    except Exception as e:
+        raise ModelError(f"model '{model.graph.name}' fails onnx.checker: {e}; fix the exporter or re-export "
+                         f"the model") from e
+    version = _opset(model, "")
+    if version is None:
+        raise ModelError(f"model '{model.graph.name}' imports no ai.onnx opset; re-export with an opset "
+                         f">= {nmc_ops.MIN_OPSET}")
+    uses_nmc = any(n.domain == nmc_ops.NMC_DOMAIN for n in model.graph.node)
+    if version < MIN_MODEL_OPSET:
+        raise ModelError(f"model '{model.graph.name}' uses ai.onnx opset {version}; nmc needs >= {MIN_MODEL_OPSET} "
+                         f"(>= {nmc_ops.MIN_OPSET} with nmc ops): re-export with opset_version={nmc_ops.MIN_OPSET}")
+    if uses_nmc and version < nmc_ops.MIN_OPSET:
+        raise ModelError(f"model '{model.graph.name}' has nmc-domain nodes but ai.onnx opset {version}; their function "
+                         f"bodies need opset >= {nmc_ops.MIN_OPSET}: re-export with opset_version={nmc_ops.MIN_OPSET}")
+    nv = _opset(model, nmc_ops.NMC_DOMAIN)
+    if uses_nmc and nv is not None and nv != nmc_ops.NMC_DOMAIN_VERSION:
+        raise ModelError(f"model '{model.graph.name}' imports nmc domain version {nv}; this nmc understands version "
+                         f"{nmc_ops.NMC_DOMAIN_VERSION}: re-export with the matching nmc export helpers")
+
+
+def _real_inputs(g: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
+    inits = {i.name for i in g.initializer}
+    return [i for i in g.input if i.name not in inits]
+
+
+@dataclass
+class Convention:
+    """What the model's ``nmc.*`` metadata (or the naming fallback) says."""
+
+    states: list[tuple[str, str, np.ndarray]]
+    step_inputs: list[str]
+    num_steps: int
+    outputs: list[str]
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def kind(self, name: str) -> str:
+        if any(s[0] == name for s in self.states):
+            return "state"
+        return "step" if name in self.step_inputs else "static"
+
+
+def read_convention(model: onnx.ModelProto) -> Convention:
+    """Read state pairs, step inputs, number of steps and outputs of an nmc-convention model."""
+    g = model.graph
+    meta = {p.key: p.value for p in model.metadata_props}
+    in_names = [i.name for i in _real_inputs(g)]
+    out_names = [o.name for o in g.output]
+    where = f"model '{g.name}'"
+
+    def parse(key, default):
+        if key not in meta:
+            return default
+        try:
+            return json.loads(meta[key])
+        except json.JSONDecodeError as e:
+            raise ModelError(f"{where}: metadata {key}={meta[key]!r} is not valid JSON ({e}); write it with json.dumps") from e
+
+    conv = meta.get("nmc.convention")
+    if conv is not None and conv != "step/1":
+        raise ModelError(f"{where}: metadata nmc.convention={conv!r}; this nmc reads 'step/1'")
+    states: list[tuple[str, str, np.ndarray]] = []
+    raw = parse("nmc.state", None)
+    if raw is None:  # naming fallback: <x> -> <x>.next
+        for n in in_names:
+            if n + ".next" in out_names:
+                states.append((n, n + ".next", np.zeros(())))
+    else:
+        if not isinstance(raw, list):
+            raise ModelError(f"{where}: metadata nmc.state must be a JSON list of [input, output, init]")
+        for entry in raw:
+            if not (isinstance(entry, list) and len(entry) in (2, 3)):
+                raise ModelError(f"{where}: nmc.state entry {entry!r} is not [input, output, init]")
+            i, o = entry[0], entry[1]
+            init = np.asarray(entry[2] if len(entry) == 3 else 0.0, dtype=np.float64)
+            if i not in in_names:
+                raise ModelError(f"{where}: nmc.state pairs '{i}' -> '{o}' but '{i}' is not a graph input; "
+                                 f"add the input or fix nmc.state")
+            if o not in out_names:
+                raise ModelError(f"{where}: state input '{i}' has no pair: nmc.state names output '{o}', which is not "
+                                 f"a graph output; add '{o}' to the graph outputs or fix nmc.state")
+            states.append((i, o, init))
+    step_inputs = parse("nmc.step_inputs", [])
+    if not isinstance(step_inputs, list):
+        raise ModelError(f"{where}: metadata nmc.step_inputs must be a JSON list of input names")
+    for s in step_inputs:
+        if s not in in_names:
+            raise ModelError(f"{where}: nmc.step_inputs names '{s}', which is not a graph input; fix the metadata")
+        if any(st[0] == s for st in states):
+            raise ModelError(f"{where}: '{s}' is both a step input and a state input; fix the metadata")
+    num_steps = parse("nmc.num_steps", 1)
+    if not isinstance(num_steps, int) or num_steps < 1:
+        raise ModelError(f"{where}: metadata nmc.num_steps={meta.get('nmc.num_steps')!r} must be an integer >= 1")
+    outputs = parse("nmc.outputs", None)
+    if outputs is None:
+        outputs = out_names
+    for o in outputs:
+        if o not in out_names:
+            raise ModelError(f"{where}: nmc.outputs names '{o}', which is not a graph output; fix the metadata")
+    return Convention(states, list(step_inputs), num_steps, list(outputs), meta)
+
+
+# ----------------------------------------------------------------- Scan
+def _extract_scan(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace a model whose graph is one top-level Scan by its body (the step graph)."""
+    g = model.graph
+    scans = [n for n in g.node if n.op_type == "Scan"]
+    if not scans:
+        return model
+    others = [n for n in g.node if n.op_type not in ("Scan", "Constant")]
+    if len(scans) > 1 or others:
+        raise UnsupportedOpError([(n.name or f"#{i}", n.op_type, "Scan is accepted only as the single top-level node "
+                                   "whose body is the step graph; export the step function instead")
+                                  for i, n in enumerate(g.node) if n.op_type == "Scan"],
+                                 supported=sorted(CONVERTERS))
+    scan = scans[0]
+    a = {x.name: helper.get_attribute_value(x) for x in scan.attribute}
+    body: onnx.GraphProto = a["body"]
+    n_scan = int(a["num_scan_inputs"])
+    for key in ("scan_input_axes", "scan_output_axes", "scan_input_directions", "scan_output_directions"):
+        if any(int(v) != 0 for v in a.get(key, [])):
+            raise ModelError(f"Scan node '{scan.name}': {key}={a[key]} is not supported; scan over axis 0 forwards")
+    n_state = len(scan.input) - n_scan
+    outer_inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    for n in g.node:
+        if n.op_type == "Constant":
+            outer_inits[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    outer_shapes = {v.name: v for v in list(g.input) + list(g.value_info)}
+    new_inputs, states, step_inputs = [], [], []
+    for k, bin_ in enumerate(body.input):
+        outer = scan.input[k]
+        vi = onnx.ValueInfoProto()
+        vi.CopyFrom(bin_)
+        if k < n_state:
+            if outer in outer_inits:
+                init = np.asarray(outer_inits[outer], dtype=np.float64)
+                if init.ndim and init.shape[0] == 1:
+                    init = init[0]
+                shape = ["N", *init.shape]
+            elif outer in outer_shapes:
+                init = np.zeros(())
+                shape = None
+            else:
+                raise ModelError(f"Scan node '{scan.name}': initial state '{outer}' is neither an input nor constant")
+            states.append([bin_.name, body.output[k].name, init.tolist()])
+            if not vi.type.tensor_type.HasField("shape") and shape is not None:
+                vi = helper.make_tensor_value_info(bin_.name, onnx.TensorProto.FLOAT, shape)
+        else:
+            step_inputs.append(bin_.name)
+            if not vi.type.tensor_type.HasField("shape") and outer in outer_shapes:
+                dims = outer_shapes[outer].type.tensor_type.shape.dim[1:]
+                vi = helper.make_tensor_value_info(bin_.name, onnx.TensorProto.FLOAT,
+                                                   [d.dim_param or d.dim_value for d in dims])
+        new_inputs.append(vi)
+    used = {i for n in body.node for i in n.input}
+    inits = [numpy_helper.from_array(v, k) for k, v in outer_inits.items() if k in used]
+    new_graph = helper.make_graph(list(body.node), body.name or g.name, new_inputs, list(body.output),
+                                  list(body.initializer) + inits)
+    new = helper.make_model(new_graph, opset_imports=list(model.opset_import), functions=list(model.functions))
+    new.ir_version = model.ir_version
+    meta = {p.key: p.value for p in model.metadata_props}
+    meta["nmc.state"] = json.dumps(states)
+    meta["nmc.step_inputs"] = json.dumps(step_inputs)
+    if "nmc.num_steps" not in meta and n_scan:
+        d = outer_shapes.get(scan.input[n_state])
+        if d is not None and d.type.tensor_type.shape.dim and d.type.tensor_type.shape.dim[0].dim_value > 0:
+            meta["nmc.num_steps"] = str(d.type.tensor_type.shape.dim[0].dim_value)
+    meta.pop("nmc.outputs", None)
+    helper.set_model_props(new, meta)
+    return new
+
+
+# ----------------------------------------------------------------- conversion context
+class _Ctx:
+    def __init__(self, model: onnx.ModelProto, conv: Convention):
+        self.model = model
+        self.conv = conv
+        self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.nodes: list[Node] = []
+        self.node_names: set[str] = set()
+        self.n_consumers: dict[str, int] = {}
+        for n in model.graph.node:
+            for i in n.input:
+                self.n_consumers[i] = self.n_consumers.get(i, 0) + 1
+        self.graph_outputs = {o.name for o in model.graph.output}
+
+    def where(self, node: onnx.NodeProto) -> str:
+        return f"node '{node.name}' ({node.op_type})"
+
+    def is_const(self, t: str) -> bool:
+        return t in self.consts
+
+    def const(self, node: onnx.NodeProto, t: str, role: str) -> np.ndarray:
+        if t not in self.consts:
+            raise _Unsupported(f"{role} '{t}' is not a constant (initializer or Constant node); nmc compiles it into "
+                               f"fixed parameters: make it an initializer")
+        return self.consts[t]
+
+    def shape(self, t: str) -> tuple[int, ...]:
+        return self.shapes[t]
+
+    def emit(self, node: onnx.NodeProto, op: str, inputs: list[str], outputs: list[str],
+             shapes: list[tuple[int, ...]], attrs: dict | None = None, params: dict | None = None) -> Node:
+        base = node.name or f"{node.op_type.lower()}_{len(self.nodes)}"
+        name, k = base, 1
+        while name in self.node_names:
+            name, k = f"{base}_{k}", k + 1
+        self.node_names.add(name)
+        n = Node(name, op, list(inputs), list(outputs), dict(attrs or {}),
+                 {k2: np.asarray(v, dtype=np.float64) for k2, v in (params or {}).items()}, source=node.name)
+        for t, s in zip(outputs, shapes):
+            self.shapes[t] = tuple(int(d) for d in s)
+        self.nodes.append(n)
+        return n
+
+    def producer(self, t: str) -> Node | None:
+        for n in reversed(self.nodes):
+            if t in n.outputs:
+                return n
+        return None
+
+
+Converter = Callable[[_Ctx, onnx.NodeProto, dict], None]
+#: ONNX op type (``domain::op`` for non-default domains) -> converter
+CONVERTERS: dict[str, Converter] = {}
+
+
+def register_converter(op_type: str):
+    """Decorator registering a converter; a second registration of the same op type is an error."""
+    def deco(fn: Converter) -> Converter:
+        if op_type in CONVERTERS:
+            raise RegistryError(f"an ONNX converter for '{op_type}' is already registered")
+        CONVERTERS[op_type] = fn
+        return fn
+    return deco
+
+
+def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    out = {}
+    for a in node.attribute:
+        v = helper.get_attribute_value(a)
+        out[a.name] = v.decode() if isinstance(v, bytes) else v
+    return out
+
+
+def _ins(node: onnx.NodeProto) -> list[str]:
+    return list(node.input)
+
+
+# ----------------------------------------------------------------- converters
+@register_converter("Gemm")
+def _gemm(ctx: _Ctx, node, a):
+    if int(a.get("transA", 0)):
+        raise _Unsupported("transA=1 is not supported; transpose the weights instead (transB=1)")
+    ins = _ins(node)
+    if ctx.is_const(ins[0]):
+        raise _Unsupported("input A is a constant; nmc needs the activations as A and the weights as B")
+    xs = ctx.shape(ins[0])
+    if len(xs) != 1:
+        raise _Unsupported(f"input A has shape [N, {', '.join(map(str, xs))}]; Gemm needs [N, features]: Flatten first")
+    B = ctx.const(node, ins[1], "operand B")
+    if B.ndim != 2:
+        raise _Unsupported(f"operand B has shape {list(B.shape)}, not 2-D")
+    W = (B if int(a.get("transB", 0)) else B.T).astype(np.float64) * float(a.get("alpha", 1.0))
+    if W.shape[1] != xs[0]:
+        raise ShapeError(f"{ctx.where(node)}: weights {list(W.shape)} (out, in) do not fit input '{ins[0]}' with "
+                         f"{xs[0]} features; check transB and the weight shape")
+    b = np.zeros(W.shape[0])
+    if len(ins) > 2 and ins[2]:
+        C = np.asarray(ctx.const(node, ins[2], "bias C"), dtype=np.float64)
+        if C.ndim == 2 and C.shape[0] == 1:
+            C = C[0]
+        try:
+            b = np.broadcast_to(C, (W.shape[0],)) * float(a.get("beta", 1.0))
+        except ValueError:
+            raise _Unsupported(f"bias C of shape {list(C.shape)} does not broadcast to [{W.shape[0]}] per sample")
+    ctx.emit(node, "dense", [ins[0]], [node.output[0]], [(W.shape[0],)], params={"W": W, "b": b})
+
+
+@register_converter("MatMul")
+def _matmul(ctx: _Ctx, node, a):
+    ins = _ins(node)
+    if ctx.is_const(ins[0]):
+        raise _Unsupported("the left operand is a constant; nmc supports x @ W with a constant right operand W")
+    xs = ctx.shape(ins[0])
+    if not ctx.is_const(ins[1]):
+        raise _Unsupported(f"the right operand '{ins[1]}' is not a constant: nmc maps MatMul to a synapse with fixed "
+                           f"weights; make the weight an initializer (a product of two activations is not supported)")
+    B = ctx.consts[ins[1]]
+    if len(xs) != 1 or B.ndim != 2:
+        raise _Unsupported(f"shapes [N, {', '.join(map(str, xs))}] @ {list(B.shape)}: only [N, in] @ [in, out] is "
+                           f"supported; Flatten first")
+    if B.shape[0] != xs[0]:
+        raise ShapeError(f"{ctx.where(node)}: weight '{ins[1]}' {list(B.shape)} does not fit input '{ins[0]}' with "
+                         f"{xs[0]} features")
+    ctx.emit(node, "dense", [ins[0]], [node.output[0]], [(B.shape[1],)],
+             params={"W": B.T.astype(np.float64), "b": np.zeros(B.shape[1])})
+
+
+def _pads_2d(node, a, kernel, what="pads") -> tuple[int, int, int, int]:
+    auto = a.get("auto_pad", "NOTSET")
+    if auto not in ("NOTSET", "VALID"):
+        raise _Unsupported(f"auto_pad={auto} is not supported; export with explicit pads (auto_pad NOTSET)")
+    if auto == "VALID":
+        return (0, 0, 0, 0)
+    pads = tuple(int(p) for p in a.get("pads", (0, 0, 0, 0)))
+    if len(pads) != 4:
+        raise _Unsupported(f"{what}={list(pads)} is not 2-D")
+    return pads
+
+
+@register_converter("Conv")
+def _conv(ctx: _Ctx, node, a):
+    ins = _ins(node)
+    xs = ctx.shape(ins[0])
+    W = ctx.const(node, ins[1], "weight W").astype(np.float64)
+    if len(xs) != 3 or W.ndim != 4:
+        raise _Unsupported(f"only 2-D convolutions ([N, C, H, W] input) are supported; input has shape "
+                           f"[N, {', '.join(map(str, xs))}]")
+    group = int(a.get("group", 1))
+    if xs[0] != W.shape[1] * group or W.shape[0] % group:
+        raise ShapeError(f"{ctx.where(node)}: weight {list(W.shape)} with group={group} does not fit input "
+                         f"'{ins[0]}' with {xs[0]} channels")
+    ks = tuple(int(k) for k in a.get("kernel_shape", W.shape[2:]))
+    if ks != tuple(W.shape[2:]):
+        raise ShapeError(f"{ctx.where(node)}: kernel_shape {list(ks)} differs from the weight's {list(W.shape[2:])}")
+    strides = tuple(int(s) for s in a.get("strides", (1, 1)))
+    dil = tuple(int(d) for d in a.get("dilations", (1, 1)))
+    pads = _pads_2d(node, a, ks)
+    b = np.zeros(W.shape[0])
+    if len(ins) > 2 and ins[2]:
+        b = np.broadcast_to(np.asarray(ctx.const(node, ins[2], "bias B"), dtype=np.float64).reshape(-1), (W.shape[0],))
+    out = conv_out_shape(xs, W.shape, strides, pads, dil)
+    if min(out) < 1:
+        raise ShapeError(f"{ctx.where(node)}: output shape {list(out)} is empty (input {list(xs)}, kernel {list(ks)})")
+    ctx.emit(node, "conv", [ins[0]], [node.output[0]], [out],
+             attrs={"strides": list(strides), "pads": list(pads), "dilations": list(dil), "group": group},
+             params={"W": W, "b": b})
+
+
+@register_converter("Relu")
+def _relu(ctx, node, a):
+    ctx.emit(node, "relu", [node.input[0]], [node.output[0]], [ctx.shape(node.input[0])])
+
+
+@register_converter("Identity")
+def _identity(ctx, node, a):
+    ctx.emit(node, "identity", [node.input[0]], [node.output[0]], [ctx.shape(node.input[0])])
+
+
+@register_converter("Flatten")
+def _flatten(ctx, node, a):
+    xs = ctx.shape(node.input[0])
+    axis = int(a.get("axis", 1))
+    if axis < 0:
+        axis += len(xs) + 1
+    if axis != 1:
+        raise _Unsupported(f"axis={a.get('axis')} would merge the batch dimension; only axis=1 is supported")
+    ctx.emit(node, "reshape", [node.input[0]], [node.output[0]], [(int(np.prod(xs)),)],
+             attrs={"shape": [int(np.prod(xs))]})
+
+
+@register_converter("Reshape")
+def _reshape(ctx, node, a):
+    x = node.input[0]
+    xs = ctx.shape(x)
+    shape = [int(d) for d in ctx.const(node, node.input[1], "target shape").reshape(-1)]
+    if int(a.get("allowzero", 0)):
+        raise _Unsupported("allowzero=1 is not supported")
+    if not shape:
+        raise _Unsupported("a scalar target shape drops the batch dimension")
+    full = (1, *xs)  # batch as 1 for the 0-copy rule
+    size = int(np.prod(xs))
+    dims = [full[i] if d == 0 and i < len(full) else d for i, d in enumerate(shape)]
+    lead, rest = dims[0], dims[1:]
+    if rest.count(-1) > 1 or (lead == -1 and -1 in rest):
+        raise _Unsupported(f"target shape {shape} has more than one -1")
+    if lead not in (-1, 1) or (shape[0] not in (0, -1) and -1 in rest):
+        raise _Unsupported(f"target shape {shape} does not keep the batch dimension first; use [0 or -1, ...]")
+    if -1 in rest:
+        known = int(np.prod([d for d in rest if d != -1]))
+        if known == 0 or size % known:
+            raise ShapeError(f"{ctx.where(node)}: cannot reshape [{', '.join(map(str, xs))}] to {shape}")
+        rest[rest.index(-1)] = size // known
+    if int(np.prod(rest)) != size:
+        raise ShapeError(f"{ctx.where(node)}: cannot reshape [{', '.join(map(str, xs))}] (per sample) to {shape}")
+    ctx.emit(node, "reshape", [x], [node.output[0]], [tuple(rest)], attrs={"shape": list(rest)})
+
+
+def _fold_bias(ctx: _Ctx, node, x: str, c: np.ndarray) -> None:
+    """Fold ``x + c`` into the dense/conv producing ``x`` (its only consumer)."""
+    prod = ctx.producer(x)
+    if prod is None or prod.op not in ("dense", "conv"):
+        raise _Unsupported(f"Add of a constant is supported only as a bias of the Gemm/MatMul/Conv before it; "
+                           f"'{x}' comes from {prod.op if prod else 'a graph input'}")
+    if ctx.n_consumers.get(x, 0) != 1 or x in ctx.graph_outputs:
+        raise _Unsupported(f"the constant Add cannot be folded into '{prod.name}': its output '{x}' has other uses")
+    xs = ctx.shape(x)
+    c = np.asarray(c, dtype=np.float64)
+    if c.ndim == len(xs) + 1 and c.shape[0] == 1:
+        c = c[0]
+    try:
+        full = np.broadcast_to(c, xs)
+    except ValueError:
+        raise _Unsupported(f"constant of shape {list(c.shape)} does not broadcast to [{', '.join(map(str, xs))}]")
+    per = full.reshape(xs[0], -1)
+    if not np.all(per == per[:, :1]):
+        raise _Unsupported("the constant varies over space, so it is not a per-channel bias of the Conv before it")
+    prod.params["b"] = prod.params["b"] + per[:, 0]
+    out = node.output[0]
+    prod.outputs = [out]
+    ctx.shapes[out] = xs
+
+
+@register_converter("Add")
+def _add(ctx: _Ctx, node, a):
+    x, y = node.input[0], node.input[1]
+    cx, cy = ctx.is_const(x), ctx.is_const(y)
+    if cx and cy:
+        ctx.consts[node.output[0]] = ctx.consts[x] + ctx.consts[y]
+        return
+    if cx or cy:
+        t, c = (y, ctx.consts[x]) if cx else (x, ctx.consts[y])
+        _fold_bias(ctx, node, t, c)
+        return
+    if ctx.shape(x) != ctx.shape(y):
+        raise _Unsupported(f"broadcasting Add of shapes {list(ctx.shape(x))} and {list(ctx.shape(y))}; both inputs "
+                           f"need the same shape")
+    ctx.emit(node, "add", [x, y], [node.output[0]], [ctx.shape(x)])
+
+
+def _pool(ctx: _Ctx, node, a, op: str):
+    if int(a.get("ceil_mode", 0)):
+        raise _Unsupported("ceil_mode=1 is not supported; export with ceil_mode=0 (floor), adding pads if needed")
+    if any(int(d) != 1 for d in a.get("dilations", (1, 1))):
+        raise _Unsupported(f"dilations={a['dilations']} are not supported for pooling")
+    if len(node.output) > 1 and node.output[1]:
+        raise _Unsupported("the Indices output is not supported")
+    xs = ctx.shape(node.input[0])
+    ks = tuple(int(k) for k in a["kernel_shape"])
+    if len(xs) != 3 or len(ks) != 2:
+        raise _Unsupported(f"only 2-D pooling is supported; input has shape [N, {', '.join(map(str, xs))}]")
+    strides = tuple(int(s) for s in a.get("strides", (1, 1)))
+    pads = _pads_2d(node, a, ks)
+    out = pool_out_shape(xs, ks, strides, pads)
+    if min(out) < 1:
+        raise ShapeError(f"{ctx.where(node)}: output shape {list(out)} is empty (input {list(xs)}, kernel {list(ks)})")
+    attrs = {"kernel": list(ks), "strides": list(strides), "pads": list(pads)}
+    if op == "avgpool":
+        attrs["count_include_pad"] = int(a.get("count_include_pad", 0))
+    ctx.emit(node, op, [node.input[0]], [node.output[0]], [out], attrs=attrs)
+
+
+@register_converter("MaxPool")
+def _maxpool(ctx, node, a):
+    _pool(ctx, node, a, "maxpool")
+
+
+@register_converter("AveragePool")
+def _avgpool(ctx, node, a):
+    _pool(ctx, node, a, "avgpool")
+
+
+@register_converter("GlobalAveragePool")
+def _gap(ctx, node, a):
+    xs = ctx.shape(node.input[0])
+    if len(xs) != 3:
+        raise _Unsupported(f"only 2-D pooling is supported; input has shape [N, {', '.join(map(str, xs))}]")
+    ctx.emit(node, "avgpool", [node.input[0]], [node.output[0]], [(xs[0], 1, 1)],
+             attrs={"kernel": [xs[1], xs[2]], "strides": [1, 1], "pads": [0, 0, 0, 0], "count_include_pad": 0})
+
+
+@register_converter("BatchNormalization")
+def _bn(ctx: _Ctx, node, a):
+    if int(a.get("training_mode", 0)):
+        raise _Unsupported("training_mode=1; export the model in eval mode")
+    if len([o for o in node.output if o]) > 1:
+        raise _Unsupported("running-statistics outputs are not supported; export the model in eval mode")
+    xs = ctx.shape(node.input[0])
+    gamma, beta, mean, var = (np.asarray(ctx.const(node, t, r), dtype=np.float64).reshape(-1)
+                              for t, r in zip(node.input[1:5], ("scale", "bias", "mean", "var")))
+    if not (len(gamma) == len(beta) == len(mean) == len(var) == xs[0]):
+        raise ShapeError(f"{ctx.where(node)}: parameters of length {len(gamma)} do not match {xs[0]} channels")
+    scale = gamma / np.sqrt(var + float(a.get("epsilon", 1e-5)))
+    ctx.emit(node, "batchnorm", [node.input[0]], [node.output[0]], [xs],
+             params={"scale": scale, "bias": beta - mean * scale})
+
+
+def _state_input(ctx: _Ctx, node, t: str, role: str):
+    if ctx.conv.kind(t) != "state" or t in ctx.consts:
+        raise ModelError(f"{ctx.where(node)}: {role} input '{t}' is not a state input; nmc::{node.op_type} needs its "
+                         f"state passed in as a graph input paired with a graph output: declare the pair in metadata "
+                         f"nmc.state or name the output '{t}.next'")
+
+
+@register_converter("nmc::LIF")
+def _lif(ctx: _Ctx, node, a):
+    attrs = nmc_ops.validate_attrs(node)
+    x, v = node.input[0], node.input[1]
+    _state_input(ctx, node, v, "membrane (v)")
+    if ctx.shape(x) != ctx.shape(v):
+        raise ShapeError(f"{ctx.where(node)}: input '{x}' {list(ctx.shape(x))} and state '{v}' "
+                         f"{list(ctx.shape(v))} differ in shape; the state needs one value per neuron")
+    attrs = {k: (float(val) if nmc_ops.LIF.attrs[k].type == "float" else val) for k, val in attrs.items()}
+    ctx.emit(node, "lif", [x, v], list(node.output), [ctx.shape(x)] * 2, attrs=attrs)
+
+
+@register_converter("nmc::SpikeCount")
+def _spike_count(ctx: _Ctx, node, a):
+    nmc_ops.validate_attrs(node)
+    s, c = node.input[0], node.input[1]
+    _state_input(ctx, node, c, "count (c)")
+    if ctx.shape(s) != ctx.shape(c):
+        raise ShapeError(f"{ctx.where(node)}: spikes '{s}' {list(ctx.shape(s))} and count '{c}' "
+                         f"{list(ctx.shape(c))} differ in shape")
+    ctx.emit(node, "spike_count", [s, c], [node.output[0]], [ctx.shape(s)])
+
+
+# ----------------------------------------------------------------- main entry
+def _input_shape(vi: onnx.ValueInfoProto) -> tuple[int, ...]:
+    tt = vi.type.tensor_type
+    if not vi.type.HasField("tensor_type") or not tt.HasField("shape"):
+        raise ShapeError(f"graph input '{vi.name}' has no shape; export with input shapes [N, ...] (batch first)")
+    dims = list(tt.shape.dim)
+    if not dims:
+        raise ShapeError(f"graph input '{vi.name}' is a scalar; nmc needs [N, ...] with a leading batch dimension")
+    b = dims[0]
+    if b.HasField("dim_value") and b.dim_value != 1:
+        raise ShapeError(f"graph input '{vi.name}' has batch dimension {b.dim_value}; nmc needs it symbolic "
+                         f"(e.g. 'N') or 1: export with dynamic_axes / dynamic_shapes on the batch axis or batch 1")
+    shape = []
+    for i, d in enumerate(dims[1:], start=1):
+        if not d.HasField("dim_value"):
+            raise ShapeError(f"graph input '{vi.name}': dimension {i} is {d.dim_param or 'unknown'}; only the batch "
+                             f"dimension may be symbolic: export with fixed feature/image sizes")
+        shape.append(int(d.dim_value))
+    return tuple(shape)
+
+
+def _op_key(node: onnx.NodeProto) -> str:
+    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+
+
+def load_onnx(model_or_path, *, fold_bn: bool = True) -> Graph:
+    """Read an nmc-step-convention ONNX model (ModelProto, path or bytes) into an IR :class:`Graph`.
+
+    Raises :class:`ModelError` (malformed model or convention), :class:`UnsupportedOpError`
+    (listing every unsupported node), :class:`AttributeSchemaError` or :class:`ShapeError`.
+    """
+    model = _load_model(model_or_path)
+    _check(model)
+    model = _extract_scan(model)
+    g = model.graph
+    conv = read_convention(model)
+    ctx = _Ctx(model, conv)
+    inputs: dict[str, str] = {}
+    for vi in _real_inputs(g):
+        ctx.shapes[vi.name] = _input_shape(vi)
+        inputs[vi.name] = conv.kind(vi.name)
+    for i, node in enumerate(g.node):
+        if not node.name:  # name nodes for messages
+            node.name = f"{node.op_type}_{i}"
+
+    bad: list[tuple[str, str, str]] = []
+    unknown: set[str] = set()  # outputs of nodes that failed
+    for node in g.node:
+        key = _op_key(node)
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            at = node.attribute[0]
+            if at.name != "value":
+                val = np.asarray(helper.get_attribute_value(at))
+            else:
+                val = numpy_helper.to_array(at.t)
+            ctx.consts[node.output[0]] = val
+            continue
+        if key not in CONVERTERS:
+            why = ("nmc-domain op not implemented yet" if node.domain == nmc_ops.NMC_DOMAIN
+                   else "no converter for this op")
+            bad.append((node.name, key, why))
+            unknown.update(node.output)
+            continue
+        if any(t in unknown for t in node.input if t):
+            unknown.update(node.output)
+            continue
+        missing = [t for t in node.input if t and t not in ctx.shapes and t not in ctx.consts]
+        if missing:
+            raise ModelError(f"node '{node.name}' ({key}) reads '{missing[0]}', which no node, input or initializer "
+                             f"provides")
+        try:
+            CONVERTERS[key](ctx, node, _attrs(node))
+        except _Unsupported as e:
+            bad.append((node.name, key, str(e)))
+            unknown.update(node.output)
+    if bad:
+        raise UnsupportedOpError(bad, supported=list(CONVERTERS))
+
+    states = []
+    for i, o, init in conv.states:
+        if o in ctx.consts or o not in ctx.shapes:
+            raise ModelError(f"state pair '{i}' -> '{o}': '{o}' is not computed by the graph")
+        states.append(StatePair(i, o, init))
+    tensors = {t: Tensor(t, s) for t, s in ctx.shapes.items()}
+    # keep only tensors that exist in the IR (inputs and node outputs)
+    live = set(inputs) | {t for n in ctx.nodes for t in n.outputs}
+    tensors = {k: v for k, v in tensors.items() if k in live}
+    for o in conv.outputs:
+        if o not in live:
+            raise ModelError(f"graph output '{o}' is a constant or not computed; nmc needs outputs computed from inputs")
+    _check_declared_shapes(g, tensors)
+    graph = Graph(name=g.name or "model", tensors=tensors, inputs=inputs, outputs=list(conv.outputs),
+                  nodes=ctx.nodes, states=states, num_steps=conv.num_steps, metadata=dict(conv.metadata))
+    assign_stages(graph)
+    graph.lint()
+    if fold_bn:
+        fold_batchnorm(graph)
+        graph.lint()
+    return graph
+
+
+def _check_declared_shapes(g: onnx.GraphProto, tensors: dict[str, Tensor]) -> None:
+    for vi in g.output:
+        if vi.name not in tensors or not vi.type.tensor_type.HasField("shape"):
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        declared = [d.dim_value if d.HasField("dim_value") else None for d in dims[1:]]
+        got = tensors[vi.name].shape
+        if len(declared) != len(got) or any(d is not None and d != s for d, s in zip(declared, got)):
+            raise ShapeError(f"graph output '{vi.name}' is declared [N, {', '.join(map(str, declared))}] but computes "
+                             f"[N, {', '.join(map(str, got))}]; fix the exported output shape")
+
+
+# ----------------------------------------------------------------- passes
+def fold_batchnorm(graph: Graph) -> bool:
+    """Fold each ``batchnorm`` into the ``conv``/``dense`` before it when that is its only consumer.
+
+    ``W' = W * scale`` (per output channel), ``b' = b * scale + bias``; the layer takes over the
+    batchnorm's output tensor.  Returns whether anything changed.
+    """
+    changed = False
+    state_io = {s.output for s in graph.states} | {s.input for s in graph.states}
+    for bn in [n for n in graph.nodes if n.op == "batchnorm"]:
+        x = bn.inputs[0]
+        prod = graph.producer(x)
+        if prod is None or prod.op not in ("conv", "dense") or len(graph.consumers(x)) != 1:
+            continue
+        if x in graph.outputs or x in state_io:
+            continue
+        scale, bias = bn.params["scale"], bn.params["bias"]
+        W = prod.params["W"]
+        prod.params["W"] = W * scale.reshape((-1,) + (1,) * (W.ndim - 1))
+        prod.params["b"] = prod.params["b"] * scale + bias
+        prod.outputs = [bn.outputs[0]]
+        graph.nodes.remove(bn)
+        del graph.tensors[x]
+        changed = True
+    return changed

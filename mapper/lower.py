@@ -1,0 +1,283 @@
+"""Lower the IR to *layers*: one synapse (an unfolded connectivity matrix) plus one soma each.
+
+This is the "fully unfolded" mapping style of Tianjic (Nature 2019, Ext. Data Fig. 3): every
+layer becomes a sparse matrix from its input elements to its output neurons.  Fusions:
+
+* dense/conv/add/avgpool/maxpool followed by a ReLU that is their only consumer -> one ANN layer;
+* dense/conv followed by a LIF that is their only consumer -> one LIF layer (synapse + soma);
+* a LIF or spike count fed by anything else gets an identity synapse;
+* reshape/flatten/identity move no data: their outputs are aliases of their inputs.
+
+The connectivity uses float weights; ``mapper.quantize`` turns them into the chip's integers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nmc.errors import ModelError, UnsupportedOpError
+from nmc.ir import Graph, Node
+
+__all__ = ["Layer", "LayerGraph", "lower", "conv_connectivity", "pool_connectivity"]
+
+
+@dataclass
+class Layer:
+    """One synapse + soma.  ``rows``/``cols``/``vals`` is the COO connectivity: neuron ``rows[i]``
+    reads column ``cols[i]`` (columns enumerate the concatenated elements of ``inputs``) with float
+    weight ``vals[i]`` (for ``dendrite == "max"``, a mask of ones)."""
+
+    name: str
+    op: str  #: what it came from, e.g. "conv+relu", "dense+lif"
+    source: str  #: ONNX node name(s), for messages
+    stage: str
+    inputs: list[str]
+    in_sizes: list[int]
+    out: str  #: the tensor whose elements the neurons hold (register values)
+    out_shape: tuple[int, ...]
+    rows: np.ndarray
+    cols: np.ndarray
+    vals: np.ndarray
+    bias: np.ndarray
+    dendrite: str  #: "mac" | "max"
+    soma: str  #: "ann" | "lif" | "count"
+    relu: bool = False
+    lif: dict[str, Any] = field(default_factory=dict)
+    state_in: str = ""  #: lif: membrane state input; count: count state input
+    state_out: str = ""  #: lif: membrane state output (v'); count: same as out
+    init: np.ndarray | None = None  #: initial membrane / count (float)
+    order: np.ndarray | None = None  #: neuron order for partitioning (locality)
+    q: dict[str, Any] = field(default_factory=dict)  #: filled by quantize
+
+    @property
+    def n(self) -> int:
+        return int(np.prod(self.out_shape, dtype=np.int64))
+
+    @property
+    def n_cols(self) -> int:
+        return int(sum(self.in_sizes))
+
+    def where(self) -> str:
+        return f"layer '{self.name}' ({self.op}, ONNX node '{self.source}')"
+
+
+@dataclass
+class LayerGraph:
+    graph: Graph
+    layers: list[Layer]
+    alias: dict[str, str]  #: tensor -> the tensor it is a view of (roots map to themselves)
+
+    def root(self, t: str) -> str:
+        return self.alias.get(t, t)
+
+    def producer(self) -> dict[str, Layer]:
+        return {l.out: l for l in self.layers}
+
+
+# ----------------------------------------------------------------------------- connectivity
+def conv_connectivity(in_shape, W, strides, pads, dilations, group):
+    """COO of an unfolded 2-D convolution. Returns rows, cols, vals, out_shape."""
+    ci_tot, H, Wd = in_shape
+    co, ci_g, kh, kw = W.shape
+    sh, sw = strides
+    pt, pl, pb, pr = pads
+    dh, dw = dilations
+    OH = (H + pt + pb - dh * (kh - 1) - 1) // sh + 1
+    OW = (Wd + pl + pr - dw * (kw - 1) - 1) // sw + 1
+    if OH <= 0 or OW <= 0:
+        raise ModelError(f"convolution output would be empty: input {in_shape}, kernel {W.shape[2:]}")
+    co_g = co // group
+    o_c, o_y, o_x, k_c, k_y, k_x = np.meshgrid(np.arange(co), np.arange(OH), np.arange(OW),
+                                               np.arange(ci_g), np.arange(kh), np.arange(kw), indexing="ij")
+    iy = o_y * sh - pt + k_y * dh
+    ix = o_x * sw - pl + k_x * dw
+    ci = (o_c // co_g) * ci_g + k_c
+    ok = (iy >= 0) & (iy < H) & (ix >= 0) & (ix < Wd)
+    rows = (o_c * OH * OW + o_y * OW + o_x)[ok]
+    cols = (ci * H * Wd + iy * Wd + ix)[ok]
+    vals = W[o_c, k_c, k_y, k_x][ok]
+    keep = vals != 0
+    return rows[keep].astype(np.int64), cols[keep].astype(np.int64), vals[keep].astype(np.float64), (co, OH, OW)
+
+
+def pool_connectivity(in_shape, kernel, strides, pads, mode, count_include_pad=0):
+    """COO of max (mask) or average (1/divisor) pooling."""
+    C, H, Wd = in_shape
+    kh, kw = kernel
+    sh, sw = strides
+    pt, pl, pb, pr = pads
+    OH = (H + pt + pb - kh) // sh + 1
+    OW = (Wd + pl + pr - kw) // sw + 1
+    if OH <= 0 or OW <= 0:
+        raise ModelError(f"pooling output would be empty: input {in_shape}, kernel {kernel}")
+    o_c, o_y, o_x, k_y, k_x = np.meshgrid(np.arange(C), np.arange(OH), np.arange(OW), np.arange(kh),
+                                          np.arange(kw), indexing="ij")
+    iy = o_y * sh - pt + k_y
+    ix = o_x * sw - pl + k_x
+    ok = (iy >= 0) & (iy < H) & (ix >= 0) & (ix < Wd)
+    rows = (o_c * OH * OW + o_y * OW + o_x)
+    cols = (o_c * H * Wd + np.clip(iy, 0, H - 1) * Wd + np.clip(ix, 0, Wd - 1))
+    if mode == "max":
+        vals = np.ones(rows.shape)
+    else:
+        if count_include_pad:
+            # ONNX: the divisor counts padded positions inside the padded input
+            iy_in = (o_y * sh + k_y < H + pt + pb)
+            ix_in = (o_x * sw + k_x < Wd + pl + pr)
+            div = (iy_in & ix_in).sum(axis=(3, 4), keepdims=True) * np.ones_like(ok)
+        else:
+            div = ok.sum(axis=(3, 4), keepdims=True) * np.ones_like(ok)
+        vals = 1.0 / div
+    return (rows[ok].astype(np.int64), cols[ok].astype(np.int64), vals[ok].astype(np.float64), (C, OH, OW))
+
+
+def _spatial_order(shape: tuple[int, ...]) -> np.ndarray | None:
+    """Neuron order (y, x, c) for a (C, H, W) tensor: spatially local groups share inputs."""
+    if len(shape) != 3:
+        return None
+    C, H, W = shape
+    c, y, x = np.meshgrid(np.arange(C), np.arange(H), np.arange(W), indexing="ij")
+    idx = (c * H * W + y * W + x)
+    return np.transpose(idx, (1, 2, 0)).reshape(-1).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- lowering
+_LINEAR = ("dense", "conv", "add", "avgpool", "maxpool")
+
+
+def lower(g: Graph) -> LayerGraph:
+    """Turn the IR graph into layers (see module doc). Raises for IR it cannot lower, naming all nodes."""
+    alias: dict[str, str] = {}
+
+    def root(t: str) -> str:
+        while t in alias:
+            t = alias[t]
+        return t
+
+    consumers: dict[str, list[Node]] = {}
+    for n in g.nodes:
+        for t in n.inputs:
+            consumers.setdefault(t, []).append(n)
+    graph_outs = set(g.outputs) | {s.output for s in g.states}
+
+    def sole_consumer(t: str) -> Node | None:
+        cs = consumers.get(t, [])
+        if len(cs) == 1 and t not in graph_outs:
+            return cs[0]
+        return None
+
+    layers: list[Layer] = []
+    fused: set[str] = set()
+    bad: list[tuple[str, str, str]] = []
+    for n in g.nodes:
+        if n.name in fused:
+            continue
+        if n.op in ("reshape", "identity"):
+            alias[n.outputs[0]] = n.inputs[0]
+            continue
+        if n.op == "batchnorm":
+            bad.append((n.source or n.name, "BatchNormalization",
+                        "it does not follow a Conv/Gemm it can be folded into; put it right after one"))
+            continue
+        ins = [root(t) for t in n.inputs]
+        if n.op in _LINEAR or n.op == "relu":
+            rows, cols, vals, bias, out_shape, dendrite = _synapse(g, n, ins)
+            name, op, source, out, relu = n.name, n.op, n.source or n.name, n.outputs[0], False
+            nxt = sole_consumer(n.outputs[0]) if n.op != "relu" else None
+            if n.op == "relu":
+                relu = True
+            elif nxt is not None and nxt.op == "relu":
+                fused.add(nxt.name)
+                op, out, relu = f"{n.op}+relu", nxt.outputs[0], True
+                source += "+" + (nxt.source or nxt.name)
+            elif (nxt is not None and nxt.op == "lif" and nxt.inputs[0] == n.outputs[0] and n.op in ("dense", "conv")
+                  and nxt.stage == n.stage):
+                fused.add(nxt.name)
+                layers.append(_lif_layer(g, nxt, name, f"{n.op}+lif", source + "+" + (nxt.source or nxt.name),
+                                         ins, rows, cols, vals, bias, out_shape))
+                continue
+            layers.append(Layer(name=name, op=op, source=source, stage=n.stage, inputs=ins,
+                                in_sizes=[g.tensors[t].size for t in ins], out=out, out_shape=out_shape,
+                                rows=rows, cols=cols, vals=vals, bias=bias, dendrite=dendrite, soma="ann",
+                                relu=relu, order=_spatial_order(out_shape)))
+        elif n.op == "lif":
+            x = root(n.inputs[0])
+            size = g.tensors[x].size
+            eye = np.arange(size, dtype=np.int64)
+            layers.append(_lif_layer(g, n, n.name, "lif", n.source or n.name, [x], eye, eye.copy(),
+                                     np.ones(size), np.zeros(size), g.tensors[x].shape))
+        elif n.op == "spike_count":
+            s, c = n.inputs
+            pair = g.state_of_input(c)
+            if pair is None or pair.output != n.outputs[0]:
+                bad.append((n.source or n.name, "nmc::SpikeCount",
+                            f"its count input '{c}' must be the state input paired with its output '{n.outputs[0]}'"))
+                continue
+            x = root(s)
+            size = g.tensors[x].size
+            eye = np.arange(size, dtype=np.int64)
+            layers.append(Layer(name=n.name, op="spike_count", source=n.source or n.name, stage=n.stage,
+                                inputs=[x], in_sizes=[size], out=n.outputs[0], out_shape=g.tensors[x].shape,
+                                rows=eye, cols=eye.copy(), vals=np.ones(size), bias=np.zeros(size),
+                                dendrite="mac", soma="count", state_in=c, state_out=n.outputs[0],
+                                init=np.broadcast_to(np.asarray(pair.init, float), g.tensors[x].shape).reshape(-1).copy()))
+        else:
+            bad.append((n.source or n.name, n.op, "the mapper has no lowering for this IR op"))
+    if bad:
+        raise UnsupportedOpError(bad, supported=["dense", "conv", "relu", "add", "maxpool", "avgpool", "reshape",
+                                                 "identity", "lif", "spike_count", "batchnorm (folded)"])
+    # a layer whose output is aliased under other names keeps one root
+    lg = LayerGraph(graph=g, layers=layers, alias={t: root(t) for t in list(alias)})
+    return lg
+
+
+def _synapse(g: Graph, n: Node, ins: list[str]):
+    shp = g.tensors[ins[0]].shape
+    if n.op == "dense":
+        W = n.params["W"]
+        out_n, in_n = W.shape
+        if in_n != g.tensors[ins[0]].size:
+            raise ModelError(f"{n.where()}: weight has {in_n} inputs, input tensor has {g.tensors[ins[0]].size} elements")
+        r, c = np.nonzero(W)
+        b = n.params.get("b", np.zeros(out_n))
+        return r.astype(np.int64), c.astype(np.int64), W[r, c].astype(np.float64), np.asarray(b, float).reshape(-1), (out_n,), "mac"
+    if n.op == "conv":
+        W = n.params["W"]
+        a = n.attrs
+        r, c, v, out_shape = conv_connectivity(shp, W, a.get("strides", (1, 1)), a.get("pads", (0, 0, 0, 0)),
+                                               a.get("dilations", (1, 1)), a.get("group", 1))
+        b = n.params.get("b", np.zeros(W.shape[0]))
+        bias = np.repeat(np.asarray(b, float), out_shape[1] * out_shape[2])
+        return r, c, v, bias, out_shape, "mac"
+    if n.op in ("maxpool", "avgpool"):
+        a = n.attrs
+        kernel = tuple(a["kernel"])
+        r, c, v, out_shape = pool_connectivity(shp, kernel, tuple(a.get("strides") or kernel), a.get("pads", (0, 0, 0, 0)),
+                                               "max" if n.op == "maxpool" else "avg", a.get("count_include_pad", 0))
+        return r, c, v, np.zeros(int(np.prod(out_shape))), out_shape, ("max" if n.op == "maxpool" else "mac")
+    if n.op in ("add", "relu"):
+        size = g.tensors[ins[0]].size
+        for t in ins[1:]:
+            if g.tensors[t].shape != shp:
+                raise ModelError(f"{n.where()}: Add of shapes {shp} and {g.tensors[t].shape}; only equal shapes are supported")
+        eye = np.arange(size, dtype=np.int64)
+        rows = np.concatenate([eye] * len(ins))
+        cols = np.concatenate([eye + k * size for k in range(len(ins))])
+        return rows, cols, np.ones(rows.shape[0]), np.zeros(size), shp, "mac"
+    raise AssertionError(n.op)
+
+
+def _lif_layer(g, lif: Node, name, op, source, ins, rows, cols, vals, bias, out_shape) -> Layer:
+    x, v = lif.inputs
+    s_out, v_out = lif.outputs
+    pair = g.state_of_input(v)
+    if pair is None or pair.output != v_out:
+        raise ModelError(f"{lif.where()}: its membrane input '{v}' must be the state input paired with its "
+                         f"membrane output '{v_out}' (nmc.state metadata or the '<x>' -> '<x>.next' naming rule)")
+    init = np.broadcast_to(np.asarray(pair.init, float), g.tensors[v].shape).reshape(-1).copy()
+    return Layer(name=name, op=op, source=source, stage=lif.stage, inputs=ins, in_sizes=[g.tensors[t].size for t in ins],
+                 out=s_out, out_shape=tuple(out_shape), rows=rows, cols=cols, vals=vals, bias=bias, dendrite="mac",
+                 soma="lif", lif=dict(lif.attrs), state_in=v, state_out=v_out, init=init,
+                 order=_spatial_order(tuple(out_shape)))

@@ -1,0 +1,281 @@
+"""Post-training quantisation of layers to the chip's integer formats (docs/numerics.md).
+
+Calibration gives each tensor a float range; from it every activation tensor gets a scale and an
+integer range, every layer integer weights, biases, requantisation multipliers/shifts (ANN somas)
+or integer membrane parameters (LIF).  Parameters that are already representable stay exact
+(scale 1), so a model with integer weights, integer thresholds and IF neurons compiles losslessly.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from nmc.chip import ChipSpec
+from nmc.errors import QuantizationError
+from nmc.ir import Graph
+
+from .lower import Layer, LayerGraph
+
+__all__ = ["TQ", "Range", "calibrate", "ranges_from_metadata", "quantize", "requant_params"]
+
+_EPS = 1e-9
+
+
+@dataclass
+class Range:
+    lo: float
+    hi: float
+    integer: bool  #: every calibration value was an integer
+
+    def merge(self, other: "Range") -> "Range":
+        return Range(min(self.lo, other.lo), max(self.hi, other.hi), self.integer and other.integer)
+
+
+@dataclass
+class TQ:
+    """How a tensor is represented on the chip: float value = scale * integer, integer in [lo, hi]."""
+
+    scale: float
+    lo: int
+    hi: int
+    bits: int  #: 1 spike, 8 value, 32 wide
+    kind: str  #: "spike" | "value" | "count"
+
+
+def calibrate(graph: Graph, inputs: Mapping[str, np.ndarray], steps: int | None = None) -> dict[str, Range]:
+    """Run the float interpreter on calibration inputs and record every tensor's range."""
+    from frontend.interpret import run_float
+
+    ranges: dict[str, Range] = {}
+
+    def observe(name: str, value: np.ndarray) -> None:
+        v = np.asarray(value, dtype=np.float64)
+        if v.size == 0:
+            return
+        r = Range(float(v.min()), float(v.max()), bool(np.all(v == np.round(v))))
+        ranges[name] = ranges[name].merge(r) if name in ranges else r
+
+    run_float(graph, dict(inputs), steps=steps, observer=observe)
+    for name, kind in graph.inputs.items():
+        if kind in ("static", "step") and name in inputs:
+            observe(name, np.asarray(inputs[name]))
+    return ranges
+
+
+def ranges_from_metadata(graph: Graph) -> dict[str, Range]:
+    """Ranges shipped in the model (metadata ``nmc.ranges``: {tensor: [min, max, integer]})."""
+    raw = graph.metadata.get("nmc.ranges")
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+        return {k: Range(float(v[0]), float(v[1]), bool(v[2])) for k, v in data.items()}
+    except (ValueError, TypeError, IndexError, KeyError) as e:
+        raise QuantizationError(f"model metadata 'nmc.ranges' is malformed ({e}); expected JSON "
+                                "{tensor: [min, max, is_integer]}; fix the export or pass calibration inputs") from None
+
+
+def requant_params(f: np.ndarray, mult_bits: int, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate each factor ``f`` by ``m / 2**s`` with ``0 <= m < 2**mult_bits``: exact with the
+    smallest shift when possible, else with the most precision."""
+    f = np.asarray(f, dtype=np.float64)
+    m_out = np.zeros(f.shape, np.int64)
+    s_out = np.zeros(f.shape, np.int64)
+    lim = 2 ** mult_bits
+    for val in np.unique(f):
+        idx = f == val
+        if val < 0 or not np.isfinite(val):
+            raise QuantizationError(f"{where}: requantisation factor {val} is not a finite non-negative number")
+        if val == 0:
+            m, s = 0, 0
+        elif val >= lim:
+            raise QuantizationError(f"{where}: requantisation factor {val:.4g} exceeds the multiplier range "
+                                    f"2^{mult_bits} (core.requant_mult_bits); the output range is far narrower than "
+                                    "the accumulator's: recalibrate with representative inputs")
+        else:
+            m = s = None
+            for sh in range(0, 63):
+                x = val * 2.0 ** sh
+                if x >= lim:
+                    break
+                if abs(x - round(x)) <= _EPS * max(1.0, x):
+                    m, s = int(round(x)), sh
+                    break
+            if m is None:
+                sh = 0
+                while sh < 62 and val * 2.0 ** (sh + 1) < lim - 0.5:
+                    sh += 1
+                m, s = int(round(val * 2.0 ** sh)), sh
+                if m >= lim:
+                    m = lim - 1
+        m_out[idx], s_out[idx] = m, s
+    return m_out, s_out
+
+
+def _is_int(a: np.ndarray) -> np.ndarray:
+    return np.abs(a - np.round(a)) <= _EPS * np.maximum(1.0, np.abs(a))
+
+
+def _row_scales(rows: np.ndarray, E: np.ndarray, n: int) -> np.ndarray:
+    """Per-neuron weight scale: 1 if the row is already int8, else the row's common step if every
+    weight is a small multiple of its smallest one, else max|E| / 127."""
+    absE = np.abs(E)
+    rmax = np.zeros(n)
+    np.maximum.at(rmax, rows, absE)
+    rmin = np.full(n, np.inf)
+    nz = absE > 0
+    np.minimum.at(rmin, rows[nz], absE[nz])
+    allint = np.ones(n, bool)
+    np.logical_and.at(allint, rows, _is_int(E))
+    scale = np.where(rmax > 0, rmax / 127.0, 1.0)
+    step_ok = np.ones(n, bool)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = absE / rmin[rows]
+    np.logical_and.at(step_ok, rows, _is_int(ratio) | ~nz)
+    use_step = step_ok & np.isfinite(rmin) & (rmax / np.where(np.isfinite(rmin), rmin, 1) <= 127 + 1e-9)
+    scale = np.where(use_step, np.where(np.isfinite(rmin), rmin, 1.0), scale)
+    scale = np.where(allint & (rmax <= 127), 1.0, scale)
+    return scale
+
+
+def _w_bits(wq: np.ndarray, chip: ChipSpec) -> int:
+    vals = set(np.unique(wq).tolist()) if wq.size else {0}
+    if vals <= {0, 1} and 1 in chip.core.weight_bits:
+        return 1
+    if vals <= {-1, 0, 1} and 2 in chip.core.weight_bits:
+        return 2
+    return 8
+
+
+def _act_tq(r: Range | None, nonneg: bool, name: str, what: str) -> TQ:
+    if r is None:
+        raise QuantizationError(f"{what}: no calibration range for tensor '{name}'; pass calibration inputs "
+                                "(nmc compile --calib inputs.npz) or ship 'nmc.ranges' metadata in the model")
+    hi = 255 if nonneg else 127
+    lo = 0 if nonneg else -128
+    m = max(abs(r.lo), abs(r.hi))
+    if r.integer and m <= hi:
+        scale = 1.0
+    else:
+        scale = m / hi if m > 0 else 1.0
+    return TQ(scale=scale, lo=lo, hi=hi, bits=8, kind="value")
+
+
+def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> dict[str, TQ]:
+    """Quantise every layer in place (``layer.q``); return each routable tensor's :class:`TQ`."""
+    g = lg.graph
+    c = chip.core
+    acc_lim = 2 ** (c.accumulator_bits - 1)
+    mem_lim = 2 ** (c.membrane_bits - 1)
+    tq: dict[str, TQ] = {}
+    spike_t = {l.out for l in lg.layers if l.soma == "lif"}
+    for s in g.states:
+        if lg.root(s.output) in spike_t:
+            spike_t.add(s.input)
+    for name, kind in g.inputs.items():
+        if kind in ("static", "step"):
+            r = ranges.get(name)
+            tq[name] = _act_tq(r, r is not None and r.lo >= 0, name, f"graph input '{name}'")
+        elif name in spike_t:
+            tq[name] = TQ(1.0, 0, 1, 1, "spike")
+    nonneg = {t for t, q in tq.items() if q.lo >= 0}
+    for l in lg.layers:
+        if l.soma == "lif":
+            tq[l.out] = TQ(1.0, 0, 1, 1, "spike")
+            nonneg.add(l.out)
+    for l in lg.layers:
+        for t in l.inputs:
+            if t not in tq:
+                raise QuantizationError(f"{l.where()}: input tensor '{t}' has no representation on the chip (it is "
+                                        "neither a graph input, a layer output nor a spike state)")
+        s_in = np.concatenate([np.full(sz, tq[t].scale) for t, sz in zip(l.inputs, l.in_sizes)])
+        in_nonneg = all(t in nonneg for t in l.inputs)
+        rep: dict = {"layer": l.name, "op": l.op}
+        if l.dendrite == "max":
+            q_in = tq[l.inputs[0]]
+            tq[l.out] = TQ(q_in.scale, q_in.lo if not l.relu else max(0, q_in.lo), q_in.hi, 8, "value")
+            l.q = dict(wq=np.ones_like(l.rows, dtype=np.int64), bias=np.zeros(l.n, np.int64),
+                       mult=np.ones(l.n, np.int64), shift=np.zeros(l.n, np.int64), lo=tq[l.out].lo, hi=tq[l.out].hi,
+                       w_bits=_w_bits(np.ones(1, np.int64), chip), lossless=True)
+            rep.update(lossless=True, weight_rel_err=0.0, out_scale=tq[l.out].scale)
+        elif l.soma == "ann":
+            E = l.vals * s_in[l.cols]
+            s_row = _row_scales(l.rows, E, l.n)
+            wq = np.round(E / s_row[l.rows]).astype(np.int64)
+            bias = np.round(l.bias / s_row).astype(np.int64)
+            if np.any(np.abs(bias) >= acc_lim):
+                k = int(np.argmax(np.abs(bias)))
+                raise QuantizationError(f"{l.where()}: bias of neuron {k} quantises to {int(bias[k])}, beyond the "
+                                        f"{c.accumulator_bits}-bit accumulator (core.accumulator_bits); recalibrate "
+                                        "or rescale the layer")
+            nn = l.relu or (in_nonneg and l.op in ("avgpool", "add") and bool(np.all(l.vals >= 0)))
+            out_q = _act_tq(ranges.get(l.out), nn, l.out, l.where())
+            tq[l.out] = out_q
+            if nn:
+                nonneg.add(l.out)
+            mult, shift = requant_params(s_row / out_q.scale, c.requant_mult_bits, l.where())
+            err = np.abs(wq * s_row[l.rows] - E)
+            lossless = bool(np.all(err <= _EPS * np.maximum(1, np.abs(E))) and np.all(s_row == 1.0)
+                            and out_q.scale == 1.0 and np.all(_is_int(l.bias)))
+            l.q = dict(wq=wq, bias=bias, mult=mult, shift=shift, lo=out_q.lo, hi=out_q.hi,
+                       w_bits=_w_bits(wq, chip), lossless=lossless)
+            rep.update(lossless=lossless, weight_rel_err=float(err.max() / max(np.abs(E).max(), 1e-30)) if E.size else 0.0,
+                       out_scale=out_q.scale, weight_scale_min=float(s_row.min()), weight_scale_max=float(s_row.max()))
+        elif l.soma == "lif":
+            a = l.lif
+            gain = float(a.get("gain", 1.0))
+            E = gain * l.vals * s_in[l.cols]
+            b = gain * l.bias
+            thr, vr, vl = float(a.get("threshold", 1.0)), float(a.get("v_reset", 0.0)), float(a.get("v_leak", 0.0))
+            init = l.init if l.init is not None else np.zeros(l.n)
+            exact = (E.size == 0 or (np.all(_is_int(E)) and np.abs(E).max() <= 127)) and np.all(_is_int(b)) and \
+                all(_is_int(np.array([thr, vr, vl]))) and np.all(_is_int(init))
+            k = 1.0 if exact else (127.0 / np.abs(E).max() if E.size and np.abs(E).max() > 0 else 1.0)
+            wq = np.round(k * E).astype(np.int64)
+            thr_q = int(round(k * thr))
+            if thr_q < 1 or thr_q >= mem_lim:
+                raise QuantizationError(f"{l.where()}: threshold {thr} scales to {thr_q}, outside 1 .. 2^"
+                                        f"{c.membrane_bits - 1} (core.membrane_bits); rescale the layer's weights or threshold")
+            beta = float(a.get("beta", 1.0))
+            bm = int(round(beta * 2 ** c.beta_shift))
+            l.q = dict(wq=wq, bias=np.round(k * b).astype(np.int64), k=k, thr=thr_q, v_reset=int(round(k * vr)),
+                       v_leak=int(round(k * vl)), beta_mult=bm, v_init=np.round(k * init).astype(np.int64),
+                       reset_mode=a.get("reset_mode", "subtract"), spike_ge=int(a.get("spike_ge", 0)),
+                       reset_delay=int(a.get("reset_delay", 0)), lo=0, hi=1, w_bits=_w_bits(wq, chip),
+                       mult=np.ones(l.n, np.int64), shift=np.zeros(l.n, np.int64), lossless=bool(exact and bm == beta * 2 ** c.beta_shift))
+            err = np.abs(wq / k - E)
+            rep.update(lossless=l.q["lossless"], membrane_scale=k,
+                       weight_rel_err=float(err.max() / max(np.abs(E).max(), 1e-30)) if E.size else 0.0,
+                       beta=beta, beta_chip=bm / 2 ** c.beta_shift)
+        elif l.soma == "count":
+            for t in l.inputs:
+                if tq[t].kind != "spike":
+                    raise QuantizationError(f"{l.where()}: SpikeCount input '{t}' is not a spike tensor; count "
+                                            "spikes of a LIF layer")
+            hi = 2 ** c.activation_bits - 1
+            tq[l.out] = TQ(1.0, 0, hi, 8, "count")
+            nonneg.add(l.out)
+            l.q = dict(wq=np.ones_like(l.rows, dtype=np.int64), bias=np.zeros(l.n, np.int64), lo=0, hi=hi,
+                       v_init=np.round(l.init if l.init is not None else np.zeros(l.n)).astype(np.int64),
+                       mult=np.ones(l.n, np.int64), shift=np.zeros(l.n, np.int64), w_bits=_w_bits(np.ones(1, np.int64), chip),
+                       lossless=True)
+            rep.update(lossless=True, count_max=hi)
+        else:
+            raise AssertionError(l.soma)
+        wq = l.q["wq"]
+        if wq.size and (wq.min() < -128 or wq.max() > 127):
+            raise AssertionError(f"{l.name}: weights out of int8")  # internal invariant: scales bound them
+        # worst-case accumulator magnitude (split == unsplit needs it below 2^(A-1))
+        in_max = np.concatenate([np.full(sz, max(abs(tq[t].lo), abs(tq[t].hi))) for t, sz in zip(l.inputs, l.in_sizes)])
+        bound = np.zeros(l.n)
+        np.add.at(bound, l.rows, np.abs(wq) * in_max[l.cols])
+        l.q["acc_bound"] = float((bound + np.abs(l.q["bias"])).max()) if l.n else 0.0
+        rep["acc_bound"] = l.q["acc_bound"]
+        l.q["report"] = rep
+    for s in g.states:
+        if s.output in tq and s.input not in tq:
+            tq[s.input] = tq[s.output]
+    return tq
