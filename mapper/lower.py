@@ -168,11 +168,23 @@ def lower(g: Graph) -> LayerGraph:
             return cs[0]
         return None
 
+    # dense/conv layers whose only consumer is an Add become part of the Add's synapse (one core
+    # sums all operands: recurrent LIFs, residual sums)
+    prod = {t: n for n in g.nodes for t in n.outputs}
+    absorbed: set[str] = set()
+    for n in g.nodes:
+        if n.op == "add":
+            for t in n.inputs:
+                p = prod.get(t)
+                if (p is not None and p.op in ("dense", "conv") and sole_consumer(t) is n and p.stage == n.stage
+                        and n.inputs.count(t) == 1):
+                    absorbed.add(p.name)
+
     layers: list[Layer] = []
     fused: set[str] = set()
     bad: list[tuple[str, str, str]] = []
     for n in g.nodes:
-        if n.name in fused:
+        if n.name in fused or n.name in absorbed:
             continue
         if n.op in ("reshape", "identity"):
             alias[n.outputs[0]] = n.inputs[0]
@@ -183,8 +195,14 @@ def lower(g: Graph) -> LayerGraph:
             continue
         ins = [root(t) for t in n.inputs]
         if n.op in _LINEAR or n.op == "relu":
-            rows, cols, vals, bias, out_shape, dendrite = _synapse(g, n, ins)
+            if n.op == "add":
+                ins, rows, cols, vals, bias, out_shape, dendrite, n_abs = _add_synapse(g, n, prod, absorbed, root)
+            else:
+                rows, cols, vals, bias, out_shape, dendrite = _synapse(g, n, ins)
+                n_abs = 0
             name, op, source, out, relu = n.name, n.op, n.source or n.name, n.outputs[0], False
+            if n_abs:
+                op = f"add({n_abs} synapses)"
             nxt = sole_consumer(n.outputs[0]) if n.op != "relu" else None
             if n.op == "relu":
                 relu = True
@@ -192,10 +210,10 @@ def lower(g: Graph) -> LayerGraph:
                 fused.add(nxt.name)
                 op, out, relu = f"{n.op}+relu", nxt.outputs[0], True
                 source += "+" + (nxt.source or nxt.name)
-            elif (nxt is not None and nxt.op == "lif" and nxt.inputs[0] == n.outputs[0] and n.op in ("dense", "conv")
+            elif (nxt is not None and nxt.op == "lif" and nxt.inputs[0] == n.outputs[0] and n.op in ("dense", "conv", "add")
                   and nxt.stage == n.stage):
                 fused.add(nxt.name)
-                layers.append(_lif_layer(g, nxt, name, f"{n.op}+lif", source + "+" + (nxt.source or nxt.name),
+                layers.append(_lif_layer(g, nxt, name, f"{op}+lif", source + "+" + (nxt.source or nxt.name),
                                          ins, rows, cols, vals, bias, out_shape))
                 continue
             layers.append(Layer(name=name, op=op, source=source, stage=n.stage, inputs=ins,
@@ -231,6 +249,42 @@ def lower(g: Graph) -> LayerGraph:
     # a layer whose output is aliased under other names keeps one root
     lg = LayerGraph(graph=g, layers=layers, alias={t: root(t) for t in list(alias)})
     return lg
+
+
+def _add_synapse(g: Graph, n: Node, prod: dict[str, Node], absorbed: set[str], root):
+    """Synapse of an Add: the synapses of absorbed dense/conv operands side by side, identity blocks
+    for the other operands; biases add up."""
+    shp = g.tensors[n.outputs[0]].shape
+    size = g.tensors[n.outputs[0]].size
+    ins: list[str] = []
+    R, Cc, V = [], [], []
+    bias = np.zeros(size)
+    off = 0
+    n_abs = 0
+    for t in n.inputs:
+        p = prod.get(t)
+        if p is not None and p.name in absorbed:
+            p_ins = [root(i) for i in p.inputs]
+            r, c, v, b, out_shape, _ = _synapse(g, p, p_ins)
+            if int(np.prod(out_shape)) != size:
+                raise ModelError(f"{n.where()}: operand '{t}' has {int(np.prod(out_shape))} elements, the sum has {size}")
+            ins.extend(p_ins)
+            bias = bias + b
+            n_abs += 1
+            width = sum(g.tensors[i].size for i in p_ins)
+        else:
+            t = root(t)
+            if g.tensors[t].size != size:
+                raise ModelError(f"{n.where()}: Add of shapes {g.tensors[t].shape} and {shp}; only equal shapes are supported")
+            r = np.arange(size, dtype=np.int64)
+            c, v = r.copy(), np.ones(size)
+            ins.append(t)
+            width = size
+        R.append(r)
+        Cc.append(c + off)
+        V.append(v)
+        off += width
+    return (ins, np.concatenate(R), np.concatenate(Cc), np.concatenate(V), bias, tuple(shp), "mac", n_abs)
 
 
 def _synapse(g: Graph, n: Node, ins: list[str]):

@@ -1,0 +1,128 @@
+"""Turn an emulator run (event counts and cycles) into the profile report: latency and energy per
+task, per stage, per layer, per core and per event kind (docs/timing_energy.md)."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from nmc.coremap import CoreMap
+
+from .cost import price
+from .result import EVENT_KINDS, RawResult
+
+__all__ = ["build_report", "format_profile"]
+
+
+def build_report(cm: CoreMap, res: RawResult, steps: int, backend: str) -> dict[str, Any]:
+    from nmc import __version__
+
+    chip = cm.chip
+    B, C = res.core_cycles.shape
+    chips = cm.meta.get("chips", [1, 1])
+    n_chips = int(chips[0]) * int(chips[1])
+    lat_cyc = res.latency_cycles.astype(np.float64)  # [B]
+    lat_s = lat_cyc / chip.clock_hz
+    dyn = price(res.events, chip)  # [B, C, K] joules
+    p_core = chip.energy.static_power_per_core_w
+    static_used = p_core * lat_s[:, None] * np.ones((1, C))  # [B, C]
+    idle_cores = n_chips * chip.cores_per_chip - C
+    static_idle = p_core * idle_cores * lat_s  # [B]
+    core_energy = dyn.sum(axis=2) + static_used  # [B, C]
+    task_energy = core_energy.sum(axis=1) + static_idle  # [B]
+
+    def mean(x):
+        return float(np.mean(x)) if np.size(x) else 0.0
+
+    ev_task = res.events.sum(axis=1)  # [B, K]
+    events = {k: mean(ev_task[:, i]) for i, k in enumerate(EVENT_KINDS)}
+    by_event = {k: mean(dyn[:, :, i].sum(axis=1)) for i, k in enumerate(EVENT_KINDS)}
+    layers_meta = cm.meta["layers"]
+    core_layer = cm.arrays["core_layer"]
+    layers = []
+    for li, l in enumerate(layers_meta):
+        sel = core_layer == li
+        layers.append(dict(
+            name=l["name"], op=l["op"], stage=l["stage"], cores=int(sel.sum()),
+            compute_cycles=mean(res.core_cycles[:, sel].sum(axis=1)),
+            energy_j=mean(core_energy[:, sel].sum(axis=1)),
+            dynamic_j=mean(dyn[:, sel].sum(axis=(1, 2))),
+            events={k: mean(res.events[:, sel, i].sum(axis=1)) for i, k in enumerate(EVENT_KINDS)},
+        ))
+    cores = []
+    for c in range(C):
+        cores.append(dict(
+            core=c, layer=layers_meta[int(core_layer[c])]["name"], x=int(cm.arrays["core_x"][c]),
+            y=int(cm.arrays["core_y"][c]), stage=int(cm.arrays["core_stage"][c]), phase=int(cm.arrays["core_phase"][c]),
+            compute_cycles=mean(res.core_cycles[:, c]), energy_j=mean(core_energy[:, c]),
+            events={k: mean(res.events[:, c, i]) for i, k in enumerate(EVENT_KINDS)},
+        ))
+    total_ops = events["mac"] * 2 + events["sop"]
+    e_task = mean(task_energy)
+    return dict(
+        nmc_version=__version__,
+        model=cm.meta["model"],
+        chip=chip.name,
+        chip_preset=chip.to_dict(),
+        backend=backend,
+        steps=int(steps),
+        samples=int(B),
+        chips=[int(chips[0]), int(chips[1])],
+        cores_used=int(C),
+        cores_available=int(n_chips * chip.cores_per_chip),
+        latency_cycles=mean(lat_cyc),
+        latency_s=mean(lat_s),
+        energy_j=e_task,
+        power_w=e_task / mean(lat_s) if mean(lat_s) > 0 else 0.0,
+        ops_per_j=total_ops / e_task if e_task > 0 else 0.0,
+        per_task=dict(latency_cycles=[int(x) for x in res.latency_cycles], energy_j=[float(x) for x in task_energy]),
+        stages=dict(zip(("static", "step", "readout"), (mean(res.stage_cycles[:, i]) for i in range(3)))),
+        step_cycles_mean=[mean(res.step_cycles[:, t]) for t in range(res.step_cycles.shape[1])],
+        energy_breakdown=dict(dynamic_j=mean(dyn.sum(axis=(1, 2))), static_used_j=mean(static_used.sum(axis=1)),
+                              static_idle_j=mean(static_idle), by_event_j=by_event),
+        events=events,
+        layers=layers,
+        cores=cores,
+        warnings=list(cm.meta.get("compile", {}).get("warnings", [])),
+    )
+
+
+def _si(x: float, unit: str) -> str:
+    for f, p in ((1e-12, "p"), (1e-9, "n"), (1e-6, "u"), (1e-3, "m"), (1.0, "")):
+        if abs(x) < f * 1000:
+            return f"{x / f:.3g} {p}{unit}"
+    return f"{x:.3g} {unit}"
+
+
+def format_profile(rep: dict[str, Any], top_cores: int = 10) -> str:
+    """A plain-text table of the report: per task, per stage, per event kind, per layer, busiest cores."""
+    L = []
+    L.append(f"model {rep['model']} on {rep['chip']} ({rep['chips'][0]}x{rep['chips'][1]} chip(s), "
+             f"{rep['cores_used']}/{rep['cores_available']} cores), {rep['steps']} steps, {rep['samples']} task(s), "
+             f"backend {rep['backend']}")
+    L.append(f"per task: latency {rep['latency_cycles']:.0f} cycles = {_si(rep['latency_s'], 's')}, "
+             f"energy {_si(rep['energy_j'], 'J')}, power {_si(rep['power_w'], 'W')}")
+    st = rep["stages"]
+    L.append(f"stages (cycles): static {st['static']:.0f}, steps {st['step']:.0f}, readout {st['readout']:.0f}")
+    eb = rep["energy_breakdown"]
+    L.append(f"energy: dynamic {_si(eb['dynamic_j'], 'J')}, static (used cores) {_si(eb['static_used_j'], 'J')}, "
+             f"static (idle cores) {_si(eb['static_idle_j'], 'J')}")
+    L.append("")
+    L.append(f"{'event':<18}{'count/task':>14}{'energy/task':>14}")
+    for k, v in rep["events"].items():
+        L.append(f"{k:<18}{v:>14.4g}{_si(eb['by_event_j'][k], 'J'):>14}")
+    L.append("")
+    L.append(f"{'layer':<16}{'op':<18}{'stage':<9}{'cores':>6}{'cycles':>12}{'energy':>12}{'share':>8}")
+    tot = rep["energy_j"] or 1.0
+    for l in rep["layers"]:
+        L.append(f"{l['name'][:15]:<16}{l['op'][:17]:<18}{l['stage']:<9}{l['cores']:>6}{l['compute_cycles']:>12.0f}"
+                 f"{_si(l['energy_j'], 'J'):>12}{100 * l['energy_j'] / tot:>7.1f}%")
+    L.append("")
+    L.append(f"busiest cores (top {top_cores} by compute cycles):")
+    L.append(f"{'core':>5} {'(x,y)':<9}{'layer':<16}{'cycles':>12}{'energy':>12}")
+    for c in sorted(rep["cores"], key=lambda c: -c["compute_cycles"])[:top_cores]:
+        L.append(f"{c['core']:>5} {('(%d,%d)' % (c['x'], c['y'])):<9}{c['layer'][:15]:<16}{c['compute_cycles']:>12.0f}"
+                 f"{_si(c['energy_j'], 'J'):>12}")
+    for w in rep.get("warnings", []):
+        L.append(f"warning: {w}")
+    return "\n".join(L)

@@ -1,0 +1,254 @@
+"""The Python API: ``compile`` a model to a core map, ``emulate`` a core map on inputs.
+
+>>> import nmc
+>>> cm = nmc.compile("examples/digits_hybrid.onnx", chip="tianjic")     # doctest: +SKIP
+>>> res = nmc.emulate(cm, {"image": images}, steps=16)                  # doctest: +SKIP
+>>> res.outputs["logits"].shape, res.report["energy_j"]                 # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .chip import ChipSpec, load_chip
+from .coremap import CoreMap, load as load_coremap
+from .errors import InputError, NmcError
+
+__all__ = ["compile", "emulate", "EmulationResult", "load_inputs", "prepare_inputs"]
+
+
+def _as_graph(model: Any):
+    from nmc.ir import Graph
+
+    if isinstance(model, Graph):
+        return model
+    from frontend import load_onnx
+
+    return load_onnx(model)
+
+
+def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips: Any = None,
+            calib: Mapping[str, np.ndarray] | str | os.PathLike | None = None, calib_steps: int | None = None,
+            placement: str = "greedy", overrides: Mapping[str, Any] | None = None) -> CoreMap:
+    """Compile an ONNX model (path, bytes or ModelProto in the nmc step convention) or an IR graph.
+
+    Parameters
+    ----------
+    chip : preset name (``tianjic``, ``tianjicx``, ``loihi``), path of a chip .toml, or a ChipSpec.
+    chips : ``(x, y)`` grid of chips, ``"auto"`` (fewest chips in a row that fit), or None (the preset's).
+    calib : calibration inputs (dict or path of an .npz in the inputs.npz format); without them the
+        ranges shipped in the model's ``nmc.ranges`` metadata are used.
+    placement : placement strategy name (``greedy``, ``linear``).
+    overrides : dotted chip fields to replace, e.g. ``{"core.neurons": 64}``.
+    """
+    from mapper.passes import map_graph
+
+    spec = chip if isinstance(chip, ChipSpec) else load_chip(chip)
+    if overrides:
+        spec = spec.with_overrides(overrides)
+    graph = _as_graph(model)
+    if isinstance(calib, (str, os.PathLike)):
+        calib = load_inputs(calib)
+    calib_in = None
+    if calib is not None:
+        calib_in = _calib_for_graph(graph, calib)
+    if isinstance(chips, str) and chips != "auto":
+        chips = parse_chips(chips)
+    return map_graph(graph, spec, calib=calib_in, chips=chips, placement=placement, calib_steps=calib_steps)
+
+
+def parse_chips(text: str) -> tuple[int, int] | str:
+    if text == "auto":
+        return text
+    try:
+        x, y = (int(v) for v in text.lower().split("x"))
+        if x < 1 or y < 1:
+            raise ValueError
+        return x, y
+    except ValueError:
+        raise InputError(f"--chips '{text}': expected 'XxY' with positive integers (e.g. 2x1) or 'auto'") from None
+
+
+def _calib_for_graph(graph, calib: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = {}
+    for name, kind in graph.inputs.items():
+        if kind == "state":
+            if name in calib:
+                out[name] = np.asarray(calib[name], np.float64)
+            continue
+        if name not in calib:
+            raise InputError(f"calibration inputs lack graph input '{name}'; they have {sorted(calib)}")
+        shape = graph.tensors[name].shape
+        x = np.asarray(calib[name], np.float64)
+        out[name] = _batched(name, kind, x, shape, None)
+    return out
+
+
+def load_inputs(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read an inputs.npz (one array per graph input, by name)."""
+    p = Path(path)
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise InputError(f"input file '{p}' does not exist") from None
+    except (ValueError, OSError) as e:
+        raise InputError(f"input file '{p}' is not a readable .npz ({e}); write it with numpy.savez") from None
+
+
+def _batched(name: str, kind: str, x: np.ndarray, shape: tuple[int, ...], steps: int | None) -> np.ndarray:
+    """Static -> [B, *shape]; step -> [T, B, *shape] (a missing batch axis is added)."""
+    shape = tuple(shape)
+    nd = len(shape)
+    if kind == "step":
+        if x.ndim == nd + 1 and tuple(x.shape[1:]) == shape:
+            x = x[:, None]
+        if x.ndim != nd + 2 or tuple(x.shape[2:]) != shape:
+            raise InputError(f"step input '{name}' has shape {list(x.shape)}; expected [T, B, {', '.join(map(str, shape))}] "
+                             f"or [T, {', '.join(map(str, shape))}] (time axis first)")
+        if steps is not None and x.shape[0] < steps:
+            raise InputError(f"step input '{name}' has {x.shape[0]} steps but {steps} were asked for; give at least "
+                             f"{steps} or run fewer steps")
+        return x
+    if x.ndim == nd and tuple(x.shape) == shape:
+        x = x[None]
+    if x.ndim != nd + 1 or tuple(x.shape[1:]) != shape:
+        raise InputError(f"static input '{name}' has shape {list(x.shape)}; expected [B, {', '.join(map(str, shape))}] "
+                         f"or [{', '.join(map(str, shape))}]")
+    return x
+
+
+def prepare_inputs(cm: CoreMap, inputs: Mapping[str, np.ndarray], steps: int):
+    """Validate and quantise inputs for ``cm``. Returns (static {idx: int64 [B, n]}, step {idx: int64 [B, T, n]},
+    state overrides {state input name: float [B, *shape]}, B)."""
+    known = [i["name"] for i in cm.meta["inputs"]] + [s["input"] for s in cm.meta["states"]]
+    unknown = sorted(set(inputs) - set(known))
+    if unknown:
+        raise InputError(f"inputs {unknown} are not graph inputs of model '{cm.meta['model']}'; its inputs are {known}")
+    static, step, states = {}, {}, {}
+    B = None
+    for idx, spec in enumerate(cm.meta["inputs"]):
+        name = spec["name"]
+        if name not in inputs:
+            raise InputError(f"input '{name}' ({spec['kind']}, shape {spec['shape']}) is missing; inputs.npz needs one "
+                             "array per graph input, by name")
+        x = np.asarray(inputs[name])
+        if not np.issubdtype(x.dtype, np.number) and x.dtype != bool:
+            raise InputError(f"input '{name}' has dtype {x.dtype}; give numbers")
+        x = _batched(name, spec["kind"], x.astype(np.float64), tuple(spec["shape"]), steps)
+        b = x.shape[1] if spec["kind"] == "step" else x.shape[0]
+        if B is not None and b != B:
+            raise InputError(f"input '{name}' has batch size {b} but an earlier input has {B}; all inputs need the same")
+        B = b
+        if not np.all(np.isfinite(x)):
+            raise InputError(f"input '{name}' contains NaN or infinite values")
+        q = np.clip(np.round(x / spec["scale"]), spec["lo"], spec["hi"]).astype(np.int64)
+        if spec["kind"] == "step":
+            step[idx] = np.ascontiguousarray(q[:steps].reshape(steps, b, -1).transpose(1, 0, 2))
+        else:
+            static[idx] = np.ascontiguousarray(q.reshape(b, -1))
+    for s in cm.meta["states"]:
+        if s["input"] in inputs:
+            x = np.asarray(inputs[s["input"]], np.float64)
+            shape = tuple(s["shape"])
+            if x.shape == shape:
+                x = x[None]
+            if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+                raise InputError(f"state input '{s['input']}' has shape {list(x.shape)}; expected [B, {shape}] or {list(shape)}")
+            if s["target"] == "none":
+                raise InputError(f"state input '{s['input']}' has no storage on the chip; leave it out")
+            states[s["input"]] = x
+    if B is None:
+        B = max([v.shape[0] for v in states.values()] or [1])
+    for k, v in states.items():
+        if v.shape[0] not in (1, B):
+            raise InputError(f"state input '{k}' has batch size {v.shape[0]}; expected 1 or {B}")
+    return static, step, states, B
+
+
+@dataclass
+class EmulationResult:
+    """What the chip outputs (dequantised floats and raw integers) and the profile report."""
+
+    outputs: dict[str, np.ndarray]  #: step outputs [T, B, ...]; others [B, ...]
+    raw: dict[str, np.ndarray]  #: the chip's integers, same layout
+    report: dict[str, Any]
+    result: Any  #: the backend's RawResult (per-core events, cycles)
+
+
+def _with_states(cm: CoreMap, states: Mapping[str, np.ndarray], b: int) -> CoreMap:
+    arrays = dict(cm.arrays)
+    arrays["v_init"] = arrays["v_init"].copy()
+    arrays["axon_init"] = arrays["axon_init"].copy()
+    for s in cm.meta["states"]:
+        if s["input"] not in states:
+            continue
+        x = states[s["input"]]
+        x = (x[b] if x.shape[0] > 1 else x[0]).reshape(-1)
+        if s["target"] == "neuron":
+            arrays["v_init"][np.asarray(s["neurons"], np.int64)] = np.round(x / s["scale"]).astype(np.int64)
+        elif s["target"] == "axon":
+            arrays["axon_init"][np.asarray(s["axons"], np.int64)] = np.round(x[np.asarray(s["elems"], np.int64)]).astype(np.int64)
+    return CoreMap(chip=cm.chip, meta=cm.meta, arrays=arrays)
+
+
+def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarray] | str | os.PathLike,
+            steps: int | None = None, backend: str = "numba") -> EmulationResult:
+    """Run a core map on inputs (dict or inputs.npz path) for ``steps`` timesteps (default: the model's)."""
+    from emulator import BACKENDS
+    from emulator.profile import build_report
+
+    cm = core_map if isinstance(core_map, CoreMap) else load_coremap(core_map)
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = load_inputs(inputs)
+    if backend not in BACKENDS:
+        raise InputError(f"unknown emulator backend '{backend}'; choose one of {sorted(BACKENDS)}")
+    T = int(steps if steps is not None else cm.meta["num_steps"])
+    if T < 1:
+        raise InputError(f"steps = {T}; run at least 1 step")
+    static, step, states, B = prepare_inputs(cm, inputs, T)
+    run = BACKENDS[backend]
+    if states:
+        parts = []
+        for b in range(B):
+            sub = _with_states(cm, states, b)
+            parts.append(run(sub, {k: v[b:b + 1] for k, v in static.items()}, {k: v[b:b + 1] for k, v in step.items()}, T))
+        res = _concat_results(parts)
+    else:
+        res = run(cm, static, step, T)
+    outputs, raw = {}, {}
+    for spec in cm.meta["outputs"]:
+        r = res.outputs[spec["name"]]
+        shape = tuple(spec["shape"])
+        if spec["stage"] == "step":
+            r = r.transpose(1, 0, 2).reshape((T, B) + shape)
+        else:
+            r = r.reshape((B,) + shape)
+        raw[spec["name"]] = r
+        outputs[spec["name"]] = (r * spec["scale"]).astype(np.float64) if spec["scale"] != 1.0 else r.astype(np.float64)
+    for spec in cm.meta.get("state_outputs", []):
+        v = res.v_final[:, np.asarray(spec["neurons"], np.int64)].reshape((B,) + tuple(spec["shape"]))
+        raw[spec["name"]] = v
+        outputs[spec["name"]] = v * spec["scale"]
+    report = build_report(cm, res, T, backend)
+    return EmulationResult(outputs=outputs, raw=raw, report=report, result=res)
+
+
+def _concat_results(parts):
+    first = parts[0]
+    import dataclasses
+
+    kw = {}
+    for f in dataclasses.fields(first):
+        v = getattr(first, f.name)
+        if isinstance(v, dict):
+            kw[f.name] = {k: np.concatenate([getattr(p, f.name)[k] for p in parts]) for k in v}
+        elif isinstance(v, np.ndarray):
+            kw[f.name] = np.concatenate([getattr(p, f.name) for p in parts])
+        else:
+            kw[f.name] = v
+    return type(first)(**kw)

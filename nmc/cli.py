@@ -1,0 +1,214 @@
+"""The ``nmc`` command line: compile, run, profile, info, chips."""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .errors import InputError, NmcError
+
+__all__ = ["main", "format_info"]
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    from .coremap import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _save_json(path: Path, obj: Any) -> None:
+    from .coremap import atomic_write_bytes
+
+    atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
+
+
+def _overrides(items: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for it in items or []:
+        if "=" not in it:
+            raise InputError(f"--set '{it}': expected FIELD=VALUE, e.g. core.neurons=64")
+        k, v = it.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def cmd_compile(a: argparse.Namespace) -> int:
+    from .api import compile
+    from .coremap import save
+
+    cm = compile(a.model, chip=a.chip, chips=a.chips, calib=a.calib, placement=a.placement,
+                 overrides=_overrides(a.set))
+    save(cm, a.output)
+    layers = cm.meta["layers"]
+    print(f"compiled '{cm.meta['model']}' for {cm.chip.name}: {len(layers)} layers on {cm.num_cores} cores "
+          f"({cm.meta['chips'][0]}x{cm.meta['chips'][1]} chip(s)), phases {cm.meta['phases']} -> {a.output}")
+    for w in cm.meta["compile"].get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
+def _run(a: argparse.Namespace):
+    from .api import emulate
+
+    return emulate(a.coremap, a.input, steps=a.steps, backend=a.backend)
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    res = _run(a)
+    if a.output:
+        arrays = dict(res.outputs)
+        if a.raw:
+            arrays.update({f"raw/{k}": v for k, v in res.raw.items()})
+        _save_npz(Path(a.output), arrays)
+    if a.report:
+        _save_json(Path(a.report), res.report)
+    r = res.report
+    print(f"{r['samples']} task(s) x {r['steps']} steps: latency {r['latency_cycles']:.0f} cycles "
+          f"({r['latency_s'] * 1e6:.2f} us) and {r['energy_j'] * 1e6:.4g} uJ per task"
+          + (f"; outputs -> {a.output}" if a.output else "") + (f"; report -> {a.report}" if a.report else ""))
+    return 0
+
+
+def cmd_profile(a: argparse.Namespace) -> int:
+    from emulator.profile import format_profile
+
+    res = _run(a)
+    print(format_profile(res.report, top_cores=a.top))
+    if a.report:
+        _save_json(Path(a.report), res.report)
+    return 0
+
+
+def format_info(cm) -> str:
+    from mapper.drc import in_bytes, router_entries
+    from mapper.resources import core_usage
+    from nmc.coremap import SOMA
+
+    soma_name = {v: k for k, v in SOMA.items()}
+    a = cm.arrays
+    chip = cm.chip
+    chips = cm.meta["chips"]
+    nn, na = np.diff(a["core_neuron_off"]), np.diff(a["core_axon_off"])
+    ents, ib = router_entries(cm), in_bytes(cm)
+    mem = [core_usage(chip, int(na[c]), int(nn[c]), int(a["core_w_bits"][c]), soma_name[int(a["core_soma"][c])],
+                      int(ib[c]), has_bias=int(a["core_soma"][c]) != SOMA["partial"],
+                      router_entries=int(ents[c])).total for c in range(cm.num_cores)]
+    L = [f"model {cm.meta['model']} | chip {chip.name} ({chip.cores_x}x{chip.cores_y} cores/chip) | "
+         f"{chips[0]}x{chips[1]} chip(s) | {cm.num_cores} of {chips[0] * chips[1] * chip.cores_per_chip} cores used | "
+         f"default steps {cm.meta['num_steps']} | nmc {cm.meta.get('nmc_version') or __version__}",
+         f"phases per stage: {cm.meta['phases']} (limit {chip.core.phases_per_step})",
+         f"utilisation of used cores: neurons {nn.sum() / (cm.num_cores * chip.core.neurons):.1%}, "
+         f"axons {na.sum() / (cm.num_cores * chip.core.axons):.1%}, "
+         f"memory {sum(mem) / (cm.num_cores * chip.core.memory_bytes):.1%}",
+         ""]
+    L.append(f"{'layer':<16}{'op':<18}{'stage':<9}{'neurons':>8}{'cores':>6}{'split':>6}{'w_bits':>7}{'lossless':>9}")
+    for l in cm.meta["layers"]:
+        L.append(f"{l['name'][:15]:<16}{l['op'][:17]:<18}{l['stage']:<9}{l['neurons']:>8}{len(l['cores']):>6}"
+                 f"{'yes' if l['split'] else 'no':>6}{l['w_bits']:>7}{'yes' if l['quant'].get('lossless') else 'no':>9}")
+    L.append("")
+    L.append(f"{'core':>5} {'(x,y)':<9}{'layer':<16}{'soma':<8}{'stage/ph':<10}{'neurons':>12}{'axons':>12}{'memory B':>16}")
+    st_name = {0: "static", 1: "step", 2: "readout"}
+    for c in range(cm.num_cores):
+        L.append(f"{c:>5} {('(%d,%d)' % (a['core_x'][c], a['core_y'][c])):<9}"
+                 f"{cm.meta['layers'][int(a['core_layer'][c])]['name'][:15]:<16}{soma_name[int(a['core_soma'][c])]:<8}"
+                 f"{st_name[int(a['core_stage'][c])] + '/' + str(int(a['core_phase'][c])):<10}"
+                 f"{f'{nn[c]}/{chip.core.neurons}':>12}{f'{na[c]}/{chip.core.axons}':>12}"
+                 f"{f'{mem[c]}/{chip.core.memory_bytes}':>16}")
+    # grid picture: layer index per position
+    W, H = chip.grid(int(chips[0]), int(chips[1]))
+    if W * H <= 4096:
+        grid = [["." for _ in range(W)] for _ in range(H)]
+        for c in range(cm.num_cores):
+            grid[int(a["core_y"][c])][int(a["core_x"][c])] = _glyph(int(a["core_layer"][c]))
+        L.append("")
+        L.append("placement (one character per core, '.' free; layer key below; host I/O port is west of (0,0)):")
+        for row in grid:
+            L.append("  " + "".join(row))
+        L.append("  key: " + ", ".join(f"{_glyph(i)}={l['name']}" for i, l in enumerate(cm.meta["layers"])))
+    return "\n".join(L)
+
+
+def _glyph(i: int) -> str:
+    s = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    return s[i % len(s)]
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    from .coremap import load
+
+    print(format_info(load(a.coremap)))
+    return 0
+
+
+def cmd_chips(a: argparse.Namespace) -> int:
+    from .chip import list_presets, load_chip
+
+    for name in list_presets():
+        c = load_chip(name)
+        print(f"{name:<10} {c.cores_x}x{c.cores_y} cores, {c.core.neurons} neurons / {c.core.axons} axons / "
+              f"{c.core.memory_bytes} B per core, {c.clock_hz / 1e6:.0f} MHz - {c.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nmc", description="Compile hybrid ANN/SNN models for Tianjic-like chips, "
+                                "emulate them cycle by cycle, and profile latency and energy.")
+    p.add_argument("--version", action="version", version=f"nmc {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    c = sub.add_parser("compile", help="ONNX model -> core map")
+    c.add_argument("model", help="ONNX file in the nmc step convention")
+    c.add_argument("--chip", default="tianjic", help="preset name (see 'nmc chips') or path of a chip .toml")
+    c.add_argument("--chips", default=None, help="grid of chips 'XxY' or 'auto' (default: the preset's)")
+    c.add_argument("--calib", default=None, help="calibration inputs (.npz, inputs.npz format)")
+    c.add_argument("--placement", default="greedy", help="placement strategy: greedy, linear")
+    c.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a chip field, e.g. core.neurons=64")
+    c.add_argument("-o", "--output", required=True, help="core-map file to write")
+    c.set_defaults(fn=cmd_compile)
+
+    for name, fn, hlp in (("run", cmd_run, "emulate a core map on inputs"),
+                          ("profile", cmd_profile, "emulate and print latency/energy per task, layer, core")):
+        r = sub.add_parser(name, help=hlp)
+        r.add_argument("coremap")
+        r.add_argument("--input", required=True, help="inputs.npz: one array per graph input, by name")
+        r.add_argument("--steps", type=int, default=None, help="timesteps (default: the model's nmc.num_steps)")
+        r.add_argument("--backend", default="numba", help="numba (fast) or reference (NumPy, the numerics spec)")
+        r.add_argument("--report", default=None, help="write the JSON report here")
+        if name == "run":
+            r.add_argument("-o", "--output", default=None, help="result.npz: one array per graph output")
+            r.add_argument("--raw", action="store_true", help="also store the chip's raw integers as raw/<name>")
+        else:
+            r.add_argument("--top", type=int, default=10, help="how many of the busiest cores to list")
+        r.set_defaults(fn=fn)
+
+    i = sub.add_parser("info", help="what is placed where, utilisation")
+    i.add_argument("coremap")
+    i.set_defaults(fn=cmd_info)
+
+    ch = sub.add_parser("chips", help="list the chip presets")
+    ch.set_defaults(fn=cmd_chips)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except NmcError as e:
+        print(f"nmc {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
