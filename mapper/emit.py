@@ -103,7 +103,9 @@ def emit(lg: LayerGraph, pieces: list[Piece], tq: dict[str, TQ], wiring: Wiring,
     producer = {l.out: l for l in lg.layers}
     membrane = {l.state_out: l for l in lg.layers if l.soma == "lif"}
     outputs, state_outputs, taps = [], [], []
-    for o in g.outputs:
+    extra = [s.output for s in g.states if s.output not in g.outputs]
+    for o in list(g.outputs) + extra:
+        final = o in extra  # a state output nobody asked for per step: report its value after the last step
         if o in membrane:
             l = membrane[o]
             state_outputs.append(dict(name=o, shape=list(g.tensors[o].shape), layer=l.name,
@@ -116,7 +118,7 @@ def emit(lg: LayerGraph, pieces: list[Piece], tq: dict[str, TQ], wiring: Wiring,
         l = producer[r]
         q = tq[r]
         outputs.append(dict(name=o, stage=l.stage, shape=list(g.tensors[o].shape), scale=q.scale,
-                            signed=bool(q.lo < 0), layer=l.name, kind=q.kind))
+                            signed=bool(q.lo < 0), layer=l.name, kind=q.kind, final=final))
         taps.append(wiring.elem_neuron[r])
     arrays["out_off"] = np.concatenate([[0], np.cumsum([t.shape[0] for t in taps])]).astype(np.int64)
     arrays["out_src"] = np.concatenate(taps).astype(np.int64) if taps else np.zeros(0, np.int64)

@@ -224,7 +224,9 @@ def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarr
     for spec in cm.meta["outputs"]:
         r = res.outputs[spec["name"]]
         shape = tuple(spec["shape"])
-        if spec["stage"] == "step":
+        if spec["stage"] == "step" and spec.get("final"):
+            r = r[:, -1].reshape((B,) + shape)
+        elif spec["stage"] == "step":
             r = r.transpose(1, 0, 2).reshape((T, B) + shape)
         else:
             r = r.reshape((B,) + shape)
