@@ -226,6 +226,8 @@ class ModelBuilder:
         name = self._name(name, "reshape")
         size = int(np.prod(self._shape(x)))
         shape = [int(d) for d in shape]
+        if any(d == 0 or d < -1 for d in shape) or shape.count(-1) > 1:
+            raise ShapeError(f"ModelBuilder.reshape('{name}'): shape {shape} needs positive sizes and at most one -1")
         if shape.count(-1) == 1:
             rest = int(np.prod([d for d in shape if d != -1]))
             shape[shape.index(-1)] = size // rest if rest else 0

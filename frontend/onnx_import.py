@@ -39,7 +39,9 @@ class _Unsupported(Exception):
 # ----------------------------------------------------------------- loading and convention
 def _load_model(model_or_path) -> onnx.ModelProto:
     if isinstance(model_or_path, onnx.ModelProto):
-        return model_or_path
+        model = onnx.ModelProto()
+        model.CopyFrom(model_or_path)  # load_onnx names unnamed nodes: never touch the caller's model
+        return model
     try:
         if isinstance(model_or_path, (bytes, bytearray)):
             data = bytes(model_or_path)
@@ -664,7 +666,7 @@ def load_onnx(model_or_path, *, fold_bn: bool = True) -> Graph:
             bad.append((node.name, key, str(e)))
             unknown.update(node.output)
     if bad:
-        raise UnsupportedOpError(bad, supported=list(CONVERTERS))
+        raise UnsupportedOpError(bad, supported=[*CONVERTERS, "Constant"])
 
     states = []
     for i, o, init in conv.states:

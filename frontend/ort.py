@@ -16,7 +16,8 @@ import onnx
 
 from nmc.errors import InputError, ModelError, NmcError
 
-from .onnx_import import _check, _extract_scan, _load_model, _real_inputs, read_convention
+from . import nmc_ops
+from .onnx_import import _check, _extract_scan, _load_model, _opset, _real_inputs, read_convention
 
 __all__ = ["run_onnxruntime"]
 
@@ -47,6 +48,21 @@ def _onnx_stages(model: onnx.ModelProto, kinds: dict[str, str], state_outputs: s
     return stages
 
 
+def _with_functions(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Attach the nmc function bodies a model uses but does not ship (onnxruntime needs them)."""
+    have = {(f.domain, f.name) for f in model.functions}
+    need = {n.op_type for n in model.graph.node if n.domain == nmc_ops.NMC_DOMAIN
+            and (nmc_ops.NMC_DOMAIN, n.op_type) not in have and n.op_type in nmc_ops.SCHEMAS}
+    if not need:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    out.functions.extend(nmc_ops.function_protos(need, _opset(model, "") or nmc_ops.MIN_OPSET))
+    if _opset(out, nmc_ops.NMC_DOMAIN) is None:
+        out.opset_import.append(onnx.helper.make_opsetid(nmc_ops.NMC_DOMAIN, nmc_ops.NMC_DOMAIN_VERSION))
+    return out
+
+
 def run_onnxruntime(model_or_path: Any, inputs: dict, steps: int | None = None) -> dict[str, np.ndarray]:
     """Run an nmc-convention ONNX model (ModelProto, path or bytes) for ``steps`` timesteps in onnxruntime."""
     try:
@@ -56,6 +72,7 @@ def run_onnxruntime(model_or_path: Any, inputs: dict, steps: int | None = None) 
     model = _load_model(model_or_path)
     _check(model)
     model = _extract_scan(model)
+    model = _with_functions(model)
     conv = read_convention(model)
     g = model.graph
     kinds = {vi.name: conv.kind(vi.name) for vi in _real_inputs(g)}

@@ -178,7 +178,10 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> dic
     for name, kind in g.inputs.items():
         if kind in ("static", "step"):
             r = ranges.get(name)
-            tq[name] = _act_tq(r, r is not None and r.lo >= 0, name, f"graph input '{name}'")
+            if r is not None and r.integer and r.lo >= 0 and r.hi <= 1:
+                tq[name] = TQ(1.0, 0, 1, 1, "spike")  # binary input: spikes (event-driven consumers)
+            else:
+                tq[name] = _act_tq(r, r is not None and r.lo >= 0, name, f"graph input '{name}'")
         elif name in spike_t:
             tq[name] = TQ(1.0, 0, 1, 1, "spike")
     nonneg = {t for t, q in tq.items() if q.lo >= 0}
