@@ -1,0 +1,95 @@
+"""The README's command-line flow and file contracts on the shipped example."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nmc
+from nmc.cli import main
+
+EX = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    cm_path = d / "model.nmc"
+    assert main(["compile", str(EX / "digits_hybrid.onnx"), "--chip", "tianjic", "-o", str(cm_path)]) == 0
+    return d, cm_path
+
+
+def test_compile_run_profile_info(compiled, capsys):
+    d, cm_path = compiled
+    inputs = EX / "digits_inputs.npz"
+    res, rep = d / "result.npz", d / "report.json"
+    assert main(["run", str(cm_path), "--input", str(inputs), "--steps", "16", "-o", str(res), "--report", str(rep),
+                 "--raw"]) == 0
+    images = np.load(inputs)["image"]
+    B = images.shape[0]
+    with np.load(res) as z:
+        assert z["logits"].shape == (B, 10)                       # read-out output: [B, ...]
+        assert z["lif2.s"].shape == (16, B, 32)                   # per-step output: [T, B, ...]
+        assert set(np.unique(z["lif2.s"])) <= {0.0, 1.0}
+        assert z["raw/logits"].dtype.kind == "i"
+        scale = [o for o in nmc.load(cm_path).meta["outputs"] if o["name"] == "logits"][0]["scale"]
+        np.testing.assert_allclose(z["logits"], z["raw/logits"] * scale)
+    r = json.loads(rep.read_text())
+    for key in ("latency_cycles", "latency_s", "energy_j", "layers", "cores", "events", "chip", "nmc_version",
+                "chip_preset", "per_task", "energy_breakdown"):
+        assert key in r, key
+    assert r["chip"] == "tianjic" and r["nmc_version"] == nmc.__version__
+    assert r["latency_s"] == pytest.approx(r["latency_cycles"] / 300e6)
+    assert len(r["per_task"]["energy_j"]) == B
+    # the breakdowns add up to the totals
+    assert sum(l["energy_j"] for l in r["layers"]) + r["energy_breakdown"]["static_idle_j"] == pytest.approx(r["energy_j"])
+    assert sum(c["energy_j"] for c in r["cores"]) == pytest.approx(sum(l["energy_j"] for l in r["layers"]))
+    eb = r["energy_breakdown"]
+    assert sum(eb["by_event_j"].values()) == pytest.approx(eb["dynamic_j"])
+
+    capsys.readouterr()
+    assert main(["profile", str(cm_path), "--input", str(inputs)]) == 0
+    out = capsys.readouterr().out
+    assert "per task: latency" in out and "fc2" in out and "busiest cores" in out
+    assert main(["info", str(cm_path)]) == 0
+    out = capsys.readouterr().out
+    assert "placement" in out and "conv1" in out and "utilisation" in out
+    assert main(["chips"]) == 0
+    assert "tianjicx" in capsys.readouterr().out
+
+
+def test_run_and_reference_backends_agree_via_cli(compiled):
+    d, cm_path = compiled
+    a, b = d / "a.npz", d / "b.npz"
+    inputs = EX / "digits_inputs.npz"
+    assert main(["run", str(cm_path), "--input", str(inputs), "--steps", "4", "-o", str(a)]) == 0
+    assert main(["run", str(cm_path), "--input", str(inputs), "--steps", "4", "-o", str(b), "--backend", "reference"]) == 0
+    with np.load(a) as za, np.load(b) as zb:
+        for k in za.files:
+            np.testing.assert_array_equal(za[k], zb[k])
+
+
+def test_bad_input_file_exits_2_with_message(compiled, tmp_path, capsys):
+    _, cm_path = compiled
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, image=np.zeros((3, 8, 8)))
+    assert main(["run", str(cm_path), "--input", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "image" in err and "[B, 1, 8, 8]" in err
+
+
+def test_shipped_example_accuracy_on_chip_tracks_float():
+    """The quantised example: accuracy of the emulated chip reported next to the float model."""
+    from frontend import load_onnx, run_float
+
+    data = np.load(EX / "digits_test.npz")
+    images, labels = data["image"][:150], data["label"][:150]
+    cm = nmc.compile(EX / "digits_hybrid.onnx", chip="tianjic")
+    chip = nmc.emulate(cm, {"image": images}).outputs["logits"].argmax(-1)
+    flt = run_float(load_onnx(EX / "digits_hybrid.onnx"), {"image": images.astype(np.float64)}, steps=16)["logits"].argmax(-1)
+    acc_chip, acc_float = np.mean(chip == labels), np.mean(flt == labels)
+    assert acc_float > 0.9
+    assert acc_chip >= acc_float - 0.03, (acc_chip, acc_float)
+    assert np.mean(chip == flt) > 0.95
