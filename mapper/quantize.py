@@ -22,6 +22,8 @@ from .lower import Layer, LayerGraph
 __all__ = ["TQ", "Range", "calibrate", "ranges_from_metadata", "quantize", "requant_params"]
 
 _EPS = 1e-9
+#: weights are stored as int8 (ternary/binary are int8 values in a narrower range); core.weight_bits includes 8
+W_MAX = 2 ** (8 - 1) - 1
 
 
 @dataclass
@@ -130,14 +132,14 @@ def _row_scales(rows: np.ndarray, E: np.ndarray, n: int) -> np.ndarray:
     np.minimum.at(rmin, rows[nz], absE[nz])
     allint = np.ones(n, bool)
     np.logical_and.at(allint, rows, _is_int(E))
-    scale = np.where(rmax > 0, rmax / 127.0, 1.0)
+    scale = np.where(rmax > 0, rmax / W_MAX, 1.0)
     step_ok = np.ones(n, bool)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = absE / rmin[rows]
     np.logical_and.at(step_ok, rows, _is_int(ratio) | ~nz)
-    use_step = step_ok & np.isfinite(rmin) & (rmax / np.where(np.isfinite(rmin), rmin, 1) <= 127 + 1e-9)
+    use_step = step_ok & np.isfinite(rmin) & (rmax / np.where(np.isfinite(rmin), rmin, 1) <= W_MAX + 1e-9)
     scale = np.where(use_step, np.where(np.isfinite(rmin), rmin, 1.0), scale)
-    scale = np.where(allint & (rmax <= 127), 1.0, scale)
+    scale = np.where(allint & (rmax <= W_MAX), 1.0, scale)
     return scale
 
 
@@ -150,12 +152,12 @@ def _w_bits(wq: np.ndarray, chip: ChipSpec) -> int:
     return 8
 
 
-def _act_tq(r: Range | None, nonneg: bool, name: str, what: str) -> TQ:
+def _act_tq(r: Range | None, nonneg: bool, name: str, what: str, bits: int) -> TQ:
     if r is None:
         raise QuantizationError(f"{what}: no calibration range for tensor '{name}'; pass calibration inputs "
                                 "(nmc compile --calib inputs.npz) or ship 'nmc.ranges' metadata in the model")
-    hi = 255 if nonneg else 127
-    lo = 0 if nonneg else -128
+    hi = 2 ** bits - 1 if nonneg else 2 ** (bits - 1) - 1  # uint8 / int8 (core.activation_bits)
+    lo = 0 if nonneg else -(2 ** (bits - 1))
     m = max(abs(r.lo), abs(r.hi))
     if r.integer and m <= hi:
         scale = 1.0
@@ -181,7 +183,7 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> dic
             if r is not None and r.integer and r.lo >= 0 and r.hi <= 1:
                 tq[name] = TQ(1.0, 0, 1, 1, "spike")  # binary input: spikes (event-driven consumers)
             else:
-                tq[name] = _act_tq(r, r is not None and r.lo >= 0, name, f"graph input '{name}'")
+                tq[name] = _act_tq(r, r is not None and r.lo >= 0, name, f"graph input '{name}'", c.activation_bits)
         elif name in spike_t:
             tq[name] = TQ(1.0, 0, 1, 1, "spike")
     nonneg = {t for t, q in tq.items() if q.lo >= 0}
@@ -215,7 +217,7 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> dic
                                         f"{c.accumulator_bits}-bit accumulator (core.accumulator_bits); recalibrate "
                                         "or rescale the layer")
             nn = l.relu or (in_nonneg and l.op in ("avgpool", "add") and bool(np.all(l.vals >= 0)))
-            out_q = _act_tq(ranges.get(l.out), nn, l.out, l.where())
+            out_q = _act_tq(ranges.get(l.out), nn, l.out, l.where(), c.activation_bits)
             tq[l.out] = out_q
             if nn:
                 nonneg.add(l.out)
@@ -234,9 +236,9 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> dic
             b = gain * l.bias
             thr, vr, vl = float(a.get("threshold", 1.0)), float(a.get("v_reset", 0.0)), float(a.get("v_leak", 0.0))
             init = l.init if l.init is not None else np.zeros(l.n)
-            exact = (E.size == 0 or (np.all(_is_int(E)) and np.abs(E).max() <= 127)) and np.all(_is_int(b)) and \
+            exact = (E.size == 0 or (np.all(_is_int(E)) and np.abs(E).max() <= W_MAX)) and np.all(_is_int(b)) and \
                 all(_is_int(np.array([thr, vr, vl]))) and np.all(_is_int(init))
-            k = 1.0 if exact else (127.0 / np.abs(E).max() if E.size and np.abs(E).max() > 0 else 1.0)
+            k = 1.0 if exact else (W_MAX / np.abs(E).max() if E.size and np.abs(E).max() > 0 else 1.0)
             wq = np.round(k * E).astype(np.int64)
             thr_q = int(round(k * thr))
             if thr_q < 1 or thr_q >= mem_lim:
@@ -269,7 +271,7 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> dic
         else:
             raise AssertionError(l.soma)
         wq = l.q["wq"]
-        if wq.size and (wq.min() < -128 or wq.max() > 127):
+        if wq.size and (wq.min() < -W_MAX - 1 or wq.max() > W_MAX):
             raise AssertionError(f"{l.name}: weights out of int8")  # internal invariant: scales bound them
         # worst-case accumulator magnitude (split == unsplit needs it below 2^(A-1))
         in_max = np.concatenate([np.full(sz, max(abs(tq[t].lo), abs(tq[t].hi))) for t, sz in zip(l.inputs, l.in_sizes)])
