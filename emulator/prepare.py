@@ -93,20 +93,29 @@ def check_coremap(cm: CoreMap) -> None:
     kinds = input_kind_codes(cm)
     if I and (a["in_input"].min() < 0 or a["in_input"].max() >= len(inputs)):
         raise CoreMapError("core map input feeds name a graph input that the header does not list")
-    for i in range(I):
-        k = int(a["in_input"][i])
-        if kinds[k] == _KIND_CODE["state"]:
+    if I:
+        bad_kind = np.flatnonzero(kinds[a["in_input"]] == _KIND_CODE["state"])
+        if bad_kind.shape[0]:
+            i = int(bad_kind[0])
+            k = int(a["in_input"][i])
             raise CoreMapError(f"input feed {i} loads graph input {k} ('{inputs[k].get('name')}') of kind 'state'; "
                                "state inputs enter through axon_init and delayed routes, not feeds")
-        if not 0 <= a["in_elem"][i] < _n_elems(inputs[k]):
+        n_el = np.array([_n_elems(inp) for inp in inputs], dtype=np.int64)[a["in_input"]]
+        bad = np.flatnonzero((a["in_elem"] < 0) | (a["in_elem"] >= n_el))
+        if bad.shape[0]:
+            i = int(bad[0])
+            k = int(a["in_input"][i])
             raise CoreMapError(f"input feed {i} reads element {int(a['in_elem'][i])} of graph input "
-                               f"'{inputs[k].get('name')}' of {_n_elems(inputs[k])} elements")
+                               f"'{inputs[k].get('name')}' of {int(n_el[i])} elements")
     outputs = cm.meta.get("outputs", [])
     if a["out_off"].shape[0] != len(outputs) + 1 or a["out_off"][0] != 0 or np.any(np.diff(a["out_off"]) < 0) \
             or a["out_off"][-1] != a["out_src"].shape[0]:
         raise CoreMapError("core map output taps do not match the header's outputs")
     if a["out_src"].shape[0] and (a["out_src"].min() < 0 or a["out_src"].max() >= N):
         raise CoreMapError("core map output taps point outside the neuron array")
+    names = [o.get("name") for o in outputs]
+    if len(set(names)) != len(names):
+        raise CoreMapError(f"graph outputs have duplicate names: {names}")
     for k, o in enumerate(outputs):
         if o.get("stage") not in STAGE:
             raise CoreMapError(f"graph output {k} ('{o.get('name')}') has stage {o.get('stage')!r}; "

@@ -19,6 +19,25 @@ their source's output register into their destination axon (in route order).
 ``phase latency = max(max compute, last delivery) + timing.barrier_cycles`` (an input phase: last
 delivery + barrier).  Phases are the distinct ``core_phase`` values of a stage's cores, so a stage
 without cores costs 0 cycles.
+
+Where the docs leave a choice, this implementation decides (and the Numba kernel follows):
+
+* an input phase exists when the header declares a graph input of that kind (static / step),
+  even one without feeds (it then costs only the barrier); feeds of ``state`` inputs are refused;
+* input packets: per destination core, ``ceil(n_feeds * activation_bits / 8 / P)`` (8-bit values
+  from the host; every feed counts, also one element fed to two axons), ready at cycle 0, charged
+  (packet, hop, chip_crossing) to the receiving core;
+* route packets: per (source core, destination core) pair, ``n_values`` is the number of routes of
+  the pair; with AER and 1-bit outputs, one packet per route whose source value is nonzero;
+  delayed routes travel in their source core's phase like the others (only their write to the
+  axon waits for the end of the step);
+* output taps: every tap entry of a core is sent to the host each time the core runs; AER and
+  1-bit: one packet per nonzero tapped value, else ``ceil(n * bytes / P)`` with 1 byte for 1- and
+  8-bit values (also under bitmap encoding) and 4 bytes for 32-bit values;
+* ``in_bytes`` of a core without sources is 1; ``spike`` counts nonzero outputs of every core with
+  ``core_out_bits == 1`` (whatever its soma);
+* delayed routes (from any core) are written after the step's phases, before the step outputs are
+  recorded; two writers of one axon in one phase: the later route (route order) wins.
 """
 from __future__ import annotations
 

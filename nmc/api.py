@@ -202,7 +202,11 @@ def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarr
     from emulator import BACKENDS
     from emulator.profile import build_report
 
-    cm = core_map if isinstance(core_map, CoreMap) else load_coremap(core_map)
+    if isinstance(core_map, CoreMap):
+        cm = core_map
+        cm.validate()  # the emulator refuses a core map that breaks its chip's limits
+    else:
+        cm = load_coremap(core_map)  # validates
     if isinstance(inputs, (str, os.PathLike)):
         inputs = load_inputs(inputs)
     if backend not in BACKENDS:

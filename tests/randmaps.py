@@ -1,0 +1,387 @@
+"""Seeded generator of valid random core maps (and matching inputs) for the emulator tests.
+
+Every map is structurally consistent (the checks of ``CoreMap.validate`` except the chip's design
+rules, which live in ``mapper.drc``): offsets, weights, unique router positions, one writer per
+axon, spike-input cores fed only spikes, dataflow-ordered phases, delayed routes only between step
+cores, output taps of every stage, meta dicts as the ``CoreMap`` docstring describes.
+
+Coverage: ANN cores (mac, requantisation with shift 0 and > 0, ReLU / signed / narrow clamps),
+LIF cores (all reset modes, spike_ge 0/1, reset_delay 0/1, leaky and non-leaky ``bm``, membranes near
+saturation), count cores, partial cores feeding merge cores, max dendrites, spike-input cores,
+delayed (recurrent) routes, static/step/readout stages with several phases, static and step
+inputs, multi-chip grids, AER and bitmap spike encodings, 1/2/8-bit weights.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from nmc.chip import load_chip
+from nmc.coremap import ARRAYS, CoreMap, empty_arrays
+
+__all__ = ["random_coremap", "random_inputs", "SHAPES"]
+
+#: shapes of random maps the tests draw from
+SHAPES = ("mixed", "ann", "snn", "multichip", "tiny")
+
+_STAGES = ("static", "step", "readout")
+
+
+def _chip(rng, shape, encoding):
+    over = {
+        "cores_x": int(rng.integers(2, 5)),
+        "cores_y": int(rng.integers(2, 4)),
+        "core.neurons": 24,
+        "core.axons": 40,
+        "core.mac_rows": int(rng.choice([1, 3, 16])),
+        "core.mac_cols": int(rng.choice([1, 4, 16])),
+        "core.soma_lanes": int(rng.choice([1, 5, 16])),
+        "core.axon_bandwidth_bytes_per_cycle": int(rng.choice([1, 4, 16])),
+        "timing.core_overhead_cycles": int(rng.integers(1, 20)),
+        "timing.soma_lif_cycles": int(rng.integers(1, 4)),
+        "timing.soma_count_cycles": int(rng.integers(1, 4)),
+        "timing.barrier_cycles": int(rng.integers(0, 40)),
+        "noc.hop_latency_cycles": int(rng.integers(1, 4)),
+        "noc.port_latency_cycles": int(rng.integers(1, 3)),
+        "noc.chip_link_latency_cycles": int(rng.integers(5, 30)),
+        "noc.io_latency_cycles": int(rng.integers(5, 30)),
+        "noc.packet_payload_bytes": int(rng.choice([1, 2, 8])),
+        "noc.spike_encoding": encoding or str(rng.choice(["aer", "bitmap"])),
+        "core.membrane_bits": int(rng.choice([16, 28])),
+        "core.accumulator_bits": int(rng.choice([20, 32])),
+    }
+    return load_chip("tianjic", overrides=over)
+
+
+def random_coremap(seed: int, shape: str = "mixed", *, encoding: str | None = None) -> CoreMap:
+    """A valid random core map; ``shape`` is one of :data:`SHAPES`; ``encoding`` forces ``aer``/``bitmap``."""
+    if shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r}; shapes: {SHAPES}")
+    rng = np.random.default_rng(seed)
+    chip = _chip(rng, shape, encoding)
+    chips = [2, 1] if shape == "multichip" else ([1, 2] if (shape == "mixed" and rng.random() < 0.3) else [1, 1])
+    width, height = chip.cores_x * chips[0], chip.cores_y * chips[1]
+    core_c = chip.core
+    M, Acc, Bs, Q = core_c.membrane_bits, core_c.accumulator_bits, core_c.beta_shift, core_c.requant_mult_bits
+    max_n, max_a = core_c.neurons, core_c.axons
+
+    # ---- graph inputs
+    inputs = []
+    if shape in ("mixed", "ann", "multichip", "tiny") or rng.random() < 0.5:
+        lo, hi = [(-128, 127), (0, 255)][int(rng.integers(2))]
+        inputs.append({"name": "img", "kind": "static", "shape": [int(rng.integers(3, 12))], "scale": 0.05,
+                       "lo": lo, "hi": hi})
+    if shape != "ann":
+        inputs.append({"name": "spikes", "kind": "step", "shape": [int(rng.integers(3, 16))], "scale": 1.0,
+                       "lo": 0, "hi": 1})
+        if shape in ("mixed", "multichip") and rng.random() < 0.5:
+            inputs.append({"name": "current", "kind": "step", "shape": [2, int(rng.integers(2, 5))], "scale": 0.1,
+                           "lo": -128, "hi": 127})
+
+    # ---- stages, phases and cores (kind, stage, phase)
+    if shape == "ann":
+        n_ph = [int(rng.integers(1, 4)), 0, int(rng.integers(0, 3))]
+    elif shape == "snn":
+        n_ph = [0, int(rng.integers(1, 4)), int(rng.integers(0, 2))]
+    elif shape == "tiny":
+        n_ph = [int(rng.integers(0, 2)), 1, int(rng.integers(0, 2))]
+    else:
+        n_ph = [int(rng.integers(0, 3)), int(rng.integers(1, 4)), int(rng.integers(0, 3))]
+    kinds_by_stage = {0: ["ann", "ann", "partial", "ann_max", "lif"],
+                      1: ["lif", "lif", "ann", "count", "partial", "ann_max", "lif"],
+                      2: ["ann", "count", "partial", "ann_max"]}
+    if shape == "snn":
+        kinds_by_stage[1] = ["lif", "lif", "lif", "count"]
+    cores = []  # dicts
+    max_cores = width * height
+    for s in range(3):
+        for p in range(n_ph[s]):
+            for _ in range(int(rng.integers(1, 4 if shape != "tiny" else 2))):
+                if len(cores) >= max_cores:
+                    break
+                kind = str(rng.choice(kinds_by_stage[s]))
+                cores.append({"kind": kind, "stage": s, "phase": p})
+    if not cores:
+        cores.append({"kind": "lif", "stage": 1, "phase": 0})
+        n_ph[1] = max(n_ph[1], 1)
+    C = len(cores)
+    positions = rng.permutation(width * height)[:C]
+
+    # ---- per-core parameters
+    for i, cd in enumerate(cores):
+        kind = cd["kind"]
+        cd["x"], cd["y"] = int(positions[i] % width), int(positions[i] // width)
+        cd["n_n"] = int(rng.integers(1, max_n + 1)) if shape != "tiny" else int(rng.integers(1, 5))
+        cd["dend"] = 1 if kind == "ann_max" else 0
+        cd["soma"] = {"ann": 0, "ann_max": 0, "lif": 1, "partial": 2, "count": 3}[kind]
+        lo_a, hi_a = -(1 << (Acc - 1)), (1 << (Acc - 1)) - 1
+        if kind in ("ann", "ann_max"):
+            if rng.random() < 0.15:
+                cd["bits"], cd["lo"], cd["hi"] = 1, 0, 1  # an ANN layer that emits spikes
+            else:
+                cd["bits"] = 8
+                cd["lo"], cd["hi"] = [(-128, 127), (0, 255), (0, 127), (-4, 9)][int(rng.integers(4))]
+        elif kind == "lif":
+            cd["bits"], cd["lo"], cd["hi"] = 1, 0, 1
+        elif kind == "partial":
+            cd["bits"], cd["lo"], cd["hi"] = 32, lo_a, hi_a
+        else:  # count
+            cd["bits"], (cd["lo"], cd["hi"]) = (8, [(0, 255), (0, 3)][int(rng.integers(2))]) if rng.random() < 0.7 \
+                else (32, (lo_a, hi_a))
+        cd["w_bits"] = 1 if kind == "ann_max" else int(rng.choice([8, 8, 2, 1]))
+
+    # ---- sources: who may write an axon of core i
+    spike_input_elems = [(k, e) for k, inp in enumerate(inputs) if inp["lo"] == 0 and inp["hi"] == 1
+                         for e in range(int(np.prod(inp["shape"])))]
+    n_off = np.concatenate([[0], np.cumsum([cd["n_n"] for cd in cores])]).astype(np.int64)
+
+    def earlier(i, j):
+        return cores[j]["stage"] < cores[i]["stage"] or (
+            cores[j]["stage"] == cores[i]["stage"] and cores[j]["phase"] < cores[i]["phase"])
+
+    weights, routes, feeds, axon_init = [], [], [], []
+    a_off = [0]
+    for i, cd in enumerate(cores):
+        s = cd["stage"]
+        src_cores = [j for j in range(C) if earlier(i, j)]
+        dly_cores = [j for j in range(C) if s == 1 and cores[j]["stage"] == 1] if shape != "ann" else []
+        in_elems = [(k, e) for k, inp in enumerate(inputs)
+                    if inp["kind"] == "static" or (inp["kind"] == "step" and s >= 1)
+                    for e in range(int(np.prod(inp["shape"])))]
+        spike_src = [j for j in src_cores if cores[j]["bits"] == 1]
+        spike_dly = [j for j in dly_cores if cores[j]["bits"] == 1]
+        spike_in_ok = (spike_src or spike_dly or [x for x in spike_input_elems if x in in_elems])
+        cd["spike_in"] = int(bool(spike_in_ok) and rng.random() < (0.8 if cd["kind"] in ("lif", "count") else 0.3))
+        if cd["spike_in"]:
+            src_cores, dly_cores = spike_src, spike_dly
+            in_elems = [x for x in in_elems if x in spike_input_elems]
+        # prefer partial sources for a merge (a core after a partial core)
+        partial_src = [j for j in src_cores if cores[j]["kind"] == "partial"]
+        n_a = int(rng.integers(0 if cd["dend"] == 0 else 1, max_a + 1)) if shape != "tiny" else int(rng.integers(1, 6))
+        for ax in range(n_a):
+            gi = a_off[-1] + ax
+            u = rng.random()
+            init = int(rng.integers(0, 2)) if cd["spike_in"] else int(rng.integers(-5, 6))
+            if u < 0.12:
+                pass  # no writer: the axon keeps axon_init
+            elif u < 0.3 and dly_cores:
+                j = int(rng.choice(dly_cores))
+                routes.append((int(n_off[j] + rng.integers(cores[j]["n_n"])), gi, 1))
+            elif u < 0.55 and in_elems:
+                k, e = in_elems[int(rng.integers(len(in_elems)))]
+                feeds.append((k, e, gi))
+            elif src_cores:
+                pool = partial_src if (partial_src and rng.random() < 0.6) else src_cores
+                j = int(rng.choice(pool))
+                routes.append((int(n_off[j] + rng.integers(cores[j]["n_n"])), gi, 0))
+            elif in_elems:
+                k, e = in_elems[int(rng.integers(len(in_elems)))]
+                feeds.append((k, e, gi))
+            axon_init.append(init)
+        a_off.append(a_off[-1] + n_a)
+        n_n = cd["n_n"]
+        if cd["dend"] == 1:
+            w = (rng.random((n_a, n_n)) < 0.4).astype(np.int8)
+            w[rng.integers(n_a, size=n_n), np.arange(n_n)] = 1
+        elif cd["w_bits"] == 1:
+            w = rng.integers(0, 2, (n_a, n_n)).astype(np.int8)
+        elif cd["w_bits"] == 2:
+            w = rng.integers(-1, 2, (n_a, n_n)).astype(np.int8)
+        elif cd["kind"] in ("lif", "count") and rng.random() < 0.7:
+            w = rng.integers(-20, 60, (n_a, n_n)).astype(np.int8)
+        else:
+            w = rng.integers(-128, 128, (n_a, n_n)).astype(np.int8)
+        if cd["kind"] == "partial" and rng.random() < 0.2:
+            w[:] = 127  # large partial sums: exercise sat_A on narrow accumulators
+        weights.append(w.reshape(-1))
+
+    # ---- neuron parameters
+    bias, req_mult, req_shift, v_init = [], [], [], []
+    for cd in cores:
+        n = cd["n_n"]
+        kind = cd["kind"]
+        b = rng.integers(-300, 300, n)
+        if kind == "partial":
+            b[:] = 0
+        bias.append(b)
+        req_mult.append(rng.integers(0, 1 << Q, n) if rng.random() < 0.5 else rng.integers(0, 300, n))
+        sh = rng.integers(1, 24, n)
+        if rng.random() < 0.3:
+            sh[:] = 0
+        elif rng.random() < 0.5:
+            sh[rng.random(n) < 0.3] = 0
+        req_shift.append(sh)
+        if kind == "lif":
+            vi = rng.integers(-50, 50, n)
+            if rng.random() < 0.2:  # near the membrane's saturation
+                vi = (1 << (M - 1)) - rng.integers(1, 200, n) * rng.choice([1, -1], n)
+                vi = np.clip(vi, -(1 << (M - 1)), (1 << (M - 1)) - 1)
+        elif kind == "count":
+            vi = rng.integers(cd["lo"], min(cd["hi"], cd["lo"] + 3) + 1, n)
+        else:
+            vi = rng.integers(-3, 4, n)
+        v_init.append(vi)
+        cd["thr"] = int(rng.integers(1, 400))
+        cd["vr"] = int(rng.integers(-30, 30))
+        cd["vl"] = int(rng.integers(-20, 20))
+        cd["bm"] = (1 << Bs) if rng.random() < 0.4 else int(rng.integers(0, 1 << Bs))
+        cd["mode"] = int(rng.integers(0, 3))
+        cd["ge"] = int(rng.integers(0, 2))
+        cd["rd"] = int(rng.integers(0, 2))
+
+    # ---- outputs: taps of every stage that has cores
+    outputs, out_src = [], []
+    for s in range(3):
+        cs = [i for i in range(C) if cores[i]["stage"] == s]
+        for q in range(int(rng.integers(1, 3)) if cs else 0):
+            if q > 0 and rng.random() < 0.5:
+                continue
+            i = int(rng.choice(cs))
+            n = cores[i]["n_n"]
+            k = int(rng.integers(1, n + 1))
+            sel = rng.choice(n, size=k, replace=False)
+            if rng.random() < 0.3 and len(cs) > 1:  # an output spread over two cores
+                i2 = int(rng.choice(cs))
+                sel2 = rng.choice(cores[i2]["n_n"], size=1)
+                src = np.concatenate([n_off[i] + sel, n_off[i2] + sel2])
+            else:
+                src = n_off[i] + sel
+            out_src.append(src.astype(np.int64))
+            outputs.append({"name": f"{_STAGES[s]}_out{q}", "stage": _STAGES[s], "shape": [int(len(src))],
+                            "scale": 1.0, "signed": bool(cores[i]["lo"] < 0)})
+
+    # ---- arrays
+    arr = empty_arrays()
+    col = lambda key: np.array([cd[key] for cd in cores])  # noqa: E731
+    arr["core_layer"] = np.arange(C)
+    arr["core_x"], arr["core_y"] = col("x"), col("y")
+    arr["core_stage"], arr["core_phase"] = col("stage"), col("phase")
+    arr["core_dendrite"], arr["core_spike_in"], arr["core_soma"] = col("dend"), col("spike_in"), col("soma")
+    arr["core_out_bits"], arr["core_w_bits"] = col("bits"), col("w_bits")
+    arr["core_out_lo"], arr["core_out_hi"] = col("lo"), col("hi")
+    arr["lif_threshold"], arr["lif_v_reset"], arr["lif_v_leak"] = col("thr"), col("vr"), col("vl")
+    arr["lif_beta_mult"], arr["lif_reset_mode"] = col("bm"), col("mode")
+    arr["lif_spike_ge"], arr["lif_reset_delay"] = col("ge"), col("rd")
+    arr["core_neuron_off"] = n_off
+    arr["core_axon_off"] = np.array(a_off)
+    arr["core_w_off"] = np.concatenate([[0], np.cumsum([w.size for w in weights])])
+    arr["weights"] = np.concatenate(weights) if weights else np.zeros(0)
+    arr["bias"], arr["req_mult"], arr["req_shift"], arr["v_init"] = (np.concatenate(x) for x in
+                                                                     (bias, req_mult, req_shift, v_init))
+    arr["axon_init"] = np.array(axon_init)
+    # routes sorted by (source core, destination core), as the format requires
+    acore = np.repeat(np.arange(C), np.diff(a_off))
+    ncore = np.repeat(np.arange(C), np.diff(n_off))
+    routes.sort(key=lambda r: (ncore[r[0]], acore[r[1]], r[1]))
+    arr["route_src"] = np.array([r[0] for r in routes])
+    arr["route_dst"] = np.array([r[1] for r in routes])
+    arr["route_delayed"] = np.array([r[2] for r in routes])
+    arr["in_input"] = np.array([f[0] for f in feeds])
+    arr["in_elem"] = np.array([f[1] for f in feeds])
+    arr["in_dst"] = np.array([f[2] for f in feeds])
+    arr["out_off"] = np.concatenate([[0], np.cumsum([len(s) for s in out_src])])
+    arr["out_src"] = np.concatenate(out_src) if out_src else np.zeros(0)
+    arr = {k: np.ascontiguousarray(np.asarray(v).reshape(-1), dtype=ARRAYS[k]) for k, v in arr.items()}
+
+    layers = [{"name": f"L{i}", "op": cd["kind"], "stage": _STAGES[cd["stage"]], "source": f"node{i}",
+               "neurons": cd["n_n"], "cores": [i]} for i, cd in enumerate(cores)]
+    meta = {
+        "model": f"random-{shape}-{seed}",
+        "num_steps": int(rng.integers(2, 6)),
+        "chips": chips,
+        "layers": layers,
+        "inputs": inputs,
+        "outputs": outputs,
+        "states": [],
+        "phases": {_STAGES[s]: int(len({cd["phase"] for cd in cores if cd["stage"] == s})) for s in range(3)},
+        "compile": {"generator": "tests/randmaps.py", "seed": seed},
+    }
+    return CoreMap(chip=chip, meta=meta, arrays=arr)
+
+
+def random_inputs(cm: CoreMap, batch: int, steps: int, seed: int = 0):
+    """Random quantised inputs within every input's ``[lo, hi]``: ``(static_inputs, step_inputs)``."""
+    rng = np.random.default_rng(seed)
+    static, step = {}, {}
+    for k, inp in enumerate(cm.meta["inputs"]):
+        n = int(np.prod(inp["shape"]))
+        lo, hi = inp["lo"], inp["hi"]
+        if inp["kind"] == "static":
+            static[k] = rng.integers(lo, hi + 1, (batch, n)).astype(np.int64)
+        elif inp["kind"] == "step":
+            if lo == 0 and hi == 1:
+                step[k] = (rng.random((batch, steps, n)) < rng.uniform(0.1, 0.7)).astype(np.int64)
+            else:
+                step[k] = rng.integers(lo, hi + 1, (batch, steps, n)).astype(np.int64)
+    return static, step
+
+
+# --------------------------------------------------------------------------- hand-built maps
+_CORE_DEFAULTS = dict(stage=1, phase=0, dend=0, spike_in=0, soma=0, bits=8, w_bits=8, lo=-128, hi=127, thr=0,
+                      vr=0, vl=0, bm=None, mode=0, ge=0, rd=0)
+
+
+def build_coremap(chip, cores, *, inputs=(), feeds=(), routes=(), outputs=(), chips=(1, 1), num_steps=1):
+    """A core map from plain descriptions (for hand-derived tests and benchmarks).
+
+    ``cores``: dicts with ``W`` ([n_a, n_n] int weights), ``x``, ``y`` and optionally ``stage`` (0/1/2),
+    ``phase``, ``dend``, ``spike_in``, ``soma``, ``bits``, ``w_bits``, ``lo``, ``hi``, ``thr``, ``vr``, ``vl``,
+    ``bm`` (default ``2**beta_shift``), ``mode``, ``ge``, ``rd``, ``bias``, ``mult``, ``shift``, ``v_init``
+    (scalars or [n_n]) and ``axon_init`` (scalar or [n_a]).
+    ``feeds``: (input index, element, core, axon within the core).
+    ``routes``: (source core, neuron within it, destination core, axon within it, delayed).
+    ``outputs``: (name, stage name, [(core, neuron within it), ...]).
+    """
+    C = len(cores)
+    cds = [{**_CORE_DEFAULTS, **cd} for cd in cores]
+    for cd in cds:
+        cd["W"] = np.asarray(cd["W"], dtype=np.int64).reshape(np.shape(cd["W"]))
+        if cd["bm"] is None:
+            cd["bm"] = 1 << chip.core.beta_shift
+    n_n = [cd["W"].shape[1] for cd in cds]
+    n_a = [cd["W"].shape[0] for cd in cds]
+    n_off = np.concatenate([[0], np.cumsum(n_n)]).astype(np.int64)
+    a_off = np.concatenate([[0], np.cumsum(n_a)]).astype(np.int64)
+    arr = empty_arrays()
+    col = lambda key: np.array([cd[key] for cd in cds])  # noqa: E731
+    arr["core_layer"] = np.arange(C)
+    for k, key in (("core_x", "x"), ("core_y", "y"), ("core_stage", "stage"), ("core_phase", "phase"),
+                   ("core_dendrite", "dend"), ("core_spike_in", "spike_in"), ("core_soma", "soma"),
+                   ("core_out_bits", "bits"), ("core_w_bits", "w_bits"), ("core_out_lo", "lo"),
+                   ("core_out_hi", "hi"), ("lif_threshold", "thr"), ("lif_v_reset", "vr"), ("lif_v_leak", "vl"),
+                   ("lif_beta_mult", "bm"), ("lif_reset_mode", "mode"), ("lif_spike_ge", "ge"),
+                   ("lif_reset_delay", "rd")):
+        arr[k] = col(key)
+    arr["core_neuron_off"], arr["core_axon_off"] = n_off, a_off
+    arr["core_w_off"] = np.concatenate([[0], np.cumsum([w.size for w in (cd["W"] for cd in cds)])])
+    arr["weights"] = np.concatenate([cd["W"].reshape(-1) for cd in cds]) if C else np.zeros(0)
+
+    def per(key, default, n):
+        return np.concatenate([np.broadcast_to(np.asarray(cd.get(key, default)), (n[i],)) for i, cd in enumerate(cds)]) \
+            if C else np.zeros(0)
+
+    arr["bias"], arr["req_mult"], arr["req_shift"], arr["v_init"] = (per("bias", 0, n_n), per("mult", 1, n_n),
+                                                                     per("shift", 0, n_n), per("v_init", 0, n_n))
+    arr["axon_init"] = per("axon_init", 0, n_a)
+    routes = sorted(routes, key=lambda r: (r[0], r[2]))
+    arr["route_src"] = np.array([n_off[r[0]] + r[1] for r in routes])
+    arr["route_dst"] = np.array([a_off[r[2]] + r[3] for r in routes])
+    arr["route_delayed"] = np.array([r[4] for r in routes])
+    arr["in_input"] = np.array([f[0] for f in feeds])
+    arr["in_elem"] = np.array([f[1] for f in feeds])
+    arr["in_dst"] = np.array([a_off[f[2]] + f[3] for f in feeds])
+    taps = [[n_off[c] + j for c, j in o[2]] for o in outputs]
+    arr["out_off"] = np.concatenate([[0], np.cumsum([len(t) for t in taps])])
+    arr["out_src"] = np.array([s for t in taps for s in t])
+    arr = {k: np.ascontiguousarray(np.asarray(v).reshape(-1), dtype=ARRAYS[k]) for k, v in arr.items()}
+    meta = {
+        "model": "hand", "num_steps": num_steps, "chips": list(chips),
+        "layers": [{"name": f"L{i}", "op": "hand", "stage": _STAGES[cd["stage"]], "source": f"n{i}",
+                    "neurons": n_n[i], "cores": [i]} for i, cd in enumerate(cds)],
+        "inputs": [dict(inp) for inp in inputs],
+        "outputs": [{"name": o[0], "stage": o[1], "shape": [len(o[2])], "scale": 1.0, "signed": True}
+                    for o in outputs],
+        "states": [],
+        "phases": {_STAGES[s]: len({cd["phase"] for cd in cds if cd["stage"] == s}) for s in range(3)},
+        "compile": {},
+    }
+    return CoreMap(chip=chip, meta=meta, arrays=arr)

@@ -1,0 +1,375 @@
+"""Emulator tests: Numba == reference bit for bit on random maps, and hand-derived expectations.
+
+Hand numbers use the tianjic preset with these values pinned (``HAND``): overhead 16, axon 16 B/cycle, MAC 16 x 16,
+16 soma lanes, soma ann/lif 1/2 cycles, barrier 32, port 1, hop 2, I/O 40, payload 8 B,
+membrane 28 bits, beta shift 8.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from emulator import BACKENDS, EVENT_KINDS, RawResult, price, run_numba, run_reference, static_energy
+from emulator.cost import ENERGY_FIELD
+from nmc.chip import load_chip
+from nmc.errors import CoreMapError, InputError
+from randmaps import SHAPES, build_coremap, random_coremap, random_inputs
+
+EV = {k: i for i, k in enumerate(EVENT_KINDS)}
+
+
+#: the numbers the hand-derived expectations use, pinned so that a re-tuned preset cannot break them
+HAND = {"timing.core_overhead_cycles": 16, "core.axon_bandwidth_bytes_per_cycle": 16, "core.mac_rows": 16,
+        "core.mac_cols": 16, "core.soma_lanes": 16, "timing.soma_ann_cycles": 1, "timing.soma_lif_cycles": 2,
+        "timing.barrier_cycles": 32, "noc.port_latency_cycles": 1, "noc.hop_latency_cycles": 2,
+        "noc.io_latency_cycles": 40, "noc.packet_payload_bytes": 8, "core.membrane_bits": 28, "core.beta_shift": 8,
+        "core.accumulator_bits": 32, "noc.spike_encoding": "aer", "cores_x": 12, "cores_y": 13,
+        "energy.mac_pj": 1.2, "energy.sop_pj": 1.2, "energy.neuron_update_pj": 1.0, "energy.spike_pj": 0.5,
+        "energy.sram_read_byte_pj": 0.01, "energy.sram_write_byte_pj": 0.02, "energy.packet_pj": 2.0,
+        "energy.hop_pj": 1.0, "energy.chip_crossing_pj": 30.0, "energy.static_power_per_core_w": 1.0e-4}
+
+
+def hand_chip(**extra):
+    return load_chip("tianjic", overrides={**HAND, **extra})
+
+
+@pytest.fixture(scope="module")
+def chip():
+    return hand_chip()
+
+
+def run_both(cm, static, step, steps, **kw) -> RawResult:
+    ref = run_reference(cm, static, step, steps, **kw)
+    nb = run_numba(cm, static, step, steps, **kw)
+    assert ref.differences(nb) == []
+    return ref
+
+
+# --------------------------------------------------------------------------- Numba == reference
+@pytest.mark.parametrize("seed", range(30))
+def test_numba_equals_reference_random(seed):
+    shape = SHAPES[seed % len(SHAPES)]
+    cm = random_coremap(seed, shape)
+    T = cm.meta["num_steps"]
+    static, step = random_inputs(cm, batch=3, steps=T, seed=seed)
+    r = run_both(cm, static, step, T)
+    assert r.events.shape == (3, cm.num_cores, len(EVENT_KINDS))
+    assert np.array_equal(r.latency_cycles, r.stage_cycles.sum(1))
+    assert np.array_equal(r.stage_cycles[:, 1], r.step_cycles.sum(1))
+    assert (r.core_cycles > 0).all()  # every core runs at least once
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_bitmap_and_aer(seed):
+    for enc in ("aer", "bitmap"):
+        cm = random_coremap(100 + seed, "multichip", encoding=enc)
+        static, step = random_inputs(cm, 2, 3, seed)
+        run_both(cm, static, step, 3)
+
+
+def test_random_maps_are_active():
+    """The random maps do exercise spikes, packets, chip crossings, saturation and every soma."""
+    tot = np.zeros(len(EVENT_KINDS), np.int64)
+    somas, resets = set(), set()
+    for seed in range(20):
+        cm = random_coremap(seed, SHAPES[seed % len(SHAPES)])
+        T = cm.meta["num_steps"]
+        static, step = random_inputs(cm, 1, T, seed)
+        tot += run_reference(cm, static, step, T).events.sum((0, 1))
+        somas |= set(cm.core_soma.tolist())
+        resets |= set(cm.lif_reset_mode[cm.core_soma == 1].tolist())
+    assert (tot > 0).all(), dict(zip(EVENT_KINDS, tot))
+    assert somas == {0, 1, 2, 3} and resets == {0, 1, 2}
+
+
+def test_generator_coverage():
+    seen = {k: set() for k in ("dend", "spike_in", "bits", "w_bits", "ge", "rd", "shift0", "leaky", "delayed",
+                               "stage", "enc", "chips", "in_kind", "out_stage", "phases>1")}
+    for seed in range(25):
+        cm = random_coremap(seed, SHAPES[seed % len(SHAPES)])
+        lif = cm.core_soma == 1
+        seen["dend"] |= set(cm.core_dendrite.tolist())
+        seen["spike_in"] |= set(cm.core_spike_in.tolist())
+        seen["bits"] |= set(cm.core_out_bits.tolist())
+        seen["w_bits"] |= set(cm.core_w_bits.tolist())
+        seen["ge"] |= set(cm.lif_spike_ge[lif].tolist())
+        seen["rd"] |= set(cm.lif_reset_delay[lif].tolist())
+        seen["leaky"] |= set((cm.lif_beta_mult[lif] == 1 << cm.chip.core.beta_shift).tolist())
+        ann = np.repeat(cm.core_soma == 0, np.diff(cm.core_neuron_off))
+        seen["shift0"] |= set((cm.req_shift[ann] == 0).tolist())
+        seen["delayed"] |= set(cm.route_delayed.tolist())
+        seen["stage"] |= set(cm.core_stage.tolist())
+        seen["enc"].add(cm.chip.noc.spike_encoding)
+        seen["chips"].add(tuple(cm.meta["chips"]))
+        seen["in_kind"] |= {i["kind"] for i in cm.meta["inputs"]}
+        seen["out_stage"] |= {o["stage"] for o in cm.meta["outputs"]}
+        seen["phases>1"] |= {n > 1 for n in cm.meta["phases"].values()}
+    assert seen["dend"] == {0, 1} and seen["spike_in"] == {0, 1} and seen["bits"] == {1, 8, 32}
+    assert seen["w_bits"] == {1, 2, 8} and seen["ge"] == {0, 1} and seen["rd"] == {0, 1}
+    assert seen["shift0"] == {True, False} and seen["leaky"] == {True, False} and seen["delayed"] == {0, 1}
+    assert seen["stage"] == {0, 1, 2} and seen["enc"] == {"aer", "bitmap"} and (2, 1) in seen["chips"]
+    assert seen["in_kind"] == {"static", "step"} and seen["out_stage"] == {"static", "step", "readout"}
+    assert True in seen["phases>1"]
+
+
+def test_samples_are_independent():
+    cm = random_coremap(7, "mixed")
+    T = cm.meta["num_steps"]
+    static, step = random_inputs(cm, 3, T, 1)
+    both = run_numba(cm, static, step, T)
+    for b in range(3):
+        one = run_numba(cm, {k: v[b:b + 1] for k, v in static.items()}, {k: v[b:b + 1] for k, v in step.items()}, T)
+        assert np.array_equal(one.v_final[0], both.v_final[b])
+        assert np.array_equal(one.events[0], both.events[b])
+        assert one.latency_cycles[0] == both.latency_cycles[b]
+
+
+def test_comparison_can_fail():
+    cm = random_coremap(3, "snn")
+    T = cm.meta["num_steps"]
+    static, step = random_inputs(cm, 2, T, 3)
+    r = run_numba(cm, static, step, T)
+    cm.arrays["lif_threshold"] = cm.arrays["lif_threshold"] // 2  # a different network
+    r2 = run_numba(cm, static, step, T)
+    assert r.differences(r2)
+
+
+def test_backends_registry():
+    assert BACKENDS == {"numba": run_numba, "reference": run_reference}
+
+
+# --------------------------------------------------------------------------- LIF impulse responses
+def _if_map(chip, *, thr=3, mode=0, ge=1, rd=0, vr=0, vl=0, bm=None, w=1, v_init=0):
+    core = dict(W=[[w]], x=0, y=0, stage=1, soma=1, bits=1, lo=0, hi=1, spike_in=1, thr=thr, mode=mode, ge=ge,
+                rd=rd, vr=vr, vl=vl, bm=bm, v_init=v_init)
+    return build_coremap(chip, [core], inputs=[{"name": "s", "kind": "step", "shape": [1], "scale": 1.0, "lo": 0,
+                                                "hi": 1}],
+                         feeds=[(0, 0, 0, 0)], outputs=[("spk", "step", [(0, 0)])])
+
+
+def _membrane_trace(cm, x):
+    """Spikes of the run and membrane after each step (runs of 1..T steps)."""
+    x = np.asarray(x, np.int64)
+    T = len(x)
+    full = run_both(cm, {}, {0: x.reshape(1, T, 1)}, T)
+    vs = [int(run_both(cm, {}, {0: x[:t].reshape(1, t, 1)}, t).v_final[0, 0]) for t in range(1, T + 1)]
+    return full.outputs["spk"][0, :, 0].tolist(), vs
+
+
+@pytest.mark.parametrize("mode, ge, rd, vr, spikes, v", [
+    (0, 1, 0, 0, [0, 0, 1, 0], [1, 2, 0, 1]),     # subtract, fire on >= 3 at the third input
+    (1, 1, 0, -1, [0, 0, 1, 0], [1, 2, -1, 0]),   # zero (to v_reset)
+    (2, 1, 0, 0, [0, 0, 1, 1], [1, 2, 3, 4]),     # none: keeps firing
+    (0, 0, 0, 0, [0, 0, 0, 1], [1, 2, 3, 1]),     # fire on > 3 only
+    (0, 1, 1, 0, [0, 0, 1, 0], [1, 2, 3, 1]),     # delayed reset: subtracted one step later
+    (1, 1, 1, -1, [0, 0, 1, 0], [1, 2, 3, -1]),
+    (2, 1, 1, 0, [0, 0, 1, 1], [1, 2, 3, 4]),
+])
+def test_if_impulse_response(chip, mode, ge, rd, vr, spikes, v):
+    cm = _if_map(chip, thr=3, mode=mode, ge=ge, rd=rd, vr=vr)
+    assert _membrane_trace(cm, [1, 1, 1, 1]) == (spikes, v)
+
+
+def test_leak_floors_towards_v_leak(chip):
+    # beta = 128 / 256: floor((v - vl) / 2) + vl
+    cm = _if_map(chip, thr=1000, bm=128, v_init=-5)
+    assert _membrane_trace(cm, [0, 0, 0, 0])[1] == [-3, -2, -1, -1]
+    cm = _if_map(chip, thr=1000, bm=128, vl=10)
+    assert _membrane_trace(cm, [0, 0, 0, 0])[1] == [5, 7, 8, 9]
+    cm = _if_map(chip, thr=1000, bm=128, w=8)
+    assert _membrane_trace(cm, [1, 1, 1, 1])[1] == [8, 12, 14, 15]
+
+
+def test_membrane_saturates(chip):
+    top = (1 << (chip.core.membrane_bits - 1)) - 1
+    cm = _if_map(chip, thr=top, ge=0, w=5, v_init=top - 1)
+    assert _membrane_trace(cm, [1, 1, 1]) == ([0, 0, 0], [top, top, top])
+    cm = _if_map(chip, thr=1, ge=0, mode=2, w=-100, v_init=-top)
+    assert _membrane_trace(cm, [1, 1])[1] == [-top - 1, -top - 1]
+
+
+# --------------------------------------------------------------------------- ANN, count, max
+def _static_identity(chip, x, *, mult, shift, bias=0, lo=-128, hi=127):
+    n = len(x)
+    cm = build_coremap(chip, [dict(W=np.eye(n, dtype=int), x=0, y=0, stage=0, soma=0, bits=8, lo=lo, hi=hi,
+                                   mult=mult, shift=shift, bias=bias)],
+                       inputs=[{"name": "x", "kind": "static", "shape": [n], "scale": 1.0, "lo": -128, "hi": 127}],
+                       feeds=[(0, i, 0, i) for i in range(n)], outputs=[("y", "static", [(0, i) for i in range(n)])])
+    return run_both(cm, {0: np.array([x])}, {}, 0).outputs["y"][0].tolist()
+
+
+def test_requant_round_half_up(chip):
+    #       x    m  s   exact       -> y
+    cases = [(3, 1, 1),   # 1.5      -> 2
+             (-3, 1, 1),  # -1.5     -> -1 (half up, not away from zero)
+             (5, 1, 1),   # 2.5      -> 3
+             (-5, 1, 1),  # -2.5     -> -2
+             (1, 1, 1),   # 0.5      -> 1
+             (-1, 1, 1),  # -0.5     -> 0
+             (-4, 1, 1),  # -2       -> -2
+             (2, 3, 2),   # 1.5      -> 2
+             (-2, 3, 2),  # -1.5     -> -1
+             (7, 5, 3),   # 4.375    -> 4
+             (-7, 5, 3),  # -4.375   -> -4
+             (100, 3, 0),  # 300     -> 127 (clamp)
+             (-100, 3, 0)]  # -300   -> -128
+    x, m, s = (np.array(c) for c in zip(*cases))
+    assert _static_identity(chip, x, mult=m, shift=s) == [2, -1, 3, -2, 1, 0, -2, 2, -1, 4, -4, 127, -128]
+    # bias is added before rounding: (3 + 10) / 4 = 3.25 -> 3; ReLU clamps at 0
+    assert _static_identity(chip, [3, -5, 5], mult=1, shift=[2, 0, 0], bias=[10, 0, 0], lo=0, hi=255) == [3, 0, 5]
+
+
+def test_count_saturates(chip):
+    cm = build_coremap(chip, [dict(W=[[2]], x=0, y=0, stage=1, soma=3, bits=8, lo=0, hi=5, spike_in=1)],
+                       inputs=[{"name": "s", "kind": "step", "shape": [1], "scale": 1.0, "lo": 0, "hi": 1}],
+                       feeds=[(0, 0, 0, 0)], outputs=[("c", "step", [(0, 0)])])
+    r = run_both(cm, {}, {0: np.array([[[1], [1], [1], [1]], [[1], [0], [1], [1]]])}, 4)
+    assert r.outputs["c"][:, :, 0].tolist() == [[2, 4, 5, 5], [2, 2, 4, 5]]
+    assert r.v_final[:, 0].tolist() == [5, 5]
+
+
+def test_max_dendrite_ignores_bias(chip):
+    W = [[1, 0, 0], [1, 1, 0], [0, 0, -1], [0, 1, 1]]
+    cm = build_coremap(chip, [dict(W=W, x=0, y=0, stage=0, dend=1, soma=0, bits=8, bias=100, w_bits=8)],
+                       inputs=[{"name": "x", "kind": "static", "shape": [4], "scale": 1.0, "lo": -128, "hi": 127}],
+                       feeds=[(0, i, 0, i) for i in range(4)], outputs=[("y", "static", [(0, 0), (0, 1), (0, 2)])])
+    r = run_both(cm, {0: np.array([[3, -7, 10, 0]])}, {}, 0)
+    assert r.outputs["y"].tolist() == [[3, 0, 10]]
+
+
+def test_accumulator_saturates():
+    chip = hand_chip(**{"core.accumulator_bits": 16})
+    cm = build_coremap(chip, [dict(W=[[127], [127], [127]], x=0, y=0, stage=0, soma=2, bits=32,
+                                   lo=-(1 << 15), hi=(1 << 15) - 1)],
+                       inputs=[{"name": "x", "kind": "static", "shape": [3], "scale": 1.0, "lo": -128, "hi": 127}],
+                       feeds=[(0, i, 0, i) for i in range(3)], outputs=[("p", "static", [(0, 0)])])
+    r = run_both(cm, {0: np.array([[127, 127, 127], [-128, -128, -128], [1, 2, 3]])}, {}, 0)
+    assert r.outputs["p"][:, 0].tolist() == [32767, -32768, 6 * 127]
+
+
+# --------------------------------------------------------------------------- routing semantics
+def test_delayed_route_seen_one_step_later(chip):
+    cores = [dict(W=[[1]], x=0, y=0, stage=1, phase=0, soma=0, bits=8),
+             dict(W=np.eye(2, dtype=int), x=1, y=0, stage=1, phase=1, soma=0, bits=8, axon_init=[0, 11])]
+    cm = build_coremap(chip, cores,
+                       inputs=[{"name": "x", "kind": "step", "shape": [1], "scale": 1.0, "lo": -128, "hi": 127}],
+                       feeds=[(0, 0, 0, 0)], routes=[(0, 0, 1, 0, 0), (0, 0, 1, 1, 1)],
+                       outputs=[("y", "step", [(1, 0), (1, 1)])])
+    r = run_both(cm, {}, {0: np.array([[[5], [7], [9]]])}, 3)
+    assert r.outputs["y"][0].tolist() == [[5, 11], [7, 5], [9, 7]]
+    assert r.axon_final[0].tolist() == [9, 9, 9]
+
+
+def test_readout_sees_last_step(chip):
+    cores = [dict(W=[[1]], x=0, y=0, stage=1, soma=0, bits=8),
+             dict(W=[[2]], x=0, y=1, stage=2, soma=0, bits=8)]
+    cm = build_coremap(chip, cores,
+                       inputs=[{"name": "x", "kind": "step", "shape": [1], "scale": 1.0, "lo": -128, "hi": 127}],
+                       feeds=[(0, 0, 0, 0)], routes=[(0, 0, 1, 0, 0)], outputs=[("y", "readout", [(1, 0)])])
+    r = run_both(cm, {}, {0: np.array([[[5], [7], [9]]])}, 3)
+    assert r.outputs["y"].tolist() == [[18]]
+
+
+# --------------------------------------------------------------------------- cycles and events by hand
+def test_cycles_of_one_ann_core_by_hand(chip):
+    rng = np.random.default_rng(0)
+    W = rng.integers(-5, 6, (40, 20))
+    cm = build_coremap(chip, [dict(W=W, x=1, y=0, stage=0, soma=0, bits=8, mult=1, shift=4)],
+                       inputs=[{"name": "x", "kind": "static", "shape": [40], "scale": 1.0, "lo": -128, "hi": 127}],
+                       feeds=[(0, i, 0, i) for i in range(40)], outputs=[("y", "static", [(0, j) for j in range(20)])])
+    r = run_both(cm, {0: rng.integers(-128, 128, (1, 40))}, {}, 2)
+    # compute = overhead 16 + axon ceil(40*1/16)=3 + dendrite ceil(40/16)*ceil(20/16)=6 + soma ceil(20/16)*1=2
+    assert r.core_cycles.tolist() == [[27]]
+    # input phase: 5 packets (40 B / 8 B) I/O(40) -> hop(2) -> eject(1), one per cycle: last = 4 + 43; + barrier
+    # compute phase: 3 tap packets (20 B) ready at 27: inject, hop, I/O: last = 29 + 43 = 72; + barrier
+    assert r.stage_cycles.tolist() == [[47 + 32 + 72 + 32, 0, 0]]
+    assert r.step_cycles.tolist() == [[0, 0]] and r.latency_cycles.tolist() == [183]
+    ev = dict(zip(EVENT_KINDS, r.events[0, 0].tolist()))
+    assert ev == {"mac": 800, "sop": 0, "neuron_update": 20, "spike": 0,
+                  "sram_read_bytes": 40 * 20 + 40 + 0, "sram_write_bytes": 20, "packet": 8, "hop": 8,
+                  "chip_crossing": 8}
+
+
+def test_cycles_of_one_spiking_core_by_hand(chip):
+    W = np.ones((40, 20), dtype=int)
+    cm = build_coremap(chip, [dict(W=W, x=1, y=0, stage=1, soma=1, bits=1, lo=0, hi=1, spike_in=1, thr=5, ge=1)],
+                       inputs=[{"name": "s", "kind": "step", "shape": [40], "scale": 1.0, "lo": 0, "hi": 1}],
+                       feeds=[(0, i, 0, i) for i in range(40)])
+    x = np.zeros((1, 1, 40), np.int64)
+    x[0, 0, [1, 5, 6, 20, 30, 31, 39]] = 1  # 7 spikes
+    r = run_both(cm, {}, {0: x}, 1)
+    # 16 + axon ceil(40/16)=3 + dendrite ceil(7/16)*ceil(20/16)=2 + soma ceil(20/16)*2=4
+    assert r.core_cycles.tolist() == [[25]]
+    assert r.step_cycles.tolist() == [[(47 + 32) + (25 + 32)]]
+    ev = dict(zip(EVENT_KINDS, r.events[0, 0].tolist()))
+    assert ev == {"mac": 0, "sop": 140, "neuron_update": 20, "spike": 20,  # u = 7 >= 5: all fire
+                  "sram_read_bytes": 7 * 20 + 40 + 20 * 4, "sram_write_bytes": 20 * 4 + 20 * 1,
+                  "packet": 5, "hop": 5, "chip_crossing": 5}
+
+
+@pytest.mark.parametrize("enc, bits, packets", [("aer", 1, 4), ("bitmap", 1, 1), ("aer", 8, 2), ("bitmap", 8, 2)])
+def test_packet_counts(enc, bits, packets):
+    chip = hand_chip(**{"noc.spike_encoding": enc})
+    lo, hi = (0, 1) if bits == 1 else (-128, 127)
+    cores = [dict(W=np.eye(10, dtype=int), x=0, y=0, stage=0, phase=0, soma=0, bits=bits, lo=lo, hi=hi),
+             dict(W=np.ones((10, 1), dtype=int), x=2, y=0, stage=0, phase=1, soma=0, bits=8)]
+    cm = build_coremap(chip, cores,
+                       inputs=[{"name": "x", "kind": "static", "shape": [10], "scale": 1.0, "lo": 0, "hi": 1}],
+                       feeds=[(0, i, 0, i) for i in range(10)], routes=[(0, i, 1, i, 0) for i in range(10)],
+                       outputs=[("y", "static", [(1, 0)])])
+    x = np.array([[1, 0, 0, 1, 1, 0, 0, 0, 1, 0]])
+    r = run_both(cm, {0: x}, {}, 0)
+    assert r.outputs["y"].tolist() == [[4]]
+    # core 0: 2 input packets (10 B) from the host (I/O crossing each) + its route packets (2 hops each)
+    assert r.events[0, 0, EV["packet"]] == 2 + packets
+    assert r.events[0, 0, EV["hop"]] == 2 * packets
+    assert r.events[0, 0, EV["chip_crossing"]] == 2
+    assert r.events[0, 0, EV["spike"]] == (4 if bits == 1 else 0)
+
+
+# --------------------------------------------------------------------------- energy
+def test_price_known_vector(chip):
+    e = np.arange(1, len(EVENT_KINDS) + 1, dtype=np.int64)
+    # 1*1.2 + 2*1.2 + 3*1.0 + 4*0.5 + 5*0.01 + 6*0.02 + 7*2.0 + 8*1.0 + 9*30.0 pJ
+    joules = price(e, chip)
+    assert joules.shape == e.shape
+    assert abs(joules.sum() - 300.77e-12) < 1e-24
+    assert abs(joules[EV["chip_crossing"]] - 270e-12) < 1e-24
+    assert price(np.zeros((2, 3, len(EVENT_KINDS)), np.int64), chip).shape == (2, 3, len(EVENT_KINDS))
+    assert abs(static_energy(chip, 156, 1e-3) - 1.56e-5) < 1e-18
+    assert set(ENERGY_FIELD) == set(EVENT_KINDS)
+
+
+# --------------------------------------------------------------------------- errors
+def test_input_errors(chip):
+    cm = _if_map(chip)
+    with pytest.raises(InputError, match="was not given"):
+        run_numba(cm, {}, {}, 2)
+    with pytest.raises(InputError, match="steps"):
+        run_numba(cm, {}, {0: np.zeros((1, 3, 1), np.int64)}, 2)
+    with pytest.raises(InputError, match="outside"):
+        run_reference(cm, {}, {0: np.full((1, 2, 1), 2)}, 2)
+    with pytest.raises(InputError, match="not a graph input"):
+        run_reference(cm, {0: np.zeros((1, 1), np.int64)}, {0: np.zeros((1, 2, 1), np.int64)}, 2)
+    with pytest.raises(InputError, match="integers"):
+        run_reference(cm, {}, {0: np.zeros((1, 2, 1))}, 2)
+
+
+def test_coremap_errors(chip):
+    cm = _if_map(chip)
+    cm.arrays["core_x"] = np.array([99], np.int32)
+    with pytest.raises(CoreMapError, match="outside"):
+        run_numba(cm, {}, {0: np.zeros((1, 2, 1), np.int64)}, 2)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_reference_with_cycle_by_cycle_noc(seed, monkeypatch):
+    """The emulator's NoC timing equals the slow cycle-by-cycle model inside whole runs too."""
+    import emulator.noc as noc
+    import emulator.reference as reference
+
+    cm = random_coremap(200 + seed, "tiny" if seed else "multichip")
+    static, step = random_inputs(cm, 1, 2, seed)
+    fast = run_numba(cm, static, step, 2)
+    monkeypatch.setattr(reference, "simulate_heap", noc.simulate_per_cycle)
+    assert run_reference(cm, static, step, 2).differences(fast) == []
