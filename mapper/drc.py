@@ -11,11 +11,11 @@ from typing import Callable
 
 import numpy as np
 
-from nmc.coremap import SOMA, CoreMap
+from nmc.coremap import SOMA, CoreMap, in_bytes
 
-from .resources import bytes_of_bits, core_usage
+from .resources import core_usage
 
-__all__ = ["RULES", "check_coremap", "router_entries"]
+__all__ = ["RULES", "check_coremap", "router_entries", "in_bytes"]
 
 Rule = Callable[[CoreMap], list[str]]
 RULES: dict[str, Rule] = {}
@@ -49,19 +49,6 @@ def router_entries(cm: CoreMap) -> np.ndarray:
         tap_core = np.unique(np.searchsorted(a["core_neuron_off"], a["out_src"], side="right") - 1)
         n[tap_core] += 1
     return n
-
-
-def in_bytes(cm: CoreMap) -> np.ndarray:
-    """Bytes per axon value of each core (the widest of its sources; host inputs are 8-bit)."""
-    a = cm.arrays
-    C = cm.num_cores
-    out = np.ones(C, np.int64)
-    if a["route_src"].size:
-        src = np.searchsorted(a["core_neuron_off"], a["route_src"], side="right") - 1
-        dst = np.searchsorted(a["core_axon_off"], a["route_dst"], side="right") - 1
-        b = np.array([bytes_of_bits(int(x)) for x in a["core_out_bits"]], np.int64)[src]
-        np.maximum.at(out, dst, b)
-    return out
 
 
 @_rule("neurons-per-core")
