@@ -75,7 +75,8 @@ def main(argv=None) -> int:
     rep["accuracy"] = dict(chip=float(np.mean(chip_pred == labels)), float=float(np.mean(float_pred == labels)),
                            agreement=float(np.mean(chip_pred == float_pred)), images=int(len(labels)))
     print(f"per task: {rep['latency_cycles']:.0f} cycles = {rep['latency_s'] * 1e6:.2f} us, "
-          f"{rep['energy_j'] * 1e6:.4g} uJ; emulated {len(labels)} tasks x {steps} steps in {t_emu:.2f} s")
+          f"{rep['energy_j'] * 1e6:.4g} uJ; emulated {len(labels)} tasks x {steps} steps in {t_emu:.2f} s "
+          "(the first run also compiles the Numba kernels, cached afterwards)")
     print()
     print(format_profile(rep))
     _save_npz(a.out / "result.npz", res.outputs)
