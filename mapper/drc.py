@@ -140,12 +140,12 @@ def _placement(cm: CoreMap) -> list[str]:
     for c in bad:
         out.append(f"placement: {_who(cm, c)} is at ({int(a['core_x'][c])}, {int(a['core_y'][c])}), outside the "
                    f"{W} x {H} grid of {chips[0]} x {chips[1]} chip(s); fix: recompile with more chips")
-    key = a["core_x"].astype(np.int64) * (H + 1) + a["core_y"]
-    uniq, counts = np.unique(key, return_counts=True)
-    for k in uniq[counts > 1]:
-        cs = np.flatnonzero(key == k)
-        out.append(f"placement: cores {cs.tolist()} share position ({int(a['core_x'][cs[0]])}, {int(a['core_y'][cs[0]])}); "
-                   "fix: recompile")
+    xy = np.stack([a["core_x"].astype(np.int64), a["core_y"].astype(np.int64)], axis=1)
+    uniq, inv, counts = np.unique(xy, axis=0, return_inverse=True, return_counts=True)
+    for k in np.flatnonzero(counts > 1):
+        cs = np.flatnonzero(inv.reshape(-1) == k)
+        out.append(f"placement: {' and '.join(_who(cm, c) for c in cs)} share position ({int(a['core_x'][cs[0]])}, "
+                   f"{int(a['core_y'][cs[0]])}); a position holds 1 core; fix: recompile")
     return out
 
 

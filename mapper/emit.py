@@ -13,6 +13,7 @@ from .connect import Wiring
 from .lower import LayerGraph
 from .partition import Piece
 from .quantize import TQ
+from .resources import unit_weight_bits
 
 __all__ = ["emit"]
 
@@ -45,7 +46,7 @@ def emit(lg: LayerGraph, pieces: list[Piece], tq: dict[str, TQ], wiring: Wiring,
         a["core_spike_in"].append(int(kind != "merge" and all(tq[t].kind == "spike" for t in l.inputs)))
         a["core_soma"].append(SOMA[soma])
         a["core_out_bits"].append(32 if soma == "partial" else (1 if soma == "lif" else 8))
-        a["core_w_bits"].append(1 if kind == "merge" else q["w_bits"])
+        a["core_w_bits"].append(unit_weight_bits(chip) if kind == "merge" else q["w_bits"])
         if soma == "partial":
             lo, hi = -acc_hi - 1, acc_hi
         else:

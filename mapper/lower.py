@@ -208,7 +208,7 @@ def lower(g: Graph) -> LayerGraph:
                 relu = True
             elif nxt is not None and nxt.op == "relu":
                 fused.add(nxt.name)
-                op, out, relu = f"{n.op}+relu", nxt.outputs[0], True
+                op, out, relu = f"{op}+relu", nxt.outputs[0], True
                 source += "+" + (nxt.source or nxt.name)
             elif (nxt is not None and nxt.op == "lif" and nxt.inputs[0] == n.outputs[0] and n.op in ("dense", "conv", "add")
                   and nxt.stage == n.stage):

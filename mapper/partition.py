@@ -10,6 +10,7 @@ is split by fan-in: each group of neurons gets *partial* cores (one per chunk of
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -18,9 +19,9 @@ from nmc.errors import DoesNotFitError
 
 from .lower import Layer, LayerGraph
 from .quantize import TQ
-from .resources import bytes_of_bits, core_usage
+from .resources import bytes_of_bits, core_usage, unit_weight_bits
 
-__all__ = ["Piece", "partition"]
+__all__ = ["Piece", "partition", "routing_shortfall"]
 
 
 @dataclass
@@ -47,10 +48,12 @@ def _in_bytes(l: Layer, tq: dict[str, TQ]) -> int:
     return max(bytes_of_bits(tq[t].bits) for t in l.inputs)
 
 
-def partition(lg: LayerGraph, chip: ChipSpec, tq: dict[str, TQ]) -> list[Piece]:
+def partition(lg: LayerGraph, chip: ChipSpec, tq: dict[str, TQ],
+              reserve: Mapping[int, int] | None = None) -> list[Piece]:
+    """Pieces of every layer; ``reserve[layer]`` routing-table entries are kept free on each of its cores."""
     pieces: list[Piece] = []
     for li, l in enumerate(lg.layers):
-        ps = _partition_layer(li, l, chip, tq)
+        ps = _partition_layer(li, l, chip, tq, int((reserve or {}).get(li, 0)))
         off = len(pieces)
         for p in ps:
             p.partials = [i + off for i in p.partials]
@@ -66,7 +69,7 @@ def _csr(l: Layer) -> tuple[np.ndarray, np.ndarray]:
     return np.cumsum(ptr), cols
 
 
-def _partition_layer(li: int, l: Layer, chip: ChipSpec, tq: dict[str, TQ]) -> list[Piece]:
+def _partition_layer(li: int, l: Layer, chip: ChipSpec, tq: dict[str, TQ], rr: int = 0) -> list[Piece]:
     c = chip.core
     ptr, cols = _csr(l)
     in_b = _in_bytes(l, tq)
@@ -77,7 +80,7 @@ def _partition_layer(li: int, l: Layer, chip: ChipSpec, tq: dict[str, TQ]) -> li
 
     def fits(n_a: int, n_n: int) -> bool:
         return (n_n <= c.neurons and n_a <= c.axons
-                and core_usage(chip, n_a, n_n, w_bits, soma, in_b).total <= c.memory_bytes)
+                and core_usage(chip, n_a, n_n, w_bits, soma, in_b, router_entries=rr).total <= c.memory_bytes)
 
     split = not all(fits(int(f), 1) for f in np.unique(fan_in))
     if not split:
@@ -88,7 +91,7 @@ def _partition_layer(li: int, l: Layer, chip: ChipSpec, tq: dict[str, TQ]) -> li
             f"{l.where()}: max-pooling neuron {k} reads {int(fan_in[k])} inputs; a core has {c.axons} axons "
             f"(core.axons) and {c.memory_bytes} B (core.memory_bytes), and max pooling cannot be split by fan-in; "
             "use a smaller pooling window or a chip with more axons per core")
-    return _greedy_split(li, l, order, ptr, cols, chip, in_b, w_bits)
+    return _greedy_split(li, l, order, ptr, cols, chip, in_b, w_bits, rr)
 
 
 def _greedy_full(li, l, order, ptr, cols, fits) -> list[Piece]:
@@ -117,15 +120,16 @@ def _full_piece(li, cur, mark) -> Piece:
     return Piece(layer=li, kind="full", neurons=np.array(cur, np.int64), cols=np.flatnonzero(mark).astype(np.int64))
 
 
-def _greedy_split(li, l: Layer, order, ptr, cols, chip: ChipSpec, in_b: int, w_bits: int) -> list[Piece]:
+def _greedy_split(li, l: Layer, order, ptr, cols, chip: ChipSpec, in_b: int, w_bits: int, rr: int = 0) -> list[Piece]:
     c = chip.core
+    mw = unit_weight_bits(chip)
 
     def a_max(g: int) -> int:
         # most axons a partial core with g neurons can hold
         lo, hi = 0, c.axons
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if core_usage(chip, mid, g, w_bits, "partial", in_b, has_bias=False).total <= c.memory_bytes:
+            if core_usage(chip, mid, g, w_bits, "partial", in_b, has_bias=False, router_entries=rr).total <= c.memory_bytes:
                 lo = mid
             else:
                 hi = mid - 1
@@ -133,7 +137,7 @@ def _greedy_split(li, l: Layer, order, ptr, cols, chip: ChipSpec, in_b: int, w_b
 
     def merge_ok(k: int, g: int) -> bool:
         return (g <= c.neurons and k * g <= c.axons
-                and core_usage(chip, k * g, g, 1, l.soma, 4).total <= c.memory_bytes)
+                and core_usage(chip, k * g, g, mw, l.soma, 4, router_entries=rr).total <= c.memory_bytes)
 
     amax_cache: dict[int, int] = {}
     groups: list[tuple[list[int], np.ndarray]] = []
@@ -174,7 +178,7 @@ def _greedy_split(li, l: Layer, order, ptr, cols, chip: ChipSpec, in_b: int, w_b
         am = amax_cache.get(g) or a_max(g)
         k = -(-U.shape[0] // am)
         neurons = np.array(nrns, np.int64)
-        if k <= 1 and core_usage(chip, U.shape[0], g, w_bits, l.soma, in_b).total <= c.memory_bytes:
+        if k <= 1 and core_usage(chip, U.shape[0], g, w_bits, l.soma, in_b, router_entries=rr).total <= c.memory_bytes:
             pieces.append(Piece(layer=li, kind="full", neurons=neurons, cols=U.astype(np.int64), group=gi))
             continue
         k = max(k, 2)
@@ -186,3 +190,35 @@ def _greedy_split(li, l: Layer, order, ptr, cols, chip: ChipSpec, in_b: int, w_b
         pieces.append(Piece(layer=li, kind="merge", neurons=neurons, cols=np.zeros(0, np.int64),
                             partials=list(range(base, base + k)), group=gi))
     return pieces
+
+
+def routing_shortfall(lg: LayerGraph, chip: ChipSpec, tq: dict[str, TQ], pieces: list[Piece],
+                      wiring: Any) -> dict[int, int]:
+    """Layers with a core whose routing table does not fit beside its configuration, and the entries to
+    reserve on that layer's cores.  A core's entries (distinct destination cores, +1 for the host port when
+    it holds a graph output; as ``mapper.drc.router_entries`` counts them) are only known once every
+    layer is partitioned and connected, so the mapper partitions again with these reserves."""
+    c = chip.core
+    g = lg.graph
+    src = np.searchsorted(wiring.neuron_off, wiring.route_src, side="right") - 1
+    dst = np.searchsorted(wiring.axon_off, wiring.route_dst, side="right") - 1
+    pairs = np.unique(np.stack([src, dst]), axis=1) if src.size else np.zeros((2, 0), np.int64)
+    ents = np.bincount(pairs[0], minlength=len(pieces)).astype(np.int64)
+    membranes = {l.state_out for l in lg.layers if l.soma == "lif"}
+    tapped = np.zeros(int(wiring.neuron_off[-1]), bool)
+    for o in list(g.outputs) + [s.output for s in g.states if s.output not in g.outputs]:
+        r = lg.root(o)
+        if o not in membranes and r in wiring.elem_neuron:
+            tapped[wiring.elem_neuron[r]] = True
+    out: dict[int, int] = {}
+    for ci, p in enumerate(pieces):
+        n_ent = int(ents[ci]) + int(tapped[wiring.neuron_off[ci]:wiring.neuron_off[ci + 1]].any())
+        l = lg.layers[p.layer]
+        soma = "partial" if p.kind == "partial" else l.soma
+        w_bits = unit_weight_bits(chip) if p.kind == "merge" else l.q["w_bits"]
+        in_b = 4 if p.kind == "merge" else _in_bytes(l, tq)
+        u = core_usage(chip, p.n_axons, p.n_neurons, w_bits, soma, in_b, has_bias=soma != "partial",
+                       router_entries=n_ent)
+        if u.total > c.memory_bytes:
+            out[p.layer] = max(out.get(p.layer, 0), n_ent)
+    return out

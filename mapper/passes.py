@@ -19,7 +19,7 @@ from . import drc
 from .connect import Wiring, connect
 from .emit import emit
 from .lower import LayerGraph, lower
-from .partition import Piece, partition
+from .partition import Piece, partition, routing_shortfall
 from .place import chips_needed, place
 from .quantize import TQ, Range, calibrate, quantize, ranges_from_metadata
 
@@ -105,8 +105,16 @@ def _quantize(st: MapState) -> bool:
 
 
 def _partition(st: MapState) -> bool:
-    st.pieces = partition(st.lg, st.chip, st.tq)
-    return True
+    # routing tables share a core's memory but their size is known only once every layer is partitioned:
+    # partition, count each core's destinations, and partition again with those entries reserved
+    reserve: dict[int, int] = {}
+    while True:
+        st.pieces = partition(st.lg, st.chip, st.tq, reserve)
+        short = routing_shortfall(st.lg, st.chip, st.tq, st.pieces, connect(st.lg, st.pieces))
+        grown = {li: n for li, n in short.items() if n > reserve.get(li, 0)}
+        if not grown:  # fits, or no reserve can help (the design rules then name the core)
+            return True
+        reserve.update(grown)
 
 
 def _connect(st: MapState) -> bool:

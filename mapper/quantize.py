@@ -195,7 +195,9 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> dic
         for t in l.inputs:
             if t not in tq:
                 raise QuantizationError(f"{l.where()}: input tensor '{t}' has no representation on the chip (it is "
-                                        "neither a graph input, a layer output nor a spike state)")
+                                        "neither a graph input, a layer output nor a spike state); fix: feed the layer "
+                                        "from a layer output or a LIF's spikes: membranes and counts stay inside their "
+                                        "layer, and only spikes can be carried to the next step")
         s_in = np.concatenate([np.full(sz, tq[t].scale) for t, sz in zip(l.inputs, l.in_sizes)])
         in_nonneg = all(t in nonneg for t in l.inputs)
         rep: dict = {"layer": l.name, "op": l.op}

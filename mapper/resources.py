@@ -6,11 +6,17 @@ from dataclasses import dataclass
 
 from nmc.chip import ChipSpec
 
-__all__ = ["CoreUsage", "neuron_bytes", "core_usage", "bytes_of_bits"]
+__all__ = ["CoreUsage", "neuron_bytes", "core_usage", "bytes_of_bits", "unit_weight_bits"]
 
 
 def bytes_of_bits(bits: int) -> int:
     return (bits + 7) // 8
+
+
+def unit_weight_bits(chip: ChipSpec) -> int:
+    """Narrowest weight precision of ``chip`` that holds the weight 1 (merge cores add with unit weights)."""
+    bits = chip.core.weight_bits
+    return 1 if 1 in bits else (2 if 2 in bits else 8)
 
 
 def neuron_bytes(chip: ChipSpec, soma: str, has_bias: bool = True) -> int:

@@ -144,8 +144,11 @@ def prepare_inputs(cm: CoreMap, inputs: Mapping[str, np.ndarray], steps: int):
         if B is not None and b != B:
             raise InputError(f"input '{name}' has batch size {b} but an earlier input has {B}; all inputs need the same")
         B = b
-        if not np.all(np.isfinite(x)):
-            raise InputError(f"input '{name}' contains NaN or infinite values")
+        bad = ~np.isfinite(x)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise InputError(f"input '{name}' has {int(bad.sum())} NaN or infinite value(s), the first at index "
+                             f"{list(where)} ({x[where]}); replace them with finite numbers")
         q = np.clip(np.round(x / spec["scale"]), spec["lo"], spec["hi"]).astype(np.int64)
         if spec["kind"] == "step":
             step[idx] = np.ascontiguousarray(q[:steps].reshape(steps, b, -1).transpose(1, 0, 2))

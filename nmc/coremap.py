@@ -47,6 +47,7 @@ import math
 import os
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -174,7 +175,11 @@ class CoreMap:
 
     def validate(self) -> None:
         """Structural checks plus the chip's limits; raise :class:`CoreMapError` naming what is wrong."""
-        check_coremap(self)
+        try:
+            check_coremap(self)
+        except CoreMapError as e:
+            raise CoreMapError(f"{e}; the core map is damaged or was not written by 'nmc compile': recompile the "
+                               "model") from None
         # the chip's limits (the emulator refuses a core map that breaks one)
         from mapper.drc import check_coremap as design_rules  # local import: mapper depends on nmc
 
@@ -409,7 +414,8 @@ def load(path: str | os.PathLike, validate: bool = True) -> CoreMap:
                 arrays[k] = np.load(io.BytesIO(z.read(f"{k}.npy")), allow_pickle=False)
     except zipfile.BadZipFile:
         raise CoreMapError(f"'{path}' is corrupt or not an nmc core map (not a readable archive); recompile it") from None
-    except (ValueError, OSError, KeyError, json.JSONDecodeError, EOFError) as e:
+    except (ValueError, OSError, KeyError, EOFError, zlib.error, NotImplementedError, RuntimeError) as e:
+        # a damaged archive fails in many places: bad CRC, bad deflate stream, unknown compression method
         if isinstance(e, NmcError):
             raise
         raise CoreMapError(f"'{path}' is corrupt ({type(e).__name__}: {e}); recompile the model") from None
