@@ -10,9 +10,9 @@ import math
 
 import numpy as np
 
-from nmc.coremap import (_KIND_CODE, CoreMap, _n_elems, check_coremap, chips_of, in_bytes, input_kind_codes,  # noqa: F401
+from nmc.coremap import (CoreMap, _n_elems, check_coremap, chips_of, in_bytes, input_kind_codes,  # noqa: F401
                          value_bytes)
-from nmc.errors import CoreMapError, InputError
+from nmc.errors import InputError
 
 
 __all__ = ["check_coremap", "prepare_inputs", "stage_phases", "in_bytes", "state_bytes", "soma_cycles",

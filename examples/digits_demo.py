@@ -11,7 +11,6 @@ result.npz and the report.json to --out.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ sys.path.insert(0, str(HERE.parent))
 import nmc  # noqa: E402
 from emulator.profile import format_profile  # noqa: E402
 from frontend import load_onnx, run_float  # noqa: E402
-from nmc.cli import _save_json, _save_npz  # noqa: E402
+from nmc.files import save_json, save_npz  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -60,15 +59,15 @@ def main(argv=None) -> int:
     g = load_onnx(a.model)
     flt = run_float(g, {"image": images.astype(np.float64)}, steps=steps)
     float_pred = flt["logits"].argmax(-1)
-    lines = [f"float model (nmc interpreter):  accuracy {np.mean(float_pred == labels):.4f}"]
+    lines = [f"{'float model (nmc interpreter):':<34}accuracy {np.mean(float_pred == labels):.4f}"]
     try:
         from frontend.ort import run_onnxruntime
 
         ort = run_onnxruntime(str(a.model), {"image": images.astype(np.float32)}, steps=steps)
-        lines.append(f"float model (onnxruntime):      accuracy {np.mean(ort['logits'].argmax(-1) == labels):.4f}")
+        lines.append(f"{'float model (onnxruntime):':<34}accuracy {np.mean(ort['logits'].argmax(-1) == labels):.4f}")
     except nmc.NmcError as e:
         lines.append(f"(onnxruntime not used: {e})")
-    lines.append(f"emulated chip ({cm.chip.name}):        accuracy {np.mean(chip_pred == labels):.4f}  "
+    lines.append(f"{f'emulated chip ({cm.chip.name}):':<34}accuracy {np.mean(chip_pred == labels):.4f}  "
                  f"(agrees with float on {np.mean(chip_pred == float_pred):.1%} of {len(labels)} images)")
     print("\n".join(lines))
     rep = res.report
@@ -79,8 +78,8 @@ def main(argv=None) -> int:
           "(the first run also compiles the Numba kernels, cached afterwards)")
     print()
     print(format_profile(rep))
-    _save_npz(a.out / "result.npz", res.outputs)
-    _save_json(a.out / "report.json", rep)
+    save_npz(a.out / "result.npz", res.outputs)
+    save_json(a.out / "report.json", rep)
     print(f"\nwrote {a.out / 'digits.nmc'}, {a.out / 'result.npz'}, {a.out / 'report.json'}")
     return 0
 

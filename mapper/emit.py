@@ -21,7 +21,6 @@ __all__ = ["emit"]
 def emit(lg: LayerGraph, pieces: list[Piece], tq: dict[str, TQ], wiring: Wiring, pos: np.ndarray,
          chip: ChipSpec, chips: tuple[int, int], num_steps: int, options: dict[str, Any]) -> CoreMap:
     g = lg.graph
-    C = len(pieces)
     acc_hi = 2 ** (chip.core.accumulator_bits - 1) - 1
     a: dict[str, list] = {k: [] for k in ARRAYS}
     csr = {}

@@ -17,7 +17,7 @@ from nmc.chip import ChipSpec
 from nmc.errors import QuantizationError
 from nmc.ir import Graph
 
-from .lower import Layer, LayerGraph
+from .lower import LayerGraph
 
 __all__ = ["TQ", "Range", "calibrate", "ranges_from_metadata", "quantize", "requant_params"]
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from .chip import ChipSpec, load_chip
 from .coremap import CoreMap, load as load_coremap
-from .errors import InputError, NmcError
+from .errors import InputError
 
 __all__ = ["compile", "emulate", "EmulationResult", "load_inputs", "prepare_inputs"]
 

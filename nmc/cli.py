@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from pathlib import Path
@@ -12,22 +11,9 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError, NmcError
+from .files import save_json, save_npz
 
 __all__ = ["main", "format_info"]
-
-
-def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    from .coremap import atomic_write_bytes
-
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def _save_json(path: Path, obj: Any) -> None:
-    from .coremap import atomic_write_bytes
-
-    atomic_write_bytes(path, (json.dumps(obj, indent=1) + "\n").encode())
 
 
 def _overrides(items: list[str] | None) -> dict[str, Any]:
@@ -70,9 +56,9 @@ def cmd_run(a: argparse.Namespace) -> int:
         arrays = dict(res.outputs)
         if a.raw:
             arrays.update({f"raw/{k}": v for k, v in res.raw.items()})
-        _save_npz(Path(a.output), arrays)
+        save_npz(Path(a.output), arrays)
     if a.report:
-        _save_json(Path(a.report), res.report)
+        save_json(Path(a.report), res.report)
     r = res.report
     print(f"{r['samples']} task(s) x {r['steps']} steps: latency {r['latency_cycles']:.0f} cycles "
           f"({r['latency_s'] * 1e6:.2f} us) and {r['energy_j'] * 1e6:.4g} uJ per task"
@@ -86,7 +72,7 @@ def cmd_profile(a: argparse.Namespace) -> int:
     res = _run(a)
     print(format_profile(res.report, top_cores=a.top))
     if a.report:
-        _save_json(Path(a.report), res.report)
+        save_json(Path(a.report), res.report)
     return 0
 
 

@@ -45,10 +45,9 @@ import io
 import json
 import math
 import os
-import tempfile
 import zipfile
 import zlib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +55,7 @@ import numpy as np
 
 from .chip import ChipSpec, chip_from_dict
 from .errors import CoreMapError, NmcError
+from .files import atomic_write_bytes
 
 __all__ = ["CoreMap", "save", "load", "FORMAT", "FORMAT_VERSION", "SOMA", "DENDRITE", "STAGE"]
 
@@ -369,25 +369,6 @@ def save(cm: CoreMap, path: str | os.PathLike) -> Path:
             z.writestr(f"{k}.npy", b.getvalue())
     atomic_write_bytes(path, buf.getvalue())
     return path
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write bytes to ``path`` so that readers see the old file or the whole new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def load(path: str | os.PathLike, validate: bool = True) -> CoreMap:

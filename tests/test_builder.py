@@ -64,7 +64,7 @@ def test_builder_refuses_bad_attributes_and_shapes():
         b.gemm(x, np.ones((2, 4)))
     with pytest.raises(ModelError, match="already used"):
         b.input("x", (3,))
-    r = b.state("r", (2,))
+    b.state("r", (2,))
     with pytest.raises(ShapeError):
         b.bind_state("r", x)
     with pytest.raises(ModelError, match="never bound"):
