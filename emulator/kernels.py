@@ -203,8 +203,10 @@ def _run(B, T,
          acc_bits, mem_bits, beta_shift, overhead, axon_bw, mac_rows, mac_cols, soma_lanes, barrier,
          payload, aer, in_bits,
          # results
-         rec_once, rec_step, v_final, axon_final, events, core_cycles, stage_cycles, step_cycles):
+         rec_once, rec_step, v_final, axon_final, events, core_cycles, stage_cycles, step_cycles,
+         phase_cycles, phase_compute):
     C = n_off.shape[0] - 1
+    n_ph = ph_off.shape[0] - 1
     N = v_init.shape[0]
     max_nn = 1
     for c in range(C):
@@ -254,6 +256,7 @@ def _run(B, T,
                     last = noc_run(npk, pk_ready, pk_path, path_off, path_link, path_lat, link_free, link_epoch,
                                    epoch, heap, hop, cur, deliver)
                     cyc += last + barrier
+                    phase_cycles[b, n_ph + s] += last + barrier
                 # ---- the stage's phases
                 for ph in range(stage_ph[s], stage_ph[s + 1]):
                     cmax = 0
@@ -303,7 +306,10 @@ def _run(B, T,
                     for k in range(ph_r_off[ph], ph_r_off[ph + 1]):
                         r = ph_routes[k]
                         axons[route_dst[r]] = out[route_src[r]]
-                    cyc += (cmax if cmax > last else last) + barrier
+                    pc = (cmax if cmax > last else last) + barrier
+                    cyc += pc
+                    phase_cycles[b, ph] += pc
+                    phase_compute[b, ph] += cmax
                 if s == 1:
                     for k in range(dl_routes.shape[0]):
                         r = dl_routes[k]
@@ -461,6 +467,9 @@ def run_numba(cm: CoreMap, static_inputs, step_inputs, steps: int, *, batch: int
     core_cycles = np.zeros((B, C), np.int64)
     stage_cycles = np.zeros((B, 3), np.int64)
     step_cycles = np.zeros((B, T), np.int64)
+    n_ph = tb["ph_off"].shape[0] - 1
+    phase_cycles = np.zeros((B, n_ph + 2), np.int64)
+    phase_compute = np.zeros((B, n_ph + 2), np.int64)
     core, timing, noc = chip.core, chip.timing, chip.noc
     (sf_dst, sf_col, sp_core, sp_n, sp_path), (tf_dst, tf_col, tpc, tpn, tpp) = tb["inp_tab"]
     _run(B, T,
@@ -482,10 +491,12 @@ def run_numba(cm: CoreMap, static_inputs, step_inputs, steps: int, *, batch: int
          core.accumulator_bits, core.membrane_bits, core.beta_shift, timing.core_overhead_cycles,
          core.axon_bandwidth_bytes_per_cycle, core.mac_rows, core.mac_cols, core.soma_lanes,
          timing.barrier_cycles, noc.packet_payload_bytes, noc.spike_encoding == "aer", core.activation_bits,
-         rec_once, rec_step, v_final, axon_final, events, core_cycles, stage_cycles, step_cycles)
+         rec_once, rec_step, v_final, axon_final, events, core_cycles, stage_cycles, step_cycles,
+         phase_cycles, phase_compute)
     outputs = {}
     for o, (where, j0, n) in zip(outs, cols):
         outputs[o["name"]] = (rec_step[:, :, j0:j0 + n] if where == "step" else rec_once[:, j0:j0 + n]).copy()
     return RawResult(outputs=outputs, v_final=v_final, axon_final=axon_final, events=events,
                      core_cycles=core_cycles, stage_cycles=stage_cycles, step_cycles=step_cycles,
-                     latency_cycles=stage_cycles.sum(axis=1))
+                     latency_cycles=stage_cycles.sum(axis=1), phase_cycles=phase_cycles,
+                     phase_compute=phase_compute)

@@ -15,7 +15,7 @@ from nmc.coremap import (CoreMap, _n_elems, check_coremap, chips_of, in_bytes, i
 from nmc.errors import InputError
 
 
-__all__ = ["check_coremap", "prepare_inputs", "stage_phases", "in_bytes", "state_bytes", "soma_cycles",
+__all__ = ["phase_slots", "check_coremap", "prepare_inputs", "stage_phases", "in_bytes", "state_bytes", "soma_cycles",
            "input_kind_codes", "chips_of", "value_bytes", "STAGE_NAMES"]
 
 STAGE_NAMES = ("static", "step", "readout")
@@ -72,6 +72,13 @@ def prepare_inputs(cm: CoreMap, static_inputs, step_inputs, steps: int, batch: i
     if B is None:
         B = 1
     return B, T, out[0], out[1]
+
+
+def phase_slots(cm: CoreMap) -> list[tuple[str, str]]:
+    """Labels ``(stage, phase)`` of ``RawResult.phase_cycles``' slots: every phase that has cores, in stage
+    order (phase = its ``core_phase``), then ``("static", "input")`` and ``("step", "input")``."""
+    out = [(STAGE_NAMES[s], str(p)) for s, phases in enumerate(stage_phases(cm)) for p, _ in phases]
+    return out + [("static", "input"), ("step", "input")]
 
 
 def stage_phases(cm: CoreMap) -> list[list[tuple[int, np.ndarray]]]:

@@ -9,6 +9,7 @@ import numpy as np
 from nmc.coremap import CoreMap
 
 from .cost import price
+from .prepare import phase_slots
 from .result import EVENT_KINDS, RawResult
 
 __all__ = ["build_report", "format_profile"]
@@ -57,6 +58,20 @@ def build_report(cm: CoreMap, res: RawResult, steps: int, backend: str) -> dict[
             compute_cycles=mean(res.core_cycles[:, c]), energy_j=mean(core_energy[:, c]),
             events={k: mean(res.events[:, c, i]) for i, k in enumerate(EVENT_KINDS)},
         ))
+    phases = []
+    st_code = {"static": 0, "step": 1, "readout": 2}
+    for i, (stage, label) in enumerate(phase_slots(cm)):
+        cyc = mean(res.phase_cycles[:, i])
+        if label == "input":
+            if cyc == 0:
+                continue
+            names = ["<host input>"]
+        else:
+            sel = (cm.arrays["core_stage"] == st_code[stage]) & (cm.arrays["core_phase"] == int(label))
+            names = sorted({layers_meta[int(li)]["name"] for li in core_layer[sel]})
+        comp = mean(res.phase_compute[:, i])
+        phases.append(dict(stage=stage, phase=label, cycles=cyc, compute_cycles=comp,
+                           network_barrier_cycles=cyc - comp, layers=names))
     total_ops = events["mac"] * 2 + events["sop"]
     e_task = mean(task_energy)
     return dict(
@@ -78,6 +93,7 @@ def build_report(cm: CoreMap, res: RawResult, steps: int, backend: str) -> dict[
         per_task=dict(latency_cycles=[int(x) for x in res.latency_cycles], energy_j=[float(x) for x in task_energy]),
         stages=dict(zip(("static", "step", "readout"), (mean(res.stage_cycles[:, i]) for i in range(3)))),
         step_cycles_mean=[mean(res.step_cycles[:, t]) for t in range(res.step_cycles.shape[1])],
+        phases=phases,
         energy_breakdown=dict(dynamic_j=mean(dyn.sum(axis=(1, 2))), static_used_j=mean(static_used.sum(axis=1)),
                               static_idle_j=mean(static_idle), by_event_j=by_event),
         events=events,
@@ -117,6 +133,12 @@ def format_profile(rep: dict[str, Any], top_cores: int = 10) -> str:
     for l in rep["layers"]:
         L.append(f"{l['name'][:15]:<16}{l['op'][:17]:<18}{l['stage']:<9}{l['cores']:>6}{l['compute_cycles']:>12.0f}"
                  f"{_si(l['energy_j'], 'J'):>12}{100 * l['energy_j'] / tot:>7.1f}%")
+    L.append("")
+    L.append("where the time goes (per task; step phases summed over all steps):")
+    L.append(f"{'stage/phase':<16}{'cycles':>10}{'compute':>10}{'net+barr':>10}  layers")
+    for ph in rep["phases"]:
+        L.append(f"{ph['stage'] + '/' + ph['phase']:<16}{ph['cycles']:>10.0f}{ph['compute_cycles']:>10.0f}"
+                 f"{ph['network_barrier_cycles']:>10.0f}  {', '.join(ph['layers'])[:60]}")
     L.append("")
     L.append(f"busiest cores (top {top_cores} by compute cycles):")
     L.append(f"{'core':>5} {'(x,y)':<9}{'layer':<16}{'cycles':>12}{'energy':>12}")

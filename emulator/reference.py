@@ -72,6 +72,7 @@ class _Model:
         self.cm, self.a, self.chip = cm, a, cm.chip
         self.C, self.N, self.A = cm.num_cores, cm.num_neurons, cm.num_axons
         self.phases = stage_phases(cm)
+        self.n_phases = sum(len(p) for p in self.phases)
         self.in_bytes = in_bytes(cm)
         self.state_bytes = state_bytes(cm)
         self.soma_cycles = soma_cycles(cm)
@@ -119,6 +120,8 @@ class _Task:
         self.out = np.zeros(m.N, dtype=np.int64)
         self.events = np.zeros((m.C, len(EVENT_KINDS)), dtype=np.int64)
         self.core_cycles = np.zeros(m.C, dtype=np.int64)
+        self.phase_cycles = np.zeros(m.n_phases + 2, dtype=np.int64)
+        self.phase_compute = np.zeros(m.n_phases + 2, dtype=np.int64)
 
     # ------------------------------------------------------------------ one core
     def compute(self, c: int) -> int:
@@ -233,9 +236,11 @@ class _Task:
         P = m.chip.noc.packet_payload_bytes
         bits = m.chip.core.activation_bits  # inputs travel as 8-bit values from the host
         sends = [(0, path, _ceil_div(n * bits, 8 * P), c) for c, n, path in m.input_pairs[kind]]
-        return self.network(sends) + m.chip.timing.barrier_cycles
+        cyc = self.network(sends) + m.chip.timing.barrier_cycles
+        self.phase_cycles[m.n_phases + kind] += cyc
+        return cyc
 
-    def phase(self, cores: np.ndarray) -> int:
+    def phase(self, slot: int, cores: np.ndarray) -> int:
         m, a = self.m, self.m.a
         compute = {int(c): self.compute(int(c)) for c in cores}
         sends = []
@@ -251,10 +256,15 @@ class _Task:
         sel = np.flatnonzero((a["route_delayed"] == 0) & np.isin(m.route_src_core, cores))
         for r in sel:  # route order
             self.axons[a["route_dst"][r]] = self.out[a["route_src"][r]]
-        return max(max(compute.values()), last) + m.chip.timing.barrier_cycles
+        cmax = max(compute.values())
+        cyc = max(cmax, last) + m.chip.timing.barrier_cycles
+        self.phase_cycles[slot] += cyc
+        self.phase_compute[slot] += cmax
+        return cyc
 
     def stage(self, s: int) -> int:
-        return sum(self.phase(cores) for _, cores in self.m.phases[s])
+        first = sum(len(ph) for ph in self.m.phases[:s])
+        return sum(self.phase(first + i, cores) for i, (_, cores) in enumerate(self.m.phases[s]))
 
     def delayed_routes(self) -> None:
         a = self.m.a
@@ -292,6 +302,8 @@ def run_reference(cm: CoreMap, static_inputs, step_inputs, steps: int, *, batch:
     core_cycles = np.zeros((B, m.C), np.int64)
     stage_cycles = np.zeros((B, 3), np.int64)
     step_cycles = np.zeros((B, T), np.int64)
+    phase_cycles = np.zeros((B, m.n_phases + 2), np.int64)
+    phase_compute = np.zeros((B, m.n_phases + 2), np.int64)
 
     def record(task, stage, b, t=None):
         for k, name in enumerate(m.out_names):
@@ -322,6 +334,8 @@ def run_reference(cm: CoreMap, static_inputs, step_inputs, steps: int, *, batch:
         record(task, _READOUT, b)
         v_final[b], axon_final[b] = task.v, task.axons
         events[b], core_cycles[b] = task.events, task.core_cycles
+        phase_cycles[b], phase_compute[b] = task.phase_cycles, task.phase_compute
     return RawResult(outputs=outputs, v_final=v_final, axon_final=axon_final, events=events,
                      core_cycles=core_cycles, stage_cycles=stage_cycles, step_cycles=step_cycles,
-                     latency_cycles=stage_cycles.sum(axis=1))
+                     latency_cycles=stage_cycles.sum(axis=1), phase_cycles=phase_cycles,
+                     phase_compute=phase_compute)

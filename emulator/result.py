@@ -37,6 +37,13 @@ class RawResult:
         Cycles of every step.
     latency_cycles : int64 [B]
         ``stage_cycles.sum(1)``.
+    phase_cycles : int64 [B, P]
+        Latency of every phase slot summed over the task (a step phase over all ``T`` steps); slots are
+        ``prepare.phase_slots(cm)``: the phases with cores in stage order, then the static-input and
+        step-input phases.
+    phase_compute : int64 [B, P]
+        The compute part of each slot: the slowest core's compute cycles, summed like ``phase_cycles``
+        (the rest is network and barrier).
     """
 
     outputs: dict[str, np.ndarray]
@@ -47,6 +54,8 @@ class RawResult:
     stage_cycles: np.ndarray
     step_cycles: np.ndarray
     latency_cycles: np.ndarray
+    phase_cycles: np.ndarray
+    phase_compute: np.ndarray
 
     @property
     def batch(self) -> int:

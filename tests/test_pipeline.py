@@ -139,3 +139,23 @@ def test_state_inputs_override_initial_membrane():
     ref = run_onnxruntime(model, {"spikes": x, "lif1.v": thr_v}, steps=steps)
     np.testing.assert_array_equal(res.outputs["lif1.s"], ref["lif1.s"])
     assert res.outputs["lif1.s"][0, 0].sum() > 0 and res.outputs["lif1.s"][:, 1].sum() == ref["lif1.s"][:, 1].sum()
+
+
+def test_phase_breakdown_adds_up_to_latency():
+    model = hybrid(seed=2, steps=5, recurrent=True)
+    img = np.random.default_rng(0).integers(0, 17, (3, 1, 8, 8)).astype(float)
+    cm = nmc.compile(model, chip="tianjic", calib={"image": img}, overrides=TINY, chips="auto")
+    for backend in ("numba", "reference"):
+        res = nmc.emulate(cm, {"image": img}, backend=backend)
+        r = res.result
+        np.testing.assert_array_equal(r.phase_cycles.sum(axis=1), r.latency_cycles)
+        barrier = cm.chip.timing.barrier_cycles
+        assert np.all(r.phase_compute <= r.phase_cycles)
+        # every phase with cores pays its barrier once per run of the phase: 5 times in the step stage
+        phases = res.report["phases"]
+        assert [p["stage"] for p in phases if p["phase"] != "input"] == sorted(
+            [p["stage"] for p in phases if p["phase"] != "input"], key=["static", "step", "readout"].index)
+        for p in phases:
+            runs = 5 if p["stage"] == "step" else 1
+            assert p["network_barrier_cycles"] >= runs * barrier
+        assert sum(p["cycles"] for p in phases) == pytest.approx(res.report["latency_cycles"])
