@@ -1,6 +1,6 @@
 """Train the shipped hybrid ANN/SNN example on scikit-learn's 8x8 handwritten digits and export it.
 
-    pip install -e ".[train]"        # torch (CPU) and scikit-learn
+    pip install torch==2.13.0 scikit-learn   # the CPU build of torch; or pip install -e ".[train]"
     python examples/train_digits.py  # writes examples/digits_hybrid.onnx, digits_inputs.npz, digits_test.npz
 
 The network (one timestep of it is the ONNX graph, nmc step convention):
@@ -106,8 +106,10 @@ def train(epochs: int, seed: int):
             with torch.no_grad():
                 acc = (net(torch.tensor(xte)).argmax(1).numpy() == yte).mean()
             print(f"epoch {ep + 1}: loss {loss.item():.3f}, test accuracy (torch) {acc:.3f}")
+    with torch.no_grad():
+        torch_logits = net(torch.tensor(xte)).numpy()
     p = {k: v.detach().numpy().astype(np.float64) for k, v in net.state_dict().items()}
-    return p, (xtr, xte, ytr, yte)
+    return p, (xtr, xte, ytr, yte), torch_logits
 
 
 def build_onnx(p):
@@ -143,21 +145,36 @@ def attach_ranges(model, calib_images: np.ndarray):
     return model
 
 
+def train_and_export(epochs: int, seed: int, out: Path) -> dict:
+    """Train, export, and check the export: the ONNX file (run by nmc's float interpreter) must predict what
+    the trained torch model predicts. Returns the accuracies."""
+    import onnx
+
+    from frontend import load_onnx, run_float
+
+    p, (xtr, xte, ytr, yte), torch_logits = train(epochs, seed)
+    model = attach_ranges(build_onnx(p), xtr)
+    out.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out / "digits_hybrid.onnx"))
+    np.savez(out / "digits_test.npz", image=xte, label=yte)
+    np.savez(out / "digits_inputs.npz", image=xte[:32])
+    onnx_logits = run_float(load_onnx(model), {"image": xte.astype(np.float64)}, steps=T)["logits"]
+    res = dict(torch_accuracy=float(np.mean(torch_logits.argmax(1) == yte)),
+               onnx_accuracy=float(np.mean(onnx_logits.argmax(1) == yte)),
+               export_agreement=float(np.mean(onnx_logits.argmax(1) == torch_logits.argmax(1))))
+    print(f"wrote {out / 'digits_hybrid.onnx'}, digits_test.npz ({len(xte)} test images), digits_inputs.npz (32); "
+          f"accuracy torch {res['torch_accuracy']:.3f}, exported ONNX {res['onnx_accuracy']:.3f}, "
+          f"predictions agree on {res['export_agreement']:.1%}")
+    return res
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=HERE)
     a = ap.parse_args(argv)
-    import onnx
-
-    p, (xtr, xte, ytr, yte) = train(a.epochs, a.seed)
-    model = attach_ranges(build_onnx(p), xtr)
-    a.out.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(a.out / "digits_hybrid.onnx"))
-    np.savez(a.out / "digits_test.npz", image=xte, label=yte)
-    np.savez(a.out / "digits_inputs.npz", image=xte[:32])
-    print(f"wrote {a.out / 'digits_hybrid.onnx'}, digits_test.npz ({len(xte)} test images), digits_inputs.npz (32)")
+    train_and_export(a.epochs, a.seed, a.out)
     return 0
 
 
