@@ -252,7 +252,7 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> dic
                        v_leak=int(round(k * vl)), beta_mult=bm, v_init=np.round(k * init).astype(np.int64),
                        reset_mode=a.get("reset_mode", "subtract"), spike_ge=int(a.get("spike_ge", 0)),
                        reset_delay=int(a.get("reset_delay", 0)), lo=0, hi=1, w_bits=_w_bits(wq, chip),
-                       mult=np.ones(l.n, np.int64), shift=np.zeros(l.n, np.int64), lossless=bool(exact and bm == beta * 2 ** c.beta_shift))
+                       mult=np.ones(l.n, np.int64), shift=np.zeros(l.n, np.int64), lossless=bool(exact and beta in (0.0, 1.0)))
             err = np.abs(wq / k - E)
             rep.update(lossless=l.q["lossless"], membrane_scale=k,
                        weight_rel_err=float(err.max() / max(np.abs(E).max(), 1e-30)) if E.size else 0.0,
