@@ -118,9 +118,12 @@ def format_info(cm) -> str:
         for c in range(cm.num_cores):
             grid[int(a["core_y"][c])][int(a["core_x"][c])] = _glyph(int(a["core_layer"][c]))
         L.append("")
-        L.append("placement (one character per core, '.' free; layer key below; host I/O port is west of (0,0)):")
-        for row in grid:
-            L.append("  " + "".join(row))
+        L.append("placement (one character per core, '.' free, chips apart; layer key below; the host I/O port "
+                 "is west of (0,0)):")
+        for y, row in enumerate(grid):
+            if y and y % chip.cores_y == 0:
+                L.append("")  # chip boundary
+            L.append("  " + " ".join("".join(row[x:x + chip.cores_x]) for x in range(0, W, chip.cores_x)))
         L.append("  key: " + ", ".join(f"{_glyph(i)}={l['name']}" for i, l in enumerate(cm.meta["layers"])))
     return "\n".join(L)
 
@@ -194,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     except NmcError as e:
         print(f"nmc {args.cmd}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `nmc info model.nmc | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
