@@ -33,6 +33,21 @@ def _cdiv(a, b):
 
 
 @njit(**NJIT)
+def _clamp(x, lo, hi):
+    return lo if x < lo else (hi if x > hi else x)
+
+
+@njit(**NJIT)
+def _reset(u, mode, thr, vr, mmin, mmax):
+    """LIF reset of membrane ``u``: 0 subtract (saturating), 1 to ``vr``, 2 none."""
+    if mode == 0:
+        return _clamp(u - thr, mmin, mmax)
+    if mode == 1:
+        return vr
+    return u
+
+
+@njit(**NJIT)
 def _compute_core(c, axons, v, out, acc, ev,
                   n_off, a_off, w_off, weights, dend, spike_in, soma, out_bits, w_row_bytes, in_b, st_b,
                   out_lo, out_hi, thr_a, vr_a, vl_a, bm_a, mode_a, ge_a, rd_a, soma_cyc,
@@ -124,31 +139,11 @@ def _compute_core(c, axons, v, out, acc, ev,
             r = False
             if rd:
                 r = (vj >= thr) if ge else (vj > thr)
-            u = vl + (((vj - vl) * bm) >> beta_shift) + acc[j]
-            if u > mmax:
-                u = mmax
-            elif u < mmin:
-                u = mmin
+            u = _clamp(vl + (((vj - vl) * bm) >> beta_shift) + acc[j], mmin, mmax)
             if rd and r:
-                if mode == 0:
-                    u = u - thr
-                    if u > mmax:
-                        u = mmax
-                    elif u < mmin:
-                        u = mmin
-                elif mode == 1:
-                    u = vr
+                u = _reset(u, mode, thr, vr, mmin, mmax)
             s = (u >= thr) if ge else (u > thr)
-            nv = u
-            if (not rd) and s:
-                if mode == 0:
-                    nv = u - thr
-                    if nv > mmax:
-                        nv = mmax
-                    elif nv < mmin:
-                        nv = mmin
-                elif mode == 1:
-                    nv = vr
+            nv = _reset(u, mode, thr, vr, mmin, mmax) if (not rd) and s else u
             v[n0 + j] = nv
             if s:
                 out[n0 + j] = 1
