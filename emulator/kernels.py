@@ -73,10 +73,7 @@ def _compute_core(c, axons, v, out, acc, ev,
         amax = (np.int64(1) << (acc_bits - 1)) - 1
         amin = -(np.int64(1) << (acc_bits - 1))
         for j in range(nn):
-            if acc[j] > amax:
-                acc[j] = amax
-            elif acc[j] < amin:
-                acc[j] = amin
+            acc[j] = _clamp(acc[j], amin, amax)
     else:  # max over axons with a nonzero weight
         for j in range(nn):
             acc[j] = _I64_MIN
@@ -101,10 +98,7 @@ def _compute_core(c, axons, v, out, acc, ev,
             y = acc[j] * req_mult[n0 + j]
             if sh > 0:
                 y = (y + (np.int64(1) << (sh - 1))) >> sh
-            if y < lo:
-                y = lo
-            elif y > hi:
-                y = hi
+            y = _clamp(y, lo, hi)
             out[n0 + j] = y
             if y != 0:
                 nspk += 1
@@ -115,11 +109,7 @@ def _compute_core(c, axons, v, out, acc, ev,
                 nspk += 1
     elif s_mode == 3:  # count
         for j in range(nn):
-            y = v[n0 + j] + acc[j]
-            if y < lo:
-                y = lo
-            elif y > hi:
-                y = hi
+            y = _clamp(v[n0 + j] + acc[j], lo, hi)
             v[n0 + j] = y
             out[n0 + j] = y
             if y != 0:

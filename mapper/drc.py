@@ -15,7 +15,7 @@ from nmc.coremap import SOMA, CoreMap, in_bytes
 
 from .resources import core_usage
 
-__all__ = ["RULES", "check_coremap", "router_entries", "in_bytes"]
+__all__ = ["RULES", "check_coremap", "router_entries", "count_router_entries", "route_pairs", "in_bytes"]
 
 Rule = Callable[[CoreMap], list[str]]
 RULES: dict[str, Rule] = {}
@@ -37,18 +37,32 @@ def _who(cm: CoreMap, c: int) -> str:
     return f"layer '{name}' core {c}"
 
 
-def router_entries(cm: CoreMap) -> np.ndarray:
-    """Destinations in each core's routing table: distinct destination cores (+1 for the host port)."""
-    a = cm.arrays
-    C = cm.num_cores
-    src = np.searchsorted(a["core_neuron_off"], a["route_src"], side="right") - 1
-    dst = np.searchsorted(a["core_axon_off"], a["route_dst"], side="right") - 1
-    pairs = np.unique(np.stack([src, dst]), axis=1) if src.size else np.zeros((2, 0), np.int64)
-    n = np.bincount(pairs[0], minlength=C).astype(np.int64)
-    if a["out_src"].size:
-        tap_core = np.unique(np.searchsorted(a["core_neuron_off"], a["out_src"], side="right") - 1)
-        n[tap_core] += 1
+def route_pairs(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndarray,
+                route_dst: np.ndarray) -> np.ndarray:
+    """Distinct (source core, destination core) pairs of the routes, ``[2, P]``."""
+    if not route_src.size:
+        return np.zeros((2, 0), np.int64)
+    src = np.searchsorted(neuron_off, route_src, side="right") - 1
+    dst = np.searchsorted(axon_off, route_dst, side="right") - 1
+    return np.unique(np.stack([src, dst]), axis=1)
+
+
+def count_router_entries(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndarray,
+                         route_dst: np.ndarray, tap_neurons: np.ndarray) -> np.ndarray:
+    """Destinations in each core's routing table: distinct destination cores, +1 for the host port when
+    the core holds a neuron of a graph output (``tap_neurons``)."""
+    pairs = route_pairs(neuron_off, axon_off, route_src, route_dst)
+    n = np.bincount(pairs[0], minlength=len(neuron_off) - 1).astype(np.int64)
+    if tap_neurons.size:
+        n[np.unique(np.searchsorted(neuron_off, tap_neurons, side="right") - 1)] += 1
     return n
+
+
+def router_entries(cm: CoreMap) -> np.ndarray:
+    """Routing-table entries of every core of ``cm`` (see :func:`count_router_entries`)."""
+    a = cm.arrays
+    return count_router_entries(a["core_neuron_off"], a["core_axon_off"], a["route_src"], a["route_dst"],
+                                a["out_src"])
 
 
 @_rule("neurons-per-core")

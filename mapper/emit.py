@@ -101,11 +101,9 @@ def emit(lg: LayerGraph, pieces: list[Piece], tq: dict[str, TQ], wiring: Wiring,
 
     # ------------------------------------------------------------------ header
     producer = {l.out: l for l in lg.layers}
-    membrane = {l.state_out: l for l in lg.layers if l.soma == "lif"}
+    membrane = lg.membranes()
     outputs, state_outputs, taps = [], [], []
-    extra = [s.output for s in g.states if s.output not in g.outputs]
-    for o in list(g.outputs) + extra:
-        final = o in extra  # a state output nobody asked for per step: report its value after the last step
+    for o, final in lg.reported_outputs():
         if o in membrane:
             l = membrane[o]
             state_outputs.append(dict(name=o, shape=list(g.tensors[o].shape), layer=l.name,

@@ -75,6 +75,16 @@ class LayerGraph:
     def producer(self) -> dict[str, Layer]:
         return {l.out: l for l in self.layers}
 
+    def reported_outputs(self) -> list[tuple[str, bool]]:
+        """What a run reports: ``(tensor, final)`` for every graph output, then every state output that is
+        not one (``final``: only its value after the last step is reported)."""
+        g = self.graph
+        return [(o, False) for o in g.outputs] + [(s.output, True) for s in g.states if s.output not in g.outputs]
+
+    def membranes(self) -> dict[str, Layer]:
+        """LIF membrane state outputs (held in neuron state, not in output registers) -> their layer."""
+        return {l.state_out: l for l in self.layers if l.soma == "lif"}
+
 
 # ----------------------------------------------------------------------------- connectivity
 def conv_connectivity(in_shape, W, strides, pads, dilations, group):

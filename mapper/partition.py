@@ -19,6 +19,7 @@ from nmc.errors import DoesNotFitError
 
 from .lower import Layer, LayerGraph
 from .quantize import TQ
+from .drc import count_router_entries
 from .resources import bytes_of_bits, core_usage, unit_weight_bits
 
 __all__ = ["Piece", "partition", "routing_shortfall"]
@@ -31,7 +32,6 @@ class Piece:
     neurons: np.ndarray  #: layer neuron indices this core holds (for partials: the group it sums for)
     cols: np.ndarray  #: layer input columns it reads (full/partial); empty for merge
     partials: list[int] = field(default_factory=list)  #: merge: piece indices of its partial cores
-    group: int = 0  #: index of the neuron group within the layer
 
     @property
     def n_neurons(self) -> int:
@@ -173,22 +173,22 @@ def _greedy_split(li, l: Layer, order, ptr, cols, chip: ChipSpec, in_b: int, w_b
     if cur:
         groups.append((cur, np.flatnonzero(mark)))
     pieces: list[Piece] = []
-    for gi, (nrns, U) in enumerate(groups):
+    for nrns, U in groups:
         g = len(nrns)
         am = amax_cache.get(g) or a_max(g)
         k = -(-U.shape[0] // am)
         neurons = np.array(nrns, np.int64)
         if k <= 1 and core_usage(chip, U.shape[0], g, w_bits, l.soma, in_b, router_entries=rr).total <= c.memory_bytes:
-            pieces.append(Piece(layer=li, kind="full", neurons=neurons, cols=U.astype(np.int64), group=gi))
+            pieces.append(Piece(layer=li, kind="full", neurons=neurons, cols=U.astype(np.int64)))
             continue
         k = max(k, 2)
         chunks = np.array_split(U.astype(np.int64), k)
         base = len(pieces)
         for ch in chunks:
-            pieces.append(Piece(layer=li, kind="partial", neurons=neurons, cols=ch, group=gi))
+            pieces.append(Piece(layer=li, kind="partial", neurons=neurons, cols=ch))
         # partial indices are relative to this layer's pieces; partition() offsets them
         pieces.append(Piece(layer=li, kind="merge", neurons=neurons, cols=np.zeros(0, np.int64),
-                            partials=list(range(base, base + k)), group=gi))
+                            partials=list(range(base, base + k))))
     return pieces
 
 
@@ -199,20 +199,14 @@ def routing_shortfall(lg: LayerGraph, chip: ChipSpec, tq: dict[str, TQ], pieces:
     it holds a graph output; as ``mapper.drc.router_entries`` counts them) are only known once every
     layer is partitioned and connected, so the mapper partitions again with these reserves."""
     c = chip.core
-    g = lg.graph
-    src = np.searchsorted(wiring.neuron_off, wiring.route_src, side="right") - 1
-    dst = np.searchsorted(wiring.axon_off, wiring.route_dst, side="right") - 1
-    pairs = np.unique(np.stack([src, dst]), axis=1) if src.size else np.zeros((2, 0), np.int64)
-    ents = np.bincount(pairs[0], minlength=len(pieces)).astype(np.int64)
-    membranes = {l.state_out for l in lg.layers if l.soma == "lif"}
-    tapped = np.zeros(int(wiring.neuron_off[-1]), bool)
-    for o in list(g.outputs) + [s.output for s in g.states if s.output not in g.outputs]:
-        r = lg.root(o)
-        if o not in membranes and r in wiring.elem_neuron:
-            tapped[wiring.elem_neuron[r]] = True
+    membranes = lg.membranes()
+    taps = [wiring.elem_neuron[lg.root(o)] for o, _ in lg.reported_outputs()
+            if o not in membranes and lg.root(o) in wiring.elem_neuron]
+    ents = count_router_entries(wiring.neuron_off, wiring.axon_off, wiring.route_src, wiring.route_dst,
+                                np.concatenate(taps) if taps else np.zeros(0, np.int64))
     out: dict[int, int] = {}
     for ci, p in enumerate(pieces):
-        n_ent = int(ents[ci]) + int(tapped[wiring.neuron_off[ci]:wiring.neuron_off[ci + 1]].any())
+        n_ent = int(ents[ci])
         l = lg.layers[p.layer]
         soma = "partial" if p.kind == "partial" else l.soma
         w_bits = unit_weight_bits(chip) if p.kind == "merge" else l.q["w_bits"]

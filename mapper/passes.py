@@ -110,7 +110,8 @@ def _partition(st: MapState) -> bool:
     reserve: dict[int, int] = {}
     while True:
         st.pieces = partition(st.lg, st.chip, st.tq, reserve)
-        short = routing_shortfall(st.lg, st.chip, st.tq, st.pieces, connect(st.lg, st.pieces))
+        st.wiring = connect(st.lg, st.pieces)
+        short = routing_shortfall(st.lg, st.chip, st.tq, st.pieces, st.wiring)
         grown = {li: n for li, n in short.items() if n > reserve.get(li, 0)}
         if not grown:  # fits, or no reserve can help (the design rules then name the core)
             return True
@@ -118,8 +119,11 @@ def _partition(st: MapState) -> bool:
 
 
 def _connect(st: MapState) -> bool:
-    st.wiring = connect(st.lg, st.pieces)
-    return True
+    # the partition pass already connected its final pieces (it needs the routing tables)
+    if st.wiring is None:
+        st.wiring = connect(st.lg, st.pieces)
+        return True
+    return False
 
 
 def _place(st: MapState) -> bool:
@@ -144,9 +148,7 @@ def _route(st: MapState) -> bool:
     """Routing tables (destinations per core) and the static XY hop count of every (source, destination) pair."""
     cm = st.coremap
     a = cm.arrays
-    src = np.searchsorted(a["core_neuron_off"], a["route_src"], side="right") - 1
-    dst = np.searchsorted(a["core_axon_off"], a["route_dst"], side="right") - 1
-    pairs = np.unique(np.stack([src, dst]), axis=1) if src.size else np.zeros((2, 0), np.int64)
+    pairs = drc.route_pairs(a["core_neuron_off"], a["core_axon_off"], a["route_src"], a["route_dst"])
     hops = np.abs(a["core_x"][pairs[0]] - a["core_x"][pairs[1]]) + np.abs(a["core_y"][pairs[0]] - a["core_y"][pairs[1]])
     ents = drc.router_entries(cm)
     cm.meta["routing"] = dict(pairs=int(pairs.shape[1]), max_table_entries=int(ents.max(initial=0)),
