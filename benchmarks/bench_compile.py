@@ -13,9 +13,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from frontend import load_onnx  # noqa: E402
-from frontend.builder import ModelBuilder  # noqa: E402
-from mapper import passes  # noqa: E402
+from nmc.frontend import load_onnx  # noqa: E402
+from nmc.frontend.builder import ModelBuilder  # noqa: E402
+from nmc.mapper import passes  # noqa: E402
 from nmc.chip import load_chip  # noqa: E402
 
 

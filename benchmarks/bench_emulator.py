@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from emulator import EVENT_KINDS, run_numba, run_reference  # noqa: E402
+from nmc.emulator import EVENT_KINDS, run_numba, run_reference  # noqa: E402
 from nmc.chip import load_chip  # noqa: E402
 from randmaps import build_coremap  # noqa: E402
 

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from nmc.coremap import CoreMap
+from nmc.version import __version__
 
 from .cost import price
 from .prepare import phase_slots
@@ -16,8 +17,6 @@ __all__ = ["build_report", "format_profile"]
 
 
 def build_report(cm: CoreMap, res: RawResult, steps: int, backend: str) -> dict[str, Any]:
-    from nmc import __version__
-
     chip = cm.chip
     B, C = res.core_cycles.shape
     chips = cm.meta.get("chips", [1, 1])

@@ -21,8 +21,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import nmc  # noqa: E402
-from emulator.profile import format_profile  # noqa: E402
-from frontend import load_onnx, run_float  # noqa: E402
+from nmc.emulator.profile import format_profile  # noqa: E402
+from nmc.frontend import load_onnx, run_float  # noqa: E402
 from nmc.files import save_json, save_npz  # noqa: E402
 
 
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     float_pred = flt["logits"].argmax(-1)
     lines = [f"{'float model (nmc interpreter):':<34}accuracy {np.mean(float_pred == labels):.4f}"]
     try:
-        from frontend.ort import run_onnxruntime
+        from nmc.frontend.ort import run_onnxruntime
 
         ort = run_onnxruntime(str(a.model), {"image": images.astype(np.float32)}, steps=steps)
         lines.append(f"{'float model (onnxruntime):':<34}accuracy {np.mean(ort['logits'].argmax(-1) == labels):.4f}")

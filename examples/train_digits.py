@@ -113,7 +113,7 @@ def train(epochs: int, seed: int):
 
 
 def build_onnx(p):
-    from frontend.builder import ModelBuilder
+    from nmc.frontend.builder import ModelBuilder
 
     b = ModelBuilder("digits_hybrid", num_steps=T)
     x = b.input("image", (1, 8, 8), kind="static")
@@ -134,8 +134,8 @@ def build_onnx(p):
 
 def attach_ranges(model, calib_images: np.ndarray):
     """Run nmc's float interpreter on calibration images and store every tensor's range in the model."""
-    from frontend import load_onnx
-    from mapper.quantize import calibrate
+    from nmc.frontend import load_onnx
+    from nmc.mapper.quantize import calibrate
 
     g = load_onnx(model)
     ranges = calibrate(g, {"image": calib_images}, steps=T)
@@ -150,7 +150,7 @@ def train_and_export(epochs: int, seed: int, out: Path) -> dict:
     the trained torch model predicts. Returns the accuracies."""
     import onnx
 
-    from frontend import load_onnx, run_float
+    from nmc.frontend import load_onnx, run_float
 
     p, (xtr, xte, ytr, yte), torch_logits = train(epochs, seed)
     model = attach_ranges(build_onnx(p), xtr)

@@ -13,7 +13,7 @@ from .connect import Wiring
 from .lower import LayerGraph
 from .partition import Piece
 from .quantize import TQ
-from .resources import unit_weight_bits
+from nmc.resources import unit_weight_bits
 
 __all__ = ["emit"]
 

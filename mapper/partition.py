@@ -19,8 +19,8 @@ from nmc.errors import DoesNotFitError
 
 from .lower import Layer, LayerGraph
 from .quantize import TQ
-from .drc import count_router_entries
-from .resources import bytes_of_bits, core_usage, unit_weight_bits
+from nmc.rules import count_router_entries
+from nmc.resources import bytes_of_bits, core_usage, unit_weight_bits
 
 __all__ = ["Piece", "partition", "routing_shortfall"]
 
@@ -196,7 +196,7 @@ def routing_shortfall(lg: LayerGraph, chip: ChipSpec, tq: dict[str, TQ], pieces:
                       wiring: Any) -> dict[int, int]:
     """Layers with a core whose routing table does not fit beside its configuration, and the entries to
     reserve on that layer's cores.  A core's entries (distinct destination cores, +1 for the host port when
-    it holds a graph output; as ``mapper.drc.router_entries`` counts them) are only known once every
+    it holds a graph output; as ``nmc.rules.router_entries`` counts them) are only known once every
     layer is partitioned and connected, so the mapper partitions again with these reserves."""
     c = chip.core
     membranes = lg.membranes()

@@ -15,7 +15,7 @@ from nmc.coremap import CoreMap
 from nmc.errors import DesignRuleError, NmcError, PassError
 from nmc.ir import Graph
 
-from . import drc
+from nmc import rules as drc
 from .connect import Wiring, connect
 from .emit import emit
 from .lower import LayerGraph, lower

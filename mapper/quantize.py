@@ -15,6 +15,7 @@ import numpy as np
 
 from nmc.chip import ChipSpec
 from nmc.errors import QuantizationError
+from nmc.frontend.interpret import run_float
 from nmc.ir import Graph
 
 from .lower import LayerGraph
@@ -49,8 +50,6 @@ class TQ:
 
 def calibrate(graph: Graph, inputs: Mapping[str, np.ndarray], steps: int | None = None) -> dict[str, Range]:
     """Run the float interpreter on calibration inputs and record every tensor's range."""
-    from frontend.interpret import run_float
-
     ranges: dict[str, Range] = {}
 
     def observe(name: str, value: np.ndarray) -> None:

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,19 +16,22 @@ from typing import Any, Mapping
 import numpy as np
 
 from .chip import ChipSpec, load_chip
-from .coremap import CoreMap, load as load_coremap
+from .corefile import load as load_coremap
+from .corefile import validate
+from .coremap import CoreMap
+from .emulator import BACKENDS
+from .emulator.profile import build_report
 from .errors import InputError
+from .frontend import load_onnx
+from .ir import Graph
+from .mapper.passes import map_graph
 
 __all__ = ["compile", "emulate", "EmulationResult", "load_inputs", "prepare_inputs"]
 
 
 def _as_graph(model: Any):
-    from nmc.ir import Graph
-
     if isinstance(model, Graph):
         return model
-    from frontend import load_onnx
-
     return load_onnx(model)
 
 
@@ -45,8 +49,6 @@ def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips
     placement : placement strategy name (``greedy``, ``linear``).
     overrides : dotted chip fields to replace, e.g. ``{"core.neurons": 64}``.
     """
-    from mapper.passes import map_graph
-
     spec = chip if isinstance(chip, ChipSpec) else load_chip(chip)
     if overrides:
         spec = spec.with_overrides(overrides)
@@ -202,12 +204,9 @@ def _with_states(cm: CoreMap, states: Mapping[str, np.ndarray], b: int) -> CoreM
 def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarray] | str | os.PathLike,
             steps: int | None = None, backend: str = "numba") -> EmulationResult:
     """Run a core map on inputs (dict or inputs.npz path) for ``steps`` timesteps (default: the model's)."""
-    from emulator import BACKENDS
-    from emulator.profile import build_report
-
     if isinstance(core_map, CoreMap):
         cm = core_map
-        cm.validate()  # the emulator refuses a core map that breaks its chip's limits
+        validate(cm)  # the emulator refuses a core map that breaks its chip's limits
     else:
         cm = load_coremap(core_map)  # validates
     if isinstance(inputs, (str, os.PathLike)):
@@ -249,8 +248,6 @@ def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarr
 
 def _concat_results(parts):
     first = parts[0]
-    import dataclasses
-
     kw = {}
     for f in dataclasses.fields(first):
         v = getattr(first, f.name)

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .api import compile, emulate
 from .chip import ChipSpec, load_chip
+from .frontend.builder import ModelBuilder
 
 __all__ = ["dense_ann_benchmark", "snn_benchmark", "measure", "fit_energies", "TARGET_TOPS_PER_W",
            "TARGET_GSOPS_PER_W"]
@@ -29,8 +31,6 @@ TARGET_GSOPS_PER_W = 650.0  #: Nature 2019 / SENECA comparison table
 
 def dense_ann_benchmark(chip: ChipSpec, width: int = 256, layers: int | None = None, seed: int = 0):
     """(ONNX model, inputs, calibration inputs) of a chain of int8 dense+ReLU layers."""
-    from frontend.builder import ModelBuilder
-
     n = layers if layers is not None else max(2, min(chip.core.phases_per_step - 2, 30))
     rng = np.random.default_rng(seed)
     b = ModelBuilder("dense_ann_benchmark", num_steps=1)
@@ -46,8 +46,6 @@ def dense_ann_benchmark(chip: ChipSpec, width: int = 256, layers: int | None = N
 def snn_benchmark(chip: ChipSpec, width: int = 256, layers: int = 8, steps: int = 16, rate: float = 0.2,
                   seed: int = 0):
     """(ONNX model, inputs) of IF layers driven by random input spikes."""
-    from frontend.builder import ModelBuilder
-
     rng = np.random.default_rng(seed)
     b = ModelBuilder("snn_benchmark", num_steps=steps)
     s = b.input("spikes", (width,), kind="step")
@@ -70,8 +68,6 @@ class Efficiency:
 
 
 def _run(chip: ChipSpec, model, inputs):
-    from .api import compile, emulate
-
     cm = compile(model, chip=chip, calib=inputs)
     return emulate(cm, inputs).report
 

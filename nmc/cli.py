@@ -9,9 +9,16 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
+from .api import compile, emulate
+from .chip import list_presets, load_chip
+from .corefile import load, save
+from .coremap import SOMA
+from .emulator.profile import format_profile
 from .errors import InputError, NmcError
 from .files import save_json, save_npz
+from .resources import core_usage
+from .rules import in_bytes, router_entries
+from .version import __version__
 
 __all__ = ["main", "format_info"]
 
@@ -30,9 +37,6 @@ def _overrides(items: list[str] | None) -> dict[str, Any]:
 
 
 def cmd_compile(a: argparse.Namespace) -> int:
-    from .api import compile
-    from .coremap import save
-
     cm = compile(a.model, chip=a.chip, chips=a.chips, calib=a.calib, placement=a.placement,
                  overrides=_overrides(a.set))
     save(cm, a.output)
@@ -45,8 +49,6 @@ def cmd_compile(a: argparse.Namespace) -> int:
 
 
 def _run(a: argparse.Namespace):
-    from .api import emulate
-
     return emulate(a.coremap, a.input, steps=a.steps, backend=a.backend)
 
 
@@ -67,8 +69,6 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_profile(a: argparse.Namespace) -> int:
-    from emulator.profile import format_profile
-
     res = _run(a)
     print(format_profile(res.report, top_cores=a.top))
     if a.report:
@@ -77,10 +77,6 @@ def cmd_profile(a: argparse.Namespace) -> int:
 
 
 def format_info(cm) -> str:
-    from mapper.drc import in_bytes, router_entries
-    from mapper.resources import core_usage
-    from nmc.coremap import SOMA
-
     soma_name = {v: k for k, v in SOMA.items()}
     a = cm.arrays
     chip = cm.chip
@@ -134,15 +130,11 @@ def _glyph(i: int) -> str:
 
 
 def cmd_info(a: argparse.Namespace) -> int:
-    from .coremap import load
-
     print(format_info(load(a.coremap)))
     return 0
 
 
 def cmd_chips(a: argparse.Namespace) -> int:
-    from .chip import list_presets, load_chip
-
     for name in list_presets():
         c = load_chip(name)
         print(f"{name:<10} {c.cores_x}x{c.cores_y} cores, {c.core.neurons} neurons / {c.core.axons} axons / "

@@ -37,6 +37,7 @@ spike_count s, c -> c'                 - (c' = c + s)
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -239,8 +240,6 @@ def _fmt(v: Any) -> str:
 
 
 def _digest(a: np.ndarray) -> str:
-    import hashlib
-
     a = np.ascontiguousarray(np.asarray(a, dtype=np.float64))
     return hashlib.sha256(a.tobytes()).hexdigest()[:10]
 

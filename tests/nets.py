@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from frontend.builder import ModelBuilder
+from nmc.frontend.builder import ModelBuilder
 
 
 def hybrid(seed: int = 0, steps: int = 8, conv_ch: int = 4, hidden: int = 24, out: int = 10, beta: float = 0.875,

@@ -1,7 +1,7 @@
 """Seeded generator of valid random core maps (and matching inputs) for the emulator tests.
 
 Every map is structurally consistent (the checks of ``CoreMap.validate`` except the chip's design
-rules, which live in ``mapper.drc``): offsets, weights, unique router positions, one writer per
+rules, which live in ``nmc.rules``): offsets, weights, unique router positions, one writer per
 axon, spike-input cores fed only spikes, dataflow-ordered phases, delayed routes only between step
 cores, output taps of every stage, meta dicts as the ``CoreMap`` docstring describes.
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from frontend import load_onnx, run_float, run_onnxruntime
+from nmc.frontend import load_onnx, run_float, run_onnxruntime
 
 pytest.importorskip("onnxruntime")
 rng = np.random.default_rng(7)
@@ -22,7 +22,7 @@ def init(name, a, dtype=np.float32):
 
 
 def model(nodes, inputs, outputs, inits=(), meta=None, functions=True):
-    from frontend.nmc_ops import function_protos
+    from nmc.frontend.nmc_ops import function_protos
     g = helper.make_graph(nodes, "m", inputs, outputs, list(inits))
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 19), helper.make_opsetid("nmc", 1)],
                           functions=function_protos() if functions else [])

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from frontend import ModelBuilder, load_onnx, run_float
-from frontend.interpret import conv2d, lif_step, pool2d
+from nmc.frontend import ModelBuilder, load_onnx, run_float
+from nmc.frontend.interpret import conv2d, lif_step, pool2d
 from nmc.errors import InputError
 
 

@@ -12,14 +12,15 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import nmc
-from frontend.builder import ModelBuilder
-from mapper import drc
+from nmc.frontend.builder import ModelBuilder
+from nmc import rules as drc
 from nets import hybrid, lossless_snn, spike_inputs
 from nmc import cli
 from nmc.chip import PRESET_DIR, load_chip
 from nmc.coremap import SOMA, CoreMap
-from nmc.coremap import load as load_coremap
-from nmc.coremap import save as save_coremap
+from nmc.corefile import load as load_coremap
+from nmc.corefile import validate
+from nmc.corefile import save as save_coremap
 from nmc.errors import (ChipSpecError, CoreMapError, DesignRuleError, DoesNotFitError, InputError, MappingError,
                         ModelError, NmcError, QuantizationError, RegistryError, UnsupportedOpError)
 
@@ -98,7 +99,7 @@ def test_every_rule_is_tested():
 def test_compiled_maps_break_no_rule(snn, ann, mixed):
     for cm in (snn, ann, mixed):
         assert drc.check_coremap(cm) == []
-        cm.validate()
+        validate(cm)
 
 
 def test_neurons_per_core(snn):
@@ -279,7 +280,7 @@ def test_compile_reports_all_violations_at_once(spikes):
 def test_validate_lists_every_violation(snn):
     cm = with_chip(snn, core__neurons=10, core__axons=50)
     with pytest.raises(CoreMapError) as ei:
-        cm.validate()
+        validate(cm)
     msg = str(ei.value)
     assert msg.startswith("core map breaks the chip's limits:")
     assert msg.count("neurons-per-core:") == 3 and msg.count("axons-per-core:") == 1
@@ -541,7 +542,7 @@ def test_load_coremap_that_breaks_its_chip(snn, tmp_path):
         load_coremap(p)
     msg = str(ei.value)
     assert "breaks the chip's limits" in msg and "neurons-per-core: layer 'sum1'" in msg and "30 neurons > 10" in msg
-    assert load_coremap(p, validate=False).num_cores == snn.num_cores
+    assert load_coremap(p, check=False).num_cores == snn.num_cores
     with pytest.raises(CoreMapError):
         nmc.emulate(str(p), {"spikes": spike_inputs(0, STEPS, 1, 40)})
 
@@ -565,12 +566,12 @@ def test_structural_damage_is_named(snn):
     arrays = dict(snn.arrays)
     arrays["bias"] = arrays["bias"][:-1]
     with pytest.raises(CoreMapError, match=r"array 'bias' has \d+ entries for \d+ neurons"):
-        CoreMap(chip=snn.chip, meta=snn.meta, arrays=arrays).validate()
+        validate(CoreMap(chip=snn.chip, meta=snn.meta, arrays=arrays))
     arrays = dict(snn.arrays)
     arrays["core_soma"] = arrays["core_soma"].copy()
     arrays["core_soma"][0] = 7
     with pytest.raises(CoreMapError, match=r"core 0: core_soma = 7 is not one of \[0, 1, 2, 3\]"):
-        CoreMap(chip=snn.chip, meta=snn.meta, arrays=arrays).validate()
+        validate(CoreMap(chip=snn.chip, meta=snn.meta, arrays=arrays))
 
 
 # ============================================================================ emulator inputs

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from frontend import ModelBuilder, load_onnx
-from frontend.nmc_ops import function_protos
+from nmc.frontend import ModelBuilder, load_onnx
+from nmc.frontend.nmc_ops import function_protos
 from nmc.errors import (AttributeSchemaError, ModelError, NmcError, ShapeError, UnsupportedOpError)
 
 

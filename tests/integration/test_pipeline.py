@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 import nmc
-from frontend import load_onnx, run_float
+from nmc.frontend import load_onnx, run_float
 from nets import hybrid, lossless_snn, spike_inputs
 
 ort = pytest.importorskip("onnxruntime")
-from frontend.ort import run_onnxruntime  # noqa: E402
+from nmc.frontend.ort import run_onnxruntime  # noqa: E402
 
 #: limits small enough that every layer of the test nets is split by neurons, by fan-in, or both
 TINY = {"core.neurons": 8, "core.axons": 16, "core.memory_bytes": 1024}

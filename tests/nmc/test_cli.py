@@ -10,7 +10,7 @@ import pytest
 import nmc
 from nmc.cli import main
 
-EX = Path(__file__).resolve().parents[1] / "examples"
+EX = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_bad_input_file_exits_2_with_message(compiled, tmp_path, capsys):
 
 def test_shipped_example_accuracy_on_chip_tracks_float():
     """The quantised example: accuracy of the emulated chip reported next to the float model."""
-    from frontend import load_onnx, run_float
+    from nmc.frontend import load_onnx, run_float
 
     data = np.load(EX / "digits_test.npz")
     images, labels = data["image"][:150], data["label"][:150]

@@ -9,7 +9,7 @@ import pytest
 
 import nmc
 
-EX = Path(__file__).resolve().parents[1] / "examples"
+EX = Path(__file__).resolve().parents[2] / "examples"
 
 
 def _load(name: str):

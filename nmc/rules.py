@@ -13,7 +13,7 @@ import numpy as np
 
 from nmc.coremap import SOMA, CoreMap, in_bytes
 
-from .resources import core_usage
+from nmc.resources import core_usage
 
 __all__ = ["RULES", "check_coremap", "router_entries", "count_router_entries", "route_pairs", "in_bytes"]
 

@@ -7,18 +7,19 @@ import numpy as np
 import pytest
 
 import nmc
-from frontend import load_onnx
-from frontend.builder import ModelBuilder
-from frontend.interpret import conv2d, pool2d
-from mapper import drc
-from mapper.lower import conv_connectivity, lower, pool_connectivity
-from mapper.passes import MapState, Pass, PassManager, default_passes
-from mapper.place import PLACERS, place, register_placer
-from mapper.quantize import requant_params
-from mapper.resources import core_usage
+from nmc.frontend import load_onnx
+from nmc.frontend.builder import ModelBuilder
+from nmc.frontend.interpret import conv2d, pool2d
+from nmc import rules as drc
+from nmc.mapper.lower import conv_connectivity, lower, pool_connectivity
+from nmc.mapper.passes import MapState, Pass, PassManager, default_passes
+from nmc.mapper.place import PLACERS, place, register_placer
+from nmc.mapper.quantize import requant_params
+from nmc.resources import core_usage
 from nmc.chip import load_chip
 from nmc.coremap import ARRAYS, SOMA, STAGE
-from nmc.coremap import load as load_coremap
+from nmc.corefile import load as load_coremap
+from nmc.corefile import validate
 from nmc.errors import DoesNotFitError, PassError, QuantizationError, RegistryError
 from nets import hybrid, lossless_snn, spike_inputs
 
@@ -658,7 +659,7 @@ def test_coremap_save_load_round_trip(tmp_path):
     assert meta == cm.meta
     assert back.chip == cm.chip
     assert nmc.load(path).num_cores == cm.num_cores
-    back.validate()  # the DRC passes on the reloaded map
+    validate(back)  # the DRC passes on the reloaded map
     # and it still emulates to the same integers
     img = np.random.default_rng(2).integers(0, 17, (2, 1, 8, 8)).astype(float)
     r1, r2 = nmc.emulate(cm, {"image": img}, backend="reference"), nmc.emulate(back, {"image": img}, backend="reference")

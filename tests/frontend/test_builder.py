@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from frontend import ModelBuilder, load_onnx, run_float, run_onnxruntime
-from frontend import nmc_ops
+from nmc.frontend import ModelBuilder, load_onnx, run_float, run_onnxruntime
+from nmc.frontend import nmc_ops
 from nmc.errors import AttributeSchemaError, ModelError, NmcError, RegistryError, ShapeError
 
 ort = pytest.importorskip("onnxruntime")
@@ -78,7 +78,7 @@ def test_registry_refuses_duplicates_and_names_supported():
         nmc_ops.register_schema(nmc_ops.LIF)
     with pytest.raises(RegistryError, match="supported: LIF, SpikeCount"):
         nmc_ops.get_schema("CubaLIFF")
-    from frontend.onnx_import import register_converter
+    from nmc.frontend.onnx_import import register_converter
     with pytest.raises(RegistryError, match="already registered"):
         register_converter("Gemm")(lambda *a: None)
 
@@ -100,7 +100,7 @@ def test_function_defaults_match_schema_defaults():
 
 def test_lif_function_runs_every_mode_in_onnxruntime_alone():
     """Direct check of the function body against lif_step, including exact threshold hits."""
-    from frontend.interpret import lif_step
+    from nmc.frontend.interpret import lif_step
     rng = np.random.default_rng(5)
     v = np.concatenate([rng.normal(size=40), [1.0, 0.5, 1.0, 0.0]]).astype(np.float32)
     x = np.concatenate([rng.normal(size=40), [0.0, 0.5, 0.0, 1.0]]).astype(np.float32)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emulator.noc import PathTable, link_path, simulate, simulate_heap, simulate_per_cycle
+from nmc.emulator.noc import PathTable, link_path, simulate, simulate_heap, simulate_per_cycle
 from nmc.chip import load_chip
 
 MODELS = (simulate, simulate_heap, simulate_per_cycle)

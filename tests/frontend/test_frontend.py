@@ -7,8 +7,8 @@ import numpy as np
 import onnx
 import pytest
 
-from frontend import ModelBuilder, load_onnx, run_float, run_onnxruntime
-from frontend.onnx_import import fold_batchnorm
+from nmc.frontend import ModelBuilder, load_onnx, run_float, run_onnxruntime
+from nmc.frontend.onnx_import import fold_batchnorm
 
 pytest.importorskip("onnxruntime")
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emulator import BACKENDS, EVENT_KINDS, RawResult, price, run_numba, run_reference, static_energy
-from emulator.cost import ENERGY_FIELD
+from nmc.emulator import BACKENDS, EVENT_KINDS, RawResult, price, run_numba, run_reference, static_energy
+from nmc.emulator.cost import ENERGY_FIELD
 from nmc.chip import load_chip
 from nmc.errors import CoreMapError, InputError
 from randmaps import SHAPES, build_coremap, random_coremap, random_inputs
@@ -365,8 +365,8 @@ def test_coremap_errors(chip):
 @pytest.mark.parametrize("seed", range(3))
 def test_reference_with_cycle_by_cycle_noc(seed, monkeypatch):
     """The emulator's NoC timing equals the slow cycle-by-cycle model inside whole runs too."""
-    import emulator.noc as noc
-    import emulator.reference as reference
+    import nmc.emulator.noc as noc
+    import nmc.emulator.reference as reference
 
     cm = random_coremap(200 + seed, "tiny" if seed else "multichip")
     static, step = random_inputs(cm, 1, 2, seed)

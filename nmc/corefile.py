@@ -1,0 +1,117 @@
+"""Core-map files: save and load (format version, integrity hash, structure and the chip's design rules).
+
+:func:`validate` is what every consumer of a core map that did not come straight from the mapper
+runs: the structural checks of :func:`nmc.coremap.check_coremap` plus every design rule of
+:mod:`nmc.rules`.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .chip import chip_from_dict
+from .coremap import ARRAYS, FORMAT, FORMAT_VERSION, CoreMap, check_coremap
+from .errors import CoreMapError, NmcError
+from .files import atomic_write_bytes
+from .rules import check_coremap as design_rules
+from .version import __version__
+
+__all__ = ["save", "load", "validate"]
+
+
+def validate(cm: CoreMap) -> None:
+    """Structural checks plus the chip's limits; raise :class:`CoreMapError` naming what is wrong."""
+    try:
+        check_coremap(cm)
+    except CoreMapError as e:
+        raise CoreMapError(f"{e}; the core map is damaged or was not written by 'nmc compile': recompile the "
+                           "model") from None
+    violations = design_rules(cm)  # the emulator refuses a core map that breaks one of its chip's limits
+    if violations:
+        raise CoreMapError("core map breaks the chip's limits:\n" + "\n".join("  - " + v for v in violations))
+
+
+def _digest(meta_wo_hash: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps(meta_wo_hash, sort_keys=True).encode())
+    for k in sorted(arrays):
+        v = np.ascontiguousarray(arrays[k])
+        h.update(k.encode())
+        h.update(str(v.dtype).encode())
+        h.update(str(v.shape).encode())
+        h.update(v.tobytes())
+    return h.hexdigest()
+
+
+def save(cm: CoreMap, path: str | os.PathLike) -> Path:
+    """Write ``cm`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "nmc_version": __version__,
+        "chip": cm.chip.to_dict(),
+        "meta": cm.meta,
+    }
+    header["sha256"] = _digest(header, cm.arrays)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("header.json", json.dumps(header, indent=1, sort_keys=True))
+        for k in ARRAYS:
+            b = io.BytesIO()
+            np.save(b, np.ascontiguousarray(cm.arrays[k]), allow_pickle=False)
+            z.writestr(f"{k}.npy", b.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def load(path: str | os.PathLike, check: bool = True) -> CoreMap:
+    """Read a core map; check format, version, integrity and (``check``) the chip's limits."""
+    path = Path(path)
+    if not path.exists():
+        raise CoreMapError(f"core map '{path}' does not exist")
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+            if "header.json" not in names:
+                raise CoreMapError(f"'{path}' is not an nmc core map (no header.json); compile one with 'nmc compile'")
+            header = json.loads(z.read("header.json"))
+            if not isinstance(header, dict) or header.get("format") != FORMAT:
+                raise CoreMapError(f"'{path}' is not an nmc core map (format {header.get('format')!r})")
+            ver = header.get("format_version")
+            if ver != FORMAT_VERSION:
+                raise CoreMapError(f"'{path}' has core-map format version {ver}; this nmc reads version "
+                                   f"{FORMAT_VERSION}: recompile the model with this nmc")
+            arrays = {}
+            for k, dt in ARRAYS.items():
+                if f"{k}.npy" not in names:
+                    raise CoreMapError(f"'{path}' is corrupt: array '{k}' is missing; recompile the model")
+                arrays[k] = np.load(io.BytesIO(z.read(f"{k}.npy")), allow_pickle=False)
+    except zipfile.BadZipFile:
+        raise CoreMapError(f"'{path}' is corrupt or not an nmc core map (not a readable archive); recompile it") from None
+    except (ValueError, OSError, KeyError, EOFError, zlib.error, NotImplementedError, RuntimeError) as e:
+        # a damaged archive fails in many places: bad CRC, bad deflate stream, unknown compression method
+        if isinstance(e, NmcError):
+            raise
+        raise CoreMapError(f"'{path}' is corrupt ({type(e).__name__}: {e}); recompile the model") from None
+    stored = header.pop("sha256", None)
+    if stored != _digest(header, arrays):
+        raise CoreMapError(f"'{path}' failed its integrity check (SHA-256 mismatch): the file was modified or "
+                           "damaged after compilation; recompile the model")
+    try:
+        chip = chip_from_dict(header["chip"], origin=f"{path} chip")
+    except NmcError as e:
+        raise CoreMapError(f"'{path}': embedded chip description is invalid: {e}") from None
+    cm = CoreMap(chip=chip, meta=header["meta"], arrays=arrays)
+    cm.meta["nmc_version"] = header.get("nmc_version")
+    if check:
+        validate(cm)
+    return cm

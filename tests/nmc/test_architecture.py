@@ -1,0 +1,147 @@
+"""The floor plan (docs/architecture.md), checked on the source: who may import whom, no import cycles,
+no nmc imports hidden inside functions, and an install that adds only ``nmc`` to site-packages."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import networkx as nx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+#: repository folder -> the package it installs as (pyproject.toml package-dir)
+PACKAGES = {"nmc": "nmc", "frontend": "nmc.frontend", "mapper": "nmc.mapper", "emulator": "nmc.emulator"}
+
+#: the ground floor: data types that import nothing above them
+GROUND = {"nmc.ir", "nmc.chip", "nmc.coremap", "nmc.corefile", "nmc.errors", "nmc.version", "nmc.files",
+          "nmc.rules", "nmc.resources", "nmc.neurons", "nmc.presets"}
+#: the top floor: may import anything
+TOP = {"nmc", "nmc.api", "nmc.cli", "nmc.calibration"}
+#: a stage may import the ground floor, itself and the stages listed here
+STAGE_DEPS = {"nmc.frontend": set(), "nmc.mapper": {"nmc.frontend"}, "nmc.emulator": set()}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for folder, pkg in PACKAGES.items():
+        for f in sorted((ROOT / folder).rglob("*.py")):
+            rel = f.relative_to(ROOT / folder).with_suffix("")
+            parts = [p for p in rel.parts if p != "__init__"]
+            out[".".join([pkg, *parts])] = f
+    return out
+
+
+MODULES = _modules()
+
+
+def _resolve(mod: str, node: ast.ImportFrom) -> str:
+    if node.level == 0:
+        return node.module or ""
+    is_pkg = MODULES[mod].name == "__init__.py"
+    base = mod.split(".")[: len(mod.split(".")) - node.level + (1 if is_pkg else 0)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _imports(mod: str) -> list[tuple[str, int, bool]]:
+    """(imported nmc module, line, at module level) for every import of ``mod``."""
+    tree = ast.parse(MODULES[mod].read_text(), filename=str(MODULES[mod]))
+    top_level = {id(n) for n in tree.body}
+    for n in tree.body:  # imports under a module-level `if`/`try` count as module level
+        if isinstance(n, (ast.If, ast.Try)):
+            top_level |= {id(x) for x in ast.walk(n)}
+    out = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Import):
+            names = [a.name for a in n.names]
+        elif isinstance(n, ast.ImportFrom):
+            base = _resolve(mod, n)
+            names = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in n.names]
+        else:
+            continue
+        for name in names:
+            if name == "nmc" or name.startswith("nmc."):
+                while name not in MODULES:  # `import nmc.x.y` of a symbol: the module that holds it
+                    name = name.rsplit(".", 1)[0]
+                out.append((name, n.lineno, id(n) in top_level))
+    return out
+
+
+def _floor(mod: str) -> str:
+    if mod in TOP:
+        return "top"
+    for g in GROUND:
+        if mod == g or mod.startswith(g + "."):
+            return "ground"
+    for s in STAGE_DEPS:
+        if mod == s or mod.startswith(s + "."):
+            return s
+    raise AssertionError(f"module {mod} is on no floor of the architecture; add it to this test and the doc")
+
+
+def test_every_module_has_a_floor():
+    for mod in MODULES:
+        _floor(mod)
+
+
+def test_no_nmc_import_inside_a_function():
+    hidden = [f"{mod}:{line} imports {name}" for mod in MODULES for name, line, top in _imports(mod) if not top]
+    assert hidden == []
+
+
+def test_floors_import_only_downwards():
+    bad = []
+    for mod in MODULES:
+        floor = _floor(mod)
+        for name, line, _ in _imports(mod):
+            target = _floor(name)
+            if floor == "top" or target == "ground" or target == floor:
+                continue
+            if floor != "ground" and target in STAGE_DEPS.get(floor, set()):
+                continue
+            bad.append(f"{mod}:{line} ({floor}) imports {name} ({target})")
+    assert bad == []
+
+
+def test_no_import_cycles():
+    g = nx.DiGraph()
+    g.add_nodes_from(MODULES)
+    for mod in MODULES:
+        for name, _, _ in _imports(mod):
+            if name != mod:
+                g.add_edge(mod, name)
+    cycles = list(nx.simple_cycles(g))
+    assert cycles == []
+
+
+def test_the_checker_sees_a_cycle_and_an_upward_import(tmp_path, monkeypatch):
+    # the checks above must be able to fail: feed them a fake package with both faults
+    (tmp_path / "nmc").mkdir()
+    (tmp_path / "nmc" / "__init__.py").write_text("")
+    (tmp_path / "nmc" / "ir.py").write_text("from nmc.api import x\n")
+    (tmp_path / "nmc" / "api.py").write_text("def f():\n    from nmc import ir\n")
+    fake = {"nmc": tmp_path / "nmc" / "__init__.py", "nmc.ir": tmp_path / "nmc" / "ir.py",
+            "nmc.api": tmp_path / "nmc" / "api.py"}
+    monkeypatch.setattr(sys.modules[__name__], "MODULES", fake)
+    with pytest.raises(AssertionError):
+        test_floors_import_only_downwards()
+    with pytest.raises(AssertionError):
+        test_no_nmc_import_inside_a_function()
+    with pytest.raises(AssertionError):
+        test_no_import_cycles()
+
+
+def test_install_adds_only_nmc(tmp_path):
+    """``pip install .`` puts one top-level package, ``nmc`` (stages inside it), plus its metadata."""
+    target = tmp_path / "site"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(ROOT)],
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode != 0 and "No matching distribution" in r.stderr:
+        pytest.skip("the build backend could not be fetched here")
+    assert r.returncode == 0, r.stderr
+    top = sorted(p.name for p in target.iterdir() if p.name != "bin")
+    assert [t for t in top if not t.endswith(".dist-info")] == ["nmc"]
+    for stage in ("frontend", "mapper", "emulator"):
+        assert (target / "nmc" / stage / "__init__.py").is_file()
+    assert (target / "nmc" / "presets" / "tianjic.toml").is_file()
