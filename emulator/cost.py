@@ -1,18 +1,24 @@
-"""Price event counts with a chip's per-event energies (docs/timing_energy.md, "Events and energy").
+"""Price an emulator run with a chip's numbers (docs/timing_energy.md, "Events and energy").
 
-The emulator only counts events; this module turns counts into joules.  Every energy comes from
-``chip.energy``; :data:`ENERGY_FIELD` says which field prices which event kind.
+The emulator only counts events and cycles; this module is the one place that turns them into joules
+and seconds (:func:`price_run`; the report only formats its result).  Every number comes from the
+core map's chip: per-event energies from ``chip.energy`` (:data:`ENERGY_FIELD` says which field prices
+which event kind), static power from ``chip.energy.static_power_per_core_w``, seconds from
+``chip.clock_hz``, and which chips are powered from ``chip.cores_x`` / ``chip.cores_y``.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from nmc.chip import ChipSpec
+from nmc.coremap import CoreMap
 
-from .result import EVENT_KINDS
+from .result import EVENT_KINDS, RawResult
 
-__all__ = ["ENERGY_FIELD", "J_PER_PJ", "price", "static_energy", "energy_per_event", "latency_seconds",
-           "powered_cores"]
+__all__ = ["ENERGY_FIELD", "J_PER_PJ", "Pricing", "price_run", "price", "static_energy", "energy_per_event",
+           "latency_seconds", "chips_in_use", "powered_cores"]
 
 #: event kind -> field of :class:`nmc.chip.EnergySpec` (picojoules per event)
 ENERGY_FIELD: dict[str, str] = {
@@ -66,11 +72,54 @@ def latency_seconds(cycles: int | np.ndarray, chip: ChipSpec) -> np.ndarray | fl
     return np.asarray(cycles, dtype=np.float64) / chip.clock_hz
 
 
-def powered_cores(cm) -> int:
-    """Cores of every chip in use (a chip is in use when at least one core of the map sits on it)."""
+def chips_in_use(cm: CoreMap) -> list[tuple[int, int]]:
+    """``(chip x, chip y)`` of every chip at least one core of the map sits on, sorted."""
     chip = cm.chip
-    if cm.num_cores == 0:
-        return 0
-    cx = np.asarray(cm.arrays["core_x"]) // chip.cores_x
-    cy = np.asarray(cm.arrays["core_y"]) // chip.cores_y
-    return int(len(set(zip(cx.tolist(), cy.tolist())))) * chip.cores_per_chip
+    cx = np.asarray(cm.arrays["core_x"], dtype=np.int64) // chip.cores_x
+    cy = np.asarray(cm.arrays["core_y"], dtype=np.int64) // chip.cores_y
+    return sorted(set(zip(cx.tolist(), cy.tolist())))
+
+
+def powered_cores(cm: CoreMap) -> int:
+    """Cores of every chip in use (a chip is in use when at least one core of the map sits on it);
+    unused chips of the system are powered off."""
+    return len(chips_in_use(cm)) * cm.chip.cores_per_chip
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """What a run of ``B`` samples on a core map of ``C`` cores costs (float64 arrays, joules and seconds).
+
+    ``energy_j == dynamic_j.sum((1, 2)) + static_used_j.sum(1) + static_idle_j`` and
+    ``core_j == dynamic_j.sum(2) + static_used_j``.
+    """
+
+    dynamic_j: np.ndarray  #: [B, C, K] dynamic energy per sample, core and event kind (order of EVENT_KINDS)
+    static_used_j: np.ndarray  #: [B, C] static energy of every core of the map
+    static_idle_j: np.ndarray  #: [B] static energy of the idle cores of the powered chips
+    core_j: np.ndarray  #: [B, C] energy of every core of the map (dynamic + its static)
+    energy_j: np.ndarray  #: [B] energy of every task
+    latency_s: np.ndarray  #: [B] latency of every task in seconds
+    chips_powered: int  #: chips in use (with at least one core of the map)
+    cores_powered: int  #: every core of the chips in use
+
+
+def price_run(cm: CoreMap, res: RawResult) -> Pricing:
+    """Price an emulator run: dynamic energy of the counted events, static power of every core of every
+    chip in use for the whole task latency (unused chips are off and cost nothing), and latency in seconds.
+    A map whose cores all sit on one chip pays ``static_power_per_core_w * cores_per_chip * latency_s``
+    of static energy per task, however many chips the system has.
+    """
+    chip = cm.chip
+    B, C = res.core_cycles.shape
+    lat_s = np.asarray(latency_seconds(res.latency_cycles, chip), dtype=np.float64).reshape(B)
+    dyn = price(res.events, chip)  # [B, C, K]
+    chips_on = len(chips_in_use(cm))
+    cores_on = chips_on * chip.cores_per_chip
+    assert cores_on >= C, f"{C} cores on {chips_on} chip(s) of {chip.cores_per_chip}"  # internal invariant
+    static_used = np.asarray(static_energy(chip, np.ones((1, C)), lat_s[:, None]), dtype=np.float64)  # [B, C]
+    static_idle = np.asarray(static_energy(chip, cores_on - C, lat_s), dtype=np.float64)  # [B]
+    core_j = dyn.sum(axis=2) + static_used
+    return Pricing(dynamic_j=dyn, static_used_j=static_used, static_idle_j=static_idle, core_j=core_j,
+                   energy_j=core_j.sum(axis=1) + static_idle, latency_s=lat_s, chips_powered=chips_on,
+                   cores_powered=cores_on)

@@ -1,5 +1,7 @@
 """Turn an emulator run (event counts and cycles) into the profile report: latency and energy per
-task, per stage, per layer, per core and per event kind (docs/timing_energy.md)."""
+task, per stage, per layer, per core and per event kind (docs/timing_energy.md).
+
+This module only formats: every joule and second comes from :func:`emulator.cost.price_run`."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,7 +11,7 @@ import numpy as np
 from nmc.coremap import CoreMap
 from nmc.version import __version__
 
-from .cost import price
+from .cost import price_run
 from .prepare import phase_slots
 from .result import EVENT_KINDS, RawResult
 
@@ -22,14 +24,8 @@ def build_report(cm: CoreMap, res: RawResult, steps: int, backend: str) -> dict[
     chips = cm.meta.get("chips", [1, 1])
     n_chips = int(chips[0]) * int(chips[1])
     lat_cyc = res.latency_cycles.astype(np.float64)  # [B]
-    lat_s = lat_cyc / chip.clock_hz
-    dyn = price(res.events, chip)  # [B, C, K] joules
-    p_core = chip.energy.static_power_per_core_w
-    static_used = p_core * lat_s[:, None] * np.ones((1, C))  # [B, C]
-    idle_cores = n_chips * chip.cores_per_chip - C
-    static_idle = p_core * idle_cores * lat_s  # [B]
-    core_energy = dyn.sum(axis=2) + static_used  # [B, C]
-    task_energy = core_energy.sum(axis=1) + static_idle  # [B]
+    pr = price_run(cm, res)
+    dyn, core_energy, task_energy = pr.dynamic_j, pr.core_j, pr.energy_j  # [B, C, K], [B, C], [B] joules
 
     def mean(x):
         return float(np.mean(x)) if np.size(x) else 0.0
@@ -84,17 +80,19 @@ def build_report(cm: CoreMap, res: RawResult, steps: int, backend: str) -> dict[
         chips=[int(chips[0]), int(chips[1])],
         cores_used=int(C),
         cores_available=int(n_chips * chip.cores_per_chip),
+        chips_powered=int(pr.chips_powered),
+        cores_powered=int(pr.cores_powered),
         latency_cycles=mean(lat_cyc),
-        latency_s=mean(lat_s),
+        latency_s=mean(pr.latency_s),
         energy_j=e_task,
-        power_w=e_task / mean(lat_s) if mean(lat_s) > 0 else 0.0,
+        power_w=e_task / mean(pr.latency_s) if mean(pr.latency_s) > 0 else 0.0,
         ops_per_j=total_ops / e_task if e_task > 0 else 0.0,
         per_task=dict(latency_cycles=[int(x) for x in res.latency_cycles], energy_j=[float(x) for x in task_energy]),
         stages=dict(zip(("static", "step", "readout"), (mean(res.stage_cycles[:, i]) for i in range(3)))),
         step_cycles_mean=[mean(res.step_cycles[:, t]) for t in range(res.step_cycles.shape[1])],
         phases=phases,
-        energy_breakdown=dict(dynamic_j=mean(dyn.sum(axis=(1, 2))), static_used_j=mean(static_used.sum(axis=1)),
-                              static_idle_j=mean(static_idle), by_event_j=by_event),
+        energy_breakdown=dict(dynamic_j=mean(dyn.sum(axis=(1, 2))), static_used_j=mean(pr.static_used_j.sum(axis=1)),
+                              static_idle_j=mean(pr.static_idle_j), by_event_j=by_event),
         events=events,
         layers=layers,
         cores=cores,
@@ -113,15 +111,15 @@ def format_profile(rep: dict[str, Any], top_cores: int = 10) -> str:
     """A plain-text table of the report: per task, per stage, per event kind, per layer, busiest cores."""
     L = []
     L.append(f"model {rep['model']} on {rep['chip']} ({rep['chips'][0]}x{rep['chips'][1]} chip(s), "
-             f"{rep['cores_used']}/{rep['cores_available']} cores), {rep['steps']} steps, {rep['samples']} task(s), "
-             f"backend {rep['backend']}")
+             f"{rep.get('chips_powered', '?')} powered, {rep['cores_used']}/{rep['cores_available']} cores), "
+             f"{rep['steps']} steps, {rep['samples']} task(s), backend {rep['backend']}")
     L.append(f"per task: latency {rep['latency_cycles']:.0f} cycles = {_si(rep['latency_s'], 's')}, "
              f"energy {_si(rep['energy_j'], 'J')}, power {_si(rep['power_w'], 'W')}")
     st = rep["stages"]
     L.append(f"stages (cycles): static {st['static']:.0f}, steps {st['step']:.0f}, readout {st['readout']:.0f}")
     eb = rep["energy_breakdown"]
     L.append(f"energy: dynamic {_si(eb['dynamic_j'], 'J')}, static (used cores) {_si(eb['static_used_j'], 'J')}, "
-             f"static (idle cores) {_si(eb['static_idle_j'], 'J')}")
+             f"static (idle cores of powered chips) {_si(eb['static_idle_j'], 'J')}")
     L.append("")
     L.append(f"{'event':<18}{'count/task':>14}{'energy/task':>14}")
     for k, v in rep["events"].items():
