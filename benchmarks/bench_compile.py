@@ -43,16 +43,14 @@ def main() -> int:
     t0 = time.perf_counter()
     g = load_onnx(model)
     t_load = time.perf_counter() - t0
-    st = passes.MapState(graph=g, chip=load_chip(a.chip), options=dict(chips="auto", placement="greedy"), calib=calib)
-    times = []
-    for p in passes.default_passes():
-        t = time.perf_counter()
-        p(st)
-        times.append((p.name, time.perf_counter() - t))
+    ctx = passes.Context(chip=load_chip(a.chip), options=dict(chips="auto", placement="greedy"), calib=calib)
+    run = passes.PassManager(passes.default_passes()).run(g, ctx)
+    times = list(run.seconds.items())
     total = t_load + sum(t for _, t in times)
-    syn = sum(int(l.rows.shape[0]) for l in st.lg.layers)
-    cm = st.coremap
-    print(f"model: {a.size}x{a.size}x3 CNN -> SNN, {len(st.lg.layers)} layers, {syn:,} synapses (unfolded)")
+    layers = run["layers"].layers
+    syn = sum(int(l.rows.shape[0]) for l in layers)
+    cm = run["coremap"]
+    print(f"model: {a.size}x{a.size}x3 CNN -> SNN, {len(layers)} layers, {syn:,} synapses (unfolded)")
     print(f"mapped onto {cm.num_cores} cores of {a.chip} ({cm.meta['chips'][0]}x{cm.meta['chips'][1]} chips) "
           f"in {total:.2f} s ({syn / total / 1e6:.2f} M synapses/s)")
     print(f"  load_onnx {t_load:.3f} s")

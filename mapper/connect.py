@@ -20,7 +20,7 @@ from .partition import Piece
 __all__ = ["Wiring", "connect"]
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Wiring:
     neuron_off: np.ndarray  #: [C+1] prefix sums of neurons per core
     axon_off: np.ndarray  #: [C+1]
@@ -35,6 +35,11 @@ class Wiring:
     host_inputs: list[str]  #: static/step graph inputs, in feed index order
     phase: np.ndarray  #: [C]
     dag: nx.DiGraph  #: core dataflow graph (edge weight = values routed)
+    out_taps: list[np.ndarray]  #: neurons of each reported graph output that is not a membrane, in report order
+
+    def tap_neurons(self) -> np.ndarray:
+        """Every neuron whose output register is sent to the host (the core-map ``out_src``)."""
+        return np.concatenate(self.out_taps).astype(np.int64) if self.out_taps else np.zeros(0, np.int64)
 
 
 def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
@@ -55,6 +60,15 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
         arr[p.neurons] = neuron_off[ci] + np.arange(p.n_neurons)
     for t, arr in elem_neuron.items():
         assert np.all(arr >= 0), f"tensor {t} has unplaced elements"  # internal invariant
+    membranes = lg.membranes()
+    out_taps = []
+    for o, _ in lg.reported_outputs():
+        if o in membranes:
+            continue
+        if lg.root(o) not in elem_neuron:
+            raise MappingError(f"graph output '{o}' is not computed by any layer (it is a graph input or a state "
+                               "passed through); drop it from the outputs")
+        out_taps.append(elem_neuron[lg.root(o)])
 
     host_inputs = [n for n, k in g.inputs.items() if k in ("static", "step")]
     host_index = {n: i for i, n in enumerate(host_inputs)}
@@ -137,4 +151,4 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
     return Wiring(neuron_off=neuron_off, axon_off=axon_off, elem_neuron=elem_neuron, route_src=route_src,
                   route_dst=route_dst, route_delayed=route_delayed, feed_input=cat(f_in, np.int32),
                   feed_elem=cat(f_el, np.int64), feed_dst=cat(f_dst, np.int64), axon_init=axon_init,
-                  host_inputs=host_inputs, phase=phase, dag=dag)
+                  host_inputs=host_inputs, phase=phase, dag=dag, out_taps=out_taps)

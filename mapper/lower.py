@@ -17,13 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from nmc.errors import ModelError, UnsupportedOpError
+from nmc.errors import ModelError, PassError, UnsupportedOpError
 from nmc.ir import Graph, Node
 
 __all__ = ["Layer", "LayerGraph", "lower", "conv_connectivity", "pool_connectivity"]
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Layer:
     """One synapse + soma.  ``rows``/``cols``/``vals`` is the COO connectivity: neuron ``rows[i]``
     reads column ``cols[i]`` (columns enumerate the concatenated elements of ``inputs``) with float
@@ -49,7 +49,6 @@ class Layer:
     state_out: str = ""  #: lif: membrane state output (v'); count: same as out
     init: np.ndarray | None = None  #: initial membrane / count (float)
     order: np.ndarray | None = None  #: neuron order for partitioning (locality)
-    q: dict[str, Any] = field(default_factory=dict)  #: filled by quantize
 
     @property
     def n(self) -> int:
@@ -63,8 +62,10 @@ class Layer:
         return f"layer '{self.name}' ({self.op}, ONNX node '{self.source}')"
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class LayerGraph:
+    """The result of :func:`lower`: the layers in dataflow order and the tensor aliases."""
+
     graph: Graph
     layers: list[Layer]
     alias: dict[str, str]  #: tensor -> the tensor it is a view of (roots map to themselves)
@@ -84,6 +85,33 @@ class LayerGraph:
     def membranes(self) -> dict[str, Layer]:
         """LIF membrane state outputs (held in neuron state, not in output registers) -> their layer."""
         return {l.state_out: l for l in self.layers if l.soma == "lif"}
+
+    def lint(self) -> None:
+        """Check the invariants later passes rely on; raise :class:`PassError` naming the first broken one."""
+        g = self.graph
+        outs: set[str] = set()
+        for t, r in self.alias.items():
+            if r in self.alias and self.alias[r] != r:
+                raise PassError(f"layers: alias '{t}' -> '{r}' is not a root")
+        for l in self.layers:
+            n, n_cols = l.n, l.n_cols
+            if l.out in outs:
+                raise PassError(f"layers: two layers write tensor '{l.out}'")
+            outs.add(l.out)
+            if len(l.inputs) != len(l.in_sizes) or any(g.tensors[t].size != sz for t, sz in zip(l.inputs, l.in_sizes)):
+                raise PassError(f"layers: {l.where()} input sizes {l.in_sizes} do not match its inputs {l.inputs}")
+            if not (l.rows.shape == l.cols.shape == l.vals.shape) or l.rows.ndim != 1:
+                raise PassError(f"layers: {l.where()} has COO arrays of different shapes")
+            if l.rows.size and (l.rows.min() < 0 or l.rows.max() >= n or l.cols.min() < 0 or l.cols.max() >= n_cols):
+                raise PassError(f"layers: {l.where()} has a synapse outside its {n} neurons x {n_cols} inputs")
+            if l.bias.shape != (n,):
+                raise PassError(f"layers: {l.where()} has {l.bias.shape} biases for {n} neurons")
+            if l.order is not None and not np.array_equal(np.sort(l.order), np.arange(n)):
+                raise PassError(f"layers: {l.where()} neuron order is not a permutation of its {n} neurons")
+            if l.dendrite not in ("mac", "max") or l.soma not in ("ann", "lif", "count"):
+                raise PassError(f"layers: {l.where()} has dendrite {l.dendrite!r} / soma {l.soma!r}")
+            if l.soma in ("lif", "count") and (l.init is None or l.init.shape != (n,)):
+                raise PassError(f"layers: {l.where()} lacks an initial state for each of its {n} neurons")
 
 
 # ----------------------------------------------------------------------------- connectivity

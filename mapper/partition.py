@@ -9,23 +9,23 @@ is split by fan-in: each group of neurons gets *partial* cores (one per chunk of
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Mapping
 
 import numpy as np
 
 from nmc.chip import ChipSpec
 from nmc.errors import DoesNotFitError
 
-from .lower import Layer, LayerGraph
-from .quantize import TQ
-from nmc.rules import count_router_entries
 from nmc.resources import bytes_of_bits, core_usage, unit_weight_bits
 
-__all__ = ["Piece", "partition", "routing_shortfall"]
+from .lower import Layer
+from .quantize import TQ, Quantized
+
+__all__ = ["Piece", "partition", "layer_in_bytes"]
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Piece:
     layer: int  #: index into LayerGraph.layers
     kind: str  #: "full" | "partial" | "merge"
@@ -44,20 +44,17 @@ class Piece:
         return int(self.cols.shape[0])
 
 
-def _in_bytes(l: Layer, tq: dict[str, TQ]) -> int:
+def layer_in_bytes(l: Layer, tq: dict[str, TQ]) -> int:
     return max(bytes_of_bits(tq[t].bits) for t in l.inputs)
 
 
-def partition(lg: LayerGraph, chip: ChipSpec, tq: dict[str, TQ],
-              reserve: Mapping[int, int] | None = None) -> list[Piece]:
+def partition(q: Quantized, chip: ChipSpec, reserve: Mapping[int, int] | None = None) -> list[Piece]:
     """Pieces of every layer; ``reserve[layer]`` routing-table entries are kept free on each of its cores."""
     pieces: list[Piece] = []
-    for li, l in enumerate(lg.layers):
-        ps = _partition_layer(li, l, chip, tq, int((reserve or {}).get(li, 0)))
+    for li, l in enumerate(q.lg.layers):
+        ps = _partition_layer(li, l, q.layers[li].w_bits, chip, q.tq, int((reserve or {}).get(li, 0)))
         off = len(pieces)
-        for p in ps:
-            p.partials = [i + off for i in p.partials]
-        pieces.extend(ps)
+        pieces.extend(replace(p, partials=[i + off for i in p.partials]) if p.partials else p for p in ps)
     return pieces
 
 
@@ -69,11 +66,10 @@ def _csr(l: Layer) -> tuple[np.ndarray, np.ndarray]:
     return np.cumsum(ptr), cols
 
 
-def _partition_layer(li: int, l: Layer, chip: ChipSpec, tq: dict[str, TQ], rr: int = 0) -> list[Piece]:
+def _partition_layer(li: int, l: Layer, w_bits: int, chip: ChipSpec, tq: dict[str, TQ], rr: int = 0) -> list[Piece]:
     c = chip.core
     ptr, cols = _csr(l)
-    in_b = _in_bytes(l, tq)
-    w_bits = l.q["w_bits"]
+    in_b = layer_in_bytes(l, tq)
     soma = l.soma
     order = l.order if l.order is not None else np.arange(l.n, dtype=np.int64)
     fan_in = np.diff(ptr)
@@ -190,29 +186,3 @@ def _greedy_split(li, l: Layer, order, ptr, cols, chip: ChipSpec, in_b: int, w_b
         pieces.append(Piece(layer=li, kind="merge", neurons=neurons, cols=np.zeros(0, np.int64),
                             partials=list(range(base, base + k))))
     return pieces
-
-
-def routing_shortfall(lg: LayerGraph, chip: ChipSpec, tq: dict[str, TQ], pieces: list[Piece],
-                      wiring: Any) -> dict[int, int]:
-    """Layers with a core whose routing table does not fit beside its configuration, and the entries to
-    reserve on that layer's cores.  A core's entries (distinct destination cores, +1 for the host port when
-    it holds a graph output; as ``nmc.rules.router_entries`` counts them) are only known once every
-    layer is partitioned and connected, so the mapper partitions again with these reserves."""
-    c = chip.core
-    membranes = lg.membranes()
-    taps = [wiring.elem_neuron[lg.root(o)] for o, _ in lg.reported_outputs()
-            if o not in membranes and lg.root(o) in wiring.elem_neuron]
-    ents = count_router_entries(wiring.neuron_off, wiring.axon_off, wiring.route_src, wiring.route_dst,
-                                np.concatenate(taps) if taps else np.zeros(0, np.int64))
-    out: dict[int, int] = {}
-    for ci, p in enumerate(pieces):
-        n_ent = int(ents[ci])
-        l = lg.layers[p.layer]
-        soma = "partial" if p.kind == "partial" else l.soma
-        w_bits = unit_weight_bits(chip) if p.kind == "merge" else l.q["w_bits"]
-        in_b = 4 if p.kind == "merge" else _in_bytes(l, tq)
-        u = core_usage(chip, p.n_axons, p.n_neurons, w_bits, soma, in_b, has_bias=soma != "partial",
-                       router_entries=n_ent)
-        if u.total > c.memory_bytes:
-            out[p.layer] = max(out.get(p.layer, 0), n_ent)
-    return out

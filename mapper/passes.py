@@ -1,187 +1,182 @@
-"""The mapping pipeline as passes: each checks what it requires, runs, and checks what it ensures.
+"""The mapping pipeline as passes: each takes typed results of earlier passes and returns the next one.
 
-A :class:`PassManager` runs them in order over one :class:`MapState`; a failure names the pass
-that failed and the passes before it.  Passes hold no global state.
+::
+
+    graph ─lower─────▶ LayerGraph ─┐
+    graph ─calibrate─▶ Ranges ─────┴─quantize─▶ Quantized ─fit─▶ Fit ─place─▶ Placement
+      ─route─▶ Routes ─emit─▶ CoreMap (checked against the chip's design rules)
+
+``lower`` checks the IR graph (``Graph.lint``) and lowers it to layers; ``calibrate`` gives tensor
+ranges; ``quantize`` the chip integers of every layer; ``fit`` partitions the layers into core-sized
+pieces and wires them (routes, input feeds, phases), reserving routing-table memory until it fits;
+``place`` puts the cores on the chips' grid; ``route`` builds every core's routing table; ``emit``
+writes the core map and runs the design rules (``nmc.rules``) on it.
+
+Results are frozen dataclasses; no pass edits an earlier result, so every result stays what its pass
+returned.  A :class:`PassManager` runs the passes in order; a failure names the pass that failed and
+the passes before it.  With ``lint=True`` it also checks every result's invariants (``.lint()``)
+between passes, as the tests do.  Passes hold no global state.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from nmc import rules as drc
 from nmc.chip import ChipSpec
 from nmc.coremap import CoreMap
+from nmc.coremap import check_coremap as check_structure
 from nmc.errors import DesignRuleError, NmcError, PassError
 from nmc.ir import Graph
 
-from nmc import rules as drc
-from .connect import Wiring, connect
 from .emit import emit
+from .fit import Fit, fit
 from .lower import LayerGraph, lower
-from .partition import Piece, partition, routing_shortfall
-from .place import chips_needed, place
-from .quantize import TQ, Range, calibrate, quantize, ranges_from_metadata
+from .place import Placement, place_fit
+from .quantize import Quantized, Ranges, calibrate, quantize, ranges_from_metadata
+from .route import Routes, route
 
-__all__ = ["MapState", "Pass", "PassManager", "default_passes", "map_graph"]
+__all__ = ["Context", "Pass", "PassManager", "Run", "default_passes", "map_graph"]
 
 
-@dataclass
-class MapState:
-    graph: Graph
+@dataclass(frozen=True)
+class Context:
+    """What every pass may read besides its inputs: the chip, the compile options, calibration inputs."""
+
     chip: ChipSpec
-    options: dict[str, Any]
+    options: Mapping[str, Any] = field(default_factory=dict)
     calib: Mapping[str, np.ndarray] | None = None
-    lg: LayerGraph | None = None
-    ranges: dict[str, Range] | None = None
-    tq: dict[str, TQ] | None = None
-    pieces: list[Piece] | None = None
-    wiring: Wiring | None = None
-    chips: tuple[int, int] | None = None
-    pos: np.ndarray | None = None
-    coremap: CoreMap | None = None
-    log: list[str] = field(default_factory=list)
 
 
-@dataclass
+def _lint_method(result: Any) -> None:
+    result.lint()
+
+
+@dataclass(frozen=True)
 class Pass:
-    name: str
-    requires: tuple[str, ...]
-    ensures: tuple[str, ...]
-    fn: Callable[[MapState], bool]
+    """``fn(ctx, *results named by takes)`` returns the result named ``gives``, an instance of ``result``;
+    ``lint`` checks that result's invariants (default: its ``lint()`` method)."""
 
-    def __call__(self, st: MapState) -> bool:
-        missing = [r for r in self.requires if getattr(st, r) is None]
+    name: str
+    takes: tuple[str, ...]
+    gives: str
+    result: type
+    fn: Callable[..., Any]
+    lint: Callable[[Any], None] = _lint_method
+
+    def __call__(self, results: Mapping[str, Any], ctx: Context) -> Any:
+        missing = [t for t in self.takes if t not in results]
         if missing:
             raise PassError(f"pass '{self.name}' requires {missing}, which no earlier pass produced")
-        changed = self.fn(st)
-        absent = [e for e in self.ensures if getattr(st, e) is None]
-        if absent:
-            raise PassError(f"pass '{self.name}' did not produce {absent}")  # a bug in the pass
-        return changed
+        out = self.fn(ctx, *(results[t] for t in self.takes))
+        if not isinstance(out, self.result):  # a bug in the pass
+            raise PassError(f"pass '{self.name}' did not produce '{self.gives}' (a {self.result.__name__}); "
+                            f"it returned a {type(out).__name__}")
+        return out
+
+
+@dataclass
+class Run:
+    """What :meth:`PassManager.run` returns: every result by name (``"graph"`` first), the log, and the
+    seconds each pass took."""
+
+    results: dict[str, Any]
+    log: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.results[name]
 
 
 class PassManager:
-    def __init__(self, passes: list[Pass]):
+    def __init__(self, passes: list[Pass], lint: bool = False):
         self.passes = list(passes)
+        self.lint = lint
 
-    def run(self, st: MapState) -> MapState:
+    def run(self, graph: Graph, ctx: Context) -> Run:
+        run = Run(results={"graph": graph})
         done: list[str] = []
         for p in self.passes:
+            if p.gives in run.results:
+                raise PassError(f"pass '{p.name}' would replace '{p.gives}', which an earlier pass produced")
+            t0 = time.perf_counter()
             try:
-                changed = p(st)
+                out = p(run.results, ctx)
             except NmcError:
                 raise
             except Exception as e:  # an internal failure: say where it happened
                 raise PassError(f"mapper pass '{p.name}' failed after passes {done or '[]'}: "
                                 f"{type(e).__name__}: {e}") from e
-            st.log.append(f"{p.name}: {'changed' if changed else 'no change'}")
+            run.seconds[p.name] = time.perf_counter() - t0
+            if self.lint:
+                try:
+                    p.lint(out)
+                except Exception as e:
+                    raise PassError(f"mapper pass '{p.name}' returned a {type(out).__name__} that breaks its "
+                                    f"invariants: {e}") from e
+            run.results[p.gives] = out
+            run.log.append(f"{p.name}: {p.gives}")
             done.append(p.name)
-        return st
+        return run
 
 
 # ----------------------------------------------------------------------------- passes
-def _lint(st: MapState) -> bool:
-    st.graph.lint()
-    return False
+def _lower(ctx: Context, graph: Graph) -> LayerGraph:
+    graph.lint()
+    return lower(graph)
 
 
-def _lower(st: MapState) -> bool:
-    st.lg = lower(st.graph)
-    return True
+def _calibrate(ctx: Context, graph: Graph) -> Ranges:
+    ranges = ranges_from_metadata(graph)
+    if ctx.calib is not None:
+        ranges.update(calibrate(graph, ctx.calib, ctx.options.get("calib_steps")))
+    return Ranges(ranges)
 
 
-def _calibrate(st: MapState) -> bool:
-    ranges = ranges_from_metadata(st.graph)
-    if st.calib is not None:
-        ranges.update(calibrate(st.graph, st.calib, st.options.get("calib_steps")))
-    st.ranges = ranges
-    return True
+def _quantize(ctx: Context, layers: LayerGraph, ranges: Ranges) -> Quantized:
+    return quantize(layers, ctx.chip, ranges.ranges)
 
 
-def _quantize(st: MapState) -> bool:
-    st.tq = quantize(st.lg, st.chip, st.ranges)
-    return True
+def _fit(ctx: Context, q: Quantized) -> Fit:
+    return fit(q, ctx.chip)
 
 
-def _partition(st: MapState) -> bool:
-    # routing tables share a core's memory but their size is known only once every layer is partitioned:
-    # partition, count each core's destinations, and partition again with those entries reserved
-    reserve: dict[int, int] = {}
-    while True:
-        st.pieces = partition(st.lg, st.chip, st.tq, reserve)
-        st.wiring = connect(st.lg, st.pieces)
-        short = routing_shortfall(st.lg, st.chip, st.tq, st.pieces, st.wiring)
-        grown = {li: n for li, n in short.items() if n > reserve.get(li, 0)}
-        if not grown:  # fits, or no reserve can help (the design rules then name the core)
-            return True
-        reserve.update(grown)
+def _place(ctx: Context, f: Fit) -> Placement:
+    return place_fit(f, ctx.options.get("chips"), ctx.options.get("placement", "greedy"))
 
 
-def _connect(st: MapState) -> bool:
-    # the partition pass already connected its final pieces (it needs the routing tables)
-    if st.wiring is None:
-        st.wiring = connect(st.lg, st.pieces)
-        return True
-    return False
+def _route(ctx: Context, p: Placement) -> Routes:
+    return route(p)
 
 
-def _place(st: MapState) -> bool:
-    chips = st.options.get("chips")
-    n = len(st.pieces)
-    if chips in (None, "auto"):
-        chips = chips_needed(n, st.chip) if chips == "auto" else (st.chip.system.chips_x, st.chip.system.chips_y)
-    st.chips = (int(chips[0]), int(chips[1]))
-    names = [st.lg.layers[p.layer].name for p in st.pieces]
-    st.pos = place(st.wiring.dag, st.chip, st.chips, st.options.get("placement", "greedy"), names)
-    return True
-
-
-def _emit(st: MapState) -> bool:
-    opts = {k: (list(v) if isinstance(v, tuple) else v) for k, v in st.options.items() if k != "calib_steps"}
-    opts["chips"] = list(st.chips)
-    st.coremap = emit(st.lg, st.pieces, st.tq, st.wiring, st.pos, st.chip, st.chips, st.graph.num_steps, opts)
-    return True
-
-
-def _route(st: MapState) -> bool:
-    """Routing tables (destinations per core) and the static XY hop count of every (source, destination) pair."""
-    cm = st.coremap
-    a = cm.arrays
-    pairs = drc.route_pairs(a["core_neuron_off"], a["core_axon_off"], a["route_src"], a["route_dst"])
-    hops = np.abs(a["core_x"][pairs[0]] - a["core_x"][pairs[1]]) + np.abs(a["core_y"][pairs[0]] - a["core_y"][pairs[1]])
-    ents = drc.router_entries(cm)
-    cm.meta["routing"] = dict(pairs=int(pairs.shape[1]), max_table_entries=int(ents.max(initial=0)),
-                              mean_pair_hops=float(hops.mean()) if hops.size else 0.0,
-                              max_pair_hops=int(hops.max(initial=0)))
-    return True
-
-
-def _drc(st: MapState) -> bool:
-    violations = drc.check_coremap(st.coremap)
+def _emit(ctx: Context, r: Routes) -> CoreMap:
+    opts = {k: (list(v) if isinstance(v, tuple) else v) for k, v in ctx.options.items() if k != "calib_steps"}
+    opts["chips"] = list(r.placement.chips)
+    cm = emit(r, opts)
+    violations = drc.check_coremap(cm)
     if violations:
         raise DesignRuleError(violations)
-    return False
+    return cm
 
 
 def default_passes() -> list[Pass]:
     return [
-        Pass("lint", ("graph",), (), _lint),
-        Pass("lower", ("graph",), ("lg",), _lower),
-        Pass("calibrate", ("graph",), ("ranges",), _calibrate),
-        Pass("quantize", ("lg", "ranges"), ("tq",), _quantize),
-        Pass("partition", ("lg", "tq"), ("pieces",), _partition),
-        Pass("connect", ("lg", "pieces"), ("wiring",), _connect),
-        Pass("place", ("wiring", "pieces"), ("pos", "chips"), _place),
-        Pass("emit", ("pos", "wiring", "tq"), ("coremap",), _emit),
-        Pass("route", ("coremap",), ("coremap",), _route),
-        Pass("drc", ("coremap",), ("coremap",), _drc),
+        Pass("lower", ("graph",), "layers", LayerGraph, _lower),
+        Pass("calibrate", ("graph",), "ranges", Ranges, _calibrate),
+        Pass("quantize", ("layers", "ranges"), "quantized", Quantized, _quantize),
+        Pass("fit", ("quantized",), "fit", Fit, _fit),
+        Pass("place", ("fit",), "placement", Placement, _place),
+        Pass("route", ("placement",), "routes", Routes, _route),
+        Pass("emit", ("routes",), "coremap", CoreMap, _emit, lint=check_structure),
     ]
 
 
-def map_graph(graph: Graph, chip: ChipSpec, calib: Mapping[str, np.ndarray] | None = None,
+def map_graph(graph: Graph, chip: ChipSpec, calib: Mapping[str, np.ndarray] | None = None, *, lint: bool = False,
               **options: Any) -> CoreMap:
-    """Map an IR graph onto ``chip``: lower, calibrate, quantise, partition, connect, place, emit, route, check."""
-    st = MapState(graph=graph, chip=chip, options=dict(options), calib=calib)
-    PassManager(default_passes()).run(st)
-    return st.coremap
+    """Map an IR graph onto ``chip``: lower, calibrate, quantise, fit (partition + connect), place, route,
+    emit (and check the design rules).  ``lint``: check every pass's result (for tests; slower)."""
+    ctx = Context(chip=chip, options=dict(options), calib=calib)
+    return PassManager(default_passes(), lint=lint).run(graph, ctx)["coremap"]

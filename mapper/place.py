@@ -6,15 +6,18 @@ name is an error; an unknown name lists the known ones).  Each takes the core da
 """
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import networkx as nx
 import numpy as np
 
 from nmc.chip import ChipSpec
-from nmc.errors import DoesNotFitError, RegistryError
+from nmc.errors import DoesNotFitError, PassError, RegistryError
 
-__all__ = ["PLACERS", "register_placer", "place", "chips_needed"]
+from .fit import Fit
+
+__all__ = ["PLACERS", "Placement", "register_placer", "place", "place_fit", "chips_needed"]
 
 Placer = Callable[[nx.DiGraph, ChipSpec, int, int], list[tuple[int, int]]]
 PLACERS: dict[str, Placer] = {}
@@ -32,6 +35,39 @@ def register_placer(name: str) -> Callable[[Placer], Placer]:
 def chips_needed(n_cores: int, chip: ChipSpec) -> tuple[int, int]:
     """Smallest row of chips that holds n_cores."""
     return max(1, -(-n_cores // chip.cores_per_chip)), 1
+
+
+@dataclass(frozen=True, eq=False)
+class Placement:
+    """The result of :func:`place_fit`: a grid of ``chips`` and the global ``(x, y)`` of every core."""
+
+    fit: Fit
+    chips: tuple[int, int]
+    pos: np.ndarray  #: [C, 2] int64
+
+    def lint(self) -> None:
+        """One position per core, inside the grid of ``chips``, no two alike."""
+        C = len(self.fit.pieces)
+        W, H = self.fit.chip.grid(*self.chips)
+        if self.pos.shape != (C, 2):
+            raise PassError(f"placement: positions of shape {self.pos.shape} for {C} cores")
+        x, y = self.pos[:, 0], self.pos[:, 1]
+        out = np.flatnonzero((x < 0) | (x >= W) | (y < 0) | (y >= H))
+        if out.size:
+            raise PassError(f"placement: core {int(out[0])} is at {tuple(self.pos[out[0]].tolist())}, outside the "
+                            f"{W} x {H} grid")
+        if len({tuple(p) for p in self.pos.tolist()}) != C:
+            raise PassError("placement: two cores share a position")
+
+
+def place_fit(f: Fit, chips: Any = None, strategy: str = "greedy") -> Placement:
+    """Place the cores of ``f`` on ``chips`` (``(x, y)``, ``"auto"``: fewest in a row, None: the chip's system)."""
+    if chips in (None, "auto"):
+        chips = chips_needed(len(f.pieces), f.chip) if chips == "auto" else (f.chip.system.chips_x,
+                                                                            f.chip.system.chips_y)
+    grid = (int(chips[0]), int(chips[1]))
+    names = [f.quant.lg.layers[p.layer].name for p in f.pieces]
+    return Placement(fit=f, chips=grid, pos=place(f.wiring.dag, f.chip, grid, strategy, names))
 
 
 def place(dag: nx.DiGraph, chip: ChipSpec, chips: tuple[int, int], strategy: str,

@@ -8,26 +8,27 @@ or integer membrane parameters (LIF).  Parameters that are already representable
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import numpy as np
 
 from nmc.chip import ChipSpec
-from nmc.errors import QuantizationError
+from nmc.errors import PassError, QuantizationError
 from nmc.frontend.interpret import run_float
 from nmc.ir import Graph
 
 from .lower import LayerGraph
 
-__all__ = ["TQ", "Range", "calibrate", "ranges_from_metadata", "quantize", "requant_params"]
+__all__ = ["TQ", "Range", "Ranges", "QLayer", "Quantized", "calibrate", "ranges_from_metadata", "quantize",
+           "requant_params"]
 
 _EPS = 1e-9
 #: weights are stored as int8 (ternary/binary are int8 values in a narrower range); core.weight_bits includes 8
 W_MAX = 2 ** (8 - 1) - 1
 
 
-@dataclass
+@dataclass(frozen=True)
 class Range:
     lo: float
     hi: float
@@ -37,7 +38,7 @@ class Range:
         return Range(min(self.lo, other.lo), max(self.hi, other.hi), self.integer and other.integer)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TQ:
     """How a tensor is represented on the chip: float value = scale * integer, integer in [lo, hi]."""
 
@@ -46,6 +47,72 @@ class TQ:
     hi: int
     bits: int  #: 1 spike, 8 value, 32 wide
     kind: str  #: "spike" | "value" | "count"
+
+
+@dataclass(frozen=True, eq=False)
+class Ranges:
+    """The result of calibration: a float range per tensor (from calibration inputs and/or model metadata)."""
+
+    ranges: dict[str, Range] = field(default_factory=dict)
+
+    def lint(self) -> None:
+        for t, r in self.ranges.items():
+            if not (np.isfinite(r.lo) and np.isfinite(r.hi) and r.lo <= r.hi):
+                raise PassError(f"ranges: tensor '{t}' has range [{r.lo}, {r.hi}]")
+
+
+#: soma-specific integers of a :class:`QLayer`, by soma
+SOMA_KEYS = {"ann": ("mult", "shift"),
+             "lif": ("k", "thr", "v_reset", "v_leak", "beta_mult", "reset_mode", "spike_ge", "reset_delay", "v_init"),
+             "count": ("v_init",)}
+
+
+@dataclass(frozen=True, eq=False)
+class QLayer:
+    """The chip integers of one layer (aligned with its :class:`~nmc.mapper.lower.Layer`)."""
+
+    wq: np.ndarray  #: int weight of every synapse (aligned with ``layer.rows``/``cols``)
+    bias: np.ndarray  #: [n] int
+    lo: int  #: output clamp
+    hi: int
+    w_bits: int  #: 1, 2 or 8: the narrowest weight precision of the chip that holds ``wq``
+    lossless: bool
+    acc_bound: float  #: worst-case accumulator magnitude
+    report: dict[str, Any]  #: quantisation report (core-map header)
+    soma: dict[str, Any]  #: ann: mult, shift [n]; lif: k, thr, v_reset, v_leak, beta_mult, reset_mode,
+    #: spike_ge, reset_delay, v_init [n]; count: v_init [n]
+
+
+@dataclass(frozen=True, eq=False)
+class Quantized:
+    """The result of :func:`quantize`: one :class:`QLayer` per layer of ``lg`` and each routable tensor's TQ."""
+
+    lg: LayerGraph
+    layers: list[QLayer]
+    tq: dict[str, TQ]
+
+    def lint(self) -> None:
+        if len(self.layers) != len(self.lg.layers):
+            raise PassError(f"quantized: {len(self.layers)} quantised layers for {len(self.lg.layers)} layers")
+        for l, q in zip(self.lg.layers, self.layers):
+            if q.wq.shape != l.rows.shape or q.bias.shape != (l.n,):
+                raise PassError(f"quantized: {l.where()} has {q.wq.shape} weights / {q.bias.shape} biases for "
+                                f"{l.rows.shape[0]} synapses / {l.n} neurons")
+            if q.wq.size and (q.wq.min() < -W_MAX - 1 or q.wq.max() > W_MAX):
+                raise PassError(f"quantized: {l.where()} has weights in [{q.wq.min()}, {q.wq.max()}], beyond int8")
+            if q.w_bits not in (1, 2, 8) or (q.w_bits < 8 and q.wq.size and
+                                             (q.wq.min() < (0 if q.w_bits == 1 else -1) or q.wq.max() > 1)):
+                raise PassError(f"quantized: {l.where()} declares {q.w_bits}-bit weights for its weights")
+            if q.lo > q.hi:
+                raise PassError(f"quantized: {l.where()} has output range [{q.lo}, {q.hi}]")
+            if set(q.soma) != set(SOMA_KEYS[l.soma]):
+                raise PassError(f"quantized: {l.where()} ({l.soma}) has soma parameters {sorted(q.soma)}")
+            for k in ("mult", "shift", "v_init"):
+                if k in q.soma and np.shape(q.soma[k]) != (l.n,):
+                    raise PassError(f"quantized: {l.where()} has {np.shape(q.soma[k])} '{k}' for {l.n} neurons")
+            missing = [t for t in (*l.inputs, l.out) if t not in self.tq]
+            if missing:
+                raise PassError(f"quantized: {l.where()} tensors {missing} have no representation")
 
 
 def calibrate(graph: Graph, inputs: Mapping[str, np.ndarray], steps: int | None = None) -> dict[str, Range]:
@@ -165,13 +232,14 @@ def _act_tq(r: Range | None, nonneg: bool, name: str, what: str, bits: int) -> T
     return TQ(scale=scale, lo=lo, hi=hi, bits=8, kind="value")
 
 
-def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> dict[str, TQ]:
-    """Quantise every layer in place (``layer.q``); return each routable tensor's :class:`TQ`."""
+def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Quantized:
+    """Quantise every layer: its :class:`QLayer` and each routable tensor's :class:`TQ`."""
     g = lg.graph
     c = chip.core
     acc_lim = 2 ** (c.accumulator_bits - 1)
     mem_lim = 2 ** (c.membrane_bits - 1)
     tq: dict[str, TQ] = {}
+    qlayers: list[QLayer] = []
     spike_t = {l.out for l in lg.layers if l.soma == "lif"}
     for s in g.states:
         if lg.root(s.output) in spike_t:
@@ -203,9 +271,9 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> dic
         if l.dendrite == "max":
             q_in = tq[l.inputs[0]]
             tq[l.out] = TQ(q_in.scale, q_in.lo if not l.relu else max(0, q_in.lo), q_in.hi, 8, "value")
-            l.q = dict(wq=np.ones_like(l.rows, dtype=np.int64), bias=np.zeros(l.n, np.int64),
-                       mult=np.ones(l.n, np.int64), shift=np.zeros(l.n, np.int64), lo=tq[l.out].lo, hi=tq[l.out].hi,
-                       w_bits=_w_bits(np.ones(1, np.int64), chip), lossless=True)
+            wq, bias, lo, hi = np.ones_like(l.rows, dtype=np.int64), np.zeros(l.n, np.int64), tq[l.out].lo, tq[l.out].hi
+            w_bits, lossless = _w_bits(np.ones(1, np.int64), chip), True
+            soma = dict(mult=np.ones(l.n, np.int64), shift=np.zeros(l.n, np.int64))
             rep.update(lossless=True, weight_rel_err=0.0, out_scale=tq[l.out].scale)
         elif l.soma == "ann":
             E = l.vals * s_in[l.cols]
@@ -226,8 +294,8 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> dic
             err = np.abs(wq * s_row[l.rows] - E)
             lossless = bool(np.all(err <= _EPS * np.maximum(1, np.abs(E))) and np.all(s_row == 1.0)
                             and out_q.scale == 1.0 and np.all(_is_int(l.bias)))
-            l.q = dict(wq=wq, bias=bias, mult=mult, shift=shift, lo=out_q.lo, hi=out_q.hi,
-                       w_bits=_w_bits(wq, chip), lossless=lossless)
+            lo, hi, w_bits = out_q.lo, out_q.hi, _w_bits(wq, chip)
+            soma = dict(mult=mult, shift=shift)
             rep.update(lossless=lossless, weight_rel_err=float(err.max() / max(np.abs(E).max(), 1e-30)) if E.size else 0.0,
                        out_scale=out_q.scale, weight_scale_min=float(s_row.min()), weight_scale_max=float(s_row.max()))
         elif l.soma == "lif":
@@ -247,13 +315,13 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> dic
                                         f"{c.membrane_bits - 1} (core.membrane_bits); rescale the layer's weights or threshold")
             beta = float(a.get("beta", 1.0))
             bm = int(round(beta * 2 ** c.beta_shift))
-            l.q = dict(wq=wq, bias=np.round(k * b).astype(np.int64), k=k, thr=thr_q, v_reset=int(round(k * vr)),
-                       v_leak=int(round(k * vl)), beta_mult=bm, v_init=np.round(k * init).astype(np.int64),
-                       reset_mode=a.get("reset_mode", "subtract"), spike_ge=int(a.get("spike_ge", 0)),
-                       reset_delay=int(a.get("reset_delay", 0)), lo=0, hi=1, w_bits=_w_bits(wq, chip),
-                       mult=np.ones(l.n, np.int64), shift=np.zeros(l.n, np.int64), lossless=bool(exact and beta in (0.0, 1.0)))
+            bias, lo, hi, w_bits = np.round(k * b).astype(np.int64), 0, 1, _w_bits(wq, chip)
+            lossless = bool(exact and beta in (0.0, 1.0))
+            soma = dict(k=k, thr=thr_q, v_reset=int(round(k * vr)), v_leak=int(round(k * vl)), beta_mult=bm,
+                        reset_mode=a.get("reset_mode", "subtract"), spike_ge=int(a.get("spike_ge", 0)),
+                        reset_delay=int(a.get("reset_delay", 0)), v_init=np.round(k * init).astype(np.int64))
             err = np.abs(wq / k - E)
-            rep.update(lossless=l.q["lossless"], membrane_scale=k,
+            rep.update(lossless=lossless, membrane_scale=k,
                        weight_rel_err=float(err.max() / max(np.abs(E).max(), 1e-30)) if E.size else 0.0,
                        beta=beta, beta_chip=bm / 2 ** c.beta_shift)
         elif l.soma == "count":
@@ -264,24 +332,23 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> dic
             hi = 2 ** c.activation_bits - 1
             tq[l.out] = TQ(1.0, 0, hi, 8, "count")
             nonneg.add(l.out)
-            l.q = dict(wq=np.ones_like(l.rows, dtype=np.int64), bias=np.zeros(l.n, np.int64), lo=0, hi=hi,
-                       v_init=np.round(l.init if l.init is not None else np.zeros(l.n)).astype(np.int64),
-                       mult=np.ones(l.n, np.int64), shift=np.zeros(l.n, np.int64), w_bits=_w_bits(np.ones(1, np.int64), chip),
-                       lossless=True)
+            wq, bias, lo = np.ones_like(l.rows, dtype=np.int64), np.zeros(l.n, np.int64), 0
+            w_bits, lossless = _w_bits(np.ones(1, np.int64), chip), True
+            soma = dict(v_init=np.round(l.init if l.init is not None else np.zeros(l.n)).astype(np.int64))
             rep.update(lossless=True, count_max=hi)
         else:
             raise AssertionError(l.soma)
-        wq = l.q["wq"]
         if wq.size and (wq.min() < -W_MAX - 1 or wq.max() > W_MAX):
             raise AssertionError(f"{l.name}: weights out of int8")  # internal invariant: scales bound them
         # worst-case accumulator magnitude (split == unsplit needs it below 2^(A-1))
         in_max = np.concatenate([np.full(sz, max(abs(tq[t].lo), abs(tq[t].hi))) for t, sz in zip(l.inputs, l.in_sizes)])
         bound = np.zeros(l.n)
         np.add.at(bound, l.rows, np.abs(wq) * in_max[l.cols])
-        l.q["acc_bound"] = float((bound + np.abs(l.q["bias"])).max()) if l.n else 0.0
-        rep["acc_bound"] = l.q["acc_bound"]
-        l.q["report"] = rep
+        acc_bound = float((bound + np.abs(bias)).max()) if l.n else 0.0
+        rep["acc_bound"] = acc_bound
+        qlayers.append(QLayer(wq=wq, bias=bias, lo=lo, hi=hi, w_bits=w_bits, lossless=lossless, acc_bound=acc_bound,
+                              report=rep, soma=soma))
     for s in g.states:
         if s.output in tq and s.input not in tq:
             tq[s.input] = tq[s.output]
-    return tq
+    return Quantized(lg=lg, layers=qlayers, tq=tq)

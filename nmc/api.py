@@ -37,7 +37,7 @@ def _as_graph(model: Any):
 
 def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips: Any = None,
             calib: Mapping[str, np.ndarray] | str | os.PathLike | None = None, calib_steps: int | None = None,
-            placement: str = "greedy", overrides: Mapping[str, Any] | None = None) -> CoreMap:
+            placement: str = "greedy", overrides: Mapping[str, Any] | None = None, lint: bool = False) -> CoreMap:
     """Compile an ONNX model (path, bytes or ModelProto in the nmc step convention) or an IR graph.
 
     Parameters
@@ -48,6 +48,7 @@ def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips
         ranges shipped in the model's ``nmc.ranges`` metadata are used.
     placement : placement strategy name (``greedy``, ``linear``).
     overrides : dotted chip fields to replace, e.g. ``{"core.neurons": 64}``.
+    lint : check every mapper pass's result between passes (for tests; slower).
     """
     spec = chip if isinstance(chip, ChipSpec) else load_chip(chip)
     if overrides:
@@ -60,7 +61,7 @@ def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips
         calib_in = _calib_for_graph(graph, calib)
     if isinstance(chips, str) and chips != "auto":
         chips = parse_chips(chips)
-    return map_graph(graph, spec, calib=calib_in, chips=chips, placement=placement, calib_steps=calib_steps)
+    return map_graph(graph, spec, calib=calib_in, lint=lint, chips=chips, placement=placement, calib_steps=calib_steps)
 
 
 def parse_chips(text: str) -> tuple[int, int] | str:

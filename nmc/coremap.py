@@ -105,6 +105,11 @@ ARRAYS: dict[str, str] = {
     # output taps
     "out_off": "int64",  # [n_outputs + 1]
     "out_src": "int64",
+    # routing tables: entries of core c are rt_off[c]:rt_off[c+1]; entry e sends routes
+    # rt_route_off[e]:rt_route_off[e+1] to core rt_dst[e] (-1: the host I/O port, no routes, last)
+    "rt_off": "int64",  # [C + 1]
+    "rt_dst": "int64",  # [E]
+    "rt_route_off": "int64",  # [E + 1]
 }
 
 
@@ -288,6 +293,31 @@ def check_coremap(cm: "CoreMap") -> None:
     pos = x.astype(np.int64) * height + y
     if np.unique(pos).shape[0] != C:
         raise CoreMapError("core map places two cores on the same router")
+    # routing tables: per core its routes' distinct destination cores ascending, then -1 (host port) iff it
+    # holds an output tap; entry ranges partition the routes in order
+    rt_off, rt_dst, rt_ro = a["rt_off"], a["rt_dst"], a["rt_route_off"]
+    E = rt_dst.shape[0]
+    if rt_off.shape[0] != C + 1 or rt_off[0] != 0 or np.any(np.diff(rt_off) < 0) or rt_off[-1] != E:
+        raise CoreMapError(f"core map routing-table offsets 'rt_off' are not {C + 1} non-decreasing values "
+                           f"from 0 to {E}")
+    if rt_ro.shape[0] != E + 1 or rt_ro[0] != 0 or np.any(np.diff(rt_ro) < 0) or rt_ro[-1] != R:
+        raise CoreMapError(f"core map 'rt_route_off' is not {E + 1} non-decreasing values from 0 to {R} (the routes)")
+    if E and (rt_dst.min() < -1 or rt_dst.max() >= C):
+        raise CoreMapError(f"core map routing table sends to a destination outside [-1, {C})")
+    e_core, n_r = np.repeat(np.arange(C), np.diff(rt_off)), np.diff(rt_ro)
+    key = np.where(rt_dst < 0, C, rt_dst)
+    if np.any((e_core[1:] == e_core[:-1]) & (key[1:] <= key[:-1])):
+        raise CoreMapError("core map routing table: a core's entries are not distinct and ascending, host (-1) last")
+    if np.any((rt_dst < 0) != (n_r == 0)):
+        raise CoreMapError("core map routing table: an entry to a core sends no route, or a host entry sends routes")
+    r_e = np.repeat(np.arange(E), n_r)
+    if R and (np.any(cm.neuron_core()[a["route_src"]] != e_core[r_e])
+              or np.any(cm.axon_core()[a["route_dst"]] != rt_dst[r_e])):
+        raise CoreMapError("core map routing table: an entry's routes come from another core or go to another one")
+    tapped = np.zeros(C, bool)
+    tapped[cm.neuron_core()[a["out_src"]]] = True
+    if not np.array_equal(np.isin(np.arange(C), e_core[rt_dst < 0]), tapped):
+        raise CoreMapError("core map routing table: host-port entries are not exactly on the cores holding output taps")
 
 
 def value_bytes(out_bits) -> np.ndarray:
@@ -314,6 +344,6 @@ def in_bytes(cm: "CoreMap") -> np.ndarray:
 def empty_arrays() -> dict[str, np.ndarray]:
     """All arrays of a core map with zero entries (offsets hold a single 0)."""
     out = {k: np.zeros(0, dtype=dt) for k, dt in ARRAYS.items()}
-    for k in ("core_neuron_off", "core_axon_off", "core_w_off", "out_off"):
+    for k in ("core_neuron_off", "core_axon_off", "core_w_off", "out_off", "rt_off", "rt_route_off"):
         out[k] = np.zeros(1, dtype=np.int64)
     return out

@@ -49,8 +49,9 @@ def route_pairs(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndar
 
 def count_router_entries(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndarray,
                          route_dst: np.ndarray, tap_neurons: np.ndarray) -> np.ndarray:
-    """Destinations in each core's routing table: distinct destination cores, +1 for the host port when
-    the core holds a neuron of a graph output (``tap_neurons``)."""
+    """Destinations each core's routing table will hold: distinct destination cores, +1 for the host port
+    when the core holds a neuron of a graph output (``tap_neurons``).  The partitioner's estimate before a
+    core map exists; a core map's own table (:func:`router_entries`) has exactly these counts."""
     pairs = route_pairs(neuron_off, axon_off, route_src, route_dst)
     n = np.bincount(pairs[0], minlength=len(neuron_off) - 1).astype(np.int64)
     if tap_neurons.size:
@@ -59,10 +60,8 @@ def count_router_entries(neuron_off: np.ndarray, axon_off: np.ndarray, route_src
 
 
 def router_entries(cm: CoreMap) -> np.ndarray:
-    """Routing-table entries of every core of ``cm`` (see :func:`count_router_entries`)."""
-    a = cm.arrays
-    return count_router_entries(a["core_neuron_off"], a["core_axon_off"], a["route_src"], a["route_dst"],
-                                a["out_src"])
+    """Routing-table entries of every core of ``cm``, read from its table (``rt_off``)."""
+    return np.diff(cm.arrays["rt_off"]).astype(np.int64)
 
 
 @_rule("neurons-per-core")

@@ -3,7 +3,8 @@
 Every map is structurally consistent (the checks of ``CoreMap.validate`` except the chip's design
 rules, which live in ``nmc.rules``): offsets, weights, unique router positions, one writer per
 axon, spike-input cores fed only spikes, dataflow-ordered phases, delayed routes only between step
-cores, output taps of every stage, meta dicts as the ``CoreMap`` docstring describes.
+cores, output taps of every stage, routing tables derived from the routes and taps
+(:func:`route_table_arrays`), meta dicts as the ``CoreMap`` docstring describes.
 
 Coverage: ANN cores (mac, requantisation with shift 0 and > 0, ReLU / signed / narrow clamps),
 LIF cores (all reset modes, spike_ge 0/1, reset_delay 0/1, leaky and non-leaky ``bm``, membranes near
@@ -18,7 +19,7 @@ import numpy as np
 from nmc.chip import load_chip
 from nmc.coremap import ARRAYS, CoreMap, empty_arrays
 
-__all__ = ["random_coremap", "random_inputs", "SHAPES"]
+__all__ = ["random_coremap", "random_inputs", "route_table_arrays", "build_coremap", "SHAPES"]
 
 #: shapes of random maps the tests draw from
 SHAPES = ("mixed", "ann", "snn", "multichip", "tiny")
@@ -281,6 +282,7 @@ def random_coremap(seed: int, shape: str = "mixed", *, encoding: str | None = No
     arr["out_off"] = np.concatenate([[0], np.cumsum([len(s) for s in out_src])])
     arr["out_src"] = np.concatenate(out_src) if out_src else np.zeros(0)
     arr = {k: np.ascontiguousarray(np.asarray(v).reshape(-1), dtype=ARRAYS[k]) for k, v in arr.items()}
+    arr.update(route_table_arrays(arr))
 
     layers = [{"name": f"L{i}", "op": cd["kind"], "stage": _STAGES[cd["stage"]], "source": f"node{i}",
                "neurons": cd["n_n"], "cores": [i]} for i, cd in enumerate(cores)]
@@ -296,6 +298,37 @@ def random_coremap(seed: int, shape: str = "mixed", *, encoding: str | None = No
         "compile": {"generator": "tests/randmaps.py", "seed": seed},
     }
     return CoreMap(chip=chip, meta=meta, arrays=arr)
+
+
+def route_table_arrays(arr: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The routing-table arrays (``rt_off``, ``rt_dst``, ``rt_route_off``) that ``arr``'s routes and output taps
+    imply, derived entry by entry: a core's entries are the distinct destination cores of its routes,
+    ascending, each with the range of its routes, then -1 (host port, no routes) if it holds an output tap.
+    Routes must be sorted by (source core, destination core).  Written independently of the mapper's
+    ``route_table`` so each checks the other."""
+    n_off, a_off = np.asarray(arr["core_neuron_off"]), np.asarray(arr["core_axon_off"])
+    C = len(n_off) - 1
+    ncore = np.repeat(np.arange(C), np.diff(n_off))
+    acore = np.repeat(np.arange(C), np.diff(a_off))
+    src = [int(ncore[s]) for s in np.asarray(arr["route_src"], np.int64)]
+    dst = [int(acore[d]) for d in np.asarray(arr["route_dst"], np.int64)]
+    tapped = {int(ncore[s]) for s in np.asarray(arr["out_src"], np.int64)}
+    rt_off, rt_dst, rt_route_off = [0], [], [0]
+    r = 0
+    for c in range(C):
+        while r < len(src) and src[r] == c:
+            d = dst[r]
+            while r < len(src) and src[r] == c and dst[r] == d:
+                r += 1
+            rt_dst.append(d)
+            rt_route_off.append(r)
+        if c in tapped:
+            rt_dst.append(-1)
+            rt_route_off.append(r)
+        rt_off.append(len(rt_dst))
+    assert r == len(src), "routes are not sorted by source core"
+    return {"rt_off": np.array(rt_off, np.int64), "rt_dst": np.array(rt_dst, np.int64),
+            "rt_route_off": np.array(rt_route_off, np.int64)}
 
 
 def random_inputs(cm: CoreMap, batch: int, steps: int, seed: int = 0):
@@ -373,6 +406,7 @@ def build_coremap(chip, cores, *, inputs=(), feeds=(), routes=(), outputs=(), ch
     arr["out_off"] = np.concatenate([[0], np.cumsum([len(t) for t in taps])])
     arr["out_src"] = np.array([s for t in taps for s in t])
     arr = {k: np.ascontiguousarray(np.asarray(v).reshape(-1), dtype=ARRAYS[k]) for k, v in arr.items()}
+    arr.update(route_table_arrays(arr))
     meta = {
         "model": "hand", "num_steps": num_steps, "chips": list(chips),
         "layers": [{"name": f"L{i}", "op": "hand", "stage": _STAGES[cd["stage"]], "source": f"n{i}",

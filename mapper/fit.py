@@ -1,0 +1,146 @@
+"""Fit the quantised layers onto cores: partition them into pieces, connect the pieces (routes, input
+feeds, phases), and repeat with routing-table entries reserved until every core's table fits beside
+its configuration.
+
+A core's routing-table entries share its memory, but they are only known once every layer is
+partitioned and connected: :func:`fit` partitions, counts each core's entries
+(``nmc.rules.count_router_entries``), and partitions again with the shortfall reserved on the cores of
+the layers that need it, until nothing grows (the table fits, or no reserve can help and the design
+rules name the core).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nmc.chip import ChipSpec
+from nmc.errors import PassError
+from nmc.resources import core_usage, unit_weight_bits
+from nmc.rules import count_router_entries
+
+from .connect import Wiring, connect
+from .partition import Piece, layer_in_bytes, partition
+from .quantize import Quantized
+
+__all__ = ["Fit", "fit", "routing_shortfall"]
+
+
+@dataclass(frozen=True, eq=False)
+class Fit:
+    """The result of :func:`fit`: core ``c`` holds ``pieces[c]``; ``wiring`` says where each of its axons
+    reads from and in which phase it runs; ``reserve[layer]`` routing-table entries were kept free on
+    each core of that layer."""
+
+    quant: Quantized
+    chip: ChipSpec
+    pieces: list[Piece]
+    wiring: Wiring
+    reserve: dict[int, int]
+
+    def lint(self) -> None:
+        """Every neuron of every layer held by exactly one full/merge piece, no core over the neuron/axon
+        limits, offsets and routes consistent with the pieces, one writer per axon, phases in dataflow order."""
+        lg, pieces, w, c = self.quant.lg, self.pieces, self.wiring, self.chip.core
+        C = len(pieces)
+
+        def bad(msg: str) -> PassError:
+            return PassError(f"fit: {msg}")
+
+        for ci, p in enumerate(pieces):
+            if not 0 <= p.layer < len(lg.layers) or p.kind not in ("full", "partial", "merge"):
+                raise bad(f"core {ci} holds a {p.kind!r} piece of layer #{p.layer}")
+            l = lg.layers[p.layer]
+            if p.n_neurons > c.neurons or p.n_axons > c.axons:
+                raise bad(f"core {ci} ({l.where()}) has {p.n_neurons} neurons / {p.n_axons} axons, over the "
+                          f"core's {c.neurons} / {c.axons}")
+            if p.n_neurons and (p.neurons.min() < 0 or p.neurons.max() >= l.n):
+                raise bad(f"core {ci} holds a neuron outside {l.where()}")
+            if p.kind == "merge":
+                parts = [pieces[k] if 0 <= k < C else None for k in p.partials]
+                if len(parts) < 2 or any(q is None or q.kind != "partial" or q.layer != p.layer
+                                         or not np.array_equal(q.neurons, p.neurons) for q in parts):
+                    raise bad(f"merge core {ci} ({l.where()}) does not sum partial cores of its own neurons")
+            elif p.cols.size and (p.cols.min() < 0 or p.cols.max() >= l.n_cols or np.any(np.diff(p.cols) <= 0)):
+                raise bad(f"core {ci} ({l.where()}) reads input columns that are not distinct, ascending and in range")
+        summed = [k for p in pieces if p.kind == "merge" for k in p.partials]
+        partials = [ci for ci, p in enumerate(pieces) if p.kind == "partial"]
+        if sorted(summed) != partials:
+            raise bad("partial cores and the merge cores that sum them do not pair up one to one")
+        for li, l in enumerate(lg.layers):
+            held = [p.neurons for p in pieces if p.layer == li and p.kind != "partial"]
+            count = np.bincount(np.concatenate(held), minlength=l.n) if held else np.zeros(l.n, np.int64)
+            for wrong in (count > 1, count == 0):
+                if wrong.any():
+                    k = int(np.flatnonzero(wrong)[0])
+                    raise bad(f"neuron {k} of {l.where()} is held by {int(count[k])} full/merge pieces, not 1")
+        n_n = np.array([p.n_neurons for p in pieces], np.int64)
+        n_a = np.array([p.n_axons for p in pieces], np.int64)
+        for name, off, n in (("neuron_off", w.neuron_off, n_n), ("axon_off", w.axon_off, n_a)):
+            if not np.array_equal(off, np.concatenate([[0], np.cumsum(n)])):
+                raise bad(f"wiring.{name} is not the prefix sum of the pieces' sizes")
+        N, A = int(w.neuron_off[-1]), int(w.axon_off[-1])
+        for ci, p in enumerate(pieces):
+            if p.kind == "partial":
+                continue
+            got = w.elem_neuron[lg.layers[p.layer].out][p.neurons]
+            if not np.array_equal(got, w.neuron_off[ci] + np.arange(p.n_neurons)):
+                raise bad(f"wiring.elem_neuron of layer '{lg.layers[p.layer].name}' disagrees with core {ci}")
+        R = w.route_src.shape[0]
+        if not (w.route_dst.shape[0] == w.route_delayed.shape[0] == R):
+            raise bad("route arrays differ in length")
+        if R and (w.route_src.min() < 0 or w.route_src.max() >= N or w.route_dst.min() < 0 or w.route_dst.max() >= A):
+            raise bad("a route points outside the neuron/axon arrays")
+        if w.feed_dst.size and (w.feed_dst.min() < 0 or w.feed_dst.max() >= A):
+            raise bad("an input feed points outside the axon array")
+        writers = np.bincount(np.concatenate([w.route_dst, w.feed_dst]).astype(np.int64), minlength=A)
+        if np.any(writers != 1):
+            k = int(np.flatnonzero(writers != 1)[0])
+            raise bad(f"axon {k} has {int(writers[k])} writers (routes + input feeds), not 1")
+        src = np.searchsorted(w.neuron_off, w.route_src, side="right") - 1
+        dst = np.searchsorted(w.axon_off, w.route_dst, side="right") - 1
+        if R > 1 and np.any(np.diff(np.lexsort((w.route_dst, dst, src))) != 1):
+            raise bad("routes are not sorted by (source core, destination core, destination axon)")
+        if w.phase.shape != (C,):
+            raise bad(f"wiring.phase has shape {w.phase.shape} for {C} cores")
+        stage = np.array([lg.layers[p.layer].stage for p in pieces])
+        same = (w.route_delayed == 0) & (stage[src] == stage[dst]) if R else np.zeros(0, bool)
+        if np.any(w.phase[dst[same]] <= w.phase[src[same]]):
+            raise bad("a core reads a value of its own stage produced in the same or a later phase")
+        taps = w.tap_neurons()
+        if taps.size and (taps.min() < 0 or taps.max() >= N):
+            raise bad("an output tap points outside the neuron array")
+
+
+def routing_shortfall(q: Quantized, chip: ChipSpec, pieces: list[Piece], wiring: Wiring) -> dict[int, int]:
+    """Layers with a core whose routing table does not fit beside its configuration, and the entries to
+    reserve on that layer's cores.  A core's entries are counted as ``nmc.rules.count_router_entries``
+    does (distinct destination cores, +1 for the host port when it holds an output tap)."""
+    c = chip.core
+    ents = count_router_entries(wiring.neuron_off, wiring.axon_off, wiring.route_src, wiring.route_dst,
+                                wiring.tap_neurons())
+    out: dict[int, int] = {}
+    for ci, p in enumerate(pieces):
+        n_ent = int(ents[ci])
+        l = q.lg.layers[p.layer]
+        soma = "partial" if p.kind == "partial" else l.soma
+        w_bits = unit_weight_bits(chip) if p.kind == "merge" else q.layers[p.layer].w_bits
+        in_b = 4 if p.kind == "merge" else layer_in_bytes(l, q.tq)
+        u = core_usage(chip, p.n_axons, p.n_neurons, w_bits, soma, in_b, has_bias=soma != "partial",
+                       router_entries=n_ent)
+        if u.total > c.memory_bytes:
+            out[p.layer] = max(out.get(p.layer, 0), n_ent)
+    return out
+
+
+def fit(q: Quantized, chip: ChipSpec) -> Fit:
+    """Partition and connect, reserving routing-table entries until every table fits (module doc)."""
+    reserve: dict[int, int] = {}
+    while True:
+        pieces = partition(q, chip, reserve)
+        wiring = connect(q.lg, pieces)
+        short = routing_shortfall(q, chip, pieces, wiring)
+        grown = {li: n for li, n in short.items() if n > reserve.get(li, 0)}
+        if not grown:  # fits, or no reserve can help (the design rules then name the core)
+            return Fit(quant=q, chip=chip, pieces=pieces, wiring=wiring, reserve=dict(reserve))
+        reserve.update(grown)
