@@ -35,8 +35,9 @@ def snn_coremap(layers: int, cores_per_layer: int, seed: int = 0):
             c = len(cores)
             W = rng.integers(-44, 48, (a, n))
             cores.append(dict(W=W, x=int(positions[c] % chip.cores_x), y=int(positions[c] // chip.cores_x),
-                              stage=1, phase=l, soma=1, bits=1, lo=0, hi=1, spike_in=1, thr=int(rng.integers(300, 600)),
-                              mode=0, ge=1, bm=int(0.9 * (1 << chip.core.beta_shift))))
+                              stage=1, phase=l, model="lif", bits=1, lo=0, hi=1, spike_in=1,
+                              cparam=dict(threshold=int(rng.integers(300, 600)), reset_mode=0, spike_ge=1,
+                                          beta_mult=int(0.9 * (1 << chip.core.beta_shift)))))
             for ax in range(a):
                 if l == 0:
                     feeds.append((0, int(rng.integers(256)), c, ax))
@@ -76,7 +77,7 @@ def main(argv=None) -> None:
 
     events = int(nb.events[..., syn].sum())
     spikes = int(nb.events[..., EVENT_KINDS.index("spike")].sum())
-    print(f"map: {cm.num_cores} cores, {cm.num_neurons} neurons, {len(cm.route_src)} routes; "
+    print(f"map: {cm.num_cores} cores, {cm.num_neurons} neurons, {len(cm.routes.src)} routes; "
           f"batch {args.batch} x {args.steps} steps")
     print(f"synaptic events (sop + mac): {events:,}; spikes: {spikes:,} "
           f"({spikes / (cm.num_neurons * args.batch * args.steps):.1%} of neuron updates)")

@@ -75,8 +75,8 @@ def latency_seconds(cycles: int | np.ndarray, chip: ChipSpec) -> np.ndarray | fl
 def chips_in_use(cm: CoreMap) -> list[tuple[int, int]]:
     """``(chip x, chip y)`` of every chip at least one core of the map sits on, sorted."""
     chip = cm.chip
-    cx = np.asarray(cm.arrays["core_x"], dtype=np.int64) // chip.cores_x
-    cy = np.asarray(cm.arrays["core_y"], dtype=np.int64) // chip.cores_y
+    cx = np.asarray(cm.cores.x, dtype=np.int64) // chip.cores_x
+    cy = np.asarray(cm.cores.y, dtype=np.int64) // chip.cores_y
     return sorted(set(zip(cx.tolist(), cy.tolist())))
 
 

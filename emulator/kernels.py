@@ -1,23 +1,30 @@
 """The Numba emulator: same semantics as ``emulator/reference.py``, bit for bit, much faster.
 
-:func:`run_numba` (the public driver) validates the core map and the inputs, derives static tables
-(per-phase core lists and route lists, per (source, destination) route groups, link paths, input
-and output tables) and calls the private ``@njit`` kernel :func:`_run`, which takes only arrays and
-scalars and loops over samples, steps, phases and cores.  Numba options come from
-``emulator/_jit.py``.
+:func:`run_numba` (the public driver) validates the core map and the inputs, builds the schedule
+(``emulator/schedule.py``, shared with the reference) and calls the private ``@njit`` kernel
+:func:`_run` with a few grouped arguments: the network's arrays (:class:`Net`), the schedule, the inputs
+and output taps (:class:`IO`), the chip's constants (:class:`ChipConsts`) and the result buffers
+(:class:`Buffers`).  The soma of a core runs its neuron model's ``nb_step`` through :func:`_soma`, a
+dispatcher generated from the neuron-model registry (``nmc.neurons``), so a new model needs no edit here.
 """
 from __future__ import annotations
+
+import sys
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
-from nmc.coremap import CoreMap
+from nmc.coremap import CoreMap, check_coremap
+from nmc.neurons import MODELS
 
-from ._jit import NJIT
-from .noc import PathTable, grid_shape, noc_run
-from .prepare import (check_coremap, chips_of, in_bytes, input_kind_codes, prepare_inputs, soma_cycles,
-                      stage_phases, state_bytes, value_bytes)
+from . import noc, timing
+from ._jit import NJIT, guard_caches
+from .noc import noc_run
+from .prepare import prepare_inputs
 from .result import EVENT_INDEX, EVENT_KINDS, RawResult
+from .schedule import build_schedule, input_columns
+from .timing import cdiv, core_cycles
 
 __all__ = ["run_numba"]
 
@@ -26,54 +33,110 @@ _K = len(EVENT_KINDS)
 _MAC, _SOP, _UPD, _SPK, _RD, _WR, _PKT, _HOP, _CROSS = (EVENT_INDEX[k] for k in EVENT_KINDS)
 
 
+class Net(NamedTuple):
+    """The core map's arrays the kernel reads (int64 unless noted)."""
+
+    n_off: np.ndarray
+    a_off: np.ndarray
+    w_off: np.ndarray
+    weights: np.ndarray  #: int8
+    dend: np.ndarray
+    spike_in: np.ndarray
+    model: np.ndarray
+    out_bits: np.ndarray
+    out_lo: np.ndarray
+    out_hi: np.ndarray
+    cparam: np.ndarray  #: [C, P]
+    bias: np.ndarray
+    nparam: np.ndarray  #: [N, Q]
+    state_init: np.ndarray  #: [N, S]
+    axon_init: np.ndarray
+    route_src: np.ndarray
+    route_dst: np.ndarray
+    rt_off: np.ndarray
+    rt_dst: np.ndarray
+    rt_route_off: np.ndarray
+
+
+class IO(NamedTuple):
+    has_static: bool
+    has_step: bool
+    S: np.ndarray  #: [B, static columns] quantised static inputs
+    St: np.ndarray  #: [B, T, step columns] quantised step inputs
+    once_src: np.ndarray  #: neurons recorded once (static / readout outputs), and their stage
+    once_stage: np.ndarray
+    step_src: np.ndarray  #: neurons recorded after every step
+
+
+class ChipConsts(NamedTuple):
+    acc_bits: int
+    mem_bits: int
+    beta_shift: int
+    overhead: int
+    axon_bw: int
+    mac_rows: int
+    mac_cols: int
+    soma_lanes: int
+    barrier: int
+    payload: int
+    aer: bool
+    in_bits: int
+
+
+class Buffers(NamedTuple):
+    rec_once: np.ndarray
+    rec_step: np.ndarray
+    state_final: np.ndarray
+    axon_final: np.ndarray
+    events: np.ndarray
+    core_cycles: np.ndarray
+    stage_cycles: np.ndarray
+    step_cycles: np.ndarray
+    phase_cycles: np.ndarray
+    phase_compute: np.ndarray
+
+
+# --------------------------------------------------------------------------- soma dispatch
+def _make_soma():
+    """``_soma(code, ...)``: call the ``nb_step`` of the neuron model with that code (generated from the registry)."""
+    args = "n0, nn, acc, state, nparam, cp, lo, hi, mem_bits, beta_shift, out"
+    lines = [f"def _soma(code, {args}):"]
+    env = {}
+    for m in MODELS.values():
+        env[f"step_{m.code}"] = m.nb_step
+        lines.append(f"    if code == {m.code}:\n        return step_{m.code}({args})")
+    lines.append("    return 0")
+    exec(compile("\n".join(lines), f"<nmc soma dispatch of {len(MODELS)} neuron models>", "exec"), env)
+    return njit(nogil=True)(env["_soma"])  # not cached itself: _run, which inlines it, is
+
+
+_soma = _make_soma()
+
+
 # --------------------------------------------------------------------------- kernels
 @njit(**NJIT)
-def _cdiv(a, b):
-    return (a + b - 1) // b
-
-
-@njit(**NJIT)
-def _clamp(x, lo, hi):
-    return lo if x < lo else (hi if x > hi else x)
-
-
-@njit(**NJIT)
-def _reset(u, mode, thr, vr, mmin, mmax):
-    """LIF reset of membrane ``u``: 0 subtract (saturating), 1 to ``vr``, 2 none."""
-    if mode == 0:
-        return _clamp(u - thr, mmin, mmax)
-    if mode == 1:
-        return vr
-    return u
-
-
-@njit(**NJIT)
-def _compute_core(c, axons, v, out, acc, ev,
-                  n_off, a_off, w_off, weights, dend, spike_in, soma, out_bits, w_row_bytes, in_b, st_b,
-                  out_lo, out_hi, thr_a, vr_a, vl_a, bm_a, mode_a, ge_a, rd_a, soma_cyc,
-                  bias, req_mult, req_shift,
-                  acc_bits, mem_bits, beta_shift, overhead, axon_bw, mac_rows, mac_cols, soma_lanes):
+def _compute_core(c, net, sch, k, axons, state, out, acc, ev):
     """Run core ``c``; add its events to ``ev[c]``; return its compute cycles."""
-    n0 = n_off[c]
-    nn = n_off[c + 1] - n0
-    a0 = a_off[c]
-    na = a_off[c + 1] - a0
-    w0 = w_off[c]
+    n0 = net.n_off[c]
+    nn = net.n_off[c + 1] - n0
+    a0 = net.a_off[c]
+    na = net.a_off[c + 1] - a0
+    w0 = net.w_off[c]
     nz = 0
-    if dend[c] == 0:  # mac
+    if net.dend[c] == 0:  # mac
         for j in range(nn):
-            acc[j] = bias[n0 + j]
+            acc[j] = net.bias[n0 + j]
         for i in range(na):
             x = axons[a0 + i]
             if x != 0:
                 nz += 1
                 base = w0 + i * nn
                 for j in range(nn):
-                    acc[j] += x * weights[base + j]
-        amax = (np.int64(1) << (acc_bits - 1)) - 1
-        amin = -(np.int64(1) << (acc_bits - 1))
+                    acc[j] += x * net.weights[base + j]
+        amax = (np.int64(1) << (k.acc_bits - 1)) - 1
+        amin = -(np.int64(1) << (k.acc_bits - 1))
         for j in range(nn):
-            acc[j] = _clamp(acc[j], amin, amax)
+            acc[j] = min(max(acc[j], amin), amax)
     else:  # max over axons with a nonzero weight
         for j in range(nn):
             acc[j] = _I64_MIN
@@ -83,139 +146,66 @@ def _compute_core(c, axons, v, out, acc, ev,
                 nz += 1
             base = w0 + i * nn
             for j in range(nn):
-                if weights[base + j] != 0 and x > acc[j]:
+                if net.weights[base + j] != 0 and x > acc[j]:
                     acc[j] = x
-    rows = nz if spike_in[c] != 0 else na
-
-    s_mode = soma[c]
-    lo = out_lo[c]
-    hi = out_hi[c]
-    bits = out_bits[c]
-    nspk = 0
-    if s_mode == 0:  # ann
-        for j in range(nn):
-            sh = req_shift[n0 + j]
-            y = acc[j] * req_mult[n0 + j]
-            if sh > 0:
-                y = (y + (np.int64(1) << (sh - 1))) >> sh
-            y = _clamp(y, lo, hi)
-            out[n0 + j] = y
-            if y != 0:
-                nspk += 1
-    elif s_mode == 2:  # partial
-        for j in range(nn):
-            out[n0 + j] = acc[j]
-            if acc[j] != 0:
-                nspk += 1
-    elif s_mode == 3:  # count
-        for j in range(nn):
-            y = _clamp(v[n0 + j] + acc[j], lo, hi)
-            v[n0 + j] = y
-            out[n0 + j] = y
-            if y != 0:
-                nspk += 1
-    else:  # lif
-        mmax = (np.int64(1) << (mem_bits - 1)) - 1
-        mmin = -(np.int64(1) << (mem_bits - 1))
-        thr = thr_a[c]
-        vr = vr_a[c]
-        vl = vl_a[c]
-        bm = bm_a[c]
-        mode = mode_a[c]
-        ge = ge_a[c] != 0
-        rd = rd_a[c] != 0
-        for j in range(nn):
-            vj = v[n0 + j]
-            r = False
-            if rd:
-                r = (vj >= thr) if ge else (vj > thr)
-            u = _clamp(vl + (((vj - vl) * bm) >> beta_shift) + acc[j], mmin, mmax)
-            if rd and r:
-                u = _reset(u, mode, thr, vr, mmin, mmax)
-            s = (u >= thr) if ge else (u > thr)
-            nv = _reset(u, mode, thr, vr, mmin, mmax) if (not rd) and s else u
-            v[n0 + j] = nv
-            if s:
-                out[n0 + j] = 1
-                nspk += 1
-            else:
-                out[n0 + j] = 0
-
-    sb = st_b[c]
-    ib = in_b[c]
-    if spike_in[c] != 0:
+    spiking = net.spike_in[c] != 0
+    rows = nz if spiking else na
+    nspk = _soma(net.model[c], n0, nn, acc, state, net.nparam, net.cparam[c], net.out_lo[c], net.out_hi[c],
+                 k.mem_bits, k.beta_shift, out)
+    bits = net.out_bits[c]
+    sb = sch.st_b[c]
+    ib = sch.in_b[c]
+    if spiking:
         ev[c, _SOP] += rows * nn
     else:
         ev[c, _MAC] += na * nn
     ev[c, _UPD] += nn
     if bits == 1:
         ev[c, _SPK] += nspk
-    ev[c, _RD] += rows * w_row_bytes[c] + na * ib + nn * sb
+    ev[c, _RD] += rows * sch.w_row_b[c] + na * ib + nn * sb
     ev[c, _WR] += nn * sb + nn * ((bits + 7) // 8)
-    return (overhead + _cdiv(na * ib, axon_bw) + _cdiv(rows, mac_rows) * _cdiv(nn, mac_cols)
-            + _cdiv(nn, soma_lanes) * soma_cyc[c])
+    return core_cycles(k.overhead, na, ib, k.axon_bw, rows, k.mac_rows, nn, k.mac_cols, k.soma_lanes, sch.soma_cyc[c])
 
 
 @njit(**NJIT)
-def _add_packets(n, ready, path, charge, ev, pk_ready, pk_path, npk, path_hops, path_cross):
+def _add_packets(n, ready, path, charge, ev, pk_ready, pk_path, npk, sch):
     for _ in range(n):
         pk_ready[npk] = ready
         pk_path[npk] = path
         npk += 1
     ev[charge, _PKT] += n
-    ev[charge, _HOP] += n * path_hops[path]
-    ev[charge, _CROSS] += n * path_cross[path]
+    ev[charge, _HOP] += n * sch.path_hops[path]
+    ev[charge, _CROSS] += n * sch.path_cross[path]
     return npk
 
 
 @njit(**NJIT)
-def _run(B, T,
-         # cores
-         n_off, a_off, w_off, weights, dend, spike_in, soma, out_bits, w_row_bytes, in_b, st_b,
-         out_lo, out_hi, thr_a, vr_a, vl_a, bm_a, mode_a, ge_a, rd_a, soma_cyc,
-         bias, req_mult, req_shift, v_init, axon_init, route_src, route_dst,
-         # schedule
-         stage_ph, ph_off, ph_cores, ph_r_off, ph_routes, dl_routes,
-         # packets
-         cp_off, pr_r_off, pr_routes, pr_path, tp_off, tp_neur, tp_path,
-         path_off, path_link, path_lat, path_hops, path_cross, n_links, max_pkt,
-         # inputs
-         has_static, sf_dst, sf_col, sp_core, sp_n, sp_path, S,
-         has_step, tf_dst, tf_col, tp_core_in, tp_n_in, tp_path_in, St,
-         # outputs
-         once_src, once_stage, step_src,
-         # chip
-         acc_bits, mem_bits, beta_shift, overhead, axon_bw, mac_rows, mac_cols, soma_lanes, barrier,
-         payload, aer, in_bits,
-         # results
-         rec_once, rec_step, v_final, axon_final, events, core_cycles, stage_cycles, step_cycles,
-         phase_cycles, phase_compute):
-    C = n_off.shape[0] - 1
-    n_ph = ph_off.shape[0] - 1
-    N = v_init.shape[0]
+def _run(B, T, net, sch, io, k, res):
+    C = net.n_off.shape[0] - 1
+    n_ph = sch.ph_off.shape[0] - 1
+    N = net.n_off[C]
     max_nn = 1
     for c in range(C):
-        if n_off[c + 1] - n_off[c] > max_nn:
-            max_nn = n_off[c + 1] - n_off[c]
+        max_nn = max(max_nn, net.n_off[c + 1] - net.n_off[c])
     acc = np.zeros(max_nn, np.int64)
     out = np.zeros(N, np.int64)
     comp = np.zeros(C, np.int64)
-    pk_ready = np.zeros(max_pkt, np.int64)
-    pk_path = np.zeros(max_pkt, np.int64)
-    heap = np.zeros(max_pkt, np.int64)
-    hop = np.zeros(max_pkt, np.int64)
-    cur = np.zeros(max_pkt, np.int64)
-    deliver = np.zeros(max_pkt, np.int64)
-    link_free = np.zeros(n_links, np.int64)
-    link_epoch = np.zeros(n_links, np.int64)
+    pk_ready = np.zeros(sch.max_pkt, np.int64)
+    pk_path = np.zeros(sch.max_pkt, np.int64)
+    heap = np.zeros(sch.max_pkt, np.int64)
+    hop = np.zeros(sch.max_pkt, np.int64)
+    cur = np.zeros(sch.max_pkt, np.int64)
+    deliver = np.zeros(sch.max_pkt, np.int64)
+    link_free = np.zeros(sch.n_links, np.int64)
+    link_epoch = np.zeros(sch.n_links, np.int64)
     epoch = 0
-    P8 = 8 * payload
+    P8 = 8 * k.payload
     for b in range(B):
-        v = v_final[b]
-        axons = axon_final[b]
-        ev = events[b]
-        v[:] = v_init
-        axons[:] = axon_init
+        state = res.state_final[b]
+        axons = res.axon_final[b]
+        ev = res.events[b]
+        state[:, :] = net.state_init
+        axons[:] = net.axon_init
         out[:] = 0
         for s in range(3):
             reps = 1 if s != 1 else T
@@ -223,91 +213,88 @@ def _run(B, T,
             for t in range(reps):
                 cyc = 0
                 # ---- input phase (NoC only)
-                if (s == 0 and has_static) or (s == 1 and has_step):
+                if (s == 0 and io.has_static) or (s == 1 and io.has_step):
                     npk = 0
                     if s == 0:
-                        for f in range(sf_dst.shape[0]):
-                            axons[sf_dst[f]] = S[b, sf_col[f]]
-                        for q in range(sp_core.shape[0]):
-                            npk = _add_packets(_cdiv(sp_n[q] * in_bits, P8), 0, sp_path[q], sp_core[q], ev,
-                                               pk_ready, pk_path, npk, path_hops, path_cross)
+                        for f in range(sch.sf_dst.shape[0]):
+                            axons[sch.sf_dst[f]] = io.S[b, sch.sf_col[f]]
+                        for q in range(sch.sp_core.shape[0]):
+                            npk = _add_packets(cdiv(sch.sp_n[q] * k.in_bits, P8), 0, sch.sp_path[q], sch.sp_core[q],
+                                               ev, pk_ready, pk_path, npk, sch)
                     else:
-                        for f in range(tf_dst.shape[0]):
-                            axons[tf_dst[f]] = St[b, t, tf_col[f]]
-                        for q in range(tp_core_in.shape[0]):
-                            npk = _add_packets(_cdiv(tp_n_in[q] * in_bits, P8), 0, tp_path_in[q], tp_core_in[q],
-                                               ev, pk_ready, pk_path, npk, path_hops, path_cross)
+                        for f in range(sch.tf_dst.shape[0]):
+                            axons[sch.tf_dst[f]] = io.St[b, t, sch.tf_col[f]]
+                        for q in range(sch.tp_core_in.shape[0]):
+                            npk = _add_packets(cdiv(sch.tp_n_in[q] * k.in_bits, P8), 0, sch.tp_path_in[q],
+                                               sch.tp_core_in[q], ev, pk_ready, pk_path, npk, sch)
                     epoch += 1
-                    last = noc_run(npk, pk_ready, pk_path, path_off, path_link, path_lat, link_free, link_epoch,
-                                   epoch, heap, hop, cur, deliver)
-                    cyc += last + barrier
-                    phase_cycles[b, n_ph + s] += last + barrier
+                    last = noc_run(npk, pk_ready, pk_path, sch.path_off, sch.path_link, sch.path_lat, link_free,
+                                   link_epoch, epoch, heap, hop, cur, deliver)
+                    cyc += last + k.barrier
+                    res.phase_cycles[b, n_ph + s] += last + k.barrier
                 # ---- the stage's phases
-                for ph in range(stage_ph[s], stage_ph[s + 1]):
+                for ph in range(sch.stage_ph[s], sch.stage_ph[s + 1]):
                     cmax = 0
-                    for k in range(ph_off[ph], ph_off[ph + 1]):
-                        c = ph_cores[k]
-                        cc = _compute_core(c, axons, v, out, acc, ev,
-                                           n_off, a_off, w_off, weights, dend, spike_in, soma, out_bits,
-                                           w_row_bytes, in_b, st_b, out_lo, out_hi, thr_a, vr_a, vl_a, bm_a,
-                                           mode_a, ge_a, rd_a, soma_cyc, bias, req_mult, req_shift,
-                                           acc_bits, mem_bits, beta_shift, overhead, axon_bw, mac_rows,
-                                           mac_cols, soma_lanes)
+                    for q in range(sch.ph_off[ph], sch.ph_off[ph + 1]):
+                        c = sch.ph_cores[q]
+                        cc = _compute_core(c, net, sch, k, axons, state, out, acc, ev)
                         comp[c] = cc
-                        core_cycles[b, c] += cc
-                        if cc > cmax:
-                            cmax = cc
+                        res.core_cycles[b, c] += cc
+                        cmax = max(cmax, cc)
                     npk = 0
-                    for k in range(ph_off[ph], ph_off[ph + 1]):
-                        c = ph_cores[k]
-                        bits = out_bits[c]
-                        for pr in range(cp_off[c], cp_off[c + 1]):
-                            r0 = pr_r_off[pr]
-                            r1 = pr_r_off[pr + 1]
-                            if bits == 1 and aer:
-                                n = 0
-                                for q in range(r0, r1):
-                                    if out[route_src[pr_routes[q]]] != 0:
-                                        n += 1
-                            else:
-                                n = _cdiv((r1 - r0) * bits, P8)
-                            npk = _add_packets(n, comp[c], pr_path[pr], c, ev, pk_ready, pk_path, npk,
-                                               path_hops, path_cross)
-                        t0 = tp_off[c]
-                        t1 = tp_off[c + 1]
-                        if t1 > t0:
-                            if bits == 1 and aer:
-                                n = 0
-                                for q in range(t0, t1):
-                                    if out[tp_neur[q]] != 0:
-                                        n += 1
-                            else:
-                                n = _cdiv((t1 - t0) * 8 * ((bits + 7) // 8), P8)
-                            npk = _add_packets(n, comp[c], tp_path[c], c, ev, pk_ready, pk_path, npk,
-                                               path_hops, path_cross)
+                    for q in range(sch.ph_off[ph], sch.ph_off[ph + 1]):
+                        c = sch.ph_cores[q]
+                        bits = net.out_bits[c]
+                        for e in range(net.rt_off[c], net.rt_off[c + 1]):
+                            if net.rt_dst[e] >= 0:
+                                r0 = net.rt_route_off[e]
+                                r1 = net.rt_route_off[e + 1]
+                                if bits == 1 and k.aer:
+                                    n = 0
+                                    for r in range(r0, r1):
+                                        if out[net.route_src[r]] != 0:
+                                            n += 1
+                                else:
+                                    n = cdiv((r1 - r0) * bits, P8)
+                            else:  # the host port: output taps
+                                t0 = sch.tp_off[c]
+                                t1 = sch.tp_off[c + 1]
+                                if bits == 1 and k.aer:
+                                    n = 0
+                                    for r in range(t0, t1):
+                                        if out[sch.tp_neur[r]] != 0:
+                                            n += 1
+                                else:
+                                    n = cdiv((t1 - t0) * 8 * ((bits + 7) // 8), P8)
+                            npk = _add_packets(n, comp[c], sch.ent_path[e], c, ev, pk_ready, pk_path, npk, sch)
                     epoch += 1
-                    last = noc_run(npk, pk_ready, pk_path, path_off, path_link, path_lat, link_free, link_epoch,
-                                   epoch, heap, hop, cur, deliver)
-                    for k in range(ph_r_off[ph], ph_r_off[ph + 1]):
-                        r = ph_routes[k]
-                        axons[route_dst[r]] = out[route_src[r]]
-                    pc = (cmax if cmax > last else last) + barrier
+                    last = noc_run(npk, pk_ready, pk_path, sch.path_off, sch.path_link, sch.path_lat, link_free,
+                                   link_epoch, epoch, heap, hop, cur, deliver)
+                    for q in range(sch.ph_r_off[ph], sch.ph_r_off[ph + 1]):
+                        r = sch.ph_routes[q]
+                        axons[net.route_dst[r]] = out[net.route_src[r]]
+                    pc = max(cmax, last) + k.barrier
                     cyc += pc
-                    phase_cycles[b, ph] += pc
-                    phase_compute[b, ph] += cmax
+                    res.phase_cycles[b, ph] += pc
+                    res.phase_compute[b, ph] += cmax
                 if s == 1:
-                    for k in range(dl_routes.shape[0]):
-                        r = dl_routes[k]
-                        axons[route_dst[r]] = out[route_src[r]]
-                    step_cycles[b, t] = cyc
-                    for j in range(step_src.shape[0]):
-                        rec_step[b, t, j] = out[step_src[j]]
+                    for q in range(sch.dl_routes.shape[0]):
+                        r = sch.dl_routes[q]
+                        axons[net.route_dst[r]] = out[net.route_src[r]]
+                    res.step_cycles[b, t] = cyc
+                    for j in range(io.step_src.shape[0]):
+                        res.rec_step[b, t, j] = out[io.step_src[j]]
                 total += cyc
-            stage_cycles[b, s] = total
+            res.stage_cycles[b, s] = total
             if s != 1:
-                for j in range(once_src.shape[0]):
-                    if once_stage[j] == s:
-                        rec_once[b, j] = out[once_src[j]]
+                for j in range(io.once_src.shape[0]):
+                    if io.once_stage[j] == s:
+                        res.rec_once[b, j] = out[io.once_src[j]]
+
+
+# every cached function the kernels inline: the neuron models' steps, the NoC model, the cycle formula
+guard_caches([sys.modules[name] for name in sorted(sys.modules) if name.startswith("nmc.neurons.")]
+             + [noc, timing, sys.modules[__name__]])
 
 
 # --------------------------------------------------------------------------- driver
@@ -315,104 +302,24 @@ def _i64(x) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.int64)
 
 
-def _tables(cm: CoreMap):
-    """Static tables of the kernel (depend on the core map only)."""
-    a, chip = cm.arrays, cm.chip
-    C = cm.num_cores
-    P8 = 8 * chip.noc.packet_payload_bytes
-    aer = chip.noc.spike_encoding == "aer"
-    in_bits = chip.core.activation_bits
-    neuron_core, axon_core = cm.neuron_core(), cm.axon_core()
-    R = a["route_src"].shape[0]
-    rsc = neuron_core[a["route_src"]] if R else np.zeros(0, np.int64)
-    rdc = axon_core[a["route_dst"]] if R else np.zeros(0, np.int64)
-    width, height = grid_shape(chip, chips_of(cm))
-    paths = PathTable(chip, width, height)
-    pos = [(int(a["core_x"][c]), int(a["core_y"][c])) for c in range(C)]
-    out_bits = a["core_out_bits"].astype(np.int64)
+def _net(cm: CoreMap) -> Net:
+    c, n = cm.cores, cm.neurons
+    return Net(n_off=_i64(c.neuron_off), a_off=_i64(c.axon_off), w_off=_i64(c.w_off),
+               weights=np.ascontiguousarray(cm.weights.data, dtype=np.int8), dend=_i64(c.dendrite),
+               spike_in=_i64(c.spike_in), model=_i64(c.model), out_bits=_i64(c.out_bits), out_lo=_i64(c.out_lo),
+               out_hi=_i64(c.out_hi), cparam=_i64(c.param), bias=_i64(n.bias), nparam=_i64(n.param),
+               state_init=_i64(n.state_init), axon_init=_i64(cm.axons.init), route_src=_i64(cm.routes.src),
+               route_dst=_i64(cm.routes.dst), rt_off=_i64(cm.router.off), rt_dst=_i64(cm.router.dst),
+               rt_route_off=_i64(cm.router.route_off))
 
-    # schedule: phases of every stage, with their cores (ascending) and non-delayed routes (route order)
-    phases = stage_phases(cm)
-    stage_ph = np.zeros(4, np.int64)
-    ph_cores, ph_off, ph_routes, ph_r_off = [], [0], [], [0]
-    nd = a["route_delayed"] == 0
-    for s in range(3):
-        for _, cores in phases[s]:
-            ph_cores += cores.tolist()
-            ph_off.append(len(ph_cores))
-            ph_routes += np.flatnonzero(nd & np.isin(rsc, cores)).tolist()
-            ph_r_off.append(len(ph_routes))
-        stage_ph[s + 1] = len(ph_off) - 1
-    dl_routes = np.flatnonzero(~nd)
 
-    # route pairs (source core, destination core), sorted; a core's pairs are contiguous
-    order = np.lexsort((np.arange(R), rdc, rsc))
-    key_s, key_d = rsc[order], rdc[order]
-    starts = np.flatnonzero(np.r_[True, (key_s[1:] != key_s[:-1]) | (key_d[1:] != key_d[:-1])]) if R else \
-        np.zeros(0, np.int64)
-    pr_r_off = np.r_[starts, R].astype(np.int64)
-    pr_routes = order
-    pr_src, pr_dst = key_s[starts], key_d[starts]
-    pr_path = [paths.add(pos[c], pos[d]) for c, d in zip(pr_src.tolist(), pr_dst.tolist())]
-    cp_off = np.zeros(C + 1, np.int64)
-    np.add.at(cp_off, pr_src + 1, 1)
-    n_pr = np.diff(pr_r_off)
-    bits_pr = out_bits[pr_src]
-    max_pkt_pr = np.where((bits_pr == 1) & aer, n_pr, -(-n_pr * bits_pr // P8))
-    max_pairs_pkt = np.zeros(C, np.int64)  # most packets a core's routes and taps can send in a phase
-    np.add.at(max_pairs_pkt, pr_src, max_pkt_pr)
-    cp_off = np.cumsum(cp_off)
-
-    # output taps per core
-    tap_core = neuron_core[a["out_src"]] if a["out_src"].shape[0] else np.zeros(0, np.int64)
-    t_order = np.argsort(tap_core, kind="stable")
-    tp_neur = a["out_src"][t_order]
-    tp_off = np.zeros(C + 1, np.int64)
-    np.add.at(tp_off, tap_core + 1, 1)
-    tp_off = np.cumsum(tp_off)
-    tp_path = np.full(C, -1, np.int64)
-    for c in range(C):
-        n = int(tp_off[c + 1] - tp_off[c])
-        if n:
-            tp_path[c] = paths.add(pos[c], None)
-            max_pairs_pkt[c] += n if (out_bits[c] == 1 and aer) else -(-n * 8 * int(value_bytes(out_bits[c])) // P8)
-
-    # inputs: feeds per kind, packed columns, and per destination core the packets from the host
-    kinds = input_kind_codes(cm)
-    inputs = cm.meta.get("inputs", [])
-    col0 = {}
-    ncols = [0, 0]
-    for k, inp in enumerate(inputs):
-        if kinds[k] in (0, 1):
-            col0[k] = ncols[kinds[k]]
-            ncols[kinds[k]] += int(np.prod(inp.get("shape", []), dtype=np.int64))
-    feed_kind = kinds[a["in_input"]] if a["in_input"].shape[0] else np.zeros(0, np.int64)
-    inp_tab = []
-    max_in_pkt = 0
-    for kind in (0, 1):
-        f = np.flatnonzero(feed_kind == kind)
-        dst = a["in_dst"][f]
-        col0_arr = np.array([col0.get(k, 0) for k in range(len(inputs))], dtype=np.int64)
-        col = col0_arr[a["in_input"][f]] + a["in_elem"][f] if f.shape[0] else np.zeros(0, np.int64)
-        cores, counts = np.unique(axon_core[dst], return_counts=True)
-        pth = np.array([paths.add(None, pos[int(c)]) for c in cores], dtype=np.int64)
-        inp_tab.append((_i64(dst), col, _i64(cores), _i64(counts), pth))
-        max_in_pkt = max(max_in_pkt, int(sum(-(-int(n) * in_bits // P8) for n in counts)))
-
-    max_pkt = max_in_pkt
-    for s in range(3):
-        for _, cores in phases[s]:
-            max_pkt = max(max_pkt, int(max_pairs_pkt[cores].sum()))
-    path_off, path_link, path_lat, path_hops, path_cross = paths.arrays()
-    w_row_bytes = -(-np.diff(a["core_neuron_off"]) * a["core_w_bits"].astype(np.int64) // 8)
-    return dict(
-        stage_ph=stage_ph, ph_off=_i64(ph_off), ph_cores=_i64(ph_cores), ph_r_off=_i64(ph_r_off),
-        ph_routes=_i64(ph_routes), dl_routes=_i64(dl_routes), cp_off=_i64(cp_off), pr_r_off=_i64(pr_r_off),
-        pr_routes=_i64(pr_routes), pr_path=_i64(pr_path), tp_off=_i64(tp_off), tp_neur=_i64(tp_neur),
-        tp_path=tp_path, path_off=path_off, path_link=path_link, path_lat=path_lat, path_hops=path_hops,
-        path_cross=path_cross, n_links=paths.n_links, max_pkt=max(max_pkt, 1), inp_tab=inp_tab, col0=col0,
-        ncols=ncols, w_row_bytes=_i64(w_row_bytes),
-    )
+def _consts(cm: CoreMap) -> ChipConsts:
+    core, timing, noc = cm.chip.core, cm.chip.timing, cm.chip.noc
+    return ChipConsts(acc_bits=core.accumulator_bits, mem_bits=core.membrane_bits, beta_shift=core.beta_shift,
+                      overhead=timing.core_overhead_cycles, axon_bw=core.axon_bandwidth_bytes_per_cycle,
+                      mac_rows=core.mac_rows, mac_cols=core.mac_cols, soma_lanes=core.soma_lanes,
+                      barrier=timing.barrier_cycles, payload=noc.packet_payload_bytes,
+                      aer=noc.spike_encoding == "aer", in_bits=core.activation_bits)
 
 
 def run_numba(cm: CoreMap, static_inputs, step_inputs, steps: int, *, batch: int | None = None) -> RawResult:
@@ -422,21 +329,18 @@ def run_numba(cm: CoreMap, static_inputs, step_inputs, steps: int, *, batch: int
     """
     check_coremap(cm)
     B, T, static, step = prepare_inputs(cm, static_inputs, step_inputs, steps, batch)
-    a, chip = cm.arrays, cm.chip
-    tb = _tables(cm)
-    C, N, A = cm.num_cores, cm.num_neurons, cm.num_axons
-    S = np.zeros((B, tb["ncols"][0]), np.int64)
-    St = np.zeros((B, T, tb["ncols"][1]), np.int64)
-    for k, v in static.items():
-        S[:, tb["col0"][k]:tb["col0"][k] + v.shape[1]] = v
-    for k, v in step.items():
-        St[:, :, tb["col0"][k]:tb["col0"][k] + v.shape[2]] = v
-    kinds = input_kind_codes(cm)
-
-    outs = cm.meta.get("outputs", [])
+    sch = build_schedule(cm)
+    col0, ncols = input_columns(cm)
+    S = np.zeros((B, ncols[0]), np.int64)
+    St = np.zeros((B, T, ncols[1]), np.int64)
+    for key, v in static.items():
+        S[:, col0[key]:col0[key] + v.shape[1]] = v
+    for key, v in step.items():
+        St[:, :, col0[key]:col0[key] + v.shape[2]] = v
+    outs = cm.meta["outputs"]
     once_src, once_stage, step_src, cols = [], [], [], []
-    for k, o in enumerate(outs):
-        src = a["out_src"][a["out_off"][k]:a["out_off"][k + 1]].tolist()
+    for j, o in enumerate(outs):
+        src = cm.taps.src[cm.taps.off[j]:cm.taps.off[j + 1]].tolist()
         if o["stage"] == "step":
             cols.append(("step", len(step_src), len(src)))
             step_src += src
@@ -444,44 +348,22 @@ def run_numba(cm: CoreMap, static_inputs, step_inputs, steps: int, *, batch: int
             cols.append(("once", len(once_src), len(src)))
             once_src += src
             once_stage += [0 if o["stage"] == "static" else 2] * len(src)
-    rec_once = np.zeros((B, len(once_src)), np.int64)
-    rec_step = np.zeros((B, T, len(step_src)), np.int64)
-    v_final = np.zeros((B, N), np.int64)
-    axon_final = np.zeros((B, A), np.int64)
-    events = np.zeros((B, C, _K), np.int64)
-    core_cycles = np.zeros((B, C), np.int64)
-    stage_cycles = np.zeros((B, 3), np.int64)
-    step_cycles = np.zeros((B, T), np.int64)
-    n_ph = tb["ph_off"].shape[0] - 1
-    phase_cycles = np.zeros((B, n_ph + 2), np.int64)
-    phase_compute = np.zeros((B, n_ph + 2), np.int64)
-    core, timing, noc = chip.core, chip.timing, chip.noc
-    (sf_dst, sf_col, sp_core, sp_n, sp_path), (tf_dst, tf_col, tpc, tpn, tpp) = tb["inp_tab"]
-    _run(B, T,
-         _i64(a["core_neuron_off"]), _i64(a["core_axon_off"]), _i64(a["core_w_off"]),
-         np.ascontiguousarray(a["weights"], dtype=np.int8),
-         _i64(a["core_dendrite"]), _i64(a["core_spike_in"]), _i64(a["core_soma"]), _i64(a["core_out_bits"]),
-         tb["w_row_bytes"], _i64(in_bytes(cm)), _i64(state_bytes(cm)), _i64(a["core_out_lo"]),
-         _i64(a["core_out_hi"]), _i64(a["lif_threshold"]), _i64(a["lif_v_reset"]), _i64(a["lif_v_leak"]),
-         _i64(a["lif_beta_mult"]), _i64(a["lif_reset_mode"]), _i64(a["lif_spike_ge"]), _i64(a["lif_reset_delay"]),
-         _i64(soma_cycles(cm)), _i64(a["bias"]), _i64(a["req_mult"]), _i64(a["req_shift"]), _i64(a["v_init"]),
-         _i64(a["axon_init"]), _i64(a["route_src"]), _i64(a["route_dst"]),
-         tb["stage_ph"], tb["ph_off"], tb["ph_cores"], tb["ph_r_off"], tb["ph_routes"], tb["dl_routes"],
-         tb["cp_off"], tb["pr_r_off"], tb["pr_routes"], tb["pr_path"], tb["tp_off"], tb["tp_neur"], tb["tp_path"],
-         tb["path_off"], tb["path_link"], tb["path_lat"], tb["path_hops"], tb["path_cross"], tb["n_links"],
-         tb["max_pkt"],
-         bool((kinds == 0).any()), sf_dst, sf_col, sp_core, sp_n, sp_path, S,
-         bool((kinds == 1).any()), tf_dst, tf_col, tpc, tpn, tpp, St,
-         _i64(once_src), _i64(once_stage), _i64(step_src),
-         core.accumulator_bits, core.membrane_bits, core.beta_shift, timing.core_overhead_cycles,
-         core.axon_bandwidth_bytes_per_cycle, core.mac_rows, core.mac_cols, core.soma_lanes,
-         timing.barrier_cycles, noc.packet_payload_bytes, noc.spike_encoding == "aer", core.activation_bits,
-         rec_once, rec_step, v_final, axon_final, events, core_cycles, stage_cycles, step_cycles,
-         phase_cycles, phase_compute)
+    kinds = [inp["kind"] for inp in cm.meta["inputs"]]
+    io = IO(has_static="static" in kinds, has_step="step" in kinds, S=S, St=St, once_src=_i64(once_src),
+            once_stage=_i64(once_stage), step_src=_i64(step_src))
+    n_ph = sch.ph_off.shape[0] - 1
+    C = cm.num_cores
+    res = Buffers(rec_once=np.zeros((B, len(once_src)), np.int64), rec_step=np.zeros((B, T, len(step_src)), np.int64),
+                  state_final=np.zeros((B,) + cm.neurons.state_init.shape, np.int64),
+                  axon_final=np.zeros((B, cm.num_axons), np.int64), events=np.zeros((B, C, _K), np.int64),
+                  core_cycles=np.zeros((B, C), np.int64), stage_cycles=np.zeros((B, 3), np.int64),
+                  step_cycles=np.zeros((B, T), np.int64), phase_cycles=np.zeros((B, n_ph + 2), np.int64),
+                  phase_compute=np.zeros((B, n_ph + 2), np.int64))
+    _run(B, T, _net(cm), sch, io, _consts(cm), res)
     outputs = {}
     for o, (where, j0, n) in zip(outs, cols):
-        outputs[o["name"]] = (rec_step[:, :, j0:j0 + n] if where == "step" else rec_once[:, j0:j0 + n]).copy()
-    return RawResult(outputs=outputs, v_final=v_final, axon_final=axon_final, events=events,
-                     core_cycles=core_cycles, stage_cycles=stage_cycles, step_cycles=step_cycles,
-                     latency_cycles=stage_cycles.sum(axis=1), phase_cycles=phase_cycles,
-                     phase_compute=phase_compute)
+        outputs[o["name"]] = (res.rec_step[:, :, j0:j0 + n] if where == "step" else res.rec_once[:, j0:j0 + n]).copy()
+    return RawResult(outputs=outputs, state_final=res.state_final, axon_final=res.axon_final, events=res.events,
+                     core_cycles=res.core_cycles, stage_cycles=res.stage_cycles, step_cycles=res.step_cycles,
+                     latency_cycles=res.stage_cycles.sum(axis=1), phase_cycles=res.phase_cycles,
+                     phase_compute=res.phase_compute)

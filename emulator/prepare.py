@@ -1,24 +1,16 @@
-"""Checks and static derivations shared by both emulators (reference and Numba).
-
-Everything here depends on the core map only (never on input values): the public drivers call
-:func:`check_coremap` and :func:`prepare_inputs` before running, so that the kernels never index
-out of bounds.
-"""
+"""The input checks both emulators (reference and Numba) run before a run: the public drivers call
+:func:`nmc.coremap.check_coremap` and :func:`prepare_inputs`, so that the kernels never index out of
+bounds.  What they derive from the core map alone is the schedule (``emulator/schedule.py``)."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
-from nmc.coremap import (CoreMap, _n_elems, check_coremap, chips_of, in_bytes, input_kind_codes,  # noqa: F401
-                         value_bytes)
+from nmc.coremap import CoreMap, input_kind_codes, n_elems
 from nmc.errors import InputError
 
-
-__all__ = ["phase_slots", "check_coremap", "prepare_inputs", "stage_phases", "in_bytes", "state_bytes", "soma_cycles",
-           "input_kind_codes", "chips_of", "value_bytes", "STAGE_NAMES"]
-
-STAGE_NAMES = ("static", "step", "readout")
+__all__ = ["prepare_inputs"]
 
 
 def prepare_inputs(cm: CoreMap, static_inputs, step_inputs, steps: int, batch: int | None = None):
@@ -52,7 +44,7 @@ def prepare_inputs(cm: CoreMap, static_inputs, step_inputs, steps: int, batch: i
             if not (np.issubdtype(v.dtype, np.integer) or v.dtype == np.bool_):
                 raise InputError(f"graph input '{name}' must be quantised integers (dtype {v.dtype}); "
                                  "quantise with the input's scale first")
-            n = _n_elems(inp)
+            n = n_elems(inp)
             lead = 1 if code == 0 else 2
             if v.ndim < lead or int(math.prod(v.shape[lead:])) != n:
                 raise InputError(f"graph input '{name}' has shape {v.shape}; expected "
@@ -72,38 +64,3 @@ def prepare_inputs(cm: CoreMap, static_inputs, step_inputs, steps: int, batch: i
     if B is None:
         B = 1
     return B, T, out[0], out[1]
-
-
-def phase_slots(cm: CoreMap) -> list[tuple[str, str]]:
-    """Labels ``(stage, phase)`` of ``RawResult.phase_cycles``' slots: every phase that has cores, in stage
-    order (phase = its ``core_phase``), then ``("static", "input")`` and ``("step", "input")``."""
-    out = [(STAGE_NAMES[s], str(p)) for s, phases in enumerate(stage_phases(cm)) for p, _ in phases]
-    return out + [("static", "input"), ("step", "input")]
-
-
-def stage_phases(cm: CoreMap) -> list[list[tuple[int, np.ndarray]]]:
-    """Per stage (static, step, readout): ``[(phase, cores ascending), ...]`` for the phases that have cores."""
-    st, ph = cm.arrays["core_stage"], cm.arrays["core_phase"]
-    out = []
-    for s in range(3):
-        cores = np.flatnonzero(st == s)
-        out.append([(int(p), cores[ph[cores] == p].astype(np.int64)) for p in np.unique(ph[cores])])
-    return out
-
-
-def state_bytes(cm: CoreMap) -> np.ndarray:
-    """SRAM bytes of state per neuron of every core [C]: ``ceil(M/8)`` for LIF, ``ceil(A/8)`` for count, else 0."""
-    core = cm.chip.core
-    soma = cm.arrays["core_soma"]
-    out = np.zeros(cm.num_cores, dtype=np.int64)
-    out[soma == 1] = (core.membrane_bits + 7) // 8
-    out[soma == 3] = (core.accumulator_bits + 7) // 8
-    return out
-
-
-def soma_cycles(cm: CoreMap) -> np.ndarray:
-    """``timing.soma_<mode>_cycles`` of every core [C]."""
-    t = cm.chip.timing
-    per_mode = np.array([t.soma_ann_cycles, t.soma_lif_cycles, t.soma_partial_cycles, t.soma_count_cycles],
-                        dtype=np.int64)  # indexed by SOMA code: ann 0, lif 1, partial 2, count 3
-    return per_mode[cm.arrays["core_soma"].astype(np.int64)]

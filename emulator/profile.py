@@ -12,7 +12,7 @@ from nmc.coremap import CoreMap
 from nmc.version import __version__
 
 from .cost import price_run
-from .prepare import phase_slots
+from .schedule import phase_slots
 from .result import EVENT_KINDS, RawResult
 
 __all__ = ["build_report", "format_profile"]
@@ -34,7 +34,7 @@ def build_report(cm: CoreMap, res: RawResult, steps: int, backend: str) -> dict[
     events = {k: mean(ev_task[:, i]) for i, k in enumerate(EVENT_KINDS)}
     by_event = {k: mean(dyn[:, :, i].sum(axis=1)) for i, k in enumerate(EVENT_KINDS)}
     layers_meta = cm.meta["layers"]
-    core_layer = cm.arrays["core_layer"]
+    core_layer = cm.cores.layer
     layers = []
     for li, l in enumerate(layers_meta):
         sel = core_layer == li
@@ -48,8 +48,8 @@ def build_report(cm: CoreMap, res: RawResult, steps: int, backend: str) -> dict[
     cores = []
     for c in range(C):
         cores.append(dict(
-            core=c, layer=layers_meta[int(core_layer[c])]["name"], x=int(cm.arrays["core_x"][c]),
-            y=int(cm.arrays["core_y"][c]), stage=int(cm.arrays["core_stage"][c]), phase=int(cm.arrays["core_phase"][c]),
+            core=c, layer=layers_meta[int(core_layer[c])]["name"], x=int(cm.cores.x[c]),
+            y=int(cm.cores.y[c]), stage=int(cm.cores.stage[c]), phase=int(cm.cores.phase[c]),
             compute_cycles=mean(res.core_cycles[:, c]), energy_j=mean(core_energy[:, c]),
             events={k: mean(res.events[:, c, i]) for i, k in enumerate(EVENT_KINDS)},
         ))
@@ -62,7 +62,7 @@ def build_report(cm: CoreMap, res: RawResult, steps: int, backend: str) -> dict[
                 continue
             names = ["<host input>"]
         else:
-            sel = (cm.arrays["core_stage"] == st_code[stage]) & (cm.arrays["core_phase"] == int(label))
+            sel = (cm.cores.stage == st_code[stage]) & (cm.cores.phase == int(label))
             names = sorted({layers_meta[int(li)]["name"] for li in core_layer[sel]})
         comp = mean(res.phase_compute[:, i])
         phases.append(dict(stage=stage, phase=label, cycles=cyc, compute_cycles=comp,

@@ -23,8 +23,8 @@ class RawResult:
     outputs : dict name -> int64 array
         Output-register values per graph output: ``[B, T, n_k]`` for stage ``step`` (recorded after every
         step), ``[B, n_k]`` for stages ``static`` / ``readout`` (recorded after that stage).
-    v_final : int64 [B, N]
-        Neuron state after the task.
+    state_final : int64 [B, N, S]
+        Every neuron's state words after the task (``S`` as the core map's ``neurons.state_init``).
     axon_final : int64 [B, A]
         Axon buffers after the task.
     events : int64 [B, C, len(EVENT_KINDS)]
@@ -39,7 +39,7 @@ class RawResult:
         ``stage_cycles.sum(1)``.
     phase_cycles : int64 [B, P]
         Latency of every phase slot summed over the task (a step phase over all ``T`` steps); slots are
-        ``prepare.phase_slots(cm)``: the phases with cores in stage order, then the static-input and
+        ``schedule.phase_slots(cm)``: the phases with cores in stage order, then the static-input and
         step-input phases.
     phase_compute : int64 [B, P]
         The compute part of each slot: the slowest core's compute cycles, summed like ``phase_cycles``
@@ -47,7 +47,7 @@ class RawResult:
     """
 
     outputs: dict[str, np.ndarray]
-    v_final: np.ndarray
+    state_final: np.ndarray
     axon_final: np.ndarray
     events: np.ndarray
     core_cycles: np.ndarray

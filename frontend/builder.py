@@ -26,6 +26,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from nmc.errors import ModelError, ShapeError
+from nmc.neurons import MODELS
 
 from . import nmc_ops
 from ._shapes import conv_out_shape, pool_out_shape
@@ -245,37 +246,50 @@ class ModelBuilder:
         return self._node("BatchNormalization", ins, name, self._shape(x), name, epsilon=float(eps))
 
     # ----------------------------------------------------------------- neurons
+    def neuron(self, op_type: str, x: str, name: str, init: dict[str, Any] | None = None,
+               **attrs: Any) -> tuple[str, ...]:
+        """A layer of any neuron model's nmc op (``LIF``, ``CubaLIF``, ``LIFRefractory``, ``SpikeCount``, ...):
+        ``x`` feeds its synaptic port; every state word gets a state ``<name>.<port>`` -> ``<name>.<port>.next``
+        with initial value ``init[port]`` (default 0). Returns the op's outputs in port order (e.g. s, v_next)."""
+        schema = nmc_ops.get_schema(op_type)
+        model = next(m for m in MODELS.values() if m.onnx is schema)
+        name = self._name(name, op_type.lower())
+        shape = self._shape(x)
+        init = dict(init or {})
+        unknown = sorted(set(init) - {w.in_port for w in model.state})
+        if unknown:
+            raise ModelError(f"ModelBuilder.neuron '{name}': init names {unknown}, which are not state ports of "
+                             f"{op_type}; its states are {[w.in_port for w in model.state]}")
+        port = {model.synapse_port: x}
+        out_port = {}
+        for w in model.state:
+            port[w.in_port] = self.state(f"{name}.{w.in_port}", shape, init.get(w.in_port, 0.0))
+            out_port[w.out_port] = f"{name}.{w.in_port}.next"
+        outs = [out_port.get(p, f"{name}.{p}") for p in schema.outputs]
+        typed = {k: (float(v) if schema.attrs[k].type == "float" else (int(v) if schema.attrs[k].type == "int" else str(v)))
+                 for k, v in attrs.items() if k in schema.attrs}
+        node = helper.make_node(op_type, [port[p] for p in schema.inputs], outs, name=name, domain=nmc_ops.NMC_DOMAIN,
+                                **typed, **{k: v for k, v in attrs.items() if k not in schema.attrs})
+        nmc_ops.validate_attrs(node)  # names a misspelt attribute
+        self.nodes.append(node)
+        for o in outs:
+            self.shapes[o] = shape
+        for w in model.state:
+            next(st for st in self.states if st[0] == port[w.in_port])[1] = out_port[w.out_port]
+        self.nmc_ops_used.add(op_type)
+        return tuple(outs)
+
     def lif(self, x: str, name: str, beta: float = 1.0, threshold: float = 1.0, reset_mode: str = "subtract",
             v_reset: float = 0.0, v_leak: float = 0.0, gain: float = 1.0, spike_ge: int = 0,
             reset_delay: int = 0, init=0.0) -> tuple[str, str]:
         """An ``nmc::LIF`` layer; creates state ``<name>.v`` -> ``<name>.v.next``. Returns (s, v_next)."""
-        name = self._name(name, "lif")
-        shape = self._shape(x)
-        v = self.state(f"{name}.v", shape, init)
-        s, vn = f"{name}.s", f"{name}.v.next"
-        node = helper.make_node("LIF", [x, v], [s, vn], name=name, domain=nmc_ops.NMC_DOMAIN,
-                                beta=float(beta), threshold=float(threshold), reset_mode=str(reset_mode),
-                                v_reset=float(v_reset), v_leak=float(v_leak), gain=float(gain),
-                                spike_ge=int(spike_ge), reset_delay=int(reset_delay))
-        nmc_ops.validate_attrs(node)
-        self.nodes.append(node)
-        self.shapes[s] = shape
-        self.shapes[vn] = shape
-        next(st for st in self.states if st[0] == v)[1] = vn
-        self.nmc_ops_used.add("LIF")
+        s, vn = self.neuron("LIF", x, name, init={"v": init}, beta=beta, threshold=threshold, reset_mode=reset_mode,
+                            v_reset=v_reset, v_leak=v_leak, gain=gain, spike_ge=spike_ge, reset_delay=reset_delay)
         return s, vn
 
     def spike_count(self, s: str, name: str) -> str:
         """An ``nmc::SpikeCount`` decoder; state ``<name>.c`` -> ``<name>.c.next`` (init 0)."""
-        name = self._name(name, "count")
-        shape = self._shape(s)
-        c = self.state(f"{name}.c", shape, 0.0)
-        cn = f"{name}.c.next"
-        self.nodes.append(helper.make_node("SpikeCount", [s, c], [cn], name=name, domain=nmc_ops.NMC_DOMAIN))
-        self.shapes[cn] = shape
-        next(st for st in self.states if st[0] == c)[1] = cn
-        self.nmc_ops_used.add("SpikeCount")
-        return cn
+        return self.neuron("SpikeCount", s, name)[0]
 
     # ----------------------------------------------------------------- outputs and build
     def output(self, t: str) -> str:

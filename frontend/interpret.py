@@ -17,8 +17,7 @@ Op semantics (per sample, shapes without batch)::
     reshape      same data, new shape
     batchnorm    x * scale[c] + bias[c] (c = first axis)
     identity     x
-    lif          see frontend/nmc_ops.py (fire, optional delayed reset, leak, gain)
-    spike_count  c' = c + s
+    neuron ops   the model's ``float_step`` (nmc.neurons: lif, spike_count, cubalif, ...)
 """
 from __future__ import annotations
 
@@ -28,8 +27,9 @@ import numpy as np
 
 from nmc.errors import InputError, ModelError
 from nmc.ir import Graph, Node
+from nmc.neurons import MODELS
 
-__all__ = ["run_float", "OP_IMPLS", "conv2d", "pool2d", "lif_step"]
+__all__ = ["run_float", "OP_IMPLS", "conv2d", "pool2d"]
 
 
 # ----------------------------------------------------------------- kernels
@@ -74,30 +74,6 @@ def pool2d(x: np.ndarray, kind: str, kernel, strides, pads, count_include_pad: i
     return total / count
 
 
-def lif_step(x: np.ndarray, v: np.ndarray, beta=1.0, threshold=1.0, reset_mode="subtract", v_reset=0.0,
-             v_leak=0.0, gain=1.0, spike_ge=0, reset_delay=0) -> tuple[np.ndarray, np.ndarray]:
-    """One LIF step (float); returns (spikes as 0.0/1.0, next membrane)."""
-    def fire(u):
-        return u >= threshold if spike_ge else u > threshold
-
-    u = v_leak + beta * (v - v_leak) + gain * x
-    if reset_delay:
-        r = fire(v)
-        if reset_mode == "subtract":
-            u = u - r * threshold
-        elif reset_mode == "zero":
-            u = np.where(r, v_reset, u)
-    f = fire(u)
-    s = f.astype(np.float64)
-    if reset_delay or reset_mode == "none":
-        v_next = u
-    elif reset_mode == "subtract":
-        v_next = u - s * threshold
-    else:
-        v_next = np.where(f, v_reset, u)
-    return s, v_next
-
-
 # ----------------------------------------------------------------- op table
 def _dense(n: Node, x):
     B = x.shape[0]
@@ -125,10 +101,6 @@ def _add(n: Node, *xs):
     return [y]
 
 
-def _lif(n: Node, x, v):
-    return list(lif_step(x, v, **n.attrs))
-
-
 OP_IMPLS: dict[str, Callable] = {
     "dense": _dense,
     "conv": _conv,
@@ -140,9 +112,15 @@ OP_IMPLS: dict[str, Callable] = {
     "reshape": _reshape,
     "batchnorm": _bn,
     "identity": lambda n, x: [x],
-    "lif": _lif,
-    "spike_count": lambda n, s, c: [c + s],
 }
+
+
+def _neuron(model):
+    defaults = model.onnx.defaults()
+    return lambda n, *xs: list(model.float_step({**defaults, **n.attrs}, *xs))
+
+
+OP_IMPLS.update({m.ir_op: _neuron(m) for m in MODELS.values() if m.float_step is not None})
 
 
 # ----------------------------------------------------------------- driver

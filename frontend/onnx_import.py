@@ -21,8 +21,10 @@ from onnx import helper, numpy_helper
 
 from nmc.errors import ModelError, RegistryError, ShapeError, UnsupportedOpError
 from nmc.ir import Graph, Node, StatePair, Tensor, assign_stages
+from nmc.neurons import MODELS
 
 from . import nmc_ops
+from .nmc_ops import validate_attrs
 from ._shapes import conv_out_shape, pool_out_shape
 
 __all__ = ["load_onnx", "fold_batchnorm", "read_convention", "CONVERTERS", "register_converter",
@@ -567,27 +569,34 @@ def _state_input(ctx: _Ctx, node, t: str, role: str):
                          f"nmc.state or name the output '{t}.next'")
 
 
-@register_converter("nmc::LIF")
-def _lif(ctx: _Ctx, node, a):
-    attrs = nmc_ops.validate_attrs(node)
-    x, v = node.input[0], node.input[1]
-    _state_input(ctx, node, v, "membrane (v)")
-    if ctx.shape(x) != ctx.shape(v):
-        raise ShapeError(f"{ctx.where(node)}: input '{x}' {list(ctx.shape(x))} and state '{v}' "
-                         f"{list(ctx.shape(v))} differ in shape; the state needs one value per neuron")
-    attrs = {k: (float(val) if nmc_ops.LIF.attrs[k].type == "float" else val) for k, val in attrs.items()}
-    ctx.emit(node, "lif", [x, v], list(node.output), [ctx.shape(x)] * 2, attrs=attrs)
+def _neuron_converter(model):
+    """The converter of a neuron model's nmc op: attributes checked against its schema, every state port
+    a state input of the synaptic input's shape (one value per neuron)."""
+    schema = model.onnx
+
+    def convert(ctx: _Ctx, node, a):
+        attrs = validate_attrs(node)
+        if len(node.input) != len(schema.inputs) or len(node.output) != len(schema.outputs):
+            raise ModelError(f"{ctx.where(node)}: nmc::{node.op_type} takes inputs ({', '.join(schema.inputs)}) and "
+                             f"outputs ({', '.join(schema.outputs)}); it has {len(node.input)} and {len(node.output)}")
+        port = dict(zip(schema.inputs, node.input))
+        x = port[model.synapse_port]
+        for w in model.state:
+            t = port[w.in_port]
+            _state_input(ctx, node, t, f"state '{w.in_port}'")
+            if ctx.shape(t) != ctx.shape(x):
+                raise ShapeError(f"{ctx.where(node)}: input '{x}' {list(ctx.shape(x))} and state '{t}' "
+                                 f"{list(ctx.shape(t))} differ in shape; the state needs one value per neuron")
+        attrs = {k: (float(v) if schema.attrs[k].type == "float" else v) for k, v in attrs.items()}
+        ctx.emit(node, model.ir_op, list(node.input), list(node.output), [ctx.shape(x)] * len(node.output),
+                 attrs=attrs)
+
+    return convert
 
 
-@register_converter("nmc::SpikeCount")
-def _spike_count(ctx: _Ctx, node, a):
-    nmc_ops.validate_attrs(node)
-    s, c = node.input[0], node.input[1]
-    _state_input(ctx, node, c, "count (c)")
-    if ctx.shape(s) != ctx.shape(c):
-        raise ShapeError(f"{ctx.where(node)}: spikes '{s}' {list(ctx.shape(s))} and count '{c}' "
-                         f"{list(ctx.shape(c))} differ in shape")
-    ctx.emit(node, "spike_count", [s, c], [node.output[0]], [ctx.shape(s)])
+for _m in MODELS.values():  # every neuron model with an ONNX op (nmc.neurons)
+    if _m.onnx is not None:
+        register_converter(f"nmc::{_m.onnx.name}")(_neuron_converter(_m))
 
 
 # ----------------------------------------------------------------- main entry

@@ -1,19 +1,22 @@
-"""Emit the core map: flat arrays from the routed placement of the fitted, quantised layers (nmc/coremap.py)."""
+"""Emit the core map: its typed tables and header from the routed placement of the fitted, quantised layers
+(nmc/coremap.py)."""
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
 
-from nmc.coremap import ARRAYS, DENDRITE, RESET, SOMA, STAGE, CoreMap
+from nmc.coremap import DENDRITE, STAGE, Axons, CoreMap, Cores, Feeds, Neurons, Router, Routes, Taps, Weights, widths
+from nmc.neurons import get_model
 from nmc.resources import unit_weight_bits
+from nmc.version import __version__
 
-from .route import Routes
+from .route import Routes as RoutedPlacement
 
 __all__ = ["emit"]
 
 
-def emit(routes: Routes, options: dict[str, Any]) -> CoreMap:
+def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
     """The core map of ``routes`` (and of the placement, fit and quantised layers it was built from);
     ``options`` (the compile options) go into the header."""
     placement = routes.placement
@@ -23,45 +26,36 @@ def emit(routes: Routes, options: dict[str, Any]) -> CoreMap:
     g = lg.graph
     num_steps = g.num_steps
     acc_hi = 2 ** (chip.core.accumulator_bits - 1) - 1
-    a: dict[str, list] = {k: [] for k in ARRAYS}
+    W = widths()
     csr = {}
     for li, l in enumerate(lg.layers):
         order = np.argsort(l.rows, kind="stable")
         ptr = np.zeros(l.n + 1, np.int64)
         np.add.at(ptr, l.rows + 1, 1)
         csr[li] = (np.cumsum(ptr), l.rows[order], l.cols[order], quant.layers[li].wq[order])
+    C = len(pieces)
+    cores = {k: np.zeros(C, np.int64) for k in ("layer", "stage", "phase", "dendrite", "spike_in", "model", "out_bits",
+                                               "w_bits", "out_lo", "out_hi")}
+    cparam = np.zeros((C, W["P"]), np.int64)
+    bias, nparam, state_init, weights = [], [], [], []
     w_off = [0]
     for ci, p in enumerate(pieces):
         l = lg.layers[p.layer]
         q = quant.layers[p.layer]
-        qs = q.soma
         kind = p.kind
-        soma = "partial" if kind == "partial" else l.soma
+        m = get_model("partial") if kind == "partial" else l.model  # a merge core runs the layer's soma
         nn, na = p.n_neurons, p.n_axons
-        a["core_layer"].append(p.layer)
-        a["core_x"].append(int(pos[ci, 0]))
-        a["core_y"].append(int(pos[ci, 1]))
-        a["core_stage"].append(STAGE[l.stage])
-        a["core_phase"].append(int(wiring.phase[ci]))
-        a["core_dendrite"].append(DENDRITE[l.dendrite] if kind != "merge" else DENDRITE["mac"])
-        a["core_spike_in"].append(int(kind != "merge" and all(tq[t].kind == "spike" for t in l.inputs)))
-        a["core_soma"].append(SOMA[soma])
-        a["core_out_bits"].append(32 if soma == "partial" else (1 if soma == "lif" else 8))
-        a["core_w_bits"].append(unit_weight_bits(chip) if kind == "merge" else q.w_bits)
-        if soma == "partial":
-            lo, hi = -acc_hi - 1, acc_hi
-        else:
-            lo, hi = q.lo, q.hi
-        a["core_out_lo"].append(lo)
-        a["core_out_hi"].append(hi)
-        is_lif = soma == "lif"
-        a["lif_threshold"].append(qs["thr"] if is_lif else 0)
-        a["lif_v_reset"].append(qs["v_reset"] if is_lif else 0)
-        a["lif_v_leak"].append(qs["v_leak"] if is_lif else 0)
-        a["lif_beta_mult"].append(qs["beta_mult"] if is_lif else 0)
-        a["lif_reset_mode"].append(RESET[qs["reset_mode"]] if is_lif else 0)
-        a["lif_spike_ge"].append(qs["spike_ge"] if is_lif else 0)
-        a["lif_reset_delay"].append(qs["reset_delay"] if is_lif else 0)
+        cores["layer"][ci] = p.layer
+        cores["stage"][ci] = STAGE[l.stage]
+        cores["phase"][ci] = wiring.phase[ci]
+        cores["dendrite"][ci] = DENDRITE[l.dendrite] if kind != "merge" else DENDRITE["mac"]
+        cores["spike_in"][ci] = int(kind != "merge" and all(tq[t].kind == "spike" for t in l.inputs))
+        cores["model"][ci] = m.code
+        cores["out_bits"][ci] = m.out_bits
+        cores["w_bits"][ci] = unit_weight_bits(chip) if kind == "merge" else q.w_bits
+        cores["out_lo"][ci], cores["out_hi"][ci] = (-acc_hi - 1, acc_hi) if kind == "partial" else (q.lo, q.hi)
+        if kind != "partial":
+            cparam[ci, :q.cparam.shape[0]] = q.cparam
         # weights [n_axons, n_neurons]
         block = np.zeros((na, nn), np.int8)
         if kind == "merge":
@@ -76,69 +70,79 @@ def emit(routes: Routes, options: dict[str, Any]) -> CoreMap:
             aslot[p.cols] = np.arange(na)
             sel = idx[aslot[cols[idx]] >= 0]
             block[aslot[cols[sel]], nslot[rows[sel]]] = wq[sel].astype(np.int8)
-        a["weights"].append(block.reshape(-1))
+        weights.append(block.reshape(-1))
         w_off.append(w_off[-1] + na * nn)
-        a["bias"].append(np.zeros(nn, np.int64) if kind == "partial" else q.bias[p.neurons])
-        if soma == "ann":
-            a["req_mult"].append(qs["mult"][p.neurons])
-            a["req_shift"].append(qs["shift"][p.neurons])
-        else:
-            a["req_mult"].append(np.ones(nn, np.int64))
-            a["req_shift"].append(np.zeros(nn, np.int64))
-        a["v_init"].append(qs["v_init"][p.neurons] if soma in ("lif", "count") else np.zeros(nn, np.int64))
+        bias.append(np.zeros(nn, np.int64) if kind == "partial" else q.bias[p.neurons])
+        npar = np.zeros((nn, W["Q"]), np.int64)
+        st = np.zeros((nn, W["S"]), np.int64)
+        if kind != "partial":
+            npar[:, :q.nparam.shape[1]] = q.nparam[p.neurons]
+            st[:, :q.state_init.shape[1]] = q.state_init[p.neurons]
+        nparam.append(npar)
+        state_init.append(st)
 
-    arrays: dict[str, np.ndarray] = {}
-    for k, dt in ARRAYS.items():
-        v = a[k]
-        if v and isinstance(v[0], np.ndarray):
-            arrays[k] = np.concatenate(v).astype(dt)
-        else:
-            arrays[k] = np.asarray(v, dtype=dt)
-    arrays["core_w_off"] = np.asarray(w_off, np.int64)
+    def cat(xs, dt, width=None):
+        return np.concatenate(xs).astype(dt) if xs else np.zeros((0,) if width is None else (0, width), dt)
+
     t = routes.table
     # copies: the core map is the caller's to change; the earlier results stay as their passes returned them
-    for k, v in (("core_neuron_off", wiring.neuron_off), ("core_axon_off", wiring.axon_off),
-                 ("axon_init", wiring.axon_init), ("route_src", wiring.route_src), ("route_dst", wiring.route_dst),
-                 ("route_delayed", wiring.route_delayed), ("in_input", wiring.feed_input),
-                 ("in_elem", wiring.feed_elem), ("in_dst", wiring.feed_dst), ("rt_off", t.rt_off),
-                 ("rt_dst", t.rt_dst), ("rt_route_off", t.rt_route_off)):
-        arrays[k] = np.array(v, dtype=ARRAYS[k])
+    tables = dict(
+        cores=Cores(layer=cores["layer"].astype(np.int32), x=pos[:, 0].astype(np.int32), y=pos[:, 1].astype(np.int32),
+                    stage=cores["stage"].astype(np.int8), phase=cores["phase"].astype(np.int32),
+                    dendrite=cores["dendrite"].astype(np.int8), spike_in=cores["spike_in"].astype(np.int8),
+                    model=cores["model"].astype(np.int8), out_bits=cores["out_bits"].astype(np.int8),
+                    w_bits=cores["w_bits"].astype(np.int8), out_lo=cores["out_lo"], out_hi=cores["out_hi"],
+                    param=cparam, neuron_off=np.array(wiring.neuron_off, np.int64),
+                    axon_off=np.array(wiring.axon_off, np.int64), w_off=np.asarray(w_off, np.int64)),
+        neurons=Neurons(bias=cat(bias, np.int64), param=cat(nparam, np.int64, W["Q"]),
+                        state_init=cat(state_init, np.int64, W["S"])),
+        axons=Axons(init=np.array(wiring.axon_init, np.int64)),
+        weights=Weights(data=cat(weights, np.int8)),
+        routes=Routes(src=np.array(wiring.route_src, np.int64), dst=np.array(wiring.route_dst, np.int64),
+                      delayed=np.array(wiring.route_delayed, np.int8)),
+        router=Router(off=np.array(t.rt_off, np.int64), dst=np.array(t.rt_dst, np.int64),
+                      route_off=np.array(t.rt_route_off, np.int64)),
+        feeds=Feeds(input=np.array(wiring.feed_input, np.int32), elem=np.array(wiring.feed_elem, np.int64),
+                    dst=np.array(wiring.feed_dst, np.int64)),
+    )
 
     # ------------------------------------------------------------------ header
     producer = {l.out: l for l in lg.layers}
     membrane = lg.membranes()
-    k_of = {l.state_out: quant.layers[li].soma["k"] for li, l in enumerate(lg.layers) if l.soma == "lif"}
+    index = {id(l): li for li, l in enumerate(lg.layers)}
+
+    def word_scale(l, w: int) -> float:
+        """Float value of one unit of state word ``w`` of layer ``l``'s neurons."""
+        return 1.0 / quant.layers[index[id(l)]].k if l.model.state[w].scaled else 1.0
+
     outputs, state_outputs = [], []
     for o, final in lg.reported_outputs():
         if o in membrane:
-            l = membrane[o]
+            l, w = membrane[o]
             state_outputs.append(dict(name=o, shape=list(g.tensors[o].shape), layer=l.name,
-                                      neurons=wiring.elem_neuron[l.out].tolist(),
-                                      scale=1.0 / k_of[o]))
+                                      neurons=wiring.elem_neuron[l.out].tolist(), scale=word_scale(l, w), word=w))
             continue
         r = lg.root(o)
         l = producer[r]  # connect checked that a layer computes every reported output (wiring.out_taps)
         tr = tq[r]
-        outputs.append(dict(name=o, stage=l.stage, shape=list(g.tensors[o].shape), scale=tr.scale,
+        outputs.append(dict(name=o, stage=l.stage, shape=list(g.tensors[o].shape), scale=float(tr.scale),
                             signed=bool(tr.lo < 0), layer=l.name, kind=tr.kind, final=final))
     taps = wiring.out_taps
-    arrays["out_off"] = np.concatenate([[0], np.cumsum([tp.shape[0] for tp in taps])]).astype(np.int64)
-    arrays["out_src"] = wiring.tap_neurons()
+    tables["taps"] = Taps(off=np.concatenate([[0], np.cumsum([tp.shape[0] for tp in taps])]).astype(np.int64),
+                          src=np.array(wiring.tap_neurons(), np.int64))
 
     inputs = []
     for name in wiring.host_inputs:
         q = tq[name]
-        inputs.append(dict(name=name, kind=g.inputs[name], shape=list(g.tensors[name].shape), scale=q.scale,
-                           lo=q.lo, hi=q.hi))
+        inputs.append(dict(name=name, kind=g.inputs[name], shape=list(g.tensors[name].shape), scale=float(q.scale),
+                           lo=int(q.lo), hi=int(q.hi)))
     states = []
-    by_state_in = {l.state_in: li for li, l in enumerate(lg.layers) if l.state_in}
+    by_state_in = {t: (l, w) for l in lg.layers for w, t in enumerate(l.state_in)}
     for s in g.states:
         entry: dict[str, Any] = dict(input=s.input, output=s.output, shape=list(g.tensors[s.input].shape))
         if s.input in by_state_in:
-            li = by_state_in[s.input]
-            l = lg.layers[li]
-            entry.update(target="neuron", neurons=wiring.elem_neuron[l.out].tolist(),
-                         scale=(1.0 / quant.layers[li].soma["k"]) if l.soma == "lif" else 1.0)
+            l, w = by_state_in[s.input]
+            entry.update(target="neuron", neurons=wiring.elem_neuron[l.out].tolist(), scale=word_scale(l, w), word=w)
         else:
             sel = np.zeros(0, np.int64)
             src_root = lg.root(s.output)
@@ -162,13 +166,14 @@ def emit(routes: Routes, options: dict[str, Any]) -> CoreMap:
         kinds = {pieces[c].kind for c in cores_of.get(li, [])}
         layers_meta.append(dict(name=l.name, op=l.op, stage=l.stage, source=l.source, neurons=l.n,
                                 cores=cores_of.get(li, []), split="merge" in kinds, w_bits=int(quant.layers[li].w_bits),
-                                acc_bound=quant.layers[li].acc_bound, quant=dict(quant.layers[li].report)))
-    phases = {st: int(arrays["core_phase"][arrays["core_stage"] == STAGE[st]].max(initial=-1)) + 1 for st in STAGE}
+                                acc_bound=float(quant.layers[li].acc_bound), quant=dict(quant.layers[li].report)))
+    c = tables["cores"]
+    phases = {st: int(c.phase[c.stage == STAGE[st]].max(initial=-1)) + 1 for st in STAGE}
     warnings = []
     count_hi = 2 ** chip.core.activation_bits - 1
     if any(l.soma == "count" for l in lg.layers) and num_steps > count_hi:
         warnings.append(f"spike counts saturate at {count_hi} (8-bit values) but the model runs {num_steps} steps")
     meta = dict(model=g.name, num_steps=int(num_steps), chips=list(chips), layers=layers_meta, inputs=inputs,
                 outputs=outputs, state_outputs=state_outputs, states=states, phases=phases,
-                compile=dict(options, warnings=warnings), routing=routes.summary())
-    return CoreMap(chip=chip, meta=meta, arrays=arrays)
+                compile=dict(options, warnings=warnings), routing=routes.summary(), nmc_version=__version__)
+    return CoreMap(chip=chip, meta=meta, **tables)

@@ -4,8 +4,8 @@ This is the "fully unfolded" mapping style of Tianjic (Nature 2019, Ext. Data Fi
 layer becomes a sparse matrix from its input elements to its output neurons.  Fusions:
 
 * dense/conv/add/avgpool/maxpool followed by a ReLU that is their only consumer -> one ANN layer;
-* dense/conv followed by a LIF that is their only consumer -> one LIF layer (synapse + soma);
-* a LIF or spike count fed by anything else gets an identity synapse;
+* dense/conv/add followed by a spiking neuron op (LIF, CubaLIF, ...) that is their only consumer -> one layer
+  (synapse + soma); a neuron op fed by anything else gets an identity synapse;
 * reshape/flatten/identity move no data: their outputs are aliases of their inputs.
 
 The connectivity uses float weights; ``mapper.quantize`` turns them into the chip's integers.
@@ -19,6 +19,7 @@ import numpy as np
 
 from nmc.errors import ModelError, PassError, UnsupportedOpError
 from nmc.ir import Graph, Node
+from nmc.neurons import MODELS, NeuronModel, by_ir_op, get_model
 
 __all__ = ["Layer", "LayerGraph", "lower", "conv_connectivity", "pool_connectivity"]
 
@@ -42,13 +43,17 @@ class Layer:
     vals: np.ndarray
     bias: np.ndarray
     dendrite: str  #: "mac" | "max"
-    soma: str  #: "ann" | "lif" | "count"
+    soma: str  #: the neuron model (nmc.neurons): "ann", "lif", "count", "cubalif", ...
     relu: bool = False
-    lif: dict[str, Any] = field(default_factory=dict)
-    state_in: str = ""  #: lif: membrane state input; count: count state input
-    state_out: str = ""  #: lif: membrane state output (v'); count: same as out
-    init: np.ndarray | None = None  #: initial membrane / count (float)
+    attrs: dict[str, Any] = field(default_factory=dict)  #: the neuron op's attributes
+    state_in: tuple[str, ...] = ()  #: per state word of the model: its state input tensor
+    state_out: tuple[str, ...] = ()  #: per state word: its state output tensor (count: the same as ``out``)
+    init: np.ndarray | None = None  #: [n, state words] initial state (float)
     order: np.ndarray | None = None  #: neuron order for partitioning (locality)
+
+    @property
+    def model(self) -> NeuronModel:
+        return get_model(self.soma)
 
     @property
     def n(self) -> int:
@@ -82,9 +87,10 @@ class LayerGraph:
         g = self.graph
         return [(o, False) for o in g.outputs] + [(s.output, True) for s in g.states if s.output not in g.outputs]
 
-    def membranes(self) -> dict[str, Layer]:
-        """LIF membrane state outputs (held in neuron state, not in output registers) -> their layer."""
-        return {l.state_out: l for l in self.layers if l.soma == "lif"}
+    def membranes(self) -> dict[str, tuple[Layer, int]]:
+        """State outputs held in neuron state words, not in output registers (a LIF's membrane, a CubaLIF's
+        current, ...) -> (their layer, the word)."""
+        return {t: (l, w) for l in self.layers for w, t in enumerate(l.state_out) if t != l.out}
 
     def lint(self) -> None:
         """Check the invariants later passes rely on; raise :class:`PassError` naming the first broken one."""
@@ -108,10 +114,12 @@ class LayerGraph:
                 raise PassError(f"layers: {l.where()} has {l.bias.shape} biases for {n} neurons")
             if l.order is not None and not np.array_equal(np.sort(l.order), np.arange(n)):
                 raise PassError(f"layers: {l.where()} neuron order is not a permutation of its {n} neurons")
-            if l.dendrite not in ("mac", "max") or l.soma not in ("ann", "lif", "count"):
+            if l.dendrite not in ("mac", "max") or l.soma not in MODELS:
                 raise PassError(f"layers: {l.where()} has dendrite {l.dendrite!r} / soma {l.soma!r}")
-            if l.soma in ("lif", "count") and (l.init is None or l.init.shape != (n,)):
-                raise PassError(f"layers: {l.where()} lacks an initial state for each of its {n} neurons")
+            S = len(l.model.state)
+            if len(l.state_in) != S or len(l.state_out) != S or (S and (l.init is None or l.init.shape != (n, S))):
+                raise PassError(f"layers: {l.where()} lacks a state pair or initial state for each of its {S} state "
+                                f"word(s) of its {n} neurons")
 
 
 # ----------------------------------------------------------------------------- connectivity
@@ -248,42 +256,33 @@ def lower(g: Graph) -> LayerGraph:
                 fused.add(nxt.name)
                 op, out, relu = f"{op}+relu", nxt.outputs[0], True
                 source += "+" + (nxt.source or nxt.name)
-            elif (nxt is not None and nxt.op == "lif" and nxt.inputs[0] == n.outputs[0] and n.op in ("dense", "conv", "add")
+            elif (nxt is not None and _fusable(nxt, n.outputs[0]) and n.op in ("dense", "conv", "add")
                   and nxt.stage == n.stage):
                 fused.add(nxt.name)
-                layers.append(_lif_layer(g, nxt, name, f"{op}+lif", source + "+" + (nxt.source or nxt.name),
-                                         ins, rows, cols, vals, bias, out_shape))
+                layer = _neuron_layer(g, nxt, name, f"{op}+{nxt.op}", source + "+" + (nxt.source or nxt.name),
+                                      ins, rows, cols, vals, bias, out_shape, bad)
+                if layer is not None:
+                    layers.append(layer)
                 continue
             layers.append(Layer(name=name, op=op, source=source, stage=n.stage, inputs=ins,
                                 in_sizes=[g.tensors[t].size for t in ins], out=out, out_shape=out_shape,
                                 rows=rows, cols=cols, vals=vals, bias=bias, dendrite=dendrite, soma="ann",
                                 relu=relu, order=_spatial_order(out_shape)))
-        elif n.op == "lif":
-            x = root(n.inputs[0])
+        elif by_ir_op(n.op) is not None:  # a neuron op fed by anything else: an identity synapse
+            m = by_ir_op(n.op)
+            x = root(n.inputs[m.onnx.inputs.index(m.synapse_port)])
             size = g.tensors[x].size
             eye = np.arange(size, dtype=np.int64)
-            layers.append(_lif_layer(g, n, n.name, "lif", n.source or n.name, [x], eye, eye.copy(),
-                                     np.ones(size), np.zeros(size), g.tensors[x].shape))
-        elif n.op == "spike_count":
-            s, c = n.inputs
-            pair = g.state_of_input(c)
-            if pair is None or pair.output != n.outputs[0]:
-                bad.append((n.source or n.name, "nmc::SpikeCount",
-                            f"its count input '{c}' must be the state input paired with its output '{n.outputs[0]}'"))
-                continue
-            x = root(s)
-            size = g.tensors[x].size
-            eye = np.arange(size, dtype=np.int64)
-            layers.append(Layer(name=n.name, op="spike_count", source=n.source or n.name, stage=n.stage,
-                                inputs=[x], in_sizes=[size], out=n.outputs[0], out_shape=g.tensors[x].shape,
-                                rows=eye, cols=eye.copy(), vals=np.ones(size), bias=np.zeros(size),
-                                dendrite="mac", soma="count", state_in=c, state_out=n.outputs[0],
-                                init=np.broadcast_to(np.asarray(pair.init, float), g.tensors[x].shape).reshape(-1).copy()))
+            layer = _neuron_layer(g, n, n.name, n.op, n.source or n.name, [x], eye, eye.copy(), np.ones(size),
+                                  np.zeros(size), g.tensors[x].shape, bad)
+            if layer is not None:
+                layers.append(layer)
         else:
             bad.append((n.source or n.name, n.op, "the mapper has no lowering for this IR op"))
     if bad:
         raise UnsupportedOpError(bad, supported=["dense", "conv", "relu", "add", "maxpool", "avgpool", "reshape",
-                                                 "identity", "lif", "spike_count", "batchnorm (folded)"])
+                                                 "identity", "batchnorm (folded)"]
+                                 + [m.ir_op for m in MODELS.values() if m.onnx is not None])
     # a layer whose output is aliased under other names keeps one root
     lg = LayerGraph(graph=g, layers=layers, alias={t: root(t) for t in list(alias)})
     return lg
@@ -361,15 +360,32 @@ def _synapse(g: Graph, n: Node, ins: list[str]):
     raise AssertionError(n.op)
 
 
-def _lif_layer(g, lif: Node, name, op, source, ins, rows, cols, vals, bias, out_shape) -> Layer:
-    x, v = lif.inputs
-    s_out, v_out = lif.outputs
-    pair = g.state_of_input(v)
-    if pair is None or pair.output != v_out:
-        raise ModelError(f"{lif.where()}: its membrane input '{v}' must be the state input paired with its "
-                         f"membrane output '{v_out}' (nmc.state metadata or the '<x>' -> '<x>.next' naming rule)")
-    init = np.broadcast_to(np.asarray(pair.init, float), g.tensors[v].shape).reshape(-1).copy()
-    return Layer(name=name, op=op, source=source, stage=lif.stage, inputs=ins, in_sizes=[g.tensors[t].size for t in ins],
-                 out=s_out, out_shape=tuple(out_shape), rows=rows, cols=cols, vals=vals, bias=bias, dendrite="mac",
-                 soma="lif", lif=dict(lif.attrs), state_in=v, state_out=v_out, init=init,
-                 order=_spatial_order(tuple(out_shape)))
+def _fusable(node: Node, t: str) -> bool:
+    """A spiking neuron op whose synaptic input is ``t``: its synapse can be the producer's (one layer)."""
+    m = by_ir_op(node.op)
+    return m is not None and m.spiking and node.inputs[m.onnx.inputs.index(m.synapse_port)] == t
+
+
+def _neuron_layer(g: Graph, node: Node, name, op, source, ins, rows, cols, vals, bias, out_shape,
+                  bad: list) -> Layer | None:
+    """The layer of a neuron op: its model, attributes and one state pair per state word of the model (each
+    state input paired with the matching state output); None (and an entry in ``bad``) when a pair is wrong."""
+    m = by_ir_op(node.op)
+    port = dict(zip(m.onnx.inputs, node.inputs))
+    outp = dict(zip(m.onnx.outputs, node.outputs))
+    n = int(np.prod(out_shape, dtype=np.int64))
+    init = np.zeros((n, len(m.state)))
+    for i, w in enumerate(m.state):
+        t_in, t_out = port[w.in_port], outp[w.out_port]
+        pair = g.state_of_input(t_in)
+        if pair is None or pair.output != t_out:
+            bad.append((node.source or node.name, f"nmc::{m.onnx.name}",
+                        f"its state input '{t_in}' ({w.in_port}) must be the state input paired with its output "
+                        f"'{t_out}' ({w.out_port}) (nmc.state metadata or the '<x>' -> '<x>.next' naming rule)"))
+            return None
+        init[:, i] = np.broadcast_to(np.asarray(pair.init, float), g.tensors[t_in].shape).reshape(-1)
+    return Layer(name=name, op=op, source=source, stage=node.stage, inputs=ins,
+                 in_sizes=[g.tensors[t].size for t in ins], out=outp[m.output_port], out_shape=tuple(out_shape),
+                 rows=rows, cols=cols, vals=vals, bias=bias, dendrite="mac", soma=m.name, attrs={**m.onnx.defaults(), **node.attrs},
+                 state_in=tuple(port[w.in_port] for w in m.state), state_out=tuple(outp[w.out_port] for w in m.state),
+                 init=init, order=_spatial_order(tuple(out_shape)))

@@ -61,12 +61,6 @@ class Ranges:
                 raise PassError(f"ranges: tensor '{t}' has range [{r.lo}, {r.hi}]")
 
 
-#: soma-specific integers of a :class:`QLayer`, by soma
-SOMA_KEYS = {"ann": ("mult", "shift"),
-             "lif": ("k", "thr", "v_reset", "v_leak", "beta_mult", "reset_mode", "spike_ge", "reset_delay", "v_init"),
-             "count": ("v_init",)}
-
-
 @dataclass(frozen=True, eq=False)
 class QLayer:
     """The chip integers of one layer (aligned with its :class:`~nmc.mapper.lower.Layer`)."""
@@ -79,8 +73,10 @@ class QLayer:
     lossless: bool
     acc_bound: float  #: worst-case accumulator magnitude
     report: dict[str, Any]  #: quantisation report (core-map header)
-    soma: dict[str, Any]  #: ann: mult, shift [n]; lif: k, thr, v_reset, v_leak, beta_mult, reset_mode,
-    #: spike_ge, reset_delay, v_init [n]; count: v_init [n]
+    cparam: np.ndarray  #: the neuron model's core parameters, in its declared order
+    nparam: np.ndarray  #: [n, the model's per-neuron parameters] (ANN: requantiser multiplier, shift)
+    state_init: np.ndarray  #: [n, the model's state words] initial state
+    k: float = 1.0  #: membrane scale: a state word in membrane units holds k * its float value
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,11 +101,12 @@ class Quantized:
                 raise PassError(f"quantized: {l.where()} declares {q.w_bits}-bit weights for its weights")
             if q.lo > q.hi:
                 raise PassError(f"quantized: {l.where()} has output range [{q.lo}, {q.hi}]")
-            if set(q.soma) != set(SOMA_KEYS[l.soma]):
-                raise PassError(f"quantized: {l.where()} ({l.soma}) has soma parameters {sorted(q.soma)}")
-            for k in ("mult", "shift", "v_init"):
-                if k in q.soma and np.shape(q.soma[k]) != (l.n,):
-                    raise PassError(f"quantized: {l.where()} has {np.shape(q.soma[k])} '{k}' for {l.n} neurons")
+            m = l.model
+            want = ((len(m.core_params),), (l.n, len(m.neuron_params)), (l.n, len(m.state)))
+            got = (q.cparam.shape, q.nparam.shape, q.state_init.shape)
+            if got != want:
+                raise PassError(f"quantized: {l.where()} ({l.soma}) has parameter/state shapes {got}; its model "
+                                f"needs {want}")
             missing = [t for t in (*l.inputs, l.out) if t not in self.tq]
             if missing:
                 raise PassError(f"quantized: {l.where()} tensors {missing} have no representation")
@@ -237,10 +234,9 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
     g = lg.graph
     c = chip.core
     acc_lim = 2 ** (c.accumulator_bits - 1)
-    mem_lim = 2 ** (c.membrane_bits - 1)
     tq: dict[str, TQ] = {}
     qlayers: list[QLayer] = []
-    spike_t = {l.out for l in lg.layers if l.soma == "lif"}
+    spike_t = {l.out for l in lg.layers if l.model.spiking}
     for s in g.states:
         if lg.root(s.output) in spike_t:
             spike_t.add(s.input)
@@ -255,7 +251,7 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
             tq[name] = TQ(1.0, 0, 1, 1, "spike")
     nonneg = {t for t, q in tq.items() if q.lo >= 0}
     for l in lg.layers:
-        if l.soma == "lif":
+        if l.model.spiking:
             tq[l.out] = TQ(1.0, 0, 1, 1, "spike")
             nonneg.add(l.out)
     for l in lg.layers:
@@ -273,7 +269,8 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
             tq[l.out] = TQ(q_in.scale, q_in.lo if not l.relu else max(0, q_in.lo), q_in.hi, 8, "value")
             wq, bias, lo, hi = np.ones_like(l.rows, dtype=np.int64), np.zeros(l.n, np.int64), tq[l.out].lo, tq[l.out].hi
             w_bits, lossless = _w_bits(np.ones(1, np.int64), chip), True
-            soma = dict(mult=np.ones(l.n, np.int64), shift=np.zeros(l.n, np.int64))
+            k, cparam, state_init = 1.0, np.zeros(0, np.int64), np.zeros((l.n, 0), np.int64)
+            nparam = np.stack([np.ones(l.n, np.int64), np.zeros(l.n, np.int64)], axis=1)  # multiplier 1, shift 0
             rep.update(lossless=True, weight_rel_err=0.0, out_scale=tq[l.out].scale)
         elif l.soma == "ann":
             E = l.vals * s_in[l.cols]
@@ -295,35 +292,39 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
             lossless = bool(np.all(err <= _EPS * np.maximum(1, np.abs(E))) and np.all(s_row == 1.0)
                             and out_q.scale == 1.0 and np.all(_is_int(l.bias)))
             lo, hi, w_bits = out_q.lo, out_q.hi, _w_bits(wq, chip)
-            soma = dict(mult=mult, shift=shift)
+            k, cparam, state_init = 1.0, np.zeros(0, np.int64), np.zeros((l.n, 0), np.int64)
+            nparam = np.stack([mult, shift], axis=1).astype(np.int64)
             rep.update(lossless=lossless, weight_rel_err=float(err.max() / max(np.abs(E).max(), 1e-30)) if E.size else 0.0,
                        out_scale=out_q.scale, weight_scale_min=float(s_row.min()), weight_scale_max=float(s_row.max()))
-        elif l.soma == "lif":
-            a = l.lif
-            gain = float(a.get("gain", 1.0))
+        elif l.model.quantize is not None:  # the LIF family: a membrane scale k for weights and parameters
+            m, a = l.model, l.attrs
+            gain = float(a[m.input_gain]) if m.input_gain else 1.0
             E = gain * l.vals * s_in[l.cols]
             b = gain * l.bias
-            thr, vr, vl = float(a.get("threshold", 1.0)), float(a.get("v_reset", 0.0)), float(a.get("v_leak", 0.0))
-            init = l.init if l.init is not None else np.zeros(l.n)
+            scaled = np.array([w.scaled for w in m.state], bool)
+            init = l.init
             exact = (E.size == 0 or (np.all(_is_int(E)) and np.abs(E).max() <= W_MAX)) and np.all(_is_int(b)) and \
-                all(_is_int(np.array([thr, vr, vl]))) and np.all(_is_int(init))
+                np.all(_is_int(np.array([float(a[x]) for x in m.membrane_attrs]))) and np.all(_is_int(init))
             k = 1.0 if exact else (W_MAX / np.abs(E).max() if E.size and np.abs(E).max() > 0 else 1.0)
             wq = np.round(k * E).astype(np.int64)
-            thr_q = int(round(k * thr))
-            if thr_q < 1 or thr_q >= mem_lim:
-                raise QuantizationError(f"{l.where()}: threshold {thr} scales to {thr_q}, outside 1 .. 2^"
-                                        f"{c.membrane_bits - 1} (core.membrane_bits); rescale the layer's weights or threshold")
-            beta = float(a.get("beta", 1.0))
-            bm = int(round(beta * 2 ** c.beta_shift))
+            values = m.quantize(a, k, c)
+            for p in m.core_params:
+                v, lo_p, hi_p = values[p.name], p.lo(c), p.hi(c)
+                if not lo_p <= v <= hi_p:
+                    given = f" {a[p.name]:g} scales to" if isinstance(a.get(p.name), float) else ""
+                    raise QuantizationError(f"{l.where()}: {p.name}{given} {v}, outside {lo_p} .. {hi_p} ({p.doc}; "
+                                            f"from core.membrane_bits / core.beta_shift of '{chip.name}'); rescale "
+                                            "the layer's weights or threshold")
+            cparam = np.array([values[p.name] for p in m.core_params], np.int64)
+            nparam = np.zeros((l.n, 0), np.int64)
+            state_init = np.round(np.where(scaled, k * init, init)).astype(np.int64)
             bias, lo, hi, w_bits = np.round(k * b).astype(np.int64), 0, 1, _w_bits(wq, chip)
-            lossless = bool(exact and beta in (0.0, 1.0))
-            soma = dict(k=k, thr=thr_q, v_reset=int(round(k * vr)), v_leak=int(round(k * vl)), beta_mult=bm,
-                        reset_mode=a.get("reset_mode", "subtract"), spike_ge=int(a.get("spike_ge", 0)),
-                        reset_delay=int(a.get("reset_delay", 0)), v_init=np.round(k * init).astype(np.int64))
+            lossless = bool(exact and m.lossless(a))
             err = np.abs(wq / k - E)
             rep.update(lossless=lossless, membrane_scale=k,
                        weight_rel_err=float(err.max() / max(np.abs(E).max(), 1e-30)) if E.size else 0.0,
-                       beta=beta, beta_chip=bm / 2 ** c.beta_shift)
+                       **{f"{x}_chip": values[f"{x}_mult"] / 2 ** c.beta_shift for x in ("alpha", "beta")
+                          if f"{x}_mult" in values}, **{x: float(a[x]) for x in ("alpha", "beta") if x in a})
         elif l.soma == "count":
             for t in l.inputs:
                 if tq[t].kind != "spike":
@@ -334,7 +335,8 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
             nonneg.add(l.out)
             wq, bias, lo = np.ones_like(l.rows, dtype=np.int64), np.zeros(l.n, np.int64), 0
             w_bits, lossless = _w_bits(np.ones(1, np.int64), chip), True
-            soma = dict(v_init=np.round(l.init if l.init is not None else np.zeros(l.n)).astype(np.int64))
+            k, cparam, nparam = 1.0, np.zeros(0, np.int64), np.zeros((l.n, 0), np.int64)
+            state_init = np.round(l.init).astype(np.int64)
             rep.update(lossless=True, count_max=hi)
         else:
             raise AssertionError(l.soma)
@@ -347,7 +349,7 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
         acc_bound = float((bound + np.abs(bias)).max()) if l.n else 0.0
         rep["acc_bound"] = acc_bound
         qlayers.append(QLayer(wq=wq, bias=bias, lo=lo, hi=hi, w_bits=w_bits, lossless=lossless, acc_bound=acc_bound,
-                              report=rep, soma=soma))
+                              report=rep, cparam=cparam, nparam=nparam, state_init=state_init, k=k))
     for s in g.states:
         if s.output in tq and s.input not in tq:
             tq[s.input] = tq[s.output]

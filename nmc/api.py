@@ -187,19 +187,20 @@ class EmulationResult:
 
 
 def _with_states(cm: CoreMap, states: Mapping[str, np.ndarray], b: int) -> CoreMap:
-    arrays = dict(cm.arrays)
-    arrays["v_init"] = arrays["v_init"].copy()
-    arrays["axon_init"] = arrays["axon_init"].copy()
+    """``cm`` with sample ``b``'s given state inputs as initial state words / axon values."""
+    init = cm.neurons.state_init.copy()
+    axon_init = cm.axons.init.copy()
     for s in cm.meta["states"]:
         if s["input"] not in states:
             continue
         x = states[s["input"]]
         x = (x[b] if x.shape[0] > 1 else x[0]).reshape(-1)
         if s["target"] == "neuron":
-            arrays["v_init"][np.asarray(s["neurons"], np.int64)] = np.round(x / s["scale"]).astype(np.int64)
+            init[np.asarray(s["neurons"], np.int64), s["word"]] = np.round(x / s["scale"]).astype(np.int64)
         elif s["target"] == "axon":
-            arrays["axon_init"][np.asarray(s["axons"], np.int64)] = np.round(x[np.asarray(s["elems"], np.int64)]).astype(np.int64)
-    return CoreMap(chip=cm.chip, meta=cm.meta, arrays=arrays)
+            axon_init[np.asarray(s["axons"], np.int64)] = np.round(x[np.asarray(s["elems"], np.int64)]).astype(np.int64)
+    return cm.replace(neurons=dataclasses.replace(cm.neurons, state_init=init),
+                      axons=dataclasses.replace(cm.axons, init=axon_init))
 
 
 def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarray] | str | os.PathLike,
@@ -240,7 +241,7 @@ def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarr
         raw[spec["name"]] = r
         outputs[spec["name"]] = (r * spec["scale"]).astype(np.float64) if spec["scale"] != 1.0 else r.astype(np.float64)
     for spec in cm.meta.get("state_outputs", []):
-        v = res.v_final[:, np.asarray(spec["neurons"], np.int64)].reshape((B,) + tuple(spec["shape"]))
+        v = res.state_final[:, np.asarray(spec["neurons"], np.int64), spec["word"]].reshape((B,) + tuple(spec["shape"]))
         raw[spec["name"]] = v
         outputs[spec["name"]] = v * spec["scale"]
     report = build_report(cm, res, T, backend)

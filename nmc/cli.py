@@ -12,12 +12,10 @@ import numpy as np
 from .api import compile, emulate
 from .chip import list_presets, load_chip
 from .corefile import load, save
-from .coremap import SOMA
 from .emulator.profile import format_profile
 from .errors import InputError, NmcError
 from .files import save_json, save_npz
-from .resources import core_usage
-from .rules import in_bytes, router_entries
+from .resources import core_usages
 from .version import __version__
 
 __all__ = ["main", "format_info"]
@@ -77,15 +75,12 @@ def cmd_profile(a: argparse.Namespace) -> int:
 
 
 def format_info(cm) -> str:
-    soma_name = {v: k for k, v in SOMA.items()}
-    a = cm.arrays
+    cs = cm.cores
     chip = cm.chip
     chips = cm.meta["chips"]
-    nn, na = np.diff(a["core_neuron_off"]), np.diff(a["core_axon_off"])
-    ents, ib = router_entries(cm), in_bytes(cm)
-    mem = [core_usage(chip, int(na[c]), int(nn[c]), int(a["core_w_bits"][c]), soma_name[int(a["core_soma"][c])],
-                      int(ib[c]), has_bias=int(a["core_soma"][c]) != SOMA["partial"],
-                      router_entries=int(ents[c])).total for c in range(cm.num_cores)]
+    nn, na = np.diff(cs.neuron_off), np.diff(cs.axon_off)
+    mem = [u.total for u in core_usages(cm)]
+    models = cm.models()
     L = [f"model {cm.meta['model']} | chip {chip.name} ({chip.cores_x}x{chip.cores_y} cores/chip) | "
          f"{chips[0]}x{chips[1]} chip(s) | {cm.num_cores} of {chips[0] * chips[1] * chip.cores_per_chip} cores used | "
          f"default steps {cm.meta['num_steps']} | nmc {cm.meta.get('nmc_version') or __version__}",
@@ -99,12 +94,13 @@ def format_info(cm) -> str:
         L.append(f"{l['name'][:15]:<16}{l['op'][:17]:<18}{l['stage']:<9}{l['neurons']:>8}{len(l['cores']):>6}"
                  f"{'yes' if l['split'] else 'no':>6}{l['w_bits']:>7}{'yes' if l['quant'].get('lossless') else 'no':>9}")
     L.append("")
-    L.append(f"{'core':>5} {'(x,y)':<9}{'layer':<16}{'soma':<8}{'stage/ph':<10}{'neurons':>12}{'axons':>12}{'memory B':>16}")
+    L.append(f"{'core':>5} {'(x,y)':<9}{'layer':<16}{'soma':<15}{'stage/ph':<10}{'neurons':>12}{'axons':>12}"
+             f"{'memory B':>16}")
     st_name = {0: "static", 1: "step", 2: "readout"}
     for c in range(cm.num_cores):
-        L.append(f"{c:>5} {('(%d,%d)' % (a['core_x'][c], a['core_y'][c])):<9}"
-                 f"{cm.meta['layers'][int(a['core_layer'][c])]['name'][:15]:<16}{soma_name[int(a['core_soma'][c])]:<8}"
-                 f"{st_name[int(a['core_stage'][c])] + '/' + str(int(a['core_phase'][c])):<10}"
+        L.append(f"{c:>5} {('(%d,%d)' % (cs.x[c], cs.y[c])):<9}"
+                 f"{cm.meta['layers'][int(cs.layer[c])]['name'][:15]:<16}{models[c].name:<15}"
+                 f"{st_name[int(cs.stage[c])] + '/' + str(int(cs.phase[c])):<10}"
                  f"{f'{nn[c]}/{chip.core.neurons}':>12}{f'{na[c]}/{chip.core.axons}':>12}"
                  f"{f'{mem[c]}/{chip.core.memory_bytes}':>16}")
     # grid picture: layer index per position
@@ -112,7 +108,7 @@ def format_info(cm) -> str:
     if W * H <= 4096:
         grid = [["." for _ in range(W)] for _ in range(H)]
         for c in range(cm.num_cores):
-            grid[int(a["core_y"][c])][int(a["core_x"][c])] = _glyph(int(a["core_layer"][c]))
+            grid[int(cs.y[c])][int(cs.x[c])] = _glyph(int(cs.layer[c]))
         L.append("")
         L.append("placement (one character per core, '.' free, chips apart; layer key below; the host I/O port "
                  "is west of (0,0)):")

@@ -1,181 +1,317 @@
 """The core-map format: what the mapper emits and the emulator runs.
 
-A core map is a set of flat arrays (one entry per core, per neuron, per axon, per
-route) plus a JSON header.  It is saved as one file (a ZIP of ``.npy`` members, like
-``.npz``) whose header carries the format version, the nmc version, the full chip
-description and a SHA-256 over every array; :func:`load` refuses a file of another
-version, a corrupt or tampered file, and one that breaks its chip's limits.
+A core map is a set of named *tables* of arrays plus a JSON *header* (``meta``).  Each table is a
+typed dataclass whose columns declare their dtype and dimensions; :func:`check_coremap` checks every
+column against them, :func:`check_header` checks the header against :data:`HEADER`.  Files
+(``nmc/corefile.py``) store column ``x`` of table ``cores`` as the array ``cores.x``.
 
-Glossary (all indices are 0-based and global):
+Dimensions: ``C`` cores, ``N`` neurons, ``A`` axons, ``W`` weights, ``R`` routes, ``E`` router-table
+entries, ``I`` input feeds, ``O`` graph outputs, ``T`` output taps; ``P``, ``Q``, ``S`` the widths of the
+per-core parameter, per-neuron parameter and per-neuron state tables (at least what the largest
+neuron model used needs).  All indices are 0-based and global.
 
-* core ``c``: ``core_*[c]``.  Its neurons are ``core_neuron_off[c] .. core_neuron_off[c+1]``
-  of the neuron arrays, its axons ``core_axon_off[c] .. core_axon_off[c+1]`` of the axon
-  buffer, its weights ``weights[core_w_off[c] : core_w_off[c+1]]`` reshaped
-  ``[n_axons, n_neurons]`` (axon-major, so an input spike reads one row).
-* ``core_stage``: 0 static (once per sample before step 0), 1 step (every timestep),
-  2 readout (once after the last step).  ``core_phase``: phase within the stage;
-  phases run in increasing order, and all cores of a phase run "in parallel".
-* ``core_dendrite``: 0 ``mac`` (acc[n] = sum_a x[a] * W[a, n] + bias[n]) or 1 ``max``
-  (acc[n] = max of x[a] over axons a with W[a, n] != 0, bias ignored).
-* ``core_spike_in``: 1 if every axon input is a spike (0/1): the dendrite is event
-  driven (only nonzero axons are read and counted, "zero-skipping").
-* ``core_soma``: 0 ``ann`` (requantise + clamp), 1 ``lif``, 2 ``partial`` (emit the
-  accumulator as is), 3 ``count`` (v += acc; out = v).
-* ``core_out_bits``: width of what the core sends: 1 (spike), 8 (int8/uint8 value),
-  32 (int32 partial sum or wide value).  Sets packet counts.
-* routes ``r``: value of neuron ``route_src[r]``'s output register is written to axon
-  ``route_dst[r]`` at the end of the source core's phase (``route_delayed[r] == 0``)
-  or at the end of the timestep (``route_delayed[r] == 1``: recurrence through a
-  spike state pair, the consumer sees it in the next step).  Routes are sorted by
-  (source core, destination core); packets are counted per such pair.
-* input feeds ``i``: element ``in_elem[i]`` of graph input ``in_input[i]`` (quantised)
-  is written to axon ``in_dst[i]`` when that input is loaded (static inputs once,
-  step inputs at the start of each step).  Inputs enter through the host I/O port.
-* output taps: graph output ``k`` element ``j`` is the output register of neuron
-  ``out_src[out_off[k] + j]``; step outputs are recorded after every step, others
-  after their stage.  Output values travel to the I/O port (counted as packets).
+* ``cores``: core ``c`` holds neurons ``neuron_off[c]:neuron_off[c+1]``, axons
+  ``axon_off[c]:axon_off[c+1]`` and the weights ``weights.data[w_off[c]:w_off[c+1]]`` as
+  ``[n_axons, n_neurons]`` (axon-major: an input spike reads one row).  ``stage``: 0 static (once per
+  sample before step 0), 1 step (every timestep), 2 readout (once after the last step); ``phase``:
+  phase within the stage (phases run in increasing order, the cores of a phase in parallel).
+  ``dendrite``: 0 ``mac`` (acc[n] = sum_a x[a] * W[a, n] + bias[n]) or 1 ``max`` (acc[n] = max of x[a]
+  over axons with W[a, n] != 0).  ``spike_in``: 1 if every axon input is a spike (0/1): the dendrite is
+  event driven (only nonzero axons are read and counted).  ``model``: the soma's neuron model code
+  (:mod:`nmc.neurons`: ann 0, lif 1, partial 2, count 3, cubalif 4, lif_refractory 5, ...) and
+  ``param[c]`` its core parameters in the model's declared order.  ``out_bits``: width of what the
+  core sends (1 spike, 8 value, 32 partial sum); ``out_lo``/``out_hi`` the soma's output range.
+* ``neurons``: ``bias``, ``param`` (the model's per-neuron parameters, e.g. the ANN requantiser) and
+  ``state_init`` (the model's state words before step 0, e.g. the membrane).
+* ``axons``: ``init``, the axon buffer before step 0 (recurrent spikes of a state pair's init).
+* ``routes``: neuron ``src[r]``'s output register is written to axon ``dst[r]`` at the end of the source
+  core's phase (``delayed == 0``) or at the end of the timestep (``delayed == 1``: recurrence through a
+  spike state pair).  Routes are sorted by (source core, destination core, destination axon).
+* ``router``: the routing table of every core: entries ``off[c]:off[c+1]``, each a destination core
+  (``dst``, -1 = the host I/O port) whose routes are ``route_off[e]:route_off[e+1]``.  The design rules
+  count its entries; the emulator sends one packet group per entry.
+* ``feeds``: element ``elem[i]`` of graph input ``input[i]`` (quantised) is written to axon ``dst[i]``
+  when that input is loaded (static inputs once, step inputs at the start of each step).
+* ``taps``: graph output ``k`` element ``j`` is the output register of neuron ``src[off[k] + j]``.
 
 The numerics of every field are specified in docs/numerics.md and implemented by
-``emulator/reference.py``.
+``emulator/reference.py`` (and each neuron model's ``ref_step``).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, ClassVar
 
 import numpy as np
 
 from .chip import ChipSpec
 from .errors import CoreMapError
+from .neurons import MODELS, by_code, max_core_params, max_neuron_params, max_state_words
 
-__all__ = ["CoreMap", "FORMAT", "FORMAT_VERSION", "SOMA", "DENDRITE", "STAGE", "check_coremap"]
+__all__ = ["CoreMap", "Cores", "Neurons", "Axons", "Weights", "Routes", "Router", "Feeds", "Taps", "TABLES",
+           "FORMAT", "FORMAT_VERSION", "STAGE", "DENDRITE", "SOMA", "HEADER", "check_coremap", "check_header",
+           "chips_of", "input_kind_codes", "value_bytes", "in_bytes", "n_elems"]
 
 FORMAT = "nmc-coremap"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  #: 2: typed tables, neuron models, router tables (1: flat arrays, LIF only)
 
 STAGE = {"static": 0, "step": 1, "readout": 2}
 DENDRITE = {"mac": 0, "max": 1}
-SOMA = {"ann": 0, "lif": 1, "partial": 2, "count": 3}
-RESET = {"subtract": 0, "zero": 1, "none": 2}
-
-#: array name -> dtype.  Every array of a core map, in file order.
-ARRAYS: dict[str, str] = {
-    # per core [C]
-    "core_layer": "int32",
-    "core_x": "int32",
-    "core_y": "int32",
-    "core_stage": "int8",
-    "core_phase": "int32",
-    "core_dendrite": "int8",
-    "core_spike_in": "int8",
-    "core_soma": "int8",
-    "core_out_bits": "int8",
-    "core_w_bits": "int8",
-    "core_out_lo": "int64",
-    "core_out_hi": "int64",
-    "lif_threshold": "int64",
-    "lif_v_reset": "int64",
-    "lif_v_leak": "int64",
-    "lif_beta_mult": "int64",
-    "lif_reset_mode": "int8",
-    "lif_spike_ge": "int8",
-    "lif_reset_delay": "int8",
-    # prefix sums [C + 1]
-    "core_neuron_off": "int64",
-    "core_axon_off": "int64",
-    "core_w_off": "int64",
-    # flat weights [sum n_axons * n_neurons], axon-major per core
-    "weights": "int8",
-    # per neuron [N]
-    "bias": "int64",
-    "req_mult": "int64",
-    "req_shift": "int64",
-    "v_init": "int64",
-    # per axon [A]
-    "axon_init": "int64",
-    # routes [R]
-    "route_src": "int64",
-    "route_dst": "int64",
-    "route_delayed": "int8",
-    # input feeds [I]
-    "in_input": "int32",
-    "in_elem": "int64",
-    "in_dst": "int64",
-    # output taps
-    "out_off": "int64",  # [n_outputs + 1]
-    "out_src": "int64",
-    # routing tables: entries of core c are rt_off[c]:rt_off[c+1]; entry e sends routes
-    # rt_route_off[e]:rt_route_off[e+1] to core rt_dst[e] (-1: the host I/O port, no routes, last)
-    "rt_off": "int64",  # [C + 1]
-    "rt_dst": "int64",  # [E]
-    "rt_route_off": "int64",  # [E + 1]
-}
+#: soma name -> neuron model code (nmc.neurons)
+SOMA = {name: m.code for name, m in MODELS.items()}
 
 
-@dataclass
+def col(dtype: str, *dims: str, doc: str = "") -> Any:
+    """A column of a table: its dtype and dimensions (``C``, ``C+1``, ``N``, ... see the module doc)."""
+    return field(metadata={"dtype": dtype, "dims": dims, "doc": doc})
+
+
+class _Table:
+    """Base of the tables: frozen dataclasses of NumPy arrays."""
+
+    NAME: ClassVar[str] = ""
+
+    @classmethod
+    def columns(cls) -> dict[str, tuple[str, tuple[str, ...]]]:
+        return {f.name: (f.metadata["dtype"], f.metadata["dims"]) for f in fields(cls)}
+
+    @classmethod
+    def empty(cls, **widths: int) -> "_Table":
+        """A table with no entries (offsets hold a single 0); ``widths`` sets P, Q, S."""
+        out = {}
+        for name, (dt, dims) in cls.columns().items():
+            shape = tuple(1 if d.endswith("+1") else widths.get(d, 0) if len(dims) > 1 and i else 0
+                          for i, d in enumerate(dims))
+            out[name] = np.zeros(shape, dtype=dt)
+        return cls(**out)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, eq=False)
+class Cores(_Table):
+    NAME: ClassVar[str] = "cores"
+    layer: np.ndarray = col("int32", "C", doc="index into meta['layers']")
+    x: np.ndarray = col("int32", "C", doc="global grid column")
+    y: np.ndarray = col("int32", "C", doc="global grid row")
+    stage: np.ndarray = col("int8", "C")
+    phase: np.ndarray = col("int32", "C")
+    dendrite: np.ndarray = col("int8", "C")
+    spike_in: np.ndarray = col("int8", "C")
+    model: np.ndarray = col("int8", "C", doc="neuron model code")
+    out_bits: np.ndarray = col("int8", "C")
+    w_bits: np.ndarray = col("int8", "C")
+    out_lo: np.ndarray = col("int64", "C")
+    out_hi: np.ndarray = col("int64", "C")
+    param: np.ndarray = col("int64", "C", "P", doc="the model's core parameters")
+    neuron_off: np.ndarray = col("int64", "C+1")
+    axon_off: np.ndarray = col("int64", "C+1")
+    w_off: np.ndarray = col("int64", "C+1")
+
+
+@dataclass(frozen=True, eq=False)
+class Neurons(_Table):
+    NAME: ClassVar[str] = "neurons"
+    bias: np.ndarray = col("int64", "N")
+    param: np.ndarray = col("int64", "N", "Q", doc="the model's per-neuron parameters")
+    state_init: np.ndarray = col("int64", "N", "S", doc="the model's state words before step 0")
+
+
+@dataclass(frozen=True, eq=False)
+class Axons(_Table):
+    NAME: ClassVar[str] = "axons"
+    init: np.ndarray = col("int64", "A")
+
+
+@dataclass(frozen=True, eq=False)
+class Weights(_Table):
+    NAME: ClassVar[str] = "weights"
+    data: np.ndarray = col("int8", "W", doc="per core [n_axons, n_neurons], axon-major")
+
+
+@dataclass(frozen=True, eq=False)
+class Routes(_Table):
+    NAME: ClassVar[str] = "routes"
+    src: np.ndarray = col("int64", "R", doc="source neuron")
+    dst: np.ndarray = col("int64", "R", doc="destination axon")
+    delayed: np.ndarray = col("int8", "R")
+
+
+@dataclass(frozen=True, eq=False)
+class Router(_Table):
+    NAME: ClassVar[str] = "router"
+    off: np.ndarray = col("int64", "C+1", doc="entries of core c: off[c]:off[c+1]")
+    dst: np.ndarray = col("int64", "E", doc="destination core, -1 = host I/O port")
+    route_off: np.ndarray = col("int64", "E+1", doc="routes of entry e: route_off[e]:route_off[e+1]")
+
+
+@dataclass(frozen=True, eq=False)
+class Feeds(_Table):
+    NAME: ClassVar[str] = "feeds"
+    input: np.ndarray = col("int32", "I", doc="index into meta['inputs']")
+    elem: np.ndarray = col("int64", "I")
+    dst: np.ndarray = col("int64", "I", doc="axon")
+
+
+@dataclass(frozen=True, eq=False)
+class Taps(_Table):
+    NAME: ClassVar[str] = "taps"
+    off: np.ndarray = col("int64", "O+1")
+    src: np.ndarray = col("int64", "T", doc="neuron")
+
+
+#: table name -> class, in file order
+TABLES: dict[str, type[_Table]] = {t.NAME: t for t in (Cores, Neurons, Axons, Weights, Routes, Router, Feeds, Taps)}
+
+
+@dataclass(eq=False)
 class CoreMap:
-    """A compiled model: arrays (see module doc) + header ``meta`` + the chip it was compiled for.
+    """A compiled model: the tables (see the module doc), the header ``meta`` and the chip it was compiled for.
 
-    ``meta`` keys: ``model`` (name), ``num_steps`` (default T), ``chips`` ([x, y] grid of chips),
-    ``layers`` (list of {name, op, stage, source, neurons, cores}),
-    ``inputs`` (list of {name, kind: static|step|state, shape, scale, lo, hi}),
-    ``outputs`` (list of {name, stage: static|step|readout, shape, scale, signed}),
-    ``states`` (list of {input, output, target: neuron|axon|none, index_off, scale}),
-    ``phases`` ({stage: number of phases}), ``compile`` (options and quantisation report).
+    ``meta`` keys (checked by :func:`check_header` against :data:`HEADER`): ``model`` (name),
+    ``num_steps`` (default T), ``chips`` ([x, y] grid of chips), ``layers``, ``inputs``, ``outputs``,
+    ``state_outputs``, ``states``, ``phases`` ({stage: number of phases}), ``compile`` (options, warnings
+    and the quantisation report), ``routing`` (summary of the router tables), ``nmc_version`` (of the compiler).
     """
 
     chip: ChipSpec
     meta: dict[str, Any]
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    cores: Cores
+    neurons: Neurons
+    axons: Axons
+    weights: Weights
+    routes: Routes
+    router: Router
+    feeds: Feeds
+    taps: Taps
 
-    def __getattr__(self, name: str) -> np.ndarray:
-        arrays = self.__dict__.get("arrays")
-        if arrays is not None and name in arrays:
-            return arrays[name]
-        raise AttributeError(name)
+    def tables(self) -> dict[str, _Table]:
+        return {name: getattr(self, name) for name in TABLES}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every column as ``"<table>.<column>"`` -> array (what files store and the hash covers)."""
+        return {f"{t}.{k}": v for t, tab in self.tables().items() for k, v in tab.arrays().items()}
+
+    @classmethod
+    def from_arrays(cls, chip: ChipSpec, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> "CoreMap":
+        """Build from ``"<table>.<column>"`` arrays; a missing column is a :class:`CoreMapError`."""
+        missing = [f"{t}.{k}" for t, tc in TABLES.items() for k in tc.columns() if f"{t}.{k}" not in arrays]
+        if missing:
+            raise CoreMapError(f"core map lacks array(s) {missing}")
+        tabs = {t: tc(**{k: arrays[f"{t}.{k}"] for k in tc.columns()}) for t, tc in TABLES.items()}
+        return cls(chip=chip, meta=meta, **tabs)
+
+    def replace(self, **changes: Any) -> "CoreMap":
+        """A copy with tables (or ``meta``) replaced, e.g. ``cm.replace(neurons=...)``."""
+        return replace(self, **changes)
 
     @property
     def num_cores(self) -> int:
-        return int(self.arrays["core_layer"].shape[0])
+        return int(self.cores.layer.shape[0])
 
     @property
     def num_neurons(self) -> int:
-        return int(self.arrays["core_neuron_off"][-1])
+        return int(self.cores.neuron_off[-1])
 
     @property
     def num_axons(self) -> int:
-        return int(self.arrays["core_axon_off"][-1])
+        return int(self.cores.axon_off[-1])
 
     def n_neurons(self, c: int) -> int:
-        off = self.arrays["core_neuron_off"]
-        return int(off[c + 1] - off[c])
+        return int(self.cores.neuron_off[c + 1] - self.cores.neuron_off[c])
 
     def n_axons(self, c: int) -> int:
-        off = self.arrays["core_axon_off"]
-        return int(off[c + 1] - off[c])
+        return int(self.cores.axon_off[c + 1] - self.cores.axon_off[c])
 
     def core_weights(self, c: int) -> np.ndarray:
         """Weights of core c as ``[n_axons, n_neurons]``."""
-        w_off = self.arrays["core_w_off"]
-        return self.arrays["weights"][w_off[c]:w_off[c + 1]].reshape(self.n_axons(c), self.n_neurons(c))
+        w = self.cores.w_off
+        return self.weights.data[w[c]:w[c + 1]].reshape(self.n_axons(c), self.n_neurons(c))
 
     def neuron_core(self) -> np.ndarray:
         """Core index of every neuron [N]."""
-        off = self.arrays["core_neuron_off"]
-        return np.repeat(np.arange(self.num_cores, dtype=np.int64), np.diff(off))
+        return np.repeat(np.arange(self.num_cores, dtype=np.int64), np.diff(self.cores.neuron_off))
 
     def axon_core(self) -> np.ndarray:
         """Core index of every axon [A]."""
-        off = self.arrays["core_axon_off"]
-        return np.repeat(np.arange(self.num_cores, dtype=np.int64), np.diff(off))
+        return np.repeat(np.arange(self.num_cores, dtype=np.int64), np.diff(self.cores.axon_off))
+
+    def models(self) -> list:
+        """The neuron model of every core."""
+        return [by_code(int(m)) for m in self.cores.model]
+
+
+# --------------------------------------------------------------------------- header
+_NUM = (int, float)
+_IN = dict(name=str, kind=("static", "step", "state"), shape=[int], scale=float, lo=int, hi=int)
+_OUT = dict(name=str, stage=tuple(STAGE), shape=[int], scale=float, signed=bool, layer=str, kind=str, final=bool)
+#: the header's schema: key -> type (str, int, float, bool, dict: any table), a tuple of allowed values,
+#: ``[spec]`` a list of spec, a dict of key -> spec; keys ending in ``?`` are optional
+HEADER: dict[str, Any] = {
+    "model": str,
+    "num_steps": int,
+    "chips": [int],
+    "layers": [dict(name=str, op=str, stage=tuple(STAGE), source=str, neurons=int, cores=[int], split=bool,
+                    w_bits=int, acc_bound=float, quant=dict)],
+    "inputs": [_IN],
+    "outputs": [_OUT],
+    "state_outputs": [dict(name=str, shape=[int], layer=str, neurons=[int], scale=float, word=int)],
+    "states": [{"input": str, "output": str, "shape": [int], "target": ("neuron", "axon", "none"),
+                "neurons?": [int], "axons?": [int], "elems?": [int], "scale?": float, "word?": int}],
+    "phases": dict,
+    "compile": dict,
+    "routing?": dict,
+    "nmc_version?": str,
+}
+
+
+def _check(value: Any, spec: Any, where: str) -> None:
+    if isinstance(spec, dict):
+        if not isinstance(value, dict):
+            raise CoreMapError(f"header {where} is {type(value).__name__}; expected a table")
+        keys = {k.rstrip("?"): k.endswith("?") for k in spec}
+        missing = [k for k, opt in keys.items() if not opt and k not in value]
+        if missing:
+            raise CoreMapError(f"header {where} lacks {missing}")
+        for k, s in spec.items():
+            k = k.rstrip("?")
+            if k in value:
+                _check(value[k], s, f"{where}.{k}")
+        return
+    if isinstance(spec, list):
+        if not isinstance(value, list):
+            raise CoreMapError(f"header {where} is {type(value).__name__}; expected a list")
+        for i, v in enumerate(value):
+            _check(v, spec[0], f"{where}[{i}]")
+        return
+    if isinstance(spec, tuple):
+        if all(isinstance(s, type) for s in spec):
+            if not isinstance(value, spec):
+                raise CoreMapError(f"header {where} is {value!r}; expected one of the types {[s.__name__ for s in spec]}")
+        elif value not in spec:
+            raise CoreMapError(f"header {where} is {value!r}; expected one of {list(spec)}")
+        return
+    ok = {str: isinstance(value, str), bool: isinstance(value, bool), dict: isinstance(value, dict),
+          int: isinstance(value, int) and not isinstance(value, bool),
+          float: isinstance(value, _NUM) and not isinstance(value, bool) and math.isfinite(value)}[spec]
+    if not ok:
+        raise CoreMapError(f"header {where} is {value!r}; expected {'a finite number' if spec is float else spec.__name__}")
+
+
+def check_header(meta: Any) -> None:
+    """Check ``meta`` against :data:`HEADER`; raise :class:`CoreMapError` naming the first bad entry."""
+    _check(meta, HEADER, "meta")
+    if len(meta["chips"]) != 2 or min(meta["chips"]) < 1:
+        raise CoreMapError(f"header meta.chips is {meta['chips']}; expected [chips_x, chips_y] >= 1")
 
 
 # --------------------------------------------------------------------------- structure
 _KIND_CODE = {"static": 0, "step": 1, "state": 2}
 
 
-def chips_of(cm: "CoreMap") -> tuple[int, int]:
+def chips_of(cm: CoreMap) -> tuple[int, int]:
     """The ``[chips_x, chips_y]`` grid of chips (``meta["chips"]``, else the chip's default system)."""
     ch = cm.meta.get("chips")
     if ch is None:
@@ -183,141 +319,153 @@ def chips_of(cm: "CoreMap") -> tuple[int, int]:
     return int(ch[0]), int(ch[1])
 
 
-def input_kind_codes(cm: "CoreMap") -> np.ndarray:
+def input_kind_codes(cm: CoreMap) -> np.ndarray:
     """Kind of every graph input: 0 static, 1 step, 2 state."""
-    out = []
-    for k, inp in enumerate(cm.meta.get("inputs", [])):
-        kind = inp.get("kind")
-        if kind not in _KIND_CODE:
-            raise CoreMapError(f"graph input {k} ('{inp.get('name')}') has kind {kind!r}; "
-                               f"expected one of {list(_KIND_CODE)}")
-        out.append(_KIND_CODE[kind])
-    return np.array(out, dtype=np.int64)
+    return np.array([_KIND_CODE[inp["kind"]] for inp in cm.meta.get("inputs", [])], dtype=np.int64)
 
 
-def _n_elems(inp: dict) -> int:
+def n_elems(inp: dict) -> int:
     return int(math.prod(int(s) for s in inp.get("shape", [])))
 
 
-def check_coremap(cm: "CoreMap") -> None:
-    """Structural checks (indices in range, codes known, cores on distinct routers): what would make
-    emulation undefined. :func:`nmc.corefile.validate` adds the chip's design rules (nmc/rules.py)."""
-    a = cm.arrays
-    missing = [k for k in ARRAYS if k not in a]
-    if missing:
-        raise CoreMapError(f"core map lacks array(s) {missing}")
-    for k, dt in ARRAYS.items():
-        if a[k].dtype != np.dtype(dt) or a[k].ndim != 1:
-            raise CoreMapError(f"core map array '{k}' has dtype {a[k].dtype} ndim {a[k].ndim}; expected 1-D {dt}")
-    C = a["core_layer"].shape[0]
-    for k in ARRAYS:
-        if k.startswith(("core_", "lif_")) and not k.endswith("_off") and a[k].shape[0] != C:
-            raise CoreMapError(f"core map array '{k}' has {a[k].shape[0]} entries for {C} cores")
-    for k in ("core_neuron_off", "core_axon_off", "core_w_off"):
-        off = a[k]
-        if off.shape[0] != C + 1 or off[0] != 0 or np.any(np.diff(off) < 0):
-            raise CoreMapError(f"core map offsets '{k}' are not {C + 1} non-decreasing values from 0")
-    N, A = int(a["core_neuron_off"][-1]), int(a["core_axon_off"][-1])
-    nn, na = np.diff(a["core_neuron_off"]), np.diff(a["core_axon_off"])
-    if not np.array_equal(np.diff(a["core_w_off"]), nn * na) or a["weights"].shape[0] != a["core_w_off"][-1]:
+def _dims(cm: CoreMap) -> dict[str, int]:
+    c = cm.cores
+    return dict(C=int(c.layer.shape[0]), N=int(c.neuron_off[-1]) if c.neuron_off.size else -1,
+                A=int(c.axon_off[-1]) if c.axon_off.size else -1, W=int(c.w_off[-1]) if c.w_off.size else -1,
+                R=int(cm.routes.src.shape[0]), E=int(cm.router.dst.shape[0]), I=int(cm.feeds.dst.shape[0]),
+                O=len(cm.meta.get("outputs", [])), T=int(cm.taps.src.shape[0]),
+                P=int(c.param.shape[1]) if c.param.ndim == 2 else -1,
+                Q=int(cm.neurons.param.shape[1]) if cm.neurons.param.ndim == 2 else -1,
+                S=int(cm.neurons.state_init.shape[1]) if cm.neurons.state_init.ndim == 2 else -1)
+
+
+def _check_columns(cm: CoreMap) -> dict[str, int]:
+    for t, tab in cm.tables().items():
+        for k, (dt, dims) in type(tab).columns().items():
+            v = getattr(tab, k)
+            if not isinstance(v, np.ndarray) or v.dtype != np.dtype(dt) or v.ndim != len(dims):
+                got = f"{v.dtype} with {v.ndim} dim(s)" if isinstance(v, np.ndarray) else type(v).__name__
+                raise CoreMapError(f"core map column {t}.{k} is {got}; expected {dt} [{', '.join(dims)}]")
+    d = _dims(cm)
+    for k in ("neuron_off", "axon_off", "w_off"):
+        off = getattr(cm.cores, k)
+        if off.shape[0] != d["C"] + 1 or off[0] != 0 or np.any(np.diff(off) < 0):
+            raise CoreMapError(f"core map column cores.{k} is not {d['C'] + 1} non-decreasing values from 0")
+    for t, tab in cm.tables().items():
+        for k, (_, dims) in type(tab).columns().items():
+            v = getattr(tab, k)
+            for axis, dim in enumerate(dims):
+                n = d[dim[0]] + (1 if dim.endswith("+1") else 0)
+                if v.shape[axis] != n:
+                    raise CoreMapError(f"core map column {t}.{k} has {v.shape[axis]} entries along {dim} = {n}")
+    return d
+
+
+def check_coremap(cm: CoreMap) -> None:
+    """Structural checks (header schema, column types and sizes, indices in range, codes known, cores on
+    distinct routers): what would make emulation undefined.  :func:`nmc.corefile.validate` adds the chip's
+    design rules (nmc/rules.py)."""
+    check_header(cm.meta)
+    d = _check_columns(cm)
+    c, N, A, C = cm.cores, d["N"], d["A"], d["C"]
+    nn, na = np.diff(c.neuron_off), np.diff(c.axon_off)
+    if not np.array_equal(np.diff(c.w_off), nn * na):
         raise CoreMapError("core map weights do not match n_axons x n_neurons per core")
-    for k in ("bias", "req_mult", "req_shift", "v_init"):
-        if a[k].shape[0] != N:
-            raise CoreMapError(f"core map array '{k}' has {a[k].shape[0]} entries for {N} neurons")
-    if a["axon_init"].shape[0] != A:
-        raise CoreMapError(f"core map array 'axon_init' has {a['axon_init'].shape[0]} entries for {A} axons")
-    R = a["route_src"].shape[0]
-    if a["route_dst"].shape[0] != R or a["route_delayed"].shape[0] != R:
-        raise CoreMapError("core map route arrays differ in length")
-    if R and (a["route_src"].min() < 0 or a["route_src"].max() >= N or a["route_dst"].min() < 0
-              or a["route_dst"].max() >= A):
+    r = cm.routes
+    if d["R"] and (r.src.min() < 0 or r.src.max() >= N or r.dst.min() < 0 or r.dst.max() >= A):
         raise CoreMapError("core map routes point outside the neuron/axon arrays")
-    if R and not np.isin(a["route_delayed"], (0, 1)).all():
-        raise CoreMapError("core map route_delayed holds a value other than 0/1")
-    I = a["in_dst"].shape[0]
-    if a["in_input"].shape[0] != I or a["in_elem"].shape[0] != I:
-        raise CoreMapError("core map input-feed arrays differ in length")
-    if I and (a["in_dst"].min() < 0 or a["in_dst"].max() >= A):
+    if d["R"] and not np.isin(r.delayed, (0, 1)).all():
+        raise CoreMapError("core map routes.delayed holds a value other than 0/1")
+    _check_router(cm, d)
+    f = cm.feeds
+    inputs = cm.meta["inputs"]
+    if d["I"] and (f.dst.min() < 0 or f.dst.max() >= A):
         raise CoreMapError("core map input feeds point outside the axon array")
-    inputs = cm.meta.get("inputs", [])
-    kinds = input_kind_codes(cm)
-    if I and (a["in_input"].min() < 0 or a["in_input"].max() >= len(inputs)):
+    if d["I"] and (f.input.min() < 0 or f.input.max() >= len(inputs)):
         raise CoreMapError("core map input feeds name a graph input that the header does not list")
-    if I:
-        bad_kind = np.flatnonzero(kinds[a["in_input"]] == _KIND_CODE["state"])
+    if d["I"]:
+        kinds = input_kind_codes(cm)
+        bad_kind = np.flatnonzero(kinds[f.input] == _KIND_CODE["state"])
         if bad_kind.shape[0]:
             i = int(bad_kind[0])
-            k = int(a["in_input"][i])
-            raise CoreMapError(f"input feed {i} loads graph input {k} ('{inputs[k].get('name')}') of kind 'state'; "
-                               "state inputs enter through axon_init and delayed routes, not feeds")
-        n_el = np.array([_n_elems(inp) for inp in inputs], dtype=np.int64)[a["in_input"]]
-        bad = np.flatnonzero((a["in_elem"] < 0) | (a["in_elem"] >= n_el))
+            k = int(f.input[i])
+            raise CoreMapError(f"input feed {i} loads graph input {k} ('{inputs[k]['name']}') of kind 'state'; "
+                               "state inputs enter through axons.init and delayed routes, not feeds")
+        n_el = np.array([n_elems(inp) for inp in inputs], dtype=np.int64)[f.input]
+        bad = np.flatnonzero((f.elem < 0) | (f.elem >= n_el))
         if bad.shape[0]:
             i = int(bad[0])
-            k = int(a["in_input"][i])
-            raise CoreMapError(f"input feed {i} reads element {int(a['in_elem'][i])} of graph input "
-                               f"'{inputs[k].get('name')}' of {int(n_el[i])} elements")
-    outputs = cm.meta.get("outputs", [])
-    if a["out_off"].shape[0] != len(outputs) + 1 or a["out_off"][0] != 0 or np.any(np.diff(a["out_off"]) < 0) \
-            or a["out_off"][-1] != a["out_src"].shape[0]:
+            raise CoreMapError(f"input feed {i} reads element {int(f.elem[i])} of graph input "
+                               f"'{inputs[int(f.input[i])]['name']}' of {int(n_el[i])} elements")
+    t = cm.taps
+    if t.off[0] != 0 or np.any(np.diff(t.off) < 0) or t.off[-1] != d["T"]:
         raise CoreMapError("core map output taps do not match the header's outputs")
-    if a["out_src"].shape[0] and (a["out_src"].min() < 0 or a["out_src"].max() >= N):
+    if d["T"] and (t.src.min() < 0 or t.src.max() >= N):
         raise CoreMapError("core map output taps point outside the neuron array")
-    names = [o.get("name") for o in outputs]
+    names = [o["name"] for o in cm.meta["outputs"]]
     if len(set(names)) != len(names):
         raise CoreMapError(f"graph outputs have duplicate names: {names}")
-    for k, o in enumerate(outputs):
-        if o.get("stage") not in STAGE:
-            raise CoreMapError(f"graph output {k} ('{o.get('name')}') has stage {o.get('stage')!r}; "
-                               f"expected one of {list(STAGE)}")
-    for k, allowed in (("core_stage", (0, 1, 2)), ("core_dendrite", (0, 1)), ("core_soma", (0, 1, 2, 3)),
-                       ("core_out_bits", (1, 8, 32)), ("lif_reset_mode", (0, 1, 2)), ("lif_spike_ge", (0, 1)),
-                       ("lif_reset_delay", (0, 1)), ("core_spike_in", (0, 1))):
-        bad = ~np.isin(a[k], allowed)
+    for k, allowed in (("stage", (0, 1, 2)), ("dendrite", (0, 1)), ("out_bits", (1, 8, 32)), ("spike_in", (0, 1)),
+                       ("model", tuple(SOMA.values()))):
+        bad = ~np.isin(getattr(c, k), allowed)
         if bad.any():
-            c = int(np.argmax(bad))
-            raise CoreMapError(f"core {c}: {k} = {int(a[k][c])} is not one of {list(allowed)}")
-    if C and a["core_phase"].min() < 0:
-        raise CoreMapError(f"core {int(np.argmin(a['core_phase']))}: negative core_phase")
-    if N and (a["req_shift"].min() < 0 or a["req_shift"].max() > 62):
-        raise CoreMapError("core map req_shift outside 0..62")
-    for c in np.flatnonzero(a["core_dendrite"] == 1):
-        w = cm.core_weights(int(c))
+            i = int(np.argmax(bad))
+            raise CoreMapError(f"core {i}: cores.{k} = {int(getattr(c, k)[i])} is not one of {list(allowed)}")
+    for code in np.unique(c.model):
+        m = by_code(int(code))
+        need = {"P": len(m.core_params), "Q": len(m.neuron_params), "S": len(m.state)}
+        short = {k: v for k, v in need.items() if d[k] < v}
+        if short:
+            raise CoreMapError(f"neuron model '{m.name}' needs table widths {short}, the core map has "
+                               f"{ {k: d[k] for k in short} }")
+    if C and c.phase.min() < 0:
+        raise CoreMapError(f"core {int(np.argmin(c.phase))}: negative cores.phase")
+    for ci in np.flatnonzero(c.dendrite == 1):
+        w = cm.core_weights(int(ci))
         if w.shape[1] and (w.shape[0] == 0 or not (w != 0).any(axis=0).all()):
-            raise CoreMapError(f"core {int(c)}: a max-dendrite neuron has no axon with a nonzero weight")
+            raise CoreMapError(f"core {int(ci)}: a max-dendrite neuron has no axon with a nonzero weight")
     width, height = cm.chip.grid(*chips_of(cm))
-    x, y = a["core_x"], a["core_y"]
-    if C and (x.min() < 0 or y.min() < 0 or x.max() >= width or y.max() >= height):
+    if C and (c.x.min() < 0 or c.y.min() < 0 or c.x.max() >= width or c.y.max() >= height):
         raise CoreMapError(f"core map places a core outside the {width} x {height} core grid "
                            f"of {chips_of(cm)} chips")
-    pos = x.astype(np.int64) * height + y
-    if np.unique(pos).shape[0] != C:
+    if np.unique(c.x.astype(np.int64) * height + c.y).shape[0] != C:
         raise CoreMapError("core map places two cores on the same router")
-    # routing tables: per core its routes' distinct destination cores ascending, then -1 (host port) iff it
-    # holds an output tap; entry ranges partition the routes in order
-    rt_off, rt_dst, rt_ro = a["rt_off"], a["rt_dst"], a["rt_route_off"]
-    E = rt_dst.shape[0]
-    if rt_off.shape[0] != C + 1 or rt_off[0] != 0 or np.any(np.diff(rt_off) < 0) or rt_off[-1] != E:
-        raise CoreMapError(f"core map routing-table offsets 'rt_off' are not {C + 1} non-decreasing values "
-                           f"from 0 to {E}")
-    if rt_ro.shape[0] != E + 1 or rt_ro[0] != 0 or np.any(np.diff(rt_ro) < 0) or rt_ro[-1] != R:
-        raise CoreMapError(f"core map 'rt_route_off' is not {E + 1} non-decreasing values from 0 to {R} (the routes)")
-    if E and (rt_dst.min() < -1 or rt_dst.max() >= C):
-        raise CoreMapError(f"core map routing table sends to a destination outside [-1, {C})")
-    e_core, n_r = np.repeat(np.arange(C), np.diff(rt_off)), np.diff(rt_ro)
-    key = np.where(rt_dst < 0, C, rt_dst)
-    if np.any((e_core[1:] == e_core[:-1]) & (key[1:] <= key[:-1])):
-        raise CoreMapError("core map routing table: a core's entries are not distinct and ascending, host (-1) last")
-    if np.any((rt_dst < 0) != (n_r == 0)):
-        raise CoreMapError("core map routing table: an entry to a core sends no route, or a host entry sends routes")
-    r_e = np.repeat(np.arange(E), n_r)
-    if R and (np.any(cm.neuron_core()[a["route_src"]] != e_core[r_e])
-              or np.any(cm.axon_core()[a["route_dst"]] != rt_dst[r_e])):
-        raise CoreMapError("core map routing table: an entry's routes come from another core or go to another one")
+
+
+def _check_router(cm: CoreMap, d: dict[str, int]) -> None:
+    """The router table covers exactly the routes of each source core, one entry per destination core in
+    ascending order (the host port, -1, last) and nothing else."""
+    rt, C, E, R = cm.router, d["C"], d["E"], d["R"]
+    if rt.off[0] != 0 or np.any(np.diff(rt.off) < 0) or rt.off[-1] != E:
+        raise CoreMapError("core map router.off is not non-decreasing from 0 to the number of entries")
+    if rt.route_off[0] != 0 or np.any(np.diff(rt.route_off) < 0) or rt.route_off[-1] != R:
+        raise CoreMapError("core map router.route_off is not non-decreasing from 0 to the number of routes")
+    if E and (rt.dst.min() < -1 or rt.dst.max() >= C):
+        raise CoreMapError("core map router.dst names a core that does not exist")
+    src_core = np.repeat(np.arange(C), np.diff(rt.off))
+    n_r = np.diff(rt.route_off)
+    if np.any((rt.dst == -1) != (n_r == 0)):
+        raise CoreMapError("core map router: an entry without routes that is not the host port, or a host entry "
+                           "with routes")
+    key = np.where(rt.dst < 0, C, rt.dst)
+    if E > 1 and np.any((src_core[1:] == src_core[:-1]) & (key[1:] <= key[:-1])):
+        raise CoreMapError("core map router: a core's entries are not distinct and ascending (host last)")
     tapped = np.zeros(C, bool)
-    tapped[cm.neuron_core()[a["out_src"]]] = True
-    if not np.array_equal(np.isin(np.arange(C), e_core[rt_dst < 0]), tapped):
-        raise CoreMapError("core map routing table: host-port entries are not exactly on the cores holding output taps")
+    tapped[np.searchsorted(cm.cores.neuron_off, cm.taps.src[(cm.taps.src >= 0) & (cm.taps.src < d["N"])],
+                           side="right") - 1] = True
+    has_host = np.zeros(C, bool)
+    has_host[src_core[rt.dst < 0]] = True
+    if np.any(tapped != has_host):
+        c = int(np.flatnonzero(tapped != has_host)[0])
+        raise CoreMapError(f"core map router: core {c} {'lacks' if tapped[c] else 'has'} a host-port entry but "
+                           f"{'holds' if tapped[c] else 'holds no'} output taps; host-port entries must sit exactly on "
+                           "the cores that hold output taps")
+    if R:
+        r_src = np.searchsorted(cm.cores.neuron_off, cm.routes.src, side="right") - 1
+        r_dst = np.searchsorted(cm.cores.axon_off, cm.routes.dst, side="right") - 1
+        entry = np.repeat(np.arange(E), n_r)
+        if np.any(src_core[entry] != r_src) or np.any(rt.dst[entry] != r_dst):
+            raise CoreMapError("core map router: an entry's routes do not go from its core to its destination")
 
 
 def value_bytes(out_bits) -> np.ndarray:
@@ -325,25 +473,18 @@ def value_bytes(out_bits) -> np.ndarray:
     return (np.asarray(out_bits, dtype=np.int64) + 7) // 8
 
 
-def in_bytes(cm: "CoreMap") -> np.ndarray:
+def in_bytes(cm: CoreMap) -> np.ndarray:
     """Bytes per axon value of every core [C]: the largest ``ceil(out_bits / 8)`` of its sources.
 
     Sources are the cores that route to it (delayed or not) and graph inputs (8-bit values from the
     host, 1 byte).  A core without sources reads 1 byte per axon.
     """
-    a = cm.arrays
-    C = cm.num_cores
-    out = np.ones(C, dtype=np.int64)
-    if a["route_src"].shape[0]:
-        src_core = cm.neuron_core()[a["route_src"]]
-        dst_core = cm.axon_core()[a["route_dst"]]
-        np.maximum.at(out, dst_core, value_bytes(a["core_out_bits"][src_core]))
+    out = np.ones(cm.num_cores, dtype=np.int64)
+    if cm.routes.src.shape[0]:
+        np.maximum.at(out, cm.axon_core()[cm.routes.dst], value_bytes(cm.cores.out_bits[cm.neuron_core()[cm.routes.src]]))
     return out
 
 
-def empty_arrays() -> dict[str, np.ndarray]:
-    """All arrays of a core map with zero entries (offsets hold a single 0)."""
-    out = {k: np.zeros(0, dtype=dt) for k, dt in ARRAYS.items()}
-    for k in ("core_neuron_off", "core_axon_off", "core_w_off", "out_off", "rt_off", "rt_route_off"):
-        out[k] = np.zeros(1, dtype=np.int64)
-    return out
+def widths() -> dict[str, int]:
+    """Table widths P, Q, S that hold every registered neuron model."""
+    return dict(P=max_core_params(), Q=max_neuron_params(), S=max_state_words())

@@ -30,10 +30,11 @@ avgpool    x -> y                      kernel, strides, pads, count_include_pad 
 reshape    x -> y                      shape (output shape, batch excluded)
 batchnorm  x -> y                      params scale [C], bias [C]: y = x*scale + bias per channel
 identity   x -> y                      -
-lif        x, v -> s, v'               beta, threshold, reset_mode (subtract|zero|none), v_reset,
-                                       v_leak, gain, spike_ge (0/1), reset_delay (0/1)
-spike_count s, c -> c'                 - (c' = c + s)
 ========== =========================== ========================================================
+
+Neuron ops come from the neuron models (:mod:`nmc.neurons`): ``lif`` (x, v -> s, v'),
+``spike_count`` (s, c -> c'), ``cubalif`` (x, i, v -> s, i', v'), ``lif_refractory``
+(x, v, r -> s, v', r'), ...; their attributes are their ONNX op's (``model.onnx.attrs``).
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .errors import ModelError, ShapeError
+from .neurons import MODELS
 
 __all__ = ["Tensor", "Node", "StatePair", "Graph", "OPS", "STAGES", "assign_stages"]
 
@@ -59,9 +61,9 @@ OPS: dict[str, tuple[int, int]] = {
     "reshape": (1, 1),
     "batchnorm": (1, 1),
     "identity": (1, 1),
-    "lif": (2, 2),
-    "spike_count": (2, 1),
 }
+# neuron ops (lif, spike_count, cubalif, lif_refractory, ...): declared with their model (nmc.neurons)
+OPS.update({m.ir_op: (len(m.onnx.inputs), len(m.onnx.outputs)) for m in MODELS.values() if m.onnx is not None})
 STAGES = ("static", "step", "readout")
 INPUT_KINDS = ("static", "step", "state")
 

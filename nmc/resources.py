@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nmc.chip import ChipSpec
+import numpy as np
 
-__all__ = ["CoreUsage", "neuron_bytes", "core_usage", "bytes_of_bits", "unit_weight_bits"]
+from .chip import ChipSpec
+from .coremap import CoreMap, in_bytes
+from .neurons import by_code, get_model
+
+__all__ = ["CoreUsage", "neuron_bytes", "core_usage", "core_usages", "bytes_of_bits", "unit_weight_bits"]
 
 
 def bytes_of_bits(bits: int) -> int:
@@ -19,20 +23,12 @@ def unit_weight_bits(chip: ChipSpec) -> int:
     return 1 if 1 in bits else (2 if 2 in bits else 8)
 
 
-def neuron_bytes(chip: ChipSpec, soma: str, has_bias: bool = True) -> int:
-    """SRAM bytes per neuron for its parameters and state."""
+def neuron_bytes(chip: ChipSpec, model: str, has_bias: bool = True) -> int:
+    """SRAM bytes per neuron: its bias (an accumulator word) and its neuron model's per-neuron parameters and
+    state words (``nmc.neurons``)."""
     c = chip.core
-    acc = bytes_of_bits(c.accumulator_bits)
-    bias = acc if has_bias else 0
-    if soma == "ann":
-        return bias + bytes_of_bits(c.requant_mult_bits) + 1  # bias, multiplier, shift
-    if soma == "lif":
-        return bias + bytes_of_bits(c.membrane_bits)
-    if soma == "count":
-        return bias + acc
-    if soma == "partial":
-        return bias
-    raise AssertionError(f"unknown soma {soma!r}")  # internal invariant
+    m = get_model(model)
+    return (bytes_of_bits(c.accumulator_bits) if has_bias else 0) + m.neuron_param_bytes(c) + m.state_bytes(c)
 
 
 @dataclass(frozen=True)
@@ -47,14 +43,26 @@ class CoreUsage:
         return self.weight_bytes + self.neuron_bytes + self.axon_bytes + self.router_bytes
 
 
-def core_usage(chip: ChipSpec, n_axons: int, n_neurons: int, w_bits: int, soma: str, in_bytes: int,
+def core_usage(chip: ChipSpec, n_axons: int, n_neurons: int, w_bits: int, model: str, in_bytes: int,
                has_bias: bool = True, router_entries: int = 0) -> CoreUsage:
     """SRAM a core needs: dense weight block (axon rows, each ``ceil(n_neurons * w_bits / 8)`` bytes),
-    per-neuron parameters and state, the axon buffer, and its routing table."""
+    per-neuron parameters and state (of neuron model ``model``), the axon buffer, and its routing table."""
     row = bytes_of_bits(n_neurons * w_bits)
     return CoreUsage(
         weight_bytes=n_axons * row,
-        neuron_bytes=n_neurons * neuron_bytes(chip, soma, has_bias),
+        neuron_bytes=n_neurons * neuron_bytes(chip, model, has_bias),
         axon_bytes=n_axons * in_bytes,
         router_bytes=router_entries * chip.core.router_entry_bytes,
     )
+
+
+def core_usages(cm: CoreMap) -> list[CoreUsage]:
+    """What every core of ``cm`` needs, with its routing table's entries (``cm.router``)."""
+    c = cm.cores
+    nn, na, ib, ents = np.diff(c.neuron_off), np.diff(c.axon_off), in_bytes(cm), np.diff(cm.router.off)
+    out = []
+    for i in range(cm.num_cores):
+        m = by_code(int(c.model[i]))
+        out.append(core_usage(cm.chip, int(na[i]), int(nn[i]), int(c.w_bits[i]), m.name, int(ib[i]),
+                              has_bias=m.name != "partial", router_entries=int(ents[i])))
+    return out

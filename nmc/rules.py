@@ -11,15 +11,14 @@ from typing import Callable
 
 import numpy as np
 
-from nmc.coremap import SOMA, CoreMap, in_bytes
-
-from nmc.resources import core_usage
+from .coremap import CoreMap, in_bytes
+from .neurons import by_code
+from .resources import core_usages
 
 __all__ = ["RULES", "check_coremap", "router_entries", "count_router_entries", "route_pairs", "in_bytes"]
 
 Rule = Callable[[CoreMap], list[str]]
 RULES: dict[str, Rule] = {}
-_SOMA_NAME = {v: k for k, v in SOMA.items()}
 
 
 def _rule(name: str) -> Callable[[Rule], Rule]:
@@ -32,7 +31,7 @@ def _rule(name: str) -> Callable[[Rule], Rule]:
 
 def _who(cm: CoreMap, c: int) -> str:
     layers = cm.meta.get("layers", [])
-    li = int(cm.arrays["core_layer"][c])
+    li = int(cm.cores.layer[c])
     name = layers[li]["name"] if 0 <= li < len(layers) else f"#{li}"
     return f"layer '{name}' core {c}"
 
@@ -60,14 +59,14 @@ def count_router_entries(neuron_off: np.ndarray, axon_off: np.ndarray, route_src
 
 
 def router_entries(cm: CoreMap) -> np.ndarray:
-    """Routing-table entries of every core of ``cm``, read from its table (``rt_off``)."""
-    return np.diff(cm.arrays["rt_off"]).astype(np.int64)
+    """Routing-table entries of every core of ``cm``, read from its table (``cm.router``)."""
+    return np.diff(cm.router.off).astype(np.int64)
 
 
 @_rule("neurons-per-core")
 def _neurons(cm: CoreMap) -> list[str]:
     lim = cm.chip.core.neurons
-    n = np.diff(cm.arrays["core_neuron_off"])
+    n = np.diff(cm.cores.neuron_off)
     return [f"neurons-per-core: {_who(cm, c)} has {int(n[c])} neurons > {lim} (core.neurons of '{cm.chip.name}'); "
             "fix: recompile so the layer is split over more cores" for c in np.flatnonzero(n > lim)]
 
@@ -75,22 +74,16 @@ def _neurons(cm: CoreMap) -> list[str]:
 @_rule("axons-per-core")
 def _axons(cm: CoreMap) -> list[str]:
     lim = cm.chip.core.axons
-    n = np.diff(cm.arrays["core_axon_off"])
+    n = np.diff(cm.cores.axon_off)
     return [f"axons-per-core: {_who(cm, c)} reads {int(n[c])} axons > {lim} (core.axons of '{cm.chip.name}'); "
             "fix: recompile so the layer's fan-in is split" for c in np.flatnonzero(n > lim)]
 
 
 @_rule("memory-per-core")
 def _memory(cm: CoreMap) -> list[str]:
-    a = cm.arrays
     lim = cm.chip.core.memory_bytes
-    nn, na = np.diff(a["core_neuron_off"]), np.diff(a["core_axon_off"])
-    ents, ib = router_entries(cm), in_bytes(cm)
     out = []
-    for c in range(cm.num_cores):
-        soma = _SOMA_NAME[int(a["core_soma"][c])]
-        u = core_usage(cm.chip, int(na[c]), int(nn[c]), int(a["core_w_bits"][c]), soma, int(ib[c]),
-                       has_bias=soma != "partial", router_entries=int(ents[c]))
+    for c, u in enumerate(core_usages(cm)):
         if u.total > lim:
             out.append(f"memory-per-core: {_who(cm, c)} needs {u.total} B (weights {u.weight_bytes}, neurons "
                        f"{u.neuron_bytes}, axon buffer {u.axon_bytes}, routing {u.router_bytes}) > {lim} B "
@@ -101,12 +94,11 @@ def _memory(cm: CoreMap) -> list[str]:
 
 @_rule("weight-precision")
 def _weights(cm: CoreMap) -> list[str]:
-    a = cm.arrays
     out = []
     allowed = cm.chip.core.weight_bits
     rng = {8: (-128, 127), 2: (-1, 1), 1: (0, 1)}
     for c in range(cm.num_cores):
-        wb = int(a["core_w_bits"][c])
+        wb = int(cm.cores.w_bits[c])
         if wb not in allowed:
             out.append(f"weight-precision: {_who(cm, c)} uses {wb}-bit weights; '{cm.chip.name}' supports "
                        f"{list(allowed)} (core.weight_bits); fix: recompile for this chip")
@@ -121,14 +113,14 @@ def _weights(cm: CoreMap) -> list[str]:
 
 @_rule("phases-per-step")
 def _phases(cm: CoreMap) -> list[str]:
-    a = cm.arrays
+    stage, phase = cm.cores.stage, cm.cores.phase
     lim = cm.chip.core.phases_per_step
     out = []
     for st, code in (("static", 0), ("step", 1), ("readout", 2)):
-        sel = a["core_stage"] == code
-        n = int(a["core_phase"][sel].max(initial=-1)) + 1
+        sel = stage == code
+        n = int(phase[sel].max(initial=-1)) + 1
         if n > lim:
-            deep = sorted({_who(cm, c).split(" core")[0] for c in np.flatnonzero(sel & (a["core_phase"] >= lim))})
+            deep = sorted({_who(cm, c).split(" core")[0] for c in np.flatnonzero(sel & (phase >= lim))})
             out.append(f"phases-per-step: the {st} stage needs {n} phases > {lim} (core.phases_per_step of "
                        f"'{cm.chip.name}'); layers beyond the limit: {', '.join(deep[:6])}; fix: make the network "
                        "shallower per timestep, or avoid fan-in splits (they add a merge phase) with a larger-core chip")
@@ -145,20 +137,20 @@ def _router(cm: CoreMap) -> list[str]:
 
 @_rule("placement")
 def _placement(cm: CoreMap) -> list[str]:
-    a = cm.arrays
+    x, y = cm.cores.x, cm.cores.y
     chips = cm.meta.get("chips", [1, 1])
     W, H = cm.chip.grid(int(chips[0]), int(chips[1]))
     out = []
-    bad = np.flatnonzero((a["core_x"] < 0) | (a["core_x"] >= W) | (a["core_y"] < 0) | (a["core_y"] >= H))
+    bad = np.flatnonzero((x < 0) | (x >= W) | (y < 0) | (y >= H))
     for c in bad:
-        out.append(f"placement: {_who(cm, c)} is at ({int(a['core_x'][c])}, {int(a['core_y'][c])}), outside the "
+        out.append(f"placement: {_who(cm, c)} is at ({int(x[c])}, {int(y[c])}), outside the "
                    f"{W} x {H} grid of {chips[0]} x {chips[1]} chip(s); fix: recompile with more chips")
-    xy = np.stack([a["core_x"].astype(np.int64), a["core_y"].astype(np.int64)], axis=1)
+    xy = np.stack([x.astype(np.int64), y.astype(np.int64)], axis=1)
     uniq, inv, counts = np.unique(xy, axis=0, return_inverse=True, return_counts=True)
     for k in np.flatnonzero(counts > 1):
         cs = np.flatnonzero(inv.reshape(-1) == k)
-        out.append(f"placement: {' and '.join(_who(cm, c) for c in cs)} share position ({int(a['core_x'][cs[0]])}, "
-                   f"{int(a['core_y'][cs[0]])}); a position holds 1 core; fix: recompile")
+        out.append(f"placement: {' and '.join(_who(cm, c) for c in cs)} share position ({int(x[cs[0]])}, {int(y[cs[0]])}); "
+                   f" a position holds 1 core; fix: recompile")
     return out
 
 
@@ -176,26 +168,30 @@ def _accumulator(cm: CoreMap) -> list[str]:
 
 @_rule("soma-parameters")
 def _soma(cm: CoreMap) -> list[str]:
-    a = cm.arrays
-    c_ = cm.chip.core
-    mem = 2 ** (c_.membrane_bits - 1)
+    """Every core's and neuron's model parameters within the ranges their neuron model declares for this chip."""
+    core = cm.chip.core
     out = []
-    for c in np.flatnonzero(a["core_soma"] == SOMA["lif"]):
-        thr = int(a["lif_threshold"][c])
-        if not 1 <= thr < mem:
-            out.append(f"soma-parameters: {_who(cm, c)} has threshold {thr} outside 1 .. {mem - 1} "
-                       f"(core.membrane_bits = {c_.membrane_bits}); fix: rescale the layer")
-        bm = int(a["lif_beta_mult"][c])
-        if not 0 <= bm <= 2 ** c_.beta_shift:
-            out.append(f"soma-parameters: {_who(cm, c)} has leak multiplier {bm} outside 0 .. 2^{c_.beta_shift} "
-                       "(beta must be in [0, 1]); fix: check the LIF's beta")
-    bad = (a["req_mult"] < 0) | (a["req_mult"] >= 2 ** c_.requant_mult_bits) | (a["req_shift"] < 0) | (a["req_shift"] > 62)
-    if bad.any():
-        n = int(np.argmax(bad))
-        c = int(np.searchsorted(a["core_neuron_off"], n, side="right") - 1)
-        out.append(f"soma-parameters: {_who(cm, c)} neuron {n} has requantiser {int(a['req_mult'][n])} >> "
-                   f"{int(a['req_shift'][n])}, outside multiplier 0 .. 2^{c_.requant_mult_bits} - 1 "
-                   "(core.requant_mult_bits) or shift 0 .. 62; fix: recompile for this chip")
+    for code in np.unique(cm.cores.model):
+        m = by_code(int(code))
+        cores = np.flatnonzero(cm.cores.model == code)
+        for i, p in enumerate(m.core_params):
+            v = cm.cores.param[cores, i]
+            for c in cores[(v < p.lo(core)) | (v > p.hi(core))]:
+                out.append(f"soma-parameters: {_who(cm, c)} ({m.name}) has {p.name} {int(cm.cores.param[c, i])} "
+                           f"outside {p.lo(core)} .. {p.hi(core)} ({p.doc}; core.membrane_bits = {core.membrane_bits}, "
+                           f"core.beta_shift = {core.beta_shift}); fix: rescale the layer or recompile for this chip")
+        if not m.neuron_params:
+            continue
+        nrn = np.concatenate([np.arange(cm.cores.neuron_off[c], cm.cores.neuron_off[c + 1]) for c in cores])
+        for i, p in enumerate(m.neuron_params):
+            v = cm.neurons.param[nrn, i]
+            bad = (v < p.lo(core)) | (v > p.hi(core))
+            if bad.any():
+                n = int(nrn[np.argmax(bad)])
+                c = int(np.searchsorted(cm.cores.neuron_off, n, side="right") - 1)
+                out.append(f"soma-parameters: {_who(cm, c)} ({m.name}) neuron {n} has {p.name} "
+                           f"{int(cm.neurons.param[n, i])} outside {p.lo(core)} .. {p.hi(core)} ({p.doc}; "
+                           f"core.requant_mult_bits = {core.requant_mult_bits}); fix: recompile for this chip")
     return out
 
 

@@ -8,7 +8,7 @@ cores, output taps of every stage, routing tables derived from the routes and ta
 
 Coverage: ANN cores (mac, requantisation with shift 0 and > 0, ReLU / signed / narrow clamps),
 LIF cores (all reset modes, spike_ge 0/1, reset_delay 0/1, leaky and non-leaky ``bm``, membranes near
-saturation), count cores, partial cores feeding merge cores, max dendrites, spike-input cores,
+saturation), CubaLIF and LIF-refractory cores (every neuron model of ``nmc.neurons``), count cores, partial cores feeding merge cores, max dendrites, spike-input cores,
 delayed (recurrent) routes, static/step/readout stages with several phases, static and step
 inputs, multi-chip grids, AER and bitmap spike encodings, 1/2/8-bit weights.
 """
@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from nmc.chip import load_chip
-from nmc.coremap import ARRAYS, CoreMap, empty_arrays
+from nmc.coremap import TABLES, CoreMap, widths
+from nmc.neurons import MODELS
 
 __all__ = ["random_coremap", "random_inputs", "route_table_arrays", "build_coremap", "SHAPES"]
 
@@ -88,10 +89,10 @@ def random_coremap(seed: int, shape: str = "mixed", *, encoding: str | None = No
     else:
         n_ph = [int(rng.integers(0, 3)), int(rng.integers(1, 4)), int(rng.integers(0, 3))]
     kinds_by_stage = {0: ["ann", "ann", "partial", "ann_max", "lif"],
-                      1: ["lif", "lif", "ann", "count", "partial", "ann_max", "lif"],
+                      1: ["lif", "lif", "ann", "count", "partial", "ann_max", "lif", "cubalif", "lif_refractory"],
                       2: ["ann", "count", "partial", "ann_max"]}
     if shape == "snn":
-        kinds_by_stage[1] = ["lif", "lif", "lif", "count"]
+        kinds_by_stage[1] = ["lif", "lif", "lif", "count", "cubalif", "lif_refractory"]
     cores = []  # dicts
     max_cores = width * height
     for s in range(3):
@@ -113,7 +114,7 @@ def random_coremap(seed: int, shape: str = "mixed", *, encoding: str | None = No
         cd["x"], cd["y"] = int(positions[i] % width), int(positions[i] // width)
         cd["n_n"] = int(rng.integers(1, max_n + 1)) if shape != "tiny" else int(rng.integers(1, 5))
         cd["dend"] = 1 if kind == "ann_max" else 0
-        cd["soma"] = {"ann": 0, "ann_max": 0, "lif": 1, "partial": 2, "count": 3}[kind]
+        cd["model"] = MODELS["ann" if kind == "ann_max" else kind].code
         lo_a, hi_a = -(1 << (Acc - 1)), (1 << (Acc - 1)) - 1
         if kind in ("ann", "ann_max"):
             if rng.random() < 0.15:
@@ -121,7 +122,7 @@ def random_coremap(seed: int, shape: str = "mixed", *, encoding: str | None = No
             else:
                 cd["bits"] = 8
                 cd["lo"], cd["hi"] = [(-128, 127), (0, 255), (0, 127), (-4, 9)][int(rng.integers(4))]
-        elif kind == "lif":
+        elif kind in ("lif", "cubalif", "lif_refractory"):
             cd["bits"], cd["lo"], cd["hi"] = 1, 0, 1
         elif kind == "partial":
             cd["bits"], cd["lo"], cd["hi"] = 32, lo_a, hi_a
@@ -151,7 +152,8 @@ def random_coremap(seed: int, shape: str = "mixed", *, encoding: str | None = No
         spike_src = [j for j in src_cores if cores[j]["bits"] == 1]
         spike_dly = [j for j in dly_cores if cores[j]["bits"] == 1]
         spike_in_ok = (spike_src or spike_dly or [x for x in spike_input_elems if x in in_elems])
-        cd["spike_in"] = int(bool(spike_in_ok) and rng.random() < (0.8 if cd["kind"] in ("lif", "count") else 0.3))
+        spiking = cd["kind"] in ("lif", "cubalif", "lif_refractory", "count")
+        cd["spike_in"] = int(bool(spike_in_ok) and rng.random() < (0.8 if spiking else 0.3))
         if cd["spike_in"]:
             src_cores, dly_cores = spike_src, spike_dly
             in_elems = [x for x in in_elems if x in spike_input_elems]
@@ -179,6 +181,7 @@ def random_coremap(seed: int, shape: str = "mixed", *, encoding: str | None = No
                 feeds.append((k, e, gi))
             axon_init.append(init)
         a_off.append(a_off[-1] + n_a)
+        cd["n_a"] = n_a
         n_n = cd["n_n"]
         if cd["dend"] == 1:
             w = (rng.random((n_a, n_n)) < 0.4).astype(np.int8)
@@ -187,7 +190,7 @@ def random_coremap(seed: int, shape: str = "mixed", *, encoding: str | None = No
             w = rng.integers(0, 2, (n_a, n_n)).astype(np.int8)
         elif cd["w_bits"] == 2:
             w = rng.integers(-1, 2, (n_a, n_n)).astype(np.int8)
-        elif cd["kind"] in ("lif", "count") and rng.random() < 0.7:
+        elif spiking and rng.random() < 0.7:
             w = rng.integers(-20, 60, (n_a, n_n)).astype(np.int8)
         else:
             w = rng.integers(-128, 128, (n_a, n_n)).astype(np.int8)
@@ -195,8 +198,9 @@ def random_coremap(seed: int, shape: str = "mixed", *, encoding: str | None = No
             w[:] = 127  # large partial sums: exercise sat_A on narrow accumulators
         weights.append(w.reshape(-1))
 
-    # ---- neuron parameters
-    bias, req_mult, req_shift, v_init = [], [], [], []
+    # ---- neuron parameters and state, by neuron model
+    bias, nparam, state = [], [], []
+    mem_hi = (1 << (M - 1)) - 1
     for cd in cores:
         n = cd["n_n"]
         kind = cd["kind"]
@@ -204,30 +208,39 @@ def random_coremap(seed: int, shape: str = "mixed", *, encoding: str | None = No
         if kind == "partial":
             b[:] = 0
         bias.append(b)
-        req_mult.append(rng.integers(0, 1 << Q, n) if rng.random() < 0.5 else rng.integers(0, 300, n))
+        mult = rng.integers(0, 1 << Q, n) if rng.random() < 0.5 else rng.integers(0, 300, n)
         sh = rng.integers(1, 24, n)
         if rng.random() < 0.3:
             sh[:] = 0
         elif rng.random() < 0.5:
             sh[rng.random(n) < 0.3] = 0
-        req_shift.append(sh)
-        if kind == "lif":
-            vi = rng.integers(-50, 50, n)
+        nparam.append(np.stack([mult, sh], axis=1) if kind in ("ann", "ann_max") else np.zeros((n, 0), np.int64))
+        thr, vr, vl = int(rng.integers(1, 400)), int(rng.integers(-30, 30)), int(rng.integers(-20, 20))
+        bm = (1 << Bs) if rng.random() < 0.4 else int(rng.integers(0, 1 << Bs))
+        mode, ge, rd = int(rng.integers(0, 3)), int(rng.integers(0, 2)), int(rng.integers(0, 2))
+
+        def membrane():
             if rng.random() < 0.2:  # near the membrane's saturation
-                vi = (1 << (M - 1)) - rng.integers(1, 200, n) * rng.choice([1, -1], n)
-                vi = np.clip(vi, -(1 << (M - 1)), (1 << (M - 1)) - 1)
+                return np.clip(mem_hi - rng.integers(1, 200, n) * rng.choice([1, -1], n), -mem_hi - 1, mem_hi)
+            return rng.integers(-50, 50, n)
+
+        if kind == "lif":
+            cd["cparam"] = [thr, vr, vl, bm, mode, ge, rd]
+            st = [membrane()]
+        elif kind == "cubalif":
+            am = (1 << Bs) if rng.random() < 0.3 else int(rng.integers(0, 1 << Bs))
+            cd["cparam"] = [thr, vr, am, bm, mode, ge]
+            st = [membrane(), membrane()]
+        elif kind == "lif_refractory":
+            cd["cparam"] = [thr, vr, vl, bm, mode, ge, int(rng.integers(0, 4))]
+            st = [membrane(), rng.integers(0, 3, n)]
         elif kind == "count":
-            vi = rng.integers(cd["lo"], min(cd["hi"], cd["lo"] + 3) + 1, n)
+            cd["cparam"] = []
+            st = [rng.integers(cd["lo"], min(cd["hi"], cd["lo"] + 3) + 1, n)]
         else:
-            vi = rng.integers(-3, 4, n)
-        v_init.append(vi)
-        cd["thr"] = int(rng.integers(1, 400))
-        cd["vr"] = int(rng.integers(-30, 30))
-        cd["vl"] = int(rng.integers(-20, 20))
-        cd["bm"] = (1 << Bs) if rng.random() < 0.4 else int(rng.integers(0, 1 << Bs))
-        cd["mode"] = int(rng.integers(0, 3))
-        cd["ge"] = int(rng.integers(0, 2))
-        cd["rd"] = int(rng.integers(0, 2))
+            cd["cparam"] = []
+            st = []
+        state.append(np.stack(st, axis=1) if st else np.zeros((n, 0), np.int64))
 
     # ---- outputs: taps of every stage that has cores
     outputs, out_src = [], []
@@ -248,44 +261,16 @@ def random_coremap(seed: int, shape: str = "mixed", *, encoding: str | None = No
                 src = n_off[i] + sel
             out_src.append(src.astype(np.int64))
             outputs.append({"name": f"{_STAGES[s]}_out{q}", "stage": _STAGES[s], "shape": [int(len(src))],
-                            "scale": 1.0, "signed": bool(cores[i]["lo"] < 0)})
+                            "scale": 1.0, "signed": bool(cores[i]["lo"] < 0), "layer": f"L{i}", "kind": "value",
+                            "final": False})
 
-    # ---- arrays
-    arr = empty_arrays()
-    col = lambda key: np.array([cd[key] for cd in cores])  # noqa: E731
-    arr["core_layer"] = np.arange(C)
-    arr["core_x"], arr["core_y"] = col("x"), col("y")
-    arr["core_stage"], arr["core_phase"] = col("stage"), col("phase")
-    arr["core_dendrite"], arr["core_spike_in"], arr["core_soma"] = col("dend"), col("spike_in"), col("soma")
-    arr["core_out_bits"], arr["core_w_bits"] = col("bits"), col("w_bits")
-    arr["core_out_lo"], arr["core_out_hi"] = col("lo"), col("hi")
-    arr["lif_threshold"], arr["lif_v_reset"], arr["lif_v_leak"] = col("thr"), col("vr"), col("vl")
-    arr["lif_beta_mult"], arr["lif_reset_mode"] = col("bm"), col("mode")
-    arr["lif_spike_ge"], arr["lif_reset_delay"] = col("ge"), col("rd")
-    arr["core_neuron_off"] = n_off
-    arr["core_axon_off"] = np.array(a_off)
-    arr["core_w_off"] = np.concatenate([[0], np.cumsum([w.size for w in weights])])
-    arr["weights"] = np.concatenate(weights) if weights else np.zeros(0)
-    arr["bias"], arr["req_mult"], arr["req_shift"], arr["v_init"] = (np.concatenate(x) for x in
-                                                                     (bias, req_mult, req_shift, v_init))
-    arr["axon_init"] = np.array(axon_init)
-    # routes sorted by (source core, destination core), as the format requires
+    # ---- tables
     acore = np.repeat(np.arange(C), np.diff(a_off))
     ncore = np.repeat(np.arange(C), np.diff(n_off))
-    routes.sort(key=lambda r: (ncore[r[0]], acore[r[1]], r[1]))
-    arr["route_src"] = np.array([r[0] for r in routes])
-    arr["route_dst"] = np.array([r[1] for r in routes])
-    arr["route_delayed"] = np.array([r[2] for r in routes])
-    arr["in_input"] = np.array([f[0] for f in feeds])
-    arr["in_elem"] = np.array([f[1] for f in feeds])
-    arr["in_dst"] = np.array([f[2] for f in feeds])
-    arr["out_off"] = np.concatenate([[0], np.cumsum([len(s) for s in out_src])])
-    arr["out_src"] = np.concatenate(out_src) if out_src else np.zeros(0)
-    arr = {k: np.ascontiguousarray(np.asarray(v).reshape(-1), dtype=ARRAYS[k]) for k, v in arr.items()}
-    arr.update(route_table_arrays(arr))
-
+    routes.sort(key=lambda r: (ncore[r[0]], acore[r[1]], r[1]))  # as the format requires
     layers = [{"name": f"L{i}", "op": cd["kind"], "stage": _STAGES[cd["stage"]], "source": f"node{i}",
-               "neurons": cd["n_n"], "cores": [i]} for i, cd in enumerate(cores)]
+               "neurons": cd["n_n"], "cores": [i], "split": False, "w_bits": int(cd["w_bits"]), "acc_bound": 0.0,
+               "quant": {}} for i, cd in enumerate(cores)]
     meta = {
         "model": f"random-{shape}-{seed}",
         "num_steps": int(rng.integers(2, 6)),
@@ -293,26 +278,74 @@ def random_coremap(seed: int, shape: str = "mixed", *, encoding: str | None = No
         "layers": layers,
         "inputs": inputs,
         "outputs": outputs,
+        "state_outputs": [],
         "states": [],
         "phases": {_STAGES[s]: int(len({cd["phase"] for cd in cores if cd["stage"] == s})) for s in range(3)},
         "compile": {"generator": "tests/randmaps.py", "seed": seed},
     }
-    return CoreMap(chip=chip, meta=meta, arrays=arr)
+    return assemble(chip, meta, cores, weights, bias, nparam, state, axon_init, routes, feeds, out_src)
+
+
+def assemble(chip, meta, cores, weights, bias, nparam, state, axon_init, routes, feeds, out_src) -> CoreMap:
+    """The core map of per-core dicts (``x``, ``y``, ``stage``, ``phase``, ``dend``, ``spike_in``, ``model``,
+    ``bits``, ``w_bits``, ``lo``, ``hi``, ``n_n``, ``n_a``, ``cparam``) and per-core weight/bias/parameter/state blocks;
+    ``routes`` (global neuron, global axon, delayed) sorted by (source core, destination core); ``feeds``
+    (input, element, global axon); ``out_src`` one array of global neurons per output.  Routing tables
+    come from :func:`route_table_arrays`."""
+    W = widths()
+    C = len(cores)
+    n_off = np.concatenate([[0], np.cumsum([cd["n_n"] for cd in cores])]).astype(np.int64)
+    a_off = np.concatenate([[0], np.cumsum([cd["n_a"] for cd in cores])]).astype(np.int64)
+
+    def col(key, dt):
+        return np.array([cd[key] for cd in cores], dtype=dt)
+
+    def widen(blocks, width):
+        out = [np.concatenate([np.asarray(b, np.int64).reshape(len(b), -1),
+                               np.zeros((len(b), width - np.asarray(b).reshape(len(b), -1).shape[1]), np.int64)], axis=1)
+               for b in blocks]
+        return np.concatenate(out).astype(np.int64) if out else np.zeros((0, width), np.int64)
+
+    cparam = np.zeros((C, W["P"]), np.int64)
+    for i, cd in enumerate(cores):
+        cparam[i, :len(cd["cparam"])] = cd["cparam"]
+    arrays = {
+        "cores.layer": np.arange(C, dtype=np.int32), "cores.x": col("x", np.int32), "cores.y": col("y", np.int32),
+        "cores.stage": col("stage", np.int8), "cores.phase": col("phase", np.int32),
+        "cores.dendrite": col("dend", np.int8), "cores.spike_in": col("spike_in", np.int8),
+        "cores.model": col("model", np.int8), "cores.out_bits": col("bits", np.int8),
+        "cores.w_bits": col("w_bits", np.int8), "cores.out_lo": col("lo", np.int64), "cores.out_hi": col("hi", np.int64),
+        "cores.param": cparam, "cores.neuron_off": n_off, "cores.axon_off": a_off,
+        "cores.w_off": np.concatenate([[0], np.cumsum([w.size for w in weights])]).astype(np.int64),
+        "neurons.bias": np.concatenate(bias).astype(np.int64) if bias else np.zeros(0, np.int64),
+        "neurons.param": widen(nparam, W["Q"]), "neurons.state_init": widen(state, W["S"]),
+        "axons.init": np.array(axon_init, np.int64),
+        "weights.data": (np.concatenate(weights) if weights else np.zeros(0)).astype(np.int8),
+        "routes.src": np.array([r[0] for r in routes], np.int64),
+        "routes.dst": np.array([r[1] for r in routes], np.int64),
+        "routes.delayed": np.array([r[2] for r in routes], np.int8),
+        "feeds.input": np.array([f[0] for f in feeds], np.int32), "feeds.elem": np.array([f[1] for f in feeds], np.int64),
+        "feeds.dst": np.array([f[2] for f in feeds], np.int64),
+        "taps.off": np.concatenate([[0], np.cumsum([len(t) for t in out_src])]).astype(np.int64),
+        "taps.src": (np.concatenate(out_src) if out_src else np.zeros(0)).astype(np.int64),
+    }
+    arrays.update({f"router.{k}": v for k, v in route_table_arrays(arrays).items()})
+    return CoreMap.from_arrays(chip, meta, arrays)
 
 
 def route_table_arrays(arr: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The routing-table arrays (``rt_off``, ``rt_dst``, ``rt_route_off``) that ``arr``'s routes and output taps
+    """The router table (``off``, ``dst``, ``route_off``) that ``arr``'s (``"<table>.<column>"``) routes and output taps
     imply, derived entry by entry: a core's entries are the distinct destination cores of its routes,
     ascending, each with the range of its routes, then -1 (host port, no routes) if it holds an output tap.
     Routes must be sorted by (source core, destination core).  Written independently of the mapper's
     ``route_table`` so each checks the other."""
-    n_off, a_off = np.asarray(arr["core_neuron_off"]), np.asarray(arr["core_axon_off"])
+    n_off, a_off = np.asarray(arr["cores.neuron_off"]), np.asarray(arr["cores.axon_off"])
     C = len(n_off) - 1
     ncore = np.repeat(np.arange(C), np.diff(n_off))
     acore = np.repeat(np.arange(C), np.diff(a_off))
-    src = [int(ncore[s]) for s in np.asarray(arr["route_src"], np.int64)]
-    dst = [int(acore[d]) for d in np.asarray(arr["route_dst"], np.int64)]
-    tapped = {int(ncore[s]) for s in np.asarray(arr["out_src"], np.int64)}
+    src = [int(ncore[s]) for s in np.asarray(arr["routes.src"], np.int64)]
+    dst = [int(acore[d]) for d in np.asarray(arr["routes.dst"], np.int64)]
+    tapped = {int(ncore[s]) for s in np.asarray(arr["taps.src"], np.int64)}
     rt_off, rt_dst, rt_route_off = [0], [], [0]
     r = 0
     for c in range(C):
@@ -327,8 +360,8 @@ def route_table_arrays(arr: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             rt_route_off.append(r)
         rt_off.append(len(rt_dst))
     assert r == len(src), "routes are not sorted by source core"
-    return {"rt_off": np.array(rt_off, np.int64), "rt_dst": np.array(rt_dst, np.int64),
-            "rt_route_off": np.array(rt_route_off, np.int64)}
+    return {"off": np.array(rt_off, np.int64), "dst": np.array(rt_dst, np.int64),
+            "route_off": np.array(rt_route_off, np.int64)}
 
 
 def random_inputs(cm: CoreMap, batch: int, steps: int, seed: int = 0):
@@ -349,73 +382,56 @@ def random_inputs(cm: CoreMap, batch: int, steps: int, seed: int = 0):
 
 
 # --------------------------------------------------------------------------- hand-built maps
-_CORE_DEFAULTS = dict(stage=1, phase=0, dend=0, spike_in=0, soma=0, bits=8, w_bits=8, lo=-128, hi=127, thr=0,
-                      vr=0, vl=0, bm=None, mode=0, ge=0, rd=0)
+_CORE_DEFAULTS = dict(stage=1, phase=0, dend=0, spike_in=0, model="ann", bits=8, w_bits=8, lo=-128, hi=127,
+                      cparam=None)
 
 
 def build_coremap(chip, cores, *, inputs=(), feeds=(), routes=(), outputs=(), chips=(1, 1), num_steps=1):
     """A core map from plain descriptions (for hand-derived tests and benchmarks).
 
     ``cores``: dicts with ``W`` ([n_a, n_n] int weights), ``x``, ``y`` and optionally ``stage`` (0/1/2),
-    ``phase``, ``dend``, ``spike_in``, ``soma``, ``bits``, ``w_bits``, ``lo``, ``hi``, ``thr``, ``vr``, ``vl``,
-    ``bm`` (default ``2**beta_shift``), ``mode``, ``ge``, ``rd``, ``bias``, ``mult``, ``shift``, ``v_init``
-    (scalars or [n_n]) and ``axon_init`` (scalar or [n_a]).
+    ``phase``, ``dend``, ``spike_in``, ``model`` (neuron model name), ``bits``, ``w_bits``, ``lo``, ``hi``,
+    ``cparam`` (the model's core parameters by name, e.g. ``{"threshold": 3, ...}``; ``beta_mult`` defaults to
+    ``2**beta_shift``, others to 0), ``bias``, ``mult``, ``shift`` (scalars or [n_n]), ``state`` ([n_n, words]
+    or a scalar for every word) and ``axon_init`` (scalar or [n_a]).
     ``feeds``: (input index, element, core, axon within the core).
     ``routes``: (source core, neuron within it, destination core, axon within it, delayed).
     ``outputs``: (name, stage name, [(core, neuron within it), ...]).
     """
-    C = len(cores)
     cds = [{**_CORE_DEFAULTS, **cd} for cd in cores]
+    weights, bias, nparam, state, axon_init = [], [], [], [], []
     for cd in cds:
-        cd["W"] = np.asarray(cd["W"], dtype=np.int64).reshape(np.shape(cd["W"]))
-        if cd["bm"] is None:
-            cd["bm"] = 1 << chip.core.beta_shift
-    n_n = [cd["W"].shape[1] for cd in cds]
-    n_a = [cd["W"].shape[0] for cd in cds]
-    n_off = np.concatenate([[0], np.cumsum(n_n)]).astype(np.int64)
-    a_off = np.concatenate([[0], np.cumsum(n_a)]).astype(np.int64)
-    arr = empty_arrays()
-    col = lambda key: np.array([cd[key] for cd in cds])  # noqa: E731
-    arr["core_layer"] = np.arange(C)
-    for k, key in (("core_x", "x"), ("core_y", "y"), ("core_stage", "stage"), ("core_phase", "phase"),
-                   ("core_dendrite", "dend"), ("core_spike_in", "spike_in"), ("core_soma", "soma"),
-                   ("core_out_bits", "bits"), ("core_w_bits", "w_bits"), ("core_out_lo", "lo"),
-                   ("core_out_hi", "hi"), ("lif_threshold", "thr"), ("lif_v_reset", "vr"), ("lif_v_leak", "vl"),
-                   ("lif_beta_mult", "bm"), ("lif_reset_mode", "mode"), ("lif_spike_ge", "ge"),
-                   ("lif_reset_delay", "rd")):
-        arr[k] = col(key)
-    arr["core_neuron_off"], arr["core_axon_off"] = n_off, a_off
-    arr["core_w_off"] = np.concatenate([[0], np.cumsum([w.size for w in (cd["W"] for cd in cds)])])
-    arr["weights"] = np.concatenate([cd["W"].reshape(-1) for cd in cds]) if C else np.zeros(0)
-
-    def per(key, default, n):
-        return np.concatenate([np.broadcast_to(np.asarray(cd.get(key, default)), (n[i],)) for i, cd in enumerate(cds)]) \
-            if C else np.zeros(0)
-
-    arr["bias"], arr["req_mult"], arr["req_shift"], arr["v_init"] = (per("bias", 0, n_n), per("mult", 1, n_n),
-                                                                     per("shift", 0, n_n), per("v_init", 0, n_n))
-    arr["axon_init"] = per("axon_init", 0, n_a)
-    routes = sorted(routes, key=lambda r: (r[0], r[2]))
-    arr["route_src"] = np.array([n_off[r[0]] + r[1] for r in routes])
-    arr["route_dst"] = np.array([a_off[r[2]] + r[3] for r in routes])
-    arr["route_delayed"] = np.array([r[4] for r in routes])
-    arr["in_input"] = np.array([f[0] for f in feeds])
-    arr["in_elem"] = np.array([f[1] for f in feeds])
-    arr["in_dst"] = np.array([a_off[f[2]] + f[3] for f in feeds])
-    taps = [[n_off[c] + j for c, j in o[2]] for o in outputs]
-    arr["out_off"] = np.concatenate([[0], np.cumsum([len(t) for t in taps])])
-    arr["out_src"] = np.array([s for t in taps for s in t])
-    arr = {k: np.ascontiguousarray(np.asarray(v).reshape(-1), dtype=ARRAYS[k]) for k, v in arr.items()}
-    arr.update(route_table_arrays(arr))
+        m = MODELS[cd["model"]]
+        W = np.asarray(cd["W"], dtype=np.int64)
+        cd["n_a"], cd["n_n"] = W.shape
+        n = cd["n_n"]
+        given = {"beta_mult": 1 << chip.core.beta_shift, **(cd["cparam"] or {})}
+        cd["cparam"] = [int(given.get(p.name, 0)) for p in m.core_params]
+        cd["model"] = m.code
+        weights.append(W.reshape(-1))
+        bias.append(np.broadcast_to(np.asarray(cd.get("bias", 0)), (n,)))
+        nparam.append(np.stack([np.broadcast_to(np.asarray(cd.get("mult", 1)), (n,)),
+                                np.broadcast_to(np.asarray(cd.get("shift", 0)), (n,))], axis=1)
+                      if m.name == "ann" else np.zeros((n, 0), np.int64))
+        state.append(np.broadcast_to(np.asarray(cd.get("state", 0)), (n, len(m.state))))
+        axon_init.extend(np.broadcast_to(np.asarray(cd.get("axon_init", 0)), (cd["n_a"],)).tolist())
+    n_off = np.concatenate([[0], np.cumsum([cd["n_n"] for cd in cds])]).astype(np.int64)
+    a_off = np.concatenate([[0], np.cumsum([cd["n_a"] for cd in cds])]).astype(np.int64)
+    routes = sorted(((int(n_off[r[0]] + r[1]), int(a_off[r[2]] + r[3]), r[4]) for r in routes),
+                    key=lambda r: (np.searchsorted(n_off, r[0], "right"), np.searchsorted(a_off, r[1], "right"), r[1]))
+    feeds = [(f[0], f[1], int(a_off[f[2]] + f[3])) for f in feeds]
+    out_src = [np.array([n_off[c] + j for c, j in o[2]], np.int64) for o in outputs]
     meta = {
         "model": "hand", "num_steps": num_steps, "chips": list(chips),
         "layers": [{"name": f"L{i}", "op": "hand", "stage": _STAGES[cd["stage"]], "source": f"n{i}",
-                    "neurons": n_n[i], "cores": [i]} for i, cd in enumerate(cds)],
+                    "neurons": cd["n_n"], "cores": [i], "split": False, "w_bits": int(cd["w_bits"]), "acc_bound": 0.0,
+                    "quant": {}} for i, cd in enumerate(cds)],
         "inputs": [dict(inp) for inp in inputs],
-        "outputs": [{"name": o[0], "stage": o[1], "shape": [len(o[2])], "scale": 1.0, "signed": True}
-                    for o in outputs],
+        "outputs": [{"name": o[0], "stage": o[1], "shape": [len(o[2])], "scale": 1.0, "signed": True, "layer": "L0",
+                     "kind": "value", "final": False} for o in outputs],
+        "state_outputs": [],
         "states": [],
         "phases": {_STAGES[s]: len({cd["phase"] for cd in cds if cd["stage"] == s}) for s in range(3)},
         "compile": {},
     }
-    return CoreMap(chip=chip, meta=meta, arrays=arr)
+    return assemble(chip, meta, cds, weights, bias, nparam, state, axon_init, routes, feeds, out_src)

@@ -36,7 +36,7 @@ def _static_j(rep) -> float:
 
 def _chip_of_cores(cm) -> set[tuple[int, int]]:
     """Chips the cores sit on, derived here from the positions (not by cost.py)."""
-    x, y = cm.arrays["core_x"] // cm.chip.cores_x, cm.arrays["core_y"] // cm.chip.cores_y
+    x, y = cm.cores.x // cm.chip.cores_x, cm.cores.y // cm.chip.cores_y
     return set(zip(x.tolist(), y.tolist()))
 
 
@@ -45,8 +45,8 @@ def test_unused_chips_cost_nothing(images):
     cm3, r3 = _digits((3, 1), images)
     # the same placement, every core on chip 0, in both systems
     assert _chip_of_cores(cm1) == _chip_of_cores(cm3) == {(0, 0)}
-    np.testing.assert_array_equal(cm1.arrays["core_x"], cm3.arrays["core_x"])
-    np.testing.assert_array_equal(cm1.arrays["core_y"], cm3.arrays["core_y"])
+    np.testing.assert_array_equal(cm1.cores.x, cm3.cores.x)
+    np.testing.assert_array_equal(cm1.cores.y, cm3.cores.y)
     a, b = r1.report, r3.report
     assert a["latency_cycles"] == b["latency_cycles"]
     assert _static_j(b) == pytest.approx(_static_j(a), rel=1e-12)

@@ -6,6 +6,8 @@ membrane 28 bits, beta shift 8.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,8 @@ from nmc.emulator import BACKENDS, EVENT_KINDS, RawResult, price, run_numba, run
 from nmc.emulator.cost import ENERGY_FIELD
 from nmc.chip import load_chip
 from nmc.errors import CoreMapError, InputError
+from nmc.neurons import MODELS
+from nmc.neurons.lif import LIF
 from randmaps import SHAPES, build_coremap, random_coremap, random_inputs
 
 EV = {k: i for i, k in enumerate(EVENT_KINDS)}
@@ -76,10 +80,10 @@ def test_random_maps_are_active():
         T = cm.meta["num_steps"]
         static, step = random_inputs(cm, 1, T, seed)
         tot += run_reference(cm, static, step, T).events.sum((0, 1))
-        somas |= set(cm.core_soma.tolist())
-        resets |= set(cm.lif_reset_mode[cm.core_soma == 1].tolist())
+        somas |= set(cm.cores.model.tolist())
+        resets |= set(cm.cores.param[cm.cores.model == LIF.code, LIF.param_index("reset_mode")].tolist())
     assert (tot > 0).all(), dict(zip(EVENT_KINDS, tot))
-    assert somas == {0, 1, 2, 3} and resets == {0, 1, 2}
+    assert somas == {m.code for m in MODELS.values()} and resets == {0, 1, 2}
 
 
 def test_generator_coverage():
@@ -87,18 +91,19 @@ def test_generator_coverage():
                                "stage", "enc", "chips", "in_kind", "out_stage", "phases>1")}
     for seed in range(25):
         cm = random_coremap(seed, SHAPES[seed % len(SHAPES)])
-        lif = cm.core_soma == 1
-        seen["dend"] |= set(cm.core_dendrite.tolist())
-        seen["spike_in"] |= set(cm.core_spike_in.tolist())
-        seen["bits"] |= set(cm.core_out_bits.tolist())
-        seen["w_bits"] |= set(cm.core_w_bits.tolist())
-        seen["ge"] |= set(cm.lif_spike_ge[lif].tolist())
-        seen["rd"] |= set(cm.lif_reset_delay[lif].tolist())
-        seen["leaky"] |= set((cm.lif_beta_mult[lif] == 1 << cm.chip.core.beta_shift).tolist())
-        ann = np.repeat(cm.core_soma == 0, np.diff(cm.core_neuron_off))
-        seen["shift0"] |= set((cm.req_shift[ann] == 0).tolist())
-        seen["delayed"] |= set(cm.route_delayed.tolist())
-        seen["stage"] |= set(cm.core_stage.tolist())
+        lif = cm.cores.model == LIF.code
+        par = cm.cores.param[lif]
+        seen["dend"] |= set(cm.cores.dendrite.tolist())
+        seen["spike_in"] |= set(cm.cores.spike_in.tolist())
+        seen["bits"] |= set(cm.cores.out_bits.tolist())
+        seen["w_bits"] |= set(cm.cores.w_bits.tolist())
+        seen["ge"] |= set(par[:, LIF.param_index("spike_ge")].tolist())
+        seen["rd"] |= set(par[:, LIF.param_index("reset_delay")].tolist())
+        seen["leaky"] |= set((par[:, LIF.param_index("beta_mult")] == 1 << cm.chip.core.beta_shift).tolist())
+        ann = np.repeat(cm.cores.model == MODELS["ann"].code, np.diff(cm.cores.neuron_off))
+        seen["shift0"] |= set((cm.neurons.param[ann, 1] == 0).tolist())
+        seen["delayed"] |= set(cm.routes.delayed.tolist())
+        seen["stage"] |= set(cm.cores.stage.tolist())
         seen["enc"].add(cm.chip.noc.spike_encoding)
         seen["chips"].add(tuple(cm.meta["chips"]))
         seen["in_kind"] |= {i["kind"] for i in cm.meta["inputs"]}
@@ -119,7 +124,7 @@ def test_samples_are_independent():
     both = run_numba(cm, static, step, T)
     for b in range(3):
         one = run_numba(cm, {k: v[b:b + 1] for k, v in static.items()}, {k: v[b:b + 1] for k, v in step.items()}, T)
-        assert np.array_equal(one.v_final[0], both.v_final[b])
+        assert np.array_equal(one.state_final[0], both.state_final[b])
         assert np.array_equal(one.events[0], both.events[b])
         assert one.latency_cycles[0] == both.latency_cycles[b]
 
@@ -129,8 +134,8 @@ def test_comparison_can_fail():
     T = cm.meta["num_steps"]
     static, step = random_inputs(cm, 2, T, 3)
     r = run_numba(cm, static, step, T)
-    cm.arrays["lif_threshold"] = cm.arrays["lif_threshold"] // 2  # a different network
-    r2 = run_numba(cm, static, step, T)
+    halved = cm.replace(cores=dataclasses.replace(cm.cores, param=cm.cores.param // 2))  # a different network
+    r2 = run_numba(halved, static, step, T)
     assert r.differences(r2)
 
 
@@ -140,8 +145,10 @@ def test_backends_registry():
 
 # --------------------------------------------------------------------------- LIF impulse responses
 def _if_map(chip, *, thr=3, mode=0, ge=1, rd=0, vr=0, vl=0, bm=None, w=1, v_init=0):
-    core = dict(W=[[w]], x=0, y=0, stage=1, soma=1, bits=1, lo=0, hi=1, spike_in=1, thr=thr, mode=mode, ge=ge,
-                rd=rd, vr=vr, vl=vl, bm=bm, v_init=v_init)
+    cparam = dict(threshold=thr, reset_mode=mode, spike_ge=ge, reset_delay=rd, v_reset=vr, v_leak=vl)
+    if bm is not None:
+        cparam["beta_mult"] = bm
+    core = dict(W=[[w]], x=0, y=0, stage=1, model="lif", bits=1, lo=0, hi=1, spike_in=1, cparam=cparam, state=v_init)
     return build_coremap(chip, [core], inputs=[{"name": "s", "kind": "step", "shape": [1], "scale": 1.0, "lo": 0,
                                                 "hi": 1}],
                          feeds=[(0, 0, 0, 0)], outputs=[("spk", "step", [(0, 0)])])
@@ -152,7 +159,7 @@ def _membrane_trace(cm, x):
     x = np.asarray(x, np.int64)
     T = len(x)
     full = run_both(cm, {}, {0: x.reshape(1, T, 1)}, T)
-    vs = [int(run_both(cm, {}, {0: x[:t].reshape(1, t, 1)}, t).v_final[0, 0]) for t in range(1, T + 1)]
+    vs = [int(run_both(cm, {}, {0: x[:t].reshape(1, t, 1)}, t).state_final[0, 0, 0]) for t in range(1, T + 1)]
     return full.outputs["spk"][0, :, 0].tolist(), vs
 
 
@@ -191,7 +198,7 @@ def test_membrane_saturates(chip):
 # --------------------------------------------------------------------------- ANN, count, max
 def _static_identity(chip, x, *, mult, shift, bias=0, lo=-128, hi=127):
     n = len(x)
-    cm = build_coremap(chip, [dict(W=np.eye(n, dtype=int), x=0, y=0, stage=0, soma=0, bits=8, lo=lo, hi=hi,
+    cm = build_coremap(chip, [dict(W=np.eye(n, dtype=int), x=0, y=0, stage=0, bits=8, lo=lo, hi=hi,
                                    mult=mult, shift=shift, bias=bias)],
                        inputs=[{"name": "x", "kind": "static", "shape": [n], "scale": 1.0, "lo": -128, "hi": 127}],
                        feeds=[(0, i, 0, i) for i in range(n)], outputs=[("y", "static", [(0, i) for i in range(n)])])
@@ -220,17 +227,17 @@ def test_requant_round_half_up(chip):
 
 
 def test_count_saturates(chip):
-    cm = build_coremap(chip, [dict(W=[[2]], x=0, y=0, stage=1, soma=3, bits=8, lo=0, hi=5, spike_in=1)],
+    cm = build_coremap(chip, [dict(W=[[2]], x=0, y=0, stage=1, model="count", bits=8, lo=0, hi=5, spike_in=1)],
                        inputs=[{"name": "s", "kind": "step", "shape": [1], "scale": 1.0, "lo": 0, "hi": 1}],
                        feeds=[(0, 0, 0, 0)], outputs=[("c", "step", [(0, 0)])])
     r = run_both(cm, {}, {0: np.array([[[1], [1], [1], [1]], [[1], [0], [1], [1]]])}, 4)
     assert r.outputs["c"][:, :, 0].tolist() == [[2, 4, 5, 5], [2, 2, 4, 5]]
-    assert r.v_final[:, 0].tolist() == [5, 5]
+    assert r.state_final[:, 0, 0].tolist() == [5, 5]
 
 
 def test_max_dendrite_ignores_bias(chip):
     W = [[1, 0, 0], [1, 1, 0], [0, 0, -1], [0, 1, 1]]
-    cm = build_coremap(chip, [dict(W=W, x=0, y=0, stage=0, dend=1, soma=0, bits=8, bias=100, w_bits=8)],
+    cm = build_coremap(chip, [dict(W=W, x=0, y=0, stage=0, dend=1, bits=8, bias=100, w_bits=8)],
                        inputs=[{"name": "x", "kind": "static", "shape": [4], "scale": 1.0, "lo": -128, "hi": 127}],
                        feeds=[(0, i, 0, i) for i in range(4)], outputs=[("y", "static", [(0, 0), (0, 1), (0, 2)])])
     r = run_both(cm, {0: np.array([[3, -7, 10, 0]])}, {}, 0)
@@ -239,7 +246,7 @@ def test_max_dendrite_ignores_bias(chip):
 
 def test_accumulator_saturates():
     chip = hand_chip(**{"core.accumulator_bits": 16})
-    cm = build_coremap(chip, [dict(W=[[127], [127], [127]], x=0, y=0, stage=0, soma=2, bits=32,
+    cm = build_coremap(chip, [dict(W=[[127], [127], [127]], x=0, y=0, stage=0, model="partial", bits=32,
                                    lo=-(1 << 15), hi=(1 << 15) - 1)],
                        inputs=[{"name": "x", "kind": "static", "shape": [3], "scale": 1.0, "lo": -128, "hi": 127}],
                        feeds=[(0, i, 0, i) for i in range(3)], outputs=[("p", "static", [(0, 0)])])
@@ -249,8 +256,8 @@ def test_accumulator_saturates():
 
 # --------------------------------------------------------------------------- routing semantics
 def test_delayed_route_seen_one_step_later(chip):
-    cores = [dict(W=[[1]], x=0, y=0, stage=1, phase=0, soma=0, bits=8),
-             dict(W=np.eye(2, dtype=int), x=1, y=0, stage=1, phase=1, soma=0, bits=8, axon_init=[0, 11])]
+    cores = [dict(W=[[1]], x=0, y=0, stage=1, phase=0, bits=8),
+             dict(W=np.eye(2, dtype=int), x=1, y=0, stage=1, phase=1, bits=8, axon_init=[0, 11])]
     cm = build_coremap(chip, cores,
                        inputs=[{"name": "x", "kind": "step", "shape": [1], "scale": 1.0, "lo": -128, "hi": 127}],
                        feeds=[(0, 0, 0, 0)], routes=[(0, 0, 1, 0, 0), (0, 0, 1, 1, 1)],
@@ -261,8 +268,8 @@ def test_delayed_route_seen_one_step_later(chip):
 
 
 def test_readout_sees_last_step(chip):
-    cores = [dict(W=[[1]], x=0, y=0, stage=1, soma=0, bits=8),
-             dict(W=[[2]], x=0, y=1, stage=2, soma=0, bits=8)]
+    cores = [dict(W=[[1]], x=0, y=0, stage=1, bits=8),
+             dict(W=[[2]], x=0, y=1, stage=2, bits=8)]
     cm = build_coremap(chip, cores,
                        inputs=[{"name": "x", "kind": "step", "shape": [1], "scale": 1.0, "lo": -128, "hi": 127}],
                        feeds=[(0, 0, 0, 0)], routes=[(0, 0, 1, 0, 0)], outputs=[("y", "readout", [(1, 0)])])
@@ -274,7 +281,7 @@ def test_readout_sees_last_step(chip):
 def test_cycles_of_one_ann_core_by_hand(chip):
     rng = np.random.default_rng(0)
     W = rng.integers(-5, 6, (40, 20))
-    cm = build_coremap(chip, [dict(W=W, x=1, y=0, stage=0, soma=0, bits=8, mult=1, shift=4)],
+    cm = build_coremap(chip, [dict(W=W, x=1, y=0, stage=0, bits=8, mult=1, shift=4)],
                        inputs=[{"name": "x", "kind": "static", "shape": [40], "scale": 1.0, "lo": -128, "hi": 127}],
                        feeds=[(0, i, 0, i) for i in range(40)], outputs=[("y", "static", [(0, j) for j in range(20)])])
     r = run_both(cm, {0: rng.integers(-128, 128, (1, 40))}, {}, 2)
@@ -292,7 +299,8 @@ def test_cycles_of_one_ann_core_by_hand(chip):
 
 def test_cycles_of_one_spiking_core_by_hand(chip):
     W = np.ones((40, 20), dtype=int)
-    cm = build_coremap(chip, [dict(W=W, x=1, y=0, stage=1, soma=1, bits=1, lo=0, hi=1, spike_in=1, thr=5, ge=1)],
+    cm = build_coremap(chip, [dict(W=W, x=1, y=0, stage=1, model="lif", bits=1, lo=0, hi=1, spike_in=1,
+                                   cparam=dict(threshold=5, spike_ge=1))],
                        inputs=[{"name": "s", "kind": "step", "shape": [40], "scale": 1.0, "lo": 0, "hi": 1}],
                        feeds=[(0, i, 0, i) for i in range(40)])
     x = np.zeros((1, 1, 40), np.int64)
@@ -311,8 +319,8 @@ def test_cycles_of_one_spiking_core_by_hand(chip):
 def test_packet_counts(enc, bits, packets):
     chip = hand_chip(**{"noc.spike_encoding": enc})
     lo, hi = (0, 1) if bits == 1 else (-128, 127)
-    cores = [dict(W=np.eye(10, dtype=int), x=0, y=0, stage=0, phase=0, soma=0, bits=bits, lo=lo, hi=hi),
-             dict(W=np.ones((10, 1), dtype=int), x=2, y=0, stage=0, phase=1, soma=0, bits=8)]
+    cores = [dict(W=np.eye(10, dtype=int), x=0, y=0, stage=0, phase=0, bits=bits, lo=lo, hi=hi),
+             dict(W=np.ones((10, 1), dtype=int), x=2, y=0, stage=0, phase=1, bits=8)]
     cm = build_coremap(chip, cores,
                        inputs=[{"name": "x", "kind": "static", "shape": [10], "scale": 1.0, "lo": 0, "hi": 1}],
                        feeds=[(0, i, 0, i) for i in range(10)], routes=[(0, i, 1, i, 0) for i in range(10)],
@@ -357,7 +365,7 @@ def test_input_errors(chip):
 
 def test_coremap_errors(chip):
     cm = _if_map(chip)
-    cm.arrays["core_x"] = np.array([99], np.int32)
+    cm = cm.replace(cores=dataclasses.replace(cm.cores, x=np.array([99], np.int32)))
     with pytest.raises(CoreMapError, match="outside"):
         run_numba(cm, {}, {0: np.zeros((1, 2, 1), np.int64)}, 2)
 

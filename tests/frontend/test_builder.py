@@ -8,12 +8,18 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from nmc.neurons.lif import LIF, lif_float_step
 from nmc.frontend import ModelBuilder, load_onnx, run_float, run_onnxruntime
 from nmc.frontend import nmc_ops
 from nmc.errors import AttributeSchemaError, ModelError, NmcError, RegistryError, ShapeError
 
 ort = pytest.importorskip("onnxruntime")
 
+
+
+def lif_step(x, v, **attrs):
+    """The LIF model's float step with the ONNX op's defaults for attributes not given."""
+    return lif_float_step({**LIF.onnx.defaults(), **attrs}, x, v)
 
 def test_metadata_and_io():
     b = ModelBuilder("m", num_steps=7)
@@ -76,7 +82,7 @@ def test_builder_refuses_bad_attributes_and_shapes():
 def test_registry_refuses_duplicates_and_names_supported():
     with pytest.raises(RegistryError, match="already registered"):
         nmc_ops.register_schema(nmc_ops.LIF)
-    with pytest.raises(RegistryError, match="supported: LIF, SpikeCount"):
+    with pytest.raises(RegistryError, match="supported: CubaLIF, LIF, LIFRefractory, SpikeCount"):
         nmc_ops.get_schema("CubaLIFF")
     from nmc.frontend.onnx_import import register_converter
     with pytest.raises(RegistryError, match="already registered"):
@@ -100,7 +106,6 @@ def test_function_defaults_match_schema_defaults():
 
 def test_lif_function_runs_every_mode_in_onnxruntime_alone():
     """Direct check of the function body against lif_step, including exact threshold hits."""
-    from nmc.frontend.interpret import lif_step
     rng = np.random.default_rng(5)
     v = np.concatenate([rng.normal(size=40), [1.0, 0.5, 1.0, 0.0]]).astype(np.float32)
     x = np.concatenate([rng.normal(size=40), [0.0, 0.5, 0.0, 1.0]]).astype(np.float32)

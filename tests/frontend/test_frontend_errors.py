@@ -192,9 +192,9 @@ def test_errors_are_nmc_errors():
 
 
 def test_unknown_nmc_op_is_listed():
-    node = helper.make_node("CubaLIF", ["x", "i", "v"], ["s", "i.next", "v.next"], name="cuba", domain="nmc")
-    m = make([node], [vi(n, ["N", 2]) for n in ("x", "i", "v")], [vi(n, ["N", 2]) for n in ("s", "i.next", "v.next")])
-    with pytest.raises(UnsupportedOpError, match="node 'cuba' \\(op nmc::CubaLIF\\): nmc-domain op not implemented"):
+    node = helper.make_node("AdEx", ["x", "w", "v"], ["s", "w.next", "v.next"], name="adex", domain="nmc")
+    m = make([node], [vi(n, ["N", 2]) for n in ("x", "w", "v")], [vi(n, ["N", 2]) for n in ("s", "w.next", "v.next")])
+    with pytest.raises(UnsupportedOpError, match="node 'adex' \\(op nmc::AdEx\\): nmc-domain op not implemented"):
         load_onnx(m)
 
 

@@ -4,10 +4,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from nmc.neurons.lif import LIF, lif_float_step
 from nmc.frontend import ModelBuilder, load_onnx, run_float
-from nmc.frontend.interpret import conv2d, lif_step, pool2d
+from nmc.frontend.interpret import conv2d, pool2d
 from nmc.errors import InputError
 
+
+
+def lif_step(x, v, **attrs):
+    """The LIF model's float step with the ONNX op's defaults for attributes not given."""
+    return lif_float_step({**LIF.onnx.defaults(), **attrs}, x, v)
 
 def lif_graph(T, **kw):
     b = ModelBuilder("lif", num_steps=T)

@@ -20,9 +20,11 @@ from nmc.mapper.lower import LayerGraph
 from nmc.mapper.passes import Context, Pass, PassManager, Run, default_passes
 from nmc.mapper.place import PLACERS, place, register_placer
 from nmc.mapper.quantize import requant_params
+from nmc.neurons import by_code
+from nmc.neurons.lif import LIF
 from nmc.resources import core_usage
 from nmc.chip import load_chip
-from nmc.coremap import ARRAYS, SOMA, STAGE
+from nmc.coremap import SOMA, STAGE, CoreMap
 from nmc.coremap import check_coremap as check_structure
 from nmc.corefile import load as load_coremap
 from nmc.corefile import validate
@@ -254,8 +256,8 @@ def test_dense_feeding_lif_in_the_same_stage_is_one_layer():
     assert len(lg.layers) == 1
     l = lg.layers[0]
     assert (l.name, l.op, l.soma, l.stage, l.inputs, l.out) == ("fc", "dense+lif", "lif", "step", ["x"], "l1.s")
-    assert l.state_in == "l1.v" and l.state_out == "l1.v.next"
-    assert l.lif["beta"] == 0.5 and l.lif["threshold"] == 2.0
+    assert l.state_in == ("l1.v",) and l.state_out == ("l1.v.next",)
+    assert l.attrs["beta"] == 0.5 and l.attrs["threshold"] == 2.0
     np.testing.assert_array_equal(coo_matrix(l.rows, l.cols, l.vals, 2, 3), W)
     np.testing.assert_array_equal(l.bias, [0.25, -1.0])
 
@@ -380,8 +382,9 @@ def test_lossless_model_quantises_exactly():
         np.testing.assert_array_equal(q.wq, l.vals, err_msg=l.name)
         np.testing.assert_array_equal(q.bias, l.bias, err_msg=l.name)
         if l.soma == "lif":
-            assert q.soma["k"] == 1.0 and q.report["membrane_scale"] == 1.0
-            assert q.soma["thr"] == l.lif["threshold"] and q.soma["beta_mult"] == 2 ** st.chip.core.beta_shift
+            assert q.k == 1.0 and q.report["membrane_scale"] == 1.0
+            assert q.cparam[LIF.param_index("threshold")] == l.attrs["threshold"]
+            assert q.cparam[LIF.param_index("beta_mult")] == 2 ** st.chip.core.beta_shift
             assert q.report["weight_rel_err"] == 0.0
 
 
@@ -397,8 +400,7 @@ def test_integer_ann_model_quantises_exactly():
         assert q.lossless and q.report["lossless"], l.name
         assert q.report["out_scale"] == 1.0
         np.testing.assert_array_equal(q.wq, l.vals)
-        np.testing.assert_array_equal(q.soma["mult"], 1)
-        np.testing.assert_array_equal(q.soma["shift"], 0)
+        np.testing.assert_array_equal(q.nparam, [[1, 0]] * l.n)  # requantiser: multiplier 1, shift 0
     assert (st.tq["r1"].lo, st.tq["r1"].hi) == (0, 255) and (st.tq["fc2"].lo, st.tq["fc2"].hi) == (-128, 127)
 
 
@@ -413,9 +415,9 @@ def test_lif_quantisation_hand_example():
     b.output(s)
     st = run_passes(b.build(), calib={"x": np.array([[[0.0, 1.0]], [[1.0, 1.0]]])}, upto="quantize")
     q = st.quant.layers[0]
-    assert q.soma["k"] == 127.0 and q.wq.tolist() == [127, -64] and q.bias.tolist() == [32]
-    assert (q.soma["thr"], q.soma["v_reset"], q.soma["v_leak"], q.soma["beta_mult"]) == (127, 64, 0, 154)
-    assert q.soma["reset_mode"] == "zero" and not q.lossless
+    assert q.k == 127.0 and q.wq.tolist() == [127, -64] and q.bias.tolist() == [32]
+    # threshold, v_reset, v_leak, beta_mult, reset_mode (1 = zero), spike_ge, reset_delay
+    assert q.cparam.tolist() == [127, 64, 0, 154, 1, 0, 0] and not q.lossless
     rep = q.report
     assert rep["membrane_scale"] == 127.0 and rep["beta_chip"] == 154 / 256
     assert rep["weight_rel_err"] == pytest.approx(0.5 / 127)  # |-64 / 127 - (-0.5)| / 1.0
@@ -470,14 +472,13 @@ def test_partition_covers_every_neuron_once_and_respects_limits(name, model_fn, 
                 got = np.concatenate([q.cols for q in parts])
                 assert len(set(got.tolist())) == got.shape[0]  # chunks are disjoint
                 assert set(got.tolist()) == need
-    a = cm.arrays
-    nn, na = np.diff(a["core_neuron_off"]), np.diff(a["core_axon_off"])
+    a = cm.arrays()
+    nn, na = np.diff(a["cores.neuron_off"]), np.diff(a["cores.axon_off"])
     ents, ib = drc.router_entries(cm), drc.in_bytes(cm)
-    soma_name = {v: k for k, v in SOMA.items()}
     for ci in range(cm.num_cores):
         assert nn[ci] <= c.neurons and na[ci] <= c.axons
-        soma = soma_name[int(a["core_soma"][ci])]
-        u = core_usage(st.chip, int(na[ci]), int(nn[ci]), int(a["core_w_bits"][ci]), soma, int(ib[ci]),
+        soma = by_code(int(a["cores.model"][ci])).name
+        u = core_usage(st.chip, int(na[ci]), int(nn[ci]), int(a["cores.w_bits"][ci]), soma, int(ib[ci]),
                        has_bias=soma != "partial", router_entries=int(ents[ci]))
         assert u.total <= c.memory_bytes, (ci, u)
     assert drc.check_coremap(cm) == []
@@ -495,10 +496,10 @@ def test_fan_in_beyond_axons_splits_into_partial_and_merge_cores():
     assert merge.partials == [0, 1] and merge.n_axons == 2 * 6 and merge.n_neurons == 6
     meta = {l["name"]: l for l in st.coremap.meta["layers"]}
     assert meta["fc1"]["split"] and not meta["fc2"]["split"]
-    a = st.coremap.arrays
-    assert a["core_soma"].tolist() == [SOMA["partial"]] * 2 + [SOMA["ann"]] * 2
-    assert a["core_out_bits"].tolist() == [32, 32, 8, 8]
-    assert a["bias"][:12].tolist() == [0] * 12  # partial cores carry no bias
+    a = st.coremap.arrays()
+    assert a["cores.model"].tolist() == [SOMA["partial"]] * 2 + [SOMA["ann"]] * 2
+    assert a["cores.out_bits"].tolist() == [32, 32, 8, 8]
+    assert a["neurons.bias"][:12].tolist() == [0] * 12  # partial cores carry no bias
     # the merge core adds the partial sums with unit weights
     np.testing.assert_array_equal(st.coremap.core_weights(2), np.vstack([np.eye(6, dtype=np.int8)] * 2))
 
@@ -532,7 +533,7 @@ def test_split_layers_compile_for_chips_without_binary_weights(weight_bits):
     model = lossless_snn(seed=3, steps=6)
     cm = compile_lint(model, calib=x, overrides=dict(TINY, **{"core.weight_bits": weight_bits}), chips="auto")
     assert any(l["split"] for l in cm.meta["layers"])
-    assert set(cm.arrays["core_w_bits"].tolist()) <= set(weight_bits)
+    assert set(cm.arrays()["cores.w_bits"].tolist()) <= set(weight_bits)
     ref = compile_lint(model, calib=x, overrides=TINY, chips="auto")
     r1, r2 = nmc.emulate(cm, x, backend="reference"), nmc.emulate(ref, x, backend="reference")
     for k in r1.raw:
@@ -572,10 +573,10 @@ def test_maxpool_that_needs_splitting_does_not_fit():
 
 # ============================================================================ phases
 def _phase_by_layer(cm):
-    a = cm.arrays
+    a = cm.arrays()
     out: dict[str, list[int]] = {}
     for ci in range(cm.num_cores):
-        out.setdefault(cm.meta["layers"][int(a["core_layer"][ci])]["name"], []).append(int(a["core_phase"][ci]))
+        out.setdefault(cm.meta["layers"][int(a["cores.layer"][ci])]["name"], []).append(int(a["cores.phase"][ci]))
     return out
 
 
@@ -601,7 +602,7 @@ def test_recurrence_adds_no_phase():
     x = {"spikes": spike_inputs(0, 6, 2, 40)}
     rec = compile_lint(lossless_snn(seed=0, steps=6, recurrent=True), calib=x)
     ff = compile_lint(lossless_snn(seed=0, steps=6, recurrent=False), calib=x)
-    assert rec.arrays["route_delayed"].sum() > 0 and ff.arrays["route_delayed"].sum() == 0
+    assert rec.arrays()["routes.delayed"].sum() > 0 and ff.arrays()["routes.delayed"].sum() == 0
     assert rec.meta["phases"]["step"] == ff.meta["phases"]["step"] == 3
     assert _phase_by_layer(rec) == {"sum1": [0], "fc2": [1], "count": [2]}
 
@@ -678,8 +679,8 @@ def test_placement_and_compilation_are_deterministic():
         np.testing.assert_array_equal(p1, p2)
     a = compile_lint(model, calib=int_calib(40), overrides=TINY)
     b = compile_lint(model, calib=int_calib(40), overrides=TINY)
-    for k in ARRAYS:
-        np.testing.assert_array_equal(a.arrays[k], b.arrays[k], err_msg=k)
+    for k in a.arrays():
+        np.testing.assert_array_equal(a.arrays()[k], b.arrays()[k], err_msg=k)
     assert a.meta == b.meta
 
 
@@ -698,13 +699,12 @@ def test_coremap_save_load_round_trip(tmp_path):
     path = nmc.save(cm, tmp_path / "m.nmc")
     assert [p.name for p in tmp_path.iterdir()] == ["m.nmc"]  # no temp file left behind
     back = load_coremap(path)
-    assert set(back.arrays) == set(ARRAYS)
-    for k, dt in ARRAYS.items():
-        assert back.arrays[k].dtype == np.dtype(dt), k
-        np.testing.assert_array_equal(back.arrays[k], cm.arrays[k], err_msg=k)
-    meta = dict(back.meta)
-    assert meta.pop("nmc_version") == nmc.__version__
-    assert meta == cm.meta
+    assert set(back.arrays()) == set(cm.arrays())
+    for k, v in cm.arrays().items():
+        assert back.arrays()[k].dtype == v.dtype, k
+        np.testing.assert_array_equal(back.arrays()[k], v, err_msg=k)
+    assert back.meta["nmc_version"] == nmc.__version__
+    assert back.meta == cm.meta
     assert back.chip == cm.chip
     assert nmc.load(path).num_cores == cm.num_cores
     validate(back)  # the DRC passes on the reloaded map
@@ -719,7 +719,7 @@ def test_compiled_coremap_header_describes_the_mapping():
     cm = compile_lint(dense_chain([40, 6, 4]), calib=int_calib(40), overrides={"core.axons": 20})
     layers = cm.meta["layers"]
     assert [(l["name"], l["cores"], l["split"]) for l in layers] == [("fc1", [0, 1, 2], True), ("fc2", [3], False)]
-    assert cm.arrays["core_stage"].tolist() == [STAGE["static"]] * 4
+    assert cm.arrays()["cores.stage"].tolist() == [STAGE["static"]] * 4
     assert cm.meta["routing"]["max_table_entries"] == int(drc.router_entries(cm).max())
     assert [o["name"] for o in cm.meta["outputs"]] == ["fc2"]
     assert [i["name"] for i in cm.meta["inputs"]] == ["x"]
@@ -741,11 +741,11 @@ def test_route_table_hand_example():
     # fc1 split over partial cores 0, 1 and merge core 2; fc2 (the output) on core 3: each partial core sends
     # its 6 partial sums to the merge core, the merge core its 6 values to fc2, and fc2 holds the output
     cm = compile_lint(dense_chain([40, 6, 4]), calib=int_calib(40), overrides={"core.axons": 20})
-    a = cm.arrays
-    assert a["rt_off"].tolist() == [0, 1, 2, 3, 4]
-    assert a["rt_dst"].tolist() == [2, 2, 3, -1]
-    assert a["rt_route_off"].tolist() == [0, 6, 12, 18, 18]
-    assert a["route_src"].shape[0] == 18
+    a = cm.arrays()
+    assert a["router.off"].tolist() == [0, 1, 2, 3, 4]
+    assert a["router.dst"].tolist() == [2, 2, 3, -1]
+    assert a["router.route_off"].tolist() == [0, 6, 12, 18, 18]
+    assert a["routes.src"].shape[0] == 18
     assert drc.router_entries(cm).tolist() == [1, 1, 1, 1]
     assert (cm.meta["routing"]["pairs"], cm.meta["routing"]["max_table_entries"]) == (3, 1)
 
@@ -753,67 +753,68 @@ def test_route_table_hand_example():
 @pytest.mark.parametrize("name,model_fn,calib_fn,overrides", ROUTED_MODELS)
 def test_route_table_agrees_with_the_route_count_and_an_independent_derivation(name, model_fn, calib_fn, overrides):
     cm = compile_lint(model_fn(), calib=calib_fn(), overrides=overrides, chips="auto")
-    a = cm.arrays
-    counted = drc.count_router_entries(a["core_neuron_off"], a["core_axon_off"], a["route_src"], a["route_dst"],
-                                       a["out_src"])
+    a = cm.arrays()
+    counted = drc.count_router_entries(a["cores.neuron_off"], a["cores.axon_off"], a["routes.src"], a["routes.dst"],
+                                       a["taps.src"])
     np.testing.assert_array_equal(drc.router_entries(cm), counted)  # the rules' numbers are the partitioner's
     for k, v in route_table_arrays(a).items():
-        np.testing.assert_array_equal(a[k], v, err_msg=k)
+        np.testing.assert_array_equal(a[f"router.{k}"], v, err_msg=k)
     # the summary comes from the table: one (source, destination) pair per entry to a core
-    core_entries = a["rt_dst"] >= 0
+    core_entries = a["router.dst"] >= 0
     assert cm.meta["routing"]["pairs"] == int(core_entries.sum())
-    assert cm.meta["routing"]["max_table_entries"] == int(np.diff(a["rt_off"]).max())
-    src = np.repeat(np.arange(cm.num_cores), np.diff(a["rt_off"]))[core_entries]
-    dst = a["rt_dst"][core_entries]
-    hops = np.abs(a["core_x"][src] - a["core_x"][dst]) + np.abs(a["core_y"][src] - a["core_y"][dst])
+    assert cm.meta["routing"]["max_table_entries"] == int(np.diff(a["router.off"]).max())
+    src = np.repeat(np.arange(cm.num_cores), np.diff(a["router.off"]))[core_entries]
+    dst = a["router.dst"][core_entries]
+    hops = np.abs(a["cores.x"][src] - a["cores.x"][dst]) + np.abs(a["cores.y"][src] - a["cores.y"][dst])
     assert cm.meta["routing"]["max_pair_hops"] == int(hops.max(initial=0))
     assert cm.meta["routing"]["mean_pair_hops"] == pytest.approx(float(hops.mean()) if hops.size else 0.0)
     # every route belongs to the entry of its (source core, destination core)
-    ent = np.repeat(np.arange(a["rt_dst"].shape[0]), np.diff(a["rt_route_off"]))
-    np.testing.assert_array_equal(cm.neuron_core()[a["route_src"]], np.repeat(np.arange(cm.num_cores),
-                                                                              np.diff(a["rt_off"]))[ent])
-    np.testing.assert_array_equal(cm.axon_core()[a["route_dst"]], a["rt_dst"][ent])
+    ent = np.repeat(np.arange(a["router.dst"].shape[0]), np.diff(a["router.route_off"]))
+    np.testing.assert_array_equal(cm.neuron_core()[a["routes.src"]], np.repeat(np.arange(cm.num_cores),
+                                                                              np.diff(a["router.off"]))[ent])
+    np.testing.assert_array_equal(cm.axon_core()[a["routes.dst"]], a["router.dst"][ent])
 
 
 def test_design_rules_read_the_table_from_the_core_map():
     cm = compile_lint(dense_chain([40, 6, 4]), calib=int_calib(40), overrides={"core.axons": 20})
     assert drc.check_coremap(cm) == []
     lim = cm.chip.core.router_table_entries
-    arrays = dict(cm.arrays, rt_off=np.array([0, 1, 2, 3, 4 + lim], np.int64))  # core 3 claims lim + 1 entries
-    bad = type(cm)(chip=cm.chip, meta=cm.meta, arrays=arrays)
+    arrays = dict(cm.arrays(), **{"router.off": np.array([0, 1, 2, 3, 4 + lim], np.int64)})  # core 3: lim + 1
+    bad = CoreMap.from_arrays(cm.chip, cm.meta, arrays)
     assert drc.router_entries(bad).tolist() == [1, 1, 1, lim + 1]
     v = drc.check_coremap(bad)
     assert any(s.startswith("router-table: layer 'fc2' core 3 sends to") for s in v), v
     # memory just large enough for the real tables: the inflated one no longer fits beside core 3's configuration
-    a, ib, soma_name = cm.arrays, drc.in_bytes(cm), {v: k for k, v in SOMA.items()}
-    need = max(core_usage(cm.chip, cm.n_axons(c), cm.n_neurons(c), int(a["core_w_bits"][c]),
-                          soma_name[int(a["core_soma"][c])], int(ib[c]), has_bias=int(a["core_soma"][c]) != SOMA["partial"],
-                          router_entries=1).total for c in range(cm.num_cores))
+    ib = drc.in_bytes(cm)
+    need = max(core_usage(cm.chip, cm.n_axons(c), cm.n_neurons(c), int(cm.cores.w_bits[c]), cm.models()[c].name,
+                          int(ib[c]), has_bias=cm.models()[c].name != "partial", router_entries=1).total
+               for c in range(cm.num_cores))
     small = load_chip("tianjic", {"core.memory_bytes": need, "core.axons": 20})
-    assert drc.check_coremap(type(cm)(chip=small, meta=cm.meta, arrays=cm.arrays)) == []
-    tight = type(cm)(chip=small, meta=cm.meta, arrays=arrays)
+    assert drc.check_coremap(cm.replace(chip=small)) == []
+    tight = CoreMap.from_arrays(small, cm.meta, arrays)
     assert [s.split(" needs")[0] for s in drc.check_coremap(tight) if s.startswith("memory")] == [
         "memory-per-core: layer 'fc2' core 3"]
 
 
 def _retable(cm, **arrays):
-    return type(cm)(chip=cm.chip, meta=cm.meta, arrays=dict(cm.arrays, **{k: np.asarray(v, np.int64)
-                                                                          for k, v in arrays.items()}))
+    """``cm`` with router-table columns replaced (``off=``, ``dst=``, ``route_off=``)."""
+    return CoreMap.from_arrays(cm.chip, cm.meta, dict(cm.arrays(), **{f"router.{k}": np.asarray(v, np.int64)
+                                                                     for k, v in arrays.items()}))
 
 
 @pytest.mark.parametrize("change,match", [
-    (dict(rt_off=[0, 1, 2, 3]), "'rt_off' are not 5"),
-    (dict(rt_off=[0, 2, 1, 3, 4]), "'rt_off' are not 5"),
-    (dict(rt_route_off=[0, 6, 12, 18, 17]), "'rt_route_off' is not 5"),
-    (dict(rt_dst=[2, 2, 4, -1]), r"outside \[-1, 4\)"),
-    (dict(rt_dst=[2, 2, 3, -2]), r"outside \[-1, 4\)"),
-    (dict(rt_dst=[3, 2, 3, -1]), "come from another core or go to another one"),
-    (dict(rt_route_off=[0, 5, 12, 18, 18]), "come from another core or go to another one"),
-    (dict(rt_route_off=[0, 6, 12, 12, 18]), "a host entry sends routes"),
-    (dict(rt_off=[0, 1, 2, 3, 3], rt_dst=[2, 2, 3], rt_route_off=[0, 6, 12, 18]), "host-port entries"),
-    (dict(rt_off=[0, 1, 2, 4, 5], rt_dst=[2, 2, 3, -1, -1], rt_route_off=[0, 6, 12, 18, 18, 18]), "host-port"),
-    (dict(rt_off=[0, 1, 2, 4, 5], rt_dst=[2, 2, -1, 3, -1], rt_route_off=[0, 6, 12, 12, 18, 18]), "host \\(-1\\) last"),
-    (dict(rt_off=[0, 1, 3, 4, 5], rt_dst=[2, 2, 2, 3, -1], rt_route_off=[0, 6, 9, 12, 18, 18]), "distinct and ascending"),
+    (dict(off=[0, 1, 2, 3]), r"router.off has 4 entries along C\+1 = 5"),
+    (dict(off=[0, 2, 1, 3, 4]), "router.off is not non-decreasing"),
+    (dict(route_off=[0, 6, 12, 18, 17]), "router.route_off is not non-decreasing"),
+    (dict(dst=[2, 2, 4, -1]), "router.dst names a core that does not exist"),
+    (dict(dst=[2, 2, 3, -2]), "router.dst names a core that does not exist"),
+    (dict(dst=[3, 2, 3, -1]), "routes do not go from its core to its destination"),
+    (dict(route_off=[0, 5, 12, 18, 18]), "routes do not go from its core to its destination"),
+    (dict(route_off=[0, 6, 12, 12, 18]), "a host entry with routes"),
+    (dict(off=[0, 1, 2, 3, 3], dst=[2, 2, 3], route_off=[0, 6, 12, 18]), "core 3 lacks a host-port entry"),
+    (dict(off=[0, 1, 2, 4, 5], dst=[2, 2, 3, -1, -1], route_off=[0, 6, 12, 18, 18, 18]), "core 2 has a host-port"),
+    (dict(off=[0, 1, 2, 4, 5], dst=[2, 2, -1, 3, -1], route_off=[0, 6, 12, 12, 18, 18]), r"\(host last\)"),
+    (dict(off=[0, 1, 3, 4, 5], dst=[2, 2, 2, 3, -1], route_off=[0, 6, 9, 12, 18, 18]), "distinct and ascending"),
 ])
 def test_coremap_structure_check_refuses_a_broken_routing_table(change, match):
     cm = compile_lint(dense_chain([40, 6, 4]), calib=int_calib(40), overrides={"core.axons": 20})
@@ -826,10 +827,10 @@ def test_randmaps_tables_are_valid_and_match_the_mapper_derivation():
     for seed in range(10):
         cm = random_coremap(seed, SHAPES[seed % len(SHAPES)])
         check_structure(cm)
-        a = cm.arrays
-        t = route_table(a["core_neuron_off"], a["core_axon_off"], a["route_src"], a["route_dst"], a["out_src"])
-        for k in ("rt_off", "rt_dst", "rt_route_off"):
-            np.testing.assert_array_equal(getattr(t, k), a[k], err_msg=k)
+        a = cm.arrays()
+        t = route_table(a["cores.neuron_off"], a["cores.axon_off"], a["routes.src"], a["routes.dst"], a["taps.src"])
+        for k in ("off", "dst", "route_off"):
+            np.testing.assert_array_equal(getattr(t, f"rt_{k}"), a[f"router.{k}"], err_msg=k)
 
 
 # ============================================================================ lint between passes

@@ -64,21 +64,21 @@ def mixed():
 def with_chip(cm: CoreMap, **overrides) -> CoreMap:
     """The same arrays under a chip with other limits (what a core map compiled for another chip looks like)."""
     chip = cm.chip.with_overrides({k.replace("__", "."): v for k, v in overrides.items()})
-    return CoreMap(chip=chip, meta=cm.meta, arrays=cm.arrays)
+    return cm.replace(chip=chip)
 
 
 def tampered(cm: CoreMap, **changes) -> CoreMap:
-    """A copy of ``cm`` whose array entries are replaced: ``name=(index, value)``."""
-    arrays = {k: v.copy() for k, v in cm.arrays.items()}
+    """A copy of ``cm`` whose entries are replaced: ``cores__x=(index, value)`` sets ``cores.x[index] = value``."""
+    arrays = {k: v.copy() for k, v in cm.arrays().items()}
     for k, (i, v) in changes.items():
-        arrays[k][i] = v
-    return CoreMap(chip=cm.chip, meta=json.loads(json.dumps(cm.meta)), arrays=arrays)
+        arrays[k.replace("__", ".")][i] = v
+    return CoreMap.from_arrays(cm.chip, json.loads(json.dumps(cm.meta)), arrays)
 
 
 def layer_core(cm: CoreMap, name: str, soma: str | None = None) -> int:
     names = [l["name"] for l in cm.meta["layers"]]
     for c in range(cm.num_cores):
-        if names[int(cm.arrays["core_layer"][c])] == name and (soma is None or cm.arrays["core_soma"][c] == SOMA[soma]):
+        if names[int(cm.cores.layer[c])] == name and (soma is None or cm.cores.model[c] == SOMA[soma]):
             return c
     raise AssertionError(name)
 
@@ -146,7 +146,7 @@ def test_weight_precision_unsupported_width(snn):
 def test_weight_precision_values_beyond_declared_width(snn):
     c = layer_core(snn, "sum1")
     w = snn.core_weights(c)
-    v = only_rule(drc.check_coremap(tampered(snn, core_w_bits=(c, 2))), "weight-precision")
+    v = only_rule(drc.check_coremap(tampered(snn, cores__w_bits=(c, 2))), "weight-precision")
     assert v == [f"weight-precision: layer 'sum1' core {c} has weights in [{w.min()}, {w.max()}] but declares "
                  "2-bit weights ([-1, 1]); fix: recompile"]
 
@@ -192,17 +192,17 @@ def test_router_table_when_compiling(spikes):
 
 def test_placement_outside_the_grid(snn):
     c = layer_core(snn, "fc2")
-    v = only_rule(drc.check_coremap(tampered(snn, core_x=(c, 12))), "placement")
-    assert v == [f"placement: layer 'fc2' core {c} is at (12, {int(snn.arrays['core_y'][c])}), outside the 12 x 13 "
+    v = only_rule(drc.check_coremap(tampered(snn, cores__x=(c, 12))), "placement")
+    assert v == [f"placement: layer 'fc2' core {c} is at (12, {int(snn.cores.y[c])}), outside the 12 x 13 "
                  "grid of 1 x 1 chip(s); fix: recompile with more chips"]
-    v = only_rule(drc.check_coremap(tampered(snn, core_y=(c, -1))), "placement")
+    v = only_rule(drc.check_coremap(tampered(snn, cores__y=(c, -1))), "placement")
     assert len(v) == 1 and "is at" in v[0] and ", -1), outside" in v[0]
 
 
 def test_placement_shared_position(snn):
     c0, c1 = layer_core(snn, "sum1"), layer_core(snn, "fc2")
-    x, y = int(snn.arrays["core_x"][c0]), int(snn.arrays["core_y"][c0])
-    v = only_rule(drc.check_coremap(tampered(snn, core_x=(c1, x), core_y=(c1, y))), "placement")
+    x, y = int(snn.cores.x[c0]), int(snn.cores.y[c0])
+    v = only_rule(drc.check_coremap(tampered(snn, cores__x=(c1, x), cores__y=(c1, y))), "placement")
     assert len(v) == 1
     assert f"layer 'sum1' core {c0}" in v[0] and f"layer 'fc2' core {c1}" in v[0]
     assert f"share position ({x}, {y})" in v[0] and "fix: recompile" in v[0]
@@ -210,11 +210,11 @@ def test_placement_shared_position(snn):
 
 def test_placement_out_of_grid_is_not_reported_as_shared(snn):
     # (0, 14) is outside the 12 x 13 grid; it must not be confused with the core at (1, 0)
-    a = snn.arrays
+    a = snn.cores
     c1 = layer_core(snn, "fc2")
-    assert (int(a["core_x"][c1]), int(a["core_y"][c1])) == (1, 0)
+    assert (int(a.x[c1]), int(a.y[c1])) == (1, 0)
     c = layer_core(snn, "count")
-    v = only_rule(drc.check_coremap(tampered(snn, core_x=(c, 0), core_y=(c, 14))), "placement")
+    v = only_rule(drc.check_coremap(tampered(snn, cores__x=(c, 0), cores__y=(c, 14))), "placement")
     assert v == [f"placement: layer 'count' core {c} is at (0, 14), outside the 12 x 13 grid of 1 x 1 chip(s); "
                  "fix: recompile with more chips"]
 
@@ -245,23 +245,23 @@ def test_accumulator_range_in_a_tampered_header(snn):
 
 def test_soma_threshold_and_leak(snn):
     c = layer_core(snn, "fc2")
-    v = only_rule(drc.check_coremap(tampered(snn, lif_threshold=(c, 0))), "soma-parameters")
-    assert v == [f"soma-parameters: layer 'fc2' core {c} has threshold 0 outside 1 .. {2 ** 27 - 1} "
-                 "(core.membrane_bits = 28); fix: rescale the layer"]
-    v = only_rule(drc.check_coremap(tampered(snn, lif_beta_mult=(c, 257))), "soma-parameters")
-    assert v == [f"soma-parameters: layer 'fc2' core {c} has leak multiplier 257 outside 0 .. 2^8 "
-                 "(beta must be in [0, 1]); fix: check the LIF's beta"]
+    v = only_rule(drc.check_coremap(tampered(snn, cores__param=((c, 0), 0))), "soma-parameters")
+    assert v == [f"soma-parameters: layer 'fc2' core {c} (lif) has threshold 0 outside 1 .. {2 ** 27 - 1} "
+                 "(firing threshold (membrane units); core.membrane_bits = 28, core.beta_shift = 8); fix: rescale "
+                 "the layer or recompile for this chip"]
+    v = only_rule(drc.check_coremap(tampered(snn, cores__param=((c, 3), 257))), "soma-parameters")
+    assert len(v) == 1 and f"core {c} (lif) has beta_mult 257 outside 0 .. 256" in v[0]  # beta > 1
 
 
 def test_soma_requantiser(ann):
     c = layer_core(ann, "head")
-    n = int(ann.arrays["core_neuron_off"][c]) + 1
-    v = only_rule(drc.check_coremap(tampered(ann, req_mult=(n, 2 ** 16))), "soma-parameters")
+    n = int(ann.cores.neuron_off[c]) + 1
+    v = only_rule(drc.check_coremap(tampered(ann, neurons__param=((n, 0), 2 ** 16))), "soma-parameters")
     assert len(v) == 1
-    assert f"layer 'head' core {c} neuron {n} has requantiser 65536 >>" in v[0]
-    assert "2^16 - 1 (core.requant_mult_bits)" in v[0] and "fix:" in v[0]
-    v = only_rule(drc.check_coremap(tampered(ann, req_shift=(n, 63))), "soma-parameters")
-    assert "shift 0 .. 62" in v[0]
+    assert f"layer 'head' core {c} (ann) neuron {n} has mult 65536 outside 0 .. {2 ** 16 - 1}" in v[0]
+    assert "core.requant_mult_bits = 16" in v[0] and "fix:" in v[0]
+    v = only_rule(drc.check_coremap(tampered(ann, neurons__param=((n, 1), 63))), "soma-parameters")
+    assert "has shift 63 outside 0 .. 62" in v[0]
 
 
 def test_compile_reports_all_violations_at_once(spikes):
@@ -357,7 +357,7 @@ def test_threshold_too_small_for_the_membrane():
     msg = str(ei.value)
     # membrane unit 1/k with k = 127 / 100: the threshold becomes round(0.00127) = 0
     assert "layer 'fc' (dense+lif, ONNX node 'fc+l1')" in msg and "threshold 0.001" in msg and "scales to 0" in msg
-    assert "outside 1 .. 2^27 (core.membrane_bits)" in msg and "rescale" in msg
+    assert f"outside 1 .. {2 ** 27 - 1}" in msg and "core.membrane_bits" in msg and "rescale" in msg
 
 
 def test_bias_beyond_the_accumulator():
@@ -494,9 +494,9 @@ def test_load_npz_is_not_a_core_map(tmp_path):
 
 def test_load_flipped_byte_in_an_array(saved, tmp_path):
     def flip(members):
-        b = bytearray(members["weights.npy"])
+        b = bytearray(members["weights.data.npy"])
         b[-1] ^= 0x01  # the last weight, inside the array data
-        members["weights.npy"] = bytes(b)
+        members["weights.data.npy"] = bytes(b)
 
     p = _rewrite(saved, tmp_path / "flipped.nmc", member_fn=flip)
     with pytest.raises(CoreMapError) as ei:
@@ -522,16 +522,17 @@ def test_load_edited_header(saved, tmp_path):
 
 
 def test_load_other_format_version(saved, tmp_path):
-    p = _rewrite(saved, tmp_path / "v2.nmc", header_fn=lambda h: h.update(format_version=2))
-    with pytest.raises(CoreMapError) as ei:
-        load_coremap(p)
-    msg = str(ei.value)
-    assert "format version 2" in msg and "reads version 1" in msg and "recompile" in msg
+    for other in (1, 3, None):  # the flat-array format 1, a future one, none at all
+        p = _rewrite(saved, tmp_path / "other.nmc", header_fn=lambda h: h.update(format_version=other))
+        with pytest.raises(CoreMapError) as ei:
+            load_coremap(p)
+        msg = str(ei.value)
+        assert f"format version {other}" in msg and "reads version 2" in msg and "recompile" in msg
 
 
 def test_load_missing_array(saved, tmp_path):
-    p = _rewrite(saved, tmp_path / "short.nmc", member_fn=lambda m: m.pop("bias.npy"))
-    with pytest.raises(CoreMapError, match="array 'bias' is missing; recompile"):
+    p = _rewrite(saved, tmp_path / "short.nmc", member_fn=lambda m: m.pop("neurons.bias.npy"))
+    with pytest.raises(CoreMapError, match="array 'neurons.bias' is missing; recompile"):
         load_coremap(p)
 
 
@@ -563,15 +564,42 @@ def test_load_any_damaged_byte_is_refused_or_harmless(saved, tmp_path):
 
 
 def test_structural_damage_is_named(snn):
-    arrays = dict(snn.arrays)
-    arrays["bias"] = arrays["bias"][:-1]
-    with pytest.raises(CoreMapError, match=r"array 'bias' has \d+ entries for \d+ neurons"):
-        validate(CoreMap(chip=snn.chip, meta=snn.meta, arrays=arrays))
-    arrays = dict(snn.arrays)
-    arrays["core_soma"] = arrays["core_soma"].copy()
-    arrays["core_soma"][0] = 7
-    with pytest.raises(CoreMapError, match=r"core 0: core_soma = 7 is not one of \[0, 1, 2, 3\]"):
-        validate(CoreMap(chip=snn.chip, meta=snn.meta, arrays=arrays))
+    arrays = snn.arrays()
+    arrays["neurons.bias"] = arrays["neurons.bias"][:-1]
+    with pytest.raises(CoreMapError, match=r"column neurons.bias has \d+ entries along N = \d+"):
+        validate(CoreMap.from_arrays(snn.chip, snn.meta, arrays))
+    with pytest.raises(CoreMapError, match=r"core 0: cores.model = 7 is not one of \[0, 3, 1, 4, 5, 2\]"):
+        validate(tampered(snn, cores__model=(0, 7)))
+    arrays = snn.arrays()
+    arrays["cores.param"] = arrays["cores.param"][:, :2]  # too narrow for a LIF's 7 parameters
+    with pytest.raises(CoreMapError, match=r"neuron model 'lif' needs table widths \{'P': 7\}"):
+        validate(CoreMap.from_arrays(snn.chip, snn.meta, arrays))
+    arrays = snn.arrays()
+    arrays["weights.data"] = arrays["weights.data"].astype(np.int16)
+    with pytest.raises(CoreMapError, match=r"column weights.data is int16 with 1 dim\(s\); expected int8 \[W\]"):
+        validate(CoreMap.from_arrays(snn.chip, snn.meta, arrays))
+
+
+def test_header_schema_is_checked_on_load_not_only_the_hash(snn, tmp_path):
+    """A header edited and re-hashed with nmc's own save passes the integrity check; the schema refuses it."""
+    for edit, where in ((lambda m: m["inputs"][0].update(scale="x"), "meta.inputs[0].scale"),
+                        (lambda m: m.pop("outputs"), "meta lacks ['outputs']"),
+                        (lambda m: m["layers"][0].update(stage="later"), "meta.layers[0].stage"),
+                        (lambda m: m["inputs"][0].update(scale=float("nan")), "expected a finite number"),
+                        (lambda m: m.update(chips=[0, 1]), "meta.chips")):
+        meta = json.loads(json.dumps(snn.meta))
+        edit(meta)
+        p = save_coremap(snn.replace(meta=meta), tmp_path / "edited.nmc")
+        with pytest.raises(CoreMapError, match=re.escape(where)):
+            load_coremap(p)
+        with pytest.raises(CoreMapError, match=re.escape(where)):
+            load_coremap(p, check=False)  # the structure is checked even without the design rules
+
+
+def test_identical_compiles_are_identical_files(snn, tmp_path):
+    a = save_coremap(snn, tmp_path / "a.nmc").read_bytes()
+    b = save_coremap(load_coremap(save_coremap(snn, tmp_path / "b.nmc")), tmp_path / "c.nmc").read_bytes()
+    assert a == b
 
 
 # ============================================================================ emulator inputs

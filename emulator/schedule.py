@@ -1,0 +1,173 @@
+"""The schedule of a core map: everything both emulators derive from it before any input is seen.
+
+:func:`build_schedule` runs once per core map; the reference (NumPy) and the Numba kernel both read the
+same :class:`Schedule` (a NamedTuple of int64 arrays, which Numba takes as one argument):
+
+* phases: the phases of every stage with their cores (ascending) and the non-delayed routes those
+  cores write at the end of the phase (route order); the delayed routes (written at the end of a step);
+* packets: per router-table entry the path of its packets (an entry to a core, or to the host I/O
+  port for the core's output taps), and per core its taps (``tp_off``/``tp_neur``) in tap order;
+* inputs: per kind (static, step) the feeds (destination axon, column of the packed input matrix)
+  and per destination core the number of values and the path from the host;
+* per-core constants: bytes per axon value, state bytes per neuron, bytes per weight row and soma
+  cycles per lane batch (from the core's neuron model and the chip's timing);
+* the path table of the NoC (``emulator/noc.py``) and the most packets one phase can send.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from nmc.coremap import CoreMap, chips_of, in_bytes, input_kind_codes, n_elems, value_bytes
+from nmc.neurons import by_code, soma_cycles
+
+from .noc import PathTable, grid_shape
+
+__all__ = ["Schedule", "build_schedule", "phase_slots", "STAGE_NAMES"]
+
+STAGE_NAMES = ("static", "step", "readout")
+
+
+class Schedule(NamedTuple):
+    stage_ph: np.ndarray  #: [4] phases of stage s are stage_ph[s]:stage_ph[s+1]
+    ph_off: np.ndarray  #: [n_ph+1] cores of phase p: ph_cores[ph_off[p]:ph_off[p+1]]
+    ph_cores: np.ndarray
+    ph_r_off: np.ndarray  #: [n_ph+1] non-delayed routes written after phase p
+    ph_routes: np.ndarray
+    dl_routes: np.ndarray  #: delayed routes, written at the end of every step
+    ent_path: np.ndarray  #: [E] path of router-table entry e's packets
+    tp_off: np.ndarray  #: [C+1] taps of core c: tp_neur[tp_off[c]:tp_off[c+1]]
+    tp_neur: np.ndarray
+    path_off: np.ndarray
+    path_link: np.ndarray
+    path_lat: np.ndarray
+    path_hops: np.ndarray
+    path_cross: np.ndarray
+    n_links: int
+    max_pkt: int  #: most packets one phase (or input phase) can send
+    sf_dst: np.ndarray  #: static feeds: destination axon and column of the packed static input matrix
+    sf_col: np.ndarray
+    sp_core: np.ndarray  #: static input packets: per destination core, values and path from the host
+    sp_n: np.ndarray
+    sp_path: np.ndarray
+    tf_dst: np.ndarray  #: the same for step inputs
+    tf_col: np.ndarray
+    tp_core_in: np.ndarray
+    tp_n_in: np.ndarray
+    tp_path_in: np.ndarray
+    in_b: np.ndarray  #: [C] bytes per axon value
+    st_b: np.ndarray  #: [C] state bytes per neuron
+    w_row_b: np.ndarray  #: [C] bytes of one weight row
+    soma_cyc: np.ndarray  #: [C] soma cycles per lane batch
+
+
+def _i64(x) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(x), dtype=np.int64)
+
+
+def stage_phases(cm: CoreMap) -> list[list[tuple[int, np.ndarray]]]:
+    """Per stage (static, step, readout): ``[(phase, cores ascending), ...]`` for the phases that have cores."""
+    st, ph = cm.cores.stage, cm.cores.phase
+    out = []
+    for s in range(3):
+        cores = np.flatnonzero(st == s)
+        out.append([(int(p), cores[ph[cores] == p].astype(np.int64)) for p in np.unique(ph[cores])])
+    return out
+
+
+def phase_slots(cm: CoreMap) -> list[tuple[str, str]]:
+    """Labels ``(stage, phase)`` of ``RawResult.phase_cycles``' slots: every phase that has cores, in stage
+    order (phase = its ``cores.phase``), then ``("static", "input")`` and ``("step", "input")``."""
+    out = [(STAGE_NAMES[s], str(p)) for s, phases in enumerate(stage_phases(cm)) for p, _ in phases]
+    return out + [("static", "input"), ("step", "input")]
+
+
+def input_columns(cm: CoreMap) -> tuple[dict[int, int], list[int]]:
+    """Column of every static/step graph input in its kind's packed matrix, and the matrices' widths."""
+    kinds = input_kind_codes(cm)
+    col0, ncols = {}, [0, 0]
+    for k, inp in enumerate(cm.meta["inputs"]):
+        if kinds[k] in (0, 1):
+            col0[k] = ncols[kinds[k]]
+            ncols[kinds[k]] += n_elems(inp)
+    return col0, ncols
+
+
+def build_schedule(cm: CoreMap) -> Schedule:
+    chip, c, rt = cm.chip, cm.cores, cm.router
+    C = cm.num_cores
+    P8 = 8 * chip.noc.packet_payload_bytes
+    aer = chip.noc.spike_encoding == "aer"
+    in_bits = chip.core.activation_bits
+    axon_core = cm.axon_core()
+    width, height = grid_shape(chip, chips_of(cm))
+    paths = PathTable(chip, width, height)
+    pos = [(int(c.x[i]), int(c.y[i])) for i in range(C)]
+    out_bits = c.out_bits.astype(np.int64)
+    route_src_core = cm.neuron_core()[cm.routes.src]
+
+    phases = stage_phases(cm)
+    stage_ph = np.zeros(4, np.int64)
+    ph_cores, ph_off, ph_routes, ph_r_off = [], [0], [], [0]
+    nd = cm.routes.delayed == 0
+    for s in range(3):
+        for _, cores in phases[s]:
+            ph_cores += cores.tolist()
+            ph_off.append(len(ph_cores))
+            ph_routes += np.flatnonzero(nd & np.isin(route_src_core, cores)).tolist()
+            ph_r_off.append(len(ph_routes))
+        stage_ph[s + 1] = len(ph_off) - 1
+
+    # output taps per core, in tap order
+    tap_core = cm.neuron_core()[cm.taps.src]
+    t_order = np.argsort(tap_core, kind="stable")
+    tp_off = np.zeros(C + 1, np.int64)
+    np.add.at(tp_off, tap_core + 1, 1)
+    tp_off = np.cumsum(tp_off)
+    n_tap = np.diff(tp_off)
+
+    # router entries: the path of each, and the most packets a core's entries send in one phase
+    ent_core = np.repeat(np.arange(C), np.diff(rt.off))
+    ent_path = np.array([paths.add(pos[s], pos[d] if d >= 0 else None) for s, d in zip(ent_core.tolist(), rt.dst.tolist())],
+                        dtype=np.int64)
+    n_val = np.where(rt.dst >= 0, np.diff(rt.route_off), n_tap[ent_core] if ent_core.size else 0)
+    bits = out_bits[ent_core]
+    val_bits = np.where(rt.dst >= 0, bits, 8 * value_bytes(bits))
+    max_ent = np.where((bits == 1) & aer, n_val, -(-n_val * val_bits // P8))
+    core_pkt = np.zeros(C, np.int64)
+    np.add.at(core_pkt, ent_core, max_ent)
+
+    # inputs: feeds per kind, packed columns, per destination core the values from the host
+    kinds = input_kind_codes(cm)
+    col0, _ = input_columns(cm)
+    col0_arr = np.array([col0.get(k, 0) for k in range(len(cm.meta["inputs"]))], dtype=np.int64)
+    feed_kind = kinds[cm.feeds.input] if cm.feeds.input.shape[0] else np.zeros(0, np.int64)
+    inp = []
+    max_pkt = 0
+    for kind in (0, 1):
+        f = np.flatnonzero(feed_kind == kind)
+        dst = cm.feeds.dst[f]
+        col = col0_arr[cm.feeds.input[f]] + cm.feeds.elem[f]
+        cores, counts = np.unique(axon_core[dst], return_counts=True)
+        pth = np.array([paths.add(None, pos[int(k)]) for k in cores], dtype=np.int64)
+        inp.append((_i64(dst), _i64(col), _i64(cores), _i64(counts), _i64(pth)))
+        max_pkt = max(max_pkt, int(sum(-(-int(n) * in_bits // P8) for n in counts)))
+    for s in range(3):
+        for _, cores in phases[s]:
+            max_pkt = max(max_pkt, int(core_pkt[cores].sum()))
+
+    models = [by_code(int(m)) for m in c.model]
+    path_off, path_link, path_lat, path_hops, path_cross = paths.arrays()
+    (sf_dst, sf_col, sp_core, sp_n, sp_path), (tf_dst, tf_col, tpc, tpn, tpp) = inp
+    return Schedule(
+        stage_ph=stage_ph, ph_off=_i64(ph_off), ph_cores=_i64(ph_cores), ph_r_off=_i64(ph_r_off),
+        ph_routes=_i64(ph_routes), dl_routes=_i64(np.flatnonzero(~nd)), ent_path=_i64(ent_path), tp_off=_i64(tp_off),
+        tp_neur=_i64(cm.taps.src[t_order]), path_off=path_off, path_link=path_link, path_lat=path_lat,
+        path_hops=path_hops, path_cross=path_cross, n_links=int(paths.n_links), max_pkt=max(max_pkt, 1),
+        sf_dst=sf_dst, sf_col=sf_col, sp_core=sp_core, sp_n=sp_n, sp_path=sp_path,
+        tf_dst=tf_dst, tf_col=tf_col, tp_core_in=tpc, tp_n_in=tpn, tp_path_in=tpp,
+        in_b=_i64(in_bytes(cm)), st_b=_i64([m.state_bytes(chip.core) for m in models]),
+        w_row_b=_i64(-(-np.diff(c.neuron_off) * c.w_bits.astype(np.int64) // 8)),
+        soma_cyc=_i64([soma_cycles(chip, m) for m in models]),
+    )

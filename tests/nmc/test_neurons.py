@@ -1,0 +1,163 @@
+"""Neuron models (nmc.neurons): hand-derived integer traces, NumPy step == Numba step on random states,
+and each ONNX function body == the model's float step in onnxruntime."""
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from nmc.chip import load_chip
+from nmc.errors import RegistryError
+from nmc.frontend import nmc_ops
+from nmc.neurons import MODELS, NeuronModel, get_model, register, soma_cycles
+from nmc.opschema import MIN_OPSET, NMC_DOMAIN
+
+CORE = load_chip("tianjic").core  # membrane 28 bits, beta_shift 8
+
+
+def params(model: NeuronModel, **values) -> np.ndarray:
+    return np.array([values[p.name] for p in model.core_params], dtype=np.int64)
+
+
+def trace(model: NeuronModel, accs, cp, init=None, lo=-128, hi=127):
+    """Run one neuron over ``accs`` with the NumPy and the Numba step; they must agree at every step.
+    Returns (outputs [T], states [T, S])."""
+    S = len(model.state)
+    st_ref = np.zeros((1, S), np.int64) if init is None else np.array([init], np.int64)
+    st_nb = st_ref.copy()
+    nparam = np.zeros((1, max(1, len(model.neuron_params))), np.int64)
+    outs, states = [], []
+    for a in accs:
+        acc = np.array([a], np.int64)
+        o_ref = model.ref_step(acc.copy(), st_ref, nparam, cp, lo, hi, CORE)
+        o_nb = np.zeros(1, np.int64)
+        model.nb_step(0, 1, acc.copy(), st_nb, nparam, cp, lo, hi, CORE.membrane_bits, CORE.beta_shift, o_nb)
+        assert o_ref.tolist() == o_nb.tolist() and st_ref.tolist() == st_nb.tolist(), (model.name, a)
+        outs.append(int(o_ref[0]))
+        states.append(st_ref[0].tolist())
+    return outs, states
+
+
+def test_lif_leak_is_the_hand_derived_floor():
+    # beta 0.9 on tianjic: bm = round(0.9 * 2^8) = round(230.4) = 230; u = floor(v * 230 / 256)
+    lif = MODELS["lif"]
+    cp = params(lif, threshold=1000, v_reset=0, v_leak=0, beta_mult=230, reset_mode=0, spike_ge=0, reset_delay=0)
+    _, st = trace(lif, [0, 0], cp, init=[100])
+    assert [s[0] for s in st] == [89, 79]  # floor(23000/256) = floor(89.84); floor(20470/256) = floor(79.96)
+    _, st = trace(lif, [0], cp, init=[-100])
+    assert st[0][0] == -90  # floor(-89.84): the shift floors towards minus infinity
+
+
+def test_cubalif_hand_trace():
+    # alpha 0.5 -> am 128, beta 0.75 -> bm 192 (2^8 scale); threshold 10, subtract reset, fire on >
+    #   t  acc   i = floor(i*128/256) + acc   u = floor(v*192/256) + i   s   v'
+    #   1   8    0 + 8 = 8                    0 + 8 = 8                  0   8
+    #   2   8    4 + 8 = 12                   6 + 12 = 18                1   8
+    #   3   8    6 + 8 = 14                   6 + 14 = 20                1   10
+    #   4   0    7 + 0 = 7                    7 + 7 = 14  (1920/256=7.5) 1   4
+    #   5   0    3 (896/256=3.5)              3 + 3 = 6                  0   6
+    #   6  -10   1 - 10 = -9                  4 - 9 = -5  (1152/256=4.5) 0   -5
+    #   7   0    floor(-4.5) = -5             floor(-3.75) = -4; -9      0   -9
+    cuba = MODELS["cubalif"]
+    cp = params(cuba, threshold=10, v_reset=0, alpha_mult=128, beta_mult=192, reset_mode=0, spike_ge=0)
+    s, st = trace(cuba, [8, 8, 8, 0, 0, -10, 0], cp)
+    assert s == [0, 1, 1, 1, 0, 0, 0]
+    assert [x[0] for x in st] == [8, 12, 14, 7, 3, -9, -5]
+    assert [x[1] for x in st] == [8, 8, 10, 4, 6, -5, -9]
+
+
+def test_lif_refractory_hand_trace():
+    # IF (beta 1), threshold 2 (fire on >), zero reset to 0, refractory 2 steps, input 1 every step:
+    # v: 1, 2, 3 -> spike, reset to 0, counter 2; two silent steps that ignore the input; then again
+    ref = MODELS["lif_refractory"]
+    cp = params(ref, threshold=2, v_reset=0, v_leak=0, beta_mult=256, reset_mode=1, spike_ge=0, refractory=2)
+    s, st = trace(ref, [1] * 8, cp)
+    assert s == [0, 0, 1, 0, 0, 0, 0, 1]
+    assert [x[0] for x in st] == [1, 2, 0, 0, 0, 1, 2, 0]
+    assert [x[1] for x in st] == [0, 0, 2, 1, 0, 0, 0, 2]
+
+
+def test_count_and_ann_hand_values():
+    s, st = trace(MODELS["count"], [1, 1, 0, 1], np.zeros(0, np.int64), lo=0, hi=2)
+    assert s == [1, 2, 2, 2] and st[-1] == [2]  # saturates at hi
+    ann = MODELS["ann"]
+    nparam = np.array([[3, 2], [3, 2], [1, 0]], np.int64)  # y = round_half_up(acc * 3 / 4)
+    out = ann.ref_step(np.array([5, -5, 300], np.int64), np.zeros((3, 0), np.int64), nparam, np.zeros(0, np.int64),
+                       -128, 127, CORE)
+    assert out.tolist() == [4, -4, 127]  # 15/4 = 3.75 -> 4; -15/4 = -3.75 -> (-15 + 2) >> 2 = -4; clamp
+
+
+@pytest.mark.parametrize("name", [m for m in MODELS])
+def test_numpy_step_equals_numba_step_on_random_states(name):
+    model = MODELS[name]
+    rng = np.random.default_rng(7)
+    n = 64
+    lo_m, hi_m = -(1 << (CORE.membrane_bits - 1)), (1 << (CORE.membrane_bits - 1)) - 1
+    for trial in range(20):
+        cp = np.array([rng.integers(p.lo(CORE), min(p.hi(CORE), 600) + 1) for p in model.core_params], np.int64)
+        nparam = np.stack([rng.integers(p.lo(CORE), min(p.hi(CORE), 40) + 1, size=n) for p in model.neuron_params],
+                          axis=1) if model.neuron_params else np.zeros((n, 0), np.int64)
+        state = rng.integers(-800, 800, size=(n, len(model.state))).astype(np.int64)
+        if trial % 5 == 0:  # near saturation
+            state = np.where(rng.random(state.shape) < 0.5, hi_m - 3, lo_m + 3).astype(np.int64)
+        acc = rng.integers(-1000, 1000, size=n).astype(np.int64)
+        lo, hi = (0, 255) if trial % 2 else (-128, 127)
+        st_ref, st_nb = state.copy(), state.copy()
+        o_ref = model.ref_step(acc.copy(), st_ref, nparam, cp, lo, hi, CORE)
+        o_nb = np.zeros(n, np.int64)
+        model.nb_step(0, n, acc.copy(), st_nb, nparam, cp, lo, hi, CORE.membrane_bits, CORE.beta_shift, o_nb)
+        np.testing.assert_array_equal(o_ref, o_nb)
+        np.testing.assert_array_equal(st_ref, st_nb)
+
+
+def _ort_step(schema, attrs, feeds):
+    node = helper.make_node(schema.name, list(schema.inputs), list(schema.outputs), domain=NMC_DOMAIN, **attrs)
+    n = next(iter(feeds.values())).shape[0]
+    g = helper.make_graph([node], "f", [helper.make_tensor_value_info(p, TensorProto.FLOAT, [n]) for p in schema.inputs],
+                          [helper.make_tensor_value_info(p, TensorProto.FLOAT, [n]) for p in schema.outputs])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", MIN_OPSET), helper.make_opsetid(NMC_DOMAIN, 1)],
+                          functions=nmc_ops.function_protos([schema.name]))
+    return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+CASES = {
+    "CubaLIF": [dict(alpha=a, beta=b, threshold=1.0, reset_mode=m, v_reset=-0.5, spike_ge=ge)
+                for a, b in ((0.5, 0.75), (1.0, 1.0), (0.0, 0.25)) for m in ("subtract", "zero", "none") for ge in (0, 1)],
+    "LIFRefractory": [dict(beta=b, threshold=1.0, reset_mode=m, v_reset=-0.25, v_leak=0.125, spike_ge=ge, refractory=r)
+                      for b in (0.75, 1.0) for m in ("subtract", "zero", "none") for ge in (0, 1) for r in (0, 2)],
+}
+
+
+@pytest.mark.parametrize("op", sorted(CASES))
+def test_function_body_equals_float_step(op):
+    """The ONNX function (what onnxruntime runs) and the model's float step agree, exact threshold hits included."""
+    schema = nmc_ops.get_schema(op)
+    model = next(m for m in MODELS.values() if m.onnx is schema)
+    rng = np.random.default_rng(3)
+    n = 48
+    feeds = {p: np.concatenate([rng.normal(size=n - 4), [1.0, 0.5, 0.0, 1.0]]).astype(np.float32) for p in schema.inputs}
+    if "r" in feeds:
+        feeds["r"] = rng.integers(0, 3, size=n).astype(np.float32)
+    for attrs in CASES[op]:
+        got = _ort_step(schema, attrs, feeds)
+        a64 = {**schema.defaults(), **{k: (float(np.float32(v)) if isinstance(v, float) else v) for k, v in attrs.items()}}
+        want = model.float_step(a64, *(feeds[p].astype(np.float64) for p in schema.inputs))
+        np.testing.assert_array_equal(got[0], want[0], err_msg=str(attrs))  # spikes exactly
+        for g, w in zip(got[1:], want[1:]):
+            np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6, err_msg=str(attrs))
+
+
+def test_registry_refuses_a_second_model_of_a_name_or_code_and_unknown_names():
+    lif = MODELS["lif"]
+    with pytest.raises(RegistryError, match="already registered"):
+        register(lif)
+    with pytest.raises(RegistryError, match="no neuron model 'adex'"):
+        get_model("adex")
+
+
+def test_new_models_take_lif_timing_unless_the_chip_names_theirs():
+    chip = load_chip("tianjic")
+    assert soma_cycles(chip, MODELS["cubalif"]) == chip.timing.soma_lif_cycles
+    assert soma_cycles(chip, MODELS["lif_refractory"]) == chip.timing.soma_lif_cycles
+    assert soma_cycles(chip, MODELS["ann"]) == chip.timing.soma_ann_cycles
