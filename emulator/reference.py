@@ -4,7 +4,7 @@ equal it bit for bit on every field of :class:`RawResult`.
 
 One task (sample) runs:
 
-1. reset: neuron state ``v = v_init``, axons ``= axon_init``, output registers ``= 0``;
+1. reset: neuron state words ``= neurons.state_init``, axons ``= axons.init``, output registers ``= 0``;
 2. static stage: the static-input phase (only if the model has static inputs: the host writes them
    into their axons; NoC only), then the static phases in increasing order;
    static outputs are recorded;

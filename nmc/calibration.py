@@ -10,7 +10,7 @@ SNN work.  The ``tianjic`` preset's ``energy.mac_pj`` and ``energy.sop_pj`` are 
 
 where energy is everything the cost model charges (all event kinds plus static power of the whole
 chip).  The other per-event energies are estimates (see the preset); ``benchmarks/calibrate_energy.py``
-prints the fitted values and ``tests/test_calibration.py`` checks the shipped preset stays within 10 %.
+prints the fitted values and ``tests/emulator/test_calibration.py`` checks the shipped preset stays within 10 %.
 """
 from __future__ import annotations
 
