@@ -3,6 +3,7 @@ no nmc imports hidden inside functions, and an install that adds only ``nmc`` to
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -133,7 +134,8 @@ def test_the_checker_sees_a_cycle_and_an_upward_import(tmp_path, monkeypatch):
 
 
 def test_install_adds_only_nmc(tmp_path):
-    """``pip install .`` puts one top-level package, ``nmc`` (stages inside it), plus its metadata."""
+    """``pip install .`` puts one top-level package, ``nmc`` (stages and every subpackage inside it), plus its
+    metadata; the installed copy, away from the source tree, compiles and emulates a model."""
     target = tmp_path / "site"
     r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(ROOT)],
                        capture_output=True, text=True, timeout=600)
@@ -142,6 +144,19 @@ def test_install_adds_only_nmc(tmp_path):
     assert r.returncode == 0, r.stderr
     top = sorted(p.name for p in target.iterdir() if p.name != "bin")
     assert [t for t in top if not t.endswith(".dist-info")] == ["nmc"]
-    for stage in ("frontend", "mapper", "emulator"):
-        assert (target / "nmc" / stage / "__init__.py").is_file()
+    for mod in MODULES:  # every module of the source tree is installed where its package name says
+        rel = mod.split(".")[1:]
+        assert (target / "nmc" / Path(*rel)).with_suffix(".py").is_file() or \
+            (target / "nmc" / Path(*rel) / "__init__.py").is_file(), mod
     assert (target / "nmc" / "presets" / "tianjic.toml").is_file()
+    code = ("import numpy as np, nmc; from nmc.frontend import ModelBuilder\n"
+            "b = ModelBuilder('t', num_steps=2); x = b.input('x', (2,), kind='step')\n"
+            "s, _, _ = b.neuron('CubaLIF', b.gemm(x, [[1.0, 1.0]]), 'n', threshold=1.0); b.output(s)\n"
+            "cm = nmc.compile(b.build(), calib={'x': np.ones((2, 1, 2))})\n"
+            "print(nmc.__file__, nmc.emulate(cm, {'x': np.ones((2, 1, 2))}).outputs['n.s'].ravel().tolist())")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(target)})
+    assert r.returncode == 0, r.stderr
+    where, spikes = r.stdout.split(" ", 1)
+    # CubaLIF (alpha 0, beta 1, threshold 1, subtract): acc = 1 + 1 = 2 each step; u = 2, then 1 + 2 = 3: fires twice
+    assert where.startswith(str(target)) and spikes.strip() == "[1.0, 1.0]"
