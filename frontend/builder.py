@@ -1,6 +1,6 @@
 """Build nmc-step-convention ONNX models programmatically.
 
-The model is one timestep of the network (``../shared/spec/onnx.md``): every state is a
+The model is one timestep of the network (``docs/onnx_convention.md``): every state is a
 graph input paired with a graph output, declared in the ``nmc.state`` metadata; neuron
 layers are ``nmc`` domain nodes whose function bodies ship in the model so onnxruntime can
 run it.  Tensors are float32 with a leading symbolic batch dimension ``N``; shapes given to
