@@ -91,7 +91,8 @@ def _check(model: onnx.ModelProto) -> None:
     nv = _opset(model, nmc_ops.NMC_DOMAIN)
     if uses_nmc and nv is not None and nv != nmc_ops.NMC_DOMAIN_VERSION:
         raise ModelError(f"model '{model.graph.name}' imports nmc domain version {nv}; this nmc understands version "
-                         f"{nmc_ops.NMC_DOMAIN_VERSION}: re-export with the matching nmc export helpers")
+                         f"{nmc_ops.NMC_DOMAIN_VERSION}: the model was written for another nmc; rebuild it with this nmc's "
+                         "ModelBuilder")
 
 
 def _real_inputs(g: onnx.GraphProto) -> list[onnx.ValueInfoProto]:

@@ -1,4 +1,5 @@
-"""``cubalif``: current-based LIF (``nmc::CubaLIF``; snnTorch ``Synaptic``, Norse ``LIFCell``-like).
+"""``cubalif``: current-based LIF (``nmc::CubaLIF``): the order of snnTorch's ``Synaptic`` with an immediate
+(not delayed) reset; Norse's ``LIFCell`` updates the current after the membrane and differs.
 
 Float, per step (x input, i synaptic current, v membrane)::
 
