@@ -20,7 +20,7 @@ from nmc.chip import load_chip
 from nmc.coremap import TABLES, CoreMap, widths
 from nmc.neurons import MODELS
 
-__all__ = ["random_coremap", "random_inputs", "route_table_arrays", "build_coremap", "SHAPES"]
+__all__ = ["random_coremap", "random_inputs", "route_table_arrays", "build_coremap", "SHAPES", "HAND", "hand_chip"]
 
 #: shapes of random maps the tests draw from
 SHAPES = ("mixed", "ann", "snn", "multichip", "tiny")
@@ -382,6 +382,22 @@ def random_inputs(cm: CoreMap, batch: int, steps: int, seed: int = 0):
 
 
 # --------------------------------------------------------------------------- hand-built maps
+#: the chip numbers hand-derived expectations use (tests/emulator), pinned so that a re-tuned preset cannot break them
+HAND = {"timing.core_overhead_cycles": 16, "core.axon_bandwidth_bytes_per_cycle": 16, "core.mac_rows": 16,
+        "core.mac_cols": 16, "core.soma_lanes": 16, "timing.soma_ann_cycles": 1, "timing.soma_lif_cycles": 2,
+        "timing.barrier_cycles": 32, "noc.port_latency_cycles": 1, "noc.hop_latency_cycles": 2,
+        "noc.io_latency_cycles": 40, "noc.packet_payload_bytes": 8, "core.membrane_bits": 28, "core.beta_shift": 8,
+        "core.accumulator_bits": 32, "noc.spike_encoding": "aer", "cores_x": 12, "cores_y": 13, "clock_hz": 300e6,
+        "energy.mac_pj": 1.2, "energy.sop_pj": 1.2, "energy.neuron_update_pj": 1.0, "energy.spike_pj": 0.5,
+        "energy.sram_read_byte_pj": 0.01, "energy.sram_write_byte_pj": 0.02, "energy.packet_pj": 2.0,
+        "energy.hop_pj": 1.0, "energy.chip_crossing_pj": 30.0, "energy.static_power_per_core_w": 1.0e-4}
+
+
+def hand_chip(**extra):
+    """The tianjic preset with :data:`HAND` (and ``extra``) pinned."""
+    return load_chip("tianjic", overrides={**HAND, **extra})
+
+
 _CORE_DEFAULTS = dict(stage=1, phase=0, dend=0, spike_in=0, model="ann", bits=8, w_bits=8, lo=-128, hi=127,
                       cparam=None)
 

@@ -12,6 +12,7 @@ from nmc.emulator.cost import Pricing, chips_in_use, powered_cores, price_run
 from nmc.emulator.profile import format_profile
 from nmc.emulator.result import EVENT_KINDS
 from nets import lossless_snn, spike_inputs
+from randmaps import build_coremap, hand_chip
 
 ROOT = Path(__file__).resolve().parents[2]
 EX = ROOT / "examples"
@@ -113,24 +114,63 @@ def test_static_energy_of_an_idle_core_by_hand():
 def test_report_formats_the_pricing(images):
     cm, r = _digits((3, 1), images, overrides=SMALL_CHIP)
     pr = price_run(cm, r.result)
-    rep = r.report
     assert isinstance(pr, Pricing)
     B, C = len(images), cm.num_cores
     assert pr.dynamic_j.shape == (B, C, len(EVENT_KINDS))
     assert pr.static_used_j.shape == pr.core_j.shape == (B, C)
     assert pr.static_idle_j.shape == pr.energy_j.shape == pr.latency_s.shape == (B,)
-    np.testing.assert_allclose(pr.energy_j, pr.dynamic_j.sum((1, 2)) + pr.static_used_j.sum(1) + pr.static_idle_j)
-    np.testing.assert_allclose(pr.core_j, pr.dynamic_j.sum(2) + pr.static_used_j)
-    # the report's numbers are the pricing's
-    assert rep["energy_j"] == pytest.approx(float(pr.energy_j.mean()), rel=1e-12)
-    assert rep["latency_s"] == pytest.approx(float(pr.latency_s.mean()), rel=1e-12)
-    np.testing.assert_allclose(rep["per_task"]["energy_j"], pr.energy_j, rtol=1e-12)
+    assert (pr.chips_powered, pr.cores_powered) == (2, 12)  # two chips of 2 x 3 cores hold the 9 cores
+    assert "static (idle cores of powered chips)" in format_profile(r.report)
+
+
+def test_price_run_and_report_of_one_core_by_hand():
+    """One ANN core (40 axons x 20 neurons at (1, 0), the map of test_emulator's
+    test_cycles_of_one_ann_core_by_hand): its events and latency are derived there by hand, priced here by hand."""
+    chip = hand_chip()
+    W = np.random.default_rng(0).integers(-5, 6, (40, 20))
+    cm = build_coremap(chip, [dict(W=W, x=1, y=0, stage=0, bits=8, mult=1, shift=4)],
+                       inputs=[{"name": "x", "kind": "static", "shape": [40], "scale": 1.0, "lo": -128, "hi": 127}],
+                       feeds=[(0, i, 0, i) for i in range(40)], outputs=[("y", "static", [(0, j) for j in range(20)])])
+    x = np.random.default_rng(1).integers(-128, 128, (2, 40)).astype(float)
+    res = nmc.emulate(cm, {"x": x})
+    # per task (both tasks alike): 183 cycles; events mac 800, neuron_update 20, sram_read 840 B, sram_write 20 B,
+    # packet 8, hop 8, chip_crossing 8
+    assert res.result.latency_cycles.tolist() == [183, 183]
+    pj = 1e-12
+    # dynamic: 800 x 1.2 + 20 x 1.0 + 840 x 0.01 + 20 x 0.02 + 8 x 2.0 + 8 x 1.0 + 8 x 30.0 = 1252.8 pJ
+    by_event = {"mac": 960.0, "sop": 0.0, "neuron_update": 20.0, "spike": 0.0, "sram_read_bytes": 8.4,
+                "sram_write_bytes": 0.4, "packet": 16.0, "hop": 8.0, "chip_crossing": 240.0}
+    # 183 cycles / 300 MHz = 0.61 us; static 1e-4 W x 0.61 us = 61 pJ per core: 1 core of the map, 155 idle
+    lat_s, used, idle, dyn = 0.61e-6, 61.0, 155 * 61.0, 1252.8
+    pr = price_run(cm, res.result)
+    np.testing.assert_allclose(pr.latency_s, [lat_s] * 2, rtol=1e-12)
+    np.testing.assert_allclose(pr.dynamic_j[0, 0] / pj, [by_event[k] for k in EVENT_KINDS], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(pr.static_used_j / pj, [[used]] * 2, rtol=1e-12)
+    np.testing.assert_allclose(pr.static_idle_j / pj, [idle] * 2, rtol=1e-12)
+    np.testing.assert_allclose(pr.core_j / pj, [[dyn + used]] * 2, rtol=1e-12)  # 1313.8 pJ
+    np.testing.assert_allclose(pr.energy_j / pj, [dyn + used + idle] * 2, rtol=1e-12)  # 10768.8 pJ
+    assert (pr.chips_powered, pr.cores_powered) == (1, 156)
+    # the report gives the same numbers per task
+    rep = res.report
+    assert rep["latency_cycles"] == 183 and rep["latency_s"] == pytest.approx(lat_s, rel=1e-12)
+    assert rep["energy_j"] == pytest.approx(10768.8 * pj, rel=1e-12)
+    assert rep["per_task"]["energy_j"] == pytest.approx([10768.8 * pj] * 2, rel=1e-12)
+    assert rep["power_w"] == pytest.approx(10768.8e-12 / 0.61e-6, rel=1e-12)  # 17.65 mW
+    assert rep["ops_per_j"] == pytest.approx(2 * 800 / 10768.8e-12, rel=1e-12)
     eb = rep["energy_breakdown"]
-    assert eb["static_idle_j"] == pytest.approx(float(pr.static_idle_j.mean()), rel=1e-12)
-    assert eb["static_used_j"] == pytest.approx(float(pr.static_used_j.sum(1).mean()), rel=1e-12)
-    assert eb["dynamic_j"] == pytest.approx(float(pr.dynamic_j.sum((1, 2)).mean()), rel=1e-12)
-    assert (rep["chips_powered"], rep["cores_powered"]) == (pr.chips_powered, pr.cores_powered)
-    assert "static (idle cores of powered chips)" in format_profile(rep)
+    assert eb["dynamic_j"] == pytest.approx(dyn * pj, rel=1e-12)
+    assert eb["static_used_j"] == pytest.approx(used * pj, rel=1e-12)
+    assert eb["static_idle_j"] == pytest.approx(idle * pj, rel=1e-12)
+    assert {k: round(v / pj, 9) for k, v in eb["by_event_j"].items()} == by_event
+    assert rep["events"] == {"mac": 800, "sop": 0, "neuron_update": 20, "spike": 0, "sram_read_bytes": 840,
+                             "sram_write_bytes": 20, "packet": 8, "hop": 8, "chip_crossing": 8}
+    (layer,), (core,) = rep["layers"], rep["cores"]
+    assert layer["energy_j"] == pytest.approx((dyn + used) * pj, rel=1e-12)
+    assert layer["dynamic_j"] == pytest.approx(dyn * pj, rel=1e-12)
+    assert core["energy_j"] == pytest.approx((dyn + used) * pj, rel=1e-12)
+    assert (core["x"], core["y"], layer["compute_cycles"]) == (1, 0, 27)
+    assert rep["stages"] == {"static": 183, "step": 0, "readout": 0}
+    assert (rep["chips_powered"], rep["cores_powered"], rep["cores_available"]) == (1, 156, 156)
 
 
 def test_profile_does_no_pricing():

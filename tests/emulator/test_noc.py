@@ -1,6 +1,8 @@
 """NoC model: hand-derived latencies, and fast (Numba) == Python heap == slow cycle-by-cycle model."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -109,11 +111,15 @@ def test_fast_equals_slow_random(seed):
     _run_all(t, ready, path)
 
 
-def test_models_detect_difference(chip):
-    # the comparison can fail: a model with contention ignored gives other times
+def test_the_three_way_comparison_sees_a_model_that_ignores_contention(chip, monkeypatch):
+    # _run_all (which test_fast_equals_slow_random relies on) must fail when one model differs: here a model
+    # that lets every packet cross its path alone (no waiting at a busy link)
+    def no_contention(ready, path, off, link, lat):
+        return np.array([r + int(lat[off[p]:off[p + 1]].sum()) for r, p in zip(ready, path)], np.int64)
+
     t = PathTable(chip, 12, 13)
     p = t.add((0, 0), (2, 1))
-    off, link, lat, _, _ = t.arrays()
-    fast = simulate(np.zeros(2, np.int64), np.array([p, p]), off, link, lat)
-    no_contention = np.full(2, int(lat.sum()))
-    assert not np.array_equal(fast, no_contention)
+    monkeypatch.setattr(sys.modules[__name__], "MODELS", (simulate, no_contention))
+    assert _run_all(t, [0], [p]).tolist() == [8]  # one packet alone: the two agree
+    with pytest.raises(AssertionError):
+        _run_all(t, [0, 0], [p, p])  # [8, 9] with contention, [8, 8] without

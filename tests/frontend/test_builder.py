@@ -11,6 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from nmc.neurons.lif import LIF, lif_float_step
 from nmc.frontend import ModelBuilder, load_onnx, run_float, run_onnxruntime
 from nmc.frontend import nmc_ops
+from nmc.frontend.onnx_import import register_converter
 from nmc.errors import AttributeSchemaError, ModelError, NmcError, RegistryError, ShapeError
 
 ort = pytest.importorskip("onnxruntime")
@@ -84,7 +85,6 @@ def test_registry_refuses_duplicates_and_names_supported():
         nmc_ops.register_schema(nmc_ops.LIF)
     with pytest.raises(RegistryError, match="supported: CubaLIF, LIF, LIFRefractory, SpikeCount"):
         nmc_ops.get_schema("CubaLIFF")
-    from nmc.frontend.onnx_import import register_converter
     with pytest.raises(RegistryError, match="already registered"):
         register_converter("Gemm")(lambda *a: None)
 
@@ -101,7 +101,10 @@ def test_function_defaults_match_schema_defaults():
     a, r = run_float(load_onnx(m), {"x": x}), run_onnxruntime(m, {"x": x})
     np.testing.assert_array_equal(a["s"], r["s"])
     np.testing.assert_array_equal(a["s"][:, 0], [[0, 0, 1, 0], [0, 1, 1, 0], [1, 1, 1, 0]])
-    assert load_onnx(m).node("bare").attrs == nmc_ops.LIF.defaults()
+    # the defaults of docs/onnx_convention.md's nmc::LIF table
+    assert load_onnx(m).node("bare").attrs == {"beta": 1.0, "threshold": 1.0, "reset_mode": "subtract",
+                                               "v_reset": 0.0, "v_leak": 0.0, "gain": 1.0, "spike_ge": 0,
+                                               "reset_delay": 0}
 
 
 def test_lif_function_runs_every_mode_in_onnxruntime_alone():

@@ -183,6 +183,8 @@ def test_batchnorm_not_folded_when_conv_output_is_shared():
 
 
 # ----------------------------------------------------------------- dump
+#: checksums: the first 10 hex digits of SHA-256 over the float64 bytes of tiny_model's literals, computed apart
+#: from nmc with hashlib (W [[1, 0, -1], [0.5, 0.25, 2]] -> 35a85576c0, b [0, 0.5] -> dd3f62a13e, init 0.0 -> af5570f5a1)
 TINY_DUMP = """\
 graph tiny steps=4
   input static x[3]

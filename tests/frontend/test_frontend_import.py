@@ -8,6 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from nmc.frontend import load_onnx, run_float, run_onnxruntime
+from nmc.frontend.nmc_ops import function_protos
 
 pytest.importorskip("onnxruntime")
 rng = np.random.default_rng(7)
@@ -22,7 +23,6 @@ def init(name, a, dtype=np.float32):
 
 
 def model(nodes, inputs, outputs, inits=(), meta=None, functions=True):
-    from nmc.frontend.nmc_ops import function_protos
     g = helper.make_graph(nodes, "m", inputs, outputs, list(inits))
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 19), helper.make_opsetid("nmc", 1)],
                           functions=function_protos() if functions else [])

@@ -138,7 +138,7 @@ def test_state_inputs_override_initial_membrane():
     res = nmc.emulate(cm, {"spikes": x, "lif1.v": thr_v}, steps=steps)
     ref = run_onnxruntime(model, {"spikes": x, "lif1.v": thr_v}, steps=steps)
     np.testing.assert_array_equal(res.outputs["lif1.s"], ref["lif1.s"])
-    assert res.outputs["lif1.s"][0, 0].sum() > 0 and res.outputs["lif1.s"][:, 1].sum() == ref["lif1.s"][:, 1].sum()
+    assert res.outputs["lif1.s"][0, 0].sum() > 0  # sample 0 fires at the first step: the override took effect
 
 
 def test_phase_breakdown_adds_up_to_latency():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,22 @@ def _floor(mod: str) -> str:
 def test_every_module_has_a_floor():
     for mod in MODULES:
         _floor(mod)
+
+
+def test_the_floors_here_are_the_documented_ones():
+    """GROUND, TOP and STAGE_DEPS above are docs/architecture.md's "Floors" section, not a copy that drifted."""
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    floors = doc[doc.index("## Floors"):doc.index("There are no import cycles")]
+    items = {m.group(1): m.group(2) for m in re.finditer(r"- \*\*([\w ]+)\*\*(.*?)(?=\n- \*\*|\Z)", floors, re.S)}
+    assert set(items) == {"Ground floor", "Stages", "Top"}, items
+    ground = {"nmc." + n.rstrip("/") for n in re.findall(r"`([\w/]+)`", items["Ground floor"]) if n != "nmc/"}
+    assert ground == GROUND
+    assert set(re.findall(r"`(nmc(?:\.\w+)?)`", items["Top"])) == TOP
+    deps = {}
+    for clause in items["Stages"].split(";"):
+        named = re.findall(r"`(nmc\.\w+)`", clause)
+        deps[named[0]] = set(named[1:])
+    assert deps == STAGE_DEPS
 
 
 def test_no_nmc_import_inside_a_function():

@@ -9,6 +9,7 @@ import pytest
 
 import nmc
 from nmc.cli import main
+from nmc.frontend import load_onnx, run_float
 
 EX = Path(__file__).resolve().parents[2] / "examples"
 
@@ -46,8 +47,7 @@ def test_compile_run_profile_info(compiled, capsys):
     # the breakdowns add up to the totals
     assert sum(l["energy_j"] for l in r["layers"]) + r["energy_breakdown"]["static_idle_j"] == pytest.approx(r["energy_j"])
     assert sum(c["energy_j"] for c in r["cores"]) == pytest.approx(sum(l["energy_j"] for l in r["layers"]))
-    eb = r["energy_breakdown"]
-    assert sum(eb["by_event_j"].values()) == pytest.approx(eb["dynamic_j"])
+    # (the per-event and per-core energies of a run are priced by hand in tests/emulator/test_cost.py)
 
     capsys.readouterr()
     assert main(["profile", str(cm_path), "--input", str(inputs)]) == 0
@@ -82,8 +82,6 @@ def test_bad_input_file_exits_2_with_message(compiled, tmp_path, capsys):
 
 def test_shipped_example_accuracy_on_chip_tracks_float():
     """The quantised example: accuracy of the emulated chip reported next to the float model."""
-    from nmc.frontend import load_onnx, run_float
-
     data = np.load(EX / "digits_test.npz")
     images, labels = data["image"][:150], data["label"][:150]
     cm = nmc.compile(EX / "digits_hybrid.onnx", chip="tianjic")
