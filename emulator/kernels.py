@@ -18,7 +18,7 @@ from numba import njit
 from nmc.coremap import CoreMap, check_coremap
 from nmc.neurons import MODELS
 
-from . import noc, timing
+from . import noc, result, schedule, timing
 from ._jit import NJIT, guard_caches
 from .noc import noc_run
 from .prepare import prepare_inputs
@@ -30,7 +30,8 @@ __all__ = ["run_numba"]
 
 _I64_MIN = np.iinfo(np.int64).min
 _K = len(EVENT_KINDS)
-_MAC, _SOP, _UPD, _SPK, _RD, _WR, _PKT, _HOP, _CROSS = (EVENT_INDEX[k] for k in EVENT_KINDS)
+_MAC, _SOP, _UPD, _SPK, _RD, _WR, _PKT, _HOP, _CROSS = (EVENT_INDEX[k] for k in (
+    "mac", "sop", "neuron_update", "spike", "sram_read_bytes", "sram_write_bytes", "packet", "hop", "chip_crossing"))
 
 
 class Net(NamedTuple):
@@ -294,7 +295,7 @@ def _run(B, T, net, sch, io, k, res):
 
 # every cached function the kernels inline: the neuron models' steps, the NoC model, the cycle formula
 guard_caches([sys.modules[name] for name in sorted(sys.modules) if name.startswith("nmc.neurons.")]
-             + [noc, timing, sys.modules[__name__]])
+             + [noc, timing, schedule, result, sys.modules[__name__]])
 
 
 # --------------------------------------------------------------------------- driver

@@ -323,8 +323,10 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
             err = np.abs(wq / k - E)
             rep.update(lossless=lossless, membrane_scale=k,
                        weight_rel_err=float(err.max() / max(np.abs(E).max(), 1e-30)) if E.size else 0.0,
-                       **{f"{x}_chip": values[f"{x}_mult"] / 2 ** c.beta_shift for x in ("alpha", "beta")
-                          if f"{x}_mult" in values}, **{x: float(a[x]) for x in ("alpha", "beta") if x in a})
+                       **{f"{p.name[:-5]}_chip": values[p.name] / 2 ** c.beta_shift for p in m.core_params
+                          if p.name.endswith("_mult")},  # the decay the chip runs, beside the float one
+                       **{p.name[:-5]: float(a[p.name[:-5]]) for p in m.core_params
+                          if p.name.endswith("_mult") and p.name[:-5] in a})
         elif l.soma == "count":
             for t in l.inputs:
                 if tq[t].kind != "spike":
@@ -334,10 +336,11 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
             tq[l.out] = TQ(1.0, 0, hi, 8, "count")
             nonneg.add(l.out)
             wq, bias, lo = np.ones_like(l.rows, dtype=np.int64), np.zeros(l.n, np.int64), 0
-            w_bits, lossless = _w_bits(np.ones(1, np.int64), chip), True
+            w_bits = _w_bits(np.ones(1, np.int64), chip)
             k, cparam, nparam = 1.0, np.zeros(0, np.int64), np.zeros((l.n, 0), np.int64)
             state_init = np.round(l.init).astype(np.int64)
-            rep.update(lossless=True, count_max=hi)
+            lossless = bool(np.all(_is_int(l.init)))  # a count starts from whole spikes
+            rep.update(lossless=lossless, count_max=hi)
         else:
             raise AssertionError(l.soma)
         if wq.size and (wq.min() < -W_MAX - 1 or wq.max() > W_MAX):

@@ -10,6 +10,7 @@ Units are in the field names (``_bytes``, ``_cycles``, ``_pj``, ``_hz``, ``_w``)
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -64,6 +65,13 @@ class TimingSpec:
     soma_count_cycles: int  #: cycles per soma-lane batch in count (decoder) mode
     soma_partial_cycles: int  #: cycles per soma-lane batch to emit raw partial sums
     barrier_cycles: int  #: cost of the barrier that ends a phase
+    #: ``soma_<model>_cycles`` of other neuron models (nmc.neurons) the chip file times, by model name
+    soma_model_cycles: Mapping[str, int] = field(default_factory=dict)
+
+    def soma_cycles(self, model: str) -> int | None:
+        """Cycles per soma-lane batch of neuron model ``model``, or None when the chip does not time it."""
+        v = getattr(self, f"soma_{model}_cycles", None)
+        return v if v is not None else self.soma_model_cycles.get(model)
 
 
 @dataclass(frozen=True)
@@ -153,6 +161,7 @@ class ChipSpec:
             v = getattr(self, f.name)
             if dataclasses.is_dataclass(v):
                 d = dataclasses.asdict(v)
+                d.update({f"soma_{m}_cycles": c for m, c in d.pop("soma_model_cycles", {}).items()})
                 out[f.name] = {k: (list(x) if isinstance(x, tuple) else x) for k, x in d.items()}
             elif isinstance(v, tuple):
                 out[f.name] = list(v)
@@ -194,11 +203,19 @@ def _coerce(origin: str, where: str, value: Any, typ: Any) -> Any:
     raise AssertionError(f"unhandled type {typ!r}")  # internal invariant
 
 
+_SOMA_FIELD = re.compile(r"soma_([a-z][a-z0-9_]*)_cycles")
+
+
 def _section(origin: str, name: str, cls: type, data: Any) -> Any:
     if not isinstance(data, dict):
         raise ChipSpecError(f"{origin}: section [{name}] is missing; it needs the fields "
-                            + ", ".join(f.name for f in fields(cls)))
-    known = {f.name: f.type for f in fields(cls)}
+                            + ", ".join(f.name for f in fields(cls) if f.name != "soma_model_cycles"))
+    known = {f.name: f.type for f in fields(cls) if f.name != "soma_model_cycles"}
+    extra = {}
+    if cls is TimingSpec:  # soma timing of further neuron models: timing.soma_<model>_cycles
+        data = dict(data)
+        for k in [k for k in data if k not in known and _SOMA_FIELD.fullmatch(k)]:
+            extra[_SOMA_FIELD.fullmatch(k).group(1)] = _coerce(origin, f"{name}.{k}", data.pop(k), int)
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ChipSpecError(f"{origin}: section [{name}] has unknown field(s) {unknown}; "
@@ -207,6 +224,8 @@ def _section(origin: str, name: str, cls: type, data: Any) -> Any:
     if missing:
         raise ChipSpecError(f"{origin}: section [{name}] is missing field(s) {missing}")
     kwargs = {k: _coerce(origin, f"{name}.{k}", data[k], t) for k, t in known.items()}
+    if cls is TimingSpec:
+        kwargs["soma_model_cycles"] = extra
     return cls(**kwargs)
 
 

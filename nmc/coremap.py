@@ -261,7 +261,7 @@ HEADER: dict[str, Any] = {
     "states": [{"input": str, "output": str, "shape": [int], "target": ("neuron", "axon", "none"),
                 "neurons?": [int], "axons?": [int], "elems?": [int], "scale?": float, "word?": int}],
     "phases": dict,
-    "compile": dict,
+    "compile": {"warnings?": [str]},
     "routing?": dict,
     "nmc_version?": str,
 }
@@ -420,6 +420,10 @@ def check_coremap(cm: CoreMap) -> None:
                                f"{ {k: d[k] for k in short} }")
     if C and c.phase.min() < 0:
         raise CoreMapError(f"core {int(np.argmin(c.phase))}: negative cores.phase")
+    if np.any(c.out_lo > c.out_hi):
+        i = int(np.argmax(c.out_lo > c.out_hi))
+        raise CoreMapError(f"core {i}: output range cores.out_lo = {int(c.out_lo[i])} > cores.out_hi = {int(c.out_hi[i])}")
+    _check_header_against_tables(cm, d)
     for ci in np.flatnonzero(c.dendrite == 1):
         w = cm.core_weights(int(ci))
         if w.shape[1] and (w.shape[0] == 0 or not (w != 0).any(axis=0).all()):
@@ -430,6 +434,48 @@ def check_coremap(cm: CoreMap) -> None:
                            f"of {chips_of(cm)} chips")
     if np.unique(c.x.astype(np.int64) * height + c.y).shape[0] != C:
         raise CoreMapError("core map places two cores on the same router")
+
+
+def _check_header_against_tables(cm: CoreMap, d: dict[str, int]) -> None:
+    """The header's indices point into the tables: layers of cores, output shapes of taps, the neurons, state
+    words and axons of state outputs and state inputs."""
+    meta, C = cm.meta, d["C"]
+    n_layers = len(meta["layers"])
+    if C and (cm.cores.layer.min() < 0 or cm.cores.layer.max() >= n_layers):
+        i = int(np.argmax((cm.cores.layer < 0) | (cm.cores.layer >= n_layers)))
+        raise CoreMapError(f"core {i}: cores.layer = {int(cm.cores.layer[i])} names no layer of the header's {n_layers}")
+    for k, o in enumerate(meta["outputs"]):
+        n = int(cm.taps.off[k + 1] - cm.taps.off[k])
+        if n_elems(o) != n:
+            raise CoreMapError(f"header meta.outputs[{k}] ('{o['name']}') has shape {o['shape']} ({n_elems(o)} values) "
+                               f"but {n} output taps")
+
+    def in_range(where: str, idx: list, lim: int, what: str) -> None:
+        if idx and (min(idx) < 0 or max(idx) >= lim):
+            raise CoreMapError(f"header {where} holds {what} {min(idx) if min(idx) < 0 else max(idx)} outside 0 .. "
+                               f"{lim - 1}")
+
+    for k, so in enumerate(meta.get("state_outputs", [])):
+        in_range(f"meta.state_outputs[{k}].neurons", so["neurons"], d["N"], "neuron")
+        in_range(f"meta.state_outputs[{k}].word", [so["word"]], d["S"], "state word")
+        if len(so["neurons"]) != n_elems(so):
+            raise CoreMapError(f"header meta.state_outputs[{k}] has {len(so['neurons'])} neurons for shape {so['shape']}")
+    for k, st in enumerate(meta["states"]):
+        where = f"meta.states[{k}]"
+        need = {"neuron": ("neurons", "word", "scale"), "axon": ("axons", "elems"), "none": ()}[st["target"]]
+        missing = [x for x in need if x not in st]
+        if missing:
+            raise CoreMapError(f"header {where} (target '{st['target']}') lacks {missing}")
+        if st["target"] == "neuron":
+            in_range(f"{where}.neurons", st["neurons"], d["N"], "neuron")
+            in_range(f"{where}.word", [st["word"]], d["S"], "state word")
+            if len(st["neurons"]) != n_elems(st):
+                raise CoreMapError(f"header {where} has {len(st['neurons'])} neurons for shape {st['shape']}")
+        elif st["target"] == "axon":
+            in_range(f"{where}.axons", st["axons"], d["A"], "axon")
+            in_range(f"{where}.elems", st["elems"], n_elems(st), "element")
+            if len(st["axons"]) != len(st["elems"]):
+                raise CoreMapError(f"header {where} has {len(st['axons'])} axons for {len(st['elems'])} elements")
 
 
 def _check_router(cm: CoreMap, d: dict[str, int]) -> None:

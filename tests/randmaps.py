@@ -17,15 +17,27 @@ from __future__ import annotations
 import numpy as np
 
 from nmc.chip import load_chip
-from nmc.coremap import TABLES, CoreMap, widths
+from nmc.coremap import CoreMap, widths
 from nmc.neurons import MODELS
 
-__all__ = ["random_coremap", "random_inputs", "route_table_arrays", "build_coremap", "SHAPES", "HAND", "hand_chip"]
+__all__ = ["random_coremap", "random_inputs", "route_table_arrays", "build_coremap", "SHAPES", "SPIKING", "HAND",
+           "hand_chip"]
 
 #: shapes of random maps the tests draw from
 SHAPES = ("mixed", "ann", "snn", "multichip", "tiny")
 
 _STAGES = ("static", "step", "readout")
+#: every registered spiking neuron model with an integer parameter set (lif, cubalif, lif_refractory, ...)
+SPIKING = [m.name for m in MODELS.values() if m.spiking and m.quantize is not None]
+
+
+def _draw(rng, p, core) -> int:
+    """A value of model parameter ``p`` that is neither always at its limits nor silencing: decay
+    multipliers (``*_mult``) anywhere in their range (often exactly 1), others small."""
+    lo, hi = p.lo(core), p.hi(core)
+    if p.name.endswith("_mult"):
+        return hi if rng.random() < 0.3 else int(rng.integers(lo, hi + 1))
+    return int(rng.integers(max(lo, -3), min(hi, lo + 4) + 1))
 
 
 def _chip(rng, shape, encoding):
@@ -89,10 +101,10 @@ def random_coremap(seed: int, shape: str = "mixed", *, encoding: str | None = No
     else:
         n_ph = [int(rng.integers(0, 3)), int(rng.integers(1, 4)), int(rng.integers(0, 3))]
     kinds_by_stage = {0: ["ann", "ann", "partial", "ann_max", "lif"],
-                      1: ["lif", "lif", "ann", "count", "partial", "ann_max", "lif", "cubalif", "lif_refractory"],
+                      1: ["lif", "lif", "ann", "count", "partial", "ann_max", *SPIKING],
                       2: ["ann", "count", "partial", "ann_max"]}
     if shape == "snn":
-        kinds_by_stage[1] = ["lif", "lif", "lif", "count", "cubalif", "lif_refractory"]
+        kinds_by_stage[1] = ["lif", "lif", "count", *SPIKING]
     cores = []  # dicts
     max_cores = width * height
     for s in range(3):
@@ -122,7 +134,7 @@ def random_coremap(seed: int, shape: str = "mixed", *, encoding: str | None = No
             else:
                 cd["bits"] = 8
                 cd["lo"], cd["hi"] = [(-128, 127), (0, 255), (0, 127), (-4, 9)][int(rng.integers(4))]
-        elif kind in ("lif", "cubalif", "lif_refractory"):
+        elif kind in SPIKING:
             cd["bits"], cd["lo"], cd["hi"] = 1, 0, 1
         elif kind == "partial":
             cd["bits"], cd["lo"], cd["hi"] = 32, lo_a, hi_a
@@ -152,7 +164,7 @@ def random_coremap(seed: int, shape: str = "mixed", *, encoding: str | None = No
         spike_src = [j for j in src_cores if cores[j]["bits"] == 1]
         spike_dly = [j for j in dly_cores if cores[j]["bits"] == 1]
         spike_in_ok = (spike_src or spike_dly or [x for x in spike_input_elems if x in in_elems])
-        spiking = cd["kind"] in ("lif", "cubalif", "lif_refractory", "count")
+        spiking = cd["kind"] in (*SPIKING, "count")
         cd["spike_in"] = int(bool(spike_in_ok) and rng.random() < (0.8 if spiking else 0.3))
         if cd["spike_in"]:
             src_cores, dly_cores = spike_src, spike_dly
@@ -224,16 +236,12 @@ def random_coremap(seed: int, shape: str = "mixed", *, encoding: str | None = No
                 return np.clip(mem_hi - rng.integers(1, 200, n) * rng.choice([1, -1], n), -mem_hi - 1, mem_hi)
             return rng.integers(-50, 50, n)
 
-        if kind == "lif":
-            cd["cparam"] = [thr, vr, vl, bm, mode, ge, rd]
-            st = [membrane()]
-        elif kind == "cubalif":
-            am = (1 << Bs) if rng.random() < 0.3 else int(rng.integers(0, 1 << Bs))
-            cd["cparam"] = [thr, vr, am, bm, mode, ge]
-            st = [membrane(), membrane()]
-        elif kind == "lif_refractory":
-            cd["cparam"] = [thr, vr, vl, bm, mode, ge, int(rng.integers(0, 4))]
-            st = [membrane(), rng.integers(0, 3, n)]
+        if kind in SPIKING:  # any spiking model: its declared parameters, drawn by what they are
+            drawn = dict(threshold=thr, v_reset=vr, v_leak=vl, beta_mult=bm, reset_mode=mode, spike_ge=ge,
+                         reset_delay=rd)
+            m = MODELS[kind]
+            cd["cparam"] = [drawn[p.name] if p.name in drawn else _draw(rng, p, core_c) for p in m.core_params]
+            st = [membrane() if w.scaled else rng.integers(0, 3, n) for w in m.state]
         elif kind == "count":
             cd["cparam"] = []
             st = [rng.integers(cd["lo"], min(cd["hi"], cd["lo"] + 3) + 1, n)]

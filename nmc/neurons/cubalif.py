@@ -20,8 +20,8 @@ from onnx import helper
 
 from ..opschema import AttrSpec, OpSchema, attr_const
 from ._int import NJIT, fire, nb_clamp, nb_fire, nb_reset, reset, sat
-from .lif import BETA_MULT, MEMBRANE, RESET_MODE, RESET_MODES, SPIKE_GE, THRESHOLD, V_RESET, beta_mult, fire_nodes
-from .lif import mode_nodes, reset_nodes
+from .lif import (BETA_MULT, MEMBRANE, RESET_MODE, RESET_MODES, SPIKE_GE, THRESHOLD, V_RESET, beta_mult, fire_float,
+                  fire_nodes, membrane_params, mode_nodes, reset_float, reset_nodes)
 from .model import NeuronModel, Param, StateWord, register
 
 __all__ = ["CUBALIF"]
@@ -34,17 +34,13 @@ CURRENT = StateWord("i", lambda c: c.membrane_bits, "i", "i_next", scaled=True)
 def _float_step(a, x, i, v):
     i_next = a["alpha"] * i + x
     u = a["beta"] * v + i_next
-    f = u >= a["threshold"] if a["spike_ge"] else u > a["threshold"]
-    s = f.astype(np.float64)
-    mode = a["reset_mode"]
-    v_next = u - s * a["threshold"] if mode == "subtract" else (np.where(f, a["v_reset"], u) if mode == "zero" else u)
-    return s, i_next, v_next
+    f = fire_float(u, a)
+    return f.astype(np.float64), i_next, np.where(f, reset_float(u, a), u)
 
 
 def _quantize(a, k, core):
-    return dict(threshold=int(round(k * a["threshold"])), v_reset=int(round(k * a["v_reset"])),
-                alpha_mult=beta_mult(a["alpha"], core), beta_mult=beta_mult(a["beta"], core),
-                reset_mode=RESET_MODES.index(a["reset_mode"]), spike_ge=int(a["spike_ge"]))
+    return dict(membrane_params(a, k, ("threshold", "v_reset")), alpha_mult=beta_mult(a["alpha"], core),
+                beta_mult=beta_mult(a["beta"], core))
 
 
 def _ref_step(acc, state, nparam, cp, lo, hi, core):

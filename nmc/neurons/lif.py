@@ -57,37 +57,36 @@ def beta_mult(beta: float, core) -> int:
     return int(round(float(beta) * 2 ** core.beta_shift))
 
 
+def membrane_params(a: dict, k: float, names=("threshold", "v_reset", "v_leak")) -> dict[str, int]:
+    """The LIF family's shared integers: membrane-unit attributes scaled by ``k``, reset mode and spike_ge."""
+    out = {n: int(round(k * a[n])) for n in names}
+    out.update(reset_mode=RESET_MODES.index(a["reset_mode"]), spike_ge=int(a["spike_ge"]))
+    return out
+
+
+def fire_float(u, a: dict):
+    """Float firing of the LIF family: ``u >= threshold`` with spike_ge, else ``u > threshold``."""
+    return u >= a["threshold"] if a["spike_ge"] else u > a["threshold"]
+
+
+def reset_float(u, a: dict):
+    """Float membrane after a spike, by ``reset_mode``."""
+    mode = a["reset_mode"]
+    return u - a["threshold"] if mode == "subtract" else (np.full_like(u, a["v_reset"]) if mode == "zero" else u)
+
+
 def lif_float_step(a: dict, x, v):
     """One LIF step (float); returns (spikes as 0.0/1.0, next membrane)."""
-    thr = a["threshold"]
-    ge = a["spike_ge"]
-
-    def fire_f(u):
-        return u >= thr if ge else u > thr
-
     u = a["v_leak"] + a["beta"] * (v - a["v_leak"]) + a["gain"] * x
     if a["reset_delay"]:
-        r = fire_f(v)
-        if a["reset_mode"] == "subtract":
-            u = u - r * thr
-        elif a["reset_mode"] == "zero":
-            u = np.where(r, a["v_reset"], u)
-    f = fire_f(u)
-    s = f.astype(np.float64)
-    if a["reset_delay"] or a["reset_mode"] == "none":
-        v_next = u
-    elif a["reset_mode"] == "subtract":
-        v_next = u - s * thr
-    else:
-        v_next = np.where(f, a["v_reset"], u)
-    return s, v_next
+        u = np.where(fire_float(v, a), reset_float(u, a), u)
+    f = fire_float(u, a)
+    v_next = u if a["reset_delay"] else np.where(f, reset_float(u, a), u)
+    return f.astype(np.float64), v_next
 
 
 def _quantize(a: dict, k: float, core) -> dict[str, int]:
-    return dict(threshold=int(round(k * a["threshold"])), v_reset=int(round(k * a["v_reset"])),
-                v_leak=int(round(k * a["v_leak"])), beta_mult=beta_mult(a["beta"], core),
-                reset_mode=RESET_MODES.index(a["reset_mode"]), spike_ge=int(a["spike_ge"]),
-                reset_delay=int(a["reset_delay"]))
+    return dict(membrane_params(a, k), beta_mult=beta_mult(a["beta"], core), reset_delay=int(a["reset_delay"]))
 
 
 def _ref_step(acc, state, nparam, cp, lo, hi, core):

@@ -21,7 +21,7 @@ from onnx import helper
 from ..opschema import AttrSpec, OpSchema, attr_const
 from ._int import NJIT, fire, nb_clamp, nb_fire, nb_reset, reset, sat
 from .lif import (BETA_MULT, MEMBRANE, RESET_MODE, RESET_MODES, SPIKE_GE, THRESHOLD, V_LEAK, V_RESET, beta_mult,
-                  fire_nodes, mode_nodes, reset_nodes)
+                  fire_float, fire_nodes, membrane_params, mode_nodes, reset_float, reset_nodes)
 from .model import NeuronModel, Param, StateWord, register
 
 __all__ = ["LIF_REFRACTORY"]
@@ -34,20 +34,15 @@ COUNTER = StateWord("r", lambda c: c.membrane_bits, "r", "r_next", scaled=False)
 def _float_step(a, x, v, r):
     active = r <= 0
     u = a["v_leak"] + a["beta"] * (v - a["v_leak"]) + x
-    f = (u >= a["threshold"] if a["spike_ge"] else u > a["threshold"]) & active
+    f = fire_float(u, a) & active
     s = f.astype(np.float64)
-    mode = a["reset_mode"]
-    fired = u - a["threshold"] if mode == "subtract" else (np.full_like(u, a["v_reset"]) if mode == "zero" else u)
-    v_next = np.where(active, np.where(f, fired, u), v)
+    v_next = np.where(active, np.where(f, reset_float(u, a), u), v)
     r_next = np.where(active, s * a["refractory"], r - 1)
     return s, v_next, r_next
 
 
 def _quantize(a, k, core):
-    return dict(threshold=int(round(k * a["threshold"])), v_reset=int(round(k * a["v_reset"])),
-                v_leak=int(round(k * a["v_leak"])), beta_mult=beta_mult(a["beta"], core),
-                reset_mode=RESET_MODES.index(a["reset_mode"]), spike_ge=int(a["spike_ge"]),
-                refractory=int(a["refractory"]))
+    return dict(membrane_params(a, k), beta_mult=beta_mult(a["beta"], core), refractory=int(a["refractory"]))
 
 
 def _ref_step(acc, state, nparam, cp, lo, hi, core):

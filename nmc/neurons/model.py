@@ -138,9 +138,8 @@ def max_state_words() -> int:
 def soma_cycles(chip: ChipSpec, model: NeuronModel) -> int:
     """Cycles per soma-lane batch of ``model`` on ``chip``: the chip's ``timing.soma_<name>_cycles``, else
     that of the built-in model it is declared like (``timing_like``)."""
-    t = chip.timing
     for name in (model.name, model.timing_like):
-        v = getattr(t, f"soma_{name}_cycles", None)
+        v = chip.timing.soma_cycles(name) if name else None
         if v is not None:
             return int(v)
     raise RegistryError(f"chip '{chip.name}' has no soma timing for neuron model '{model.name}' "

@@ -101,7 +101,7 @@ def test_function_defaults_match_schema_defaults():
     a, r = run_float(load_onnx(m), {"x": x}), run_onnxruntime(m, {"x": x})
     np.testing.assert_array_equal(a["s"], r["s"])
     np.testing.assert_array_equal(a["s"][:, 0], [[0, 0, 1, 0], [0, 1, 1, 0], [1, 1, 1, 0]])
-    # the defaults of docs/onnx_convention.md's nmc::LIF table
+    # the defaults of docs/neurons.md's nmc::LIF table
     assert load_onnx(m).node("bare").attrs == {"beta": 1.0, "threshold": 1.0, "reset_mode": "subtract",
                                                "v_reset": 0.0, "v_leak": 0.0, "gain": 1.0, "spike_ge": 0,
                                                "reset_delay": 0}

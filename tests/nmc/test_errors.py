@@ -912,3 +912,34 @@ def test_cli_damaged_core_map(capsys, tmp_path, saved):
     assert code == 2 and "nmc info: error:" in err and "format version 9" in err and "recompile" in err
     code, out, err = _cli(capsys, ["run", tmp_path / "none.nmc", "--input", tmp_path / "x.npz"])
     assert code == 2 and "does not exist" in err
+
+
+def test_header_indices_are_checked_against_the_tables(snn):
+    """Header entries that pass the schema but point outside the tables (each crashed a consumer before)."""
+    def edited(edit):
+        meta = json.loads(json.dumps(snn.meta))
+        edit(meta)
+        return snn.replace(meta=meta)
+
+    assert snn.meta["state_outputs"] and any(s["target"] == "neuron" for s in snn.meta["states"])
+    n_s = snn.neurons.state_init.shape[1]
+    cases = [
+        (lambda m: m["state_outputs"][0].update(word=5), f"meta.state_outputs[0].word holds state word 5 outside 0 .. "
+                                                         f"{n_s - 1}"),
+        (lambda m: m["state_outputs"][0].update(neurons=[10 ** 6] * len(m["state_outputs"][0]["neurons"])),
+         "meta.state_outputs[0].neurons holds neuron 1000000 outside"),
+        (lambda m: next(s for s in m["states"] if s["target"] == "neuron").pop("neurons"), "lacks ['neurons']"),
+        (lambda m: m["outputs"][0].update(shape=[10 ** 3]), "has shape [1000] (1000 values) but"),
+        (lambda m: m["layers"].pop(), "names no layer of the header's"),
+        (lambda m: m["compile"].update(warnings=3), "meta.compile.warnings is int; expected a list"),
+    ]
+    for edit, msg in cases:
+        with pytest.raises(CoreMapError, match=re.escape(msg)):
+            validate(edited(edit))
+
+
+def test_an_empty_output_range_is_refused(snn):
+    # NumPy's clip and the chip's clamp disagree on lo > hi: such a core map is malformed, not emulated
+    bad = tampered(snn, cores__out_lo=(0, 3), cores__out_hi=(0, 2))
+    with pytest.raises(CoreMapError, match=r"core 0: output range cores.out_lo = 3 > cores.out_hi = 2"):
+        validate(bad)

@@ -7,8 +7,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from nmc.chip import load_chip
-from nmc.errors import RegistryError
+from nmc.chip import PRESET_DIR, load_chip
+from nmc.errors import ChipSpecError, RegistryError
 from nmc.frontend import nmc_ops
 from nmc.neurons import MODELS, NeuronModel, get_model, register, soma_cycles
 from nmc.opschema import MIN_OPSET, NMC_DOMAIN
@@ -156,8 +156,16 @@ def test_registry_refuses_a_second_model_of_a_name_or_code_and_unknown_names():
         get_model("adex")
 
 
-def test_new_models_take_lif_timing_unless_the_chip_names_theirs():
-    chip = load_chip("tianjic")
-    assert soma_cycles(chip, MODELS["cubalif"]) == chip.timing.soma_lif_cycles
-    assert soma_cycles(chip, MODELS["lif_refractory"]) == chip.timing.soma_lif_cycles
-    assert soma_cycles(chip, MODELS["ann"]) == chip.timing.soma_ann_cycles
+def test_new_models_take_lif_timing_unless_the_chip_names_theirs(tmp_path):
+    chip = load_chip("tianjic", {"timing.soma_lif_cycles": 3, "timing.soma_ann_cycles": 1})
+    assert soma_cycles(chip, MODELS["cubalif"]) == 3
+    assert soma_cycles(chip, MODELS["lif_refractory"]) == 3
+    assert soma_cycles(chip, MODELS["ann"]) == 1
+    # a chip file may time any model: timing.soma_<model>_cycles
+    text = (PRESET_DIR / "tianjic.toml").read_text().replace("[timing]\n", "[timing]\nsoma_cubalif_cycles = 7\n", 1)
+    (tmp_path / "mine.toml").write_text(text)
+    mine = load_chip(tmp_path / "mine.toml")
+    assert soma_cycles(mine, MODELS["cubalif"]) == 7 and soma_cycles(mine, MODELS["lif_refractory"]) == 2
+    assert soma_cycles(mine.with_overrides({"timing.soma_cubalif_cycles": 9}), MODELS["cubalif"]) == 9
+    with pytest.raises(ChipSpecError, match="timing.soma_cubalif_cycles"):
+        load_chip(tmp_path / "mine.toml", {"timing.soma_cubalif_cycles": -1})
