@@ -20,7 +20,7 @@ from nmc.neurons import MODELS
 
 from . import noc, timing
 from ._jit import NJIT, guard_caches
-from .noc import noc_run
+from .noc import noc_flows
 from .prepare import prepare_inputs
 from .result import EVENT_INDEX, EVENT_KINDS, RawResult
 from .schedule import build_schedule, input_columns
@@ -168,15 +168,17 @@ def _compute_core(c, net, sch, k, axons, state, out, acc, ev):
 
 
 @njit(**NJIT)
-def _add_packets(n, ready, path, charge, ev, pk_ready, pk_path, npk, sch):
-    for _ in range(n):
-        pk_ready[npk] = ready
-        pk_path[npk] = path
-        npk += 1
+def _add_packets(n, ready, path, charge, ev, f_ready, f_path, f_n, nf, sch):
+    """``n`` packets ready at ``ready`` on ``path``, charged to core ``charge``: one flow (when ``n > 0``)."""
+    if n > 0:
+        f_ready[nf] = ready
+        f_path[nf] = path
+        f_n[nf] = n
+        nf += 1
     ev[charge, _PKT] += n
     ev[charge, _HOP] += n * sch.path_hops[path]
     ev[charge, _CROSS] += n * sch.path_cross[path]
-    return npk
+    return nf
 
 
 @njit(**NJIT)
@@ -190,14 +192,14 @@ def _run(B, T, net, sch, io, k, res):
     acc = np.zeros(max_nn, np.int64)
     out = np.zeros(N, np.int64)
     comp = np.zeros(C, np.int64)
-    pk_ready = np.zeros(sch.max_pkt, np.int64)
-    pk_path = np.zeros(sch.max_pkt, np.int64)
-    heap = np.zeros(sch.max_pkt, np.int64)
-    hop = np.zeros(sch.max_pkt, np.int64)
-    cur = np.zeros(sch.max_pkt, np.int64)
-    deliver = np.zeros(sch.max_pkt, np.int64)
-    link_free = np.zeros(sch.n_links, np.int64)
-    link_epoch = np.zeros(sch.n_links, np.int64)
+    f_ready = np.zeros(sch.max_flow, np.int64)
+    f_path = np.zeros(sch.max_flow, np.int64)
+    f_n = np.zeros(sch.max_flow, np.int64)
+    fw = np.zeros((9, sch.max_flow), np.int64)
+    tbuf = np.zeros(sch.max_pkt, np.int64)
+    deliver = np.zeros(1, np.int64)
+    link_stamp = np.zeros(sch.n_links, np.int64)
+    link_head = np.zeros(sch.n_links, np.int64)
     epoch = 0
     P8 = 8 * k.payload
     for b in range(B):
@@ -220,16 +222,16 @@ def _run(B, T, net, sch, io, k, res):
                             axons[sch.sf_dst[f]] = io.S[b, sch.sf_col[f]]
                         for q in range(sch.sp_core.shape[0]):
                             npk = _add_packets(cdiv(sch.sp_n[q] * k.in_bits, P8), 0, sch.sp_path[q], sch.sp_core[q],
-                                               ev, pk_ready, pk_path, npk, sch)
+                                               ev, f_ready, f_path, f_n, npk, sch)
                     else:
                         for f in range(sch.tf_dst.shape[0]):
                             axons[sch.tf_dst[f]] = io.St[b, t, sch.tf_col[f]]
                         for q in range(sch.tp_core_in.shape[0]):
                             npk = _add_packets(cdiv(sch.tp_n_in[q] * k.in_bits, P8), 0, sch.tp_path_in[q],
-                                               sch.tp_core_in[q], ev, pk_ready, pk_path, npk, sch)
+                                               sch.tp_core_in[q], ev, f_ready, f_path, f_n, npk, sch)
                     epoch += 1
-                    last = noc_run(npk, pk_ready, pk_path, sch.path_off, sch.path_link, sch.path_lat, link_free,
-                                   link_epoch, epoch, heap, hop, cur, deliver)
+                    last = noc_flows(npk, f_ready, f_path, f_n, sch.path_off, sch.path_link, sch.path_lat,
+                                     sch.path_rank, sch.n_ranks, fw, tbuf, link_stamp, link_head, epoch, deliver, False)
                     cyc += last + k.barrier
                     res.phase_cycles[b, n_ph + s] += last + k.barrier
                 # ---- the stage's phases
@@ -266,10 +268,10 @@ def _run(B, T, net, sch, io, k, res):
                                             n += 1
                                 else:
                                     n = cdiv((t1 - t0) * 8 * ((bits + 7) // 8), P8)
-                            npk = _add_packets(n, comp[c], sch.ent_path[e], c, ev, pk_ready, pk_path, npk, sch)
+                            npk = _add_packets(n, comp[c], sch.ent_path[e], c, ev, f_ready, f_path, f_n, npk, sch)
                     epoch += 1
-                    last = noc_run(npk, pk_ready, pk_path, sch.path_off, sch.path_link, sch.path_lat, link_free,
-                                   link_epoch, epoch, heap, hop, cur, deliver)
+                    last = noc_flows(npk, f_ready, f_path, f_n, sch.path_off, sch.path_link, sch.path_lat,
+                                     sch.path_rank, sch.n_ranks, fw, tbuf, link_stamp, link_head, epoch, deliver, False)
                     for q in range(sch.ph_r_off[ph], sch.ph_r_off[ph + 1]):
                         r = sch.ph_routes[q]
                         axons[net.route_dst[r]] = out[net.route_src[r]]
