@@ -275,13 +275,21 @@ def _lastt(f, f_expl, f_t0, f_base, f_n, tbuf):
 
 
 @njit(**NJIT)
+def _same_prev(cl, m, f_prev):
+    for i in range(1, m):
+        if f_prev[cl[i]] != f_prev[cl[0]]:
+            return False
+    return True
+
+
+@njit(**NJIT)
 def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank, n_ranks,
               w, tbuf, link_stamp, link_head, epoch, deliver, want_deliver):
     """Flow-level contention model, equal to :func:`noc_run` packet for packet; returns the last delivery.
 
     Flow ``f`` (``0 .. nf-1``, in packet-id order) is ``f_n[f] > 0`` packets ready at ``f_ready[f]`` at the
     first link of path ``f_path[f]``; its packets have consecutive ids.  ``w`` is an int64 work matrix
-    ``[>= 9, >= nf]``, ``tbuf`` [>= total packets], ``link_stamp``/``link_head`` [n_links] (a link's list is
+    ``[>= 10, >= nf]``, ``tbuf`` [>= total packets], ``link_stamp``/``link_head`` [n_links] (a link's list is
     valid when its stamp equals ``epoch``, so no reset is needed between calls with distinct epochs),
     ``deliver`` [total packets] receives every packet's delivery time if ``want_deliver``.
 
@@ -296,6 +304,7 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
     if nf == 0:
         return 0
     f_base, f_hop, f_t0, f_expl, f_next, f_lnext, links, cl, cj = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]
+    f_prev = w[9]
     bucket = np.full(n_ranks, -1, np.int64)
     base = 0
     for f in range(nf):
@@ -304,6 +313,7 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
         f_hop[f] = 0
         f_t0[f] = f_ready[f]
         f_expl[f] = 0
+        f_prev[f] = -1
         r = path_rank[path_off[f_path[f]]]
         f_next[f] = bucket[r]
         bucket[r] = f
@@ -384,6 +394,17 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
                                 d = max(tbuf[b0 + j], free)
                                 free = d + 1
                                 tbuf[b0 + j] = d + lat
+                    elif f_prev[cl[0]] >= 0 and free <= _first(cl[0], f_expl, f_t0, f_base, tbuf) and \
+                            _same_prev(cl, m, f_prev):
+                        # every packet comes from one link, so no two arrive at once: none waits
+                        for i in range(m):
+                            g = cl[i]
+                            if f_expl[g] == 0:
+                                f_t0[g] += lat
+                            else:
+                                for j in range(f_base[g], f_base[g] + f_n[g]):
+                                    tbuf[j] += lat
+                        free = hi + 1
                     else:
                         total = 0
                         for i in range(m):
@@ -419,6 +440,7 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
                 # the cluster's flows move on to their next link (or are delivered)
                 for i in range(m):
                     g = cl[i]
+                    f_prev[g] = link
                     f_hop[g] += 1
                     p = f_path[g]
                     if path_off[p] + f_hop[g] == path_off[p + 1]:
@@ -457,7 +479,7 @@ def simulate_flows(ready, path, path_off, path_link, path_lat, path_rank=None) -
     nf = starts.shape[0]
     deliver = np.zeros(P, np.int64)
     noc_flows(nf, ready[starts].copy(), path[starts].copy(), f_n, path_off, path_link, path_lat, path_rank,
-              int(path_rank.max()) + 1 if path_rank.size else 1, np.zeros((9, nf), np.int64), np.zeros(P, np.int64),
+              int(path_rank.max()) + 1 if path_rank.size else 1, np.zeros((10, nf), np.int64), np.zeros(P, np.int64),
               np.zeros(nl, np.int64), np.zeros(nl, np.int64), 1, deliver, True)
     return deliver
 

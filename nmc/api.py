@@ -204,8 +204,10 @@ def _with_states(cm: CoreMap, states: Mapping[str, np.ndarray], b: int) -> CoreM
 
 
 def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarray] | str | os.PathLike,
-            steps: int | None = None, backend: str = "numba") -> EmulationResult:
-    """Run a core map on inputs (dict or inputs.npz path) for ``steps`` timesteps (default: the model's)."""
+            steps: int | None = None, backend: str = "numba", jobs: int = 1) -> EmulationResult:
+    """Run a core map on inputs (dict or inputs.npz path) for ``steps`` timesteps (default: the model's).
+
+    ``jobs``: threads over the samples of the batch (0: every CPU); the result equals one thread's."""
     if isinstance(core_map, CoreMap):
         cm = core_map
         validate(cm)  # the emulator refuses a core map that breaks its chip's limits
@@ -227,7 +229,7 @@ def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarr
             parts.append(run(sub, {k: v[b:b + 1] for k, v in static.items()}, {k: v[b:b + 1] for k, v in step.items()}, T))
         res = _concat_results(parts)
     else:
-        res = run(cm, static, step, T)
+        res = run(cm, static, step, T, jobs=jobs)
     outputs, raw = {}, {}
     for spec in cm.meta["outputs"]:
         r = res.outputs[spec["name"]]
