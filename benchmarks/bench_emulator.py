@@ -1,89 +1,150 @@
-"""Emulator speed: synaptic events per second of the reference (NumPy) and Numba emulators.
+"""Emulator speed against a bare Numba event loop (project issue 7), measured in one process.
 
-Builds a large random SNN-like core map on the tianjic preset (full 256 x 256 cores, LIF layers fed
-by spikes, event-driven dendrites, AER packets, some recurrent delayed routes), runs both emulators
-on the same inputs, checks that they agree bit for bit, and prints synaptic events (``sop`` + ``mac``)
-per second.  Numba compile time is excluded: the kernel is compiled (or loaded from the cache) by
-a warm-up run on a tiny batch before timing.
+The network: 784-1024-1024-10 LIF (soft reset, beta 0.9, threshold 1), seeded weights
+``w = (0.004 + 0.3 N(0, 1)) / sqrt(fan_in * r)`` with ``r = 0.1`` for the input layer and 0.05 for the
+hidden layers, Bernoulli(p = 0.1) step input, T = 1000 steps, built with the model builder and compiled
+with ``chips="auto"`` on ``tianjic``.
 
-Usage: ``python benchmarks/bench_emulator.py [--layers 4] [--cores-per-layer 8] [--steps 50] [--batch 4]``
+* **nmc**: ``nmc.emulate`` (Numba backend; timing, NoC, events and energy on, the report built), timed
+  after a warm-up run that compiles or loads the cached kernels;
+* **bare loop**: one ``@njit`` function doing the same synaptic arithmetic event-driven on the layers'
+  int8 weights (int32 accumulators, integer LIF), without timing, energy or the chip's splitting.
+
+Both are given the same synaptic event count, the bare loop's (spikes in x fan-out, summed over steps
+and layers); the figure that matters is the ratio of the times.
+
+Usage: ``python benchmarks/bench_emulator.py [--steps 1000] [--batch 1] [--jobs 1]``
+(the old comparison of the two emulators on random core maps: ``benchmarks/bench_emulator_maps.py``).
 """
 from __future__ import annotations
 
 import argparse
-import sys
+import platform
 import time
-from pathlib import Path
 
 import numpy as np
+from numba import njit
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import nmc
+from nmc.emulator import EVENT_KINDS
+from nmc.frontend import ModelBuilder
 
-from nmc.emulator import EVENT_KINDS, run_numba, run_reference  # noqa: E402
-from nmc.chip import load_chip  # noqa: E402
-from randmaps import build_coremap  # noqa: E402
+SIZES = (784, 1024, 1024, 10)
 
 
-def snn_coremap(layers: int, cores_per_layer: int, seed: int = 0):
-    chip = load_chip("tianjic")
+def weights(seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
-    n, a = chip.core.neurons, chip.core.axons
-    cores, routes, feeds = [], [], []
-    positions = rng.permutation(chip.cores_x * chip.cores_y)
-    for l in range(layers):
-        for j in range(cores_per_layer):
-            c = len(cores)
-            W = rng.integers(-44, 48, (a, n))
-            cores.append(dict(W=W, x=int(positions[c] % chip.cores_x), y=int(positions[c] // chip.cores_x),
-                              stage=1, phase=l, model="lif", bits=1, lo=0, hi=1, spike_in=1,
-                              cparam=dict(threshold=int(rng.integers(300, 600)), reset_mode=0, spike_ge=1,
-                                          beta_mult=int(0.9 * (1 << chip.core.beta_shift)))))
-            for ax in range(a):
-                if l == 0:
-                    feeds.append((0, int(rng.integers(256)), c, ax))
-                elif rng.random() < 0.1:  # recurrence inside the layer through a spike state pair
-                    src = l * cores_per_layer + int(rng.integers(cores_per_layer))
-                    routes.append((src, int(rng.integers(n)), c, ax, 1))
-                else:
-                    src = (l - 1) * cores_per_layer + int(rng.integers(cores_per_layer))
-                    routes.append((src, int(rng.integers(n)), c, ax, 0))
-    last = (layers - 1) * cores_per_layer
-    outputs = [("spikes", "step", [(last, k) for k in range(16)])]
-    inputs = [{"name": "in", "kind": "step", "shape": [256], "scale": 1.0, "lo": 0, "hi": 1}]
-    return build_coremap(chip, cores, inputs=inputs, feeds=feeds, routes=routes, outputs=outputs)
+    out = []
+    for i in range(3):
+        fi, fo = SIZES[i], SIZES[i + 1]
+        r = 0.1 if i == 0 else 0.05
+        out.append((0.004 + 0.3 * rng.standard_normal((fo, fi))) / np.sqrt(fi * r))
+    return out
+
+
+def build(Ws, steps: int):
+    b = ModelBuilder("mlp_784_1024_1024_10", num_steps=steps)
+    h = b.input("x", (SIZES[0],), kind="step")
+    for i, W in enumerate(Ws):
+        h, _ = b.lif(b.gemm(h, W, name=f"fc{i}"), f"lif{i}", beta=0.9, threshold=1.0, reset_mode="subtract")
+    b.output(h)
+    return b.build()
+
+
+@njit(cache=True, nogil=True)
+def bare_loop(x, W1, W2, W3, thr, bm):
+    """Event-driven integer LIF network: ``x`` [T, 784] spikes; ``Wk`` int8 [fan_in, fan_out]; returns
+    (synaptic events, output spike count)."""
+    T = x.shape[0]
+    Ws = (W1, W2, W3)
+    v1 = np.zeros(W1.shape[1], np.int32)
+    v2 = np.zeros(W2.shape[1], np.int32)
+    v3 = np.zeros(W3.shape[1], np.int32)
+    vs = (v1, v2, v3)
+    events = 0
+    nout = 0
+    src = np.zeros(1024, np.int64)
+    nsrc = 0
+    for t in range(T):
+        nsrc = 0
+        for i in range(x.shape[1]):
+            if x[t, i] != 0:
+                src[nsrc] = i
+                nsrc += 1
+        for l in range(3):
+            W = Ws[l]
+            v = vs[l]
+            no = W.shape[1]
+            acc = np.zeros(no, np.int32)
+            for q in range(nsrc):
+                row = W[src[q]]
+                for j in range(no):
+                    acc[j] += row[j]
+            events += nsrc * no
+            nsrc = 0
+            for j in range(no):
+                u = ((v[j] * bm[l]) >> 8) + acc[j]
+                if u >= thr[l]:
+                    u -= thr[l]
+                    src[nsrc] = j
+                    nsrc += 1
+                v[j] = u
+        nout += nsrc
+    return events, nout
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--cores-per-layer", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--rate", type=float, default=0.2, help="input spike probability per step")
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--rate", type=float, default=0.1)
     args = ap.parse_args(argv)
-    cm = snn_coremap(args.layers, args.cores_per_layer)
+    T = args.steps
+    Ws = weights()
     rng = np.random.default_rng(1)
-    x = (rng.random((args.batch, args.steps, 256)) < args.rate).astype(np.int64)
-    syn = [EVENT_KINDS.index("sop"), EVENT_KINDS.index("mac")]
-
-    run_numba(cm, {}, {0: x[:1, :1]}, 1)  # warm-up: compile / load the cached kernel (not timed)
+    calib = {"x": (rng.random((32, 4, SIZES[0])) < args.rate).astype(np.float64)}
     t0 = time.perf_counter()
-    nb = run_numba(cm, {}, {0: x}, args.steps)
-    t_nb = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ref = run_reference(cm, {}, {0: x}, args.steps)
-    t_ref = time.perf_counter() - t0
-    assert ref.differences(nb) == [], ref.differences(nb)
+    cm = nmc.compile(build(Ws, T), chip="tianjic", chips="auto", calib=calib)
+    t_compile = time.perf_counter() - t0
+    x = (rng.random((T, args.batch, SIZES[0])) < args.rate).astype(np.float64)
 
-    events = int(nb.events[..., syn].sum())
-    spikes = int(nb.events[..., EVENT_KINDS.index("spike")].sum())
-    print(f"map: {cm.num_cores} cores, {cm.num_neurons} neurons, {len(cm.routes.src)} routes; "
-          f"batch {args.batch} x {args.steps} steps")
-    print(f"synaptic events (sop + mac): {events:,}; spikes: {spikes:,} "
-          f"({spikes / (cm.num_neurons * args.batch * args.steps):.1%} of neuron updates)")
-    print(f"reference (NumPy): {t_ref:8.3f} s  {events / t_ref:14,.0f} synaptic events/s")
-    print(f"numba            : {t_nb:8.3f} s  {events / t_nb:14,.0f} synaptic events/s  (compile time excluded)")
-    print(f"speed-up numba / reference: {t_ref / t_nb:.1f}x; results identical bit for bit")
+    # the bare loop: int8 weights per layer (scale 127 / max|W|), threshold and beta in the same units
+    Wq, thr = [], []
+    for W in Ws:
+        k = 127.0 / np.abs(W).max()
+        Wq.append(np.ascontiguousarray(np.round(W.T * k).astype(np.int8)))
+        thr.append(int(round(k)))
+    thr_a, bm = np.array(thr, np.int32), np.array([round(0.9 * 256)] * 3, np.int32)
+    xi = np.ascontiguousarray((x[:, 0] > 0).astype(np.int8))
+    bare_loop(xi[:2], *Wq, thr_a, bm)  # compile / load from the cache (not timed)
+    t0 = time.perf_counter()
+    for b in range(args.batch):
+        ev, nout = bare_loop(np.ascontiguousarray((x[:, b] > 0).astype(np.int8)), *Wq, thr_a, bm)
+    t_bare = time.perf_counter() - t0
+    ev_bare = ev * args.batch  # close enough for several samples: the same count per sample is assumed
+
+    t0 = time.perf_counter()
+    nmc.emulate(cm, {"x": x[:2]}, steps=2, jobs=args.jobs)  # warm-up: compile or load the cached kernels
+    t_warm = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = nmc.emulate(cm, {"x": x}, steps=T, jobs=args.jobs)
+    t_nmc = time.perf_counter() - t0
+    ev = res.result.event_totals()
+    syn = int(ev["sop"].sum() + ev["mac"].sum())
+
+    print(f"machine: {platform.processor() or platform.machine()}, {platform.python_version()}, "
+          f"date {time.strftime('%Y-%m-%d')}")
+    print(f"network 784-1024-1024-10 LIF, T={T}, batch {args.batch}, input p={args.rate}: compiled in {t_compile:.2f} s "
+          f"to {cm.num_cores} cores on {cm.meta['chips'][0]}x{cm.meta['chips'][1]} tianjic chip(s)")
+    print(f"synaptic events (bare loop: spikes x fan-out): {ev_bare:,}; nmc counts sop {int(ev['sop'].sum()):,} + "
+          f"mac {int(ev['mac'].sum()):,} = {syn:,} (split layers: partial sums merged densely); "
+          f"packets {int(ev['packet'].sum()):,}")
+    print(f"bare Numba loop : {t_bare:8.4f} s  {ev_bare / t_bare:12.3e} events/s")
+    print(f"nmc (jobs={args.jobs})   : {t_nmc:8.4f} s  {ev_bare / t_nmc:12.3e} events/s  "
+          f"(timing, NoC, energy and report on; warm-up incl. compile/cache load {t_warm:.2f} s)")
+    print(f"ratio nmc / bare: {t_nmc / t_bare:.1f}x;  latency {res.report['latency_s'] * 1e3:.3f} ms and "
+          f"{res.report['energy_j'] * 1e6:.2f} uJ per task")
 
 
 if __name__ == "__main__":

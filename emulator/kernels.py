@@ -9,24 +9,27 @@ dispatcher generated from the neuron-model registry (``nmc.neurons``), so a new 
 """
 from __future__ import annotations
 
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
 from nmc.coremap import CoreMap, check_coremap
+from nmc.errors import InputError
 from nmc.neurons import MODELS
 
 from . import noc, result, schedule, timing
 from ._jit import NJIT, guard_caches
-from .noc import noc_run
+from .noc import noc_flows
 from .prepare import prepare_inputs
 from .result import EVENT_INDEX, EVENT_KINDS, RawResult
 from .schedule import build_schedule, input_columns
 from .timing import cdiv, core_cycles
 
-__all__ = ["run_numba"]
+__all__ = ["run_numba", "check_jobs"]
 
 _I64_MIN = np.iinfo(np.int64).min
 _K = len(EVENT_KINDS)
@@ -57,6 +60,10 @@ class Net(NamedTuple):
     rt_off: np.ndarray
     rt_dst: np.ndarray
     rt_route_off: np.ndarray
+    sparse: np.ndarray  #: [C] 1: the core's mac dendrite reads its weights as rows of nonzeros (below)
+    row_off: np.ndarray  #: [A+1] nonzero weights of axon a (global index) of a sparse core: row_off[a]:row_off[a+1]
+    row_col: np.ndarray  #: int32 neuron index within the core
+    row_w: np.ndarray  #: int64 weight
 
 
 class IO(NamedTuple):
@@ -115,7 +122,7 @@ _soma = _make_soma()
 
 
 # --------------------------------------------------------------------------- kernels
-@njit(**NJIT)
+@njit(inline="always", **NJIT)  # inlined: a call would pass the NamedTuples' arrays with reference counting
 def _compute_core(c, net, sch, k, axons, state, out, acc, ev):
     """Run core ``c``; add its events to ``ev[c]``; return its compute cycles."""
     n0 = net.n_off[c]
@@ -124,31 +131,48 @@ def _compute_core(c, net, sch, k, axons, state, out, acc, ev):
     na = net.a_off[c + 1] - a0
     w0 = net.w_off[c]
     nz = 0
+    # locals and slices, not NamedTuple fields and offsets inside the loops: LLVM vectorises only then
+    x_c = axons[a0:a0 + na]
+    a_n = acc[:nn]
+    W = net.weights[w0:w0 + na * nn]
     if net.dend[c] == 0:  # mac
-        for j in range(nn):
-            acc[j] = net.bias[n0 + j]
-        for i in range(na):
-            x = axons[a0 + i]
-            if x != 0:
-                nz += 1
-                base = w0 + i * nn
-                for j in range(nn):
-                    acc[j] += x * net.weights[base + j]
+        a_n[:] = net.bias[n0:n0 + nn]
+        if net.sparse[c]:  # few nonzero weights (e.g. a merge core): visit only those; the sum is the same
+            row_off = net.row_off[a0:a0 + na + 1]
+            row_col = net.row_col
+            row_w = net.row_w
+            for i in range(na):
+                x = x_c[i]
+                if x != 0:
+                    nz += 1
+                    for q in range(row_off[i], row_off[i + 1]):
+                        a_n[row_col[q]] += x * row_w[q]
+        else:
+            for i in range(na):
+                x = x_c[i]
+                if x != 0:
+                    nz += 1
+                    w = W[i * nn:(i + 1) * nn]
+                    if x == 1:  # a spike: add the row
+                        for j in range(nn):
+                            a_n[j] += w[j]
+                    else:
+                        for j in range(nn):
+                            a_n[j] += x * w[j]
         amax = (np.int64(1) << (k.acc_bits - 1)) - 1
         amin = -(np.int64(1) << (k.acc_bits - 1))
         for j in range(nn):
-            acc[j] = min(max(acc[j], amin), amax)
+            a_n[j] = min(max(a_n[j], amin), amax)
     else:  # max over axons with a nonzero weight
-        for j in range(nn):
-            acc[j] = _I64_MIN
+        a_n[:] = _I64_MIN
         for i in range(na):
-            x = axons[a0 + i]
+            x = x_c[i]
             if x != 0:
                 nz += 1
-            base = w0 + i * nn
+            w = W[i * nn:(i + 1) * nn]
             for j in range(nn):
-                if net.weights[base + j] != 0 and x > acc[j]:
-                    acc[j] = x
+                if w[j] != 0 and x > a_n[j]:
+                    a_n[j] = x
     spiking = net.spike_in[c] != 0
     rows = nz if spiking else na
     nspk = _soma(net.model[c], n0, nn, acc, state, net.nparam, net.cparam[c], net.out_lo[c], net.out_hi[c],
@@ -168,16 +192,18 @@ def _compute_core(c, net, sch, k, axons, state, out, acc, ev):
     return core_cycles(k.overhead, na, ib, k.axon_bw, rows, k.mac_rows, nn, k.mac_cols, k.soma_lanes, sch.soma_cyc[c])
 
 
-@njit(**NJIT)
-def _add_packets(n, ready, path, charge, ev, pk_ready, pk_path, npk, sch):
-    for _ in range(n):
-        pk_ready[npk] = ready
-        pk_path[npk] = path
-        npk += 1
+@njit(inline="always", **NJIT)
+def _add_packets(n, ready, path, charge, ev, f_ready, f_path, f_n, nf, sch):
+    """``n`` packets ready at ``ready`` on ``path``, charged to core ``charge``: one flow (when ``n > 0``)."""
+    if n > 0:
+        f_ready[nf] = ready
+        f_path[nf] = path
+        f_n[nf] = n
+        nf += 1
     ev[charge, _PKT] += n
     ev[charge, _HOP] += n * sch.path_hops[path]
     ev[charge, _CROSS] += n * sch.path_cross[path]
-    return npk
+    return nf
 
 
 @njit(**NJIT)
@@ -191,14 +217,14 @@ def _run(B, T, net, sch, io, k, res):
     acc = np.zeros(max_nn, np.int64)
     out = np.zeros(N, np.int64)
     comp = np.zeros(C, np.int64)
-    pk_ready = np.zeros(sch.max_pkt, np.int64)
-    pk_path = np.zeros(sch.max_pkt, np.int64)
-    heap = np.zeros(sch.max_pkt, np.int64)
-    hop = np.zeros(sch.max_pkt, np.int64)
-    cur = np.zeros(sch.max_pkt, np.int64)
-    deliver = np.zeros(sch.max_pkt, np.int64)
-    link_free = np.zeros(sch.n_links, np.int64)
-    link_epoch = np.zeros(sch.n_links, np.int64)
+    f_ready = np.zeros(sch.max_flow, np.int64)
+    f_path = np.zeros(sch.max_flow, np.int64)
+    f_n = np.zeros(sch.max_flow, np.int64)
+    fw = np.zeros((10, sch.max_flow), np.int64)
+    tbuf = np.zeros(sch.max_pkt, np.int64)
+    deliver = np.zeros(1, np.int64)
+    link_stamp = np.zeros(sch.n_links, np.int64)
+    link_head = np.zeros(sch.n_links, np.int64)
     epoch = 0
     P8 = 8 * k.payload
     for b in range(B):
@@ -221,16 +247,16 @@ def _run(B, T, net, sch, io, k, res):
                             axons[sch.sf_dst[f]] = io.S[b, sch.sf_col[f]]
                         for q in range(sch.sp_core.shape[0]):
                             npk = _add_packets(cdiv(sch.sp_n[q] * k.in_bits, P8), 0, sch.sp_path[q], sch.sp_core[q],
-                                               ev, pk_ready, pk_path, npk, sch)
+                                               ev, f_ready, f_path, f_n, npk, sch)
                     else:
                         for f in range(sch.tf_dst.shape[0]):
                             axons[sch.tf_dst[f]] = io.St[b, t, sch.tf_col[f]]
                         for q in range(sch.tp_core_in.shape[0]):
                             npk = _add_packets(cdiv(sch.tp_n_in[q] * k.in_bits, P8), 0, sch.tp_path_in[q],
-                                               sch.tp_core_in[q], ev, pk_ready, pk_path, npk, sch)
+                                               sch.tp_core_in[q], ev, f_ready, f_path, f_n, npk, sch)
                     epoch += 1
-                    last = noc_run(npk, pk_ready, pk_path, sch.path_off, sch.path_link, sch.path_lat, link_free,
-                                   link_epoch, epoch, heap, hop, cur, deliver)
+                    last = noc_flows(npk, f_ready, f_path, f_n, sch.path_off, sch.path_link, sch.path_lat,
+                                     sch.path_rank, sch.n_ranks, fw, tbuf, link_stamp, link_head, epoch, deliver, False)
                     cyc += last + k.barrier
                     res.phase_cycles[b, n_ph + s] += last + k.barrier
                 # ---- the stage's phases
@@ -267,10 +293,10 @@ def _run(B, T, net, sch, io, k, res):
                                             n += 1
                                 else:
                                     n = cdiv((t1 - t0) * 8 * ((bits + 7) // 8), P8)
-                            npk = _add_packets(n, comp[c], sch.ent_path[e], c, ev, pk_ready, pk_path, npk, sch)
+                            npk = _add_packets(n, comp[c], sch.ent_path[e], c, ev, f_ready, f_path, f_n, npk, sch)
                     epoch += 1
-                    last = noc_run(npk, pk_ready, pk_path, sch.path_off, sch.path_link, sch.path_lat, link_free,
-                                   link_epoch, epoch, heap, hop, cur, deliver)
+                    last = noc_flows(npk, f_ready, f_path, f_n, sch.path_off, sch.path_link, sch.path_lat,
+                                     sch.path_rank, sch.n_ranks, fw, tbuf, link_stamp, link_head, epoch, deliver, False)
                     for q in range(sch.ph_r_off[ph], sch.ph_r_off[ph + 1]):
                         r = sch.ph_routes[q]
                         axons[net.route_dst[r]] = out[net.route_src[r]]
@@ -303,15 +329,44 @@ def _i64(x) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.int64)
 
 
+#: a mac core whose share of nonzero weights is below this reads them as rows of nonzeros
+SPARSE_DENSITY = 0.25
+
+
+def _sparse_rows(cm: CoreMap):
+    """``(sparse [C], row_off [A+1], row_col, row_w)``: the nonzero weights, row by row, of the mac cores
+    whose density is below :data:`SPARSE_DENSITY` (the rows of the other cores are empty)."""
+    c = cm.cores
+    C, A = cm.num_cores, cm.num_axons
+    sparse = np.zeros(C, np.int64)
+    counts = np.zeros(A + 1, np.int64)
+    cols, vals = [], []
+    for k in range(C):
+        if c.dendrite[k] != 0 or c.w_off[k + 1] == c.w_off[k]:
+            continue
+        W = cm.core_weights(k)
+        if np.count_nonzero(W) >= SPARSE_DENSITY * W.size:
+            continue
+        sparse[k] = 1
+        r, j = np.nonzero(W)
+        counts[c.axon_off[k] + 1:c.axon_off[k + 1] + 1] = np.bincount(r, minlength=W.shape[0])
+        cols.append(j.astype(np.int32))
+        vals.append(W[r, j].astype(np.int64))
+    row_off = np.cumsum(counts)
+    return (sparse, row_off, np.concatenate(cols) if cols else np.zeros(0, np.int32),
+            np.concatenate(vals) if vals else np.zeros(0, np.int64))
+
+
 def _net(cm: CoreMap) -> Net:
     c, n = cm.cores, cm.neurons
+    sparse, row_off, row_col, row_w = _sparse_rows(cm)
     return Net(n_off=_i64(c.neuron_off), a_off=_i64(c.axon_off), w_off=_i64(c.w_off),
                weights=np.ascontiguousarray(cm.weights.data, dtype=np.int8), dend=_i64(c.dendrite),
                spike_in=_i64(c.spike_in), model=_i64(c.model), out_bits=_i64(c.out_bits), out_lo=_i64(c.out_lo),
                out_hi=_i64(c.out_hi), cparam=_i64(c.param), bias=_i64(n.bias), nparam=_i64(n.param),
                state_init=_i64(n.state_init), axon_init=_i64(cm.axons.init), route_src=_i64(cm.routes.src),
                route_dst=_i64(cm.routes.dst), rt_off=_i64(cm.router.off), rt_dst=_i64(cm.router.dst),
-               rt_route_off=_i64(cm.router.route_off))
+               rt_route_off=_i64(cm.router.route_off), sparse=sparse, row_off=row_off, row_col=row_col, row_w=row_w)
 
 
 def _consts(cm: CoreMap) -> ChipConsts:
@@ -323,11 +378,28 @@ def _consts(cm: CoreMap) -> ChipConsts:
                       aer=noc.spike_encoding == "aer", in_bits=core.activation_bits)
 
 
-def run_numba(cm: CoreMap, static_inputs, step_inputs, steps: int, *, batch: int | None = None) -> RawResult:
+def check_jobs(jobs) -> int:
+    """``jobs`` as a thread count: a positive integer, or 0 for every CPU of the machine."""
+    if isinstance(jobs, bool) or not isinstance(jobs, (int, np.integer)) or jobs < 0:
+        raise InputError(f"jobs = {jobs!r}: give a positive number of threads, or 0 for every CPU "
+                         f"({os.cpu_count()} here)")
+    return int(jobs) or (os.cpu_count() or 1)
+
+
+def _slice(t, b0: int, b1: int):
+    """The samples ``b0:b1`` of a NamedTuple of per-sample arrays (views: the kernel writes into them)."""
+    return type(t)(*(v[b0:b1] for v in t))
+
+
+def run_numba(cm: CoreMap, static_inputs, step_inputs, steps: int, *, batch: int | None = None,
+              jobs: int = 1) -> RawResult:
     """Run every sample of the inputs on the core map with the Numba emulator.
 
-    Same parameters and result as :func:`emulator.reference.run_reference`, equal bit for bit.
+    Same parameters and result as :func:`emulator.reference.run_reference`, equal bit for bit.  ``jobs``
+    threads (0: every CPU) run the samples in parallel, each thread a contiguous block of samples
+    (samples are independent tasks, so the result is the same as with one thread).
     """
+    jobs = check_jobs(jobs)
     check_coremap(cm)
     B, T, static, step = prepare_inputs(cm, static_inputs, step_inputs, steps, batch)
     sch = build_schedule(cm)
@@ -360,7 +432,20 @@ def run_numba(cm: CoreMap, static_inputs, step_inputs, steps: int, *, batch: int
                   core_cycles=np.zeros((B, C), np.int64), stage_cycles=np.zeros((B, 3), np.int64),
                   step_cycles=np.zeros((B, T), np.int64), phase_cycles=np.zeros((B, n_ph + 2), np.int64),
                   phase_compute=np.zeros((B, n_ph + 2), np.int64))
-    _run(B, T, _net(cm), sch, io, _consts(cm), res)
+    net, k = _net(cm), _consts(cm)
+    jobs = min(jobs, B)
+    if jobs <= 1:
+        _run(B, T, net, sch, io, k, res)
+    else:
+        bounds = np.linspace(0, B, jobs + 1).astype(int)
+
+        def part(i):
+            b0, b1 = int(bounds[i]), int(bounds[i + 1])
+            io_p = io._replace(S=io.S[b0:b1], St=io.St[b0:b1])
+            _run(b1 - b0, T, net, sch, io_p, k, _slice(res, b0, b1))
+
+        with ThreadPoolExecutor(jobs) as ex:  # the kernel releases the GIL
+            list(ex.map(part, range(jobs)))
     outputs = {}
     for o, (where, j0, n) in zip(outs, cols):
         outputs[o["name"]] = (res.rec_step[:, :, j0:j0 + n] if where == "step" else res.rec_once[:, j0:j0 + n]).copy()

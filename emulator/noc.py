@@ -18,10 +18,15 @@ Contention: a packet ready at a link at cycle ``r`` starts at ``max(r, link_next
 Its delivery time is the exit time of its last link.  Links serve first come first served; ties
 go to the lower packet id.
 
-Three implementations, which the tests demand to agree exactly:
+Four implementations, which the tests demand to agree exactly:
 
-* :func:`simulate` (Numba, event driven with a binary heap; :func:`noc_run` is the kernel the
-  emulator calls),
+* :func:`simulate_flows` (Numba, by flows; :func:`noc_flows` is the kernel the emulator calls): the
+  packets of one router-table entry in one phase leave one core together on one path, so they are
+  one *flow*; links are visited once each, in an order in which every link comes after the links that
+  feed it (XY routes: inject, X links, Y links, eject), and a flow's arrivals at a link are kept as one
+  run ``t0, t0 + 1, ...`` (closed form) until it meets another flow whose arrivals overlap its own;
+  only then are the packets of the overlapping flows merged one by one, in ``(time, id)`` order;
+* :func:`simulate` (Numba, event driven with a binary heap over packets; :func:`noc_run`),
 * :func:`simulate_heap` (Python ``heapq``, event driven; used by ``emulator/reference.py``),
 * :func:`simulate_per_cycle` (slow and obviously correct: loops over cycles and, for every link,
   starts the waiting packet with the smallest ``(ready time, id)``).
@@ -42,7 +47,7 @@ from ._jit import NJIT
 
 __all__ = [
     "LINK_KINDS", "grid_shape", "n_links", "link_path", "PathTable", "simulate", "simulate_heap",
-    "simulate_per_cycle", "noc_run",
+    "simulate_per_cycle", "noc_run", "noc_flows", "simulate_flows", "link_ranks",
 ]
 
 #: link kinds: core port (inject/eject), router hop inside a chip, chip-to-chip link, host I/O link
@@ -147,6 +152,34 @@ class PathTable:
     def n_links(self) -> int:
         return n_links(self.width, self.height)
 
+    def ranks(self) -> np.ndarray:
+        """Rank (:func:`link_ranks`) of every link of every path, aligned with ``arrays()[1]``."""
+        _, link, _, _, _ = self.arrays()
+        return link_ranks(self.width, self.height)[link] if link.size else np.zeros(0, np.int64)
+
+    @property
+    def n_ranks(self) -> int:
+        return self.width + self.height + 3
+
+
+def link_ranks(width: int, height: int) -> np.ndarray:
+    """A rank per link such that every link of a path has a higher rank than the links before it on
+    the path (XY routes): inject and I/O-in 0, X links ``1 .. width`` in the direction of travel, Y links
+    ``width + 2 .. width + height + 1``, eject and I/O-out ``width + height + 2``."""
+    r = np.zeros(n_links(width, height), np.int64)
+    for y in range(height):
+        for x in range(width):
+            b = (y * width + x) * _LINKS_PER_ROUTER
+            r[b + _INJECT] = 0
+            r[b + _EJECT] = width + height + 2
+            r[b + _XP] = 1 + x
+            r[b + _XM] = 1 + width - x
+            r[b + _YP] = width + 2 + y
+            r[b + _YM] = width + 2 + height - y
+    r[-2] = 0
+    r[-1] = width + height + 2
+    return r
+
 
 # --------------------------------------------------------------------------- fast model (Numba)
 @njit(**NJIT)
@@ -228,6 +261,244 @@ def simulate(ready, path, path_off, path_link, path_lat) -> np.ndarray:
     noc_run(P, ready, path, path_off, path_link, path_lat, np.zeros(nl, np.int64), np.zeros(nl, np.int64), 1,
             np.zeros(P, np.int64), np.zeros(P, np.int64), np.zeros(P, np.int64), deliver)
     return deliver
+
+
+# --------------------------------------------------------------------------- flows (Numba)
+@njit(**NJIT)
+def _first(f, f_expl, f_t0, f_base, tbuf):
+    return tbuf[f_base[f]] if f_expl[f] else f_t0[f]
+
+
+@njit(**NJIT)
+def _lastt(f, f_expl, f_t0, f_base, f_n, tbuf):
+    return tbuf[f_base[f] + f_n[f] - 1] if f_expl[f] else f_t0[f] + f_n[f] - 1
+
+
+@njit(**NJIT)
+def _same_prev(cl, m, f_prev):
+    for i in range(1, m):
+        if f_prev[cl[i]] != f_prev[cl[0]]:
+            return False
+    return True
+
+
+@njit(**NJIT)
+def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank, n_ranks,
+              w, tbuf, link_stamp, link_head, epoch, deliver, want_deliver):
+    """Flow-level contention model, equal to :func:`noc_run` packet for packet; returns the last delivery.
+
+    Flow ``f`` (``0 .. nf-1``, in packet-id order) is ``f_n[f] > 0`` packets ready at ``f_ready[f]`` at the
+    first link of path ``f_path[f]``; its packets have consecutive ids.  ``w`` is an int64 work matrix
+    ``[>= 10, >= nf]``, ``tbuf`` [>= total packets], ``link_stamp``/``link_head`` [n_links] (a link's list is
+    valid when its stamp equals ``epoch``, so no reset is needed between calls with distinct epochs),
+    ``deliver`` [total packets] receives every packet's delivery time if ``want_deliver``.
+
+    A flow's arrival times at its current link are a run ``t0 .. t0 + n - 1`` (``expl = 0``) or explicit
+    in ``tbuf[base .. base + n - 1]`` (``expl = 1``, strictly increasing).  Links are processed by
+    increasing rank (every link after the links that feed it); the flows of one link in ``(first arrival,
+    flow)`` order.  At a first link every packet of a flow has the same ready time, so the flows there
+    leave one after the other.  Elsewhere, flows whose arrival spans do not overlap are served one after
+    the other in closed form; overlapping ones packet by packet in ``(time, id)`` order, as the
+    per-packet model does.
+    """
+    if nf == 0:
+        return 0
+    f_base, f_hop, f_t0, f_expl, f_next, f_lnext, links, cl, cj = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]
+    f_prev = w[9]
+    bucket = np.full(n_ranks, -1, np.int64)
+    base = 0
+    for f in range(nf):
+        f_base[f] = base
+        base += f_n[f]
+        f_hop[f] = 0
+        f_t0[f] = f_ready[f]
+        f_expl[f] = 0
+        f_prev[f] = -1
+        r = path_rank[path_off[f_path[f]]]
+        f_next[f] = bucket[r]
+        bucket[r] = f
+    last = 0
+    for R in range(n_ranks):
+        f = bucket[R]
+        bucket[R] = -1
+        nl = 0
+        while f >= 0:  # group the flows of this rank by link, each list sorted by (first arrival, flow)
+            nxt = f_next[f]
+            link = path_link[path_off[f_path[f]] + f_hop[f]]
+            if link_stamp[link] != epoch:
+                link_stamp[link] = epoch
+                link_head[link] = -1
+                links[nl] = link
+                nl += 1
+            a = _first(f, f_expl, f_t0, f_base, tbuf)
+            prev = -1
+            q = link_head[link]
+            while q >= 0:
+                b = _first(q, f_expl, f_t0, f_base, tbuf)
+                if b > a or (b == a and q > f):
+                    break
+                prev = q
+                q = f_lnext[q]
+            f_lnext[f] = q
+            if prev < 0:
+                link_head[link] = f
+            else:
+                f_lnext[prev] = f
+            f = nxt
+        for li in range(nl):
+            link = links[li]
+            free = np.int64(-(1 << 62))
+            f = link_head[link]
+            first_hop = True
+            while f >= 0:
+                if f_hop[f] != 0:
+                    first_hop = False
+                f = f_lnext[f]
+            f = link_head[link]
+            if not first_hop:  # a link that is the first of some paths only: its bursts become explicit times
+                while f >= 0:
+                    if f_hop[f] == 0 and f_expl[f] == 0:
+                        for j in range(f_n[f]):
+                            tbuf[f_base[f] + j] = f_t0[f]
+                        f_expl[f] = 1
+                    f = f_lnext[f]
+                f = link_head[link]
+            while f >= 0:
+                k = path_off[f_path[f]] + f_hop[f]
+                lat = path_lat[k]
+                if first_hop:  # a burst: every packet ready at t0, served in id order
+                    d0 = max(f_t0[f], free)
+                    f_t0[f] = d0 + lat
+                    free = d0 + f_n[f]
+                    cl[0] = f
+                    m = 1
+                    f = f_lnext[f]
+                else:
+                    # the cluster: following flows whose first arrival is not after the latest arrival so far
+                    m = 0
+                    hi = np.int64(-(1 << 62))
+                    while f >= 0 and (m == 0 or _first(f, f_expl, f_t0, f_base, tbuf) <= hi):
+                        cl[m] = f
+                        m += 1
+                        hi = max(hi, _lastt(f, f_expl, f_t0, f_base, f_n, tbuf))
+                        f = f_lnext[f]
+                    if m == 1:
+                        g = cl[0]
+                        if f_expl[g] == 0:
+                            d0 = max(f_t0[g], free)
+                            f_t0[g] = d0 + lat
+                            free = d0 + f_n[g]
+                        else:
+                            b0 = f_base[g]
+                            for j in range(f_n[g]):
+                                d = max(tbuf[b0 + j], free)
+                                free = d + 1
+                                tbuf[b0 + j] = d + lat
+                    elif f_prev[cl[0]] >= 0 and free <= _first(cl[0], f_expl, f_t0, f_base, tbuf) and \
+                            _same_prev(cl, m, f_prev):
+                        # every packet comes from one link, so no two arrive at once: none waits
+                        for i in range(m):
+                            g = cl[i]
+                            if f_expl[g] == 0:
+                                f_t0[g] += lat
+                            else:
+                                for j in range(f_base[g], f_base[g] + f_n[g]):
+                                    tbuf[j] += lat
+                        free = hi + 1
+                    else:
+                        total = 0
+                        for i in range(m):
+                            g = cl[i]
+                            cj[i] = 0
+                            total += f_n[g]
+                            if f_expl[g] == 0:
+                                b0 = f_base[g]
+                                for j in range(f_n[g]):
+                                    tbuf[b0 + j] = f_t0[g] + j
+                                f_expl[g] = 1
+                        for _ in range(total):
+                            bi = -1
+                            bt = np.int64(0)
+                            for i in range(m):
+                                g = cl[i]
+                                if cj[i] < f_n[g]:
+                                    t = tbuf[f_base[g] + cj[i]]
+                                    if bi < 0 or t < bt or (t == bt and g < cl[bi]):
+                                        bi = i
+                                        bt = t
+                            g = cl[bi]
+                            d = max(bt, free)
+                            free = d + 1
+                            tbuf[f_base[g] + cj[bi]] = d + lat
+                            cj[bi] += 1
+                        for i in range(m):  # back to a run when the times are consecutive
+                            g = cl[i]
+                            b0 = f_base[g]
+                            if tbuf[b0 + f_n[g] - 1] - tbuf[b0] == f_n[g] - 1:
+                                f_expl[g] = 0
+                                f_t0[g] = tbuf[b0]
+                # the cluster's flows move on to their next link (or are delivered)
+                for i in range(m):
+                    g = cl[i]
+                    f_prev[g] = link
+                    f_hop[g] += 1
+                    p = f_path[g]
+                    if path_off[p] + f_hop[g] == path_off[p + 1]:
+                        t = _lastt(g, f_expl, f_t0, f_base, f_n, tbuf)
+                        if t > last:
+                            last = t
+                        if want_deliver:
+                            b0 = f_base[g]
+                            for j in range(f_n[g]):
+                                deliver[b0 + j] = tbuf[b0 + j] if f_expl[g] else f_t0[g] + j
+                    else:
+                        r = path_rank[path_off[p] + f_hop[g]]
+                        f_next[g] = bucket[r]
+                        bucket[r] = g
+    return last
+
+
+def simulate_flows(ready, path, path_off, path_link, path_lat, path_rank=None) -> np.ndarray:
+    """Delivery time of every packet (flow model, Numba): consecutive packets with the same ready time
+    and path form one flow.  ``path_rank`` (rank of every path position) defaults to ranks derived from
+    the path order (valid for any set of paths whose link order is acyclic)."""
+    ready = np.ascontiguousarray(ready, dtype=np.int64)
+    path = np.ascontiguousarray(path, dtype=np.int64)
+    path_off = np.ascontiguousarray(path_off, dtype=np.int64)
+    path_link = np.ascontiguousarray(path_link, dtype=np.int64)
+    path_lat = np.ascontiguousarray(path_lat, dtype=np.int64)
+    nl = int(path_link.max()) + 1 if path_link.size else 1
+    if path_rank is None:
+        path_rank = _ranks_from_paths(path_off, path_link, nl)
+    path_rank = np.ascontiguousarray(path_rank, dtype=np.int64)
+    P = ready.shape[0]
+    if P == 0:
+        return np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.r_[True, (ready[1:] != ready[:-1]) | (path[1:] != path[:-1])])
+    f_n = np.diff(np.r_[starts, P]).astype(np.int64)
+    nf = starts.shape[0]
+    deliver = np.zeros(P, np.int64)
+    noc_flows(nf, ready[starts].copy(), path[starts].copy(), f_n, path_off, path_link, path_lat, path_rank,
+              int(path_rank.max()) + 1 if path_rank.size else 1, np.zeros((10, nf), np.int64), np.zeros(P, np.int64),
+              np.zeros(nl, np.int64), np.zeros(nl, np.int64), 1, deliver, True)
+    return deliver
+
+
+def _ranks_from_paths(path_off, path_link, nl):
+    """Longest-path ranks of the links (a link after every link that precedes it on some path)."""
+    rank = np.zeros(nl, np.int64)
+    for _ in range(nl + 1):
+        changed = False
+        for i in range(path_off.shape[0] - 1):
+            for k in range(path_off[i] + 1, path_off[i + 1]):
+                if rank[path_link[k]] <= rank[path_link[k - 1]]:
+                    rank[path_link[k]] = rank[path_link[k - 1]] + 1
+                    changed = True
+        if not changed:
+            break
+    else:
+        raise ValueError("the paths' link order has a cycle")
+    return rank[path_link]
 
 
 # --------------------------------------------------------------------------- Python event-driven model

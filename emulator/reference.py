@@ -198,7 +198,8 @@ class _Task:
         self.axons[self.cm.routes.dst[r]] = self.out[self.cm.routes.src[r]]
 
 
-def run_reference(cm: CoreMap, static_inputs, step_inputs, steps: int, *, batch: int | None = None) -> RawResult:
+def run_reference(cm: CoreMap, static_inputs, step_inputs, steps: int, *, batch: int | None = None,
+                  jobs: int = 1) -> RawResult:
     """Run every sample of the inputs on the core map with the reference (NumPy) emulator.
 
     Parameters
@@ -212,6 +213,8 @@ def run_reference(cm: CoreMap, static_inputs, step_inputs, steps: int, *, batch:
         Number of timesteps ``T``.
     batch : int, optional
         Number of samples when the model has no inputs (default 1).
+    jobs : int
+        Accepted for the runners' common signature; the reference runs one sample after another.
     """
     check_coremap(cm)
     B, T, static, step = prepare_inputs(cm, static_inputs, step_inputs, steps, batch)

@@ -11,7 +11,8 @@ same :class:`Schedule` (a NamedTuple of int64 arrays, which Numba takes as one a
   and per destination core the number of values and the path from the host;
 * per-core constants: bytes per axon value, state bytes per neuron, bytes per weight row and soma
   cycles per lane batch (from the core's neuron model and the chip's timing);
-* the path table of the NoC (``emulator/noc.py``) and the most packets one phase can send.
+* the path table of the NoC (``emulator/noc.py``, with the links' ranks for the flow model) and the most
+  packets and flows one phase can send.
 """
 from __future__ import annotations
 
@@ -44,8 +45,11 @@ class Schedule(NamedTuple):
     path_lat: np.ndarray
     path_hops: np.ndarray
     path_cross: np.ndarray
+    path_rank: np.ndarray  #: rank of every path position's link (``noc.link_ranks``: the flow model's order)
     n_links: int
+    n_ranks: int
     max_pkt: int  #: most packets one phase (or input phase) can send
+    max_flow: int  #: most flows (router entries, or input destination cores) of one phase
     sf_dst: np.ndarray  #: static feeds: destination axon and column of the packed static input matrix
     sf_col: np.ndarray
     sp_core: np.ndarray  #: static input packets: per destination core, values and path from the host
@@ -164,7 +168,9 @@ def build_schedule(cm: CoreMap) -> Schedule:
         stage_ph=stage_ph, ph_off=_i64(ph_off), ph_cores=_i64(ph_cores), ph_r_off=_i64(ph_r_off),
         ph_routes=_i64(ph_routes), dl_routes=_i64(np.flatnonzero(~nd)), ent_path=_i64(ent_path), tp_off=_i64(tp_off),
         tp_neur=_i64(cm.taps.src[t_order]), path_off=path_off, path_link=path_link, path_lat=path_lat,
-        path_hops=path_hops, path_cross=path_cross, n_links=int(paths.n_links), max_pkt=max(max_pkt, 1),
+        path_hops=path_hops, path_cross=path_cross, path_rank=_i64(paths.ranks()), n_links=int(paths.n_links),
+        n_ranks=int(paths.n_ranks), max_pkt=max(max_pkt, 1),
+        max_flow=max(int(rt.dst.shape[0]), int(inp[0][2].shape[0]), int(inp[1][2].shape[0]), 1),
         sf_dst=sf_dst, sf_col=sf_col, sp_core=sp_core, sp_n=sp_n, sp_path=sp_path,
         tf_dst=tf_dst, tf_col=tf_col, tp_core_in=tpc, tp_n_in=tpn, tp_path_in=tpp,
         in_b=_i64(in_bytes(cm)), st_b=_i64([m.state_bytes(chip.core) for m in models]),

@@ -20,6 +20,7 @@ from .corefile import load as load_coremap
 from .corefile import validate
 from .coremap import CoreMap
 from .emulator import BACKENDS
+from .emulator.memory import check_memory
 from .emulator.profile import build_report
 from .errors import InputError
 from .frontend import load_onnx
@@ -204,8 +205,13 @@ def _with_states(cm: CoreMap, states: Mapping[str, np.ndarray], b: int) -> CoreM
 
 
 def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarray] | str | os.PathLike,
-            steps: int | None = None, backend: str = "numba") -> EmulationResult:
-    """Run a core map on inputs (dict or inputs.npz path) for ``steps`` timesteps (default: the model's)."""
+            steps: int | None = None, backend: str = "numba", jobs: int = 1,
+            max_memory: int | None = None) -> EmulationResult:
+    """Run a core map on inputs (dict or inputs.npz path) for ``steps`` timesteps (default: the model's).
+
+    ``jobs``: threads over the samples of the batch (0: every CPU); the result equals one thread's.
+    ``max_memory``: bytes the run may hold (default 80% of physical memory); a run whose estimate
+    (``emulator/memory.py``) exceeds it is refused before anything is allocated."""
     if isinstance(core_map, CoreMap):
         cm = core_map
         validate(cm)  # the emulator refuses a core map that breaks its chip's limits
@@ -218,6 +224,7 @@ def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarr
     T = int(steps if steps is not None else cm.meta["num_steps"])
     if T < 1:
         raise InputError(f"steps = {T}; run at least 1 step")
+    check_memory(cm, _batch_of(cm, inputs), T, max_memory)
     static, step, states, B = prepare_inputs(cm, inputs, T)
     run = BACKENDS[backend]
     if states:
@@ -227,7 +234,7 @@ def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarr
             parts.append(run(sub, {k: v[b:b + 1] for k, v in static.items()}, {k: v[b:b + 1] for k, v in step.items()}, T))
         res = _concat_results(parts)
     else:
-        res = run(cm, static, step, T)
+        res = run(cm, static, step, T, jobs=jobs)
     outputs, raw = {}, {}
     for spec in cm.meta["outputs"]:
         r = res.outputs[spec["name"]]
@@ -246,6 +253,21 @@ def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarr
         outputs[spec["name"]] = v * spec["scale"]
     report = build_report(cm, res, T, backend)
     return EmulationResult(outputs=outputs, raw=raw, report=report, result=res)
+
+
+def _batch_of(cm: CoreMap, inputs: Mapping[str, np.ndarray]) -> int:
+    """The batch size the inputs seem to have (1 if none says; ``prepare_inputs`` checks them properly)."""
+    for spec in cm.meta["inputs"]:
+        x = inputs.get(spec["name"]) if hasattr(inputs, "get") else None
+        if x is None:
+            continue
+        shape = np.shape(x)
+        nd = len(spec["shape"])
+        if spec["kind"] == "step" and len(shape) == nd + 2:
+            return int(shape[1])
+        if spec["kind"] != "step" and len(shape) == nd + 1:
+            return int(shape[0])
+    return 1
 
 
 def _concat_results(parts):

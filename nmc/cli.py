@@ -46,8 +46,20 @@ def cmd_compile(a: argparse.Namespace) -> int:
     return 0
 
 
+def _steps(text: str) -> int:
+    """``--steps``: a whole number, also written like ``1e7``."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not v == v or v in (float("inf"), float("-inf")) or v != int(v):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of steps")
+    return int(v)
+
+
 def _run(a: argparse.Namespace):
-    return emulate(a.coremap, a.input, steps=a.steps, backend=a.backend)
+    limit = None if a.max_memory is None else int(a.max_memory * 2 ** 30)
+    return emulate(a.coremap, a.input, steps=a.steps, backend=a.backend, jobs=a.jobs, max_memory=limit)
 
 
 def cmd_run(a: argparse.Namespace) -> int:
@@ -159,7 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
         r = sub.add_parser(name, help=hlp)
         r.add_argument("coremap")
         r.add_argument("--input", required=True, help="inputs.npz: one array per graph input, by name")
-        r.add_argument("--steps", type=int, default=None, help="timesteps (default: the model's nmc.num_steps)")
+        r.add_argument("--steps", type=_steps, default=None, help="timesteps (default: the model's nmc.num_steps)")
+        r.add_argument("--jobs", type=int, default=1,
+                       help="threads over the samples of the batch (0: every CPU); results equal one thread's")
+        r.add_argument("--max-memory", type=float, default=None, metavar="GIB",
+                       help="memory the run may hold, GiB (default 80%% of physical memory); estimated before "
+                            "allocating")
         r.add_argument("--backend", default="numba", help="numba (fast) or reference (NumPy, the numerics spec)")
         r.add_argument("--report", default=None, help="write the JSON report here")
         if name == "run":

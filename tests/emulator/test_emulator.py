@@ -436,3 +436,33 @@ def test_reference_with_cycle_by_cycle_noc(seed, monkeypatch):
     fast = run_numba(cm, static, step, 2)
     monkeypatch.setattr(reference, "simulate_heap", noc.simulate_per_cycle)
     assert run_reference(cm, static, step, 2).differences(fast) == []
+
+
+# --------------------------------------------------------------------------- speed paths: same results
+@pytest.mark.parametrize("seed", range(6))
+def test_jobs_equal_one_thread(seed):
+    cm = random_coremap(200 + seed, SHAPES[seed % len(SHAPES)])
+    T = cm.meta["num_steps"]
+    static, step = random_inputs(cm, batch=5, steps=T, seed=seed)
+    one = run_numba(cm, static, step, T)
+    for jobs in (2, 3, 0):
+        assert one.differences(run_numba(cm, static, step, T, jobs=jobs)) == []
+
+
+def test_jobs_must_be_a_thread_count():
+    cm = random_coremap(1, "tiny")
+    static, step = random_inputs(cm, 1, 2, 0)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(InputError, match="jobs"):
+            run_numba(cm, static, step, 2, jobs=bad)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_sparse_rows_equal_reference(seed, monkeypatch):
+    """Every mac core read as rows of nonzeros (normally only cores under 25% dense): same results."""
+    monkeypatch.setattr(kernels, "SPARSE_DENSITY", 2.0)
+    cm = random_coremap(300 + seed, SHAPES[seed % len(SHAPES)])
+    assert kernels._sparse_rows(cm)[0].sum() == (cm.cores.dendrite == 0).sum()
+    T = cm.meta["num_steps"]
+    static, step = random_inputs(cm, batch=2, steps=T, seed=seed)
+    run_both(cm, static, step, T)

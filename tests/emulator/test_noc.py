@@ -1,4 +1,4 @@
-"""NoC model: hand-derived latencies, and fast (Numba) == Python heap == slow cycle-by-cycle model."""
+"""NoC model: hand-derived latencies, and flows (Numba) == packets (Numba heap, Python heap) == slow cycle-by-cycle model."""
 from __future__ import annotations
 
 import sys
@@ -6,10 +6,10 @@ import sys
 import numpy as np
 import pytest
 
-from nmc.emulator.noc import PathTable, link_path, simulate, simulate_heap, simulate_per_cycle
+from nmc.emulator.noc import PathTable, link_path, simulate, simulate_flows, simulate_heap, simulate_per_cycle
 from nmc.chip import load_chip
 
-MODELS = (simulate, simulate_heap, simulate_per_cycle)
+MODELS = (simulate, simulate_heap, simulate_per_cycle, simulate_flows)
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +123,56 @@ def test_the_three_way_comparison_sees_a_model_that_ignores_contention(chip, mon
     assert _run_all(t, [0], [p]).tolist() == [8]  # one packet alone: the two agree
     with pytest.raises(AssertionError):
         _run_all(t, [0, 0], [p, p])  # [8, 9] with contention, [8, 8] without
+
+
+def _congested(seed, per_cycle):
+    """Seeded random flows (bursts of 1-12 packets) with a hot spot, on 1, 2 or 4 chips."""
+    rng = np.random.default_rng(1000 + seed)
+    chips = [(1, 1), (2, 1), (1, 2), (2, 2)][seed % 4]
+    over = {"cores_x": int(rng.integers(2, 5)), "cores_y": int(rng.integers(2, 5)),
+            "noc.hop_latency_cycles": int(rng.integers(1, 4)), "noc.port_latency_cycles": int(rng.integers(1, 3)),
+            "noc.chip_link_latency_cycles": int(rng.integers(3, 12)),
+            "noc.io_latency_cycles": int(rng.integers(2, 10))}
+    chip = load_chip("tianjic", overrides=over)
+    w, h = chip.cores_x * chips[0], chip.cores_y * chips[1]
+    t = PathTable(chip, w, h)
+    ready, path = [], []
+    hot = (int(rng.integers(w)), int(rng.integers(h)))
+    for _ in range(int(rng.integers(1, 30 if per_cycle else 60))):
+        u = rng.random()
+        src = None if u < 0.15 else (int(rng.integers(w)), int(rng.integers(h)))
+        dst = None if (src is not None and u > 0.85) else (hot if rng.random() < 0.4 else
+                                                           (int(rng.integers(w)), int(rng.integers(h))))
+        p = t.add(src, dst)
+        n, r = int(rng.integers(1, 13)), int(rng.integers(0, 15))
+        ready += [r] * n
+        path += [p] * n
+    return t, np.array(ready, np.int64), np.array(path, np.int64)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_flows_equal_packets_and_per_cycle_with_congestion(seed):
+    t, ready, path = _congested(seed, per_cycle=seed < 20)
+    off, link, lat, _, _ = t.arrays()
+    packets = simulate(ready, path, off, link, lat)
+    np.testing.assert_array_equal(simulate_flows(ready, path, off, link, lat, t.ranks()), packets)
+    np.testing.assert_array_equal(simulate_flows(ready, path, off, link, lat), packets)  # ranks from the paths
+    np.testing.assert_array_equal(simulate_heap(ready, path, off, link, lat), packets)
+    if seed < 20:
+        np.testing.assert_array_equal(simulate_per_cycle(ready, path, off, link, lat), packets)
+    # packets waited for each other (contention), so the models were compared on more than sums of latencies
+    free_flight = ready + np.array([lat[off[p]:off[p + 1]].sum() for p in path], np.int64)
+    assert (packets > free_flight).any()
+
+
+def test_link_ranks_order_every_path(chip):
+    t = PathTable(chip, 24, 26)
+    for s in [(0, 0), (5, 7), (23, 25), None]:
+        for d in [(0, 0), (11, 3), (23, 0), (0, 25), None]:
+            if s is None and d is None:
+                continue
+            t.add(s, d)
+    off, _, _, _, _ = t.arrays()
+    r = t.ranks()
+    for i in range(off.shape[0] - 1):
+        assert (np.diff(r[off[i]:off[i + 1]]) > 0).all()

@@ -91,3 +91,24 @@ def test_shipped_example_accuracy_on_chip_tracks_float():
     assert acc_float > 0.9
     assert acc_chip >= acc_float - 0.03, (acc_chip, acc_float)
     assert np.mean(chip == flt) > 0.95
+
+
+def test_huge_run_is_refused_with_the_estimate(compiled, capsys):
+    _, cm_path = compiled
+    capsys.readouterr()
+    assert main(["run", str(cm_path), "--input", str(EX / "digits_inputs.npz"), "--steps", "1e7"]) == 2
+    err = capsys.readouterr().err
+    assert "needs about" in err and "GiB" in err and "--steps" in err and "--max-memory" in err
+    with pytest.raises(nmc.NmcError, match="needs about"):
+        nmc.emulate(nmc.load(cm_path), EX / "digits_inputs.npz", steps=10 ** 7)
+
+
+def test_run_jobs_equal_one_thread(compiled):
+    d, cm_path = compiled
+    a, b = d / "j1.npz", d / "j2.npz"
+    inputs = EX / "digits_inputs.npz"
+    assert main(["run", str(cm_path), "--input", str(inputs), "--steps", "3", "-o", str(a)]) == 0
+    assert main(["run", str(cm_path), "--input", str(inputs), "--steps", "3", "-o", str(b), "--jobs", "2"]) == 0
+    with np.load(a) as za, np.load(b) as zb:
+        for k in za.files:
+            np.testing.assert_array_equal(za[k], zb[k])
