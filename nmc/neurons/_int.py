@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["NJIT", "sat", "nb_clamp", "nb_fire", "nb_reset", "fire", "reset", "mem_limits"]
+__all__ = ["NJIT", "sat", "leak", "nb_clamp", "nb_fire", "nb_reset", "nb_limits", "nb_leak", "fire", "reset",
+           "mem_limits"]
 
 #: options of every Numba function of the emulator and the neuron models (integer code: no fastmath)
 NJIT: dict = {"cache": True, "nogil": True}
@@ -19,6 +20,11 @@ def sat(x, bits: int):
     """Clamp to the signed range of ``bits`` bits."""
     lo, hi = mem_limits(bits)
     return np.clip(x, lo, hi)
+
+
+def leak(v, vl, bm, shift: int):
+    """The decay towards ``vl``: ``vl + floor((v - vl) * bm / 2^shift)`` (an arithmetic shift floors)."""
+    return vl + (((v - vl) * bm) >> shift)
 
 
 def fire(u, thr: int, ge: bool):
@@ -51,3 +57,14 @@ def nb_reset(u, mode, thr, vr, mmin, mmax):
     if mode == 1:
         return vr
     return u
+
+
+@njit(**NJIT)
+def nb_limits(bits):
+    """``(min, max)`` of a signed ``bits``-bit word."""
+    return -(np.int64(1) << (bits - 1)), (np.int64(1) << (bits - 1)) - 1
+
+
+@njit(**NJIT)
+def nb_leak(v, vl, bm, shift):
+    return vl + (((v - vl) * bm) >> shift)

@@ -19,7 +19,7 @@ from numba import njit
 from onnx import helper
 
 from ..opschema import AttrSpec, OpSchema, attr_const
-from ._int import NJIT, fire, nb_clamp, nb_fire, nb_reset, reset, sat
+from ._int import NJIT, fire, leak, nb_clamp, nb_fire, nb_leak, nb_limits, nb_reset, reset, sat
 from .lif import (BETA_MULT, MEMBRANE, RESET_MODE, RESET_MODES, SPIKE_GE, THRESHOLD, V_RESET, beta_mult, fire_float,
                   fire_nodes, membrane_params, mode_nodes, reset_float, reset_nodes)
 from .model import NeuronModel, Param, StateWord, register
@@ -46,8 +46,8 @@ def _quantize(a, k, core):
 def _ref_step(acc, state, nparam, cp, lo, hi, core):
     M, B = core.membrane_bits, core.beta_shift
     thr, vr, am, bm, mode, ge = (int(x) for x in cp[:6])
-    i = sat(((state[:, 0] * am) >> B) + acc, M)
-    u = sat(((state[:, 1] * bm) >> B) + i, M)
+    i = sat(leak(state[:, 0], 0, am, B) + acc, M)
+    u = sat(leak(state[:, 1], 0, bm, B) + i, M)
     s = fire(u, thr, ge)
     state[:, 0] = i
     state[:, 1] = np.where(s, reset(u, mode, thr, vr, M), u)
@@ -56,14 +56,13 @@ def _ref_step(acc, state, nparam, cp, lo, hi, core):
 
 @njit(**NJIT)
 def _nb_step(n0, nn, acc, state, nparam, cp, lo, hi, mem_bits, beta_shift, out):
-    mmax = (np.int64(1) << (mem_bits - 1)) - 1
-    mmin = -(np.int64(1) << (mem_bits - 1))
+    mmin, mmax = nb_limits(mem_bits)
     thr, vr, am, bm, mode = cp[0], cp[1], cp[2], cp[3], cp[4]
     ge = cp[5] != 0
     nspk = 0
     for j in range(nn):
-        i = nb_clamp(((state[n0 + j, 0] * am) >> beta_shift) + acc[j], mmin, mmax)
-        u = nb_clamp(((state[n0 + j, 1] * bm) >> beta_shift) + i, mmin, mmax)
+        i = nb_clamp(nb_leak(state[n0 + j, 0], 0, am, beta_shift) + acc[j], mmin, mmax)
+        u = nb_clamp(nb_leak(state[n0 + j, 1], 0, bm, beta_shift) + i, mmin, mmax)
         s = nb_fire(u, thr, ge)
         state[n0 + j, 0] = i
         state[n0 + j, 1] = nb_reset(u, mode, thr, vr, mmin, mmax) if s else u

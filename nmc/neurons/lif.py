@@ -21,7 +21,7 @@ from numba import njit
 from onnx import helper
 
 from ..opschema import AttrSpec, OpSchema, attr_const
-from ._int import NJIT, fire, mem_limits, nb_clamp, nb_fire, nb_reset, reset, sat
+from ._int import NJIT, fire, leak, mem_limits, nb_clamp, nb_fire, nb_leak, nb_limits, nb_reset, reset, sat
 from .model import NeuronModel, Param, StateWord, register
 
 __all__ = ["LIF", "lif_float_step"]
@@ -94,7 +94,7 @@ def _ref_step(acc, state, nparam, cp, lo, hi, core):
     thr, vr, vl, bm, mode, ge, rd = (int(x) for x in cp[:7])
     v = state[:, 0]
     r = fire(v, thr, ge) if rd else np.zeros(v.shape[0], dtype=bool)
-    u = sat(vl + (((v - vl) * bm) >> B) + acc, M)
+    u = sat(leak(v, vl, bm, B) + acc, M)
     if rd:
         u = np.where(r, reset(u, mode, thr, vr, M), u)
     s = fire(u, thr, ge)
@@ -104,15 +104,14 @@ def _ref_step(acc, state, nparam, cp, lo, hi, core):
 
 @njit(**NJIT)
 def _nb_step(n0, nn, acc, state, nparam, cp, lo, hi, mem_bits, beta_shift, out):
-    mmax = (np.int64(1) << (mem_bits - 1)) - 1
-    mmin = -(np.int64(1) << (mem_bits - 1))
+    mmin, mmax = nb_limits(mem_bits)
     thr, vr, vl, bm, mode = cp[0], cp[1], cp[2], cp[3], cp[4]
     ge = cp[5] != 0
     rd = cp[6] != 0
     nspk = 0
     for j in range(nn):
         vj = state[n0 + j, 0]
-        u = nb_clamp(vl + (((vj - vl) * bm) >> beta_shift) + acc[j], mmin, mmax)
+        u = nb_clamp(nb_leak(vj, vl, bm, beta_shift) + acc[j], mmin, mmax)
         if rd and nb_fire(vj, thr, ge):
             u = nb_reset(u, mode, thr, vr, mmin, mmax)
         s = nb_fire(u, thr, ge)

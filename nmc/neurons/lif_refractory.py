@@ -19,7 +19,7 @@ from numba import njit
 from onnx import helper
 
 from ..opschema import AttrSpec, OpSchema, attr_const
-from ._int import NJIT, fire, nb_clamp, nb_fire, nb_reset, reset, sat
+from ._int import NJIT, fire, leak, nb_clamp, nb_fire, nb_leak, nb_limits, nb_reset, reset, sat
 from .lif import (BETA_MULT, MEMBRANE, RESET_MODE, RESET_MODES, SPIKE_GE, THRESHOLD, V_LEAK, V_RESET, beta_mult,
                   fire_float, fire_nodes, membrane_params, mode_nodes, reset_float, reset_nodes)
 from .model import NeuronModel, Param, StateWord, register
@@ -50,7 +50,7 @@ def _ref_step(acc, state, nparam, cp, lo, hi, core):
     thr, vr, vl, bm, mode, ge, ref = (int(x) for x in cp[:7])
     v, r = state[:, 0].copy(), state[:, 1].copy()
     active = r <= 0
-    u = sat(vl + (((v - vl) * bm) >> B) + acc, M)
+    u = sat(leak(v, vl, bm, B) + acc, M)
     s = fire(u, thr, ge) & active
     state[:, 0] = np.where(active, np.where(s, reset(u, mode, thr, vr, M), u), v)
     state[:, 1] = np.where(active, np.where(s, ref, 0), r - 1)
@@ -59,8 +59,7 @@ def _ref_step(acc, state, nparam, cp, lo, hi, core):
 
 @njit(**NJIT)
 def _nb_step(n0, nn, acc, state, nparam, cp, lo, hi, mem_bits, beta_shift, out):
-    mmax = (np.int64(1) << (mem_bits - 1)) - 1
-    mmin = -(np.int64(1) << (mem_bits - 1))
+    mmin, mmax = nb_limits(mem_bits)
     thr, vr, vl, bm, mode = cp[0], cp[1], cp[2], cp[3], cp[4]
     ge = cp[5] != 0
     ref = cp[6]
@@ -72,7 +71,7 @@ def _nb_step(n0, nn, acc, state, nparam, cp, lo, hi, mem_bits, beta_shift, out):
             out[n] = 0
             continue
         vj = state[n, 0]
-        u = nb_clamp(vl + (((vj - vl) * bm) >> beta_shift) + acc[j], mmin, mmax)
+        u = nb_clamp(nb_leak(vj, vl, bm, beta_shift) + acc[j], mmin, mmax)
         if nb_fire(u, thr, ge):
             state[n, 0] = nb_reset(u, mode, thr, vr, mmin, mmax)
             state[n, 1] = ref
