@@ -83,7 +83,7 @@ def test_builder_refuses_bad_attributes_and_shapes():
 def test_registry_refuses_duplicates_and_names_supported():
     with pytest.raises(RegistryError, match="already registered"):
         nmc_ops.register_schema(nmc_ops.LIF)
-    with pytest.raises(RegistryError, match="supported: CubaLIF, LIF, LIFRefractory, SpikeCount"):
+    with pytest.raises(RegistryError, match="supported: .*LIF, .*SpikeCount"):
         nmc_ops.get_schema("CubaLIFF")
     with pytest.raises(RegistryError, match="already registered"):
         register_converter("Gemm")(lambda *a: None)

@@ -576,8 +576,8 @@ def test_structural_damage_is_named(snn):
     arrays["neurons.bias"] = arrays["neurons.bias"][:-1]
     with pytest.raises(CoreMapError, match=r"column neurons.bias has \d+ entries along N = \d+"):
         validate(CoreMap.from_arrays(snn.chip, snn.meta, arrays))
-    with pytest.raises(CoreMapError, match=r"core 0: cores.model = 7 is not one of \[0, 3, 1, 4, 5, 2\]"):
-        validate(tampered(snn, cores__model=(0, 7)))
+    with pytest.raises(CoreMapError, match=r"core 0: cores.model = 99 is not one of \["):  # the codes known
+        validate(tampered(snn, cores__model=(0, 99)))
     arrays = snn.arrays()
     arrays["cores.param"] = arrays["cores.param"][:, :2]  # too narrow for a LIF's 7 parameters
     with pytest.raises(CoreMapError, match=r"neuron model 'lif' needs table widths \{'P': 7\}"):
