@@ -78,6 +78,23 @@ def test_lif_refractory_hand_trace():
     assert [x[1] for x in st] == [0, 0, 2, 1, 0, 0, 0, 2]
 
 
+def test_alif_hand_trace():
+    # IF membrane, threshold 2 (fire on >), subtract the adapted threshold, adapt 2, rho 0.5 -> rm 128; acc 3 per step
+    #   t  th = 2 + a   u = v + 3   s   v'        a' = floor(a * 128 / 256) + 2 s
+    #   1   2           3           1   1         0 + 2 = 2
+    #   2   4           4           0   4         1
+    #   3   3           7           1   4         0 + 2 = 2
+    #   4   4           7           1   3         1 + 2 = 3
+    #   5   5           6           1   1         1 + 2 = 3
+    #   6   5           4           0   4         1
+    alif = MODELS["alif"]
+    cp = params(alif, threshold=2, v_reset=0, v_leak=0, beta_mult=256, reset_mode=0, spike_ge=0, rho_mult=128, adapt=2)
+    s, st = trace(alif, [3] * 6, cp)
+    assert s == [1, 0, 1, 1, 1, 0]
+    assert [x[0] for x in st] == [1, 4, 4, 3, 1, 4]
+    assert [x[1] for x in st] == [2, 1, 2, 3, 3, 1]
+
+
 def test_count_and_ann_hand_values():
     s, st = trace(MODELS["count"], [1, 1, 0, 1], np.zeros(0, np.int64), lo=0, hi=2)
     assert s == [1, 2, 2, 2] and st[-1] == [2]  # saturates at hi
@@ -122,6 +139,8 @@ def _ort_step(schema, attrs, feeds):
 
 
 CASES = {
+    "ALIF": [dict(beta=b, threshold=1.0, reset_mode=m, v_reset=-0.25, v_leak=0.125, spike_ge=ge, rho=r, adapt=0.5)
+             for b in (0.75, 1.0) for m in ("subtract", "zero", "none") for ge in (0, 1) for r in (0.0, 0.5)],
     "CubaLIF": [dict(alpha=a, beta=b, threshold=1.0, reset_mode=m, v_reset=-0.5, spike_ge=ge)
                 for a, b in ((0.5, 0.75), (1.0, 1.0), (0.0, 0.25)) for m in ("subtract", "zero", "none") for ge in (0, 1)],
     "LIFRefractory": [dict(beta=b, threshold=1.0, reset_mode=m, v_reset=-0.25, v_leak=0.125, spike_ge=ge, refractory=r)
