@@ -29,7 +29,7 @@ from .result import EVENT_INDEX, EVENT_KINDS, RawResult
 from .schedule import build_schedule, input_columns
 from .timing import cdiv, core_cycles
 
-__all__ = ["run_numba", "check_jobs"]
+__all__ = ["run_numba", "check_jobs", "trace_buffers", "TraceBuf", "kernels_compiled"]
 
 _I64_MIN = np.iinfo(np.int64).min
 _K = len(EVENT_KINDS)
@@ -92,6 +92,10 @@ class ChipConsts(NamedTuple):
 
 
 class Buffers(NamedTuple):
+    """Per-sample result buffers.  The kernel runs steps ``t0 .. t1-1`` of a task per call (a chunk):
+    ``rec_step`` and ``step_cycles`` hold the chunk's steps (index ``t - t0``); the rest accumulate over the
+    chunks of a task (``out_reg``: the output registers, kept between chunks)."""
+
     rec_once: np.ndarray
     rec_step: np.ndarray
     state_final: np.ndarray
@@ -102,6 +106,45 @@ class Buffers(NamedTuple):
     step_cycles: np.ndarray
     phase_cycles: np.ndarray
     phase_compute: np.ndarray
+    out_reg: np.ndarray  #: [B, N] output registers
+
+
+class TraceBuf(NamedTuple):
+    """What the kernel records for a timeline (``emulator/trace.py``) of one sample: rows are the static
+    stage (0), steps ``0 .. steps-1`` (``1 + t``) and the readout stage (``steps + 1``); columns are the
+    slots of ``RawResult.phase_cycles``.  ``sample < 0``: nothing is recorded."""
+
+    sample: int  #: the sample (index within the kernel call), or -1
+    steps: int  #: steps recorded
+    ph: np.ndarray  #: [R, P] phase latency (cycles) of every phase run in row r
+    cmax: np.ndarray  #: [R, P] its slowest core's compute cycles
+    last: np.ndarray  #: [R, P] its last packet delivery (cycles after the phase began)
+    core: np.ndarray  #: [R, C] compute cycles of every core in row r
+    fo: np.ndarray  #: [R, P] the phase's flows: flows[fo:fo + fn]
+    fn: np.ndarray
+    flows: np.ndarray  #: [F, 3] ready, path, packets of every flow (in packet-id order)
+    nflow: np.ndarray  #: [1] flows recorded
+
+
+def no_trace() -> TraceBuf:
+    """A trace buffer that records nothing (same Numba types as a real one: no second compilation)."""
+    z = np.zeros((1, 1), np.int64)
+    return TraceBuf(-1, 0, z, z, z, z, z, z, np.zeros((1, 3), np.int64), np.zeros(1, np.int64))
+
+
+@njit(inline="always", **NJIT)
+def _trace_phase(tr, row, slot, pc, cmax, last, npk, f_ready, f_path, f_n):
+    tr.ph[row, slot] = pc
+    tr.cmax[row, slot] = cmax
+    tr.last[row, slot] = last
+    f0 = tr.nflow[0]
+    tr.fo[row, slot] = f0
+    tr.fn[row, slot] = npk
+    for i in range(npk):
+        tr.flows[f0 + i, 0] = f_ready[i]
+        tr.flows[f0 + i, 1] = f_path[i]
+        tr.flows[f0 + i, 2] = f_n[i]
+    tr.nflow[0] = f0 + npk
 
 
 # --------------------------------------------------------------------------- soma dispatch
@@ -207,7 +250,9 @@ def _add_packets(n, ready, path, charge, ev, f_ready, f_path, f_n, nf, sch):
 
 
 @njit(**NJIT)
-def _run(B, T, net, sch, io, k, res):
+def _run(B, T, t0, t1, net, sch, io, k, res, tr):
+    """Run steps ``t0 .. t1-1`` of ``B`` tasks of ``T`` steps: the static stage when ``t0 == 0`` (after a
+    reset), the readout stage when ``t1 == T``; state, axons and output registers carry over between calls."""
     C = net.n_off.shape[0] - 1
     n_ph = sch.ph_off.shape[0] - 1
     N = net.n_off[C]
@@ -215,7 +260,6 @@ def _run(B, T, net, sch, io, k, res):
     for c in range(C):
         max_nn = max(max_nn, net.n_off[c + 1] - net.n_off[c])
     acc = np.zeros(max_nn, np.int64)
-    out = np.zeros(N, np.int64)
     comp = np.zeros(C, np.int64)
     f_ready = np.zeros(sch.max_flow, np.int64)
     f_path = np.zeros(sch.max_flow, np.int64)
@@ -231,14 +275,22 @@ def _run(B, T, net, sch, io, k, res):
         state = res.state_final[b]
         axons = res.axon_final[b]
         ev = res.events[b]
-        state[:, :] = net.state_init
-        axons[:] = net.axon_init
-        out[:] = 0
+        out = res.out_reg[b]
+        if t0 == 0:
+            state[:, :] = net.state_init
+            axons[:] = net.axon_init
+            out[:] = 0
         for s in range(3):
-            reps = 1 if s != 1 else T
+            if (s == 0 and t0 != 0) or (s == 2 and t1 != T):
+                continue
+            ta = 0 if s != 1 else t0
+            tb = 1 if s != 1 else t1
             total = 0
-            for t in range(reps):
+            for t in range(ta, tb):
                 cyc = 0
+                row = -1
+                if b == tr.sample:
+                    row = 0 if s == 0 else (tr.steps + 1 if s == 2 else (1 + t if t < tr.steps else -1))
                 # ---- input phase (NoC only)
                 if (s == 0 and io.has_static) or (s == 1 and io.has_step):
                     npk = 0
@@ -250,7 +302,7 @@ def _run(B, T, net, sch, io, k, res):
                                                ev, f_ready, f_path, f_n, npk, sch)
                     else:
                         for f in range(sch.tf_dst.shape[0]):
-                            axons[sch.tf_dst[f]] = io.St[b, t, sch.tf_col[f]]
+                            axons[sch.tf_dst[f]] = io.St[b, t - t0, sch.tf_col[f]]
                         for q in range(sch.tp_core_in.shape[0]):
                             npk = _add_packets(cdiv(sch.tp_n_in[q] * k.in_bits, P8), 0, sch.tp_path_in[q],
                                                sch.tp_core_in[q], ev, f_ready, f_path, f_n, npk, sch)
@@ -259,6 +311,8 @@ def _run(B, T, net, sch, io, k, res):
                                      sch.path_rank, sch.n_ranks, fw, tbuf, link_stamp, link_head, epoch, deliver, False)
                     cyc += last + k.barrier
                     res.phase_cycles[b, n_ph + s] += last + k.barrier
+                    if row >= 0:
+                        _trace_phase(tr, row, n_ph + s, last + k.barrier, 0, last, npk, f_ready, f_path, f_n)
                 # ---- the stage's phases
                 for ph in range(sch.stage_ph[s], sch.stage_ph[s + 1]):
                     cmax = 0
@@ -267,6 +321,8 @@ def _run(B, T, net, sch, io, k, res):
                         cc = _compute_core(c, net, sch, k, axons, state, out, acc, ev)
                         comp[c] = cc
                         res.core_cycles[b, c] += cc
+                        if row >= 0:
+                            tr.core[row, c] = cc
                         cmax = max(cmax, cc)
                     npk = 0
                     for q in range(sch.ph_off[ph], sch.ph_off[ph + 1]):
@@ -284,15 +340,15 @@ def _run(B, T, net, sch, io, k, res):
                                 else:
                                     n = cdiv((r1 - r0) * bits, P8)
                             else:  # the host port: output taps
-                                t0 = sch.tp_off[c]
-                                t1 = sch.tp_off[c + 1]
+                                q0 = sch.tp_off[c]
+                                q1 = sch.tp_off[c + 1]
                                 if bits == 1 and k.aer:
                                     n = 0
-                                    for r in range(t0, t1):
+                                    for r in range(q0, q1):
                                         if out[sch.tp_neur[r]] != 0:
                                             n += 1
                                 else:
-                                    n = cdiv((t1 - t0) * 8 * ((bits + 7) // 8), P8)
+                                    n = cdiv((q1 - q0) * 8 * ((bits + 7) // 8), P8)
                             npk = _add_packets(n, comp[c], sch.ent_path[e], c, ev, f_ready, f_path, f_n, npk, sch)
                     epoch += 1
                     last = noc_flows(npk, f_ready, f_path, f_n, sch.path_off, sch.path_link, sch.path_lat,
@@ -304,15 +360,17 @@ def _run(B, T, net, sch, io, k, res):
                     cyc += pc
                     res.phase_cycles[b, ph] += pc
                     res.phase_compute[b, ph] += cmax
+                    if row >= 0:
+                        _trace_phase(tr, row, ph, pc, cmax, last, npk, f_ready, f_path, f_n)
                 if s == 1:
                     for q in range(sch.dl_routes.shape[0]):
                         r = sch.dl_routes[q]
                         axons[net.route_dst[r]] = out[net.route_src[r]]
-                    res.step_cycles[b, t] = cyc
+                    res.step_cycles[b, t - t0] = cyc
                     for j in range(io.step_src.shape[0]):
-                        res.rec_step[b, t, j] = out[io.step_src[j]]
+                        res.rec_step[b, t - t0, j] = out[io.step_src[j]]
                 total += cyc
-            res.stage_cycles[b, s] = total
+            res.stage_cycles[b, s] += total
             if s != 1:
                 for j in range(io.once_src.shape[0]):
                     if io.once_stage[j] == s:
@@ -388,16 +446,67 @@ def check_jobs(jobs) -> int:
 
 def _slice(t, b0: int, b1: int):
     """The samples ``b0:b1`` of a NamedTuple of per-sample arrays (views: the kernel writes into them)."""
-    return type(t)(*(v[b0:b1] for v in t))
+    return type(t)(*(None if v is None else v[b0:b1] for v in t))
+
+
+def kernels_compiled() -> bool:
+    """True when the kernel is compiled in this process or its on-disk cache (Numba ``cache=True``) holds a
+    compiled version for the current sources; False when the next run will compile it (about 10 s)."""
+    if _run.signatures:
+        return True
+    try:  # Numba's cache index for the kernel: empty when missing or written from other sources
+        return bool(_run._cache._cache_file._load_index())
+    except Exception:  # noqa: BLE001 - private Numba API: when it changes, assume a compile is due
+        return False
+
+
+def trace_buffers(cm: CoreMap, steps: int, sample: int, trace_steps: int) -> TraceBuf:
+    """Buffers for the timeline of ``sample``: the static stage, the first ``min(trace_steps, steps)`` steps and
+    the readout stage (``emulator/trace.py`` turns them into a Chrome trace)."""
+    sch = build_schedule(cm)
+    n = min(int(trace_steps), int(steps))
+    R, P, C = n + 2, sch.ph_off.shape[0] + 1, cm.num_cores
+    per_row = int(cm.router.dst.shape[0] + sch.sp_core.shape[0] + sch.tp_core_in.shape[0]) + 1
+    z = lambda: np.zeros((R, P), np.int64)  # noqa: E731
+    return TraceBuf(int(sample), n, z(), z(), z(), np.zeros((R, C), np.int64), z(), z(),
+                    np.zeros((R * per_row, 3), np.int64), np.zeros(1, np.int64))
+
+
+#: chunk buffers of per-step outputs are kept under this many bytes when a run is chunked
+CHUNK_BYTES = 64 << 20
+#: a run with a progress bar is cut into about this many pieces
+PROGRESS_PIECES = 50
+
+
+def _chunks(B: int, T: int, jobs: int, n_rec: int, chunked: bool, progress: bool):
+    """Sample blocks and step chunks ``([(b0, b1)], [(t0, t1)])`` of a run."""
+    if not chunked:
+        return [(0, B)], [(0, T)]
+    bs = B
+    if progress and T < PROGRESS_PIECES:
+        bs = min(B, max(jobs, -(-B // PROGRESS_PIECES)))
+    tc = max(1, min(T, CHUNK_BYTES // max(1, bs * (n_rec + 1) * 8)))
+    if progress:
+        tc = min(tc, max(1, -(-T // PROGRESS_PIECES)))
+    blocks = [(b, min(B, b + bs)) for b in range(0, B, bs)] or [(0, 0)]
+    chunks = [(t, min(T, t + tc)) for t in range(0, T, tc)] or [(0, 0)]
+    return blocks, chunks
 
 
 def run_numba(cm: CoreMap, static_inputs, step_inputs, steps: int, *, batch: int | None = None,
-              jobs: int = 1) -> RawResult:
+              jobs: int = 1, trace: TraceBuf | None = None, step_out: dict | None = None,
+              step_cycles_out: np.ndarray | None = None, progress=None) -> RawResult:
     """Run every sample of the inputs on the core map with the Numba emulator.
 
     Same parameters and result as :func:`emulator.reference.run_reference`, equal bit for bit.  ``jobs``
     threads (0: every CPU) run the samples in parallel, each thread a contiguous block of samples
     (samples are independent tasks, so the result is the same as with one thread).
+
+    ``trace``: buffers of :func:`trace_buffers`, filled for their sample.  ``step_out`` (output name ->
+    writable ``[B, T, n]`` array, e.g. a view of a memory-mapped file) and ``step_cycles_out`` (``[B, T]``)
+    receive the per-step outputs and cycles instead of arrays in memory: the run then goes in chunks of
+    steps (:data:`CHUNK_BYTES`).  ``progress``: called with the number of sample-steps done after each chunk
+    (the run goes in about :data:`PROGRESS_PIECES` chunks).  Chunks change no result.
     """
     jobs = check_jobs(jobs)
     check_coremap(cm)
@@ -426,30 +535,71 @@ def run_numba(cm: CoreMap, static_inputs, step_inputs, steps: int, *, batch: int
             once_stage=_i64(once_stage), step_src=_i64(step_src))
     n_ph = sch.ph_off.shape[0] - 1
     C = cm.num_cores
-    res = Buffers(rec_once=np.zeros((B, len(once_src)), np.int64), rec_step=np.zeros((B, T, len(step_src)), np.int64),
+    streamed = step_out is not None or step_cycles_out is not None
+    blocks, chunks = _chunks(B, T, min(jobs, max(B, 1)), len(step_src), streamed or progress is not None,
+                             progress is not None)
+    whole = len(blocks) == 1 and len(chunks) == 1 and not streamed
+    res = Buffers(rec_once=np.zeros((B, len(once_src)), np.int64),
+                  rec_step=np.zeros((B, T, len(step_src)), np.int64) if whole else None,
                   state_final=np.zeros((B,) + cm.neurons.state_init.shape, np.int64),
                   axon_final=np.zeros((B, cm.num_axons), np.int64), events=np.zeros((B, C, _K), np.int64),
                   core_cycles=np.zeros((B, C), np.int64), stage_cycles=np.zeros((B, 3), np.int64),
-                  step_cycles=np.zeros((B, T), np.int64), phase_cycles=np.zeros((B, n_ph + 2), np.int64),
-                  phase_compute=np.zeros((B, n_ph + 2), np.int64))
+                  step_cycles=np.zeros((B, T), np.int64) if whole else None,
+                  phase_cycles=np.zeros((B, n_ph + 2), np.int64), phase_compute=np.zeros((B, n_ph + 2), np.int64),
+                  out_reg=np.zeros((B, cm.num_neurons), np.int64))
+    rec_dest = {}
+    if not whole:  # where the chunks' per-step outputs and cycles go
+        for o, (where, j0, n) in zip(outs, cols):
+            if where == "step":
+                given = (step_out or {}).get(o["name"])
+                rec_dest[o["name"]] = given if given is not None else np.zeros((B, T, n), np.int64)
+        cyc_dest = step_cycles_out if step_cycles_out is not None else np.zeros((B, T), np.int64)
     net, k = _net(cm), _consts(cm)
-    jobs = min(jobs, B)
-    if jobs <= 1:
-        _run(B, T, net, sch, io, k, res)
-    else:
-        bounds = np.linspace(0, B, jobs + 1).astype(int)
-
-        def part(i):
-            b0, b1 = int(bounds[i]), int(bounds[i + 1])
-            io_p = io._replace(S=io.S[b0:b1], St=io.St[b0:b1])
-            _run(b1 - b0, T, net, sch, io_p, k, _slice(res, b0, b1))
-
-        with ThreadPoolExecutor(jobs) as ex:  # the kernel releases the GIL
-            list(ex.map(part, range(jobs)))
+    trace = trace if trace is not None else no_trace()
+    done = 0
+    for b0, b1 in blocks:
+        for t0, t1 in chunks:
+            if whole:
+                rb = res
+            else:
+                rb = _slice(res, b0, b1)._replace(rec_step=np.zeros((b1 - b0, t1 - t0, len(step_src)), np.int64),
+                                                  step_cycles=np.zeros((b1 - b0, t1 - t0), np.int64))
+            _run_block(T, t0, t1, net, sch, io._replace(S=io.S[b0:b1], St=np.ascontiguousarray(io.St[b0:b1, t0:t1])), k, rb,
+                       trace._replace(sample=trace.sample - b0), jobs)
+            if not whole:
+                for o, (where, j0, n) in zip(outs, cols):
+                    if where == "step":
+                        rec_dest[o["name"]][b0:b1, t0:t1] = rb.rec_step[:, :, j0:j0 + n]
+                cyc_dest[b0:b1, t0:t1] = rb.step_cycles
+            done += (b1 - b0) * (t1 - t0)
+            if progress is not None:
+                progress(done)
     outputs = {}
     for o, (where, j0, n) in zip(outs, cols):
-        outputs[o["name"]] = (res.rec_step[:, :, j0:j0 + n] if where == "step" else res.rec_once[:, j0:j0 + n]).copy()
+        if where == "step":
+            outputs[o["name"]] = res.rec_step[:, :, j0:j0 + n].copy() if whole else rec_dest[o["name"]]
+        else:
+            outputs[o["name"]] = res.rec_once[:, j0:j0 + n].copy()
+    step_cycles = res.step_cycles if whole else cyc_dest
     return RawResult(outputs=outputs, state_final=res.state_final, axon_final=res.axon_final, events=res.events,
-                     core_cycles=res.core_cycles, stage_cycles=res.stage_cycles, step_cycles=res.step_cycles,
+                     core_cycles=res.core_cycles, stage_cycles=res.stage_cycles, step_cycles=step_cycles,
                      latency_cycles=res.stage_cycles.sum(axis=1), phase_cycles=res.phase_cycles,
                      phase_compute=res.phase_compute)
+
+
+def _run_block(T, t0, t1, net, sch, io, k, res, trace, jobs):
+    """One kernel call over the samples of ``res`` (steps ``t0 .. t1-1``), split over ``jobs`` threads."""
+    B = res.state_final.shape[0]
+    jobs = min(jobs, B)
+    if jobs <= 1:
+        _run(B, T, t0, t1, net, sch, io, k, res, trace)
+        return
+    bounds = np.linspace(0, B, jobs + 1).astype(int)
+
+    def part(i):
+        b0, b1 = int(bounds[i]), int(bounds[i + 1])
+        io_p = io._replace(S=io.S[b0:b1], St=io.St[b0:b1])
+        _run(b1 - b0, T, t0, t1, net, sch, io_p, k, _slice(res, b0, b1), trace._replace(sample=trace.sample - b0))
+
+    with ThreadPoolExecutor(jobs) as ex:  # the kernel releases the GIL
+        list(ex.map(part, range(jobs)))

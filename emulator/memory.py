@@ -17,7 +17,8 @@ __all__ = ["estimate_bytes", "check_memory", "physical_memory", "format_bytes"]
 _I8 = 8  # bytes of an int64 / float64
 
 
-def estimate_bytes(cm: CoreMap, batch: int, steps: int) -> int:
+def estimate_bytes(cm: CoreMap, batch: int, steps: int, stream: bool = False) -> int:
+    """Bytes of the run's arrays; ``stream``: per-step outputs and cycles go to files, not memory."""
     B, T = int(batch), int(steps)
     n_step_in = sum(n_elems(i) for i in cm.meta.get("inputs", []) if i.get("kind") == "step")
     n_static_in = sum(n_elems(i) for i in cm.meta.get("inputs", []) if i.get("kind") == "static")
@@ -25,7 +26,8 @@ def estimate_bytes(cm: CoreMap, batch: int, steps: int) -> int:
                      if o.get("stage") == "step")
     N, A, C = cm.num_neurons, cm.num_axons, cm.num_cores
     S = cm.neurons.state_init.shape[1] if cm.neurons.state_init.ndim == 2 else 1
-    per_step = (4 * n_step_in + 2 * n_step_out + 1) * _I8  # inputs given, quantised, packed; outputs (raw, float); cycles
+    per_step = (4 * n_step_in + (0 if stream else 2 * n_step_out + 1)) * _I8  # inputs given, quantised, packed;
+    # outputs (raw, float) and cycles unless streamed
     per_sample = (N * S + A + C * 12 + 2 * n_static_in) * _I8
     constants = int(cm.weights.data.nbytes) * 2 + (N * (S + 8) + A * 2 + int(cm.routes.src.shape[0]) * 3) * _I8
     return B * T * per_step + B * per_sample + constants
@@ -47,18 +49,19 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-def check_memory(cm: CoreMap, batch: int, steps: int, limit: int | None = None) -> int:
+def check_memory(cm: CoreMap, batch: int, steps: int, limit: int | None = None, stream: bool = False) -> int:
     """Return the estimate; refuse (``InputError``) a run whose estimate exceeds ``limit`` bytes (default:
     80% of the machine's physical memory)."""
-    est = estimate_bytes(cm, batch, steps)
+    est = estimate_bytes(cm, batch, steps, stream)
     if limit is None:
         phys = physical_memory()
         limit = int(0.8 * phys) if phys else None
     if limit is not None and est > limit:
-        per = estimate_bytes(cm, batch, 1) - estimate_bytes(cm, batch, 0)
-        fit = max(0, (limit - estimate_bytes(cm, batch, 0)) // max(per, 1))
+        per = estimate_bytes(cm, batch, 1, stream) - estimate_bytes(cm, batch, 0, stream)
+        fit = max(0, (limit - estimate_bytes(cm, batch, 0, stream)) // max(per, 1))
         raise InputError(f"this run (batch {batch} x {steps} steps on {cm.num_cores} cores) needs about "
                          f"{format_bytes(est)} of memory, more than the limit of {format_bytes(limit)}; run at most "
-                         f"about {fit} steps at this batch (--steps), a smaller batch, or raise the limit "
+                         f"about {fit} steps at this batch (--steps), a smaller batch, stream per-step outputs to disk "
+                         f"(--stream-dir), or raise the limit "
                          f"(--max-memory / max_memory=) if the machine has the memory")
     return est

@@ -502,8 +502,9 @@ def _ranks_from_paths(path_off, path_link, nl):
 
 
 # --------------------------------------------------------------------------- Python event-driven model
-def simulate_heap(ready, path, path_off, path_link, path_lat) -> np.ndarray:
-    """Delivery time of every packet (event driven, Python ``heapq``): same answers as :func:`simulate`."""
+def simulate_heap(ready, path, path_off, path_link, path_lat, starts: list | None = None) -> np.ndarray:
+    """Delivery time of every packet (event driven, Python ``heapq``): same answers as :func:`simulate`.
+    ``starts``, when given, receives ``(link, cycle)`` of every packet's start on every link (the trace)."""
     P = len(ready)
     deliver = np.zeros(P, dtype=np.int64)
     heap = [(int(ready[p]), p, 0) for p in range(P)]  # (ready at current link, id, link index on the path)
@@ -515,6 +516,8 @@ def simulate_heap(ready, path, path_off, path_link, path_lat) -> np.ndarray:
         link = int(path_link[k])
         start = max(r, next_free.get(link, r))
         next_free[link] = start + 1
+        if starts is not None:
+            starts.append((link, start))
         t = start + int(path_lat[k])
         if k + 1 == path_off[path[p] + 1]:
             deliver[p] = t

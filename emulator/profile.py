@@ -89,7 +89,7 @@ def build_report(cm: CoreMap, res: RawResult, steps: int, backend: str) -> dict[
         ops_per_j=total_ops / e_task if e_task > 0 else 0.0,
         per_task=dict(latency_cycles=[int(x) for x in res.latency_cycles], energy_j=[float(x) for x in task_energy]),
         stages=dict(zip(("static", "step", "readout"), (mean(res.stage_cycles[:, i]) for i in range(3)))),
-        step_cycles_mean=[mean(res.step_cycles[:, t]) for t in range(res.step_cycles.shape[1])],
+        step_cycles_mean=[float(x) for x in np.asarray(res.step_cycles).mean(axis=0)] if B else [],  # one pass
         phases=phases,
         energy_breakdown=dict(dynamic_j=mean(dyn.sum(axis=(1, 2))), static_used_j=mean(pr.static_used_j.sum(axis=1)),
                               static_idle_j=mean(pr.static_idle_j), by_event_j=by_event),

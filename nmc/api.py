@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -20,7 +21,9 @@ from .corefile import load as load_coremap
 from .corefile import validate
 from .coremap import CoreMap
 from .emulator import BACKENDS
+from .emulator.kernels import trace_buffers
 from .emulator.memory import check_memory
+from .emulator.trace import chrome_trace
 from .emulator.profile import build_report
 from .errors import InputError
 from .frontend import load_onnx
@@ -185,6 +188,8 @@ class EmulationResult:
     raw: dict[str, np.ndarray]  #: the chip's integers, same layout
     report: dict[str, Any]
     result: Any  #: the backend's RawResult (per-core events, cycles)
+    trace: dict[str, Any] | None = None  #: the Chrome trace of one sample (``emulate(trace_steps=...)``)
+    stream_dir: Path | None = None  #: where per-step outputs were streamed (``emulate(stream_dir=...)``)
 
 
 def _with_states(cm: CoreMap, states: Mapping[str, np.ndarray], b: int) -> CoreMap:
@@ -206,12 +211,19 @@ def _with_states(cm: CoreMap, states: Mapping[str, np.ndarray], b: int) -> CoreM
 
 def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarray] | str | os.PathLike,
             steps: int | None = None, backend: str = "numba", jobs: int = 1,
-            max_memory: int | None = None) -> EmulationResult:
+            max_memory: int | None = None, *, trace_steps: int | None = None, trace_sample: int = 0,
+            stream_dir: str | os.PathLike | None = None, progress: bool = False) -> EmulationResult:
     """Run a core map on inputs (dict or inputs.npz path) for ``steps`` timesteps (default: the model's).
 
     ``jobs``: threads over the samples of the batch (0: every CPU); the result equals one thread's.
     ``max_memory``: bytes the run may hold (default 80% of physical memory); a run whose estimate
-    (``emulator/memory.py``) exceeds it is refused before anything is allocated."""
+    (``emulator/memory.py``) exceeds it is refused before anything is allocated.
+    ``trace_steps``: record a timeline of sample ``trace_sample`` (static stage, the first ``trace_steps``
+    steps, readout stage) as a Chrome trace in ``result.trace`` (``emulator/trace.py``; Numba backend).
+    ``stream_dir``: write per-step outputs to ``<name>.npy`` there (``[T, B, ...]``, dequantised, and the
+    chip's integers in ``<name>.raw.npy``) and per-step cycles to ``step_cycles.npy`` (``[B, T]``) chunk by
+    chunk instead of holding them in memory; the result's per-step outputs are those files, memory-mapped.
+    ``progress``: a progress bar on stderr (``tqdm``, when installed) for runs longer than 2 s."""
     if isinstance(core_map, CoreMap):
         cm = core_map
         validate(cm)  # the emulator refuses a core map that breaks its chip's limits
@@ -224,35 +236,123 @@ def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarr
     T = int(steps if steps is not None else cm.meta["num_steps"])
     if T < 1:
         raise InputError(f"steps = {T}; run at least 1 step")
-    check_memory(cm, _batch_of(cm, inputs), T, max_memory)
+    extra = backend != "numba" and (trace_steps is not None or stream_dir is not None or progress)
+    if extra:
+        raise InputError(f"tracing, streaming and progress need the numba backend, not '{backend}'; "
+                         "drop --backend reference or those options")
+    check_memory(cm, _batch_of(cm, inputs), T, max_memory, stream=stream_dir is not None)
     static, step, states, B = prepare_inputs(cm, inputs, T)
     run = BACKENDS[backend]
-    if states:
-        parts = []
-        for b in range(B):
-            sub = _with_states(cm, states, b)
-            parts.append(run(sub, {k: v[b:b + 1] for k, v in static.items()}, {k: v[b:b + 1] for k, v in step.items()}, T))
-        res = _concat_results(parts)
-    else:
-        res = run(cm, static, step, T, jobs=jobs)
+    kw: dict[str, Any] = {}
+    tb = None
+    if trace_steps is not None:
+        if isinstance(trace_steps, bool) or not isinstance(trace_steps, (int, np.integer)) or trace_steps < 1:
+            raise InputError(f"trace_steps = {trace_steps!r}: trace at least 1 step (--trace-steps N)")
+        if isinstance(trace_sample, bool) or not isinstance(trace_sample, (int, np.integer)) \
+                or not 0 <= trace_sample < B:
+            raise InputError(f"trace sample {trace_sample!r} is not a sample of this batch of {B}; "
+                             f"choose 0 .. {B - 1} (--trace-sample)")
+        tb = trace_buffers(cm, T, int(trace_sample), int(trace_steps))
+    step_out, cyc_out, sdir = _stream_files(cm, stream_dir, B, T)
+    if step_out is not None:
+        kw.update(step_out=step_out, step_cycles_out=cyc_out)
+    bar = _progress_bar(B * T) if progress else None
+    if bar is not None:
+        kw["progress"] = lambda done: bar.update(done - bar.n)
+    try:
+        if states:
+            parts = []
+            for b in range(B):
+                sub = _with_states(cm, states, b)
+                kb = dict(kw)
+                if tb is not None:
+                    kb["trace"] = tb._replace(sample=0) if b == trace_sample else None
+                if step_out is not None:
+                    kb.update(step_out={k: v[b:b + 1] for k, v in step_out.items()}, step_cycles_out=cyc_out[b:b + 1])
+                if bar is not None:
+                    kb["progress"] = lambda done, b=b: bar.update(b * T + done - bar.n)
+                parts.append(run(sub, {k: v[b:b + 1] for k, v in static.items()},
+                                 {k: v[b:b + 1] for k, v in step.items()}, T, **kb))
+            res = _concat_results(parts, keep=set(step_out or ()))
+            if step_out is not None:
+                res.outputs.update(step_out)
+                res.step_cycles = cyc_out
+        else:
+            if tb is not None:
+                kw["trace"] = tb
+            res = run(cm, static, step, T, jobs=jobs, **kw)
+    finally:
+        if bar is not None:
+            bar.close()
     outputs, raw = {}, {}
     for spec in cm.meta["outputs"]:
         r = res.outputs[spec["name"]]
         shape = tuple(spec["shape"])
         if spec["stage"] == "step" and spec.get("final"):
-            r = r[:, -1].reshape((B,) + shape)
+            r = np.asarray(r[:, -1]).reshape((B,) + shape)
         elif spec["stage"] == "step":
             r = r.transpose(1, 0, 2).reshape((T, B) + shape)
         else:
             r = r.reshape((B,) + shape)
         raw[spec["name"]] = r
+        if sdir is not None and spec["stage"] == "step" and not spec.get("final"):
+            outputs[spec["name"]] = _dequantise_to_file(sdir / f"{spec['name']}.npy", r, spec["scale"])
+            continue
         outputs[spec["name"]] = (r * spec["scale"]).astype(np.float64) if spec["scale"] != 1.0 else r.astype(np.float64)
     for spec in cm.meta.get("state_outputs", []):
         v = res.state_final[:, np.asarray(spec["neurons"], np.int64), spec["word"]].reshape((B,) + tuple(spec["shape"]))
         raw[spec["name"]] = v
         outputs[spec["name"]] = v * spec["scale"]
     report = build_report(cm, res, T, backend)
-    return EmulationResult(outputs=outputs, raw=raw, report=report, result=res)
+    trace = chrome_trace(cm, res, tb, int(trace_sample), T) if tb is not None else None
+    return EmulationResult(outputs=outputs, raw=raw, report=report, result=res, trace=trace, stream_dir=sdir)
+
+
+#: rows of a streamed output converted to floats at a time
+_STREAM_ROWS_BYTES = 64 << 20
+
+
+def _stream_files(cm: CoreMap, stream_dir, B: int, T: int):
+    """Memory-mapped ``.npy`` files for the per-step outputs (``<name>.raw.npy``, ``[T, B, n]`` int64, given to
+    the kernel as ``[B, T, n]`` views) and cycles (``step_cycles.npy``, ``[B, T]``); ``(None, None, None)``
+    without a stream folder."""
+    if stream_dir is None:
+        return None, None, None
+    d = Path(stream_dir)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        step_out = {}
+        for j, spec in enumerate(cm.meta["outputs"]):
+            if spec["stage"] == "step":
+                n = int(cm.taps.off[j + 1] - cm.taps.off[j])
+                mm = np.lib.format.open_memmap(d / f"{spec['name']}.raw.npy", mode="w+", dtype=np.int64, shape=(T, B, n))
+                step_out[spec["name"]] = mm.transpose(1, 0, 2)
+        cyc = np.lib.format.open_memmap(d / "step_cycles.npy", mode="w+", dtype=np.int64, shape=(B, T))
+    except OSError as e:
+        raise InputError(f"cannot write the streamed outputs to '{d}' ({e}); give a writable folder "
+                         "(--stream-dir)") from None
+    return step_out, cyc, d
+
+
+def _dequantise_to_file(path: Path, r: np.ndarray, scale: float) -> np.ndarray:
+    """``r * scale`` as float64 into the ``.npy`` file ``path``, a few rows at a time; the file, memory-mapped."""
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=r.shape)
+    row = max(1, int(np.prod(r.shape[1:])) * 8)
+    step = max(1, _STREAM_ROWS_BYTES // row)
+    for t in range(0, r.shape[0], step):
+        mm[t:t + step] = r[t:t + step] * scale if scale != 1.0 else r[t:t + step]
+    mm.flush()
+    del mm
+    return np.load(path, mmap_mode="r")
+
+
+def _progress_bar(total: int):
+    """A tqdm bar on stderr shown after 2 s, or None when tqdm is not installed (``pip install nmc[progress]``)."""
+    try:
+        from tqdm import tqdm  # optional extra
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="step", desc="emulating", delay=2.0, file=sys.stderr, leave=False, dynamic_ncols=True)
 
 
 def _batch_of(cm: CoreMap, inputs: Mapping[str, np.ndarray]) -> int:
@@ -270,13 +370,14 @@ def _batch_of(cm: CoreMap, inputs: Mapping[str, np.ndarray]) -> int:
     return 1
 
 
-def _concat_results(parts):
+def _concat_results(parts, keep: set = frozenset()):
+    """One RawResult of per-sample results (outputs named in ``keep`` are left out: streamed to files)."""
     first = parts[0]
     kw = {}
     for f in dataclasses.fields(first):
         v = getattr(first, f.name)
         if isinstance(v, dict):
-            kw[f.name] = {k: np.concatenate([getattr(p, f.name)[k] for p in parts]) for k in v}
+            kw[f.name] = {k: np.concatenate([getattr(p, f.name)[k] for p in parts]) for k in v if k not in keep}
         elif isinstance(v, np.ndarray):
             kw[f.name] = np.concatenate([getattr(p, f.name) for p in parts])
         else:

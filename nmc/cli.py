@@ -12,7 +12,10 @@ import numpy as np
 from .api import compile, emulate
 from .chip import list_presets, load_chip
 from .corefile import load, save
+from .emulator.kernels import kernels_compiled
+from .emulator.plots import have_matplotlib, write_plots
 from .emulator.profile import format_profile
+from .emulator.trace import DEFAULT_TRACE_STEPS
 from .errors import InputError, NmcError
 from .files import save_json, save_npz
 from .resources import core_usages
@@ -59,30 +62,62 @@ def _steps(text: str) -> int:
 
 def _run(a: argparse.Namespace):
     limit = None if a.max_memory is None else int(a.max_memory * 2 ** 30)
-    return emulate(a.coremap, a.input, steps=a.steps, backend=a.backend, jobs=a.jobs, max_memory=limit)
+    if a.backend == "numba" and not kernels_compiled():
+        print("nmc: compiling the emulator's Numba kernels (once, about 10-20 s; they are cached on disk, so "
+              "later runs start at once) ...", file=sys.stderr, flush=True)
+    trace = getattr(a, "trace", None)
+    if trace is None and (a.trace_steps is not None or a.trace_sample != 0):
+        raise InputError("--trace-steps and --trace-sample need --trace FILE.json (where to write the timeline)")
+    progress = not a.no_progress and sys.stderr.isatty()
+    return emulate(a.coremap, a.input, steps=a.steps, backend=a.backend, jobs=a.jobs, max_memory=limit,
+                   trace_steps=(a.trace_steps or DEFAULT_TRACE_STEPS) if trace else None, trace_sample=a.trace_sample,
+                   stream_dir=getattr(a, "stream_dir", None), progress=progress)
+
+
+def _write_trace(a: argparse.Namespace, res) -> str:
+    if not a.trace:
+        return ""
+    save_json(Path(a.trace), res.trace)
+    o = res.trace["otherData"]
+    return (f"; timeline of sample {o['sample']} (static, steps 0..{o['traced_steps'] - 1} of {o['steps']}, readout) "
+            f"-> {a.trace}")
 
 
 def cmd_run(a: argparse.Namespace) -> int:
     res = _run(a)
+    streamed = set()
+    if res.stream_dir is not None:
+        streamed = {name for name, v in res.outputs.items() if isinstance(v, np.memmap)}
     if a.output:
-        arrays = dict(res.outputs)
+        arrays = {k: v for k, v in res.outputs.items() if k not in streamed}
         if a.raw:
-            arrays.update({f"raw/{k}": v for k, v in res.raw.items()})
+            arrays.update({f"raw/{k}": v for k, v in res.raw.items() if k not in streamed})
         save_npz(Path(a.output), arrays)
     if a.report:
         save_json(Path(a.report), res.report)
     r = res.report
     print(f"{r['samples']} task(s) x {r['steps']} steps: latency {r['latency_cycles']:.0f} cycles "
           f"({r['latency_s'] * 1e6:.2f} us) and {r['energy_j'] * 1e6:.4g} uJ per task"
-          + (f"; outputs -> {a.output}" if a.output else "") + (f"; report -> {a.report}" if a.report else ""))
+          + (f"; outputs -> {a.output}" if a.output else "")
+          + (f"; per-step outputs {sorted(streamed)} streamed -> {res.stream_dir}/<name>.npy" if streamed else "")
+          + (f"; report -> {a.report}" if a.report else "") + _write_trace(a, res))
     return 0
 
 
 def cmd_profile(a: argparse.Namespace) -> int:
+    if a.plot and not have_matplotlib():  # before the run, not after it
+        raise InputError("--plot needs matplotlib, which is not installed; install it with `pip install matplotlib` "
+                         "(or `pip install nmc[plot]`), or drop --plot")
     res = _run(a)
     print(format_profile(res.report, top_cores=a.top))
     if a.report:
         save_json(Path(a.report), res.report)
+    if a.plot:
+        paths = write_plots(load(a.coremap), res.report, res.raw, a.plot)
+        print(f"plots -> {', '.join(str(p) for p in paths)}")
+    tail = _write_trace(a, res)
+    if tail:
+        print(tail[2:])
     return 0
 
 
@@ -179,11 +214,25 @@ def build_parser() -> argparse.ArgumentParser:
                             "allocating")
         r.add_argument("--backend", default="numba", help="numba (fast) or reference (NumPy, the numerics spec)")
         r.add_argument("--report", default=None, help="write the JSON report here")
+        r.add_argument("--trace", default=None, metavar="FILE.json",
+                       help="write a timeline (Chrome trace event JSON; open in https://ui.perfetto.dev) of one sample: "
+                            "a track per core and per busy link, phases and barriers as slices")
+        r.add_argument("--trace-steps", type=int, default=None, metavar="N",
+                       help=f"steps shown in detail in the trace (default {DEFAULT_TRACE_STEPS}; the rest is one slice)")
+        r.add_argument("--trace-sample", type=int, default=0, metavar="B", help="the sample traced (default 0)")
+        r.add_argument("--no-progress", action="store_true",
+                       help="no progress bar (shown on a terminal for runs over 2 s when tqdm is installed)")
         if name == "run":
             r.add_argument("-o", "--output", default=None, help="result.npz: one array per graph output")
             r.add_argument("--raw", action="store_true", help="also store the chip's raw integers as raw/<name>")
+            r.add_argument("--stream-dir", default=None, metavar="DIR",
+                           help="write per-step outputs to DIR/<name>.npy ([T, B, ...]; raw integers in <name>.raw.npy) "
+                                "and step cycles to DIR/step_cycles.npy chunk by chunk instead of holding them in memory")
         else:
             r.add_argument("--top", type=int, default=10, help="how many of the busiest cores to list")
+            r.add_argument("--plot", default=None, metavar="DIR",
+                           help="write PNGs to DIR: energy by layer and by event kind, spike raster, core-grid heat "
+                                "map (needs matplotlib: pip install nmc[plot])")
         r.set_defaults(fn=fn)
 
     i = sub.add_parser("info", help="what is placed where, utilisation")

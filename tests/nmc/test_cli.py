@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 import nmc
+import nmc.cli as cli
 from nmc.cli import main
+from nmc.emulator.kernels import kernels_compiled
 from nmc.frontend import load_onnx, run_float
 
 EX = Path(__file__).resolve().parents[2] / "examples"
@@ -112,3 +114,55 @@ def test_run_jobs_equal_one_thread(compiled):
     with np.load(a) as za, np.load(b) as zb:
         for k in za.files:
             np.testing.assert_array_equal(za[k], zb[k])
+
+
+def test_run_trace_and_stream_dir(compiled, capsys):
+    d, cm_path = compiled
+    inputs = EX / "digits_inputs.npz"
+    tr, out, s = d / "trace.json", d / "t.npz", d / "stream"
+    capsys.readouterr()
+    assert main(["run", str(cm_path), "--input", str(inputs), "--steps", "6", "--trace", str(tr), "--trace-steps", "2",
+                 "--trace-sample", "1", "--stream-dir", str(s), "-o", str(out), "--report", str(d / "r.json")]) == 0
+    msg = capsys.readouterr().out
+    assert "timeline of sample 1" in msg and "streamed" in msg
+    t = json.loads(tr.read_text())
+    rep = json.loads((d / "r.json").read_text())
+    cyc = sum(e["args"]["cycles"] for e in t["traceEvents"] if e.get("cat") in ("phase", "untraced") and e["tid"] == 1)
+    assert cyc == rep["per_task"]["latency_cycles"][1]
+    assert sum(e.get("cat") == "step" for e in t["traceEvents"]) == 2
+    with np.load(out) as z:
+        assert "lif2.s" not in z.files and "logits" in z.files  # streamed outputs are in the stream folder
+    assert np.load(s / "lif2.s.npy").shape == (6, np.load(inputs)["image"].shape[0], 32)
+    assert main(["run", str(cm_path), "--input", str(inputs), "--trace-steps", "2"]) == 2
+    assert "--trace FILE.json" in capsys.readouterr().err
+
+
+def test_profile_plot_writes_pngs(compiled, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="matplotlib (the nmc[plot] extra) is not installed: --plot untested")
+    _, cm_path = compiled
+    assert main(["profile", str(cm_path), "--input", str(EX / "digits_inputs.npz"), "--steps", "8",
+                 "--plot", str(tmp_path / "p")]) == 0
+    assert "plots ->" in capsys.readouterr().out
+    for name in ("energy_by_layer.png", "energy_by_event.png", "spike_raster.png", "core_grid.png"):
+        data = (tmp_path / "p" / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000, name
+
+
+def test_profile_plot_without_matplotlib_says_how_to_get_it(compiled, monkeypatch, capsys):
+    _, cm_path = compiled
+    monkeypatch.setattr(cli, "have_matplotlib", lambda: False)
+    assert main(["profile", str(cm_path), "--input", str(EX / "digits_inputs.npz"), "--plot", "x"]) == 2
+    assert "pip install nmc[plot]" in capsys.readouterr().err
+
+
+def test_first_run_says_it_is_compiling(compiled, monkeypatch, capsys):
+    _, cm_path = compiled
+    inputs = EX / "digits_inputs.npz"
+    capsys.readouterr()
+    assert main(["run", str(cm_path), "--input", str(inputs), "--steps", "2"]) == 0
+    assert kernels_compiled()  # compiled (or loaded) in this process: no message from now on
+    assert "compiling" not in capsys.readouterr().err
+    monkeypatch.setattr(cli, "kernels_compiled", lambda: False)
+    assert main(["run", str(cm_path), "--input", str(inputs), "--steps", "2"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "compiling the emulator's Numba kernels" in err and "cached on disk" in err
