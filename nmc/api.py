@@ -15,6 +15,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None  # type: ignore[assignment]
+
 from .chip import ChipSpec, load_chip
 from .corefile import load as load_coremap
 from .corefile import validate
@@ -22,6 +27,7 @@ from .coremap import CoreMap
 from .emulator import BACKENDS
 from .emulator.profile import build_report
 from .errors import InputError
+from .files import GIB, MAX_ARRAY_BYTES, read_npz
 from .frontend import load_onnx
 from .ir import Graph
 from .mapper.passes import map_graph
@@ -91,16 +97,54 @@ def _calib_for_graph(graph, calib: Mapping[str, np.ndarray]) -> dict[str, np.nda
     return out
 
 
-def load_inputs(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read an inputs.npz (one array per graph input, by name)."""
-    p = Path(path)
+def load_inputs(path: str | os.PathLike, limit: int = MAX_ARRAY_BYTES) -> dict[str, np.ndarray]:
+    """Read an inputs.npz (one array per graph input, by name); sizes are checked against ``limit`` bytes per
+    array before anything is inflated, and a damaged archive is an :class:`InputError`."""
+    return read_npz(path, InputError, what="input file", limit=limit)
+
+
+def memory_budget() -> int:
+    """Bytes one run may allocate: half of what is left of the address-space limit (``RLIMIT_AS``) or of
+    the physical memory, whichever is smaller."""
     try:
-        with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise InputError(f"input file '{p}' does not exist") from None
-    except (ValueError, OSError) as e:
-        raise InputError(f"input file '{p}' is not a readable .npz ({e}); write it with numpy.savez") from None
+        avail = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        avail = 16 * GIB
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0] if resource is not None else -1
+    if soft not in (-1, resource.RLIM_INFINITY if resource is not None else -1):
+        used = 0
+        try:
+            with open("/proc/self/statm") as f:
+                used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            pass
+        avail = min(avail, max(soft - used, 0))
+    return avail // 2
+
+
+def _gib(n: float) -> str:
+    return f"{n / GIB:.3g} GiB" if n >= GIB / 100 else f"{n / (1 << 20):.3g} MiB"
+
+
+def _numeric(name: str, x: Any, what: str) -> np.ndarray:
+    """``x`` as float64, refusing non-numeric, complex and non-finite values (naming the first bad element)."""
+    try:
+        x = np.asarray(x)
+    except (ValueError, TypeError) as e:
+        raise InputError(f"{what} '{name}' is not an array ({e}); give a numeric array") from None
+    if x.dtype.kind not in "biuf":
+        raise InputError(f"{what} '{name}' has dtype {x.dtype}; give numbers (real: float, integer or bool)")
+    need, budget = 4 * 8 * x.size, memory_budget()
+    if need > budget:
+        raise InputError(f"{what} '{name}' has {x.size} elements; quantising it needs about {_gib(need)}, more than "
+                         f"the {_gib(budget)} this process can spare; give fewer samples or steps per run")
+    x = x.astype(np.float64)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        where = [int(i) for i in np.argwhere(bad)[0]]
+        raise InputError(f"{what} '{name}' has {int(bad.sum())} NaN or infinite value(s), the first at index "
+                         f"{where} ({x[tuple(where)]}); replace them with finite numbers")
+    return x
 
 
 def _batched(name: str, kind: str, x: np.ndarray, shape: tuple[int, ...], steps: int | None) -> np.ndarray:
@@ -139,34 +183,36 @@ def prepare_inputs(cm: CoreMap, inputs: Mapping[str, np.ndarray], steps: int):
         if name not in inputs:
             raise InputError(f"input '{name}' ({spec['kind']}, shape {spec['shape']}) is missing; inputs.npz needs one "
                              "array per graph input, by name")
-        x = np.asarray(inputs[name])
-        if not np.issubdtype(x.dtype, np.number) and x.dtype != bool:
-            raise InputError(f"input '{name}' has dtype {x.dtype}; give numbers")
-        x = _batched(name, spec["kind"], x.astype(np.float64), tuple(spec["shape"]), steps)
+        x = _batched(name, spec["kind"], _numeric(name, inputs[name], "input"), tuple(spec["shape"]), steps)
+        if spec["kind"] == "step":
+            x = x[:steps]  # the first `steps` of a longer step input
         b = x.shape[1] if spec["kind"] == "step" else x.shape[0]
+        if b < 1:
+            raise InputError(f"input '{name}' has an empty batch (shape {list(x.shape)}); give at least one sample")
         if B is not None and b != B:
             raise InputError(f"input '{name}' has batch size {b} but an earlier input has {B}; all inputs need the same")
         B = b
-        bad = ~np.isfinite(x)
-        if bad.any():
-            where = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise InputError(f"input '{name}' has {int(bad.sum())} NaN or infinite value(s), the first at index "
-                             f"{list(where)} ({x[where]}); replace them with finite numbers")
-        q = np.clip(np.round(x / spec["scale"]), spec["lo"], spec["hi"]).astype(np.int64)
+        with np.errstate(over="ignore"):
+            q = np.clip(np.round(x / spec["scale"]), spec["lo"], spec["hi"]).astype(np.int64)
         if spec["kind"] == "step":
             step[idx] = np.ascontiguousarray(q[:steps].reshape(steps, b, -1).transpose(1, 0, 2))
         else:
             static[idx] = np.ascontiguousarray(q.reshape(b, -1))
     for s in cm.meta["states"]:
         if s["input"] in inputs:
-            x = np.asarray(inputs[s["input"]], np.float64)
+            x = _numeric(s["input"], inputs[s["input"]], "state input")
             shape = tuple(s["shape"])
             if x.shape == shape:
                 x = x[None]
             if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
-                raise InputError(f"state input '{s['input']}' has shape {list(x.shape)}; expected [B, {shape}] or {list(shape)}")
+                raise InputError(f"state input '{s['input']}' has shape {list(x.shape)}; expected [B, {', '.join(map(str, shape))}] "
+                                 f"or {list(shape)}")
+            if x.shape[0] < 1:
+                raise InputError(f"state input '{s['input']}' has an empty batch (shape {list(x.shape)}); give at least "
+                                 "one sample or leave it out")
             if s["target"] == "none":
                 raise InputError(f"state input '{s['input']}' has no storage on the chip; leave it out")
+            _check_state_range(cm, s, x)
             states[s["input"]] = x
     if B is None:
         B = max([v.shape[0] for v in states.values()] or [1])
@@ -174,6 +220,30 @@ def prepare_inputs(cm: CoreMap, inputs: Mapping[str, np.ndarray], steps: int):
         if v.shape[0] not in (1, B):
             raise InputError(f"state input '{k}' has batch size {v.shape[0]}; expected 1 or {B}")
     return static, step, states, B
+
+
+def _check_state_range(cm: CoreMap, s: Mapping[str, Any], x: np.ndarray) -> None:
+    """The integers a state input becomes must fit the state words (or axon buffers) they initialise."""
+    if s["target"] == "neuron":
+        neurons = np.asarray(s["neurons"], np.int64)
+        cores = np.searchsorted(cm.cores.neuron_off, neurons, side="right") - 1
+        models = cm.models()
+        bits = min(models[int(c)].state[int(s["word"])].bits(cm.chip.core) for c in np.unique(cores))
+        q = x / float(s["scale"])
+        unit = f"state-word units (scale {float(s['scale']):.6g})"
+    else:
+        bits = 32
+        q = x
+        unit = "axon units"
+    lo, hi = -2 ** (bits - 1), 2 ** (bits - 1) - 1
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = ~((np.round(q) >= lo) & (np.round(q) <= hi))
+    if bad.any():
+        where = [int(i) for i in np.argwhere(bad)[0]]
+        raise InputError(f"state input '{s['input']}' element {where} = {x[tuple(where)]:.6g} is {q[tuple(where)]:.6g} in "
+                         f"{unit}, outside the {bits}-bit state range {lo} .. {hi}; give a value within "
+                         f"{lo * (float(s['scale']) if s['target'] == 'neuron' else 1):.6g} .. "
+                         f"{hi * (float(s['scale']) if s['target'] == 'neuron' else 1):.6g}")
 
 
 @dataclass
@@ -215,10 +285,14 @@ def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarr
         inputs = load_inputs(inputs)
     if backend not in BACKENDS:
         raise InputError(f"unknown emulator backend '{backend}'; choose one of {sorted(BACKENDS)}")
-    T = int(steps if steps is not None else cm.meta["num_steps"])
+    T = steps if steps is not None else cm.meta["num_steps"]
+    if isinstance(T, (bool, np.bool_)) or not isinstance(T, (int, np.integer)):
+        raise InputError(f"steps = {T!r}; give a whole number of timesteps")
+    T = int(T)
     if T < 1:
         raise InputError(f"steps = {T}; run at least 1 step")
     static, step, states, B = prepare_inputs(cm, inputs, T)
+    check_run_resources(cm, B, T)
     run = BACKENDS[backend]
     if states:
         parts = []
@@ -246,6 +320,38 @@ def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarr
         outputs[spec["name"]] = v * spec["scale"]
     report = build_report(cm, res, T, backend)
     return EmulationResult(outputs=outputs, raw=raw, report=report, result=res)
+
+
+def estimate_run_bytes(cm: CoreMap, B: int, T: int) -> dict[str, int]:
+    """Bytes a run of ``B`` samples and ``T`` steps allocates beyond the core map (both backends and this
+    module's result arrays and report), by part."""
+    n_step_in = sum(int(np.prod(i["shape"], dtype=np.int64)) for i in cm.meta["inputs"] if i["kind"] == "step")
+    n_step_out = sum(int(np.prod(o["shape"], dtype=np.int64)) for o in cm.meta["outputs"]
+                     if o["stage"] == "step" and not o.get("final"))
+    n_once = sum(int(np.prod(o["shape"], dtype=np.int64)) for o in cm.meta["outputs"]) + \
+        sum(int(np.prod(i["shape"], dtype=np.int64)) for i in cm.meta["inputs"])
+    S = cm.neurons.state_init.shape[1] if cm.neurons.state_init.ndim == 2 else 1
+    per_sample = 8 * (cm.num_neurons * (S + 1) + cm.num_axons + cm.num_cores * 16 + 4 * n_once)
+    return {
+        "step inputs": 8 * 4 * B * T * n_step_in,  # float copy, quantised, transposed, the backend's table
+        "step outputs": 8 * 4 * B * T * n_step_out,  # the backend's record, transposed, dequantised
+        "per-step cycles and report": (8 * 2 + 96) * B * T,
+        "state and counters": 4 * B * per_sample,
+    }
+
+
+def check_run_resources(cm: CoreMap, B: int, T: int) -> None:
+    """Refuse a run whose arrays would not fit in memory, with the estimate and the number of steps that fits."""
+    parts = estimate_run_bytes(cm, B, T)
+    need, budget = sum(parts.values()), memory_budget()
+    if need <= budget:
+        return
+    per_step = max(1, (need - parts["state and counters"]) // max(T, 1))
+    fit_steps = max(0, (budget - parts["state and counters"]) // per_step)
+    detail = ", ".join(f"{k} {_gib(v)}" for k, v in parts.items() if v)
+    raise InputError(f"running {B} sample(s) x {T} steps of model '{cm.meta['model']}' needs about {_gib(need)} "
+                     f"({detail}), more than the {_gib(budget)} this process can spare; run at most {fit_steps} steps "
+                     f"per run (--steps) or fewer samples per inputs file")
 
 
 def _concat_results(parts):
