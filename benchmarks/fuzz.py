@@ -635,6 +635,12 @@ def _compile_and_check(model, kw, work: Path):
         corefile.save(cm, p)
         cm2 = corefile.load(p)
         cli.format_info(cm2)
+        for k, v in cm2.arrays().items():  # a NaN or overflow cast to int64 becomes -2^63
+            if v.dtype.kind == "i" and v.size and (v.min() <= -2 ** 62 or v.max() >= 2 ** 62):
+                raise Slip(f"core map column {k} holds {int(v.min())} .. {int(v.max())} (an overflowed cast)")
+        json.dumps(cm2.meta, allow_nan=False)
+    except Slip:
+        raise
     except Exception as e:
         raise Slip(f"compiled map does not round-trip: {type(e).__name__}: {str(e)[:200]}") from e
 
@@ -870,7 +876,7 @@ def nmc_case(rng, work: Path):
                 if part == "top":
                     header = mutate_json(rng, header)
                 else:
-                    header[part] = mutate_json(rng, header[part])
+                    header[part] = mutate_json(rng, header.get(part))
         data = _write_nmc(header, arrays)
     elif r < 0.6:
         header, arrays = _header_and_arrays(cm)
@@ -951,7 +957,7 @@ def _signature(e: BaseException) -> str:
 def run_case(kind: str, seed: int) -> dict:
     """Build and run case ``(kind, seed)`` in this process; returns {outcome, what, sig, msg}."""
     rng = np.random.default_rng([KINDS.index(kind), seed])
-    base = Path(tempfile.mkdtemp(prefix="nmc-fuzz-"))
+    base = Path(tempfile.mkdtemp(prefix="nmc-fuzz-", dir=os.environ.get("NMC_FUZZ_TMP")))
     work = base / "w"
     work.mkdir()
     old = os.getcwd()
@@ -1007,6 +1013,8 @@ def _worker() -> None:
 class Worker:
     def __init__(self):
         env = dict(os.environ)
+        self.tmp = tempfile.mkdtemp(prefix="nmc-fuzz-worker-")
+        env["NMC_FUZZ_TMP"] = self.tmp
         self.p = subprocess.Popen([sys.executable, __file__, "--worker"], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, env=env, text=True, bufsize=1)
         line = self._read(300.0)
@@ -1036,6 +1044,7 @@ class Worker:
         with contextlib.suppress(ProcessLookupError):
             self.p.kill()
         self.p.wait()
+        shutil.rmtree(self.tmp, ignore_errors=True)  # what a killed case left behind
 
 
 def campaign(kinds, cases: int, seed0: int = 0, timeout: float = CASE_TIMEOUT, budget_s: float | None = None,

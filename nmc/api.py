@@ -29,6 +29,7 @@ from .emulator.profile import build_report
 from .errors import InputError
 from .files import GIB, MAX_ARRAY_BYTES, read_npz
 from .frontend import load_onnx
+from .frontend.onnx_import import MAX_STEPS
 from .ir import Graph
 from .mapper.passes import map_graph
 
@@ -62,9 +63,17 @@ def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips
     graph = _as_graph(model)
     if isinstance(calib, (str, os.PathLike)):
         calib = load_inputs(calib)
+    if calib_steps is not None and (isinstance(calib_steps, (bool, np.bool_)) or
+                                    not isinstance(calib_steps, (int, np.integer)) or
+                                    not 1 <= calib_steps <= MAX_STEPS):
+        raise InputError(f"calib_steps = {calib_steps!r}; give a whole number of steps from 1 to {MAX_STEPS}")
     calib_in = None
     if calib is not None:
+        if not isinstance(calib, Mapping):
+            raise InputError(f"calibration inputs are a {type(calib).__name__}; give a dict of arrays by graph input "
+                             "name or the path of an .npz")
         calib_in = _calib_for_graph(graph, calib)
+        _check_calib_work(graph, calib_in, calib_steps)
     if isinstance(chips, str) and chips != "auto":
         chips = parse_chips(chips)
     return map_graph(graph, spec, calib=calib_in, lint=lint, chips=chips, placement=placement, calib_steps=calib_steps)
@@ -82,19 +91,59 @@ def parse_chips(text: str) -> tuple[int, int] | str:
         raise InputError(f"--chips '{text}': expected 'XxY' with positive integers (e.g. 2x1) or 'auto'") from None
 
 
+#: most multiply-adds the float interpreter may spend on calibration (minutes of NumPy at most)
+MAX_CALIB_WORK = 2 * 10 ** 10
+
+
 def _calib_for_graph(graph, calib: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     out = {}
     for name, kind in graph.inputs.items():
         if kind == "state":
             if name in calib:
-                out[name] = np.asarray(calib[name], np.float64)
+                x = _numeric(name, calib[name], "calibration state input")
+                shape = tuple(graph.tensors[name].shape)
+                if x.shape == shape:
+                    x = x[None]
+                if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape or x.shape[0] < 1:
+                    raise InputError(f"calibration state input '{name}' has shape {list(x.shape)}; expected "
+                                     f"[B, {', '.join(map(str, shape))}] with B >= 1")
+                out[name] = x
             continue
         if name not in calib:
             raise InputError(f"calibration inputs lack graph input '{name}'; they have {sorted(calib)}")
         shape = graph.tensors[name].shape
-        x = np.asarray(calib[name], np.float64)
-        out[name] = _batched(name, kind, x, shape, None)
+        x = _batched(name, kind, _numeric(name, calib[name], "calibration input"), shape, None)
+        b = x.shape[1] if kind == "step" else x.shape[0]
+        if b < 1 or (kind == "step" and x.shape[0] < 1):
+            raise InputError(f"calibration input '{name}' has shape {list(x.shape)}: no samples (or no steps); give "
+                             "at least one")
+        out[name] = x
     return out
+
+
+def _check_calib_work(graph: Graph, calib: Mapping[str, np.ndarray], calib_steps: int | None) -> None:
+    """Refuse a calibration run the float interpreter could not finish in reasonable time and memory."""
+    T = calib_steps
+    B = 1
+    for name, kind in graph.inputs.items():
+        if name in calib and kind == "step":
+            T = T or calib[name].shape[0]
+            B = max(B, calib[name].shape[1])
+        elif name in calib:
+            B = max(B, calib[name].shape[0])
+    T = int(T or graph.num_steps)
+    per_sample_step = sum(int(v.size) for n in graph.nodes for v in n.params.values()) + \
+        sum(int(t.size) for t in graph.tensors.values())
+    work = T * B * per_sample_step
+    if work > MAX_CALIB_WORK:
+        raise InputError(f"calibrating on {B} sample(s) x {T} steps needs about {work:.3g} operations of the float "
+                         f"interpreter, more than nmc's limit of {MAX_CALIB_WORK:.3g}; pass fewer calibration samples "
+                         "or fewer steps (calib_steps / --calib-steps)")
+    out_elems = sum(int(graph.tensors[o].size) for o in graph.outputs if o in graph.tensors)
+    need, budget = 8 * 2 * T * B * out_elems, memory_budget()
+    if need > budget:
+        raise InputError(f"calibrating on {B} sample(s) x {T} steps needs about {_gib(need)} for its outputs, more "
+                         f"than the {_gib(budget)} this process can spare; pass fewer samples or steps")
 
 
 def load_inputs(path: str | os.PathLike, limit: int = MAX_ARRAY_BYTES) -> dict[str, np.ndarray]:
