@@ -525,7 +525,7 @@ def mo_constant(rng, m, ctx):
 
 def mo_external(rng, m, ctx):
     t = _init(rng, m)
-    if t is None:
+    if t is None or t.data_location == TensorProto.EXTERNAL:
         return
     raw = t.raw_data or numpy_helper.from_array(numpy_helper.to_array(t)).raw_data
     t.ClearField("raw_data")

@@ -431,6 +431,11 @@ class _Ctx:
         return self.consts[t]
 
     def shape(self, t: str) -> tuple[int, ...]:
+        if t not in self.shapes:
+            if t in self.consts:
+                raise _Unsupported(f"input '{t}' is a constant where nmc needs activations (a graph input or a "
+                                   "node's output)")
+            raise ModelError(f"tensor '{t}' is read but no node, input or initializer provides it")
         return self.shapes[t]
 
     def emit(self, node: onnx.NodeProto, op: str, inputs: list[str], outputs: list[str],
@@ -613,7 +618,11 @@ def _conv(ctx: _Ctx, node, a):
     pads = _pads_2d(node, a, ks)
     b = np.zeros(W.shape[0])
     if len(ins) > 2 and ins[2]:
-        b = np.broadcast_to(np.asarray(ctx.const(node, ins[2], "bias B"), dtype=np.float64).reshape(-1), (W.shape[0],))
+        bb = np.asarray(ctx.const(node, ins[2], "bias B"), dtype=np.float64).reshape(-1)
+        if bb.size not in (1, W.shape[0]):
+            raise ShapeError(f"{ctx.where(node)}: bias '{ins[2]}' has {bb.size} values for {W.shape[0]} output "
+                             "channels; give one per channel")
+        b = np.broadcast_to(bb, (W.shape[0],))
     out = conv_out_shape(xs, W.shape, strides, pads, dil)
     if min(out) < 1:
         raise ShapeError(f"{ctx.where(node)}: output shape {list(out)} is empty (input {list(xs)}, kernel {list(ks)})")
@@ -837,6 +846,11 @@ def _input_shape(vi: onnx.ValueInfoProto) -> tuple[int, ...]:
     return tuple(shape)
 
 
+#: inputs every node of an op must have (the rest are optional); nmc ops: their schema's ports
+_ARITY = {"Gemm": 2, "MatMul": 2, "Conv": 2, "Reshape": 2, "Add": 2, "BatchNormalization": 5,
+          **{f"nmc::{m.onnx.name}": len(m.onnx.inputs) for m in MODELS.values() if m.onnx is not None}}
+
+
 def _constant_value(node: onnx.NodeProto) -> np.ndarray:
     """The value of a Constant node (exactly one numeric value attribute), checked like an initializer."""
     where = f"Constant node '{node.name}'"
@@ -907,6 +921,10 @@ def load_onnx(model_or_path, *, fold_bn: bool = True) -> Graph:
         if any(t in unknown for t in node.input if t):
             unknown.update(node.output)
             continue
+        need = _ARITY.get(key, 1)
+        if len([t for t in node.input[:need] if t]) < need or not node.output or not node.output[0]:
+            raise ModelError(f"node '{node.name}' ({key}) has inputs {list(node.input)} and outputs "
+                             f"{list(node.output)}; it needs {need} input(s) and an output")
         missing = [t for t in node.input if t and t not in ctx.shapes and t not in ctx.consts]
         if missing:
             raise ModelError(f"node '{node.name}' ({key}) reads '{missing[0]}', which no node, input or initializer "

@@ -420,6 +420,7 @@ def check_coremap(cm: CoreMap) -> None:
                                f"{ {k: d[k] for k in short} }")
     if C and c.phase.min() < 0:
         raise CoreMapError(f"core {int(np.argmin(c.phase))}: negative cores.phase")
+    _check_references(cm, d)
     for ci in np.flatnonzero(c.dendrite == 1):
         w = cm.core_weights(int(ci))
         if w.shape[1] and (w.shape[0] == 0 or not (w != 0).any(axis=0).all()):
@@ -430,6 +431,56 @@ def check_coremap(cm: CoreMap) -> None:
                            f"of {chips_of(cm)} chips")
     if np.unique(c.x.astype(np.int64) * height + c.y).shape[0] != C:
         raise CoreMapError("core map places two cores on the same router")
+
+
+def _check_references(cm: CoreMap, d: dict[str, int]) -> None:
+    """What the header and the tables say about each other: layer indices, state and state-output neurons,
+    axons and words, shapes, the compile warnings."""
+    meta, c = cm.meta, cm.cores
+    L = len(meta["layers"])
+    if d["C"] and (c.layer.min() < 0 or c.layer.max() >= L):
+        i = int(np.argmax((c.layer < 0) | (c.layer >= L)))
+        raise CoreMapError(f"core {i}: cores.layer = {int(c.layer[i])} names none of the header's {L} layers")
+    for i, l in enumerate(meta["layers"]):
+        if any(not 0 <= k < d["C"] for k in l["cores"]):
+            raise CoreMapError(f"header meta.layers[{i}].cores names cores outside 0 .. {d['C'] - 1}")
+    if meta["num_steps"] < 1:
+        raise CoreMapError(f"header meta.num_steps is {meta['num_steps']}; expected >= 1")
+    for key in ("inputs", "outputs", "states", "state_outputs"):
+        for i, e in enumerate(meta.get(key, [])):
+            if any(x < 0 for x in e["shape"]) or math.prod(e["shape"]) > 1 << 31:
+                raise CoreMapError(f"header meta.{key}[{i}].shape is {e['shape']}")
+    for key in ("states", "state_outputs"):
+        for i, e in enumerate(meta.get(key, [])):
+            n_el = math.prod(e["shape"])
+            if "neurons" in e and (len(e["neurons"]) != n_el if key == "state_outputs" else False):
+                raise CoreMapError(f"header meta.{key}[{i}] lists {len(e['neurons'])} neurons for shape {e['shape']}")
+            if any(not 0 <= k < d["N"] for k in e.get("neurons", [])):
+                raise CoreMapError(f"header meta.{key}[{i}].neurons point outside the {d['N']} neurons")
+            if any(not 0 <= k < d["A"] for k in e.get("axons", [])):
+                raise CoreMapError(f"header meta.{key}[{i}].axons point outside the {d['A']} axons")
+            if any(not 0 <= k < n_el for k in e.get("elems", [])):
+                raise CoreMapError(f"header meta.{key}[{i}].elems point outside its {n_el} elements")
+            if len(e.get("axons", [])) != len(e.get("elems", [])):
+                raise CoreMapError(f"header meta.{key}[{i}] pairs {len(e.get('axons', []))} axons with "
+                                   f"{len(e.get('elems', []))} elements")
+            if "word" in e and not 0 <= e["word"] < max(d["S"], 0):
+                raise CoreMapError(f"header meta.{key}[{i}].word = {e['word']} is not a state word (0 .. {d['S'] - 1})")
+            if key == "states" and e["target"] == "neuron" and ("neurons" not in e or "word" not in e or
+                                                                 "scale" not in e or len(e["neurons"]) != n_el):
+                raise CoreMapError(f"header meta.states[{i}] targets neurons but lacks one neuron per element, "
+                                   "a word or a scale")
+            if key == "states" and e["target"] == "axon" and ("axons" not in e or "elems" not in e):
+                raise CoreMapError(f"header meta.states[{i}] targets axons but lacks axons/elems")
+            if "scale" in e and not e["scale"] > 0:
+                raise CoreMapError(f"header meta.{key}[{i}].scale is {e['scale']}; expected > 0")
+    for i, e in enumerate(meta["inputs"]):
+        if not e["scale"] > 0 or e["lo"] > e["hi"]:
+            raise CoreMapError(f"header meta.inputs[{i}] has scale {e['scale']} and range {e['lo']} .. {e['hi']}; "
+                               "expected scale > 0 and lo <= hi")
+    warnings = meta["compile"].get("warnings", [])
+    if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+        raise CoreMapError("header meta.compile.warnings is not a list of strings")
 
 
 def _check_router(cm: CoreMap, d: dict[str, int]) -> None:
