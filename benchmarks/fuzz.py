@@ -654,7 +654,10 @@ def _damage_array(rng, x: np.ndarray) -> np.ndarray:
     x = np.array(x)
     r = rng.random()
     if r < 0.25 and x.size:
-        x = x.astype(np.float64)
+        try:
+            x = x.astype(np.float64)
+        except (TypeError, ValueError):
+            x = np.zeros(x.shape)
         x.reshape(-1)[int(rng.integers(x.size))] = _pick(rng, NASTY_FLOATS)
         return x
     if r < 0.4:
