@@ -27,7 +27,7 @@ from .coremap import CoreMap
 from .emulator import BACKENDS
 from .emulator.profile import build_report
 from .errors import InputError
-from .files import GIB, MAX_ARRAY_BYTES, read_npz
+from .files import GIB, MAX_ARRAY_BYTES, read_npz, size_text
 from .frontend import load_onnx
 from .frontend.onnx_import import MAX_STEPS
 from .ir import Graph
@@ -172,7 +172,7 @@ def memory_budget() -> int:
 
 
 def _gib(n: float) -> str:
-    return f"{n / GIB:.3g} GiB" if n >= GIB / 100 else f"{n / (1 << 20):.3g} MiB"
+    return size_text(n)
 
 
 def _numeric(name: str, x: Any, what: str) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 from .errors import NmcError, OutputError
 
 __all__ = ["atomic_write_bytes", "save_npz", "save_json", "check_output_path", "read_npy_member", "read_npz",
-           "GIB", "MAX_ARRAY_BYTES"]
+           "GIB", "MAX_ARRAY_BYTES", "size_text"]
 
 GIB = 1 << 30
 #: largest array any nmc reader inflates (inputs.npz, core-map members); a file claiming more is refused
@@ -29,6 +29,14 @@ MAX_ARRAY_BYTES = 2 * GIB
 #: what reading a damaged zip/npy can raise
 ARCHIVE_ERRORS = (zipfile.BadZipFile, zlib.error, struct.error, EOFError, ValueError, OSError, KeyError,
                   NotImplementedError, RuntimeError, UnicodeDecodeError, SyntaxError, TypeError, OverflowError)
+
+
+def size_text(n: float) -> str:
+    """Bytes for messages: '812.0 GiB', '3.2 MiB', '392 bytes'."""
+    for unit, k in (("GiB", GIB), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= k:
+            return f"{n / k:.1f} {unit}"
+    return f"{int(n)} bytes"
 
 
 def _umask() -> int:
@@ -125,8 +133,8 @@ def read_npy_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, error
     """One ``.npy`` member of ``z``, its sizes (archive entry and .npy header) checked against ``limit``
     and against each other before it is inflated; every failure is an ``error`` naming ``where``."""
     if info.file_size > limit + 4096:
-        raise error(f"{where} inflates to {info.file_size} bytes ({info.file_size / GIB:.2f} GiB), more than the "
-                    f"limit of {limit / GIB:.2f} GiB for one array; the file is damaged or not what it claims")
+        raise error(f"{where} inflates to {info.file_size} bytes ({size_text(info.file_size)}), more than the "
+                    f"limit of {size_text(limit)} for one array; the file is damaged or not what it claims")
     try:
         with z.open(info) as f:
             shape, fortran, dtype = _npy_header(f, where, error)
@@ -134,7 +142,7 @@ def read_npy_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, error
             nbytes = n * dtype.itemsize
             if nbytes > limit:
                 raise error(f"{where} declares shape {list(shape)} of {dtype} = {nbytes} bytes "
-                            f"({nbytes / GIB:.2f} GiB), more than the limit of {limit / GIB:.2f} GiB for one array")
+                            f"({size_text(nbytes)}), more than the limit of {size_text(limit)} for one array")
             if nbytes > info.file_size:
                 raise error(f"{where} declares shape {list(shape)} of {dtype} ({nbytes} bytes) but the archive holds "
                             f"only {info.file_size} bytes for it; the file is truncated or damaged")
@@ -175,7 +183,7 @@ def read_npz(path: str | os.PathLike, error: type[NmcError], what: str = "file",
                 a = read_npy_member(z, info, f"array '{name}' of {what} '{p}'", error, limit)
                 total += a.nbytes
                 if total > limit:
-                    raise error(f"{what} '{p}' holds more than {limit / GIB:.2f} GiB of arrays; split it")
+                    raise error(f"{what} '{p}' holds more than {size_text(limit)} of arrays; split it")
                 out[name] = a
     except NmcError:
         raise
