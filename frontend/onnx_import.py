@@ -78,8 +78,13 @@ def _load_model(model_or_path) -> onnx.ModelProto:
 _NUMERIC_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16,
                   TensorProto.INT8, TensorProto.INT16, TensorProto.INT32, TensorProto.INT64, TensorProto.UINT8,
                   TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64, TensorProto.BOOL}
-#: the most elements one constant tensor may have (2^28 float64 = 2 GiB)
-MAX_TENSOR_ELEMS = 1 << 28
+#: the most elements one constant tensor may have (2^26: 512 MiB as float64; a weight matrix of a Gemm is one
+#: synapse per element, see MAX_SYNAPSES)
+MAX_TENSOR_ELEMS = 1 << 26
+#: the most values one tensor may have per sample (every value becomes a neuron or an axon)
+MAX_ACTIVATIONS = 1 << 24
+#: the most synapses one layer may unfold to (three arrays of 8 bytes each: 1.5 GiB)
+MAX_SYNAPSES = 1 << 26
 
 
 def _tensor_type_name(dt: int) -> str:
@@ -269,7 +274,7 @@ def read_convention(model: onnx.ModelProto) -> Convention:
             return default
         try:
             return json.loads(meta[key])
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:  # bytes that are not UTF-8 too
             raise ModelError(f"{where}: metadata {key}={meta[key]!r} is not valid JSON ({e}); write it with json.dumps") from e
 
     conv = meta.get("nmc.convention")
@@ -445,6 +450,13 @@ class _Ctx:
         while name in self.node_names:
             name, k = f"{base}_{k}", k + 1
         self.node_names.add(name)
+        for t, shp in zip(outputs, shapes):
+            size = 1
+            for d in shp:
+                size *= int(d)
+            if size > MAX_ACTIVATIONS:
+                raise ShapeError(f"{self.where(node)}: output '{t}' has shape {list(shp)} = {size} values per sample, "
+                                 f"more than nmc compiles ({MAX_ACTIVATIONS}); the model is far too large for the chip")
         ps = {k2: np.asarray(v, dtype=np.float64) for k2, v in (params or {}).items()}
         for k2, v in ps.items():
             bad = ~np.isfinite(v)
@@ -624,6 +636,11 @@ def _conv(ctx: _Ctx, node, a):
                              "channels; give one per channel")
         b = np.broadcast_to(bb, (W.shape[0],))
     out = conv_out_shape(xs, W.shape, strides, pads, dil)
+    syn = int(np.prod(out, dtype=object)) * int(np.prod(W.shape[1:], dtype=object))
+    if syn > MAX_SYNAPSES:
+        raise ShapeError(f"{ctx.where(node)}: output {list(out)} with kernel {list(W.shape[1:])} unfolds to {syn} "
+                         f"synapses, more than nmc compiles in one layer ({MAX_SYNAPSES}); the layer is far too large "
+                         "for the chip")
     if min(out) < 1:
         raise ShapeError(f"{ctx.where(node)}: output shape {list(out)} is empty (input {list(xs)}, kernel {list(ks)})")
     ctx.emit(node, "conv", [ins[0]], [node.output[0]], [out],
@@ -842,7 +859,12 @@ def _input_shape(vi: onnx.ValueInfoProto) -> tuple[int, ...]:
         if not d.HasField("dim_value"):
             raise ShapeError(f"graph input '{vi.name}': dimension {i} is {d.dim_param or 'unknown'}; only the batch "
                              f"dimension may be symbolic: export with fixed feature/image sizes")
+        if d.dim_value < 1:
+            raise ShapeError(f"graph input '{vi.name}': dimension {i} is {d.dim_value}; sizes must be >= 1")
         shape.append(int(d.dim_value))
+    if int(np.prod(shape, dtype=object)) > MAX_ACTIVATIONS:
+        raise ShapeError(f"graph input '{vi.name}' has shape [N, {', '.join(map(str, shape))}], more than "
+                         f"{MAX_ACTIVATIONS} values per sample; the model is far too large for the chip")
     return tuple(shape)
 
 

@@ -138,7 +138,7 @@ def _check_calib_work(graph: Graph, calib: Mapping[str, np.ndarray], calib_steps
     if work > MAX_CALIB_WORK:
         raise InputError(f"calibrating on {B} sample(s) x {T} steps needs about {work:.3g} operations of the float "
                          f"interpreter, more than nmc's limit of {MAX_CALIB_WORK:.3g}; pass fewer calibration samples "
-                         "or fewer steps (calib_steps / --calib-steps)")
+                         "or fewer steps (calib_steps=...)")
     out_elems = sum(int(graph.tensors[o].size) for o in graph.outputs if o in graph.tensors)
     need, budget = 8 * 2 * T * B * out_elems, memory_budget()
     if need > budget:
@@ -341,7 +341,7 @@ def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarr
     if T < 1:
         raise InputError(f"steps = {T}; run at least 1 step")
     static, step, states, B = prepare_inputs(cm, inputs, T)
-    check_run_resources(cm, B, T)
+    check_run_resources(cm, B, T, backend)
     run = BACKENDS[backend]
     if states:
         parts = []
@@ -389,12 +389,43 @@ def estimate_run_bytes(cm: CoreMap, B: int, T: int) -> dict[str, int]:
     }
 
 
-def check_run_resources(cm: CoreMap, B: int, T: int) -> None:
-    """Refuse a run whose arrays would not fit in memory, with the estimate and the number of steps that fits."""
+#: seconds per (sample, step, core) and per (sample, step, synapse) of each backend, measured on the digits
+#: example (9 cores, 69k synapses) and rounded up: the run-time estimate behind :func:`check_run_resources`
+_SECONDS_PER = {"numba": (5e-6, 2e-9), "reference": (1e-4, 2e-8)}
+
+
+def estimate_run_seconds(cm: CoreMap, B: int, T: int, backend: str) -> float:
+    """A coarse (pessimistic) estimate of a run's time on ``backend``."""
+    per_core, per_syn = _SECONDS_PER.get(backend, _SECONDS_PER["reference"])
+    return float(B) * float(T + 2) * (cm.num_cores * per_core + int(cm.weights.data.shape[0]) * per_syn)
+
+
+def max_run_seconds() -> float:
+    """The longest run :func:`emulate` starts (``NMC_MAX_RUN_SECONDS``, default one day)."""
+    try:
+        return float(os.environ.get("NMC_MAX_RUN_SECONDS", 86400))
+    except ValueError:
+        raise InputError(f"NMC_MAX_RUN_SECONDS={os.environ['NMC_MAX_RUN_SECONDS']!r} is not a number of seconds") \
+            from None
+
+
+def check_run_resources(cm: CoreMap, B: int, T: int, backend: str = "numba") -> None:
+    """Refuse a run whose arrays would not fit in memory, or that would take longer than
+    :func:`max_run_seconds`, with the estimate and what would help."""
     parts = estimate_run_bytes(cm, B, T)
     need, budget = sum(parts.values()), memory_budget()
-    if need <= budget:
-        return
+    if need > budget:
+        _refuse_memory(cm, B, T, parts, need, budget)
+    secs, limit = estimate_run_seconds(cm, B, T, backend), max_run_seconds()
+    if secs > limit:
+        raise InputError(f"running {B} sample(s) x {T} steps of model '{cm.meta['model']}' on the {backend} backend "
+                         f"would take about {secs:.3g} s (estimate), more than the limit of {limit:.3g} s "
+                         "(NMC_MAX_RUN_SECONDS); run fewer steps (--steps) or samples"
+                         + (", or use the numba backend" if backend != "numba" else "")
+                         + ", or raise NMC_MAX_RUN_SECONDS")
+
+
+def _refuse_memory(cm: CoreMap, B: int, T: int, parts: dict[str, int], need: int, budget: int) -> None:
     per_step = max(1, (need - parts["state and counters"]) // max(T, 1))
     fit_steps = max(0, (budget - parts["state and counters"]) // per_step)
     detail = ", ".join(f"{k} {_gib(v)}" for k, v in parts.items() if v)

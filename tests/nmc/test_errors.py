@@ -93,7 +93,7 @@ def only_rule(violations: list[str], rule: str) -> list[str]:
 def test_every_rule_is_tested():
     assert set(drc.RULES) == {"neurons-per-core", "axons-per-core", "memory-per-core", "weight-precision",
                               "phases-per-step", "router-table", "placement", "accumulator-range",
-                              "soma-parameters"}
+                              "soma-parameters", "state-words"}
 
 
 def test_compiled_maps_break_no_rule(snn, ann, mixed):
@@ -251,6 +251,14 @@ def test_soma_threshold_and_leak(snn):
                  "the layer or recompile for this chip"]
     v = only_rule(drc.check_coremap(tampered(snn, cores__param=((c, 3), 257))), "soma-parameters")
     assert len(v) == 1 and f"core {c} (lif) has beta_mult 257 outside 0 .. 256" in v[0]  # beta > 1
+
+
+def test_state_words(snn):
+    c = layer_core(snn, "fc2")
+    n = int(snn.cores.neuron_off[c])
+    v = only_rule(drc.check_coremap(tampered(snn, neurons__state_init=((n, 0), -2 ** 63))), "state-words")
+    assert v == [f"state-words: layer 'fc2' core {c} (lif) neuron {n} starts with v {-2 ** 63} outside its 28-bit "
+                 f"state word {-2 ** 27} .. {2 ** 27 - 1}; fix: recompile (a smaller initial state)"]
 
 
 def test_soma_requantiser(ann):

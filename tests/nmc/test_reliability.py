@@ -21,7 +21,7 @@ from nmc.api import load_inputs, prepare_inputs
 from nmc.corefile import load as load_coremap
 from nmc.corefile import save as save_coremap
 from nmc.errors import (AttributeSchemaError, ChipSpecError, CoreMapError, InputError, ModelError, OutputError,
-                        QuantizationError, UnsupportedOpError)
+                        QuantizationError, ShapeError, UnsupportedOpError)
 from nmc.frontend import load_onnx, nmc_ops
 from nmc.frontend.builder import ModelBuilder
 from nets import hybrid
@@ -539,3 +539,32 @@ def test_batchnorm_with_var_plus_epsilon_not_positive_is_refused():
     b.output(b.relu(b.batchnorm(x, [1.0, 1.0], [0.0, 0.0], [0.0, 0.0], [1.0, -2.0], eps=1.0, name="bn")))
     with pytest.raises(ModelError, match=r"node 'bn' \(BatchNormalization\): channel 1 has var -2 \+ epsilon 1 <= 0"):
         load_onnx(b.build())
+
+
+# ============================================================================ sizes before allocation (compile)
+@pytest.mark.parametrize("dim,match", [(0, "dimension 1 is 0; sizes must be >= 1"),
+                                       (2 ** 40, "more than 16777216 values per sample")])
+def test_graph_input_dims_are_bounded(model, img, dim, match):
+    m = _copy(model)
+    vi = next(i for i in m.graph.input if i.name == "image")
+    vi.type.tensor_type.shape.dim[1].dim_value = dim
+    with pytest.raises(ShapeError, match=match) as ei:
+        load_onnx(m)
+    assert "graph input 'image'" in str(ei.value)
+
+
+def test_a_layer_that_unfolds_to_too_many_synapses_is_refused_before_lowering():
+    b = ModelBuilder("big", num_steps=1)
+    x = b.input("x", (64, 512, 512))
+    b.output(b.relu(b.conv(x, np.ones((64, 64, 3, 3), np.float32), pads=(1, 1, 1, 1), name="c")))
+    with pytest.raises(ShapeError, match=r"node 'c' \(Conv\): output \[64, 512, 512\] with kernel \[64, 3, 3\] "
+                                         r"unfolds to 9663676416 synapses, more than nmc compiles"):
+        load_onnx(b.build())
+
+
+def test_a_run_estimated_to_take_too_long_is_refused(cm, img, monkeypatch):
+    monkeypatch.setenv("NMC_MAX_RUN_SECONDS", "1")
+    with pytest.raises(InputError, match=r"x 1000000 steps .* on the reference backend would take about [\d.e+]+ s "
+                                         r"\(estimate\), more than the limit of 1 s \(NMC_MAX_RUN_SECONDS\); run fewer "
+                                         r"steps \(--steps\) or samples, or use the numba backend"):
+        nmc.emulate(cm, {"image": img[:1]}, steps=10 ** 6, backend="reference")
