@@ -20,7 +20,7 @@ try:
 except ImportError:  # not on Windows
     resource = None  # type: ignore[assignment]
 
-from .chip import ChipSpec, load_chip
+from .chip import MAX_SYSTEM_CORES, ChipSpec, load_chip
 from .corefile import load as load_coremap
 from .corefile import validate
 from .coremap import CoreMap
@@ -76,6 +76,14 @@ def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips
         _check_calib_work(graph, calib_in, calib_steps)
     if isinstance(chips, str) and chips != "auto":
         chips = parse_chips(chips)
+    if isinstance(chips, (tuple, list)):
+        if len(chips) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
+                                      for v in chips):
+            raise InputError(f"chips={chips!r}: expected (x, y) with positive integers, or 'auto'")
+        if chips[0] * chips[1] * spec.cores_per_chip > MAX_SYSTEM_CORES:
+            raise InputError(f"chips={chips[0]}x{chips[1]} of {spec.cores_per_chip}-core chips is "
+                             f"{chips[0] * chips[1] * spec.cores_per_chip} cores, more than nmc models "
+                             f"({MAX_SYSTEM_CORES}); give a smaller grid or 'auto'")
     return map_graph(graph, spec, calib=calib_in, lint=lint, chips=chips, placement=placement, calib_steps=calib_steps)
 
 

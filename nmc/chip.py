@@ -167,7 +167,7 @@ class ChipSpec:
 #: the largest integer a chip field may hold, and the most cores a system may have (grids, tables are sized
 #: from them before anything is checked against a model)
 MAX_INT_FIELD = 2 ** 31 - 1
-MAX_SYSTEM_CORES = 1 << 20
+MAX_SYSTEM_CORES = 1 << 22
 _SECTIONS = {"core": CoreSpec, "timing": TimingSpec, "noc": NocSpec, "energy": EnergySpec, "system": SystemSpec}
 _TOP = {"name": str, "description": str, "clock_hz": float, "cores_x": int, "cores_y": int}
 _SPIKE_ENCODINGS = ("aer", "bitmap")

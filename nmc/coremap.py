@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .chip import ChipSpec
+from .chip import MAX_SYSTEM_CORES, ChipSpec
 from .errors import CoreMapError
 from .neurons import MODELS, by_code, max_core_params, max_neuron_params, max_state_words
 
@@ -437,6 +437,10 @@ def _check_references(cm: CoreMap, d: dict[str, int]) -> None:
     """What the header and the tables say about each other: layer indices, state and state-output neurons,
     axons and words, shapes, the compile warnings."""
     meta, c = cm.meta, cm.cores
+    n_sys = meta["chips"][0] * meta["chips"][1] * cm.chip.cores_per_chip
+    if n_sys > MAX_SYSTEM_CORES:
+        raise CoreMapError(f"header meta.chips {meta['chips']} of {cm.chip.cores_per_chip}-core chips is {n_sys} cores, "
+                           f"more than nmc models ({MAX_SYSTEM_CORES})")
     L = len(meta["layers"])
     if d["C"] and (c.layer.min() < 0 or c.layer.max() >= L):
         i = int(np.argmax((c.layer < 0) | (c.layer >= L)))

@@ -119,7 +119,7 @@ def _npy_header(f, where: str, error: type[NmcError]) -> tuple[tuple[int, ...], 
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
         else:
             raise ValueError(f"unknown .npy version {version}")
-    except ARCHIVE_ERRORS as e:
+    except Exception as e:  # numpy parses the header text: any failure there means a damaged file
         raise error(f"{where} is not a readable .npy array ({type(e).__name__}: {e})") from None
     if dtype.hasobject:
         raise error(f"{where} holds Python objects (dtype {dtype}); only numeric arrays are read")

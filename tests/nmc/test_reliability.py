@@ -568,3 +568,17 @@ def test_a_run_estimated_to_take_too_long_is_refused(cm, img, monkeypatch):
                                          r"\(estimate\), more than the limit of 1 s \(NMC_MAX_RUN_SECONDS\); run fewer "
                                          r"steps \(--steps\) or samples, or use the numba backend"):
         nmc.emulate(cm, {"image": img[:1]}, steps=10 ** 6, backend="reference")
+
+
+def test_core_map_whose_chip_grid_was_edited_to_a_huge_system(cm, tmp_path):
+    meta = json.loads(json.dumps(cm.meta, default=float))
+    meta["chips"] = [1, 2 ** 31 - 1]
+    p = save_coremap(cm.replace(meta=meta), tmp_path / "m.nmc")
+    with pytest.raises(CoreMapError, match=r"header meta.chips \[1, 2147483647\] of 156-core chips is \d+ cores, more "
+                                           r"than nmc models"):
+        load_coremap(p)
+
+
+def test_compile_for_a_huge_grid_of_chips_is_refused(model, img):
+    msg = _compile_error(model, InputError, calib={"image": img}, chips="100000x100000")
+    assert "chips=100000x100000" in msg and "more than nmc models" in msg
