@@ -168,6 +168,8 @@ class ChipSpec:
 #: from them before anything is checked against a model)
 MAX_INT_FIELD = 2 ** 31 - 1
 MAX_SYSTEM_CORES = 1 << 22
+#: the largest chip description file read
+MAX_CHIP_FILE_BYTES = 1 << 20
 _SECTIONS = {"core": CoreSpec, "timing": TimingSpec, "noc": NocSpec, "energy": EnergySpec, "system": SystemSpec}
 _TOP = {"name": str, "description": str, "clock_hz": float, "cores_x": int, "cores_y": int}
 _SPIKE_ENCODINGS = ("aer", "bitmap")
@@ -306,11 +308,22 @@ def load_chip(name_or_path: str | Path, overrides: Mapping[str, Any] | None = No
             raise ChipSpecError(f"unknown chip preset '{name_or_path}'; presets: {', '.join(list_presets())}; "
                                 "or pass the path of a chip .toml file")
     try:
-        data = tomllib.loads(path.read_text())
+        if path.is_dir():
+            raise ChipSpecError(f"chip file '{path}' is a folder; give the .toml file")
+        if path.exists() and path.stat().st_size > MAX_CHIP_FILE_BYTES:
+            raise ChipSpecError(f"chip file '{path}' has {path.stat().st_size} bytes; a chip description is a few "
+                                "KiB: give the right file")
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ChipSpecError(f"chip file '{path}' does not exist") from None
     except tomllib.TOMLDecodeError as e:
         raise ChipSpecError(f"chip file '{path}' is not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ChipSpecError(f"chip file '{path}' is not UTF-8 text ({e}); save it as UTF-8 TOML") from None
+    except (OSError, ValueError) as e:  # permissions, a NUL in the path, ...
+        if isinstance(e, ChipSpecError):
+            raise
+        raise ChipSpecError(f"cannot read chip file '{path}': {e}") from None
     spec = chip_from_dict(data, origin=str(path))
     if overrides:
         spec = spec.with_overrides(overrides)

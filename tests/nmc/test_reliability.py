@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 import nmc
 from nmc import cli, files
 from nmc.api import load_inputs, prepare_inputs
+from nmc.chip import load_chip
 from nmc.corefile import load as load_coremap
 from nmc.corefile import save as save_coremap
 from nmc.errors import (AttributeSchemaError, ChipSpecError, CoreMapError, InputError, ModelError, OutputError,
@@ -582,3 +583,15 @@ def test_core_map_whose_chip_grid_was_edited_to_a_huge_system(cm, tmp_path):
 def test_compile_for_a_huge_grid_of_chips_is_refused(model, img):
     msg = _compile_error(model, InputError, calib={"image": img}, chips="100000x100000")
     assert "chips=100000x100000" in msg and "more than nmc models" in msg
+
+
+@pytest.mark.parametrize("content,match", [(b"\xff\xfe[core\n", "is not UTF-8 text"), (b"[core\n", "not valid TOML"),
+                                           (None, "is a folder")])
+def test_damaged_chip_files(tmp_path, content, match):
+    p = tmp_path / "chip.toml"
+    if content is None:
+        p.mkdir()
+    else:
+        p.write_bytes(content)
+    with pytest.raises(ChipSpecError, match=match):
+        load_chip(p)
