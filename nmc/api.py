@@ -17,8 +17,10 @@ import numpy as np
 
 try:
     import resource
+    resource_unlimited = resource.RLIM_INFINITY
 except ImportError:  # not on Windows
     resource = None  # type: ignore[assignment]
+    resource_unlimited = -1
 
 from .chip import MAX_SYSTEM_CORES, ChipSpec, load_chip
 from .corefile import load as load_coremap
@@ -167,8 +169,8 @@ def memory_budget() -> int:
         avail = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
         avail = 16 * GIB
-    soft = resource.getrlimit(resource.RLIMIT_AS)[0] if resource is not None else -1
-    if soft not in (-1, resource.RLIM_INFINITY if resource is not None else -1):
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0] if resource is not None else resource_unlimited
+    if soft not in (-1, resource_unlimited):
         used = 0
         try:
             with open("/proc/self/statm") as f:

@@ -19,7 +19,7 @@ import numpy as np
 from .chip import chip_from_dict
 from .coremap import FORMAT, FORMAT_VERSION, TABLES, CoreMap, check_coremap, check_header
 from .errors import CoreMapError, NmcError
-from .files import ARCHIVE_ERRORS, MAX_ARRAY_BYTES, atomic_write_bytes, read_npy_member
+from .files import ARCHIVE_ERRORS, MAX_ARRAY_BYTES, atomic_write_bytes, read_npy_member, size_text
 from .rules import check_coremap as design_rules
 from .version import __version__
 
@@ -93,8 +93,9 @@ def _array_names() -> list[str]:
 def load(path: str | os.PathLike, check: bool = True, limit: int = MAX_ARRAY_BYTES) -> CoreMap:
     """Read a core map; check format, version, integrity, structure and (``check``) the chip's design rules.
 
-    Nothing is inflated before its size is checked: ``header.json`` against :data:`MAX_HEADER_BYTES`, every
-    array's archive entry and ``.npy`` header against ``limit`` bytes (and against each other).
+    Nothing is inflated before its size is checked: ``header.json`` against :data:`MAX_HEADER_BYTES`, the
+    arrays together and every array's archive entry and ``.npy`` header against ``limit`` bytes (and the
+    entry and header against each other).
     """
     path = Path(path)
     if not path.exists():
@@ -123,6 +124,11 @@ def load(path: str | os.PathLike, check: bool = True, limit: int = MAX_ARRAY_BYT
             if ver != FORMAT_VERSION:
                 raise CoreMapError(f"'{path}' has core-map format version {ver}; this nmc reads version "
                                    f"{FORMAT_VERSION}: recompile the model with this nmc")
+            total = sum(i.file_size for n, i in infos.items() if n != "header.json")
+            if total > limit:
+                raise CoreMapError(f"'{path}': its arrays inflate to {total} bytes ({size_text(total)}) in total, more "
+                                   f"than the limit of {size_text(limit)} for a core map; the file is damaged or not "
+                                   "what it claims")
             wanted = {f"{k}.npy" for k in _array_names()} | {"header.json"}
             extra = sorted(set(infos) - wanted)
             if extra:
