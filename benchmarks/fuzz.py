@@ -5,7 +5,8 @@ Three kinds of case, each reproducible from ``(kind, seed)``:
 - ``onnx``: a model of the repository (``examples/digits_hybrid.onnx`` and ``tests/nets.py`` builders, a
   Scan model, an op zoo) mutated at the protobuf level (attributes, dims, data types, initializer values,
   names and external data, metadata, node inputs, Constant nodes, raw bytes, chip overrides, calibration
-  inputs) into ``nmc.compile``; a compiled map must then save, load and print (``nmc info``).
+  inputs, chip files with a damaged value) into ``nmc.compile``; a compiled map must then save, load and
+  print (``nmc info``) and hold no overflowed integer.
 - ``npz``: a damaged ``inputs.npz`` (values, dtypes, shapes, names, state inputs, bytes, a lying .npy
   header, a decompression bomb, huge ``steps``) into ``nmc.emulate`` / ``nmc run``.
 - ``nmc``: a damaged ``.nmc`` core map (header or arrays edited and re-hashed with nmc's own format,
@@ -14,8 +15,8 @@ Three kinds of case, each reproducible from ``(kind, seed)``:
 
 Every case runs in a worker subprocess capped with ``RLIMIT_AS`` (4 GB) and a per-case timeout (20 s);
 a worker runs cases one after the other and is restarted after a hang or a memory failure.  Outcomes:
-``ok``, ``error`` (one clean ``NmcError``), ``traceback`` (any other exception: its type and innermost
-frame), ``hang``, ``memory`` (MemoryError or the worker died), ``slip`` (accepted but the result is
+``ok``, ``error`` (one clean ``NmcError``), ``traceback`` (any other exception, or an internal exception
+the mapper's pass manager wrapped in a ``PassError``: its type and innermost frame), ``hang``, ``memory`` (MemoryError or the worker died), ``slip`` (accepted but the result is
 broken: a compiled map that does not load, a report that is not valid JSON, non-finite outputs, a temp
 file left behind).
 
@@ -56,7 +57,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import nmc  # noqa: E402
 from nmc import cli, corefile  # noqa: E402
-from nmc.errors import NmcError  # noqa: E402
+from nmc.chip import PRESET_DIR  # noqa: E402
+from nmc.errors import NmcError, PassError  # noqa: E402
 from nmc.frontend import nmc_ops  # noqa: E402
 from nmc.frontend.builder import ModelBuilder  # noqa: E402
 
@@ -568,6 +570,34 @@ def mo_overrides(rng, m, ctx):
     ctx["overrides"][key] = _pick(rng, NASTY_FLOATS + NASTY_INTS + ["x", None, [1]])
 
 
+def mo_chip_file(rng, m, ctx):
+    """Compile for a chip file: the tianjic preset with one value replaced (NaN, inf, huge, negative, text)."""
+    lines = (PRESET_DIR / "tianjic.toml").read_text().splitlines()
+    idx = [i for i, ln in enumerate(lines) if re.match(r"^\s*[a-z_]+\s*=\s*[-0-9.]", ln)]
+    for _ in range(int(rng.integers(1, 3))):
+        i = _pick(rng, idx)
+        key = lines[i].split("=")[0].strip()
+        lines[i] = f"{key} = " + _pick(rng, ["nan", "inf", "-inf", "-1", "0", "1e300", "9223372036854775807",
+                                             "\"x\"", "[1, 2]", "1.5", "3", "2147483648"])
+    if rng.random() < 0.1:
+        del lines[_pick(rng, idx)]
+    ctx["chip_file"] = "\n".join(lines) + "\n"
+
+
+def mo_scale_init(rng, m, ctx):
+    """Multiply an initializer by a finite factor (the model stays valid for onnx.checker)."""
+    t = _init(rng, m)
+    if t is None or t.data_location == TensorProto.EXTERNAL:
+        return
+    try:
+        a = numpy_helper.to_array(t).astype(np.float64)
+    except Exception:
+        return
+    with np.errstate(all="ignore"):
+        b = (a * _pick(rng, [1e-30, 1e-6, 1e6, 1e20, 1e30, -1.0, 0.0])).astype(numpy_helper.to_array(t).dtype)
+    t.CopyFrom(numpy_helper.from_array(b, t.name))
+
+
 def mo_calib(rng, m, ctx):
     calib = ctx.get("calib")
     if not calib:
@@ -598,7 +628,7 @@ def mo_calib_steps(rng, m, ctx):
     ctx["calib_steps"] = _pick(rng, [0, -1, 1, 10 ** 7, 2 ** 40])
 
 
-ONNX_MUTATORS = [mo_attr, mo_attr, mo_dims, mo_init_dtype, mo_init_values, mo_init_values, mo_init_dims,
+ONNX_MUTATORS = [mo_chip_file, mo_scale_init, mo_scale_init, mo_attr, mo_attr, mo_dims, mo_init_dtype, mo_init_values, mo_init_values, mo_init_dims,
                  mo_init_rename, mo_meta, mo_meta, mo_node_inputs, mo_nodes, mo_constant, mo_external, mo_opset,
                  mo_overrides, mo_calib, mo_calib_steps]
 
@@ -627,6 +657,9 @@ def onnx_case(rng, work: Path):
             (d / fn).write_bytes(content)
         model = d / "model.onnx"
     kw = {"calib": ctx["calib"]}
+    if "chip_file" in ctx:
+        (work / "chip.toml").write_text(ctx["chip_file"])
+        kw["chip"] = work / "chip.toml"
     if ctx["overrides"]:
         kw["overrides"] = ctx["overrides"]
     if "calib_steps" in ctx:
@@ -979,6 +1012,12 @@ def run_case(kind: str, seed: int) -> dict:
             if left:
                 return {"outcome": "slip", "what": what, "sig": "temp file left behind", "msg": str(left)}
             return {"outcome": "ok", "what": what}
+        except PassError as e:
+            cause = e.__cause__
+            if cause is not None and not isinstance(cause, NmcError):  # an internal failure wrapped by the pass manager
+                return {"outcome": "traceback", "what": what, "sig": "PassError from " + _signature(cause),
+                        "msg": str(e)[:300]}
+            return {"outcome": "error", "what": what, "msg": str(e)[:300]}
         except (NmcError, CleanExit) as e:
             return {"outcome": "error", "what": what, "msg": str(e)[:300]}
         except Slip as e:
