@@ -704,7 +704,7 @@ def _damage_array(rng, x: np.ndarray) -> np.ndarray:
         with warnings_off(), np.errstate(all="ignore"):
             try:
                 return x.astype(dt)
-            except (TypeError, ValueError):
+            except Exception:  # e.g. text that is no date
                 return np.zeros(x.shape, dt)
     if r < 0.55:
         shape = list(x.shape)

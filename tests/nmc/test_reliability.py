@@ -218,8 +218,14 @@ def test_external_data_of_a_model_given_as_bytes_is_refused(model, img, tmp_path
 def test_empty_graph_is_refused(model, img):
     m = _copy(model)
     del m.graph.node[:]
-    with pytest.raises(nmc.NmcError):
+    with pytest.raises(ModelError, match="onnx.checker"):  # outputs computed by no node
         nmc.compile(m, calib={"image": img})
+    # a graph without nodes whose output is its input passes the checker; it would compile to 0 cores
+    g = helper.make_graph([], "empty", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])])
+    empty = helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)])
+    with pytest.raises(nmc.NmcError, match="graph output 'x' is not computed by any layer"):
+        nmc.compile(empty, calib={"x": np.ones((2, 4))})
 
 
 def _scan_model(num_scan_inputs):
