@@ -302,6 +302,9 @@ def read_convention(model: onnx.ModelProto) -> Convention:
             if o not in out_names:
                 raise ModelError(f"{where}: state input '{i}' has no pair: nmc.state names output '{o}', which is not "
                                  f"a graph output; add '{o}' to the graph outputs or fix nmc.state")
+            if any(st[0] == i for st in states) or any(st[1] == o for st in states):
+                raise ModelError(f"{where}: nmc.state lists input '{i}' or output '{o}' in more than one pair; each "
+                                 "state input and output belongs to one pair: fix the metadata")
             states.append((i, o, init))
     step_inputs = parse("nmc.step_inputs", [])
     if not isinstance(step_inputs, list) or not all(isinstance(x, str) for x in step_inputs):

@@ -482,6 +482,12 @@ def _check_references(cm: CoreMap, d: dict[str, int]) -> None:
         if not e["scale"] > 0 or e["lo"] > e["hi"]:
             raise CoreMapError(f"header meta.inputs[{i}] has scale {e['scale']} and range {e['lo']} .. {e['hi']}; "
                                "expected scale > 0 and lo <= hi")
+    taps = np.diff(cm.taps.off)
+    for k, o in enumerate(meta["outputs"]):
+        n_el = math.prod(o["shape"])
+        if k < taps.shape[0] and int(taps[k]) != n_el:
+            raise CoreMapError(f"header meta.outputs[{k}] ('{o['name']}') has shape {o['shape']} ({n_el} values) but "
+                               f"{int(taps[k])} output taps")
     warnings = meta["compile"].get("warnings", [])
     if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
         raise CoreMapError("header meta.compile.warnings is not a list of strings")

@@ -603,3 +603,20 @@ def test_damaged_chip_files(tmp_path, content, match):
     with pytest.raises(ChipSpecError, match=match):
         load_chip(p)
 
+
+
+def test_a_state_pair_listed_twice(model, img):
+    m = _copy(model)
+    states = [[i.name, i.name + ".next", 0.0] for i in m.graph.input if i.name != "image"]
+    _meta(m, "nmc.state", json.dumps(states + [states[-1]]))
+    msg = _compile_error(m, calib={"image": img})
+    assert f"nmc.state lists input '{states[-1][0]}'" in msg and "more than one pair" in msg
+
+
+def test_core_map_output_shape_edited_and_rehashed(cm, tmp_path):
+    meta = json.loads(json.dumps(cm.meta, default=float))
+    meta["outputs"][0]["shape"] = [2, 10]
+    p = save_coremap(cm.replace(meta=meta), tmp_path / "m.nmc")
+    with pytest.raises(CoreMapError, match=r"meta.outputs\[0\] \('head'\) has shape \[2, 10\] \(20 values\) but 10 "
+                                           r"output taps"):
+        load_coremap(p)
