@@ -730,7 +730,11 @@ def _add(ctx: _Ctx, node, a):
     x, y = node.input[0], node.input[1]
     cx, cy = ctx.is_const(x), ctx.is_const(y)
     if cx and cy:
-        ctx.consts[node.output[0]] = ctx.consts[x] + ctx.consts[y]
+        try:
+            ctx.consts[node.output[0]] = np.asarray(ctx.consts[x], np.float64) + np.asarray(ctx.consts[y], np.float64)
+        except ValueError:
+            raise ShapeError(f"{ctx.where(node)}: constants '{x}' {list(np.shape(ctx.consts[x]))} and '{y}' "
+                             f"{list(np.shape(ctx.consts[y]))} do not broadcast; fix their shapes") from None
         return
     if cx or cy:
         t, c = (y, ctx.consts[x]) if cx else (x, ctx.consts[y])

@@ -620,3 +620,15 @@ def test_core_map_output_shape_edited_and_rehashed(cm, tmp_path):
     with pytest.raises(CoreMapError, match=r"meta.outputs\[0\] \('head'\) has shape \[2, 10\] \(20 values\) but 10 "
                                            r"output taps"):
         load_coremap(p)
+
+
+def test_add_of_two_constants_that_do_not_broadcast():
+    b = ModelBuilder("cadd", num_steps=1)
+    x = b.input("x", (4,))
+    b.output(b.relu(b.gemm(x, np.eye(4), name="fc"), name="r"))
+    m = b.build()
+    m.graph.initializer.extend([numpy_helper.from_array(np.ones(2, np.float32), "c1"),
+                                numpy_helper.from_array(np.ones(8, np.float32), "c2")])
+    m.graph.node.insert(0, helper.make_node("Add", ["c1", "c2"], ["c3"], name="cadd"))
+    with pytest.raises(ShapeError, match=r"node 'cadd' \(Add\): constants 'c1' \[2\] and 'c2' \[8\] do not broadcast"):
+        load_onnx(m)
