@@ -11,15 +11,16 @@ batch normalisations folded into the layer before them (:func:`fold_batchnorm`).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
-from nmc.errors import ModelError, RegistryError, ShapeError, UnsupportedOpError
+from nmc.errors import AttributeSchemaError, ModelError, RegistryError, ShapeError, UnsupportedOpError
 from nmc.ir import Graph, Node, StatePair, Tensor, assign_stages
 from nmc.neurons import MODELS
 
@@ -43,15 +44,23 @@ def _load_model(model_or_path) -> onnx.ModelProto:
     if isinstance(model_or_path, onnx.ModelProto):
         model = onnx.ModelProto()
         model.CopyFrom(model_or_path)  # load_onnx names unnamed nodes: never touch the caller's model
+        _internalize_external_data(model, None, "the given model")
         return model
+    base = None
     try:
         if isinstance(model_or_path, (bytes, bytearray)):
             data = bytes(model_or_path)
             where = "the given bytes"
         else:
             where = f"'{model_or_path}'"
-            data = Path(model_or_path).read_bytes()
+            path = Path(model_or_path)
+            if path.is_dir():
+                raise ModelError(f"ONNX model {where} is a folder; give the .onnx file")
+            data = path.read_bytes()
+            base = path.resolve().parent
     except OSError as e:
+        raise ModelError(f"cannot read ONNX model {where}: {e}; check the path") from e
+    except ValueError as e:  # e.g. a NUL byte in the path
         raise ModelError(f"cannot read ONNX model {where}: {e}; check the path") from e
     try:
         model = onnx.load_model_from_string(data)
@@ -61,7 +70,124 @@ def _load_model(model_or_path) -> onnx.ModelProto:
     if not model.HasField("graph") or not model.opset_import:
         raise ModelError(f"{where} is not an ONNX model (no graph or no opset_import); the file is truncated or "
                          f"of another format: re-export it with torch.onnx.export or onnx.save")
+    _internalize_external_data(model, base, where)
     return model
+
+
+#: numeric ONNX tensor data types nmc reads (weights are converted to float64)
+_NUMERIC_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16,
+                  TensorProto.INT8, TensorProto.INT16, TensorProto.INT32, TensorProto.INT64, TensorProto.UINT8,
+                  TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64, TensorProto.BOOL}
+#: the most elements one constant tensor may have (2^26: 512 MiB as float64; a weight matrix of a Gemm is one
+#: synapse per element, see MAX_SYNAPSES)
+MAX_TENSOR_ELEMS = 1 << 26
+#: the most values one tensor may have per sample (every value becomes a neuron or an axon)
+MAX_ACTIVATIONS = 1 << 24
+#: the most synapses one layer may unfold to (three arrays of 8 bytes each: 1.5 GiB)
+MAX_SYNAPSES = 1 << 26
+
+
+def _tensor_type_name(dt: int) -> str:
+    try:
+        return TensorProto.DataType.Name(dt)
+    except ValueError:
+        return str(dt)
+
+
+def _tensors(g: onnx.GraphProto):
+    """Every TensorProto of the graph: initializers and Constant values, also inside subgraphs (Scan bodies)."""
+    for t in g.initializer:
+        yield t
+    for n in g.node:
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.TENSOR:
+                yield a.t
+            elif a.type == onnx.AttributeProto.GRAPH:
+                yield from _tensors(a.g)
+
+
+def _internalize_external_data(model: onnx.ModelProto, base: Path | None, where: str) -> None:
+    """Read every external-data tensor from its file, resolved against the model's folder ``base`` and
+    refused outside it, its offset and length checked against the file and the tensor's size."""
+    for t in _tensors(model.graph):
+        if t.data_location != TensorProto.EXTERNAL:
+            continue
+        what = f"initializer '{t.name}'"
+        info = {e.key: e.value for e in t.external_data}
+        loc = info.get("location", "")
+        if base is None:
+            raise ModelError(f"{what} keeps its data in an external file ('{loc}') but the model was given as "
+                             f"{'bytes' if where == 'the given bytes' else 'a ModelProto'}, which has no folder to "
+                             "find it in; pass the model's path, or save it with its data inside")
+        if not loc or "\x00" in loc or Path(loc).is_absolute():
+            raise ModelError(f"{what} has external data location {loc!r}; it must be a file name relative to the "
+                             f"model's folder '{base}'")
+        f = (base / loc).resolve()
+        if not f.is_relative_to(base):
+            raise ModelError(f"{what} has external data location {loc!r}, which is outside the model's folder "
+                             f"'{base}'; nmc reads external data only from beside the model")
+        if not f.is_file():
+            raise ModelError(f"{what}: external data file '{f}' does not exist (location {loc!r}, relative to the "
+                             "model's folder); copy it beside the model")
+        size = f.stat().st_size
+        try:
+            offset = int(info.get("offset", 0))
+            length = int(info["length"]) if "length" in info else size - offset
+        except ValueError:
+            raise ModelError(f"{what}: external data offset {info.get('offset')!r} / length {info.get('length')!r} "
+                             "are not integers; re-export the model") from None
+        if offset < 0 or length < 0 or offset + length > size:
+            raise ModelError(f"{what}: external data offset {offset} and length {length} do not lie within "
+                             f"'{f}' ({size} bytes); the file is truncated or the model was edited: re-export it")
+        n = _checked_elems(t, what)
+        itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize if t.data_type in \
+            _NUMERIC_TYPES else None
+        if itemsize is not None and length != n * itemsize:
+            raise ModelError(f"{what}: external data length {length} bytes does not match dims {list(t.dims)} of "
+                             f"{_tensor_type_name(t.data_type)} ({n * itemsize} bytes); re-export the model")
+        with open(f, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read(length)
+        t.raw_data = data
+        t.data_location = TensorProto.DEFAULT
+        del t.external_data[:]
+
+
+def _checked_elems(t: onnx.TensorProto, what: str) -> int:
+    if t.data_type not in _NUMERIC_TYPES:
+        raise ModelError(f"{what} has data type {_tensor_type_name(t.data_type)}; nmc reads numeric tensors only "
+                         "(float, double, float16, int, uint, bool): fix the exporter")
+    if any(d < 0 for d in t.dims):
+        raise ModelError(f"{what} has negative dims {list(t.dims)}; the model is damaged: re-export it")
+    n = 1
+    for d in t.dims:
+        n *= int(d)
+    if n > MAX_TENSOR_ELEMS:
+        raise ModelError(f"{what} has dims {list(t.dims)} = {n} elements, more than nmc reads in one tensor "
+                         f"({MAX_TENSOR_ELEMS}); the model is damaged or far too large for the chip")
+    return n
+
+
+def decode_tensor(t: onnx.TensorProto, what: str) -> np.ndarray:
+    """A constant tensor as a NumPy array: data type, dims and data checked, NaN and infinities refused
+    (naming ``what`` and the first bad element)."""
+    n = _checked_elems(t, what)
+    if t.data_location == TensorProto.EXTERNAL:
+        raise ModelError(f"{what} keeps its data in an external file; pass the model by path")
+    try:
+        a = numpy_helper.to_array(t)
+    except Exception as e:  # protobuf payload and dims disagree, unknown type, ...
+        raise ModelError(f"{what} cannot be decoded ({type(e).__name__}: {e}); its dims {list(t.dims)} and data "
+                         "disagree: the model is damaged, re-export it") from None
+    if a.size != n:
+        raise ModelError(f"{what} holds {a.size} values for dims {list(t.dims)}; re-export the model")
+    if a.dtype.kind == "f":
+        bad = ~np.isfinite(a)
+        if bad.any():
+            idx = [int(i) for i in np.argwhere(bad)[0]] if a.ndim else []
+            raise ModelError(f"{what} has {int(bad.sum())} NaN or infinite value(s), the first at index {idx} "
+                             f"({a[tuple(idx)]}); fix the trained weights (e.g. torch.nan_to_num) and re-export")
+    return a
 
 
 def _opset(model: onnx.ModelProto, domain: str) -> int | None:
@@ -100,6 +226,26 @@ def _real_inputs(g: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
     return [i for i in g.input if i.name not in inits]
 
 
+#: the most timesteps a model may ask for by default (nmc.num_steps)
+MAX_STEPS = 1 << 20
+
+
+def _state_init(value: Any, where: str) -> np.ndarray:
+    """An initial state from metadata: numbers (a scalar or a nested list), all finite."""
+    try:
+        init = np.asarray(value, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        raise ModelError(f"{where} is {value!r}; give a number or a list of numbers") from None
+    if init.size > MAX_TENSOR_ELEMS:
+        raise ModelError(f"{where} has {init.size} values; too many")
+    bad = ~np.isfinite(init)
+    if bad.any():
+        idx = [int(i) for i in np.argwhere(bad)[0]] if init.ndim else []
+        raise ModelError(f"{where} has a NaN or infinite value at index {idx} ({init[tuple(idx)]}); give finite "
+                         "numbers")
+    return init
+
+
 @dataclass
 class Convention:
     """What the model's ``nmc.*`` metadata (or the naming fallback) says."""
@@ -129,7 +275,7 @@ def read_convention(model: onnx.ModelProto) -> Convention:
             return default
         try:
             return json.loads(meta[key])
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:  # bytes that are not UTF-8 too
             raise ModelError(f"{where}: metadata {key}={meta[key]!r} is not valid JSON ({e}); write it with json.dumps") from e
 
     conv = meta.get("nmc.convention")
@@ -148,16 +294,21 @@ def read_convention(model: onnx.ModelProto) -> Convention:
             if not (isinstance(entry, list) and len(entry) in (2, 3)):
                 raise ModelError(f"{where}: nmc.state entry {entry!r} is not [input, output, init]")
             i, o = entry[0], entry[1]
-            init = np.asarray(entry[2] if len(entry) == 3 else 0.0, dtype=np.float64)
+            if not (isinstance(i, str) and isinstance(o, str)):
+                raise ModelError(f"{where}: nmc.state entry {entry!r} must name its input and output as strings")
+            init = _state_init(entry[2] if len(entry) == 3 else 0.0, f"{where}: nmc.state init of '{i}'")
             if i not in in_names:
                 raise ModelError(f"{where}: nmc.state pairs '{i}' -> '{o}' but '{i}' is not a graph input; "
                                  f"add the input or fix nmc.state")
             if o not in out_names:
                 raise ModelError(f"{where}: state input '{i}' has no pair: nmc.state names output '{o}', which is not "
                                  f"a graph output; add '{o}' to the graph outputs or fix nmc.state")
+            if any(st[0] == i for st in states) or any(st[1] == o for st in states):
+                raise ModelError(f"{where}: nmc.state lists input '{i}' or output '{o}' in more than one pair; each "
+                                 "state input and output belongs to one pair: fix the metadata")
             states.append((i, o, init))
     step_inputs = parse("nmc.step_inputs", [])
-    if not isinstance(step_inputs, list):
+    if not isinstance(step_inputs, list) or not all(isinstance(x, str) for x in step_inputs):
         raise ModelError(f"{where}: metadata nmc.step_inputs must be a JSON list of input names")
     for s in step_inputs:
         if s not in in_names:
@@ -165,11 +316,17 @@ def read_convention(model: onnx.ModelProto) -> Convention:
         if any(st[0] == s for st in states):
             raise ModelError(f"{where}: '{s}' is both a step input and a state input; fix the metadata")
     num_steps = parse("nmc.num_steps", 1)
-    if not isinstance(num_steps, int) or num_steps < 1:
-        raise ModelError(f"{where}: metadata nmc.num_steps={meta.get('nmc.num_steps')!r} must be an integer >= 1")
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or not 1 <= num_steps <= MAX_STEPS:
+        raise ModelError(f"{where}: metadata nmc.num_steps={meta.get('nmc.num_steps')!r} must be an integer from 1 to "
+                         f"{MAX_STEPS}")
     outputs = parse("nmc.outputs", None)
     if outputs is None:
         outputs = out_names
+    if not isinstance(outputs, list) or not all(isinstance(x, str) for x in outputs):
+        raise ModelError(f"{where}: metadata nmc.outputs={meta.get('nmc.outputs')!r} must be a JSON list of output "
+                         "names")
+    if len(set(outputs)) != len(outputs):
+        raise ModelError(f"{where}: metadata nmc.outputs names an output twice ({outputs}); list each once")
     for o in outputs:
         if o not in out_names:
             raise ModelError(f"{where}: nmc.outputs names '{o}', which is not a graph output; fix the metadata")
@@ -190,17 +347,25 @@ def _extract_scan(model: onnx.ModelProto) -> onnx.ModelProto:
                                   for i, n in enumerate(g.node) if n.op_type == "Scan"],
                                  supported=sorted(CONVERTERS))
     scan = scans[0]
-    a = {x.name: helper.get_attribute_value(x) for x in scan.attribute}
-    body: onnx.GraphProto = a["body"]
-    n_scan = int(a["num_scan_inputs"])
+    a = _attrs(scan)
+    body = a.get("body")
+    if not isinstance(body, onnx.GraphProto):
+        raise ModelError(f"Scan node '{scan.name}' has no 'body' graph attribute; the body is the step graph")
+    n_scan = a.get("num_scan_inputs")
+    if not isinstance(n_scan, int) or not 0 <= n_scan <= len(scan.input):
+        raise ModelError(f"Scan node '{scan.name}': num_scan_inputs={n_scan!r} must be an integer from 0 to its "
+                         f"{len(scan.input)} inputs; fix the exporter")
+    if len(body.input) != len(scan.input) or len(body.output) < len(scan.input) - n_scan:
+        raise ModelError(f"Scan node '{scan.name}': its body has {len(body.input)} inputs and {len(body.output)} "
+                         f"outputs for {len(scan.input)} Scan inputs ({n_scan} scanned); they must correspond")
     for key in ("scan_input_axes", "scan_output_axes", "scan_input_directions", "scan_output_directions"):
         if any(int(v) != 0 for v in a.get(key, [])):
             raise ModelError(f"Scan node '{scan.name}': {key}={a[key]} is not supported; scan over axis 0 forwards")
     n_state = len(scan.input) - n_scan
-    outer_inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    outer_inits = {t.name: decode_tensor(t, f"initializer '{t.name}'") for t in g.initializer}
     for n in g.node:
         if n.op_type == "Constant":
-            outer_inits[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+            outer_inits[n.output[0]] = _constant_value(n)
     outer_shapes = {v.name: v for v in list(g.input) + list(g.value_info)}
     new_inputs, states, step_inputs = [], [], []
     for k, bin_ in enumerate(body.input):
@@ -251,7 +416,8 @@ class _Ctx:
     def __init__(self, model: onnx.ModelProto, conv: Convention):
         self.model = model
         self.conv = conv
-        self.consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        self.consts: dict[str, np.ndarray] = {t.name: decode_tensor(t, f"initializer '{t.name}'")
+                                              for t in model.graph.initializer}
         self.shapes: dict[str, tuple[int, ...]] = {}
         self.nodes: list[Node] = []
         self.node_names: set[str] = set()
@@ -274,6 +440,11 @@ class _Ctx:
         return self.consts[t]
 
     def shape(self, t: str) -> tuple[int, ...]:
+        if t not in self.shapes:
+            if t in self.consts:
+                raise _Unsupported(f"input '{t}' is a constant where nmc needs activations (a graph input or a "
+                                   "node's output)")
+            raise ModelError(f"tensor '{t}' is read but no node, input or initializer provides it")
         return self.shapes[t]
 
     def emit(self, node: onnx.NodeProto, op: str, inputs: list[str], outputs: list[str],
@@ -283,8 +454,22 @@ class _Ctx:
         while name in self.node_names:
             name, k = f"{base}_{k}", k + 1
         self.node_names.add(name)
-        n = Node(name, op, list(inputs), list(outputs), dict(attrs or {}),
-                 {k2: np.asarray(v, dtype=np.float64) for k2, v in (params or {}).items()}, source=node.name)
+        for t, shp in zip(outputs, shapes):
+            size = 1
+            for d in shp:
+                size *= int(d)
+            if size > MAX_ACTIVATIONS:
+                raise ShapeError(f"{self.where(node)}: output '{t}' has shape {list(shp)} = {size} values per sample, "
+                                 f"more than nmc compiles ({MAX_ACTIVATIONS}); the model is far too large for the chip")
+        ps = {k2: np.asarray(v, dtype=np.float64) for k2, v in (params or {}).items()}
+        for k2, v in ps.items():
+            bad = ~np.isfinite(v)
+            if bad.any():
+                idx = [int(i) for i in np.argwhere(bad)[0]] if v.ndim else []
+                raise ModelError(f"{self.where(node)}: parameter {k2} has {int(bad.sum())} NaN or infinite value(s), "
+                                 f"the first at index {idx} ({v[tuple(idx)]}), from its constants and attributes "
+                                 "(e.g. a huge alpha/beta or a zero variance); fix the exported values")
+        n = Node(name, op, list(inputs), list(outputs), dict(attrs or {}), ps, source=node.name)
         for t, s in zip(outputs, shapes):
             self.shapes[t] = tuple(int(d) for d in s)
         self.nodes.append(n)
@@ -312,11 +497,52 @@ def register_converter(op_type: str):
     return deco
 
 
+#: value rules of the standard attributes the converters read: name -> (ONNX type, lo, hi)
+_STD_ATTRS: dict[str, tuple[int, int, int]] = {
+    **{k: (onnx.AttributeProto.INTS, 1, 1 << 16) for k in ("strides", "kernel_shape", "dilations")},
+    "pads": (onnx.AttributeProto.INTS, 0, 1 << 16),
+    "group": (onnx.AttributeProto.INT, 1, 1 << 16),
+    **{k: (onnx.AttributeProto.INT, 0, 1) for k in ("transA", "transB", "ceil_mode", "count_include_pad",
+                                                     "allowzero", "training_mode")},
+    "axis": (onnx.AttributeProto.INT, -64, 64),
+    "num_scan_inputs": (onnx.AttributeProto.INT, 0, 1 << 16),
+}
+
+
 def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    """A node's attribute values, checked where they enter: strings are UTF-8, floats finite, and the
+    standard attributes the converters read have their ONNX type and a sane range."""
     out = {}
+    where = f"node '{node.name}' ({node.op_type})"
     for a in node.attribute:
-        v = helper.get_attribute_value(a)
-        out[a.name] = v.decode() if isinstance(v, bytes) else v
+        try:
+            v = helper.get_attribute_value(a)
+        except Exception as e:  # an attribute without a value, an unknown type
+            raise AttributeSchemaError(f"{where}: attribute '{a.name}' has no readable value ({e}); re-export the "
+                                       "model") from None
+        if isinstance(v, bytes):
+            try:
+                v = v.decode("utf-8")
+            except UnicodeDecodeError:
+                raise AttributeSchemaError(f"{where}: attribute '{a.name}' = {v[:40]!r} is not UTF-8 text; fix the "
+                                           "exporter") from None
+        elif isinstance(v, float) or (isinstance(v, list) and v and isinstance(v[0], float)):
+            vals = v if isinstance(v, list) else [v]
+            bad = [x for x in vals if not math.isfinite(x)]
+            if bad:
+                raise AttributeSchemaError(f"{where}: attribute '{a.name}' = {v} is not finite; give a finite number")
+        rule = _STD_ATTRS.get(a.name) if node.domain in ("", "ai.onnx") else None
+        if rule is not None:
+            typ, lo, hi = rule
+            if a.type != typ:
+                raise AttributeSchemaError(f"{where}: attribute '{a.name}' has type "
+                                           f"{onnx.AttributeProto.AttributeType.Name(a.type)}, expected "
+                                           f"{onnx.AttributeProto.AttributeType.Name(typ)}")
+            for x in (v if isinstance(v, list) else [v]):
+                if not lo <= x <= hi:
+                    raise AttributeSchemaError(f"{where}: attribute {a.name}={v} is out of range; each value must lie "
+                                               f"in {lo} .. {hi}")
+        out[a.name] = v
     return out
 
 
@@ -403,11 +629,22 @@ def _conv(ctx: _Ctx, node, a):
         raise ShapeError(f"{ctx.where(node)}: kernel_shape {list(ks)} differs from the weight's {list(W.shape[2:])}")
     strides = tuple(int(s) for s in a.get("strides", (1, 1)))
     dil = tuple(int(d) for d in a.get("dilations", (1, 1)))
+    if len(strides) != 2 or len(dil) != 2:
+        raise _Unsupported(f"strides={list(strides)} and dilations={list(dil)} must have 2 values each (2-D)")
     pads = _pads_2d(node, a, ks)
     b = np.zeros(W.shape[0])
     if len(ins) > 2 and ins[2]:
-        b = np.broadcast_to(np.asarray(ctx.const(node, ins[2], "bias B"), dtype=np.float64).reshape(-1), (W.shape[0],))
+        bb = np.asarray(ctx.const(node, ins[2], "bias B"), dtype=np.float64).reshape(-1)
+        if bb.size not in (1, W.shape[0]):
+            raise ShapeError(f"{ctx.where(node)}: bias '{ins[2]}' has {bb.size} values for {W.shape[0]} output "
+                             "channels; give one per channel")
+        b = np.broadcast_to(bb, (W.shape[0],))
     out = conv_out_shape(xs, W.shape, strides, pads, dil)
+    syn = int(np.prod(out, dtype=object)) * int(np.prod(W.shape[1:], dtype=object))
+    if syn > MAX_SYNAPSES:
+        raise ShapeError(f"{ctx.where(node)}: output {list(out)} with kernel {list(W.shape[1:])} unfolds to {syn} "
+                         f"synapses, more than nmc compiles in one layer ({MAX_SYNAPSES}); the layer is far too large "
+                         "for the chip")
     if min(out) < 1:
         raise ShapeError(f"{ctx.where(node)}: output shape {list(out)} is empty (input {list(xs)}, kernel {list(ks)})")
     ctx.emit(node, "conv", [ins[0]], [node.output[0]], [out],
@@ -494,7 +731,11 @@ def _add(ctx: _Ctx, node, a):
     x, y = node.input[0], node.input[1]
     cx, cy = ctx.is_const(x), ctx.is_const(y)
     if cx and cy:
-        ctx.consts[node.output[0]] = ctx.consts[x] + ctx.consts[y]
+        try:
+            ctx.consts[node.output[0]] = np.asarray(ctx.consts[x], np.float64) + np.asarray(ctx.consts[y], np.float64)
+        except ValueError:
+            raise ShapeError(f"{ctx.where(node)}: constants '{x}' {list(np.shape(ctx.consts[x]))} and '{y}' "
+                             f"{list(np.shape(ctx.consts[y]))} do not broadcast; fix their shapes") from None
         return
     if cx or cy:
         t, c = (y, ctx.consts[x]) if cx else (x, ctx.consts[y])
@@ -514,10 +755,14 @@ def _pool(ctx: _Ctx, node, a, op: str):
     if len(node.output) > 1 and node.output[1]:
         raise _Unsupported("the Indices output is not supported")
     xs = ctx.shape(node.input[0])
+    if "kernel_shape" not in a:
+        raise _Unsupported("the kernel_shape attribute is missing")
     ks = tuple(int(k) for k in a["kernel_shape"])
     if len(xs) != 3 or len(ks) != 2:
         raise _Unsupported(f"only 2-D pooling is supported; input has shape [N, {', '.join(map(str, xs))}]")
     strides = tuple(int(s) for s in a.get("strides", (1, 1)))
+    if len(strides) != 2:
+        raise _Unsupported(f"strides={list(strides)} must have 2 values (2-D)")
     pads = _pads_2d(node, a, ks)
     out = pool_out_shape(xs, ks, strides, pads)
     if min(out) < 1:
@@ -558,7 +803,12 @@ def _bn(ctx: _Ctx, node, a):
                               for t, r in zip(node.input[1:5], ("scale", "bias", "mean", "var")))
     if not (len(gamma) == len(beta) == len(mean) == len(var) == xs[0]):
         raise ShapeError(f"{ctx.where(node)}: parameters of length {len(gamma)} do not match {xs[0]} channels")
-    scale = gamma / np.sqrt(var + float(a.get("epsilon", 1e-5)))
+    eps = float(a.get("epsilon", 1e-5))
+    if not np.all(var + eps > 0):
+        c = int(np.argmax(~(var + eps > 0)))
+        raise ModelError(f"{ctx.where(node)}: channel {c} has var {var[c]:g} + epsilon {eps:g} <= 0; the variance "
+                         "must be >= 0 and epsilon > 0: fix the exported statistics")
+    scale = gamma / np.sqrt(var + eps)
     ctx.emit(node, "batchnorm", [node.input[0]], [node.output[0]], [xs],
              params={"scale": scale, "bias": beta - mean * scale})
 
@@ -617,8 +867,40 @@ def _input_shape(vi: onnx.ValueInfoProto) -> tuple[int, ...]:
         if not d.HasField("dim_value"):
             raise ShapeError(f"graph input '{vi.name}': dimension {i} is {d.dim_param or 'unknown'}; only the batch "
                              f"dimension may be symbolic: export with fixed feature/image sizes")
+        if d.dim_value < 1:
+            raise ShapeError(f"graph input '{vi.name}': dimension {i} is {d.dim_value}; sizes must be >= 1")
         shape.append(int(d.dim_value))
+    if int(np.prod(shape, dtype=object)) > MAX_ACTIVATIONS:
+        raise ShapeError(f"graph input '{vi.name}' has shape [N, {', '.join(map(str, shape))}], more than "
+                         f"{MAX_ACTIVATIONS} values per sample; the model is far too large for the chip")
     return tuple(shape)
+
+
+#: inputs every node of an op must have (the rest are optional); nmc ops: their schema's ports
+_ARITY = {"Gemm": 2, "MatMul": 2, "Conv": 2, "Reshape": 2, "Add": 2, "BatchNormalization": 5,
+          **{f"nmc::{m.onnx.name}": len(m.onnx.inputs) for m in MODELS.values() if m.onnx is not None}}
+
+
+def _constant_value(node: onnx.NodeProto) -> np.ndarray:
+    """The value of a Constant node (exactly one numeric value attribute), checked like an initializer."""
+    where = f"Constant node '{node.name}'"
+    if len(node.output) != 1 or not node.output[0]:
+        raise ModelError(f"{where} has {len(node.output)} outputs; a Constant has one")
+    if len(node.attribute) != 1:
+        raise ModelError(f"{where} has {len(node.attribute)} value attributes ({[a.name for a in node.attribute]}); "
+                         "it needs exactly one (value, value_float(s) or value_int(s))")
+    at = node.attribute[0]
+    if at.name == "value" and at.type == onnx.AttributeProto.TENSOR:
+        return decode_tensor(at.t, f"{where} value")
+    if at.name in ("value_float", "value_floats", "value_int", "value_ints"):
+        val = np.asarray(helper.get_attribute_value(at), dtype=np.float64)
+        bad = ~np.isfinite(val)
+        if bad.any():
+            raise ModelError(f"{where}: {at.name} holds NaN or infinity ({val.reshape(-1)[np.argmax(bad.reshape(-1))]}); "
+                             "give finite numbers")
+        return val
+    raise UnsupportedOpError([(node.name, "Constant", f"attribute '{at.name}' is not supported; nmc reads numeric "
+                               "constants (value, value_float(s), value_int(s))")], supported=[*CONVERTERS, "Constant"])
 
 
 def _op_key(node: onnx.NodeProto) -> str:
@@ -636,6 +918,14 @@ def load_onnx(model_or_path, *, fold_bn: bool = True) -> Graph:
     model = _extract_scan(model)
     g = model.graph
     conv = read_convention(model)
+    shadow = sorted({t.name for t in g.initializer} & {i.name for i in g.input})
+    if shadow:
+        raise ModelError(f"initializer(s) {shadow} have the name of a graph input; nmc does not take inputs with "
+                         "default values: rename the initializer or remove the input (re-export with "
+                         "keep_initializers_as_inputs=False)")
+    dup = sorted({t.name for t in g.initializer if sum(u.name == t.name for u in g.initializer) > 1})
+    if dup:
+        raise ModelError(f"initializer(s) {dup} are defined twice; the model is damaged: re-export it")
     ctx = _Ctx(model, conv)
     inputs: dict[str, str] = {}
     for vi in _real_inputs(g):
@@ -650,12 +940,7 @@ def load_onnx(model_or_path, *, fold_bn: bool = True) -> Graph:
     for node in g.node:
         key = _op_key(node)
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-            at = node.attribute[0]
-            if at.name != "value":
-                val = np.asarray(helper.get_attribute_value(at))
-            else:
-                val = numpy_helper.to_array(at.t)
-            ctx.consts[node.output[0]] = val
+            ctx.consts[node.output[0]] = _constant_value(node)
             continue
         if key not in CONVERTERS:
             why = ("nmc-domain op not implemented yet" if node.domain == nmc_ops.NMC_DOMAIN
@@ -666,6 +951,10 @@ def load_onnx(model_or_path, *, fold_bn: bool = True) -> Graph:
         if any(t in unknown for t in node.input if t):
             unknown.update(node.output)
             continue
+        need = _ARITY.get(key, 1)
+        if len([t for t in node.input[:need] if t]) < need or not node.output or not node.output[0]:
+            raise ModelError(f"node '{node.name}' ({key}) has inputs {list(node.input)} and outputs "
+                             f"{list(node.output)}; it needs {need} input(s) and an output")
         missing = [t for t in node.input if t and t not in ctx.shapes and t not in ctx.consts]
         if missing:
             raise ModelError(f"node '{node.name}' ({key}) reads '{missing[0]}', which no node, input or initializer "
@@ -682,6 +971,12 @@ def load_onnx(model_or_path, *, fold_bn: bool = True) -> Graph:
     for i, o, init in conv.states:
         if o in ctx.consts or o not in ctx.shapes:
             raise ModelError(f"state pair '{i}' -> '{o}': '{o}' is not computed by the graph")
+        try:
+            np.broadcast_to(init, ctx.shapes[i])
+        except ValueError:
+            raise ModelError(f"state pair '{i}' -> '{o}': its initial value of shape {list(init.shape)} does not "
+                             f"broadcast to the state's shape {list(ctx.shapes[i])}; give a scalar or one value per "
+                             "element") from None
         states.append(StatePair(i, o, init))
     tensors = {t: Tensor(t, s) for t, s in ctx.shapes.items()}
     # keep only tensors that exist in the IR (inputs and node outputs)

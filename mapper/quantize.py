@@ -7,6 +7,8 @@ or integer membrane parameters (LIF).  Parameters that are already representable
 """
 from __future__ import annotations
 
+import math
+
 import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -120,6 +122,9 @@ def calibrate(graph: Graph, inputs: Mapping[str, np.ndarray], steps: int | None 
         v = np.asarray(value, dtype=np.float64)
         if v.size == 0:
             return
+        if not np.all(np.isfinite(v)):
+            raise QuantizationError(f"calibration: tensor '{name}' becomes NaN or infinite on the calibration inputs "
+                                    "(the float model overflows); check the weights and the calibration inputs' range")
         r = Range(float(v.min()), float(v.max()), bool(np.all(v == np.round(v))))
         ranges[name] = ranges[name].merge(r) if name in ranges else r
 
@@ -137,8 +142,15 @@ def ranges_from_metadata(graph: Graph) -> dict[str, Range]:
         return {}
     try:
         data = json.loads(raw)
-        return {k: Range(float(v[0]), float(v[1]), bool(v[2])) for k, v in data.items()}
-    except (ValueError, TypeError, IndexError, KeyError) as e:
+        out = {k: Range(float(v[0]), float(v[1]), bool(v[2])) for k, v in data.items()}
+        for k, r in out.items():
+            if not (math.isfinite(r.lo) and math.isfinite(r.hi) and r.lo <= r.hi):
+                raise QuantizationError(f"model metadata 'nmc.ranges' gives tensor '{k}' the range [{r.lo}, {r.hi}]; "
+                                        "a range needs finite min <= max: fix the export or pass calibration inputs")
+        return out
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
+        if isinstance(e, QuantizationError):
+            raise
         raise QuantizationError(f"model metadata 'nmc.ranges' is malformed ({e}); expected JSON "
                                 "{tensor: [min, max, is_integer]}; fix the export or pass calibration inputs") from None
 
@@ -204,6 +216,37 @@ def _row_scales(rows: np.ndarray, E: np.ndarray, n: int) -> np.ndarray:
     scale = np.where(use_step, np.where(np.isfinite(rmin), rmin, 1.0), scale)
     scale = np.where(allint & (rmax <= W_MAX), 1.0, scale)
     return scale
+
+
+def _to_int(x: np.ndarray, what: str, where: str, bits: int = 62) -> np.ndarray:
+    """Round ``x`` to int64, refusing NaN, infinities and values beyond ``bits`` bits (a cast would wrap them to
+    -2^63 in the core map), naming the layer, the quantity and the first bad element."""
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        r = np.round(x)
+        bad = ~(np.abs(r) < 2.0 ** bits)
+    if bad.any():
+        idx = [int(i) for i in np.argwhere(bad)[0]] if x.ndim else []
+        raise QuantizationError(f"{where}: {what} element {idx} is {x[tuple(idx)]:g} after scaling, not a finite "
+                                f"integer within 2^{bits}; the layer's float values or its calibration ranges are "
+                                "extreme: check the model's weights and recalibrate")
+    return r.astype(np.int64)
+
+
+def _state_int(x: np.ndarray, model, layer, core) -> np.ndarray:
+    """Initial state words as integers, each within its word's bits (the model's declaration)."""
+    q = _to_int(x, "initial state", layer.where())
+    for i, w in enumerate(model.state):
+        bits = w.bits(core)
+        lo, hi = -2 ** (bits - 1), 2 ** (bits - 1) - 1
+        col = q[:, i]
+        bad = (col < lo) | (col > hi)
+        if bad.any():
+            n = int(np.argmax(bad))
+            raise QuantizationError(f"{layer.where()}: initial {w.name} of neuron {n} is {float(x[n, i]):g}, "
+                                    f"{int(col[n])} on the chip, outside the {bits}-bit state word {lo} .. {hi}; give a "
+                                    "smaller initial state (nmc.state) or rescale the layer")
+    return q
 
 
 def _w_bits(wq: np.ndarray, chip: ChipSpec) -> int:
@@ -275,8 +318,9 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
         elif l.soma == "ann":
             E = l.vals * s_in[l.cols]
             s_row = _row_scales(l.rows, E, l.n)
-            wq = np.round(E / s_row[l.rows]).astype(np.int64)
-            bias = np.round(l.bias / s_row).astype(np.int64)
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                wq = _to_int(E / s_row[l.rows], "weight", l.where())
+                bias = _to_int(l.bias / s_row, "bias", l.where())
             if np.any(np.abs(bias) >= acc_lim):
                 k = int(np.argmax(np.abs(bias)))
                 raise QuantizationError(f"{l.where()}: bias of neuron {k} quantises to {int(bias[k])}, beyond the "
@@ -306,8 +350,14 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
             exact = (E.size == 0 or (np.all(_is_int(E)) and np.abs(E).max() <= W_MAX)) and np.all(_is_int(b)) and \
                 np.all(_is_int(np.array([float(a[x]) for x in m.membrane_attrs]))) and np.all(_is_int(init))
             k = 1.0 if exact else (W_MAX / np.abs(E).max() if E.size and np.abs(E).max() > 0 else 1.0)
-            wq = np.round(k * E).astype(np.int64)
-            values = m.quantize(a, k, c)
+            wq = _to_int(k * E, "weight", l.where())
+            try:
+                values = m.quantize(a, k, c)
+            except (OverflowError, ValueError) as e:  # an attribute far outside the layer's scale
+                raise QuantizationError(f"{l.where()}: its {m.name} parameters do not scale to chip integers "
+                                        f"(membrane scale {k:g}: {e}); attributes "
+                                        f"{ {x: a[x] for x in m.membrane_attrs} } are extreme for its weights: "
+                                        "rescale them") from None
             for p in m.core_params:
                 v, lo_p, hi_p = values[p.name], p.lo(c), p.hi(c)
                 if not lo_p <= v <= hi_p:
@@ -317,8 +367,8 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
                                             "the layer's weights or threshold")
             cparam = np.array([values[p.name] for p in m.core_params], np.int64)
             nparam = np.zeros((l.n, 0), np.int64)
-            state_init = np.round(np.where(scaled, k * init, init)).astype(np.int64)
-            bias, lo, hi, w_bits = np.round(k * b).astype(np.int64), 0, 1, _w_bits(wq, chip)
+            state_init = _state_int(np.where(scaled, k * init, init), m, l, c)
+            bias, lo, hi, w_bits = _to_int(k * b, "bias", l.where()), 0, 1, _w_bits(wq, chip)
             lossless = bool(exact and m.lossless(a))
             err = np.abs(wq / k - E)
             rep.update(lossless=lossless, membrane_scale=k,
@@ -338,7 +388,7 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
             wq, bias, lo = np.ones_like(l.rows, dtype=np.int64), np.zeros(l.n, np.int64), 0
             w_bits = _w_bits(np.ones(1, np.int64), chip)
             k, cparam, nparam = 1.0, np.zeros(0, np.int64), np.zeros((l.n, 0), np.int64)
-            state_init = np.round(l.init).astype(np.int64)
+            state_init = _state_int(l.init, l.model, l, c)
             lossless = bool(np.all(_is_int(l.init)))  # a count starts from whole spikes
             rep.update(lossless=lossless, count_max=hi)
         else:

@@ -16,7 +16,14 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .chip import ChipSpec, load_chip
+try:
+    import resource
+    resource_unlimited = resource.RLIM_INFINITY
+except ImportError:  # not on Windows
+    resource = None  # type: ignore[assignment]
+    resource_unlimited = -1
+
+from .chip import MAX_SYSTEM_CORES, ChipSpec, load_chip
 from .corefile import load as load_coremap
 from .corefile import validate
 from .coremap import CoreMap
@@ -26,7 +33,9 @@ from .emulator.memory import check_memory
 from .emulator.trace import chrome_trace
 from .emulator.profile import build_report
 from .errors import InputError
+from .files import GIB, MAX_ARRAY_BYTES, read_npz, size_text
 from .frontend import load_onnx
+from .frontend.onnx_import import MAX_STEPS
 from .ir import Graph
 from .mapper.passes import map_graph
 
@@ -60,11 +69,27 @@ def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips
     graph = _as_graph(model)
     if isinstance(calib, (str, os.PathLike)):
         calib = load_inputs(calib)
+    if calib_steps is not None and (isinstance(calib_steps, (bool, np.bool_)) or
+                                    not isinstance(calib_steps, (int, np.integer)) or
+                                    not 1 <= calib_steps <= MAX_STEPS):
+        raise InputError(f"calib_steps = {calib_steps!r}; give a whole number of steps from 1 to {MAX_STEPS}")
     calib_in = None
     if calib is not None:
+        if not isinstance(calib, Mapping):
+            raise InputError(f"calibration inputs are a {type(calib).__name__}; give a dict of arrays by graph input "
+                             "name or the path of an .npz")
         calib_in = _calib_for_graph(graph, calib)
+        _check_calib_work(graph, calib_in, calib_steps)
     if isinstance(chips, str) and chips != "auto":
         chips = parse_chips(chips)
+    if isinstance(chips, (tuple, list)):
+        if len(chips) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
+                                      for v in chips):
+            raise InputError(f"chips={chips!r}: expected (x, y) with positive integers, or 'auto'")
+        if chips[0] * chips[1] * spec.cores_per_chip > MAX_SYSTEM_CORES:
+            raise InputError(f"chips={chips[0]}x{chips[1]} of {spec.cores_per_chip}-core chips is "
+                             f"{chips[0] * chips[1] * spec.cores_per_chip} cores, more than nmc models "
+                             f"({MAX_SYSTEM_CORES}); give a smaller grid or 'auto'")
     return map_graph(graph, spec, calib=calib_in, lint=lint, chips=chips, placement=placement, calib_steps=calib_steps)
 
 
@@ -80,31 +105,109 @@ def parse_chips(text: str) -> tuple[int, int] | str:
         raise InputError(f"--chips '{text}': expected 'XxY' with positive integers (e.g. 2x1) or 'auto'") from None
 
 
+#: most multiply-adds the float interpreter may spend on calibration (minutes of NumPy at most)
+MAX_CALIB_WORK = 2 * 10 ** 10
+
+
 def _calib_for_graph(graph, calib: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     out = {}
     for name, kind in graph.inputs.items():
         if kind == "state":
             if name in calib:
-                out[name] = np.asarray(calib[name], np.float64)
+                x = _numeric(name, calib[name], "calibration state input")
+                shape = tuple(graph.tensors[name].shape)
+                if x.shape == shape:
+                    x = x[None]
+                if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape or x.shape[0] < 1:
+                    raise InputError(f"calibration state input '{name}' has shape {list(x.shape)}; expected "
+                                     f"[B, {', '.join(map(str, shape))}] with B >= 1")
+                out[name] = x
             continue
         if name not in calib:
             raise InputError(f"calibration inputs lack graph input '{name}'; they have {sorted(calib)}")
         shape = graph.tensors[name].shape
-        x = np.asarray(calib[name], np.float64)
-        out[name] = _batched(name, kind, x, shape, None)
+        x = _batched(name, kind, _numeric(name, calib[name], "calibration input"), shape, None)
+        b = x.shape[1] if kind == "step" else x.shape[0]
+        if b < 1 or (kind == "step" and x.shape[0] < 1):
+            raise InputError(f"calibration input '{name}' has shape {list(x.shape)}: no samples (or no steps); give "
+                             "at least one")
+        out[name] = x
     return out
 
 
-def load_inputs(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read an inputs.npz (one array per graph input, by name)."""
-    p = Path(path)
+def _check_calib_work(graph: Graph, calib: Mapping[str, np.ndarray], calib_steps: int | None) -> None:
+    """Refuse a calibration run the float interpreter could not finish in reasonable time and memory."""
+    T = calib_steps
+    B = 1
+    for name, kind in graph.inputs.items():
+        if name in calib and kind == "step":
+            T = T or calib[name].shape[0]
+            B = max(B, calib[name].shape[1])
+        elif name in calib:
+            B = max(B, calib[name].shape[0])
+    T = int(T or graph.num_steps)
+    per_sample_step = sum(int(v.size) for n in graph.nodes for v in n.params.values()) + \
+        sum(int(t.size) for t in graph.tensors.values())
+    work = T * B * per_sample_step
+    if work > MAX_CALIB_WORK:
+        raise InputError(f"calibrating on {B} sample(s) x {T} steps needs about {work:.3g} operations of the float "
+                         f"interpreter, more than nmc's limit of {MAX_CALIB_WORK:.3g}; pass fewer calibration samples "
+                         "or fewer steps (calib_steps=...)")
+    out_elems = sum(int(graph.tensors[o].size) for o in graph.outputs if o in graph.tensors)
+    need, budget = 8 * 2 * T * B * out_elems, memory_budget()
+    if need > budget:
+        raise InputError(f"calibrating on {B} sample(s) x {T} steps needs about {_gib(need)} for its outputs, more "
+                         f"than the {_gib(budget)} this process can spare; pass fewer samples or steps")
+
+
+def load_inputs(path: str | os.PathLike, limit: int = MAX_ARRAY_BYTES) -> dict[str, np.ndarray]:
+    """Read an inputs.npz (one array per graph input, by name); sizes are checked against ``limit`` bytes per
+    array before anything is inflated, and a damaged archive is an :class:`InputError`."""
+    return read_npz(path, InputError, what="input file", limit=limit)
+
+
+def memory_budget() -> int:
+    """Bytes one run may allocate: half of what is left of the address-space limit (``RLIMIT_AS``) or of
+    the physical memory, whichever is smaller."""
     try:
-        with np.load(p, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise InputError(f"input file '{p}' does not exist") from None
-    except (ValueError, OSError) as e:
-        raise InputError(f"input file '{p}' is not a readable .npz ({e}); write it with numpy.savez") from None
+        avail = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        avail = 16 * GIB
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0] if resource is not None else resource_unlimited
+    if soft not in (-1, resource_unlimited):
+        used = 0
+        try:
+            with open("/proc/self/statm") as f:
+                used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            pass
+        avail = min(avail, max(soft - used, 0))
+    return avail // 2
+
+
+def _gib(n: float) -> str:
+    return size_text(n)
+
+
+def _numeric(name: str, x: Any, what: str) -> np.ndarray:
+    """``x`` as float64, refusing non-numeric, complex and non-finite values (naming the first bad element)."""
+    try:
+        x = np.asarray(x)
+    except (ValueError, TypeError) as e:
+        raise InputError(f"{what} '{name}' is not an array ({e}); give a numeric array") from None
+    if x.dtype.kind not in "biuf":
+        raise InputError(f"{what} '{name}' has dtype {x.dtype}; give numbers (real: float, integer or bool)")
+    need, budget = 4 * 8 * x.size, memory_budget()
+    if need > budget:
+        raise InputError(f"{what} '{name}' has {x.size} elements; quantising it needs about {_gib(need)}, more than "
+                         f"the {_gib(budget)} this process can spare; give fewer samples or steps per run")
+    x = x.astype(np.float64)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        where = [int(i) for i in np.argwhere(bad)[0]]
+        raise InputError(f"{what} '{name}' has {int(bad.sum())} NaN or infinite value(s), the first at index "
+                         f"{where} ({x[tuple(where)]}); replace them with finite numbers")
+    return x
 
 
 def _batched(name: str, kind: str, x: np.ndarray, shape: tuple[int, ...], steps: int | None) -> np.ndarray:
@@ -143,34 +246,36 @@ def prepare_inputs(cm: CoreMap, inputs: Mapping[str, np.ndarray], steps: int):
         if name not in inputs:
             raise InputError(f"input '{name}' ({spec['kind']}, shape {spec['shape']}) is missing; inputs.npz needs one "
                              "array per graph input, by name")
-        x = np.asarray(inputs[name])
-        if not np.issubdtype(x.dtype, np.number) and x.dtype != bool:
-            raise InputError(f"input '{name}' has dtype {x.dtype}; give numbers")
-        x = _batched(name, spec["kind"], x.astype(np.float64), tuple(spec["shape"]), steps)
+        x = _batched(name, spec["kind"], _numeric(name, inputs[name], "input"), tuple(spec["shape"]), steps)
+        if spec["kind"] == "step":
+            x = x[:steps]  # the first `steps` of a longer step input
         b = x.shape[1] if spec["kind"] == "step" else x.shape[0]
+        if b < 1:
+            raise InputError(f"input '{name}' has an empty batch (shape {list(x.shape)}); give at least one sample")
         if B is not None and b != B:
             raise InputError(f"input '{name}' has batch size {b} but an earlier input has {B}; all inputs need the same")
         B = b
-        bad = ~np.isfinite(x)
-        if bad.any():
-            where = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise InputError(f"input '{name}' has {int(bad.sum())} NaN or infinite value(s), the first at index "
-                             f"{list(where)} ({x[where]}); replace them with finite numbers")
-        q = np.clip(np.round(x / spec["scale"]), spec["lo"], spec["hi"]).astype(np.int64)
+        with np.errstate(over="ignore"):
+            q = np.clip(np.round(x / spec["scale"]), spec["lo"], spec["hi"]).astype(np.int64)
         if spec["kind"] == "step":
             step[idx] = np.ascontiguousarray(q[:steps].reshape(steps, b, -1).transpose(1, 0, 2))
         else:
             static[idx] = np.ascontiguousarray(q.reshape(b, -1))
     for s in cm.meta["states"]:
         if s["input"] in inputs:
-            x = np.asarray(inputs[s["input"]], np.float64)
+            x = _numeric(s["input"], inputs[s["input"]], "state input")
             shape = tuple(s["shape"])
             if x.shape == shape:
                 x = x[None]
             if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
-                raise InputError(f"state input '{s['input']}' has shape {list(x.shape)}; expected [B, {shape}] or {list(shape)}")
+                raise InputError(f"state input '{s['input']}' has shape {list(x.shape)}; expected [B, {', '.join(map(str, shape))}] "
+                                 f"or {list(shape)}")
+            if x.shape[0] < 1:
+                raise InputError(f"state input '{s['input']}' has an empty batch (shape {list(x.shape)}); give at least "
+                                 "one sample or leave it out")
             if s["target"] == "none":
                 raise InputError(f"state input '{s['input']}' has no storage on the chip; leave it out")
+            _check_state_range(cm, s, x)
             states[s["input"]] = x
     if B is None:
         B = max([v.shape[0] for v in states.values()] or [1])
@@ -178,6 +283,30 @@ def prepare_inputs(cm: CoreMap, inputs: Mapping[str, np.ndarray], steps: int):
         if v.shape[0] not in (1, B):
             raise InputError(f"state input '{k}' has batch size {v.shape[0]}; expected 1 or {B}")
     return static, step, states, B
+
+
+def _check_state_range(cm: CoreMap, s: Mapping[str, Any], x: np.ndarray) -> None:
+    """The integers a state input becomes must fit the state words (or axon buffers) they initialise."""
+    if s["target"] == "neuron":
+        neurons = np.asarray(s["neurons"], np.int64)
+        cores = np.searchsorted(cm.cores.neuron_off, neurons, side="right") - 1
+        models = cm.models()
+        bits = min(models[int(c)].state[int(s["word"])].bits(cm.chip.core) for c in np.unique(cores))
+        q = x / float(s["scale"])
+        unit = f"state-word units (scale {float(s['scale']):.6g})"
+    else:
+        bits = 32
+        q = x
+        unit = "axon units"
+    lo, hi = -2 ** (bits - 1), 2 ** (bits - 1) - 1
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = ~((np.round(q) >= lo) & (np.round(q) <= hi))
+    if bad.any():
+        where = [int(i) for i in np.argwhere(bad)[0]]
+        raise InputError(f"state input '{s['input']}' element {where} = {x[tuple(where)]:.6g} is {q[tuple(where)]:.6g} in "
+                         f"{unit}, outside the {bits}-bit state range {lo} .. {hi}; give a value within "
+                         f"{lo * (float(s['scale']) if s['target'] == 'neuron' else 1):.6g} .. "
+                         f"{hi * (float(s['scale']) if s['target'] == 'neuron' else 1):.6g}")
 
 
 @dataclass
@@ -233,7 +362,10 @@ def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarr
         inputs = load_inputs(inputs)
     if backend not in BACKENDS:
         raise InputError(f"unknown emulator backend '{backend}'; choose one of {sorted(BACKENDS)}")
-    T = int(steps if steps is not None else cm.meta["num_steps"])
+    T = steps if steps is not None else cm.meta["num_steps"]
+    if isinstance(T, (bool, np.bool_)) or not isinstance(T, (int, np.integer)):
+        raise InputError(f"steps = {T!r}; give a whole number of timesteps")
+    T = int(T)
     if T < 1:
         raise InputError(f"steps = {T}; run at least 1 step")
     extra = backend != "numba" and (trace_steps is not None or stream_dir is not None or progress)
@@ -242,6 +374,7 @@ def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarr
                          "drop --backend reference or those options")
     check_memory(cm, _batch_of(cm, inputs), T, max_memory, stream=stream_dir is not None)
     static, step, states, B = prepare_inputs(cm, inputs, T)
+    check_run_resources(cm, B, T, backend, stream=stream_dir is not None)
     run = BACKENDS[backend]
     kw: dict[str, Any] = {}
     tb = None
@@ -368,6 +501,69 @@ def _batch_of(cm: CoreMap, inputs: Mapping[str, np.ndarray]) -> int:
         if spec["kind"] != "step" and len(shape) == nd + 1:
             return int(shape[0])
     return 1
+
+
+def estimate_run_bytes(cm: CoreMap, B: int, T: int, stream: bool = False) -> dict[str, int]:
+    """Bytes a run of ``B`` samples and ``T`` steps allocates beyond the core map (both backends and this
+    module's result arrays and report), by part; ``stream``: per-step outputs go to files, not memory."""
+    n_step_in = sum(int(np.prod(i["shape"], dtype=np.int64)) for i in cm.meta["inputs"] if i["kind"] == "step")
+    n_step_out = sum(int(np.prod(o["shape"], dtype=np.int64)) for o in cm.meta["outputs"]
+                     if o["stage"] == "step" and not o.get("final"))
+    n_once = sum(int(np.prod(o["shape"], dtype=np.int64)) for o in cm.meta["outputs"]) + \
+        sum(int(np.prod(i["shape"], dtype=np.int64)) for i in cm.meta["inputs"])
+    S = cm.neurons.state_init.shape[1] if cm.neurons.state_init.ndim == 2 else 1
+    per_sample = 8 * (cm.num_neurons * (S + 1) + cm.num_axons + cm.num_cores * 16 + 4 * n_once)
+    return {
+        "step inputs": 8 * 4 * B * T * n_step_in,  # float copy, quantised, transposed, the backend's table
+        "step outputs": 0 if stream else 8 * 4 * B * T * n_step_out,  # the backend's record, transposed, dequantised
+        "per-step cycles and report": (8 * 2 + 96) * B * T,
+        "state and counters": 4 * B * per_sample,
+    }
+
+
+#: seconds per (sample, step, core) and per (sample, step, synapse) of each backend, measured on the digits
+#: example (9 cores, 69k synapses) and rounded up: the run-time estimate behind :func:`check_run_resources`
+_SECONDS_PER = {"numba": (5e-6, 2e-9), "reference": (1e-4, 2e-8)}
+
+
+def estimate_run_seconds(cm: CoreMap, B: int, T: int, backend: str) -> float:
+    """A coarse (pessimistic) estimate of a run's time on ``backend``."""
+    per_core, per_syn = _SECONDS_PER.get(backend, _SECONDS_PER["reference"])
+    return float(B) * float(T + 2) * (cm.num_cores * per_core + int(cm.weights.data.shape[0]) * per_syn)
+
+
+def max_run_seconds() -> float:
+    """The longest run :func:`emulate` starts (``NMC_MAX_RUN_SECONDS``, default one day)."""
+    try:
+        return float(os.environ.get("NMC_MAX_RUN_SECONDS", 86400))
+    except ValueError:
+        raise InputError(f"NMC_MAX_RUN_SECONDS={os.environ['NMC_MAX_RUN_SECONDS']!r} is not a number of seconds") \
+            from None
+
+
+def check_run_resources(cm: CoreMap, B: int, T: int, backend: str = "numba", stream: bool = False) -> None:
+    """Refuse a run whose arrays would not fit in memory, or that would take longer than
+    :func:`max_run_seconds`, with the estimate and what would help."""
+    parts = estimate_run_bytes(cm, B, T, stream)
+    need, budget = sum(parts.values()), memory_budget()
+    if need > budget:
+        _refuse_memory(cm, B, T, parts, need, budget)
+    secs, limit = estimate_run_seconds(cm, B, T, backend), max_run_seconds()
+    if secs > limit:
+        raise InputError(f"running {B} sample(s) x {T} steps of model '{cm.meta['model']}' on the {backend} backend "
+                         f"would take about {secs:.3g} s (estimate), more than the limit of {limit:.3g} s "
+                         "(NMC_MAX_RUN_SECONDS); run fewer steps (--steps) or samples"
+                         + (", or use the numba backend" if backend != "numba" else "")
+                         + ", or raise NMC_MAX_RUN_SECONDS")
+
+
+def _refuse_memory(cm: CoreMap, B: int, T: int, parts: dict[str, int], need: int, budget: int) -> None:
+    per_step = max(1, (need - parts["state and counters"]) // max(T, 1))
+    fit_steps = max(0, (budget - parts["state and counters"]) // per_step)
+    detail = ", ".join(f"{k} {_gib(v)}" for k, v in parts.items() if v)
+    raise InputError(f"running {B} sample(s) x {T} steps of model '{cm.meta['model']}' needs about {_gib(need)} "
+                     f"({detail}), more than the {_gib(budget)} this process can spare; run at most {fit_steps} steps "
+                     f"per run (--steps) or fewer samples per inputs file")
 
 
 def _concat_results(parts, keep: set = frozenset()):

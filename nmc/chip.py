@@ -10,6 +10,7 @@ Units are in the field names (``_bytes``, ``_cycles``, ``_pj``, ``_hz``, ``_w``)
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -172,6 +173,12 @@ class ChipSpec:
         return out
 
 
+#: the largest integer a chip field may hold, and the most cores a system may have (grids, tables are sized
+#: from them before anything is checked against a model)
+MAX_INT_FIELD = 2 ** 31 - 1
+MAX_SYSTEM_CORES = 1 << 22
+#: the largest chip description file read
+MAX_CHIP_FILE_BYTES = 1 << 20
 _SECTIONS = {"core": CoreSpec, "timing": TimingSpec, "noc": NocSpec, "energy": EnergySpec, "system": SystemSpec}
 _TOP = {"name": str, "description": str, "clock_hz": float, "cores_x": int, "cores_y": int}
 _SPIKE_ENCODINGS = ("aer", "bitmap")
@@ -183,10 +190,15 @@ def _coerce(origin: str, where: str, value: Any, typ: Any) -> Any:
             raise ChipSpecError(f"{origin}: field '{where}' must be an integer, got {value!r}")
         if value < 0:
             raise ChipSpecError(f"{origin}: field '{where}' must be >= 0, got {value}")
+        if value > MAX_INT_FIELD:
+            raise ChipSpecError(f"{origin}: field '{where}' is {value}, more than {MAX_INT_FIELD}; no chip has that "
+                                "many: fix the chip description")
         return value
     if typ in (float, "float"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ChipSpecError(f"{origin}: field '{where}' must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ChipSpecError(f"{origin}: field '{where}' is {value}; give a finite number")
         if value < 0:
             raise ChipSpecError(f"{origin}: field '{where}' must be >= 0, got {value}")
         return float(value)
@@ -272,6 +284,14 @@ def _check_sane(spec: ChipSpec, origin: str) -> None:
     for k, v in must_be_positive.items():
         if v <= 0:
             raise ChipSpecError(f"{origin}: field '{k}' must be > 0, got {v}")
+    n_cores = spec.cores_x * spec.cores_y * spec.system.chips_x * spec.system.chips_y
+    if n_cores > MAX_SYSTEM_CORES:
+        raise ChipSpecError(f"{origin}: {spec.cores_x}x{spec.cores_y} cores per chip on {spec.system.chips_x}x"
+                            f"{spec.system.chips_y} chips is {n_cores} cores, more than nmc models "
+                            f"({MAX_SYSTEM_CORES}); fix cores_x/cores_y/system.chips_x/system.chips_y")
+    for k, v in (("core.neurons", c.neurons), ("core.axons", c.axons)):
+        if v > 1 << 20:
+            raise ChipSpecError(f"{origin}: field '{k}' is {v}, more than {1 << 20} per core; fix the chip description")
     if spec.noc.spike_encoding not in _SPIKE_ENCODINGS:
         raise ChipSpecError(f"{origin}: noc.spike_encoding is {spec.noc.spike_encoding!r}; "
                             f"choose one of {list(_SPIKE_ENCODINGS)}")
@@ -307,11 +327,22 @@ def load_chip(name_or_path: str | Path, overrides: Mapping[str, Any] | None = No
             raise ChipSpecError(f"unknown chip preset '{name_or_path}'; presets: {', '.join(list_presets())}; "
                                 "or pass the path of a chip .toml file")
     try:
-        data = tomllib.loads(path.read_text())
+        if path.is_dir():
+            raise ChipSpecError(f"chip file '{path}' is a folder; give the .toml file")
+        if path.exists() and path.stat().st_size > MAX_CHIP_FILE_BYTES:
+            raise ChipSpecError(f"chip file '{path}' has {path.stat().st_size} bytes; a chip description is a few "
+                                "KiB: give the right file")
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ChipSpecError(f"chip file '{path}' does not exist") from None
     except tomllib.TOMLDecodeError as e:
         raise ChipSpecError(f"chip file '{path}' is not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ChipSpecError(f"chip file '{path}' is not UTF-8 text ({e}); save it as UTF-8 TOML") from None
+    except (OSError, ValueError) as e:  # permissions, a NUL in the path, ...
+        if isinstance(e, ChipSpecError):
+            raise
+        raise ChipSpecError(f"cannot read chip file '{path}': {e}") from None
     spec = chip_from_dict(data, origin=str(path))
     if overrides:
         spec = spec.with_overrides(overrides)

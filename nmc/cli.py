@@ -132,10 +132,12 @@ def format_info(cm) -> str:
          f"{chips[0]}x{chips[1]} chip(s) | {cm.num_cores} of {chips[0] * chips[1] * chip.cores_per_chip} cores used | "
          f"default steps {cm.meta['num_steps']} | nmc {cm.meta.get('nmc_version') or __version__}",
          f"phases per stage: {cm.meta['phases']} (limit {chip.core.phases_per_step})",
-         f"utilisation of used cores: neurons {nn.sum() / (cm.num_cores * chip.core.neurons):.1%}, "
-         f"axons {na.sum() / (cm.num_cores * chip.core.axons):.1%}, "
-         f"memory {sum(mem) / (cm.num_cores * chip.core.memory_bytes):.1%}",
+         f"utilisation of used cores: neurons {nn.sum() / (max(cm.num_cores, 1) * chip.core.neurons):.1%}, "
+         f"axons {na.sum() / (max(cm.num_cores, 1) * chip.core.axons):.1%}, "
+         f"memory {sum(mem) / (max(cm.num_cores, 1) * chip.core.memory_bytes):.1%}",
          ""]
+    if cm.num_cores == 0:
+        L[2] = "utilisation of used cores: no cores used"
     L.append(f"{'layer':<16}{'op':<18}{'stage':<9}{'neurons':>8}{'cores':>6}{'split':>6}{'w_bits':>7}{'lossless':>9}")
     for l in cm.meta["layers"]:
         L.append(f"{l['name'][:15]:<16}{l['op'][:17]:<18}{l['stage']:<9}{l['neurons']:>8}{len(l['cores']):>6}"

@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .chip import ChipSpec
+from .chip import MAX_SYSTEM_CORES, ChipSpec
 from .errors import CoreMapError
 from .neurons import MODELS, by_code, max_core_params, max_neuron_params, max_state_words
 
@@ -423,7 +423,7 @@ def check_coremap(cm: CoreMap) -> None:
     if np.any(c.out_lo > c.out_hi):
         i = int(np.argmax(c.out_lo > c.out_hi))
         raise CoreMapError(f"core {i}: output range cores.out_lo = {int(c.out_lo[i])} > cores.out_hi = {int(c.out_hi[i])}")
-    _check_header_against_tables(cm, d)
+    _check_references(cm, d)
     for ci in np.flatnonzero(c.dendrite == 1):
         w = cm.core_weights(int(ci))
         if w.shape[1] and (w.shape[0] == 0 or not (w != 0).any(axis=0).all()):
@@ -436,46 +436,64 @@ def check_coremap(cm: CoreMap) -> None:
         raise CoreMapError("core map places two cores on the same router")
 
 
-def _check_header_against_tables(cm: CoreMap, d: dict[str, int]) -> None:
-    """The header's indices point into the tables: layers of cores, output shapes of taps, the neurons, state
-    words and axons of state outputs and state inputs."""
-    meta, C = cm.meta, d["C"]
-    n_layers = len(meta["layers"])
-    if C and (cm.cores.layer.min() < 0 or cm.cores.layer.max() >= n_layers):
-        i = int(np.argmax((cm.cores.layer < 0) | (cm.cores.layer >= n_layers)))
-        raise CoreMapError(f"core {i}: cores.layer = {int(cm.cores.layer[i])} names no layer of the header's {n_layers}")
+def _check_references(cm: CoreMap, d: dict[str, int]) -> None:
+    """What the header and the tables say about each other: layer indices, state and state-output neurons,
+    axons and words, shapes, the compile warnings."""
+    meta, c = cm.meta, cm.cores
+    n_sys = meta["chips"][0] * meta["chips"][1] * cm.chip.cores_per_chip
+    if n_sys > MAX_SYSTEM_CORES:
+        raise CoreMapError(f"header meta.chips {meta['chips']} of {cm.chip.cores_per_chip}-core chips is {n_sys} cores, "
+                           f"more than nmc models ({MAX_SYSTEM_CORES})")
+    L = len(meta["layers"])
+    if d["C"] and (c.layer.min() < 0 or c.layer.max() >= L):
+        i = int(np.argmax((c.layer < 0) | (c.layer >= L)))
+        raise CoreMapError(f"core {i}: cores.layer = {int(c.layer[i])} names none of the header's {L} layers")
+    for i, l in enumerate(meta["layers"]):
+        if any(not 0 <= k < d["C"] for k in l["cores"]):
+            raise CoreMapError(f"header meta.layers[{i}].cores names cores outside 0 .. {d['C'] - 1}")
+    if meta["num_steps"] < 1:
+        raise CoreMapError(f"header meta.num_steps is {meta['num_steps']}; expected >= 1")
+    for key in ("inputs", "outputs", "states", "state_outputs"):
+        for i, e in enumerate(meta.get(key, [])):
+            if any(x < 0 for x in e["shape"]) or math.prod(e["shape"]) > 1 << 31:
+                raise CoreMapError(f"header meta.{key}[{i}].shape is {e['shape']}")
+    for key in ("states", "state_outputs"):
+        for i, e in enumerate(meta.get(key, [])):
+            n_el = math.prod(e["shape"])
+            if "neurons" in e and (len(e["neurons"]) != n_el if key == "state_outputs" else False):
+                raise CoreMapError(f"header meta.{key}[{i}] lists {len(e['neurons'])} neurons for shape {e['shape']}")
+            if any(not 0 <= k < d["N"] for k in e.get("neurons", [])):
+                raise CoreMapError(f"header meta.{key}[{i}].neurons point outside the {d['N']} neurons")
+            if any(not 0 <= k < d["A"] for k in e.get("axons", [])):
+                raise CoreMapError(f"header meta.{key}[{i}].axons point outside the {d['A']} axons")
+            if any(not 0 <= k < n_el for k in e.get("elems", [])):
+                raise CoreMapError(f"header meta.{key}[{i}].elems point outside its {n_el} elements")
+            if len(e.get("axons", [])) != len(e.get("elems", [])):
+                raise CoreMapError(f"header meta.{key}[{i}] pairs {len(e.get('axons', []))} axons with "
+                                   f"{len(e.get('elems', []))} elements")
+            if "word" in e and not 0 <= e["word"] < max(d["S"], 0):
+                raise CoreMapError(f"header meta.{key}[{i}].word = {e['word']} is not a state word (0 .. {d['S'] - 1})")
+            if key == "states" and e["target"] == "neuron" and ("neurons" not in e or "word" not in e or
+                                                                 "scale" not in e or len(e["neurons"]) != n_el):
+                raise CoreMapError(f"header meta.states[{i}] targets neurons but lacks one neuron per element, "
+                                   "a word or a scale")
+            if key == "states" and e["target"] == "axon" and ("axons" not in e or "elems" not in e):
+                raise CoreMapError(f"header meta.states[{i}] targets axons but lacks axons/elems")
+            if "scale" in e and not e["scale"] > 0:
+                raise CoreMapError(f"header meta.{key}[{i}].scale is {e['scale']}; expected > 0")
+    for i, e in enumerate(meta["inputs"]):
+        if not e["scale"] > 0 or e["lo"] > e["hi"]:
+            raise CoreMapError(f"header meta.inputs[{i}] has scale {e['scale']} and range {e['lo']} .. {e['hi']}; "
+                               "expected scale > 0 and lo <= hi")
+    taps = np.diff(cm.taps.off)
     for k, o in enumerate(meta["outputs"]):
-        n = int(cm.taps.off[k + 1] - cm.taps.off[k])
-        if n_elems(o) != n:
-            raise CoreMapError(f"header meta.outputs[{k}] ('{o['name']}') has shape {o['shape']} ({n_elems(o)} values) "
-                               f"but {n} output taps")
-
-    def in_range(where: str, idx: list, lim: int, what: str) -> None:
-        if idx and (min(idx) < 0 or max(idx) >= lim):
-            raise CoreMapError(f"header {where} holds {what} {min(idx) if min(idx) < 0 else max(idx)} outside 0 .. "
-                               f"{lim - 1}")
-
-    for k, so in enumerate(meta.get("state_outputs", [])):
-        in_range(f"meta.state_outputs[{k}].neurons", so["neurons"], d["N"], "neuron")
-        in_range(f"meta.state_outputs[{k}].word", [so["word"]], d["S"], "state word")
-        if len(so["neurons"]) != n_elems(so):
-            raise CoreMapError(f"header meta.state_outputs[{k}] has {len(so['neurons'])} neurons for shape {so['shape']}")
-    for k, st in enumerate(meta["states"]):
-        where = f"meta.states[{k}]"
-        need = {"neuron": ("neurons", "word", "scale"), "axon": ("axons", "elems"), "none": ()}[st["target"]]
-        missing = [x for x in need if x not in st]
-        if missing:
-            raise CoreMapError(f"header {where} (target '{st['target']}') lacks {missing}")
-        if st["target"] == "neuron":
-            in_range(f"{where}.neurons", st["neurons"], d["N"], "neuron")
-            in_range(f"{where}.word", [st["word"]], d["S"], "state word")
-            if len(st["neurons"]) != n_elems(st):
-                raise CoreMapError(f"header {where} has {len(st['neurons'])} neurons for shape {st['shape']}")
-        elif st["target"] == "axon":
-            in_range(f"{where}.axons", st["axons"], d["A"], "axon")
-            in_range(f"{where}.elems", st["elems"], n_elems(st), "element")
-            if len(st["axons"]) != len(st["elems"]):
-                raise CoreMapError(f"header {where} has {len(st['axons'])} axons for {len(st['elems'])} elements")
+        n_el = math.prod(o["shape"])
+        if k < taps.shape[0] and int(taps[k]) != n_el:
+            raise CoreMapError(f"header meta.outputs[{k}] ('{o['name']}') has shape {o['shape']} ({n_el} values) but "
+                               f"{int(taps[k])} output taps")
+    warnings = meta["compile"].get("warnings", [])
+    if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+        raise CoreMapError("header meta.compile.warnings is not a list of strings")
 
 
 def _check_router(cm: CoreMap, d: dict[str, int]) -> None:

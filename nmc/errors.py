@@ -22,6 +22,7 @@ __all__ = [
     "CoreMapError",
     "InputError",
     "RegistryError",
+    "OutputError",
 ]
 
 
@@ -98,4 +99,11 @@ class RegistryError(NmcError, KeyError):
     """A registry key is missing (the message lists what is supported) or registered twice."""
 
     def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class OutputError(NmcError, OSError):
+    """An output file cannot be written (the path is a folder, its folder is not writable, the disk is full)."""
+
+    def __str__(self) -> str:  # OSError would format (errno, strerror)
         return str(self.args[0]) if self.args else ""

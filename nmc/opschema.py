@@ -6,6 +6,8 @@ Neuron models (:mod:`nmc.neurons`) declare their op with an :class:`OpSchema`; t
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -51,6 +53,8 @@ class AttrSpec:
             parts.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
         if self.hi is not None:
             parts.append(f"{'<' if self.hi_open else '<='} {self.hi:g}")
+        if self.type == "float":
+            parts.append("finite")
         return " and ".join(parts) if parts else "any value"
 
     def check(self, value: Any) -> bool:
@@ -60,7 +64,9 @@ class AttrSpec:
             return False
         if self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi):
             return False
-        return value == value  # rejects NaN
+        if isinstance(value, float) and not math.isfinite(value):
+            return False  # NaN and infinities
+        return True
 
 
 @dataclass(frozen=True)

@@ -195,6 +195,33 @@ def _soma(cm: CoreMap) -> list[str]:
     return out
 
 
+@_rule("state-words")
+def _state_words(cm: CoreMap) -> list[str]:
+    """Every neuron's initial state words within the bits its model declares for them on this chip."""
+    core = cm.chip.core
+    out = []
+    init = cm.neurons.state_init
+    for code in np.unique(cm.cores.model):
+        m = by_code(int(code))
+        cores = np.flatnonzero(cm.cores.model == code)
+        if not m.state or not cores.size:
+            continue
+        nrn = np.concatenate([np.arange(cm.cores.neuron_off[c], cm.cores.neuron_off[c + 1]) for c in cores])
+        for i, w in enumerate(m.state):
+            if i >= init.shape[1] or not nrn.size:
+                continue
+            bits = w.bits(core)
+            lo, hi = -2 ** (bits - 1), 2 ** (bits - 1) - 1
+            v = init[nrn, i]
+            bad = (v < lo) | (v > hi)
+            if bad.any():
+                n = int(nrn[np.argmax(bad)])
+                c = int(np.searchsorted(cm.cores.neuron_off, n, side="right") - 1)
+                out.append(f"state-words: {_who(cm, c)} ({m.name}) neuron {n} starts with {w.name} {int(init[n, i])} "
+                           f"outside its {bits}-bit state word {lo} .. {hi}; fix: recompile (a smaller initial state)")
+    return out
+
+
 def check_coremap(cm: CoreMap) -> list[str]:
     """All violations of every rule, in rule order."""
     out: list[str] = []

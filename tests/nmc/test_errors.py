@@ -259,6 +259,14 @@ def test_soma_threshold_and_leak(snn):
     assert len(v) == 1 and f"core {c} (lif) has beta_mult 257 outside 0 .. 256" in v[0]  # beta > 1
 
 
+def test_state_words(snn):
+    c = layer_core(snn, "fc2")
+    n = int(snn.cores.neuron_off[c])
+    v = only_rule(drc.check_coremap(tampered(snn, neurons__state_init=((n, 0), -2 ** 63))), "state-words")
+    assert v == [f"state-words: layer 'fc2' core {c} (lif) neuron {n} starts with v {-2 ** 63} outside its 28-bit "
+                 f"state word {-2 ** 27} .. {2 ** 27 - 1}; fix: recompile (a smaller initial state)"]
+
+
 def test_soma_requantiser(ann):
     c = layer_core(ann, "head")
     n = int(ann.cores.neuron_off[c]) + 1
@@ -924,13 +932,14 @@ def test_header_indices_are_checked_against_the_tables(snn):
     assert snn.meta["state_outputs"] and any(s["target"] == "neuron" for s in snn.meta["states"])
     n_s = snn.neurons.state_init.shape[1]
     cases = [
-        (lambda m: m["state_outputs"][0].update(word=5), f"meta.state_outputs[0].word holds state word 5 outside 0 .. "
-                                                         f"{n_s - 1}"),
+        (lambda m: m["state_outputs"][0].update(word=5), f"meta.state_outputs[0].word = 5 is not a state word (0 .. "
+                                                         f"{n_s - 1})"),
         (lambda m: m["state_outputs"][0].update(neurons=[10 ** 6] * len(m["state_outputs"][0]["neurons"])),
-         "meta.state_outputs[0].neurons holds neuron 1000000 outside"),
-        (lambda m: next(s for s in m["states"] if s["target"] == "neuron").pop("neurons"), "lacks ['neurons']"),
+         "meta.state_outputs[0].neurons point outside the"),
+        (lambda m: next(s for s in m["states"] if s["target"] == "neuron").pop("neurons"),
+         "targets neurons but lacks one neuron per element"),
         (lambda m: m["outputs"][0].update(shape=[10 ** 3]), "has shape [1000] (1000 values) but"),
-        (lambda m: m["layers"].pop(), "names no layer of the header's"),
+        (lambda m: m["layers"].pop(), "names none of the header's"),
         (lambda m: m["compile"].update(warnings=3), "meta.compile.warnings is int; expected a list"),
     ]
     for edit, msg in cases:
