@@ -483,7 +483,7 @@ def test_partition_covers_every_neuron_once_and_respects_limits(name, model_fn, 
                 got = np.concatenate([q.cols for q in parts])
                 assert len(set(got.tolist())) == got.shape[0]  # chunks are disjoint
                 assert set(got.tolist()) == need
-    # the emit pass refuses a map that breaks a design rule (memory per core included: tests/nmc/test_errors.py);
+    # the emit pass refuses a map that breaks a design rule (memory per core included: tests/core/test_errors.py);
     # the core sizes, checked here without nmc.rules:
     a = cm.arrays()
     assert np.diff(a["cores.neuron_off"]).max() <= c.neurons and np.diff(a["cores.axon_off"]).max() <= c.axons

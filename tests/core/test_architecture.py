@@ -177,3 +177,12 @@ def test_install_adds_only_nmc(tmp_path):
     where, spikes = r.stdout.split(" ", 1)
     # CubaLIF (alpha 0, beta 1, threshold 1, subtract): acc = 1 + 1 = 2 each step; u = 2, then 1 + 2 = 3: fires twice
     assert where.startswith(str(target)) and spikes.strip() == "[1.0, 1.0]"
+
+
+def test_the_tests_folder_does_not_shadow_nmc(tmp_path):
+    """Benchmarks and the fuzz harness put tests/ on sys.path; nmc must still be the package, not a folder of
+    tests (a tests/nmc folder did shadow it: ``nmc.compile`` was missing)."""
+    code = f"import sys; sys.path.insert(0, {str(ROOT / 'tests')!r}); import nmc; print(nmc.__file__, nmc.compile)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0].endswith(str(Path("nmc", "__init__.py")))
