@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -246,8 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminate(signum, frame):
+    """SIGTERM (``kill``) ends the command like Ctrl-C does: through the ``finally`` blocks, so a file being
+    written removes its temporary file (nmc/files.py)."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         return args.fn(args)
     except NmcError as e:
@@ -256,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `nmc info model.nmc | head`
         sys.stderr.close()
         return 0
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +169,24 @@ def test_first_run_says_it_is_compiling(compiled, monkeypatch, capsys):
     assert main(["run", str(cm_path), "--input", str(inputs), "--steps", "2"]) == 0
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "compiling the emulator's Numba kernels" in err and "cached on disk" in err
+
+
+def test_a_killed_write_leaves_no_temp_file(tmp_path):
+    """``kill`` (SIGTERM) during ``nmc compile -o``'s write: the command ends with 143 and removes its temporary
+    file; the destination is never half written."""
+    script = ("import os, sys, time\n"
+              "from nmc import cli\n"
+              "def slow_fsync(fd):\n"
+              "    print('writing', flush=True)\n"
+              "    time.sleep(60)\n"
+              "os.fsync = slow_fsync\n"
+              f"sys.exit(cli.main(['compile', {str(EX / 'digits_hybrid.onnx')!r}, '-o', 'm.nmc']))\n")
+    p = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "writing"  # the temp file exists and is being synced
+        assert [f.name for f in tmp_path.iterdir() if f.name.endswith(".tmp")]
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        p.kill()
+    assert sorted(f.name for f in tmp_path.iterdir()) == []
