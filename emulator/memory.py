@@ -50,8 +50,8 @@ def format_bytes(n: float) -> str:
 
 
 def check_memory(cm: CoreMap, batch: int, steps: int, limit: int | None = None, stream: bool = False) -> int:
-    """Return the estimate; refuse (``InputError``) a run whose estimate exceeds ``limit`` bytes (default:
-    80% of the machine's physical memory)."""
+    """Return the estimate; refuse (``InputError``) a run whose estimate exceeds ``limit`` bytes (``nmc.emulate``
+    passes ``max_memory`` or what the process can spare; default here: 80% of the machine's physical memory)."""
     est = estimate_bytes(cm, batch, steps, stream)
     if limit is None:
         phys = physical_memory()

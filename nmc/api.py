@@ -345,7 +345,7 @@ def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarr
     """Run a core map on inputs (dict or inputs.npz path) for ``steps`` timesteps (default: the model's).
 
     ``jobs``: threads over the samples of the batch (0: every CPU); the result equals one thread's.
-    ``max_memory``: bytes the run may hold (default 80% of physical memory); a run whose estimate
+    ``max_memory``: bytes the run may hold (default half of what the process can spare: nmc.api.memory_budget); a run whose estimate
     (``emulator/memory.py``) exceeds it is refused before anything is allocated.
     ``trace_steps``: record a timeline of sample ``trace_sample`` (static stage, the first ``trace_steps``
     steps, readout stage) as a Chrome trace in ``result.trace`` (``emulator/trace.py``; Numba backend).
@@ -372,9 +372,10 @@ def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarr
     if extra:
         raise InputError(f"tracing, streaming and progress need the numba backend, not '{backend}'; "
                          "drop --backend reference or those options")
-    check_memory(cm, _batch_of(cm, inputs), T, max_memory, stream=stream_dir is not None)
+    check_memory(cm, _batch_of(cm, inputs), T, max_memory if max_memory is not None else memory_budget(),
+                 stream=stream_dir is not None)
     static, step, states, B = prepare_inputs(cm, inputs, T)
-    check_run_resources(cm, B, T, backend, stream=stream_dir is not None)
+    check_run_time(cm, B, T, backend)
     run = BACKENDS[backend]
     kw: dict[str, Any] = {}
     tb = None
@@ -503,26 +504,8 @@ def _batch_of(cm: CoreMap, inputs: Mapping[str, np.ndarray]) -> int:
     return 1
 
 
-def estimate_run_bytes(cm: CoreMap, B: int, T: int, stream: bool = False) -> dict[str, int]:
-    """Bytes a run of ``B`` samples and ``T`` steps allocates beyond the core map (both backends and this
-    module's result arrays and report), by part; ``stream``: per-step outputs go to files, not memory."""
-    n_step_in = sum(int(np.prod(i["shape"], dtype=np.int64)) for i in cm.meta["inputs"] if i["kind"] == "step")
-    n_step_out = sum(int(np.prod(o["shape"], dtype=np.int64)) for o in cm.meta["outputs"]
-                     if o["stage"] == "step" and not o.get("final"))
-    n_once = sum(int(np.prod(o["shape"], dtype=np.int64)) for o in cm.meta["outputs"]) + \
-        sum(int(np.prod(i["shape"], dtype=np.int64)) for i in cm.meta["inputs"])
-    S = cm.neurons.state_init.shape[1] if cm.neurons.state_init.ndim == 2 else 1
-    per_sample = 8 * (cm.num_neurons * (S + 1) + cm.num_axons + cm.num_cores * 16 + 4 * n_once)
-    return {
-        "step inputs": 8 * 4 * B * T * n_step_in,  # float copy, quantised, transposed, the backend's table
-        "step outputs": 0 if stream else 8 * 4 * B * T * n_step_out,  # the backend's record, transposed, dequantised
-        "per-step cycles and report": (8 * 2 + 96) * B * T,
-        "state and counters": 4 * B * per_sample,
-    }
-
-
 #: seconds per (sample, step, core) and per (sample, step, synapse) of each backend, measured on the digits
-#: example (9 cores, 69k synapses) and rounded up: the run-time estimate behind :func:`check_run_resources`
+#: example (9 cores, 69k synapses) and rounded up: the run-time estimate behind :func:`check_run_time`
 _SECONDS_PER = {"numba": (5e-6, 2e-9), "reference": (1e-4, 2e-8)}
 
 
@@ -541,13 +524,9 @@ def max_run_seconds() -> float:
             from None
 
 
-def check_run_resources(cm: CoreMap, B: int, T: int, backend: str = "numba", stream: bool = False) -> None:
-    """Refuse a run whose arrays would not fit in memory, or that would take longer than
-    :func:`max_run_seconds`, with the estimate and what would help."""
-    parts = estimate_run_bytes(cm, B, T, stream)
-    need, budget = sum(parts.values()), memory_budget()
-    if need > budget:
-        _refuse_memory(cm, B, T, parts, need, budget)
+def check_run_time(cm: CoreMap, B: int, T: int, backend: str = "numba") -> None:
+    """Refuse a run estimated to take longer than :func:`max_run_seconds`, with the estimate and what would help.
+    (Its memory is checked before, by ``nmc.emulator.memory.check_memory`` against :func:`memory_budget`.)"""
     secs, limit = estimate_run_seconds(cm, B, T, backend), max_run_seconds()
     if secs > limit:
         raise InputError(f"running {B} sample(s) x {T} steps of model '{cm.meta['model']}' on the {backend} backend "
@@ -555,15 +534,6 @@ def check_run_resources(cm: CoreMap, B: int, T: int, backend: str = "numba", str
                          "(NMC_MAX_RUN_SECONDS); run fewer steps (--steps) or samples"
                          + (", or use the numba backend" if backend != "numba" else "")
                          + ", or raise NMC_MAX_RUN_SECONDS")
-
-
-def _refuse_memory(cm: CoreMap, B: int, T: int, parts: dict[str, int], need: int, budget: int) -> None:
-    per_step = max(1, (need - parts["state and counters"]) // max(T, 1))
-    fit_steps = max(0, (budget - parts["state and counters"]) // per_step)
-    detail = ", ".join(f"{k} {_gib(v)}" for k, v in parts.items() if v)
-    raise InputError(f"running {B} sample(s) x {T} steps of model '{cm.meta['model']}' needs about {_gib(need)} "
-                     f"({detail}), more than the {_gib(budget)} this process can spare; run at most {fit_steps} steps "
-                     f"per run (--steps) or fewer samples per inputs file")
 
 
 def _concat_results(parts, keep: set = frozenset()):

@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
         r.add_argument("--jobs", type=int, default=1,
                        help="threads over the samples of the batch (0: every CPU); results equal one thread's")
         r.add_argument("--max-memory", type=float, default=None, metavar="GIB",
-                       help="memory the run may hold, GiB (default 80%% of physical memory); estimated before "
+                       help="memory the run may hold, GiB (default half of what the process can spare); estimated before "
                             "allocating")
         r.add_argument("--backend", default="numba", help="numba (fast) or reference (NumPy, the numerics spec)")
         r.add_argument("--report", default=None, help="write the JSON report here")
