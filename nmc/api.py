@@ -345,8 +345,8 @@ def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarr
     """Run a core map on inputs (dict or inputs.npz path) for ``steps`` timesteps (default: the model's).
 
     ``jobs``: threads over the samples of the batch (0: every CPU); the result equals one thread's.
-    ``max_memory``: bytes the run may hold (default half of what the process can spare: nmc.api.memory_budget); a run whose estimate
-    (``emulator/memory.py``) exceeds it is refused before anything is allocated.
+    ``max_memory``: bytes the run may hold (default half of what the process can spare, :func:`memory_budget`);
+    a run whose estimate (``emulator/memory.py``) exceeds it is refused before anything is allocated.
     ``trace_steps``: record a timeline of sample ``trace_sample`` (static stage, the first ``trace_steps``
     steps, readout stage) as a Chrome trace in ``result.trace`` (``emulator/trace.py``; Numba backend).
     ``stream_dir``: write per-step outputs to ``<name>.npy`` there (``[T, B, ...]``, dequantised, and the
