@@ -59,7 +59,6 @@ import nmc  # noqa: E402
 from nmc import cli, corefile  # noqa: E402
 from nmc.chip import PRESET_DIR  # noqa: E402
 from nmc.errors import NmcError, PassError  # noqa: E402
-from nmc.frontend import nmc_ops  # noqa: E402
 from nmc.frontend.builder import ModelBuilder  # noqa: E402
 
 import nets  # noqa: E402
@@ -79,26 +78,6 @@ META_KEYS = ["nmc.state", "nmc.outputs", "nmc.num_steps", "nmc.step_inputs", "nm
 
 
 # ----------------------------------------------------------------------------- seed material
-def scan_model() -> onnx.ModelProto:
-    """A Scan over time whose body is a LIF step graph (as in tests/frontend/test_builder.py)."""
-    body = helper.make_graph(
-        [helper.make_node("Gemm", ["x", "W"], ["h"], name="fc", transB=1),
-         helper.make_node("LIF", ["h", "v"], ["s", "v.next"], name="l1", domain="nmc", beta=0.5, threshold=0.5)],
-        "step",
-        [helper.make_tensor_value_info("v", TensorProto.FLOAT, ["N", 2]),
-         helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
-        [helper.make_tensor_value_info("v.next", TensorProto.FLOAT, ["N", 2]),
-         helper.make_tensor_value_info("s", TensorProto.FLOAT, ["N", 2])])
-    W = numpy_helper.from_array(np.array([[1, -1, 0.5], [0.25, 1, 1]], dtype=np.float32), "W")
-    v0 = numpy_helper.from_array(np.zeros((1, 2), dtype=np.float32), "v0")
-    scan = helper.make_node("Scan", ["v0", "X"], ["v_final", "S"], name="loop", body=body, num_scan_inputs=1)
-    g = helper.make_graph([scan], "scanned", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [6, 1, 3])],
-                          [helper.make_tensor_value_info("v_final", TensorProto.FLOAT, [1, 2]),
-                           helper.make_tensor_value_info("S", TensorProto.FLOAT, [6, 1, 2])], [W, v0])
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 19), helper.make_opsetid("nmc", 1)],
-                             functions=nmc_ops.function_protos())
-
-
 def zoo_model() -> onnx.ModelProto:
     """Most converters once: strided conv, batchnorm, relu, maxpool, reshape, matmul, constant add, identity,
     a CubaLIF and a LIFRefractory layer."""
@@ -133,7 +112,7 @@ class Seeds:
                        {"image": rng.integers(0, 17, (3, 1, 8, 8)).astype(np.float64)}),
             "lossless": (nets.lossless_snn(seed=2, steps=5, n_in=12, hidden=10, n_out=6),
                          {"spikes": nets.spike_inputs(3, 5, 2, 12)}),
-            "scan": (scan_model(), {"x": rng.normal(size=(6, 2, 3))}),
+            "scan": (nets.scan_model(), {"x": rng.normal(size=(6, 2, 3))}),
             "zoo": (zoo_model(), {"img": rng.normal(size=(4, 2, 6, 6))}),
         }
         self.compiled = {}

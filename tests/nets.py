@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import numpy as np
+from onnx import TensorProto, helper, numpy_helper
 
+from nmc.frontend import nmc_ops
 from nmc.frontend.builder import ModelBuilder
 
 
@@ -62,3 +64,25 @@ def lossless_snn(seed: int = 0, steps: int = 12, n_in: int = 40, hidden: int = 3
 def spike_inputs(seed: int, steps: int, batch: int, n: int, p: float = 0.3) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return (rng.random((steps, batch, n)) < p).astype(np.float32)
+
+
+def scan_model():
+    """A Scan over time whose body is a LIF step graph (state v, scan input x)."""
+    body_nodes = [
+        helper.make_node("Gemm", ["x", "W"], ["h"], name="fc", transB=1),
+        helper.make_node("LIF", ["h", "v"], ["s", "v.next"], name="l1", domain="nmc", beta=0.5, threshold=0.5),
+    ]
+    body = helper.make_graph(
+        body_nodes, "step",
+        [helper.make_tensor_value_info("v", TensorProto.FLOAT, ["N", 2]),
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("v.next", TensorProto.FLOAT, ["N", 2]),
+         helper.make_tensor_value_info("s", TensorProto.FLOAT, ["N", 2])])
+    W = numpy_helper.from_array(np.array([[1, -1, 0.5], [0.25, 1, 1]], dtype=np.float32), "W")
+    v0 = numpy_helper.from_array(np.zeros((1, 2), dtype=np.float32), "v0")
+    scan = helper.make_node("Scan", ["v0", "X"], ["v_final", "S"], name="loop", body=body, num_scan_inputs=1)
+    g = helper.make_graph([scan], "scanned", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [6, 1, 3])],
+                          [helper.make_tensor_value_info("v_final", TensorProto.FLOAT, [1, 2]),
+                           helper.make_tensor_value_info("S", TensorProto.FLOAT, [6, 1, 2])], [W, v0])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 19), helper.make_opsetid("nmc", 1)],
+                             functions=nmc_ops.function_protos())

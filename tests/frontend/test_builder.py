@@ -6,8 +6,9 @@ import sys
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
+from nets import scan_model
 from nmc.neurons.lif import LIF, lif_float_step
 from nmc.frontend import ModelBuilder, load_onnx, run_float, run_onnxruntime
 from nmc.frontend import nmc_ops
@@ -139,28 +140,6 @@ def test_run_onnxruntime_without_onnxruntime(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(NmcError, match="pip install onnxruntime"):
         run_onnxruntime(m, {"x": np.zeros((1, 2))})
-
-
-def scan_model():
-    """A Scan over time whose body is a LIF step graph (state v, scan input x)."""
-    body_nodes = [
-        helper.make_node("Gemm", ["x", "W"], ["h"], name="fc", transB=1),
-        helper.make_node("LIF", ["h", "v"], ["s", "v.next"], name="l1", domain="nmc", beta=0.5, threshold=0.5),
-    ]
-    body = helper.make_graph(
-        body_nodes, "step",
-        [helper.make_tensor_value_info("v", TensorProto.FLOAT, ["N", 2]),
-         helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
-        [helper.make_tensor_value_info("v.next", TensorProto.FLOAT, ["N", 2]),
-         helper.make_tensor_value_info("s", TensorProto.FLOAT, ["N", 2])])
-    W = numpy_helper.from_array(np.array([[1, -1, 0.5], [0.25, 1, 1]], dtype=np.float32), "W")
-    v0 = numpy_helper.from_array(np.zeros((1, 2), dtype=np.float32), "v0")
-    scan = helper.make_node("Scan", ["v0", "X"], ["v_final", "S"], name="loop", body=body, num_scan_inputs=1)
-    g = helper.make_graph([scan], "scanned", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [6, 1, 3])],
-                          [helper.make_tensor_value_info("v_final", TensorProto.FLOAT, [1, 2]),
-                           helper.make_tensor_value_info("S", TensorProto.FLOAT, [6, 1, 2])], [W, v0])
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 19), helper.make_opsetid("nmc", 1)],
-                             functions=nmc_ops.function_protos())
 
 
 def test_scan_body_is_extracted():
