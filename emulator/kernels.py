@@ -26,7 +26,7 @@ from ._jit import NJIT, guard_caches
 from .noc import noc_flows
 from .prepare import prepare_inputs
 from .result import EVENT_INDEX, EVENT_KINDS, RawResult
-from .schedule import build_schedule, input_columns
+from .schedule import build_schedule, pack_inputs
 from .timing import cdiv, core_cycles
 
 __all__ = ["run_numba", "check_jobs", "trace_buffers", "TraceBuf", "kernels_compiled"]
@@ -236,6 +236,19 @@ def _compute_core(c, net, sch, k, axons, state, out, acc, ev):
 
 
 @njit(inline="always", **NJIT)
+def _n_packets(out, src, i0, i1, aer_spikes, value_bits, P8):
+    """Packets carrying the output registers ``out[src[i0:i1]]``: one per nonzero spike under AER, else the
+    values of ``value_bits`` bits packed ``P8`` bits to a packet."""
+    if aer_spikes:
+        n = 0
+        for r in range(i0, i1):
+            if out[src[r]] != 0:
+                n += 1
+        return n
+    return cdiv((i1 - i0) * value_bits, P8)
+
+
+@njit(inline="always", **NJIT)
 def _add_packets(n, ready, path, charge, ev, f_ready, f_path, f_n, nf, sch):
     """``n`` packets ready at ``ready`` on ``path``, charged to core ``charge``: one flow (when ``n > 0``)."""
     if n > 0:
@@ -255,7 +268,6 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
     reset), the readout stage when ``t1 == T``; state, axons and output registers carry over between calls."""
     C = net.n_off.shape[0] - 1
     n_ph = sch.ph_off.shape[0] - 1
-    N = net.n_off[C]
     max_nn = 1
     for c in range(C):
         max_nn = max(max_nn, net.n_off[c + 1] - net.n_off[c])
@@ -328,27 +340,14 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                     for q in range(sch.ph_off[ph], sch.ph_off[ph + 1]):
                         c = sch.ph_cores[q]
                         bits = net.out_bits[c]
+                        aer_spikes = bits == 1 and k.aer
                         for e in range(net.rt_off[c], net.rt_off[c + 1]):
                             if net.rt_dst[e] >= 0:
-                                r0 = net.rt_route_off[e]
-                                r1 = net.rt_route_off[e + 1]
-                                if bits == 1 and k.aer:
-                                    n = 0
-                                    for r in range(r0, r1):
-                                        if out[net.route_src[r]] != 0:
-                                            n += 1
-                                else:
-                                    n = cdiv((r1 - r0) * bits, P8)
-                            else:  # the host port: output taps
-                                q0 = sch.tp_off[c]
-                                q1 = sch.tp_off[c + 1]
-                                if bits == 1 and k.aer:
-                                    n = 0
-                                    for r in range(q0, q1):
-                                        if out[sch.tp_neur[r]] != 0:
-                                            n += 1
-                                else:
-                                    n = cdiv((q1 - q0) * 8 * ((bits + 7) // 8), P8)
+                                n = _n_packets(out, net.route_src, net.rt_route_off[e], net.rt_route_off[e + 1],
+                                               aer_spikes, bits, P8)
+                            else:  # the host port: output taps, 1 byte per 1- or 8-bit value, 4 per 32-bit value
+                                n = _n_packets(out, sch.tp_neur, sch.tp_off[c], sch.tp_off[c + 1], aer_spikes,
+                                               8 * ((bits + 7) // 8), P8)
                             npk = _add_packets(n, comp[c], sch.ent_path[e], c, ev, f_ready, f_path, f_n, npk, sch)
                     epoch += 1
                     last = noc_flows(npk, f_ready, f_path, f_n, sch.path_off, sch.path_link, sch.path_lat,
@@ -512,13 +511,7 @@ def run_numba(cm: CoreMap, static_inputs, step_inputs, steps: int, *, batch: int
     check_coremap(cm)
     B, T, static, step = prepare_inputs(cm, static_inputs, step_inputs, steps, batch)
     sch = build_schedule(cm)
-    col0, ncols = input_columns(cm)
-    S = np.zeros((B, ncols[0]), np.int64)
-    St = np.zeros((B, T, ncols[1]), np.int64)
-    for key, v in static.items():
-        S[:, col0[key]:col0[key] + v.shape[1]] = v
-    for key, v in step.items():
-        St[:, :, col0[key]:col0[key] + v.shape[2]] = v
+    S, St = pack_inputs(cm, static, step, B, T)
     outs = cm.meta["outputs"]
     once_src, once_stage, step_src, cols = [], [], [], []
     for j, o in enumerate(outs):

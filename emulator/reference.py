@@ -46,25 +46,17 @@ from __future__ import annotations
 import numpy as np
 
 from nmc.coremap import CoreMap, check_coremap, value_bytes
+from nmc.neurons._int import sat
 
 from .noc import simulate_heap
 from .prepare import prepare_inputs
 from .result import EVENT_INDEX, EVENT_KINDS, RawResult
-from .schedule import Schedule, build_schedule, input_columns
-from .timing import core_cycles
+from .schedule import Schedule, build_schedule, pack_inputs
+from .timing import cdiv, core_cycles
 
 __all__ = ["run_reference"]
 
 _STATIC, _STEP, _READOUT = 0, 1, 2
-
-
-def _sat(x, bits):
-    """sat_k: clamp to the signed range of ``bits`` bits."""
-    return np.clip(x, -(1 << (bits - 1)), (1 << (bits - 1)) - 1)
-
-
-def _ceil_div(a, b):
-    return -(-a // b)
 
 
 class _Task:
@@ -97,7 +89,7 @@ class _Task:
 
         # dendrite
         if cs.dendrite[c] == 0:  # mac
-            acc = _sat(cm.neurons.bias[n0:n1] + x @ W, core.accumulator_bits)
+            acc = sat(cm.neurons.bias[n0:n1] + x @ W, core.accumulator_bits)
         else:  # max over the axons with a nonzero weight
             acc = np.where(W != 0, x[:, None], np.iinfo(np.int64).min).max(axis=0)
 
@@ -131,7 +123,7 @@ class _Task:
         if out_bits == 1 and noc.spike_encoding == "aer":
             return int(np.count_nonzero(values))  # one packet per nonzero spike
         # values packed: ceil(n * bits / 8 / P); a bitmap is the 1-bit case, sent even when all zero
-        return _ceil_div(values.shape[0] * out_bits, 8 * noc.packet_payload_bytes)
+        return cdiv(values.shape[0] * out_bits, 8 * noc.packet_payload_bytes)
 
     def network(self, sends: list[tuple[int, int, int, int]]) -> int:
         """Run the NoC on ``sends`` = [(ready, path, n packets, core charged)] in packet-id order; last delivery."""
@@ -159,7 +151,7 @@ class _Task:
         self.axons[dst] = values[col]
         P = self.chip.noc.packet_payload_bytes
         bits = self.chip.core.activation_bits  # inputs travel as 8-bit values from the host
-        sends = [(0, int(p), _ceil_div(int(n) * bits, 8 * P), int(c)) for c, n, p in zip(cores, counts, paths)]
+        sends = [(0, int(p), cdiv(int(n) * bits, 8 * P), int(c)) for c, n, p in zip(cores, counts, paths)]
         cyc = self.network(sends) + self.chip.timing.barrier_cycles
         self.phase_cycles[sch.ph_off.shape[0] - 1 + kind] += cyc
         return cyc
@@ -219,13 +211,7 @@ def run_reference(cm: CoreMap, static_inputs, step_inputs, steps: int, *, batch:
     check_coremap(cm)
     B, T, static, step = prepare_inputs(cm, static_inputs, step_inputs, steps, batch)
     sch = build_schedule(cm)
-    col0, ncols = input_columns(cm)
-    S = np.zeros((B, ncols[0]), np.int64)
-    St = np.zeros((B, T, ncols[1]), np.int64)
-    for k, v in static.items():
-        S[:, col0[k]:col0[k] + v.shape[1]] = v
-    for k, v in step.items():
-        St[:, :, col0[k]:col0[k] + v.shape[2]] = v
+    S, St = pack_inputs(cm, static, step, B, T)
     kinds = [inp["kind"] for inp in cm.meta["inputs"]]
     has_static, has_step = "static" in kinds, "step" in kinds
     outs = cm.meta["outputs"]

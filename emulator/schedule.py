@@ -25,7 +25,7 @@ from nmc.neurons import by_code, soma_cycles
 
 from .noc import PathTable, grid_shape
 
-__all__ = ["Schedule", "build_schedule", "phase_slots", "STAGE_NAMES"]
+__all__ = ["Schedule", "build_schedule", "pack_inputs", "phase_slots", "STAGE_NAMES"]
 
 STAGE_NAMES = ("static", "step", "readout")
 
@@ -96,6 +96,19 @@ def input_columns(cm: CoreMap) -> tuple[dict[int, int], list[int]]:
             col0[k] = ncols[kinds[k]]
             ncols[kinds[k]] += n_elems(inp)
     return col0, ncols
+
+
+def pack_inputs(cm: CoreMap, static: dict, step: dict, B: int, T: int) -> tuple[np.ndarray, np.ndarray]:
+    """The quantised inputs (graph-input index -> ``[B, n]`` / ``[B, T, n]``) packed into the two matrices the
+    schedule's feed columns index: ``S`` ``[B, static columns]`` and ``St`` ``[B, T, step columns]``."""
+    col0, ncols = input_columns(cm)
+    S = np.zeros((B, ncols[0]), np.int64)
+    St = np.zeros((B, T, ncols[1]), np.int64)
+    for k, v in static.items():
+        S[:, col0[k]:col0[k] + v.shape[1]] = v
+    for k, v in step.items():
+        St[:, :, col0[k]:col0[k] + v.shape[2]] = v
+    return S, St
 
 
 def build_schedule(cm: CoreMap) -> Schedule:

@@ -87,9 +87,8 @@ def test_chip_crossing(chip):
     assert (hops[p], cross[p], hops[q], cross[q]) == (0, 1, 3, 1)
 
 
-@pytest.mark.parametrize("seed", range(40))
-def test_fast_equals_slow_random(seed):
-    rng = np.random.default_rng(seed)
+def _random_grid(rng, seed):
+    """A path table on 1, 2 or 4 chips of a small random grid with random link latencies; and its width, height."""
     chips = [(1, 1), (2, 1), (1, 2), (2, 2)][seed % 4]
     over = {"cores_x": int(rng.integers(2, 5)), "cores_y": int(rng.integers(2, 5)),
             "noc.hop_latency_cycles": int(rng.integers(1, 4)), "noc.port_latency_cycles": int(rng.integers(1, 3)),
@@ -97,7 +96,13 @@ def test_fast_equals_slow_random(seed):
             "noc.io_latency_cycles": int(rng.integers(2, 10))}
     chip = load_chip("tianjic", overrides=over)
     w, h = chip.cores_x * chips[0], chip.cores_y * chips[1]
-    t = PathTable(chip, w, h)
+    return PathTable(chip, w, h), w, h
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_fast_equals_slow_random(seed):
+    rng = np.random.default_rng(seed)
+    t, w, h = _random_grid(rng, seed)
     n = int(rng.integers(1, 80))
     ready, path = [], []
     hot = (int(rng.integers(w)), int(rng.integers(h)))  # a hot spot: many packets to one core
@@ -128,14 +133,7 @@ def test_the_three_way_comparison_sees_a_model_that_ignores_contention(chip, mon
 def _congested(seed, per_cycle):
     """Seeded random flows (bursts of 1-12 packets) with a hot spot, on 1, 2 or 4 chips."""
     rng = np.random.default_rng(1000 + seed)
-    chips = [(1, 1), (2, 1), (1, 2), (2, 2)][seed % 4]
-    over = {"cores_x": int(rng.integers(2, 5)), "cores_y": int(rng.integers(2, 5)),
-            "noc.hop_latency_cycles": int(rng.integers(1, 4)), "noc.port_latency_cycles": int(rng.integers(1, 3)),
-            "noc.chip_link_latency_cycles": int(rng.integers(3, 12)),
-            "noc.io_latency_cycles": int(rng.integers(2, 10))}
-    chip = load_chip("tianjic", overrides=over)
-    w, h = chip.cores_x * chips[0], chip.cores_y * chips[1]
-    t = PathTable(chip, w, h)
+    t, w, h = _random_grid(rng, seed)
     ready, path = [], []
     hot = (int(rng.integers(w)), int(rng.integers(h)))
     for _ in range(int(rng.integers(1, 30 if per_cycle else 60))):
