@@ -76,16 +76,6 @@ class _Table:
     def columns(cls) -> dict[str, tuple[str, tuple[str, ...]]]:
         return {f.name: (f.metadata["dtype"], f.metadata["dims"]) for f in fields(cls)}
 
-    @classmethod
-    def empty(cls, **widths: int) -> "_Table":
-        """A table with no entries (offsets hold a single 0); ``widths`` sets P, Q, S."""
-        out = {}
-        for name, (dt, dims) in cls.columns().items():
-            shape = tuple(1 if d.endswith("+1") else widths.get(d, 0) if len(dims) > 1 and i else 0
-                          for i, d in enumerate(dims))
-            out[name] = np.zeros(shape, dtype=dt)
-        return cls(**out)
-
     def arrays(self) -> dict[str, np.ndarray]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
