@@ -250,7 +250,10 @@ class ModelBuilder:
                **attrs: Any) -> tuple[str, ...]:
         """A layer of any neuron model's nmc op (``LIF``, ``CubaLIF``, ``LIFRefractory``, ``SpikeCount``, ...):
         ``x`` feeds its synaptic port; every state word gets a state ``<name>.<port>`` -> ``<name>.<port>.next``
-        with initial value ``init[port]`` (default 0). Returns the op's outputs in port order (e.g. s, v_next)."""
+        with initial value ``init[port]`` (default: the model's, 0 for most). A per-neuron parameter of the op
+        (e.g. LIFT's ``threshold``) is given like an attribute, as a number or an array that broadcasts to the
+        layer's shape, and becomes the initializer ``<name>.<param>`` (default: the schema's).
+        Returns the op's outputs in port order (e.g. s, v_next)."""
         schema = nmc_ops.get_schema(op_type)
         model = next(m for m in MODELS.values() if m.onnx is schema)
         name = self._name(name, op_type.lower())
@@ -263,8 +266,17 @@ class ModelBuilder:
         port = {model.synapse_port: x}
         out_port = {}
         for w in model.state:
-            port[w.in_port] = self.state(f"{name}.{w.in_port}", shape, init.get(w.in_port, 0.0))
+            port[w.in_port] = self.state(f"{name}.{w.in_port}", shape, init.get(w.in_port, w.init))
             out_port[w.out_port] = f"{name}.{w.in_port}.next"
+        attrs = dict(attrs)
+        for p, spec in schema.params.items():
+            v = _arr(attrs.pop(p, spec.default))
+            try:
+                v = np.broadcast_to(v, shape) if v.ndim else v
+            except ValueError:
+                raise ShapeError(f"ModelBuilder.neuron '{name}': {p} of shape {v.shape} does not broadcast to the "
+                                 f"layer's shape {shape}; give a number or one value per neuron") from None
+            port[p] = self._init(f"{name}.{p}", v)
         outs = [out_port.get(p, f"{name}.{p}") for p in schema.outputs]
         typed = {k: (float(v) if schema.attrs[k].type == "float" else (int(v) if schema.attrs[k].type == "int" else str(v)))
                  for k, v in attrs.items() if k in schema.attrs}

@@ -117,7 +117,8 @@ OP_IMPLS: dict[str, Callable] = {
 
 def _neuron(model):
     defaults = model.onnx.defaults()
-    return lambda n, *xs: list(model.float_step({**defaults, **n.attrs}, *xs))
+    # per-neuron parameters (e.g. LIFT's tensors) are node params of the neuron's shape: they broadcast over the batch
+    return lambda n, *xs: list(model.float_step({**defaults, **n.attrs, **n.params}, *xs))
 
 
 OP_IMPLS.update({m.ir_op: _neuron(m) for m in MODELS.values() if m.float_step is not None})

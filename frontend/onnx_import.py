@@ -838,9 +838,25 @@ def _neuron_converter(model):
             if ctx.shape(t) != ctx.shape(x):
                 raise ShapeError(f"{ctx.where(node)}: input '{x}' {list(ctx.shape(x))} and state '{t}' "
                                  f"{list(ctx.shape(t))} differ in shape; the state needs one value per neuron")
+        params = {}
+        for p in model.param_ports:  # per-neuron parameters: constants of the neurons' shape (or broadcasting to it)
+            v = np.asarray(ctx.const(node, port[p], f"per-neuron parameter {p}"), dtype=np.float64)
+            try:
+                v = np.broadcast_to(v, ctx.shape(x)).copy()
+            except ValueError:
+                raise ShapeError(f"{ctx.where(node)}: per-neuron parameter {p} '{port[p]}' of shape {list(v.shape)} "
+                                 f"does not broadcast to the neurons' shape {list(ctx.shape(x))}; give one value per "
+                                 "neuron or a scalar") from None
+            spec = schema.params[p]
+            bad = spec.violations(v).reshape(-1)
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise AttributeSchemaError(f"{ctx.where(node)}: per-neuron parameter {p} of neuron {i} is "
+                                           f"{v.reshape(-1)[i]!r}; it must be {spec.describe()}")
+            params[p] = v
         attrs = {k: (float(v) if schema.attrs[k].type == "float" else v) for k, v in attrs.items()}
-        ctx.emit(node, model.ir_op, list(node.input), list(node.output), [ctx.shape(x)] * len(node.output),
-                 attrs=attrs)
+        ctx.emit(node, model.ir_op, [port[p] for p in model.ir_inputs], list(node.output),
+                 [ctx.shape(x)] * len(node.output), attrs=attrs, params=params)
 
     return convert
 

@@ -4,8 +4,9 @@ This is the "fully unfolded" mapping style of Tianjic (Nature 2019, Ext. Data Fi
 layer becomes a sparse matrix from its input elements to its output neurons.  Fusions:
 
 * dense/conv/add/avgpool/maxpool followed by a ReLU that is their only consumer -> one ANN layer;
-* dense/conv/add followed by a spiking neuron op (LIF, CubaLIF, ...) that is their only consumer -> one layer
-  (synapse + soma); a neuron op fed by anything else gets an identity synapse;
+* dense/conv/add followed by a spiking neuron op (LIF, CubaLIF, ...) or another that declares ``fuse_synapse`` (LI)
+  that is their only consumer -> one layer (synapse + soma); a neuron op fed by anything else gets an identity
+  synapse;
 * reshape/flatten/identity move no data: their outputs are aliases of their inputs.
 
 The connectivity uses float weights; ``mapper.quantize`` turns them into the chip's integers.
@@ -45,7 +46,7 @@ class Layer:
     dendrite: str  #: "mac" | "max"
     soma: str  #: the neuron model (nmc.neurons): "ann", "lif", "count", "cubalif", ...
     relu: bool = False
-    attrs: dict[str, Any] = field(default_factory=dict)  #: the neuron op's attributes
+    attrs: dict[str, Any] = field(default_factory=dict)  #: the neuron op's attributes; per-neuron ones arrays [n]
     state_in: tuple[str, ...] = ()  #: per state word of the model: its state input tensor
     state_out: tuple[str, ...] = ()  #: per state word: its state output tensor (count: the same as ``out``)
     init: np.ndarray | None = None  #: [n, state words] initial state (float)
@@ -270,7 +271,7 @@ def lower(g: Graph) -> LayerGraph:
                                 relu=relu, order=_spatial_order(out_shape)))
         elif by_ir_op(n.op) is not None:  # a neuron op fed by anything else: an identity synapse
             m = by_ir_op(n.op)
-            x = root(n.inputs[m.onnx.inputs.index(m.synapse_port)])
+            x = root(n.inputs[m.ir_inputs.index(m.synapse_port)])
             size = g.tensors[x].size
             eye = np.arange(size, dtype=np.int64)
             layer = _neuron_layer(g, n, n.name, n.op, n.source or n.name, [x], eye, eye.copy(), np.ones(size),
@@ -361,9 +362,10 @@ def _synapse(g: Graph, n: Node, ins: list[str]):
 
 
 def _fusable(node: Node, t: str) -> bool:
-    """A spiking neuron op whose synaptic input is ``t``: its synapse can be the producer's (one layer)."""
+    """A neuron op (spiking, or declared ``fuse_synapse``) whose synaptic input is ``t``: its synapse can be the
+    producer's (one layer)."""
     m = by_ir_op(node.op)
-    return m is not None and m.spiking and node.inputs[m.onnx.inputs.index(m.synapse_port)] == t
+    return m is not None and m.fuses and node.inputs[m.ir_inputs.index(m.synapse_port)] == t
 
 
 def _neuron_layer(g: Graph, node: Node, name, op, source, ins, rows, cols, vals, bias, out_shape,
@@ -371,7 +373,7 @@ def _neuron_layer(g: Graph, node: Node, name, op, source, ins, rows, cols, vals,
     """The layer of a neuron op: its model, attributes and one state pair per state word of the model (each
     state input paired with the matching state output); None (and an entry in ``bad``) when a pair is wrong."""
     m = by_ir_op(node.op)
-    port = dict(zip(m.onnx.inputs, node.inputs))
+    port = dict(zip(m.ir_inputs, node.inputs))
     outp = dict(zip(m.onnx.outputs, node.outputs))
     n = int(np.prod(out_shape, dtype=np.int64))
     init = np.zeros((n, len(m.state)))
@@ -384,8 +386,12 @@ def _neuron_layer(g: Graph, node: Node, name, op, source, ins, rows, cols, vals,
                         f"'{t_out}' ({w.out_port}) (nmc.state metadata or the '<x>' -> '<x>.next' naming rule)"))
             return None
         init[:, i] = np.broadcast_to(np.asarray(pair.init, float), g.tensors[t_in].shape).reshape(-1)
+    # per-neuron parameters (the model's param_ports): one value per neuron, in the neurons' order
+    shape = g.tensors[port[m.synapse_port]].shape
+    per_neuron = {p: np.broadcast_to(node.params[p], shape).reshape(-1).copy() for p in m.param_ports}
     return Layer(name=name, op=op, source=source, stage=node.stage, inputs=ins,
                  in_sizes=[g.tensors[t].size for t in ins], out=outp[m.output_port], out_shape=tuple(out_shape),
-                 rows=rows, cols=cols, vals=vals, bias=bias, dendrite="mac", soma=m.name, attrs={**m.onnx.defaults(), **node.attrs},
+                 rows=rows, cols=cols, vals=vals, bias=bias, dendrite="mac", soma=m.name,
+                 attrs={**m.onnx.defaults(), **node.attrs, **per_neuron},
                  state_in=tuple(port[w.in_port] for w in m.state), state_out=tuple(outp[w.out_port] for w in m.state),
                  init=init, order=_spatial_order(tuple(out_shape)))

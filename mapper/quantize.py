@@ -48,7 +48,7 @@ class TQ:
     lo: int
     hi: int
     bits: int  #: 1 spike, 8 value, 32 wide
-    kind: str  #: "spike" | "value" | "count"
+    kind: str  #: "spike" | "value" | "count" | "word" (a state word in the output register: LI, FirstSpikeTime)
 
 
 @dataclass(frozen=True, eq=False)
@@ -249,6 +249,35 @@ def _state_int(x: np.ndarray, model, layer, core) -> np.ndarray:
     return q
 
 
+def _check_spike_inputs(layer, tq: dict[str, TQ]) -> None:
+    """A decoder (SpikeCount, FirstSpikeTime) reads spikes only."""
+    for t in layer.inputs:
+        if tq[t].kind != "spike":
+            raise QuantizationError(f"{layer.where()}: input '{t}' of the {layer.model.onnx.name} decoder is not a "
+                                    "spike tensor; feed it the spikes of a spiking layer (LIF, ...)")
+
+
+def _neuron_params(model, values: dict, layer, chip: ChipSpec, attrs: dict) -> np.ndarray:
+    """The model's per-neuron parameters ``[n, Q]`` from its quantize hook's values (a number or one per neuron),
+    each checked against its declared range on this chip, naming the first neuron outside it."""
+    c = chip.core
+    cols = []
+    for p in model.neuron_params:
+        v = np.broadcast_to(np.asarray(values[p.name], np.float64), (layer.n,))
+        lo_p, hi_p = p.lo(c), p.hi(c)
+        bad = ~((v >= lo_p) & (v <= hi_p))  # NaN too
+        if bad.any():
+            i = int(np.argmax(bad))
+            src = p.name[:-5] if p.name.endswith("_mult") else p.name
+            given = np.ravel(attrs[src])[i] if src in attrs and np.size(attrs[src]) == layer.n else None
+            raise QuantizationError(f"{layer.where()}: {p.name} of neuron {i}"
+                                    f"{f' ({src} {float(given):g})' if given is not None else ''} is {v[i]:.0f} on "
+                                    f"the chip, outside {lo_p} .. {hi_p} ({p.doc}; from core.membrane_bits / "
+                                    f"core.beta_shift of '{chip.name}'); rescale the layer's weights or parameters")
+        cols.append(np.round(v).astype(np.int64))
+    return np.stack(cols, axis=1) if cols else np.zeros((layer.n, 0), np.int64)
+
+
 def _w_bits(wq: np.ndarray, chip: ChipSpec) -> int:
     vals = set(np.unique(wq).tolist()) if wq.size else {0}
     if vals <= {0, 1} and 1 in chip.core.weight_bits:
@@ -304,6 +333,10 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
                                         "neither a graph input, a layer output nor a spike state); fix: feed the layer "
                                         "from a layer output or a LIF's spikes: membranes and counts stay inside their "
                                         "layer, and only spikes can be carried to the next step")
+            if tq[t].kind == "word":
+                raise QuantizationError(f"{l.where()}: input tensor '{t}' is a {tq[t].bits}-bit state word of a "
+                                        "read-out layer (nmc::LI's membrane, nmc::FirstSpikeTime); it goes to the host, "
+                                        "not to other layers: read it as a graph output")
         s_in = np.concatenate([np.full(sz, tq[t].scale) for t, sz in zip(l.inputs, l.in_sizes)])
         in_nonneg = all(t in nonneg for t in l.inputs)
         rep: dict = {"layer": l.name, "op": l.op}
@@ -342,13 +375,16 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
                        out_scale=out_q.scale, weight_scale_min=float(s_row.min()), weight_scale_max=float(s_row.max()))
         elif l.model.quantize is not None:  # the LIF family: a membrane scale k for weights and parameters
             m, a = l.model, l.attrs
+            if m.spike_input:
+                _check_spike_inputs(l, tq)
             gain = float(a[m.input_gain]) if m.input_gain else 1.0
             E = gain * l.vals * s_in[l.cols]
             b = gain * l.bias
             scaled = np.array([w.scaled for w in m.state], bool)
             init = l.init
+            mem_vals = np.concatenate([np.ravel(np.asarray(a[x], np.float64)) for x in m.membrane_attrs] or [np.zeros(0)])
             exact = (E.size == 0 or (np.all(_is_int(E)) and np.abs(E).max() <= W_MAX)) and np.all(_is_int(b)) and \
-                np.all(_is_int(np.array([float(a[x]) for x in m.membrane_attrs]))) and np.all(_is_int(init))
+                np.all(_is_int(mem_vals)) and np.all(_is_int(init))
             k = 1.0 if exact else (W_MAX / np.abs(E).max() if E.size and np.abs(E).max() > 0 else 1.0)
             wq = _to_int(k * E, "weight", l.where())
             try:
@@ -366,9 +402,13 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
                                             f"from core.membrane_bits / core.beta_shift of '{chip.name}'); rescale "
                                             "the layer's weights or threshold")
             cparam = np.array([values[p.name] for p in m.core_params], np.int64)
-            nparam = np.zeros((l.n, 0), np.int64)
+            nparam = _neuron_params(m, values, l, chip, a)
             state_init = _state_int(np.where(scaled, k * init, init), m, l, c)
             bias, lo, hi, w_bits = _to_int(k * b, "bias", l.where()), 0, 1, _w_bits(wq, chip)
+            if not m.spiking:  # the output register holds a state word (LI's membrane, a first-spike time)
+                w = next(w for w in m.state if w.out_port == m.output_port)
+                lo, hi = -2 ** (w.bits(c) - 1), 2 ** (w.bits(c) - 1) - 1
+                tq[l.out] = TQ(1.0 / k if w.scaled else 1.0, lo, hi, m.out_bits, "word")
             lossless = bool(exact and m.lossless(a))
             err = np.abs(wq / k - E)
             rep.update(lossless=lossless, membrane_scale=k,
@@ -378,10 +418,7 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
                        **{p.name[:-5]: float(a[p.name[:-5]]) for p in m.core_params
                           if p.name.endswith("_mult") and p.name[:-5] in a})
         elif l.soma == "count":
-            for t in l.inputs:
-                if tq[t].kind != "spike":
-                    raise QuantizationError(f"{l.where()}: SpikeCount input '{t}' is not a spike tensor; count "
-                                            "spikes of a LIF layer")
+            _check_spike_inputs(l, tq)
             hi = 2 ** c.activation_bits - 1
             tq[l.out] = TQ(1.0, 0, hi, 8, "count")
             nonneg.add(l.out)

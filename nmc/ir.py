@@ -63,7 +63,7 @@ OPS: dict[str, tuple[int, int]] = {
     "identity": (1, 1),
 }
 # neuron ops (lif, spike_count, cubalif, lif_refractory, ...): declared with their model (nmc.neurons)
-OPS.update({m.ir_op: (len(m.onnx.inputs), len(m.onnx.outputs)) for m in MODELS.values() if m.onnx is not None})
+OPS.update({m.ir_op: (len(m.ir_inputs), len(m.onnx.outputs)) for m in MODELS.values() if m.onnx is not None})
 STAGES = ("static", "step", "readout")
 INPUT_KINDS = ("static", "step", "state")
 

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import onnx
 from onnx import AttributeProto, helper
 
@@ -57,6 +58,18 @@ class AttrSpec:
             parts.append("finite")
         return " and ".join(parts) if parts else "any value"
 
+    def violations(self, values) -> np.ndarray:
+        """Boolean mask of the elements of a numeric array that break the rule (vectorised :meth:`check`)."""
+        v = np.asarray(values, dtype=np.float64)
+        bad = ~np.isfinite(v)
+        if self.choices is not None:
+            bad |= ~np.isin(v, np.asarray(self.choices, dtype=np.float64))
+        if self.lo is not None:
+            bad |= (v <= self.lo) if self.lo_open else (v < self.lo)
+        if self.hi is not None:
+            bad |= (v >= self.hi) if self.hi_open else (v > self.hi)
+        return bad
+
     def check(self, value: Any) -> bool:
         if self.choices is not None:
             return value in self.choices
@@ -80,6 +93,9 @@ class OpSchema:
     attrs: dict[str, AttrSpec] = field(default_factory=dict)
     doc: str = ""
     body: Callable[["OpSchema"], list[onnx.NodeProto]] | None = None
+    #: inputs that are constant tensors of per-neuron parameters (not activations), with the rule every value
+    #: obeys (type ``float``; the default is what ModelBuilder gives when the user gives none)
+    params: dict[str, AttrSpec] = field(default_factory=dict)
 
     def defaults(self) -> dict[str, Any]:
         return {k: a.default for k, a in self.attrs.items()}

@@ -39,6 +39,7 @@ class StateWord:
     in_port: str = ""
     out_port: str = ""
     scaled: bool = True
+    init: float = 0.0  #: the initial value ModelBuilder gives the state when the user gives none
 
 
 @dataclass(frozen=True)
@@ -58,11 +59,16 @@ class NeuronModel:
     synapse_port: str = "x"  #: the ONNX input that carries the synaptic input
     output_port: str = "s"  #: the ONNX output that holds the output register's value
     float_step: Callable[..., tuple] | None = None
-    quantize: Callable[[dict, float, CoreSpec], dict[str, int]] | None = None
+    #: float attributes -> integers ``{param name: value}`` given the membrane scale ``k``: an ``int`` for each
+    #: core parameter, an ``int`` or an integer array ``[n]`` (one per neuron) for each per-neuron parameter
+    quantize: Callable[[dict, float, CoreSpec], dict[str, Any]] | None = None
     membrane_attrs: tuple[str, ...] = ()  #: float attributes in membrane units (lossless iff integers)
     input_gain: str = ""  #: float attribute that scales the synaptic input (folded into the weights)
     lossless: Callable[[dict], bool] | None = None  #: float attributes the chip reproduces exactly
     timing_like: str = ""  #: built-in model whose chip soma timing it takes when the chip names none
+    #: the synapse of a dense/conv/add before the op fuses into its layer (default: spiking models do)
+    fuse_synapse: bool | None = None
+    spike_input: bool = False  #: its synaptic input must be spikes (a decoder such as SpikeCount)
 
     @property
     def ir_op(self) -> str:
@@ -71,6 +77,22 @@ class NeuronModel:
     @property
     def spiking(self) -> bool:
         return self.out_bits == 1
+
+    @property
+    def fuses(self) -> bool:
+        """Whether a dense/conv/add feeding its synaptic port becomes its layer's synapse."""
+        return self.spiking if self.fuse_synapse is None else self.fuse_synapse
+
+    @property
+    def param_ports(self) -> tuple[str, ...]:
+        """ONNX inputs that carry per-neuron parameters (the schema's ``params``: constants folded into the IR
+        node's params, which reach ``float_step`` and ``quantize`` as arrays in the attribute dict)."""
+        return tuple(self.onnx.params) if self.onnx is not None else ()
+
+    @property
+    def ir_inputs(self) -> tuple[str, ...]:
+        """The ONNX inputs that stay inputs of the IR node (every one but the per-neuron parameter ports)."""
+        return tuple(p for p in self.onnx.inputs if p not in self.param_ports) if self.onnx is not None else ()
 
     def param_index(self, name: str) -> int:
         return [p.name for p in self.core_params].index(name)
@@ -94,6 +116,7 @@ def register(model: NeuronModel) -> NeuronModel:
     if model.onnx is not None:
         ports = set(model.onnx.inputs) | set(model.onnx.outputs)
         need = {model.synapse_port, model.output_port} | {p for w in model.state for p in (w.in_port, w.out_port)}
+        need |= set(model.param_ports)
         if not need <= ports:
             raise RegistryError(f"neuron model '{model.name}' names ports {sorted(need - ports)} its ONNX op lacks")
     MODELS[model.name] = model
