@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from nmc.encoders import ENCODERS, STEP_INDEX
 from nmc.errors import ModelError, ShapeError
 from nmc.neurons import MODELS
 
@@ -302,6 +303,58 @@ class ModelBuilder:
     def spike_count(self, s: str, name: str) -> str:
         """An ``nmc::SpikeCount`` decoder; state ``<name>.c`` -> ``<name>.c.next`` (init 0)."""
         return self.neuron("SpikeCount", s, name)[0]
+
+    def lift(self, x: str, name: str, beta=1.0, threshold=1.0, v_reset=0.0, v_leak=0.0, init=0.0,
+             **attrs: Any) -> tuple[str, str]:
+        """An ``nmc::LIFT`` layer: LIF with per-neuron ``beta``, ``threshold``, ``v_reset``, ``v_leak`` (numbers or
+        arrays of the layer's shape; initializers ``<name>.beta`` ...); ``attrs``: reset_mode, gain, spike_ge,
+        reset_delay. Returns (s, v_next)."""
+        s, vn = self.neuron("LIFT", x, name, init={"v": init}, beta=beta, threshold=threshold, v_reset=v_reset,
+                            v_leak=v_leak, **attrs)
+        return s, vn
+
+    def li(self, x: str, name: str, beta: float = 1.0, v_leak: float = 0.0, gain: float = 1.0, init=0.0) -> str:
+        """An ``nmc::LI`` read-out (leaky integrator, no spikes); state ``<name>.v`` -> ``<name>.v.next``, which
+        it returns: the membrane, the layer's output."""
+        return self.neuron("LI", x, name, init={"v": init}, beta=beta, v_leak=v_leak, gain=gain)[0]
+
+    def first_spike_time(self, s: str, name: str) -> str:
+        """An ``nmc::FirstSpikeTime`` decoder of spikes ``s``: states ``<name>.f`` (init -1) and ``<name>.k`` (the
+        step counter, init 0); returns ``<name>.f.next``: the first step each neuron spiked, -1 if none yet."""
+        return self.neuron("FirstSpikeTime", s, name)[0]
+
+    # ----------------------------------------------------------------- encoders (run on the host)
+    def step_index(self) -> str:
+        """The graph input ``nmc.t`` (shape [1]): the step number, filled by every runner. Returns its name."""
+        if STEP_INDEX not in self.shapes:
+            self.inputs.append(self._vi(STEP_INDEX, (1,)))
+            self.shapes[STEP_INDEX] = (1,)
+        return STEP_INDEX
+
+    def encode(self, op_type: str, x: str, name: str, **attrs: Any) -> str:
+        """A spike encoder (``PoissonEncode`` with ``seed``, ``TTFSEncode`` with ``window``) of ``x`` (a graph
+        input: encoders run on the host); adds the step index input. Returns the spikes ``name``."""
+        if op_type not in ENCODERS:
+            raise ModelError(f"ModelBuilder.encode: '{op_type}' is not an encoder; encoders: {sorted(ENCODERS)}")
+        schema = ENCODERS[op_type].schema
+        name = self._name(name, op_type.lower())
+        t = self.step_index()
+        typed = {k: (int(v) if schema.attrs[k].type == "int" else v) for k, v in attrs.items() if k in schema.attrs}
+        node = helper.make_node(op_type, [x, t], [name], name=name, domain=nmc_ops.NMC_DOMAIN, **typed,
+                                **{k: v for k, v in attrs.items() if k not in schema.attrs})
+        nmc_ops.validate_attrs(node)
+        self.nodes.append(node)
+        self.shapes[name] = self._shape(x)
+        self.nmc_ops_used.add(op_type)
+        return name
+
+    def poisson(self, x: str, name: str, seed: int = 0) -> str:
+        """``nmc::PoissonEncode``: spikes with probability ``x`` per step (counter-based, ``seed``)."""
+        return self.encode("PoissonEncode", x, name, seed=seed)
+
+    def ttfs(self, x: str, name: str, window: int = 16) -> str:
+        """``nmc::TTFSEncode``: one spike per element at step ``floor((1 - x) * window)`` (none for x <= 0)."""
+        return self.encode("TTFSEncode", x, name, window=window)
 
     # ----------------------------------------------------------------- outputs and build
     def output(self, t: str) -> str:

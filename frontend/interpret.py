@@ -18,6 +18,7 @@ Op semantics (per sample, shapes without batch)::
     batchnorm    x * scale[c] + bias[c] (c = first axis)
     identity     x
     neuron ops   the model's ``float_step`` (nmc.neurons: lif, spike_count, cubalif, ...)
+    encoders     poisson_encode, ttfs_encode: nmc.encoders (x and the step index nmc.t -> spikes)
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import numpy as np
 
 from nmc.errors import InputError, ModelError
 from nmc.ir import Graph, Node
+from nmc.encoders import ENCODERS, STEP_INDEX, step_index
 from nmc.neurons import MODELS
 
 __all__ = ["run_float", "OP_IMPLS", "conv2d", "pool2d"]
@@ -124,6 +126,14 @@ def _neuron(model):
 OP_IMPLS.update({m.ir_op: _neuron(m) for m in MODELS.values() if m.float_step is not None})
 
 
+def _encoder(enc):
+    defaults = enc.schema.defaults()
+    return lambda n, x, t: [enc.fn({**defaults, **n.attrs}, x, int(np.asarray(t).reshape(-1)[0]))]
+
+
+OP_IMPLS.update({e.ir_op: _encoder(e) for e in ENCODERS.values()})  # spike encoders: x, step index -> spikes
+
+
 # ----------------------------------------------------------------- driver
 def _prepare_inputs(graph: Graph, inputs: dict, steps: int | None):
     inputs = dict(inputs or {})
@@ -132,6 +142,7 @@ def _prepare_inputs(graph: Graph, inputs: dict, steps: int | None):
         raise InputError(f"inputs {unknown} are not graph inputs of '{graph.name}'; its inputs are "
                          f"{sorted(graph.inputs)}")
     arrays = {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}
+    fill_t = STEP_INDEX in graph.inputs and STEP_INDEX not in arrays
     T = None
     for name, kind in graph.inputs.items():
         if kind == "step" and name in arrays:
@@ -148,6 +159,8 @@ def _prepare_inputs(graph: Graph, inputs: dict, steps: int | None):
         raise InputError(f"steps={steps}; need at least 1")
     B = None
     for name, kind in graph.inputs.items():
+        if name == STEP_INDEX and fill_t:
+            continue
         if name not in arrays:
             if kind != "state":
                 raise InputError(f"missing {kind} input '{name}' of shape "
@@ -164,6 +177,8 @@ def _prepare_inputs(graph: Graph, inputs: dict, steps: int | None):
             B = b
         elif b != B:
             raise InputError(f"input '{name}' has batch {b}, other inputs {B}; all inputs need the same batch size")
+    if fill_t:  # the step index: 0 .. steps-1
+        arrays[STEP_INDEX] = step_index(steps, 1 if B is None else B)
     return arrays, steps, (1 if B is None else B)
 
 

@@ -17,6 +17,7 @@ import onnx
 from onnx import AttributeProto, helper
 
 from nmc.errors import AttributeSchemaError, RegistryError
+from nmc.encoders import ENCODERS
 from nmc.neurons import MODELS
 from nmc.opschema import ATTR_TYPES, MIN_OPSET, NMC_DOMAIN, NMC_DOMAIN_VERSION, AttrSpec, OpSchema
 
@@ -95,6 +96,8 @@ def validate_attrs(node: onnx.NodeProto) -> dict[str, Any]:
 for _m in MODELS.values():
     if _m.onnx is not None:
         register_schema(_m.onnx)
+for _e in ENCODERS.values():  # the spike encoders (run on the host)
+    register_schema(_e.schema)
 
 #: the schemas of the built-in neuron ops, by their ONNX op type
 LIF = SCHEMAS["LIF"]

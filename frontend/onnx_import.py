@@ -22,6 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from nmc.errors import AttributeSchemaError, ModelError, RegistryError, ShapeError, UnsupportedOpError
 from nmc.ir import Graph, Node, StatePair, Tensor, assign_stages
+from nmc.encoders import ENCODERS, STEP_INDEX
 from nmc.neurons import MODELS
 
 from . import nmc_ops
@@ -310,6 +311,8 @@ def read_convention(model: onnx.ModelProto) -> Convention:
     step_inputs = parse("nmc.step_inputs", [])
     if not isinstance(step_inputs, list) or not all(isinstance(x, str) for x in step_inputs):
         raise ModelError(f"{where}: metadata nmc.step_inputs must be a JSON list of input names")
+    if STEP_INDEX in in_names and STEP_INDEX not in step_inputs:
+        step_inputs = [*step_inputs, STEP_INDEX]  # the step index is given every step (the runners fill it)
     for s in step_inputs:
         if s not in in_names:
             raise ModelError(f"{where}: nmc.step_inputs names '{s}', which is not a graph input; fix the metadata")
@@ -852,7 +855,8 @@ def _neuron_converter(model):
             if bad.any():
                 i = int(np.argmax(bad))
                 raise AttributeSchemaError(f"{ctx.where(node)}: per-neuron parameter {p} of neuron {i} is "
-                                           f"{v.reshape(-1)[i]!r}; it must be {spec.describe()}")
+                                           f"{float(v.reshape(-1)[i]):g}; it must be {spec.describe()} ({spec.doc}): "
+                                           f"fix the tensor '{port[p]}' in the export")
             params[p] = v
         attrs = {k: (float(v) if schema.attrs[k].type == "float" else v) for k, v in attrs.items()}
         ctx.emit(node, model.ir_op, [port[p] for p in model.ir_inputs], list(node.output),
@@ -864,6 +868,26 @@ def _neuron_converter(model):
 for _m in MODELS.values():  # every neuron model with an ONNX op (nmc.neurons)
     if _m.onnx is not None:
         register_converter(f"nmc::{_m.onnx.name}")(_neuron_converter(_m))
+
+
+def _encoder_converter(enc):
+    """The converter of a spike encoder: attributes checked, ``t`` the step index input ``nmc.t``."""
+    def convert(ctx: _Ctx, node, a):
+        attrs = validate_attrs(node)
+        if len(node.input) != 2 or len(node.output) != 1:
+            raise ModelError(f"{ctx.where(node)}: nmc::{node.op_type} takes inputs (x, t) and output (s); it has "
+                             f"{len(node.input)} and {len(node.output)}")
+        x, t = node.input
+        if t != STEP_INDEX:
+            raise _Unsupported(f"its input t is '{t}'; it must be the step index, the graph input '{STEP_INDEX}' "
+                               "(shape [N, 1]) that every runner fills with the step number")
+        ctx.emit(node, enc.ir_op, [x, t], [node.output[0]], [ctx.shape(x)], attrs=attrs)
+
+    return convert
+
+
+for _e in ENCODERS.values():  # the spike encoders (nmc.encoders)
+    register_converter(f"nmc::{_e.schema.name}")(_encoder_converter(_e))
 
 
 # ----------------------------------------------------------------- main entry
@@ -894,7 +918,8 @@ def _input_shape(vi: onnx.ValueInfoProto) -> tuple[int, ...]:
 
 #: inputs every node of an op must have (the rest are optional); nmc ops: their schema's ports
 _ARITY = {"Gemm": 2, "MatMul": 2, "Conv": 2, "Reshape": 2, "Add": 2, "BatchNormalization": 5,
-          **{f"nmc::{m.onnx.name}": len(m.onnx.inputs) for m in MODELS.values() if m.onnx is not None}}
+          **{f"nmc::{m.onnx.name}": len(m.onnx.inputs) for m in MODELS.values() if m.onnx is not None},
+          **{f"nmc::{e.schema.name}": 2 for e in ENCODERS.values()}}
 
 
 def _constant_value(node: onnx.NodeProto) -> np.ndarray:
@@ -947,6 +972,9 @@ def load_onnx(model_or_path, *, fold_bn: bool = True) -> Graph:
     for vi in _real_inputs(g):
         ctx.shapes[vi.name] = _input_shape(vi)
         inputs[vi.name] = conv.kind(vi.name)
+        if vi.name == STEP_INDEX and ctx.shapes[vi.name] != (1,):
+            raise ShapeError(f"graph input '{STEP_INDEX}' (the step index) has shape [N, "
+                             f"{', '.join(map(str, ctx.shapes[vi.name]))}]; it must be [N, 1]")
     for i, node in enumerate(g.node):
         if not node.name:  # name nodes for messages
             node.name = f"{node.op_type}_{i}"

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from nmc.encoders import STEP_INDEX, step_index
 from nmc.errors import InputError, ModelError, NmcError
 
 from . import nmc_ops
@@ -96,9 +97,11 @@ def run_onnxruntime(model_or_path: Any, inputs: dict, steps: int | None = None) 
         raise InputError(f"steps={steps} but step inputs hold only {T} steps")
     B = 1
     for n, k in kinds.items():
-        if n in arrays:
+        if n in arrays and n != STEP_INDEX:
             B = arrays[n].shape[1 if k == "step" else 0]
             break
+    if STEP_INDEX in kinds and STEP_INDEX not in arrays:  # the step index: 0 .. steps-1
+        arrays[STEP_INDEX] = step_index(steps, B).astype(np.float32)
     for n, k in kinds.items():
         if k != "state" and n not in arrays:
             raise InputError(f"missing {k} input '{n}'")

@@ -2,6 +2,7 @@
 (nmc/coremap.py)."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -174,6 +175,7 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
     if any(l.soma == "count" for l in lg.layers) and num_steps > count_hi:
         warnings.append(f"spike counts saturate at {count_hi} (8-bit values) but the model runs {num_steps} steps")
     meta = dict(model=g.name, num_steps=int(num_steps), chips=list(chips), layers=layers_meta, inputs=inputs,
+                host_encoders=json.loads(g.metadata.get("nmc.host_encoders", "[]")),
                 outputs=outputs, state_outputs=state_outputs, states=states, phases=phases,
                 compile=dict(options, warnings=warnings), routing=routes.summary(), nmc_version=__version__)
     return CoreMap(chip=chip, meta=meta, **tables)

@@ -29,11 +29,13 @@ from nmc import rules as drc
 from nmc.chip import ChipSpec
 from nmc.coremap import CoreMap
 from nmc.coremap import check_coremap as check_structure
+from nmc.encoders import encode_inputs
 from nmc.errors import DesignRuleError, NmcError, PassError
 from nmc.ir import Graph
 
 from .emit import emit
 from .fit import Fit, fit
+from .host_encoders import host_encoder_specs, split_host_encoders
 from .lower import LayerGraph, lower
 from .place import Placement, place_fit
 from .quantize import Quantized, Ranges, calibrate, quantize, ranges_from_metadata
@@ -176,7 +178,15 @@ def default_passes() -> list[Pass]:
 
 def map_graph(graph: Graph, chip: ChipSpec, calib: Mapping[str, np.ndarray] | None = None, *, lint: bool = False,
               **options: Any) -> CoreMap:
-    """Map an IR graph onto ``chip``: lower, calibrate, quantise, fit (partition + connect), place, route,
-    emit (and check the design rules).  ``lint``: check every pass's result (for tests; slower)."""
+    """Map an IR graph onto ``chip``: move its spike encoders to the host (``host_encoders``), lower, calibrate,
+    quantise, fit (partition + connect), place, route, emit (and check the design rules).  ``lint``: check every
+    pass's result (for tests; slower)."""
+    graph = split_host_encoders(graph)  # encoders run on the host: their spikes become step inputs
+    specs = host_encoder_specs(graph)
+    if calib is not None and specs:
+        steps = options.get("calib_steps") or next((np.shape(v)[0] for k, v in calib.items()
+                                                    if graph.inputs.get(k) == "step"), graph.num_steps)
+        calib = encode_inputs(specs, calib, int(steps))
+        calib = {k: v for k, v in calib.items() if k in graph.inputs}
     ctx = Context(chip=chip, options=dict(options), calib=calib)
     return PassManager(default_passes(), lint=lint).run(graph, ctx)["coremap"]

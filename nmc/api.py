@@ -32,6 +32,7 @@ from .emulator.kernels import trace_buffers
 from .emulator.memory import check_memory
 from .emulator.trace import chrome_trace
 from .emulator.profile import build_report
+from .encoders import STEP_INDEX, encode_inputs, step_index
 from .errors import InputError
 from .files import GIB, MAX_ARRAY_BYTES, read_npz, size_text
 from .frontend import load_onnx
@@ -123,6 +124,8 @@ def _calib_for_graph(graph, calib: Mapping[str, np.ndarray]) -> dict[str, np.nda
                                      f"[B, {', '.join(map(str, shape))}] with B >= 1")
                 out[name] = x
             continue
+        if name == STEP_INDEX and name not in calib:
+            continue  # the step index: the float interpreter fills it
         if name not in calib:
             raise InputError(f"calibration inputs lack graph input '{name}'; they have {sorted(calib)}")
         shape = graph.tensors[name].shape
@@ -372,6 +375,7 @@ def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarr
     if extra:
         raise InputError(f"tracing, streaming and progress need the numba backend, not '{backend}'; "
                          "drop --backend reference or those options")
+    inputs = _host_inputs(cm, inputs, T)
     check_memory(cm, _batch_of(cm, inputs), T, max_memory if max_memory is not None else memory_budget(),
                  stream=stream_dir is not None)
     static, step, states, B = prepare_inputs(cm, inputs, T)
@@ -487,6 +491,26 @@ def _progress_bar(total: int):
     except ImportError:
         return None
     return tqdm(total=total, unit="step", desc="emulating", delay=2.0, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def _host_inputs(cm: CoreMap, inputs: Mapping[str, np.ndarray], T: int) -> dict[str, np.ndarray]:
+    """What the host computes before a run: the spikes of the model's host encoders (from their source
+    inputs, which the chip does not read) and the step index ``nmc.t`` when the chip reads it."""
+    inputs = dict(inputs)
+    specs = cm.meta.get("host_encoders") or []
+    chip_inputs = {i["name"] for i in cm.meta["inputs"]} | {s["input"] for s in cm.meta["states"]}
+    if specs:
+        missing = sorted({s["input"] for s in specs} - set(inputs) - {STEP_INDEX})
+        if missing:
+            raise InputError(f"input(s) {missing} are missing; the host encodes them into spikes "
+                             f"({', '.join(s['op'] for s in specs if s['input'] in missing)}): give them by name")
+        inputs = encode_inputs(specs, inputs, T)
+        for s in specs:
+            if s["input"] not in chip_inputs:
+                inputs.pop(s["input"], None)
+    if STEP_INDEX in chip_inputs and STEP_INDEX not in inputs:
+        inputs[STEP_INDEX] = step_index(T, _batch_of(cm, inputs))
+    return inputs
 
 
 def _batch_of(cm: CoreMap, inputs: Mapping[str, np.ndarray]) -> int:

@@ -162,8 +162,9 @@ class CoreMap:
 
     ``meta`` keys (checked by :func:`check_header` against :data:`HEADER`): ``model`` (name),
     ``num_steps`` (default T), ``chips`` ([x, y] grid of chips), ``layers``, ``inputs``, ``outputs``,
-    ``state_outputs``, ``states``, ``phases`` ({stage: number of phases}), ``compile`` (options, warnings
-    and the quantisation report), ``routing`` (summary of the router tables), ``nmc_version`` (of the compiler).
+    ``state_outputs``, ``states``, ``host_encoders`` (spike encoders the host runs: source input, encoded
+    step input, attributes; nmc.encoders), ``phases`` ({stage: number of phases}), ``compile`` (options,
+    warnings and the quantisation report), ``routing`` (summary of the router tables), ``nmc_version``.
     """
 
     chip: ChipSpec
@@ -250,6 +251,7 @@ HEADER: dict[str, Any] = {
     "state_outputs": [dict(name=str, shape=[int], layer=str, neurons=[int], scale=float, word=int)],
     "states": [{"input": str, "output": str, "shape": [int], "target": ("neuron", "axon", "none"),
                 "neurons?": [int], "axons?": [int], "elems?": [int], "scale?": float, "word?": int}],
+    "host_encoders?": [dict(op=str, input=str, kind=("static", "step"), shape=[int], output=str, attrs=dict, node=str)],
     "phases": dict,
     "compile": {"warnings?": [str]},
     "routing?": dict,

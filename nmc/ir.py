@@ -34,7 +34,9 @@ identity   x -> y                      -
 
 Neuron ops come from the neuron models (:mod:`nmc.neurons`): ``lif`` (x, v -> s, v'),
 ``spike_count`` (s, c -> c'), ``cubalif`` (x, i, v -> s, i', v'), ``lif_refractory``
-(x, v, r -> s, v', r'), ...; their attributes are their ONNX op's (``model.onnx.attrs``).
+(x, v, r -> s, v', r'), ...; their attributes are their ONNX op's (``model.onnx.attrs``); per-neuron
+parameters (``lift``'s beta, threshold, ...) are params of the neuron's shape.  The spike encoders
+``poisson_encode`` and ``ttfs_encode`` (x, t -> s) come from :mod:`nmc.encoders` and run on the host.
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .encoders import ENCODERS
 from .errors import ModelError, ShapeError
 from .neurons import MODELS
 
@@ -64,6 +67,8 @@ OPS: dict[str, tuple[int, int]] = {
 }
 # neuron ops (lif, spike_count, cubalif, lif_refractory, ...): declared with their model (nmc.neurons)
 OPS.update({m.ir_op: (len(m.ir_inputs), len(m.onnx.outputs)) for m in MODELS.values() if m.onnx is not None})
+# spike encoders (x, t -> s): run on the host (nmc.encoders)
+OPS.update({e.ir_op: (len(e.schema.inputs), len(e.schema.outputs)) for e in ENCODERS.values()})
 STAGES = ("static", "step", "readout")
 INPUT_KINDS = ("static", "step", "state")
 

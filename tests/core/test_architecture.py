@@ -18,7 +18,7 @@ PACKAGES = {"nmc": "nmc", "frontend": "nmc.frontend", "mapper": "nmc.mapper", "e
 
 #: the ground floor: data types that import nothing above them
 GROUND = {"nmc.ir", "nmc.chip", "nmc.coremap", "nmc.corefile", "nmc.errors", "nmc.version", "nmc.files",
-          "nmc.rules", "nmc.resources", "nmc.neurons", "nmc.presets", "nmc.opschema"}
+          "nmc.rules", "nmc.resources", "nmc.neurons", "nmc.presets", "nmc.opschema", "nmc.encoders"}
 #: the top floor: may import anything
 TOP = {"nmc", "nmc.api", "nmc.cli", "nmc.calibration"}
 #: a stage may import the ground floor, itself and the stages listed here

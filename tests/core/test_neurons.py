@@ -95,6 +95,50 @@ def test_alif_hand_trace():
     assert [x[1] for x in st] == [2, 1, 2, 3, 3, 1]
 
 
+def test_lift_reads_each_neurons_own_parameters():
+    # two neurons, zero reset (core-wide), fire on >, acc 3 per step; per neuron (thr, vr, vl, bm):
+    #   A (4, 0, 0, 256: IF):  u = 3; 6 > 4 -> 0; 3; 6 -> 0                        spikes 0 1 0 1
+    #   B (5, -1, 1, 128):     leak(v) = 1 + floor((v - 1) * 128 / 256)
+    #     t1 v=0: 1 + floor(-0.5) = 0, u = 3      t2 v=3: 1 + 1 = 2, u = 5 (not > 5)
+    #     t3 v=5: 1 + 2 = 3, u = 6 > 5 -> vr = -1  t4 v=-1: 1 + floor(-1) = 0, u = 3   spikes 0 0 1 0
+    lift = MODELS["lift"]
+    nparam = np.array([[4, 0, 0, 256], [5, -1, 1, 128]], np.int64)
+    cp = params(lift, reset_mode=1, spike_ge=0, reset_delay=0)
+    st_ref, st_nb = np.zeros((2, 1), np.int64), np.zeros((2, 1), np.int64)
+    spikes, vs = [], []
+    for _ in range(4):
+        acc = np.full(2, 3, np.int64)
+        o_ref = lift.ref_step(acc.copy(), st_ref, nparam, cp, 0, 1, CORE)
+        o_nb = np.zeros(2, np.int64)
+        lift.nb_step(0, 2, acc.copy(), st_nb, nparam, cp, 0, 1, CORE.membrane_bits, CORE.beta_shift, o_nb)
+        assert o_ref.tolist() == o_nb.tolist() and st_ref.tolist() == st_nb.tolist()
+        spikes.append(o_ref.tolist())
+        vs.append(st_ref[:, 0].tolist())
+    assert spikes == [[0, 0], [1, 0], [0, 1], [1, 0]]
+    assert vs == [[3, 3], [0, 5], [3, -1], [0, 3]]
+
+
+def test_li_hand_trace():
+    # beta 0.75 -> bm 192, v_leak 0; the output is the membrane: v' = floor(v * 192 / 256) + acc
+    #   8; floor(6) + 8 = 14; floor(10.5) + 0 = 10; floor(7.5) - 20 = -13; floor(-9.75) + 0 = -10
+    li = MODELS["li"]
+    out, st = trace(li, [8, 8, 0, -20, 0], params(li, v_leak=0, beta_mult=192))
+    assert out == [8, 14, 10, -13, -10] and [x[0] for x in st] == out
+    hi_m = (1 << (CORE.membrane_bits - 1)) - 1
+    out, _ = trace(li, [5], params(li, v_leak=0, beta_mult=256), init=[hi_m - 2])
+    assert out == [hi_m]  # saturates at the membrane word
+
+
+def test_first_spike_time_hand_trace():
+    # f starts at -1, k at 0; spikes at steps 2 and 4: f = -1, -1, 2, 2, 2 (the first one stays), k counts steps
+    fst = MODELS["first_spike"]
+    out, st = trace(fst, [0, 0, 1, 0, 1], np.zeros(0, np.int64), init=[-1, 0])
+    assert out == [-1, -1, 2, 2, 2]
+    assert [x[1] for x in st] == [1, 2, 3, 4, 5]
+    out, _ = trace(fst, [0] * 6, np.zeros(0, np.int64), init=[-1, 0])
+    assert out == [-1] * 6  # never spiked: -1
+
+
 def test_count_and_ann_hand_values():
     s, st = trace(MODELS["count"], [1, 1, 0, 1], np.zeros(0, np.int64), lo=0, hi=2)
     assert s == [1, 2, 2, 2] and st[-1] == [2]  # saturates at hi
@@ -143,6 +187,8 @@ CASES = {
              for b in (0.75, 1.0) for m in ("subtract", "zero", "none") for ge in (0, 1) for r in (0.0, 0.5)],
     "CubaLIF": [dict(alpha=a, beta=b, threshold=1.0, reset_mode=m, v_reset=-0.5, spike_ge=ge)
                 for a, b in ((0.5, 0.75), (1.0, 1.0), (0.0, 0.25)) for m in ("subtract", "zero", "none") for ge in (0, 1)],
+    "LI": [dict(beta=b, v_leak=vl, gain=g) for b in (0.75, 1.0, 0.0) for vl in (0.0, -0.5) for g in (1.0, 0.5)],
+    "FirstSpikeTime": [{}],
     "LIFRefractory": [dict(beta=b, threshold=1.0, reset_mode=m, v_reset=-0.25, v_leak=0.125, spike_ge=ge, refractory=r)
                       for b in (0.75, 1.0) for m in ("subtract", "zero", "none") for ge in (0, 1) for r in (0, 2)],
 }
@@ -162,9 +208,33 @@ def test_function_body_equals_float_step(op):
         got = _ort_step(schema, attrs, feeds)
         a64 = {**schema.defaults(), **{k: (float(np.float32(v)) if isinstance(v, float) else v) for k, v in attrs.items()}}
         want = model.float_step(a64, *(feeds[p].astype(np.float64) for p in schema.inputs))
-        np.testing.assert_array_equal(got[0], want[0], err_msg=str(attrs))  # spikes exactly
-        for g, w in zip(got[1:], want[1:]):
+        if model.spiking:
+            np.testing.assert_array_equal(got[0], want[0], err_msg=str(attrs))  # spikes exactly
+        for g, w in zip(got[0 if not model.spiking else 1:], want[0 if not model.spiking else 1:]):
             np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6, err_msg=str(attrs))
+
+
+def test_lift_function_body_equals_the_lif_float_step_per_neuron():
+    """nmc::LIFT in onnxruntime == LIF's float semantics with every neuron's own beta/threshold/v_reset/v_leak."""
+    schema = nmc_ops.get_schema("LIFT")
+    rng = np.random.default_rng(5)
+    n = 48
+    feeds = {"x": np.concatenate([rng.normal(size=n - 4), [1.0, 0.5, 0.0, 1.0]]).astype(np.float32),
+             "v": rng.normal(size=n).astype(np.float32),
+             "beta": rng.choice([0.0, 0.5, 0.875, 1.0], size=n).astype(np.float32),
+             "threshold": rng.choice([0.5, 1.0, 2.0], size=n).astype(np.float32),
+             "v_reset": rng.choice([0.0, -0.25], size=n).astype(np.float32),
+             "v_leak": rng.choice([0.0, 0.125], size=n).astype(np.float32)}
+    lif = MODELS["lif"]
+    for mode in ("subtract", "zero", "none"):
+        for ge in (0, 1):
+            for rd in (0, 1):
+                attrs = dict(reset_mode=mode, spike_ge=ge, reset_delay=rd, gain=0.5)
+                got = _ort_step(schema, attrs, feeds)
+                a = {**attrs, **{p: feeds[p].astype(np.float64) for p in schema.params}}
+                want = lif.float_step(a, feeds["x"].astype(np.float64), feeds["v"].astype(np.float64))
+                np.testing.assert_array_equal(got[0], want[0], err_msg=str(attrs))
+                np.testing.assert_allclose(got[1], want[1], rtol=1e-6, atol=1e-6, err_msg=str(attrs))
 
 
 def test_registry_refuses_a_second_model_of_a_name_or_code_and_unknown_names():
