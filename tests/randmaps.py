@@ -29,6 +29,8 @@ SHAPES = ("mixed", "ann", "snn", "multichip", "tiny")
 _STAGES = ("static", "step", "readout")
 #: every registered spiking neuron model with an integer parameter set (lif, cubalif, lif_refractory, ...)
 SPIKING = [m.name for m in MODELS.values() if m.spiking and m.quantize is not None]
+#: every model whose output register holds one of its state words (li's membrane, first_spike's time)
+WORD_OUT = [m.name for m in MODELS.values() if not m.spiking and m.quantize is not None]
 
 
 def _draw(rng, p, core) -> int:
@@ -101,10 +103,10 @@ def random_coremap(seed: int, shape: str = "mixed", *, encoding: str | None = No
     else:
         n_ph = [int(rng.integers(0, 3)), int(rng.integers(1, 4)), int(rng.integers(0, 3))]
     kinds_by_stage = {0: ["ann", "ann", "partial", "ann_max", "lif"],
-                      1: ["lif", "lif", "ann", "count", "partial", "ann_max", *SPIKING],
+                      1: ["lif", "lif", "ann", "count", "partial", "ann_max", *SPIKING, *WORD_OUT],
                       2: ["ann", "count", "partial", "ann_max"]}
     if shape == "snn":
-        kinds_by_stage[1] = ["lif", "lif", "count", *SPIKING]
+        kinds_by_stage[1] = ["lif", "lif", "count", *SPIKING, *WORD_OUT]
     cores = []  # dicts
     max_cores = width * height
     for s in range(3):
@@ -136,6 +138,8 @@ def random_coremap(seed: int, shape: str = "mixed", *, encoding: str | None = No
                 cd["lo"], cd["hi"] = [(-128, 127), (0, 255), (0, 127), (-4, 9)][int(rng.integers(4))]
         elif kind in SPIKING:
             cd["bits"], cd["lo"], cd["hi"] = 1, 0, 1
+        elif kind in WORD_OUT:
+            cd["bits"], cd["lo"], cd["hi"] = 32, -(1 << (M - 1)), (1 << (M - 1)) - 1
         elif kind == "partial":
             cd["bits"], cd["lo"], cd["hi"] = 32, lo_a, hi_a
         else:  # count
@@ -164,7 +168,7 @@ def random_coremap(seed: int, shape: str = "mixed", *, encoding: str | None = No
         spike_src = [j for j in src_cores if cores[j]["bits"] == 1]
         spike_dly = [j for j in dly_cores if cores[j]["bits"] == 1]
         spike_in_ok = (spike_src or spike_dly or [x for x in spike_input_elems if x in in_elems])
-        spiking = cd["kind"] in (*SPIKING, "count")
+        spiking = cd["kind"] in (*SPIKING, *WORD_OUT, "count")
         cd["spike_in"] = int(bool(spike_in_ok) and rng.random() < (0.8 if spiking else 0.3))
         if cd["spike_in"]:
             src_cores, dly_cores = spike_src, spike_dly
@@ -236,12 +240,19 @@ def random_coremap(seed: int, shape: str = "mixed", *, encoding: str | None = No
                 return np.clip(mem_hi - rng.integers(1, 200, n) * rng.choice([1, -1], n), -mem_hi - 1, mem_hi)
             return rng.integers(-50, 50, n)
 
-        if kind in SPIKING:  # any spiking model: its declared parameters, drawn by what they are
+        if kind in SPIKING or kind in WORD_OUT:  # a model's declared parameters, drawn by what they are
             drawn = dict(threshold=thr, v_reset=vr, v_leak=vl, beta_mult=bm, reset_mode=mode, spike_ge=ge,
                          reset_delay=rd)
             m = MODELS[kind]
             cd["cparam"] = [drawn[p.name] if p.name in drawn else _draw(rng, p, core_c) for p in m.core_params]
-            st = [membrane() if w.scaled else rng.integers(0, 3, n) for w in m.state]
+            if m.neuron_params:  # per-neuron parameters (LIFT): around the core's draw, different per neuron
+                per = dict(threshold=rng.integers(1, 400, n), v_reset=rng.integers(-30, 30, n),
+                           v_leak=rng.integers(-20, 20, n),
+                           beta_mult=np.where(rng.random(n) < 0.4, 1 << Bs, rng.integers(0, 1 << Bs, n)))
+                nparam[-1] = np.stack([per[p.name] if p.name in per else
+                                       np.array([_draw(rng, p, core_c) for _ in range(n)]) for p in m.neuron_params],
+                                      axis=1).astype(np.int64)
+            st = [membrane() if w.scaled else rng.integers(-1, 3, n) for w in m.state]
         elif kind == "count":
             cd["cparam"] = []
             st = [rng.integers(cd["lo"], min(cd["hi"], cd["lo"] + 3) + 1, n)]
