@@ -256,6 +256,9 @@ class ModelBuilder:
         layer's shape, and becomes the initializer ``<name>.<param>`` (default: the schema's).
         Returns the op's outputs in port order (e.g. s, v_next)."""
         schema = nmc_ops.get_schema(op_type)
+        if op_type in ENCODERS:
+            raise ModelError(f"ModelBuilder.neuron: {op_type} is an encoder, not a neuron layer; use "
+                             f"b.encode('{op_type}', x, name, ...) (or b.poisson / b.ttfs)")
         model = next(m for m in MODELS.values() if m.onnx is schema)
         name = self._name(name, op_type.lower())
         shape = self._shape(x)
