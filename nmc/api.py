@@ -510,6 +510,8 @@ def _host_inputs(cm: CoreMap, inputs: Mapping[str, np.ndarray], T: int) -> dict[
                 inputs.pop(s["input"], None)
     if STEP_INDEX in chip_inputs and STEP_INDEX not in inputs:
         inputs[STEP_INDEX] = step_index(T, _batch_of(cm, inputs))
+    elif STEP_INDEX not in chip_inputs:
+        inputs.pop(STEP_INDEX, None)  # the step number, which only the host encoders read (as the step)
     return inputs
 
 

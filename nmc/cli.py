@@ -140,6 +140,9 @@ def format_info(cm) -> str:
          ""]
     if cm.num_cores == 0:
         L[2] = "utilisation of used cores: no cores used"
+    for e in cm.meta.get("host_encoders") or []:  # spike encoders the host runs (docs/onnx_convention.md)
+        attrs = ", ".join(f"{k}={v}" for k, v in e["attrs"].items())
+        L.insert(-1, f"host encoder {e['op']}({attrs}): input '{e['input']}' -> spikes '{e['output']}' every step")
     L.append(f"{'layer':<16}{'op':<18}{'stage':<9}{'neurons':>8}{'cores':>6}{'split':>6}{'w_bits':>7}{'lossless':>9}")
     for l in cm.meta["layers"]:
         L.append(f"{l['name'][:15]:<16}{l['op'][:17]:<18}{l['stage']:<9}{l['neurons']:>8}{len(l['cores']):>6}"

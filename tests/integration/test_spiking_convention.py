@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import nmc
+from nmc.cli import format_info
 from nmc.errors import InputError, QuantizationError, UnsupportedOpError
 from nmc.frontend import ModelBuilder, load_onnx, run_float, run_onnxruntime
 
@@ -196,3 +197,35 @@ def test_encoder_errors_name_what_to_do():
     b.output(s)
     with pytest.raises(UnsupportedOpError, match="computed on the chip"):
         nmc.compile(b.build(), calib={"x": np.ones((1, 4))})
+
+
+def test_lift_per_channel_thresholds_of_a_conv_layer_split_across_cores():
+    """Per-channel tensors [C, 1, 1] broadcast to every neuron of the channel; the partitioner's spatial order
+    and the split keep each neuron's threshold with it."""
+    rng = np.random.default_rng(6)
+    T = 10
+    b = ModelBuilder("conv_lift", num_steps=T)
+    x = b.input("x", (2, 6, 6), kind="step")
+    h = b.conv(x, rng.integers(-1, 3, size=(3, 2, 3, 3)).astype(float), pads=(1, 1, 1, 1), name="conv")
+    s, _ = b.lift(h, "n", threshold=np.array([2.0, 4.0, 6.0]).reshape(3, 1, 1),
+                  beta=np.array([1.0, 0.0, 1.0]).reshape(3, 1, 1), reset_mode="zero")
+    b.output(s)
+    model = b.build()
+    xs = (rng.random((T, 2, 2, 6, 6)) < 0.4).astype(np.float32)
+    ref = run_onnxruntime(model, {"x": xs})
+    assert ref["n.s"][:, :, 0].sum() > ref["n.s"][:, :, 2].sum() > 0  # threshold 2 fires more than 6
+    cm = nmc.compile(model, calib={"x": xs}, overrides={"core.neurons": 16}, lint=True)
+    assert len(cm.meta["layers"][0]["cores"]) >= 7  # 108 neurons, 16 per core
+    np.testing.assert_array_equal(_run_both(cm, {"x": xs}).outputs["n.s"], ref["n.s"])
+
+
+def test_info_names_the_host_encoders_and_the_step_index_may_be_given():
+    model, img = _encoded_net(T=6)
+    cm = nmc.compile(model, calib={"img": img})
+    text = format_info(cm)
+    assert "host encoder PoissonEncode(seed=11): input 'img' -> spikes 'rate' every step" in text
+    assert "host encoder TTFSEncode(window=16): input 'img' -> spikes 'first' every step" in text
+    t = np.broadcast_to(np.arange(6.0)[:, None, None], (6, 3, 1))
+    a = nmc.emulate(cm, {"img": img}).outputs["n.s"]
+    np.testing.assert_array_equal(nmc.emulate(cm, {"img": img, "nmc.t": t}).outputs["n.s"], a)
+    np.testing.assert_array_equal(run_onnxruntime(model, {"img": img, "nmc.t": t}, steps=6)["n.s"], a)
