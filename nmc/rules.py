@@ -191,7 +191,8 @@ def _soma(cm: CoreMap) -> list[str]:
                 c = int(np.searchsorted(cm.cores.neuron_off, n, side="right") - 1)
                 out.append(f"soma-parameters: {_who(cm, c)} ({m.name}) neuron {n} has {p.name} "
                            f"{int(cm.neurons.param[n, i])} outside {p.lo(core)} .. {p.hi(core)} ({p.doc}; "
-                           f"core.requant_mult_bits = {core.requant_mult_bits}); fix: recompile for this chip")
+                           f"core.requant_mult_bits = {core.requant_mult_bits}, core.membrane_bits = "
+                           f"{core.membrane_bits}, core.beta_shift = {core.beta_shift}); fix: recompile for this chip")
     return out
 
 

@@ -267,6 +267,19 @@ def test_state_words(snn):
                  f"state word {-2 ** 27} .. {2 ** 27 - 1}; fix: recompile (a smaller initial state)"]
 
 
+def test_soma_per_neuron_threshold():
+    """A LIFT neuron's own threshold (a per-neuron parameter) below its range names the neuron and the chip fields."""
+    b = ModelBuilder("lift", num_steps=4)
+    x = b.input("x", (3,), kind="step")
+    s, _ = b.lift(b.gemm(x, np.eye(3), name="fc"), "n", threshold=[1.0, 2.0, 3.0])
+    b.output(s)
+    cm = nmc.compile(b.build(), calib={"x": np.ones((4, 1, 3))})
+    v = only_rule(drc.check_coremap(tampered(cm, neurons__param=((1, 0), 0))), "soma-parameters")
+    assert len(v) == 1
+    assert "layer 'fc' core 0 (lift) neuron 1 has threshold 0 outside 1 .. 134217727 (firing threshold" in v[0]
+    assert "core.membrane_bits = 28" in v[0] and "fix:" in v[0]
+
+
 def test_soma_requantiser(ann):
     c = layer_core(ann, "head")
     n = int(ann.cores.neuron_off[c]) + 1
