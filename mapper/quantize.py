@@ -416,7 +416,11 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
                        **{f"{p.name[:-5]}_chip": values[p.name] / 2 ** c.beta_shift for p in m.core_params
                           if p.name.endswith("_mult")},  # the decay the chip runs, beside the float one
                        **{p.name[:-5]: float(a[p.name[:-5]]) for p in m.core_params
-                          if p.name.endswith("_mult") and p.name[:-5] in a})
+                          if p.name.endswith("_mult") and p.name[:-5] in a},
+                       # per-neuron decays (LIFT): the largest difference between a neuron's float decay and the chip's
+                       **{f"{p.name[:-5]}_max_err": float(np.abs(nparam[:, i] / 2 ** c.beta_shift -
+                                                                  np.broadcast_to(a[p.name[:-5]], (l.n,))).max(initial=0))
+                          for i, p in enumerate(m.neuron_params) if p.name.endswith("_mult") and p.name[:-5] in a})
         elif l.soma == "count":
             _check_spike_inputs(l, tq)
             hi = 2 ** c.activation_bits - 1

@@ -229,3 +229,15 @@ def test_info_names_the_host_encoders_and_the_step_index_may_be_given():
     a = nmc.emulate(cm, {"img": img}).outputs["n.s"]
     np.testing.assert_array_equal(nmc.emulate(cm, {"img": img, "nmc.t": t}).outputs["n.s"], a)
     np.testing.assert_array_equal(run_onnxruntime(model, {"img": img, "nmc.t": t}, steps=6)["n.s"], a)
+
+
+def test_lift_report_gives_the_worst_per_neuron_decay_error():
+    b = ModelBuilder("lift_beta", num_steps=4)
+    x = b.input("x", (3,), kind="step")
+    s, _ = b.lift(b.gemm(x, np.eye(3), name="fc"), "n", beta=[0.9, 0.5, 1.0])
+    b.output(s)
+    cm = nmc.compile(b.build(), calib={"x": np.ones((4, 1, 3))})
+    q = cm.meta["layers"][0]["quant"]
+    # 0.9 * 256 = 230.4 -> 230: the chip decays by 230 / 256 = 0.8984375; 0.5 and 1.0 are exact
+    assert cm.neurons.param[:3, 3].tolist() == [230, 128, 256]
+    assert q["beta_max_err"] == pytest.approx(0.9 - 0.8984375, abs=1e-7) and not q["lossless"]
