@@ -29,7 +29,12 @@ def split_host_encoders(graph: Graph) -> Graph:
     g = graph.copy()
     bad = []
     specs = host_encoder_specs(g)
-    ranges = json.loads(g.metadata.get("nmc.ranges", "{}"))
+    try:
+        ranges = json.loads(g.metadata.get("nmc.ranges", "{}"))
+    except ValueError:
+        ranges = None  # malformed: the calibrate pass reports it
+    if not isinstance(ranges, dict):
+        ranges = None
     for n in [n for n in g.nodes if by_ir_op(n.op) is not None]:
         x, t = n.inputs
         enc = by_ir_op(n.op)
@@ -38,10 +43,16 @@ def split_host_encoders(graph: Graph) -> Graph:
                         f"its input '{x}' is computed on the chip; an encoder runs on the host and reads a graph input "
                         "(static or step): encode the graph input, or feed the computed value as direct current"))
             continue
-        g.nodes.remove(n)
         out = n.outputs[0]
+        if out in g.outputs:
+            bad.append((n.source or n.name, f"nmc::{enc.schema.name}",
+                        f"its spikes '{out}' are a graph output, but the host computes them (they never leave the "
+                        "host): compute them with nmc.encoders on the host instead of listing them in nmc.outputs"))
+            continue
+        g.nodes.remove(n)
         g.inputs[out] = "step"
-        ranges[out] = [0.0, 1.0, True]  # spikes: no calibration needed
+        if ranges is not None:
+            ranges[out] = [0.0, 1.0, True]  # spikes: no calibration needed
         specs.append(dict(op=enc.schema.name, input=x, kind=g.inputs[x], shape=list(g.tensors[x].shape),
                           output=out, attrs=dict(n.attrs), node=n.source or n.name))
     if bad:
@@ -51,7 +62,8 @@ def split_host_encoders(graph: Graph) -> Graph:
         if name == STEP_INDEX or any(s["input"] == name for s in specs):
             del g.inputs[name]
     g.metadata["nmc.host_encoders"] = json.dumps(specs)
-    g.metadata["nmc.ranges"] = json.dumps(ranges)
+    if ranges is not None:
+        g.metadata["nmc.ranges"] = json.dumps(ranges)
     assign_stages(g)
     g.lint()
     return g

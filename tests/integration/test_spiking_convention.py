@@ -197,6 +197,13 @@ def test_encoder_errors_name_what_to_do():
     b.output(s)
     with pytest.raises(UnsupportedOpError, match="computed on the chip"):
         nmc.compile(b.build(), calib={"x": np.ones((1, 4))})
+    b = ModelBuilder("enc_out", num_steps=4)
+    p = b.poisson(b.input("x", (4,)), "p")
+    s, _ = b.lif(b.gemm(p, np.eye(4), name="fc"), "n")
+    b.output(s)
+    b.output(p)
+    with pytest.raises(UnsupportedOpError, match="'p' are a graph output, but the host computes them"):
+        nmc.compile(b.build(), calib={"x": np.ones((1, 4))})
 
 
 def test_lift_per_channel_thresholds_of_a_conv_layer_split_across_cores():
