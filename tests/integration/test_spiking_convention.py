@@ -248,3 +248,31 @@ def test_lift_report_gives_the_worst_per_neuron_decay_error():
     # 0.9 * 256 = 230.4 -> 230: the chip decays by 230 / 256 = 0.8984375; 0.5 and 1.0 are exact
     assert cm.neurons.param[:3, 3].tolist() == [230, 128, 256]
     assert q["beta_max_err"] == pytest.approx(0.9 - 0.8984375, abs=1e-7) and not q["lossless"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_lossless_lift_layers_equal_onnxruntime(seed):
+    """Random integer per-neuron thresholds, resets, leaks and decays of 0 or 1, every mode: spikes and membranes
+    equal onnxruntime on both backends, with the layer on one core or split over several."""
+    rng = np.random.default_rng(100 + seed)
+    T, n = 14, 24
+    b = ModelBuilder(f"lift_rand{seed}", num_steps=T)
+    x = b.input("x", (20,), kind="step")
+    h = b.gemm(x, rng.integers(-3, 5, size=(n, 20)).astype(float), rng.integers(-2, 3, size=n).astype(float),
+               name="fc")
+    s, v = b.lift(h, "n", threshold=rng.integers(1, 9, size=n).astype(float),
+                  beta=rng.integers(0, 2, size=n).astype(float), v_reset=rng.integers(-3, 3, size=n).astype(float),
+                  v_leak=rng.integers(-2, 3, size=n).astype(float),
+                  reset_mode=str(rng.choice(["subtract", "zero", "none"])), spike_ge=int(rng.integers(0, 2)),
+                  reset_delay=int(rng.integers(0, 2)), init=rng.integers(-3, 4, size=n).astype(float))
+    b.output(s)
+    b.output(v)
+    model = b.build()
+    xs = (rng.random((T, 2, 20)) < 0.4).astype(np.float32)
+    ref = run_onnxruntime(model, {"x": xs})
+    for over in (None, {"core.neurons": 7}):
+        cm = nmc.compile(model, calib={"x": xs}, overrides=over)
+        assert cm.meta["layers"][0]["quant"]["lossless"]
+        out = _run_both(cm, {"x": xs}).outputs
+        np.testing.assert_array_equal(out["n.s"], ref["n.s"])
+        np.testing.assert_array_equal(out["n.v.next"], ref["n.v.next"][-1])
