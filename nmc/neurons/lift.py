@@ -23,11 +23,17 @@ from onnx import helper
 
 from ..opschema import AttrSpec, OpSchema, attr_const
 from ._int import NJIT, fire, leak, nb_clamp, nb_fire, nb_leak, nb_limits, nb_reset, reset, sat
-from .lif import (BETA_MULT, RESET_DELAY, RESET_MODE, RESET_MODES, SPIKE_GE, THRESHOLD, V_LEAK, V_RESET, MEMBRANE,
+from .lif import (BETA_MULT, MEMBRANE, RESET_DELAY, RESET_MODE, RESET_MODES, SPIKE_GE, THRESHOLD, V_LEAK, V_RESET,
                   fire_nodes, lif_float_step, mode_nodes, reset_nodes)
+from .lif import SCHEMA as LIF_SCHEMA
 from .model import NeuronModel, register
 
 __all__ = ["LIFT"]
+
+
+def _float_step(a: dict, x, v):
+    """LIF's float step with the per-neuron arrays (LIF's defaults for any LIF attribute LIFT does not have)."""
+    return lif_float_step({**LIF_SCHEMA.defaults(), **a}, x, v)
 
 
 def _quantize(a: dict, k: float, core) -> dict:
@@ -116,7 +122,7 @@ LIFT = register(NeuronModel(
     name="lift", code=10, doc=__doc__, out_bits=1, ref_step=_ref_step, nb_step=_nb_step,
     core_params=(RESET_MODE, SPIKE_GE, RESET_DELAY),
     neuron_params=(THRESHOLD, V_RESET, V_LEAK, BETA_MULT),
-    state=(MEMBRANE,), onnx=SCHEMA, float_step=lif_float_step, quantize=_quantize,
+    state=(MEMBRANE,), onnx=SCHEMA, float_step=_float_step, quantize=_quantize,
     membrane_attrs=("threshold", "v_reset", "v_leak"), input_gain="gain",
     lossless=lambda a: bool(np.all(np.isin(np.asarray(a["beta"]), (0.0, 1.0)))), timing_like="lif",
 ))
