@@ -276,3 +276,17 @@ def test_random_lossless_lift_layers_equal_onnxruntime(seed):
         out = _run_both(cm, {"x": xs}).outputs
         np.testing.assert_array_equal(out["n.s"], ref["n.s"])
         np.testing.assert_array_equal(out["n.v.next"], ref["n.v.next"][-1])
+
+
+def test_the_step_index_can_feed_a_chip_layer():
+    """nmc.t read by a Gemm is a step input the runners fill (0 .. T-1); the chip gets it as an 8-bit value."""
+    b = ModelBuilder("t_in", num_steps=6)
+    s, _ = b.lif(b.gemm(b.step_index(), [[1.0], [2.0]], name="fc"), "n", threshold=5.0)
+    b.output(s)
+    model = b.build()
+    cm = nmc.compile(model, calib={})  # the interpreter fills nmc.t: its range is calibrated without inputs
+    assert cm.meta["inputs"] == [dict(name="nmc.t", kind="step", shape=[1], scale=1.0, lo=0, hi=255)]
+    out = _run_both(cm, {}).outputs["n.s"][:, 0]
+    # neuron 0 integrates t: 0, 1, 3, 6 > 5 (fire, 1), 5, 10 (fire); neuron 1 integrates 2t: 0, 2, 6 (fire, 1), 7 ...
+    assert out[:, 0].tolist() == [0, 0, 0, 1, 0, 1] and out[:, 1].tolist() == [0, 0, 1, 1, 1, 1]
+    np.testing.assert_array_equal(out, run_onnxruntime(model, {}, steps=6)["n.s"][:, 0])
