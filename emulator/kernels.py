@@ -165,91 +165,8 @@ _soma = _make_soma()
 
 
 # --------------------------------------------------------------------------- kernels
-@njit(inline="always", **NJIT)  # inlined: a call would pass the NamedTuples' arrays with reference counting
-def _compute_core(c, net, sch, k, axons, state, out, acc, ev):
-    """Run core ``c``; add its events to ``ev[c]``; return its compute cycles."""
-    n0 = net.n_off[c]
-    nn = net.n_off[c + 1] - n0
-    a0 = net.a_off[c]
-    na = net.a_off[c + 1] - a0
-    w0 = net.w_off[c]
-    nz = 0
-    # locals and slices, not NamedTuple fields and offsets inside the loops: LLVM vectorises only then
-    x_c = axons[a0:a0 + na]
-    a_n = acc[:nn]
-    W = net.weights[w0:w0 + na * nn]
-    if net.dend[c] == 0:  # mac
-        a_n[:] = net.bias[n0:n0 + nn]
-        if net.sparse[c]:  # few nonzero weights (e.g. a merge core): visit only those; the sum is the same
-            row_off = net.row_off[a0:a0 + na + 1]
-            row_col = net.row_col
-            row_w = net.row_w
-            for i in range(na):
-                x = x_c[i]
-                if x != 0:
-                    nz += 1
-                    for q in range(row_off[i], row_off[i + 1]):
-                        a_n[row_col[q]] += x * row_w[q]
-        else:
-            for i in range(na):
-                x = x_c[i]
-                if x != 0:
-                    nz += 1
-                    w = W[i * nn:(i + 1) * nn]
-                    if x == 1:  # a spike: add the row
-                        for j in range(nn):
-                            a_n[j] += w[j]
-                    else:
-                        for j in range(nn):
-                            a_n[j] += x * w[j]
-        amax = (np.int64(1) << (k.acc_bits - 1)) - 1
-        amin = -(np.int64(1) << (k.acc_bits - 1))
-        for j in range(nn):
-            a_n[j] = min(max(a_n[j], amin), amax)
-    else:  # max over axons with a nonzero weight
-        a_n[:] = _I64_MIN
-        for i in range(na):
-            x = x_c[i]
-            if x != 0:
-                nz += 1
-            w = W[i * nn:(i + 1) * nn]
-            for j in range(nn):
-                if w[j] != 0 and x > a_n[j]:
-                    a_n[j] = x
-    spiking = net.spike_in[c] != 0
-    rows = nz if spiking else na
-    nspk = _soma(net.model[c], n0, nn, acc, state, net.nparam, net.cparam[c], net.out_lo[c], net.out_hi[c],
-                 k.mem_bits, k.beta_shift, out)
-    bits = net.out_bits[c]
-    sb = sch.st_b[c]
-    ib = sch.in_b[c]
-    if spiking:
-        ev[c, _SOP] += rows * nn
-    else:
-        ev[c, _MAC] += na * nn
-    ev[c, _UPD] += nn
-    if bits == 1:
-        ev[c, _SPK] += nspk
-    ev[c, _RD] += rows * sch.w_row_b[c] + na * ib + nn * sb
-    ev[c, _WR] += nn * sb + nn * ((bits + 7) // 8)
-    return core_cycles(k.overhead, na, ib, k.axon_bw, rows, k.mac_rows, nn, k.mac_cols, k.soma_lanes, sch.soma_cyc[c])
-
-
 @njit(inline="always", **NJIT)
-def _n_packets(out, src, i0, i1, aer_spikes, value_bits, P8):
-    """Packets carrying the output registers ``out[src[i0:i1]]``: one per nonzero spike under AER, else the
-    values of ``value_bits`` bits packed ``P8`` bits to a packet."""
-    if aer_spikes:
-        n = 0
-        for r in range(i0, i1):
-            if out[src[r]] != 0:
-                n += 1
-        return n
-    return cdiv((i1 - i0) * value_bits, P8)
-
-
-@njit(inline="always", **NJIT)
-def _add_packets(n, ready, path, charge, ev, f_ready, f_path, f_n, nf, sch):
+def _add_packets(n, ready, path, charge, ev, f_ready, f_path, f_n, nf, path_hops, path_cross):
     """``n`` packets ready at ``ready`` on ``path``, charged to core ``charge``: one flow (when ``n > 0``)."""
     if n > 0:
         f_ready[nf] = ready
@@ -257,20 +174,47 @@ def _add_packets(n, ready, path, charge, ev, f_ready, f_path, f_n, nf, sch):
         f_n[nf] = n
         nf += 1
     ev[charge, _PKT] += n
-    ev[charge, _HOP] += n * sch.path_hops[path]
-    ev[charge, _CROSS] += n * sch.path_cross[path]
+    ev[charge, _HOP] += n * path_hops[path]
+    ev[charge, _CROSS] += n * path_cross[path]
     return nf
 
 
+# Performance note: every array taken out of a NamedTuple, and every slice, costs Numba two atomic reference
+# count updates; in the loops below that was about half of the run time.  So ``_run`` unpacks the
+# NamedTuples' arrays into locals once and indexes the flat arrays with offsets (no per-row slices).
 @njit(**NJIT)
 def _run(B, T, t0, t1, net, sch, io, k, res, tr):
     """Run steps ``t0 .. t1-1`` of ``B`` tasks of ``T`` steps: the static stage when ``t0 == 0`` (after a
-    reset), the readout stage when ``t1 == T``; state, axons and output registers carry over between calls."""
-    C = net.n_off.shape[0] - 1
-    n_ph = sch.ph_off.shape[0] - 1
+    reset), the readout stage when ``t1 == T``; state, axons and output registers carry over between calls.
+
+    Core ``c`` of a phase: the dendrite (mac: bias plus the weight rows of its nonzero axons, saturated to the
+    accumulator; max: the largest input over the axons with a nonzero weight), then the soma (its neuron
+    model's ``nb_step``), its events, and its compute cycles (``timing.core_cycles``)."""
+    (n_off, a_off, w_off, weights, dend, spike_in, model, out_bits, out_lo, out_hi, cparam, bias, nparam,
+     state_init, axon_init, route_src, route_dst, rt_off, rt_dst, rt_route_off, sparse, row_off, row_col,
+     row_w) = net
+    ph_off, ph_cores, ph_r_off, ph_routes, dl_routes = sch.ph_off, sch.ph_cores, sch.ph_r_off, sch.ph_routes, sch.dl_routes
+    ent_path, tp_off, tp_neur, stage_ph = sch.ent_path, sch.tp_off, sch.tp_neur, sch.stage_ph
+    path_off, path_link, path_lat, path_rank = sch.path_off, sch.path_link, sch.path_lat, sch.path_rank
+    path_hops, path_cross = sch.path_hops, sch.path_cross
+    in_b, st_b, w_row_b, soma_cyc = sch.in_b, sch.st_b, sch.w_row_b, sch.soma_cyc
+    sf_dst, sf_col, sp_core, sp_n, sp_path = sch.sf_dst, sch.sf_col, sch.sp_core, sch.sp_n, sch.sp_path
+    tf_dst, tf_col, tp_core_in, tp_n_in, tp_path_in = sch.tf_dst, sch.tf_col, sch.tp_core_in, sch.tp_n_in, sch.tp_path_in
+    n_ranks = sch.n_ranks
+    S_in, St_in, once_src, once_stage, step_src = io.S, io.St, io.once_src, io.once_stage, io.step_src
+    rec_once, rec_step, state_fin, axon_fin, events = res.rec_once, res.rec_step, res.state_final, res.axon_final, res.events
+    core_cyc, stage_cyc, step_cyc, phase_cyc, phase_comp = (res.core_cycles, res.stage_cycles, res.step_cycles,
+                                                            res.phase_cycles, res.phase_compute)
+    out_reg = res.out_reg
+    mem_bits, beta_shift, overhead, axon_bw = k.mem_bits, k.beta_shift, k.overhead, k.axon_bw
+    mac_rows, mac_cols, soma_lanes, barrier = k.mac_rows, k.mac_cols, k.soma_lanes, k.barrier
+    amax = (np.int64(1) << (k.acc_bits - 1)) - 1
+    amin = -(np.int64(1) << (k.acc_bits - 1))
+    C = n_off.shape[0] - 1
+    n_ph = ph_off.shape[0] - 1
     max_nn = 1
     for c in range(C):
-        max_nn = max(max_nn, net.n_off[c + 1] - net.n_off[c])
+        max_nn = max(max_nn, n_off[c + 1] - n_off[c])
     acc = np.zeros(max_nn, np.int64)
     comp = np.zeros(C, np.int64)
     f_ready = np.zeros(sch.max_flow, np.int64)
@@ -283,14 +227,15 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
     link_head = np.zeros(sch.n_links, np.int64)
     epoch = 0
     P8 = 8 * k.payload
+    in_bits, aer = k.in_bits, k.aer
     for b in range(B):
-        state = res.state_final[b]
-        axons = res.axon_final[b]
-        ev = res.events[b]
-        out = res.out_reg[b]
+        state = state_fin[b]
+        axons = axon_fin[b]
+        ev = events[b]
+        out = out_reg[b]
         if t0 == 0:
-            state[:, :] = net.state_init
-            axons[:] = net.axon_init
+            state[:, :] = state_init
+            axons[:] = axon_init
             out[:] = 0
         for s in range(3):
             if (s == 0 and t0 != 0) or (s == 2 and t1 != T):
@@ -307,73 +252,145 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                 if (s == 0 and io.has_static) or (s == 1 and io.has_step):
                     npk = 0
                     if s == 0:
-                        for f in range(sch.sf_dst.shape[0]):
-                            axons[sch.sf_dst[f]] = io.S[b, sch.sf_col[f]]
-                        for q in range(sch.sp_core.shape[0]):
-                            npk = _add_packets(cdiv(sch.sp_n[q] * k.in_bits, P8), 0, sch.sp_path[q], sch.sp_core[q],
-                                               ev, f_ready, f_path, f_n, npk, sch)
+                        for f in range(sf_dst.shape[0]):
+                            axons[sf_dst[f]] = S_in[b, sf_col[f]]
+                        for q in range(sp_core.shape[0]):
+                            npk = _add_packets(cdiv(sp_n[q] * in_bits, P8), 0, sp_path[q], sp_core[q],
+                                               ev, f_ready, f_path, f_n, npk, path_hops, path_cross)
                     else:
-                        for f in range(sch.tf_dst.shape[0]):
-                            axons[sch.tf_dst[f]] = io.St[b, t - t0, sch.tf_col[f]]
-                        for q in range(sch.tp_core_in.shape[0]):
-                            npk = _add_packets(cdiv(sch.tp_n_in[q] * k.in_bits, P8), 0, sch.tp_path_in[q],
-                                               sch.tp_core_in[q], ev, f_ready, f_path, f_n, npk, sch)
+                        for f in range(tf_dst.shape[0]):
+                            axons[tf_dst[f]] = St_in[b, t - t0, tf_col[f]]
+                        for q in range(tp_core_in.shape[0]):
+                            npk = _add_packets(cdiv(tp_n_in[q] * in_bits, P8), 0, tp_path_in[q], tp_core_in[q],
+                                               ev, f_ready, f_path, f_n, npk, path_hops, path_cross)
                     epoch += 1
-                    last = noc_flows(npk, f_ready, f_path, f_n, sch.path_off, sch.path_link, sch.path_lat,
-                                     sch.path_rank, sch.n_ranks, fw, tbuf, link_stamp, link_head, epoch, deliver, False)
-                    cyc += last + k.barrier
-                    res.phase_cycles[b, n_ph + s] += last + k.barrier
+                    last = noc_flows(npk, f_ready, f_path, f_n, path_off, path_link, path_lat,
+                                     path_rank, n_ranks, fw, tbuf, link_stamp, link_head, epoch, deliver, False)
+                    cyc += last + barrier
+                    phase_cyc[b, n_ph + s] += last + barrier
                     if row >= 0:
-                        _trace_phase(tr, row, n_ph + s, last + k.barrier, 0, last, npk, f_ready, f_path, f_n)
+                        _trace_phase(tr, row, n_ph + s, last + barrier, 0, last, npk, f_ready, f_path, f_n)
                 # ---- the stage's phases
-                for ph in range(sch.stage_ph[s], sch.stage_ph[s + 1]):
+                for ph in range(stage_ph[s], stage_ph[s + 1]):
                     cmax = 0
-                    for q in range(sch.ph_off[ph], sch.ph_off[ph + 1]):
-                        c = sch.ph_cores[q]
-                        cc = _compute_core(c, net, sch, k, axons, state, out, acc, ev)
+                    for q in range(ph_off[ph], ph_off[ph + 1]):
+                        c = ph_cores[q]
+                        # -- the dendrite of core c
+                        n0 = n_off[c]
+                        nn = n_off[c + 1] - n0
+                        a0 = a_off[c]
+                        na = a_off[c + 1] - a0
+                        w0 = w_off[c]
+                        nz = 0
+                        if dend[c] == 0:  # mac
+                            for j in range(nn):
+                                acc[j] = bias[n0 + j]
+                            if sparse[c]:  # few nonzero weights (e.g. a merge core): visit only those; same sum
+                                for i in range(na):
+                                    x = axons[a0 + i]
+                                    if x != 0:
+                                        nz += 1
+                                        for r in range(row_off[a0 + i], row_off[a0 + i + 1]):
+                                            acc[row_col[r]] += x * row_w[r]
+                            else:
+                                for i in range(na):
+                                    x = axons[a0 + i]
+                                    if x != 0:
+                                        nz += 1
+                                        o = w0 + i * nn
+                                        if x == 1:  # a spike: add the row
+                                            for j in range(nn):
+                                                acc[j] += weights[o + j]
+                                        else:
+                                            for j in range(nn):
+                                                acc[j] += x * weights[o + j]
+                            for j in range(nn):
+                                acc[j] = min(max(acc[j], amin), amax)
+                        else:  # max over axons with a nonzero weight
+                            for j in range(nn):
+                                acc[j] = _I64_MIN
+                            for i in range(na):
+                                x = axons[a0 + i]
+                                if x != 0:
+                                    nz += 1
+                                o = w0 + i * nn
+                                for j in range(nn):
+                                    if weights[o + j] != 0 and x > acc[j]:
+                                        acc[j] = x
+                        # -- the soma, the events, the cycles
+                        spiking = spike_in[c] != 0
+                        rows = nz if spiking else na
+                        nspk = _soma(model[c], n0, nn, acc, state, nparam, cparam[c], out_lo[c], out_hi[c],
+                                     mem_bits, beta_shift, out)
+                        bits = out_bits[c]
+                        if spiking:
+                            ev[c, _SOP] += rows * nn
+                        else:
+                            ev[c, _MAC] += na * nn
+                        ev[c, _UPD] += nn
+                        if bits == 1:
+                            ev[c, _SPK] += nspk
+                        ev[c, _RD] += rows * w_row_b[c] + na * in_b[c] + nn * st_b[c]
+                        ev[c, _WR] += nn * st_b[c] + nn * ((bits + 7) // 8)
+                        cc = core_cycles(overhead, na, in_b[c], axon_bw, rows, mac_rows, nn, mac_cols, soma_lanes,
+                                         soma_cyc[c])
                         comp[c] = cc
-                        res.core_cycles[b, c] += cc
+                        core_cyc[b, c] += cc
                         if row >= 0:
                             tr.core[row, c] = cc
                         cmax = max(cmax, cc)
                     npk = 0
-                    for q in range(sch.ph_off[ph], sch.ph_off[ph + 1]):
-                        c = sch.ph_cores[q]
-                        bits = net.out_bits[c]
-                        aer_spikes = bits == 1 and k.aer
-                        for e in range(net.rt_off[c], net.rt_off[c + 1]):
-                            if net.rt_dst[e] >= 0:
-                                n = _n_packets(out, net.route_src, net.rt_route_off[e], net.rt_route_off[e + 1],
-                                               aer_spikes, bits, P8)
+                    for q in range(ph_off[ph], ph_off[ph + 1]):
+                        c = ph_cores[q]
+                        bits = out_bits[c]
+                        aer_spikes = bits == 1 and aer
+                        for e in range(rt_off[c], rt_off[c + 1]):
+                            # packets: one per nonzero spike under AER, else the values packed P8 bits a packet
+                            if rt_dst[e] >= 0:
+                                i0, i1, vb = rt_route_off[e], rt_route_off[e + 1], bits
                             else:  # the host port: output taps, 1 byte per 1- or 8-bit value, 4 per 32-bit value
-                                n = _n_packets(out, sch.tp_neur, sch.tp_off[c], sch.tp_off[c + 1], aer_spikes,
-                                               8 * ((bits + 7) // 8), P8)
-                            npk = _add_packets(n, comp[c], sch.ent_path[e], c, ev, f_ready, f_path, f_n, npk, sch)
+                                i0, i1, vb = tp_off[c], tp_off[c + 1], 8 * ((bits + 7) // 8)
+                            if aer_spikes:
+                                n = 0
+                                for r in range(i0, i1):
+                                    if out[route_src[r] if rt_dst[e] >= 0 else tp_neur[r]] != 0:
+                                        n += 1
+                            else:
+                                n = cdiv((i1 - i0) * vb, P8)
+                            if n > 0:  # one flow
+                                path = ent_path[e]
+                                f_ready[npk] = comp[c]
+                                f_path[npk] = path
+                                f_n[npk] = n
+                                npk += 1
+                                ev[c, _PKT] += n
+                                ev[c, _HOP] += n * path_hops[path]
+                                ev[c, _CROSS] += n * path_cross[path]
                     epoch += 1
-                    last = noc_flows(npk, f_ready, f_path, f_n, sch.path_off, sch.path_link, sch.path_lat,
-                                     sch.path_rank, sch.n_ranks, fw, tbuf, link_stamp, link_head, epoch, deliver, False)
-                    for q in range(sch.ph_r_off[ph], sch.ph_r_off[ph + 1]):
-                        r = sch.ph_routes[q]
-                        axons[net.route_dst[r]] = out[net.route_src[r]]
-                    pc = max(cmax, last) + k.barrier
+                    last = noc_flows(npk, f_ready, f_path, f_n, path_off, path_link, path_lat,
+                                     path_rank, n_ranks, fw, tbuf, link_stamp, link_head, epoch, deliver, False)
+                    for q in range(ph_r_off[ph], ph_r_off[ph + 1]):
+                        r = ph_routes[q]
+                        axons[route_dst[r]] = out[route_src[r]]
+                    pc = max(cmax, last) + barrier
                     cyc += pc
-                    res.phase_cycles[b, ph] += pc
-                    res.phase_compute[b, ph] += cmax
+                    phase_cyc[b, ph] += pc
+                    phase_comp[b, ph] += cmax
                     if row >= 0:
                         _trace_phase(tr, row, ph, pc, cmax, last, npk, f_ready, f_path, f_n)
                 if s == 1:
-                    for q in range(sch.dl_routes.shape[0]):
-                        r = sch.dl_routes[q]
-                        axons[net.route_dst[r]] = out[net.route_src[r]]
-                    res.step_cycles[b, t - t0] = cyc
-                    for j in range(io.step_src.shape[0]):
-                        res.rec_step[b, t - t0, j] = out[io.step_src[j]]
+                    for q in range(dl_routes.shape[0]):
+                        r = dl_routes[q]
+                        axons[route_dst[r]] = out[route_src[r]]
+                    step_cyc[b, t - t0] = cyc
+                    for j in range(step_src.shape[0]):
+                        rec_step[b, t - t0, j] = out[step_src[j]]
                 total += cyc
-            res.stage_cycles[b, s] += total
+            stage_cyc[b, s] += total
             if s != 1:
-                for j in range(io.once_src.shape[0]):
-                    if io.once_stage[j] == s:
-                        res.rec_once[b, j] = out[io.once_src[j]]
+                for j in range(once_src.shape[0]):
+                    if once_stage[j] == s:
+                        rec_once[b, j] = out[once_src[j]]
 
 
 # every cached function the kernels inline: the neuron models' steps, the NoC model, the cycle formula
