@@ -27,7 +27,7 @@ from .noc import noc_flows
 from .prepare import prepare_inputs
 from .result import EVENT_INDEX, EVENT_KINDS, RawResult
 from .schedule import build_schedule, pack_inputs
-from .timing import cdiv, core_cycles
+from .timing import cdiv, core_cycles, timing_rows
 
 __all__ = ["run_numba", "check_jobs", "trace_buffers", "TraceBuf", "kernels_compiled"]
 
@@ -82,6 +82,8 @@ class ChipConsts(NamedTuple):
     beta_shift: int
     overhead: int
     axon_bw: int
+    weight_bw: int
+    spike_dense: bool
     mac_rows: int
     mac_cols: int
     soma_lanes: int
@@ -232,7 +234,8 @@ def _compute_core(c, net, sch, k, axons, state, out, acc, ev):
         ev[c, _SPK] += nspk
     ev[c, _RD] += rows * sch.w_row_b[c] + na * ib + nn * sb
     ev[c, _WR] += nn * sb + nn * ((bits + 7) // 8)
-    return core_cycles(k.overhead, na, ib, k.axon_bw, rows, k.mac_rows, nn, k.mac_cols, k.soma_lanes, sch.soma_cyc[c])
+    return core_cycles(k.overhead, na, ib, k.axon_bw, timing_rows(spiking, nz, na, k.spike_dense), k.mac_rows, nn,
+                       k.mac_cols, k.soma_lanes, sch.soma_cyc[c], sch.w_row_b[c], k.weight_bw)
 
 
 @njit(inline="always", **NJIT)
@@ -430,6 +433,7 @@ def _consts(cm: CoreMap) -> ChipConsts:
     core, timing, noc = cm.chip.core, cm.chip.timing, cm.chip.noc
     return ChipConsts(acc_bits=core.accumulator_bits, mem_bits=core.membrane_bits, beta_shift=core.beta_shift,
                       overhead=timing.core_overhead_cycles, axon_bw=core.axon_bandwidth_bytes_per_cycle,
+                      weight_bw=core.weight_bandwidth_bytes_per_cycle, spike_dense=timing.spike_input_timing == "dense",
                       mac_rows=core.mac_rows, mac_cols=core.mac_cols, soma_lanes=core.soma_lanes,
                       barrier=timing.barrier_cycles, payload=noc.packet_payload_bytes,
                       aer=noc.spike_encoding == "aer", in_bits=core.activation_bits)
