@@ -99,3 +99,70 @@ def test_loihi_grid_is_8_x_4_router_tiles_of_4_cores():
     assert chip.cores_per_chip * chip.core.neurons // 1024 == 128  # 128 Loihi cores of 1,024 compartments
     # static power: 0.8 mW per Loihi core (see the preset's derivation) = about 0.1 W per chip
     assert chip.energy.static_power_per_core_w * chip.cores_per_chip == pytest.approx(0.8e-3 * 128)
+
+
+# --------------------------------------------------------------------------- the pipelined schedule
+def test_pipelined_schedule_throughput_is_one_over_the_slowest_stage_by_hand():
+    """Three ANN cores in a chain, phases 0, 1, 2, on the HAND chip (tests/randmaps.py): the busiest slot sets
+    the interval; one task's latency is 3 slots (+ the input slot) of the slowest per stage."""
+    import nmc
+    from nmc.emulator.cost import pipeline, price_run
+    from randmaps import hand_chip
+    chip = hand_chip()
+    cores = [dict(W=np.ones((1, 1), int), x=0, y=0, stage=0, phase=0), dict(W=np.ones((1, 40), int), x=1, y=0, stage=0,
+             phase=1), dict(W=np.ones((40, 1), int), x=2, y=0, stage=0, phase=2)]
+    cm = build_coremap(chip, cores, inputs=[{"name": "x", "kind": "static", "shape": [1], "scale": 1.0, "lo": -128,
+                                            "hi": 127}], feeds=[(0, 0, 0, 0)],
+                       routes=[(0, 0, 1, 0, 0)] + [(1, j, 2, j, 0) for j in range(40)], outputs=[("y", "static", [(2, 0)])])
+    r = run_reference(cm, {0: np.array([[1]])}, {}, 1)
+    # compute: core 0: 16 + 1 + 1 + 1 = 19; core 1: 16 + 1 + 1*ceil(40/16)=3 + ceil(40/16)*1=3 -> 23;
+    # core 2: 16 + ceil(40/16)=3 + ceil(40/16)*1=3 + 1 = 23
+    assert r.core_cycles.tolist() == [[19, 23, 23]]
+    # phase 0: 1 packet (0,0)->(1,0): 19 + 1 + 2 + 1 = 23, + barrier 32 = 55
+    # phase 1: 40 values = 5 packets to (2,0): 23 + 4 + 4 = 31, + 32 = 63
+    # phase 2: 1 tap to the host from (2,0): 23 + 1 + 2 * 2 + 40 = 68, + 32 = 100
+    # input: 1 packet host -> (0,0): 40 + 1 = 41, + 32 = 73
+    assert r.phase_cycles.tolist() == [[55, 63, 100, 73, 0]]
+    pl = pipeline(cm, r)
+    assert pl.interval_cycles.tolist() == [100]  # the readout-like phase 2 is the slowest stage
+    assert pl.latency_cycles.tolist() == [4 * 100]  # 4 busy slots of the static stage, each 100
+    pr = price_run(cm, r, "pipelined")
+    assert pr.interval_s.tolist() == [100 / chip.clock_hz]
+    seq = price_run(cm, r)
+    assert seq.interval_s.tolist() == [(55 + 63 + 100 + 73) / chip.clock_hz]
+    # static energy is paid for the interval: 156 cores * P * 100 cycles
+    assert pr.static_used_j.sum() + pr.static_idle_j.sum() == pytest.approx(
+        chip.energy.static_power_per_core_w * 156 * 100 / chip.clock_hz)
+
+
+def test_pipelined_snn_steps_overlap_and_outputs_are_unchanged():
+    """A feed-forward SNN: the pipelined report's outputs equal the sequential one's; the interval is the
+    busiest phase's cycles over the task, the latency (T + n - 1) slots of the slowest per-step phase."""
+    import nmc
+    from nmc.calibration import snn_benchmark
+    chip = load_chip("tianjic")
+    model, inputs = snn_benchmark(chip, width=64, layers=3, steps=5, rate=0.3, threshold=8.0, w_lo=-2, seed=9)
+    cm = nmc.compile(model, chip=chip, calib=inputs)
+    seq = nmc.emulate(cm, inputs)
+    pip = nmc.emulate(cm, inputs, schedule="pipelined")
+    for k in seq.outputs:
+        np.testing.assert_array_equal(seq.outputs[k], pip.outputs[k])
+    pc = seq.result.phase_cycles[0]
+    busy = pc[pc > 0]  # 3 layer phases + the step input phase, each over 5 steps
+    assert busy.shape == (4,)
+    per_step = np.ceil(busy.max() / 5)
+    assert pip.report["per_task"]["latency_cycles"][0] == (5 + 4 - 1) * per_step
+    assert pip.report["interval_cycles"] == pytest.approx(seq.result.phase_cycles.max(axis=1).mean())
+    assert pip.report["throughput_tasks_per_s"] == pytest.approx(chip.clock_hz / pip.report["interval_cycles"])
+    assert seq.report["interval_cycles"] == seq.report["latency_cycles"]
+
+
+def test_pipelined_schedule_refuses_recurrent_models():
+    from nmc.errors import InputError
+    from nmc.emulator.cost import check_schedule
+    chip = load_chip("tianjic")
+    cm = build_coremap(chip, [dict(W=np.ones((1, 1), int), x=0, y=0)], routes=[(0, 0, 0, 0, 1)])
+    with pytest.raises(InputError, match="recurrent"):
+        check_schedule(cm, "pipelined")
+    with pytest.raises(InputError, match="unknown schedule"):
+        check_schedule(cm, "fast")
