@@ -1,6 +1,6 @@
 """Energy of the tianjic preset against Tianjic's published figures, checked on workloads the fit never saw.
 
-The fit (nmc/calibration.py) uses three operating points: 512-wide dense layers (ANN peak), 256 x 16 IF layers
+The fit (nmc/calibration.py) uses three operating points: 8 512-wide dense layers (ANN peak), 30 x 256 IF layers
 with every synapse active (SNN peak), a bicycle-like hybrid (seed 0). The held-out workloads below differ in
 size, input sparsity, seed and schedule. Published figures, written here so that re-targeting cannot move them:
 """
