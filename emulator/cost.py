@@ -159,6 +159,8 @@ class Pricing:
     #: [B] seconds between consecutive tasks (sequential: the latency; pipelined: the busiest stage's time);
     #: static power is paid for this long per task
     interval_s: np.ndarray | None = None
+    latency_cycles: np.ndarray | None = None  #: [B] latency in cycles (under the schedule)
+    interval_cycles: np.ndarray | None = None  #: [B] interval in cycles
 
 
 def price_run(cm: CoreMap, res: RawResult, schedule: str = "sequential") -> Pricing:
@@ -173,11 +175,11 @@ def price_run(cm: CoreMap, res: RawResult, schedule: str = "sequential") -> Pric
     check_schedule(cm, schedule)
     if schedule == "pipelined":
         pl = pipeline(cm, res)
-        lat_s = np.asarray(latency_seconds(pl.latency_cycles, chip), dtype=np.float64).reshape(B)
-        held_s = np.asarray(latency_seconds(pl.interval_cycles, chip), dtype=np.float64).reshape(B)
+        lat_c, held_c = pl.latency_cycles, pl.interval_cycles
     else:
-        lat_s = np.asarray(latency_seconds(res.latency_cycles, chip), dtype=np.float64).reshape(B)
-        held_s = lat_s
+        lat_c = held_c = np.asarray(res.latency_cycles, dtype=np.float64)
+    lat_s = np.asarray(latency_seconds(lat_c, chip), dtype=np.float64).reshape(B)
+    held_s = np.asarray(latency_seconds(held_c, chip), dtype=np.float64).reshape(B)
     dyn = price(res.events, chip)  # [B, C, K]
     chips_on = len(chips_in_use(cm))
     cores_on = chips_on * chip.cores_per_chip
@@ -187,4 +189,6 @@ def price_run(cm: CoreMap, res: RawResult, schedule: str = "sequential") -> Pric
     core_j = dyn.sum(axis=2) + static_used
     return Pricing(dynamic_j=dyn, static_used_j=static_used, static_idle_j=static_idle, core_j=core_j,
                    energy_j=core_j.sum(axis=1) + static_idle, latency_s=lat_s, chips_powered=chips_on,
-                   cores_powered=cores_on, schedule=schedule, interval_s=held_s)
+                   cores_powered=cores_on, schedule=schedule, interval_s=held_s,
+                   latency_cycles=np.asarray(lat_c, dtype=np.float64).reshape(B),
+                   interval_cycles=np.asarray(held_c, dtype=np.float64).reshape(B))

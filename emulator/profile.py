@@ -24,8 +24,7 @@ def build_report(cm: CoreMap, res: RawResult, steps: int, backend: str, schedule
     chips = cm.meta.get("chips", [1, 1])
     n_chips = int(chips[0]) * int(chips[1])
     pr = price_run(cm, res, schedule)
-    lat_cyc = np.asarray(pr.latency_s) * chip.clock_hz  # [B] under the schedule
-    interval_cyc = np.asarray(pr.interval_s) * chip.clock_hz
+    lat_cyc, interval_cyc = pr.latency_cycles, pr.interval_cycles  # [B] under the schedule
     dyn, core_energy, task_energy = pr.dynamic_j, pr.core_j, pr.energy_j  # [B, C, K], [B, C], [B] joules
 
     def mean(x):
@@ -124,10 +123,10 @@ def format_profile(rep: dict[str, Any], top_cores: int = 10) -> str:
     L.append(f"model {rep['model']} on {rep['chip']} ({rep['chips'][0]}x{rep['chips'][1]} chip(s), "
              f"{rep.get('chips_powered', '?')} powered, {rep['cores_used']}/{rep['cores_available']} cores), "
              f"{rep['steps']} steps, {rep['samples']} task(s), backend {rep['backend']}")
-    L.append(f"per task ({rep.get('schedule', 'sequential')} schedule): latency {rep['latency_cycles']:.0f} cycles = "
-             f"{_si(rep['latency_s'], 's')}, a task every {rep.get('interval_cycles', rep['latency_cycles']):.0f} cycles "
-             f"({rep.get('throughput_tasks_per_s', 0.0):.4g} tasks/s), energy {_si(rep['energy_j'], 'J')}, "
-             f"power {_si(rep['power_w'], 'W')}")
+    L.append(f"per task: latency {rep['latency_cycles']:.0f} cycles = {_si(rep['latency_s'], 's')}, a task every "
+             f"{rep.get('interval_cycles', rep['latency_cycles']):.0f} cycles "
+             f"({rep.get('throughput_tasks_per_s', 0.0):.4g} tasks/s; {rep.get('schedule', 'sequential')} schedule), "
+             f"energy {_si(rep['energy_j'], 'J')}, power {_si(rep['power_w'], 'W')}")
     st = rep["stages"]
     L.append(f"stages (cycles): static {st['static']:.0f}, steps {st['step']:.0f}, readout {st['readout']:.0f}")
     eb = rep["energy_breakdown"]
