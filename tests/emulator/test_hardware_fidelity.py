@@ -13,10 +13,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import nmc
+from nmc.calibration import snn_benchmark
 from nmc.chip import load_chip
 from nmc.emulator import EVENT_KINDS, run_numba, run_reference
+from nmc.emulator.cost import check_schedule, pipeline, price_run
 from nmc.emulator.timing import core_cycles
-from randmaps import build_coremap
+from nmc.errors import InputError
+from randmaps import build_coremap, hand_chip
 
 #: CAS Magazine 2022 Q2: clock cycles of one compute + communicate round of a 256 x 256 Tianjic core
 PUBLISHED_TIANJIC_ROUND = 5050
@@ -105,9 +109,6 @@ def test_loihi_grid_is_8_x_4_router_tiles_of_4_cores():
 def test_pipelined_schedule_throughput_is_one_over_the_slowest_stage_by_hand():
     """Three ANN cores in a chain, phases 0, 1, 2, on the HAND chip (tests/randmaps.py): the busiest slot sets
     the interval; one task's latency is 3 slots (+ the input slot) of the slowest per stage."""
-    import nmc
-    from nmc.emulator.cost import pipeline, price_run
-    from randmaps import hand_chip
     chip = hand_chip()
     cores = [dict(W=np.ones((1, 1), int), x=0, y=0, stage=0, phase=0), dict(W=np.ones((1, 40), int), x=1, y=0, stage=0,
              phase=1), dict(W=np.ones((40, 1), int), x=2, y=0, stage=0, phase=2)]
@@ -138,8 +139,6 @@ def test_pipelined_schedule_throughput_is_one_over_the_slowest_stage_by_hand():
 def test_pipelined_snn_steps_overlap_and_outputs_are_unchanged():
     """A feed-forward SNN: the pipelined report's outputs equal the sequential one's; the interval is the
     busiest phase's cycles over the task, the latency (T + n - 1) slots of the slowest per-step phase."""
-    import nmc
-    from nmc.calibration import snn_benchmark
     chip = load_chip("tianjic")
     model, inputs = snn_benchmark(chip, width=64, layers=3, steps=5, rate=0.3, threshold=8.0, w_lo=-2, seed=9)
     cm = nmc.compile(model, chip=chip, calib=inputs)
@@ -158,8 +157,6 @@ def test_pipelined_snn_steps_overlap_and_outputs_are_unchanged():
 
 
 def test_pipelined_schedule_refuses_recurrent_models():
-    from nmc.errors import InputError
-    from nmc.emulator.cost import check_schedule
     chip = load_chip("tianjic")
     cm = build_coremap(chip, [dict(W=np.ones((1, 1), int), x=0, y=0)], routes=[(0, 0, 0, 0, 1)])
     with pytest.raises(InputError, match="recurrent"):
