@@ -1,9 +1,11 @@
-"""Fit a preset's energy.mac_pj / energy.sop_pj to Tianjic's published efficiency and show the result.
+"""Fit a preset's energies to Tianjic's published efficiency and power, and show the result.
 
-    python benchmarks/calibrate_energy.py [--chip tianjic]
+    python benchmarks/calibrate_energy.py [--chip tianjic] [--static-w 6.41e-4]
 
-Prints the efficiencies of the shipped preset, the fitted per-event energies, and the efficiencies
-with them. Copy fitted values into nmc/presets/<chip>.toml if they differ (nmc/calibration.py says how).
+Prints the three operating points (nmc/calibration.py) with the shipped energies, the joint 3 x 3 fit of
+energy.mac_pj, energy.sop_pj and energy.static_power_per_core_w (or why it has no non-negative solution),
+and the 2 x 2 fit of mac_pj and sop_pj at the given static power, with the points again. Copy fitted
+values into nmc/presets/<chip>.toml if they differ.
 """
 import argparse
 import sys
@@ -11,23 +13,38 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nmc.calibration import TARGET_GSOPS_PER_W, TARGET_TOPS_PER_W, fit_energies, measure  # noqa: E402
+from nmc.calibration import (TARGET_GSOPS_PER_W, TARGET_POWER_W, TARGET_TOPS_PER_W, fit_energies,  # noqa: E402
+                             measure)
 from nmc.chip import load_chip  # noqa: E402
+from nmc.errors import ChipSpecError  # noqa: E402
+
+
+def show(title, chip):
+    print(title)
+    for k, p in measure(chip).items():
+        print(f"  {k:<9} {p.tops_per_w:6.3f} TOPS/W  {p.gsops_per_w:7.1f} GSOPS/W  {p.power_w * 1e3:7.1f} mW  "
+              f"static {100 * p.static_j / p.energy_j:4.1f} %  SRAM reads {p.sram_read_b_per_s / 1e9:6.1f} GB/s  "
+              f"interval {p.interval_s * 1e6:.2f} us")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--chip", default="tianjic")
+    ap.add_argument("--static-w", type=float, default=None,
+                    help="static power per core for the 2 x 2 fit (default: the chip file's)")
     a = ap.parse_args()
     chip = load_chip(a.chip)
-    e = measure(chip)
-    print(f"{a.chip} as shipped: dense ANN {e.tops_per_w:.3f} TOPS/W (target {TARGET_TOPS_PER_W}), "
-          f"SNN {e.gsops_per_w:.1f} GSOPS/W (target {TARGET_GSOPS_PER_W}); "
-          f"ANN {e.ann_macs:.3g} MACs / {e.ann_energy_j * 1e6:.3f} uJ, SNN {e.snn_sops:.3g} SOPs / {e.snn_energy_j * 1e6:.3f} uJ")
-    fit = fit_energies(chip)
-    print("fitted: " + ", ".join(f"{k} = {v:.4f}" for k, v in fit.items()))
-    e2 = measure(chip.with_overrides(fit))
-    print(f"with fitted values: dense ANN {e2.tops_per_w:.3f} TOPS/W, SNN {e2.gsops_per_w:.1f} GSOPS/W")
+    print(f"targets: ann_peak {TARGET_TOPS_PER_W} TOPS/W, snn_peak {TARGET_GSOPS_PER_W} GSOPS/W, bicycle "
+          f"{TARGET_POWER_W * 1e3:.0f} mW")
+    show(f"{a.chip} as shipped:", chip)
+    try:
+        print("joint fit (3 x 3):", fit_energies(chip))
+    except ChipSpecError as e:
+        print(f"joint fit (3 x 3): {e}")
+    static = a.static_w if a.static_w is not None else chip.energy.static_power_per_core_w
+    fit = fit_energies(chip, static)
+    print("fit of mac_pj, sop_pj at static " + f"{static:.4g} W/core: " + ", ".join(f"{k} = {v:.4g}" for k, v in fit.items()))
+    show("with these:", chip.with_overrides(fit))
     return 0
 
 

@@ -14,11 +14,16 @@ import numpy as np
 
 from nmc.chip import ChipSpec
 from nmc.coremap import CoreMap
+from nmc.errors import InputError
 
 from .result import EVENT_KINDS, RawResult
+from .schedule import phase_slots
 
 __all__ = ["ENERGY_FIELD", "J_PER_PJ", "Pricing", "price_run", "price", "static_energy", "energy_per_event",
-           "latency_seconds", "chips_in_use", "powered_cores"]
+           "latency_seconds", "chips_in_use", "powered_cores", "SCHEDULES", "Pipeline", "pipeline", "check_schedule"]
+
+#: how the phases of consecutive tasks and steps are scheduled (docs/timing_energy.md, "Schedules")
+SCHEDULES = ("sequential", "pipelined")
 
 #: event kind -> field of :class:`nmc.chip.EnergySpec` (picojoules per event)
 ENERGY_FIELD: dict[str, str] = {
@@ -86,6 +91,54 @@ def powered_cores(cm: CoreMap) -> int:
     return len(chips_in_use(cm)) * cm.chip.cores_per_chip
 
 
+def check_schedule(cm: CoreMap, schedule: str) -> None:
+    """Refuse an unknown schedule, and the pipelined one for a model it would change (recurrent routes)."""
+    if schedule not in SCHEDULES:
+        raise InputError(f"unknown schedule {schedule!r}; choose one of {list(SCHEDULES)}")
+    if schedule == "pipelined" and int((cm.routes.delayed != 0).sum()):
+        layers = cm.meta["layers"]
+        src = cm.neuron_core()[cm.routes.src[cm.routes.delayed != 0]]
+        names = sorted({layers[int(cm.cores.layer[c])]["name"] for c in src.tolist()})
+        raise InputError(f"schedule 'pipelined' overlaps consecutive steps, which changes the outputs of a model "
+                         f"with recurrent (one-step delayed) connections: here from layer(s) {', '.join(names)}; "
+                         "use the sequential schedule for this model")
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Timing of the pipelined schedule (docs/timing_energy.md, "Schedules"), cycles per task, float64 [B].
+
+    Every phase (and the host input phase) is a pipeline stage working on its own task or step: phase ``p``
+    runs step ``t`` while phase ``p - 1`` runs step ``t + 1``, and the static and readout phases of
+    consecutive tasks overlap the same way.  ``interval_cycles`` (a new task every that many cycles in steady
+    state; throughput = clock / interval) is the busiest slot's cycles per task; ``latency_cycles`` is one
+    task's way through the filled pipeline: ``n_0 * p_0 + (T + n_1 - 1) * p_1 + n_2 * p_2`` with ``n_s`` the
+    stage's busy slots and ``p_s`` its slowest slot per step (per task for static and readout).  Phase times
+    are the emulated ones (each phase's mean cycles per step); links shared by overlapping phases are assumed
+    free of each other's traffic.
+    """
+
+    interval_cycles: np.ndarray
+    latency_cycles: np.ndarray
+
+
+def pipeline(cm: CoreMap, res: RawResult) -> Pipeline:
+    """The pipelined schedule's interval and latency of every task of ``res`` (see :class:`Pipeline`)."""
+    check_schedule(cm, "pipelined")
+    pc = np.asarray(res.phase_cycles, dtype=np.float64)  # [B, P]
+    B = pc.shape[0]
+    T = max(int(np.asarray(res.step_cycles).shape[1]), 1) if np.ndim(res.step_cycles) == 2 else 1
+    stage = np.array([{"static": 0, "step": 1, "readout": 2}[s] for s, _ in phase_slots(cm)])
+    lat = np.zeros(B)
+    for s in range(3):
+        sel = pc[:, stage == s]
+        per = sel / T if s == 1 else sel
+        n = (sel > 0).sum(axis=1)
+        p = np.ceil(per.max(axis=1)) if sel.shape[1] else np.zeros(B)
+        lat += np.where(n > 0, ((T + n - 1) if s == 1 else n) * p, 0.0)
+    return Pipeline(interval_cycles=pc.max(axis=1) if pc.shape[1] else np.zeros(B), latency_cycles=lat)
+
+
 @dataclass(frozen=True)
 class Pricing:
     """What a run of ``B`` samples on a core map of ``C`` cores costs (float64 arrays, joules and seconds).
@@ -99,27 +152,43 @@ class Pricing:
     static_idle_j: np.ndarray  #: [B] static energy of the idle cores of the powered chips
     core_j: np.ndarray  #: [B, C] energy of every core of the map (dynamic + its static)
     energy_j: np.ndarray  #: [B] energy of every task
-    latency_s: np.ndarray  #: [B] latency of every task in seconds
+    latency_s: np.ndarray  #: [B] latency of every task in seconds (under the schedule)
     chips_powered: int  #: chips in use (with at least one core of the map)
     cores_powered: int  #: every core of the chips in use
+    schedule: str = "sequential"  #: one of :data:`SCHEDULES`
+    #: [B] seconds between consecutive tasks (sequential: the latency; pipelined: the busiest stage's time);
+    #: static power is paid for this long per task
+    interval_s: np.ndarray | None = None
+    latency_cycles: np.ndarray | None = None  #: [B] latency in cycles (under the schedule)
+    interval_cycles: np.ndarray | None = None  #: [B] interval in cycles
 
 
-def price_run(cm: CoreMap, res: RawResult) -> Pricing:
+def price_run(cm: CoreMap, res: RawResult, schedule: str = "sequential") -> Pricing:
     """Price an emulator run: dynamic energy of the counted events, static power of every core of every
-    chip in use for the whole task latency (unused chips are off and cost nothing), and latency in seconds.
-    A map whose cores all sit on one chip pays ``static_power_per_core_w * cores_per_chip * latency_s``
-    of static energy per task, however many chips the system has.
+    chip in use for the time one task holds the chip (unused chips are off and cost nothing), and latency
+    in seconds.  Sequential schedule: a task holds the chip for its whole latency, so a map whose cores all
+    sit on one chip pays ``static_power_per_core_w * cores_per_chip * latency_s`` of static energy per task,
+    however many chips the system has; pipelined: for the interval between tasks (:func:`pipeline`).
     """
     chip = cm.chip
     B, C = res.core_cycles.shape
-    lat_s = np.asarray(latency_seconds(res.latency_cycles, chip), dtype=np.float64).reshape(B)
+    check_schedule(cm, schedule)
+    if schedule == "pipelined":
+        pl = pipeline(cm, res)
+        lat_c, held_c = pl.latency_cycles, pl.interval_cycles
+    else:
+        lat_c = held_c = np.asarray(res.latency_cycles, dtype=np.float64)
+    lat_s = np.asarray(latency_seconds(lat_c, chip), dtype=np.float64).reshape(B)
+    held_s = np.asarray(latency_seconds(held_c, chip), dtype=np.float64).reshape(B)
     dyn = price(res.events, chip)  # [B, C, K]
     chips_on = len(chips_in_use(cm))
     cores_on = chips_on * chip.cores_per_chip
     assert cores_on >= C, f"{C} cores on {chips_on} chip(s) of {chip.cores_per_chip}"  # internal invariant
-    static_used = np.asarray(static_energy(chip, np.ones((1, C)), lat_s[:, None]), dtype=np.float64)  # [B, C]
-    static_idle = np.asarray(static_energy(chip, cores_on - C, lat_s), dtype=np.float64)  # [B]
+    static_used = np.asarray(static_energy(chip, np.ones((1, C)), held_s[:, None]), dtype=np.float64)  # [B, C]
+    static_idle = np.asarray(static_energy(chip, cores_on - C, held_s), dtype=np.float64)  # [B]
     core_j = dyn.sum(axis=2) + static_used
     return Pricing(dynamic_j=dyn, static_used_j=static_used, static_idle_j=static_idle, core_j=core_j,
                    energy_j=core_j.sum(axis=1) + static_idle, latency_s=lat_s, chips_powered=chips_on,
-                   cores_powered=cores_on)
+                   cores_powered=cores_on, schedule=schedule, interval_s=held_s,
+                   latency_cycles=np.asarray(lat_c, dtype=np.float64).reshape(B),
+                   interval_cycles=np.asarray(held_c, dtype=np.float64).reshape(B))

@@ -27,7 +27,7 @@ from .noc import noc_flows
 from .prepare import prepare_inputs
 from .result import EVENT_INDEX, EVENT_KINDS, RawResult
 from .schedule import build_schedule, pack_inputs
-from .timing import cdiv, core_cycles
+from .timing import cdiv, core_cycles, timing_rows
 
 __all__ = ["run_numba", "check_jobs", "trace_buffers", "TraceBuf", "kernels_compiled"]
 
@@ -82,6 +82,8 @@ class ChipConsts(NamedTuple):
     beta_shift: int
     overhead: int
     axon_bw: int
+    weight_bw: int
+    spike_dense: bool
     mac_rows: int
     mac_cols: int
     soma_lanes: int
@@ -207,6 +209,7 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                                                             res.phase_cycles, res.phase_compute)
     out_reg = res.out_reg
     mem_bits, beta_shift, overhead, axon_bw = k.mem_bits, k.beta_shift, k.overhead, k.axon_bw
+    weight_bw, spike_dense = k.weight_bw, k.spike_dense
     mac_rows, mac_cols, soma_lanes, barrier = k.mac_rows, k.mac_cols, k.soma_lanes, k.barrier
     amax = (np.int64(1) << (k.acc_bits - 1)) - 1
     amin = -(np.int64(1) << (k.acc_bits - 1))
@@ -332,8 +335,8 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                             ev[c, _SPK] += nspk
                         ev[c, _RD] += rows * w_row_b[c] + na * in_b[c] + nn * st_b[c]
                         ev[c, _WR] += nn * st_b[c] + nn * ((bits + 7) // 8)
-                        cc = core_cycles(overhead, na, in_b[c], axon_bw, rows, mac_rows, nn, mac_cols, soma_lanes,
-                                         soma_cyc[c])
+                        cc = core_cycles(overhead, na, in_b[c], axon_bw, timing_rows(spiking, nz, na, spike_dense),
+                                         mac_rows, nn, mac_cols, soma_lanes, soma_cyc[c], w_row_b[c], weight_bw)
                         comp[c] = cc
                         core_cyc[b, c] += cc
                         if row >= 0:
@@ -447,6 +450,7 @@ def _consts(cm: CoreMap) -> ChipConsts:
     core, timing, noc = cm.chip.core, cm.chip.timing, cm.chip.noc
     return ChipConsts(acc_bits=core.accumulator_bits, mem_bits=core.membrane_bits, beta_shift=core.beta_shift,
                       overhead=timing.core_overhead_cycles, axon_bw=core.axon_bandwidth_bytes_per_cycle,
+                      weight_bw=core.weight_bandwidth_bytes_per_cycle, spike_dense=timing.spike_input_timing == "dense",
                       mac_rows=core.mac_rows, mac_cols=core.mac_cols, soma_lanes=core.soma_lanes,
                       barrier=timing.barrier_cycles, payload=noc.packet_payload_bytes,
                       aer=noc.spike_encoding == "aer", in_bits=core.activation_bits)

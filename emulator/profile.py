@@ -18,13 +18,13 @@ from .result import EVENT_KINDS, RawResult
 __all__ = ["build_report", "format_profile"]
 
 
-def build_report(cm: CoreMap, res: RawResult, steps: int, backend: str) -> dict[str, Any]:
+def build_report(cm: CoreMap, res: RawResult, steps: int, backend: str, schedule: str = "sequential") -> dict[str, Any]:
     chip = cm.chip
     B, C = res.core_cycles.shape
     chips = cm.meta.get("chips", [1, 1])
     n_chips = int(chips[0]) * int(chips[1])
-    lat_cyc = res.latency_cycles.astype(np.float64)  # [B]
-    pr = price_run(cm, res)
+    pr = price_run(cm, res, schedule)
+    lat_cyc, interval_cyc = pr.latency_cycles, pr.interval_cycles  # [B] under the schedule
     dyn, core_energy, task_energy = pr.dynamic_j, pr.core_j, pr.energy_j  # [B, C, K], [B, C], [B] joules
 
     def mean(x):
@@ -82,12 +82,17 @@ def build_report(cm: CoreMap, res: RawResult, steps: int, backend: str) -> dict[
         cores_available=int(n_chips * chip.cores_per_chip),
         chips_powered=int(pr.chips_powered),
         cores_powered=int(pr.cores_powered),
+        schedule=schedule,
         latency_cycles=mean(lat_cyc),
         latency_s=mean(pr.latency_s),
+        interval_cycles=mean(interval_cyc),
+        throughput_tasks_per_s=1.0 / mean(pr.interval_s) if mean(pr.interval_s) > 0 else 0.0,
         energy_j=e_task,
-        power_w=e_task / mean(pr.latency_s) if mean(pr.latency_s) > 0 else 0.0,
+        power_w=e_task / mean(pr.interval_s) if mean(pr.interval_s) > 0 else 0.0,
         ops_per_j=total_ops / e_task if e_task > 0 else 0.0,
-        per_task=dict(latency_cycles=[int(x) for x in res.latency_cycles], energy_j=[float(x) for x in task_energy]),
+        sram_read_bytes_per_s=events["sram_read_bytes"] / mean(pr.interval_s) if mean(pr.interval_s) > 0 else 0.0,
+        estimates=_estimates(chip),
+        per_task=dict(latency_cycles=[int(round(x)) for x in lat_cyc], energy_j=[float(x) for x in task_energy]),
         stages=dict(zip(("static", "step", "readout"), (mean(res.stage_cycles[:, i]) for i in range(3)))),
         step_cycles_mean=[float(x) for x in np.asarray(res.step_cycles).mean(axis=0)] if B else [],  # one pass
         phases=phases,
@@ -98,6 +103,11 @@ def build_report(cm: CoreMap, res: RawResult, steps: int, backend: str) -> dict[
         cores=cores,
         warnings=list(cm.meta.get("compile", {}).get("warnings", [])),
     )
+
+
+def _estimates(chip) -> list[str]:
+    """The chip's fields that are estimates (not published), as its description lists them."""
+    return sorted(chip.estimates)
 
 
 def _si(x: float, unit: str) -> str:
@@ -113,7 +123,9 @@ def format_profile(rep: dict[str, Any], top_cores: int = 10) -> str:
     L.append(f"model {rep['model']} on {rep['chip']} ({rep['chips'][0]}x{rep['chips'][1]} chip(s), "
              f"{rep.get('chips_powered', '?')} powered, {rep['cores_used']}/{rep['cores_available']} cores), "
              f"{rep['steps']} steps, {rep['samples']} task(s), backend {rep['backend']}")
-    L.append(f"per task: latency {rep['latency_cycles']:.0f} cycles = {_si(rep['latency_s'], 's')}, "
+    L.append(f"per task: latency {rep['latency_cycles']:.0f} cycles = {_si(rep['latency_s'], 's')}, a task every "
+             f"{rep.get('interval_cycles', rep['latency_cycles']):.0f} cycles "
+             f"({rep.get('throughput_tasks_per_s', 0.0):.4g} tasks/s; {rep.get('schedule', 'sequential')} schedule), "
              f"energy {_si(rep['energy_j'], 'J')}, power {_si(rep['power_w'], 'W')}")
     st = rep["stages"]
     L.append(f"stages (cycles): static {st['static']:.0f}, steps {st['step']:.0f}, readout {st['readout']:.0f}")
@@ -142,6 +154,9 @@ def format_profile(rep: dict[str, Any], top_cores: int = 10) -> str:
     for c in sorted(rep["cores"], key=lambda c: -c["compute_cycles"])[:top_cores]:
         L.append(f"{c['core']:>5} {('(%d,%d)' % (c['x'], c['y'])):<9}{c['layer'][:15]:<16}{c['compute_cycles']:>12.0f}"
                  f"{_si(c['energy_j'], 'J'):>12}")
+    if rep.get("estimates"):
+        L.append("")
+        L.append(f"estimates (not published; the chip file says how each was chosen): {', '.join(rep['estimates'])}")
     for w in rep.get("warnings", []):
         L.append(f"warning: {w}")
     return "\n".join(L)

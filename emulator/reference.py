@@ -52,7 +52,7 @@ from .noc import simulate_heap
 from .prepare import prepare_inputs
 from .result import EVENT_INDEX, EVENT_KINDS, RawResult
 from .schedule import Schedule, build_schedule, pack_inputs
-from .timing import cdiv, core_cycles
+from .timing import cdiv, core_cycles, timing_rows
 
 __all__ = ["run_reference"]
 
@@ -111,8 +111,10 @@ class _Task:
         ev[EVENT_INDEX["sram_write_bytes"]] += n_n * sb + n_n * int(value_bytes(out_bits))
 
         t = self.chip.timing
-        cycles = int(core_cycles(t.core_overhead_cycles, n_a, ib, core.axon_bandwidth_bytes_per_cycle, rows,
-                                 core.mac_rows, n_n, core.mac_cols, core.soma_lanes, int(sch.soma_cyc[c])))
+        t_rows = int(timing_rows(spike_in, int(np.count_nonzero(x)), n_a, t.spike_input_timing == "dense"))
+        cycles = int(core_cycles(t.core_overhead_cycles, n_a, ib, core.axon_bandwidth_bytes_per_cycle, t_rows,
+                                 core.mac_rows, n_n, core.mac_cols, core.soma_lanes, int(sch.soma_cyc[c]), wb,
+                                 core.weight_bandwidth_bytes_per_cycle))
         self.core_cycles[c] += cycles
         return cycles
 

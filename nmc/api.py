@@ -28,6 +28,7 @@ from .corefile import load as load_coremap
 from .corefile import validate
 from .coremap import CoreMap
 from .emulator import BACKENDS
+from .emulator.cost import check_schedule
 from .emulator.kernels import trace_buffers
 from .emulator.memory import check_memory
 from .emulator.trace import chrome_trace
@@ -344,7 +345,8 @@ def _with_states(cm: CoreMap, states: Mapping[str, np.ndarray], b: int) -> CoreM
 def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarray] | str | os.PathLike,
             steps: int | None = None, backend: str = "numba", jobs: int = 1,
             max_memory: int | None = None, *, trace_steps: int | None = None, trace_sample: int = 0,
-            stream_dir: str | os.PathLike | None = None, progress: bool = False) -> EmulationResult:
+            stream_dir: str | os.PathLike | None = None, progress: bool = False,
+            schedule: str = "sequential") -> EmulationResult:
     """Run a core map on inputs (dict or inputs.npz path) for ``steps`` timesteps (default: the model's).
 
     ``jobs``: threads over the samples of the batch (0: every CPU); the result equals one thread's.
@@ -355,7 +357,11 @@ def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarr
     ``stream_dir``: write per-step outputs to ``<name>.npy`` there (``[T, B, ...]``, dequantised, and the
     chip's integers in ``<name>.raw.npy``) and per-step cycles to ``step_cycles.npy`` (``[B, T]``) chunk by
     chunk instead of holding them in memory; the result's per-step outputs are those files, memory-mapped.
-    ``progress``: a progress bar on stderr (``tqdm``, when installed) for runs longer than 2 s."""
+    ``progress``: a progress bar on stderr (``tqdm``, when installed) for runs longer than 2 s.
+    ``schedule``: ``"sequential"`` (default: one task, one step, one phase after the other) or ``"pipelined"``
+    (consecutive steps and tasks overlap, phase by phase: the report's latency, interval between tasks,
+    throughput, energy and power are the pipelined ones; outputs are the same; refused for recurrent models);
+    docs/timing_energy.md, "Schedules"."""
     if isinstance(core_map, CoreMap):
         cm = core_map
         validate(cm)  # the emulator refuses a core map that breaks its chip's limits
@@ -371,6 +377,7 @@ def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarr
     T = int(T)
     if T < 1:
         raise InputError(f"steps = {T}; run at least 1 step")
+    check_schedule(cm, schedule)
     extra = backend != "numba" and (trace_steps is not None or stream_dir is not None or progress)
     if extra:
         raise InputError(f"tracing, streaming and progress need the numba backend, not '{backend}'; "
@@ -441,7 +448,7 @@ def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarr
         v = res.state_final[:, np.asarray(spec["neurons"], np.int64), spec["word"]].reshape((B,) + tuple(spec["shape"]))
         raw[spec["name"]] = v
         outputs[spec["name"]] = v * spec["scale"]
-    report = build_report(cm, res, T, backend)
+    report = build_report(cm, res, T, backend, schedule)
     trace = chrome_trace(cm, res, tb, int(trace_sample), T) if tb is not None else None
     return EmulationResult(outputs=outputs, raw=raw, report=report, result=res, trace=trace, stream_dir=sdir)
 

@@ -54,6 +54,7 @@ class CoreSpec:
     router_table_entries: int  #: destinations one core's router can hold
     router_entry_bytes: int  #: SRAM bytes one routing-table entry costs
     axon_bandwidth_bytes_per_cycle: int  #: bytes the axon reads from its buffer per cycle
+    weight_bandwidth_bytes_per_cycle: int  #: weight bytes the dendrite can read from SRAM per cycle (a bound on the MACs)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,9 @@ class TimingSpec:
     soma_count_cycles: int  #: cycles per soma-lane batch in count (decoder) mode
     soma_partial_cycles: int  #: cycles per soma-lane batch to emit raw partial sums
     barrier_cycles: int  #: cost of the barrier that ends a phase
+    #: dendrite cycles of spike inputs: "event" (only the axons that spiked are read) or "dense" (every axon,
+    #: as a chip whose cycle counts do not depend on how many inputs spiked)
+    spike_input_timing: str
     #: ``soma_<model>_cycles`` of other neuron models (nmc.neurons) the chip file times, by model name
     soma_model_cycles: Mapping[str, int] = field(default_factory=dict)
 
@@ -182,6 +186,7 @@ MAX_CHIP_FILE_BYTES = 1 << 20
 _SECTIONS = {"core": CoreSpec, "timing": TimingSpec, "noc": NocSpec, "energy": EnergySpec, "system": SystemSpec}
 _TOP = {"name": str, "description": str, "clock_hz": float, "cores_x": int, "cores_y": int}
 _SPIKE_ENCODINGS = ("aer", "bitmap")
+_SPIKE_TIMINGS = ("event", "dense")
 
 
 def _coerce(origin: str, where: str, value: Any, typ: Any) -> Any:
@@ -274,6 +279,7 @@ def _check_sane(spec: ChipSpec, origin: str) -> None:
         "core.mac_rows": c.mac_rows, "core.mac_cols": c.mac_cols, "core.soma_lanes": c.soma_lanes,
         "core.phases_per_step": c.phases_per_step, "core.router_table_entries": c.router_table_entries,
         "core.axon_bandwidth_bytes_per_cycle": c.axon_bandwidth_bytes_per_cycle,
+        "core.weight_bandwidth_bytes_per_cycle": c.weight_bandwidth_bytes_per_cycle,
         "noc.packet_payload_bytes": spec.noc.packet_payload_bytes,
         "noc.hop_latency_cycles": spec.noc.hop_latency_cycles,
         "noc.chip_link_latency_cycles": spec.noc.chip_link_latency_cycles,
@@ -295,6 +301,9 @@ def _check_sane(spec: ChipSpec, origin: str) -> None:
     if spec.noc.spike_encoding not in _SPIKE_ENCODINGS:
         raise ChipSpecError(f"{origin}: noc.spike_encoding is {spec.noc.spike_encoding!r}; "
                             f"choose one of {list(_SPIKE_ENCODINGS)}")
+    if spec.timing.spike_input_timing not in _SPIKE_TIMINGS:
+        raise ChipSpecError(f"{origin}: timing.spike_input_timing is {spec.timing.spike_input_timing!r}; "
+                            f"choose one of {list(_SPIKE_TIMINGS)}")
     if c.activation_bits != 8:
         raise ChipSpecError(f"{origin}: core.activation_bits is {c.activation_bits}; nmc emulates 8-bit activations only")
     if not 16 <= c.accumulator_bits <= 32:

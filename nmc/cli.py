@@ -73,7 +73,8 @@ def _run(a: argparse.Namespace):
     progress = not a.no_progress and sys.stderr.isatty()
     return emulate(a.coremap, a.input, steps=a.steps, backend=a.backend, jobs=a.jobs, max_memory=limit,
                    trace_steps=(a.trace_steps or DEFAULT_TRACE_STEPS) if trace else None, trace_sample=a.trace_sample,
-                   stream_dir=getattr(a, "stream_dir", None), progress=progress)
+                   stream_dir=getattr(a, "stream_dir", None), progress=progress,
+                   schedule=getattr(a, "schedule", "sequential"))
 
 
 def _write_trace(a: argparse.Namespace, res) -> str:
@@ -221,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "allocating")
         r.add_argument("--backend", default="numba", help="numba (fast) or reference (NumPy, the numerics spec)")
         r.add_argument("--report", default=None, help="write the JSON report here")
+        r.add_argument("--schedule", default="sequential", choices=["sequential", "pipelined"],
+                       help="sequential (default) or pipelined: consecutive steps and tasks overlap phase by phase; "
+                            "latency, interval between tasks, throughput, energy and power are reported for it "
+                            "(outputs are the same; refused for models with recurrent connections)")
         r.add_argument("--trace", default=None, metavar="FILE.json",
                        help="write a timeline (Chrome trace event JSON; open in https://ui.perfetto.dev) of one sample: "
                             "a track per core and per busy link, phases and barriers as slices")

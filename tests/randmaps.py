@@ -43,6 +43,8 @@ def _draw(rng, p, core) -> int:
 
 
 def _chip(rng, shape, encoding):
+    # drawn from a generator seeded by rng's state without advancing it: the maps drawn after stay as they were
+    extra = np.random.default_rng(rng.bit_generator.state["state"]["state"])
     over = {
         "cores_x": int(rng.integers(2, 5)),
         "cores_y": int(rng.integers(2, 4)),
@@ -64,6 +66,8 @@ def _chip(rng, shape, encoding):
         "noc.spike_encoding": encoding or str(rng.choice(["aer", "bitmap"])),
         "core.membrane_bits": int(rng.choice([16, 28])),
         "core.accumulator_bits": int(rng.choice([20, 32])),
+        "core.weight_bandwidth_bytes_per_cycle": int(extra.choice([1, 13, 1 << 20])),
+        "timing.spike_input_timing": str(extra.choice(["event", "dense"])),
     }
     return load_chip("tianjic", overrides=over)
 
@@ -403,6 +407,7 @@ def random_inputs(cm: CoreMap, batch: int, steps: int, seed: int = 0):
 # --------------------------------------------------------------------------- hand-built maps
 #: the chip numbers hand-derived expectations use (tests/emulator), pinned so that a re-tuned preset cannot break them
 HAND = {"timing.core_overhead_cycles": 16, "core.axon_bandwidth_bytes_per_cycle": 16, "core.mac_rows": 16,
+        "core.weight_bandwidth_bytes_per_cycle": 1 << 20, "timing.spike_input_timing": "event",
         "core.mac_cols": 16, "core.soma_lanes": 16, "timing.soma_ann_cycles": 1, "timing.soma_lif_cycles": 2,
         "timing.barrier_cycles": 32, "noc.port_latency_cycles": 1, "noc.hop_latency_cycles": 2,
         "noc.io_latency_cycles": 40, "noc.packet_payload_bytes": 8, "core.membrane_bits": 28, "core.beta_shift": 8,

@@ -58,6 +58,14 @@ def test_compile_run_profile_info(compiled, capsys):
     assert main(["profile", str(cm_path), "--input", str(inputs)]) == 0
     out = capsys.readouterr().out
     assert "per task: latency" in out and "fc2" in out and "busiest cores" in out
+    assert "sequential schedule" in out and "estimates (not published" in out
+    assert main(["profile", str(cm_path), "--input", str(inputs), "--schedule", "pipelined",
+                 "--report", str(rep)]) == 0
+    assert "pipelined schedule" in capsys.readouterr().out
+    rp = json.loads(rep.read_text())
+    # pipelined: a task every interval (the busiest phase), no longer than the sequential latency
+    assert rp["schedule"] == "pipelined" and rp["interval_cycles"] <= r["latency_cycles"]
+    assert rp["throughput_tasks_per_s"] == pytest.approx(300e6 / rp["interval_cycles"])
     assert main(["info", str(cm_path)]) == 0
     out = capsys.readouterr().out
     assert "placement" in out and "conv1" in out and "utilisation" in out

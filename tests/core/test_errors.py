@@ -775,7 +775,7 @@ def test_chip_toml_negative_and_zero_values(tmp_path):
     p = _toml(tmp_path, lambda t: t.replace("neurons = 256", "neurons = -4"))
     with pytest.raises(ChipSpecError, match=re.escape(f"{p}: field 'core.neurons' must be >= 0, got -4")):
         load_chip(p)
-    p = _toml(tmp_path, lambda t: t.replace("mac_pj = 1.342", "mac_pj = -1.0"))
+    p = _toml(tmp_path, lambda t: t.replace("mac_pj = 1.246", "mac_pj = -1.0"))
     with pytest.raises(ChipSpecError, match=re.escape("field 'energy.mac_pj' must be >= 0, got -1.0")):
         load_chip(p)
     p = _toml(tmp_path, lambda t: t.replace("axons = 256", "axons = 0"))
@@ -794,6 +794,19 @@ def test_chip_toml_bad_spike_encoding(tmp_path):
     with pytest.raises(ChipSpecError) as ei:
         load_chip(p)
     assert str(ei.value) == f"{p}: noc.spike_encoding is 'morse'; choose one of ['aer', 'bitmap']"
+
+
+def test_chip_toml_bad_spike_input_timing(tmp_path):
+    p = _toml(tmp_path, lambda t: t.replace('spike_input_timing = "event"', 'spike_input_timing = "sometimes"'))
+    with pytest.raises(ChipSpecError) as ei:
+        load_chip(p)
+    assert str(ei.value) == f"{p}: timing.spike_input_timing is 'sometimes'; choose one of ['event', 'dense']"
+
+
+def test_chip_toml_zero_weight_bandwidth(tmp_path):
+    p = _toml(tmp_path, lambda t: t.replace("weight_bandwidth_bytes_per_cycle = 13", "weight_bandwidth_bytes_per_cycle = 0"))
+    with pytest.raises(ChipSpecError, match=re.escape("field 'core.weight_bandwidth_bytes_per_cycle' must be > 0, got 0")):
+        load_chip(p)
 
 
 def test_chip_toml_unsupported_widths(tmp_path):

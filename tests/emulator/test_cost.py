@@ -99,12 +99,12 @@ def test_static_energy_of_an_idle_core_by_hand():
     cm = nmc.compile(model, chip="tianjic", calib={"spikes": x})
     res = nmc.emulate(cm, {"spikes": x}, steps=steps)
     rep = res.report
-    # the tianjic preset: 1.0e-4 W of static power per core, 300 MHz, 12 x 13 = 156 cores per chip
-    assert cm.chip.energy.static_power_per_core_w == 1.0e-4 and cm.chip.clock_hz == 300e6
+    # the tianjic preset: 6.41e-4 W of static power per core, 300 MHz, 12 x 13 = 156 cores per chip
+    assert cm.chip.energy.static_power_per_core_w == 6.41e-4 and cm.chip.clock_hz == 300e6
     assert cm.chip.cores_per_chip == 156 and _chip_of_cores(cm) == {(0, 0)}
     L = rep["per_task"]["latency_cycles"][0]
-    # one idle core for one task: 1.0e-4 W * L cycles / 300e6 Hz = L * 3.333e-13 J
-    per_idle_core = 1.0e-4 * L / 300e6
+    # one idle core for one task: 6.41e-4 W * L cycles / 300e6 Hz = L * 2.1367e-12 J
+    per_idle_core = 6.41e-4 * L / 300e6
     idle = 156 - cm.num_cores
     assert rep["energy_breakdown"]["static_idle_j"] == pytest.approx(idle * per_idle_core, rel=1e-12)
     assert rep["energy_breakdown"]["static_used_j"] == pytest.approx(cm.num_cores * per_idle_core, rel=1e-12)

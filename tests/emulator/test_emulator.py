@@ -1,7 +1,8 @@
 """Emulator tests: Numba == reference bit for bit on random maps, and hand-derived expectations.
 
 Hand numbers use the tianjic preset with the values of ``randmaps.HAND`` pinned: overhead 16, axon 16 B/cycle,
-MAC 16 x 16, 16 soma lanes, soma ann/lif 1/2 cycles, barrier 32, port 1, hop 2, I/O 40, payload 8 B,
+MAC 16 x 16, weight reads unbounded (1 MiB/cycle), event-driven spike timing, 16 soma lanes,
+soma ann/lif 1/2 cycles, barrier 32, port 1, hop 2, I/O 40, payload 8 B,
 membrane 28 bits, beta shift 8.
 """
 from __future__ import annotations
