@@ -39,7 +39,8 @@ def _draw(rng, p, core) -> int:
     lo, hi = p.lo(core), p.hi(core)
     if p.name.endswith("_mult"):
         return hi if rng.random() < 0.3 else int(rng.integers(lo, hi + 1))
-    return int(rng.integers(max(lo, -3), min(hi, lo + 4) + 1))
+    a = max(lo, -3)
+    return int(rng.integers(a, min(hi, a + 4) + 1))
 
 
 def _chip(rng, shape, encoding):

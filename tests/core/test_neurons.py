@@ -139,6 +139,48 @@ def test_first_spike_time_hand_trace():
     assert out == [-1] * 6  # never spiked: -1
 
 
+def test_lif_tx_hand_trace_integrate_fire_reset_then_leak():
+    # TianjicX order (BiMap prim_08): integrate (unless refractory), fire on u > th, reset, then leak
+    # V <- floor(V * 192 / 256) - 1, floor at -3; threshold 5, reset mode 2 (subtract dv = 2), refractory 1
+    #   t  acc  r   u              s   w       v' = max(floor(0.75 w) - 1, -3)   r'
+    #   1   4   0   0 + 4 = 4      0   4       3 - 1 = 2                         0
+    #   2   4   0   2 + 4 = 6      1   6-2=4   3 - 1 = 2                         1
+    #   3   4   1   2 (ignored)    0   2       floor(1.5) - 1 = 0                0
+    #   4   0   0   0              0   0       0 - 1 = -1                        0
+    #   5  -20  0   -1 - 20 = -21  0   -21     floor(-15.75) - 1 = -17 -> -3     0
+    #   6   0   0   -3             0   -3      floor(-2.25) - 1 = -4 -> -3       0
+    tx = MODELS["lif_tx"]
+    cp = params(tx, threshold=5, v_reset=0, dv=2, leak=-1, beta_mult=192, v_min=-3, reset_mode=2, refractory=1)
+    s, st = trace(tx, [4, 4, 4, 0, -20, 0], cp)
+    assert s == [0, 1, 0, 0, 0, 0]
+    assert [x[0] for x in st] == [2, 2, 0, -1, -3, -3]
+    assert [x[1] for x in st] == [0, 1, 0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("mode, spikes, v", [(0, [1, 0], [-2, 3]),   # to v_reset = -2; then 3 is not > 3
+                                             (1, [1, 1], [2, 4]),    # 5 - 3 = 2; 2 + 5 = 7 > 3, 7 - 3 = 4
+                                             (2, [1, 1], [4, 8]),    # 5 - dv 1 = 4; 9 - 1 = 8
+                                             (3, [1, 1], [5, 10])])  # none: the membrane keeps climbing
+def test_lif_tx_reset_modes_are_numbered_as_the_chip_numbers_them(mode, spikes, v):
+    tx = MODELS["lif_tx"]
+    lo = -(1 << (CORE.membrane_bits - 1))
+    cp = params(tx, threshold=3, v_reset=-2, dv=1, leak=0, beta_mult=256, v_min=lo, reset_mode=mode, refractory=0)
+    s, st = trace(tx, [5, 5], cp)
+    assert s == spikes and [x[0] for x in st] == v
+
+
+def test_lif_tx_floor_raises_the_threshold_and_the_membrane_saturates_at_28_bits():
+    tx = MODELS["lif_tx"]
+    # threshold -5 under a floor of 2: the neuron fires on u > 2 (BiMap: Vth = max(Vth, VL))
+    cp = params(tx, threshold=-5, v_reset=0, dv=0, leak=0, beta_mult=256, v_min=2, reset_mode=3, refractory=0)
+    s, st = trace(tx, [0, 1], cp)
+    assert s == [0, 1] and [x[0] for x in st] == [2, 3]  # the floor lifts 0 to 2 at step 1; 2 + 1 = 3 > 2
+    top = (1 << 27) - 1  # 28-bit membrane: 2^27 - 1 = 134217727
+    cp = params(tx, threshold=top, v_reset=0, dv=0, leak=5, beta_mult=256, v_min=-(1 << 27), reset_mode=3, refractory=0)
+    s, st = trace(tx, [100], cp, init=[top - 10, 0])
+    assert s == [0] and st[0][0] == top  # sat(top + 90) = top; not > top; leak +5 saturates again
+
+
 def test_count_and_ann_hand_values():
     s, st = trace(MODELS["count"], [1, 1, 0, 1], np.zeros(0, np.int64), lo=0, hi=2)
     assert s == [1, 2, 2, 2] and st[-1] == [2]  # saturates at hi
@@ -183,6 +225,10 @@ def _ort_step(schema, attrs, feeds):
 
 
 CASES = {
+    "LIFTX": [dict(beta=b, threshold=th, reset_mode=m, v_reset=-0.25, dv=0.5, leak=lk, floor=fl, v_min=-0.5,
+                   refractory=r)
+              for b in (0.75, 1.0) for th in (1.0, -1.0) for m in ("zero", "subtract", "dv", "none")
+              for lk in (0.0, -0.125) for fl in (0, 1) for r in (0, 2)],
     "ALIF": [dict(beta=b, threshold=1.0, reset_mode=m, v_reset=-0.25, v_leak=0.125, spike_ge=ge, rho=r, adapt=0.5)
              for b in (0.75, 1.0) for m in ("subtract", "zero", "none") for ge in (0, 1) for r in (0.0, 0.5)],
     "CubaLIF": [dict(alpha=a, beta=b, threshold=1.0, reset_mode=m, v_reset=-0.5, spike_ge=ge)
