@@ -33,8 +33,9 @@ __all__ = ["run_numba", "check_jobs", "trace_buffers", "TraceBuf", "kernels_comp
 
 _I64_MIN = np.iinfo(np.int64).min
 _K = len(EVENT_KINDS)
-_MAC, _SOP, _UPD, _SPK, _RD, _WR, _PKT, _HOP, _CROSS = (EVENT_INDEX[k] for k in (
-    "mac", "sop", "neuron_update", "spike", "sram_read_bytes", "sram_write_bytes", "packet", "hop", "chip_crossing"))
+_MAC, _SOP, _UPD, _SPK, _RD, _WR, _PKT, _HOP, _CROSS, _LUT = (EVENT_INDEX[k] for k in (
+    "mac", "sop", "neuron_update", "spike", "sram_read_bytes", "sram_write_bytes", "packet", "hop", "chip_crossing",
+    "lut_read"))
 
 
 class Net(NamedTuple):
@@ -232,6 +233,7 @@ def _compute_core(c, net, sch, k, axons, state, out, acc, ev):
         ev[c, _SPK] += nspk
     ev[c, _RD] += rows * sch.w_row_b[c] + na * ib + nn * sb
     ev[c, _WR] += nn * sb + nn * ((bits + 7) // 8)
+    ev[c, _LUT] += nn * sch.lut_rd[c]
     return core_cycles(k.overhead, na, ib, k.axon_bw, rows, k.mac_rows, nn, k.mac_cols, k.soma_lanes, sch.soma_cyc[c])
 
 

@@ -181,6 +181,39 @@ def test_lif_tx_floor_raises_the_threshold_and_the_membrane_saturates_at_28_bits
     assert s == [0] and st[0][0] == top  # sat(top + 90) = top; not > top; leak +5 saturates again
 
 
+@pytest.mark.parametrize("floor, want", [
+    # floor (TianjicX): 9/4 = 2.25 -> 2; -5/4 = -1.25 -> -2 (entry 256 - 2 = 254); 1000/4 = 250 -> 127; -1000/4 -> -128
+    (1, [2 - 128, 254 - 128, 127 - 128, 128 - 128]),
+    # round half up: (9 + 2) >> 2 = 2; (-5 + 2) >> 2 = -1 (entry 255); the same clamps
+    (0, [2 - 128, 255 - 128, 127 - 128, 128 - 128]),
+])
+def test_lut_soma_indexes_its_table_as_the_chip(floor, want):
+    """Index = clamp(requant(acc), -128, 127) of an 8-bit table; negative indices wrap to 256 + index (BiMap
+    prim_07); the table here holds entry e at position e: lut[e] = e - 128."""
+    lut = MODELS["lut"]
+    cp = np.zeros(len(lut.core_params), np.int64)
+    cp[0], cp[1] = floor, CORE.lut_index_bits
+    assert CORE.lut_index_bits == 8
+    cp[2:2 + 256] = np.arange(256) - 128
+    acc = np.array([9, -5, 1000, -1000], np.int64)
+    nparam = np.tile([1, 2], (4, 1)).astype(np.int64)  # multiplier 1, shift 2: divide by 4
+    out_ref = lut.ref_step(acc.copy(), np.zeros((4, 0), np.int64), nparam, cp, -128, 127, CORE)
+    out_nb = np.zeros(4, np.int64)
+    lut.nb_step(0, 4, acc.copy(), np.zeros((4, 0), np.int64), nparam, cp, -128, 127, CORE.membrane_bits,
+                CORE.beta_shift, out_nb)
+    assert out_ref.tolist() == out_nb.tolist() == want
+    # the output range clamps the entry: uint8 [0, 255] turns the entry -126 into 0
+    assert lut.ref_step(acc[:1].copy(), np.zeros((1, 0), np.int64), nparam[:1], cp, 0, 255, CORE).tolist() == [0]
+
+
+def test_ann_floor_requantiser_hand_values():
+    ann = MODELS["ann"]
+    nparam = np.array([[3, 2], [3, 2], [1, 0]], np.int64)  # y = floor(acc * 3 / 4)
+    out = ann.ref_step(np.array([5, -5, 300], np.int64), np.zeros((3, 0), np.int64), nparam, np.array([1], np.int64),
+                       -128, 127, CORE)
+    assert out.tolist() == [3, -4, 127]  # 15/4 = 3.75 -> 3; -15/4 = -3.75 -> -4; clamp
+
+
 def test_count_and_ann_hand_values():
     s, st = trace(MODELS["count"], [1, 1, 0, 1], np.zeros(0, np.int64), lo=0, hi=2)
     assert s == [1, 2, 2, 2] and st[-1] == [2]  # saturates at hi
