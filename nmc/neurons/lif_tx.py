@@ -40,7 +40,8 @@ from ..opschema import AttrSpec, OpSchema, attr_const
 from ._int import NJIT, mem_limits, nb_clamp, nb_limits, sat
 from .model import NeuronModel, Param, StateWord, register
 
-__all__ = ["LIF_TX", "RESET_MODES_TX"]
+__all__ = ["LIF_TX", "RESET_MODES_TX", "CORE_PARAMS", "MEMBRANE", "COUNTER", "float_core", "ref_core", "nb_core",
+           "body_core", "quantize_tx", "ATTRS"]
 
 #: the chip's reset-mode numbers: index in this tuple (BiMap prim_08 ``reset_mode``)
 RESET_MODES_TX = ("zero", "subtract", "dv", "none")
@@ -74,8 +75,8 @@ MEMBRANE = StateWord("v", _mb, "v", "v_next", scaled=True)
 COUNTER = StateWord("r", lambda c: max(c.refractory_bits, 1), "r", "r_next", scaled=False)
 
 
-def _float_step(a, x, v, r):
-    th = max(a["threshold"], a["v_min"]) if a["floor"] else a["threshold"]
+def float_core(a, x, v, r, th):
+    """The float step of the TianjicX LIF given the threshold ``th`` (a number or one per neuron)."""
     active = r <= 0
     u = np.where(active, v + x, v)
     f = u > th
@@ -89,7 +90,11 @@ def _float_step(a, x, v, r):
     return f.astype(np.float64), v_next, r_next
 
 
-def _quantize(a, k, core):
+def _float_step(a, x, v, r):
+    return float_core(a, x, v, r, max(a["threshold"], a["v_min"]) if a["floor"] else a["threshold"])
+
+
+def quantize_tx(a, k, core):
     vmin = int(round(k * a["v_min"])) if a["floor"] else _lo(core)
     return dict(threshold=int(round(k * a["threshold"])), v_reset=int(round(k * a["v_reset"])),
                 dv=int(round(k * a["dv"])), leak=int(round(k * a["leak"])),
@@ -97,11 +102,12 @@ def _quantize(a, k, core):
                 reset_mode=RESET_MODES_TX.index(a["reset_mode"]), refractory=int(a["refractory"]))
 
 
-def _ref_step(acc, state, nparam, cp, lo, hi, core):
+def ref_core(acc, state, th, cp, core):
+    """The integer step of the TianjicX LIF given the threshold ``th`` (one per neuron, or one): updates the
+    state words ``v``, ``r`` (columns 0, 1) and returns the spikes."""
     M, B = core.membrane_bits, core.beta_shift
-    thr, vr, dv, b, bm, vmin, mode, ref = (int(x) for x in cp[:8])
+    _, vr, dv, b, bm, vmin, mode, ref = (int(x) for x in cp[:8])
     v, r = state[:, 0].copy(), state[:, 1].copy()
-    th = max(thr, vmin)
     u = np.where(r <= 0, sat(v + acc, M), v)
     s = u > th
     fired = (np.full_like(u, vr), u - th, u - dv, u)[mode]
@@ -111,48 +117,58 @@ def _ref_step(acc, state, nparam, cp, lo, hi, core):
     return s.astype(np.int64)
 
 
+def _ref_step(acc, state, nparam, cp, lo, hi, core):
+    return ref_core(acc, state, max(int(cp[0]), int(cp[5])), cp, core)
+
+
+@njit(**NJIT)
+def nb_core(state, n, a, th, cp, mmin, mmax, beta_shift):
+    """One neuron of the TianjicX LIF given its threshold ``th``; returns 1 on a spike, else 0."""
+    vr, dv, b, bm, vmin, mode, ref = cp[1], cp[2], cp[3], cp[4], cp[5], cp[6], cp[7]
+    u = state[n, 0]
+    r = state[n, 1]
+    if r <= 0:
+        u = nb_clamp(u + a, mmin, mmax)
+    w = u
+    spike = 0
+    if u > th:
+        if mode == 0:
+            w = vr
+        elif mode == 1:
+            w = u - th
+        elif mode == 2:
+            w = u - dv
+        state[n, 1] = ref
+        spike = 1
+    else:
+        state[n, 1] = r - 1 if r > 0 else 0
+    state[n, 0] = max(nb_clamp(((w * bm) >> beta_shift) + b, mmin, mmax), vmin)
+    return spike
+
+
 @njit(**NJIT)
 def _nb_step(n0, nn, acc, state, nparam, cp, lo, hi, mem_bits, beta_shift, out):
     mmin, mmax = nb_limits(mem_bits)
-    thr, vr, dv, b, bm, vmin, mode, ref = cp[0], cp[1], cp[2], cp[3], cp[4], cp[5], cp[6], cp[7]
-    th = max(thr, vmin)
+    th = max(cp[0], cp[5])
     nspk = 0
     for j in range(nn):
-        n = n0 + j
-        u = state[n, 0]
-        r = state[n, 1]
-        if r <= 0:
-            u = nb_clamp(u + acc[j], mmin, mmax)
-        w = u
-        if u > th:
-            if mode == 0:
-                w = vr
-            elif mode == 1:
-                w = u - th
-            elif mode == 2:
-                w = u - dv
-            state[n, 1] = ref
-            out[n] = 1
-            nspk += 1
-        else:
-            state[n, 1] = r - 1 if r > 0 else 0
-            out[n] = 0
-        state[n, 0] = max(nb_clamp(((w * bm) >> beta_shift) + b, mmin, mmax), vmin)
+        s = nb_core(state, n0 + j, acc[j], th, cp, mmin, mmax, beta_shift)
+        out[n0 + j] = s
+        nspk += s
     return nspk
 
 
-def _body(schema):
+def body_core() -> list[onnx.NodeProto]:
+    """Function-body nodes of the TianjicX LIF after its threshold ``th`` is known (constants ``floor``, ``vmin``)."""
     mk = helper.make_node
     return [
-        attr_const("beta", "beta", "float"), attr_const("thr0", "threshold", "float"),
+        attr_const("beta", "beta", "float"),
         attr_const("vr", "v_reset", "float"), attr_const("dv", "dv", "float"),
-        attr_const("leak", "leak", "float"), attr_const("vmin", "v_min", "float"),
-        attr_const("ref_i", "refractory", "int"), attr_const("floor_i", "floor", "int"),
+        attr_const("leak", "leak", "float"),
+        attr_const("ref_i", "refractory", "int"),
         attr_const("mode", "reset_mode", "string"),
-        mk("Cast", ["floor_i"], ["floor"], to=onnx.TensorProto.BOOL),
         *[mk("Constant", [], [f"s_{m}"], value_string=m) for m in ("zero", "subtract", "dv")],
         *[mk("Equal", ["mode", f"s_{m}"], [f"is_{m}"]) for m in ("zero", "subtract", "dv")],
-        mk("Max", ["thr0", "vmin"], ["thr_f"]), mk("Where", ["floor", "thr_f", "thr0"], ["th"]),
         mk("CastLike", ["ref_i", "r"], ["ref"]),
         mk("Constant", [], ["zero_i"], value_int=0), mk("CastLike", ["zero_i", "r"], ["zero"]),
         mk("Constant", [], ["one_i"], value_int=1), mk("CastLike", ["one_i", "r"], ["one"]),
@@ -170,26 +186,38 @@ def _body(schema):
     ]
 
 
+def _body(schema):
+    mk = helper.make_node
+    return [
+        attr_const("thr0", "threshold", "float"), attr_const("vmin", "v_min", "float"),
+        attr_const("floor_i", "floor", "int"), mk("Cast", ["floor_i"], ["floor"], to=onnx.TensorProto.BOOL),
+        mk("Max", ["thr0", "vmin"], ["thr_f"]), mk("Where", ["floor", "thr_f", "thr0"], ["th"]),
+        *body_core(),
+    ]
+
+
+#: the attributes of nmc::LIFTX (nmc::LIFTXRand adds its own)
+ATTRS = {
+    "beta": AttrSpec("float", 1.0, "membrane decay per step, applied after the reset (1 = IF)", lo=0.0, hi=1.0),
+    "leak": AttrSpec("float", 0.0, "constant added to the membrane every step after the decay"),
+    "threshold": AttrSpec("float", 1.0, "firing threshold (fire on u > threshold)"),
+    "reset_mode": AttrSpec("string", "zero", "after a spike: to v_reset, subtract the threshold, subtract dv, none",
+                           choices=RESET_MODES_TX),
+    "v_reset": AttrSpec("float", 0.0, "membrane after a reset of mode 'zero'"),
+    "dv": AttrSpec("float", 0.0, "subtracted from the membrane by a reset of mode 'dv'"),
+    "floor": AttrSpec("int", 0, "1: clamp the membrane and the threshold below at v_min", choices=(0, 1)),
+    "v_min": AttrSpec("float", 0.0, "membrane floor (with floor=1)"),
+    "refractory": AttrSpec("int", 0, "steps the input is ignored after a spike", lo=0),
+}
+
 SCHEMA = OpSchema(
-    name="LIFTX", ir_op="lif_tx", inputs=("x", "v", "r"), outputs=("s", "v_next", "r_next"),
-    attrs={
-        "beta": AttrSpec("float", 1.0, "membrane decay per step, applied after the reset (1 = IF)", lo=0.0, hi=1.0),
-        "leak": AttrSpec("float", 0.0, "constant added to the membrane every step after the decay"),
-        "threshold": AttrSpec("float", 1.0, "firing threshold (fire on u > threshold)"),
-        "reset_mode": AttrSpec("string", "zero", "after a spike: to v_reset, subtract the threshold, subtract dv, none",
-                               choices=RESET_MODES_TX),
-        "v_reset": AttrSpec("float", 0.0, "membrane after a reset of mode 'zero'"),
-        "dv": AttrSpec("float", 0.0, "subtracted from the membrane by a reset of mode 'dv'"),
-        "floor": AttrSpec("int", 0, "1: clamp the membrane and the threshold below at v_min", choices=(0, 1)),
-        "v_min": AttrSpec("float", 0.0, "membrane floor (with floor=1)"),
-        "refractory": AttrSpec("int", 0, "steps the input is ignored after a spike", lo=0),
-    },
+    name="LIFTX", ir_op="lif_tx", inputs=("x", "v", "r"), outputs=("s", "v_next", "r_next"), attrs=ATTRS,
     doc="TianjicX LIF neuron, one timestep: (x, v, r) -> (s, v', r').", body=_body,
 )
 
 LIF_TX = register(NeuronModel(
     name="lif_tx", code=7, doc=__doc__, out_bits=1, ref_step=_ref_step, nb_step=_nb_step,
-    core_params=CORE_PARAMS, state=(MEMBRANE, COUNTER), onnx=SCHEMA, float_step=_float_step, quantize=_quantize,
+    core_params=CORE_PARAMS, state=(MEMBRANE, COUNTER), onnx=SCHEMA, float_step=_float_step, quantize=quantize_tx,
     membrane_attrs=("threshold", "v_reset", "dv", "leak", "v_min"), lossless=lambda a: a["beta"] in (0.0, 1.0),
     timing_like="lif",
 ))

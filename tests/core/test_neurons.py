@@ -214,6 +214,36 @@ def test_ann_floor_requantiser_hand_values():
     assert out.tolist() == [3, -4, 127]  # 15/4 = 3.75 -> 3; -15/4 = -3.75 -> -4; clamp
 
 
+def test_lfsr_first_outputs_and_threshold_noise_by_hand():
+    """BiMap prim_08's LFSR (taps 0, 1, 2, 3, 5, 7 into bit 31) from 0xACE1, by hand:
+    0xACE1: bits 0,1,2,3,5,7 = 1,0,0,0,1,1 -> 1: q1 = 0x80000000 | 0x5670 = 0x80005670 (signed -2147461520);
+    0x70:   bits 0,1,2,3,5,7 = 0,0,0,0,1,0 -> 1: q2 = 0x80000000 | 0x40002B38 = 0xC0002B38 (-1073730760);
+    0x38:   bits 0,1,2,3,5,7 = 0,0,0,1,1,0 -> 0: q3 = 0x6000159C (1610618268).
+    Noise with VM = 0xFF: negative o -> -((-o - 1) & 0xFF): 0x7FFFA98F & 0xFF = 0x8F -> -143; 0x3FFFD4C7 -> -199;
+    positive: 0x9C = 156."""
+    from nmc.neurons.lif_tx_rand import lfsr_next, lfsr_noise, lfsr_seeds
+    q1 = lfsr_next(0xACE1)
+    q2 = lfsr_next(q1)
+    q3 = lfsr_next(q2)
+    assert (q1, q2, q3) == (0x80005670, 0xC0002B38, 0x6000159C)
+    assert lfsr_noise(np.array([q1, q2, q3]), 8).tolist() == [-143, -199, 156]
+    assert lfsr_noise(np.array([q1, q2, q3]), 0).tolist() == [0, 0, 0]
+    # seeds: MurmurHash3's fmix32(seed + i * 0x9E3779B9); fmix32(1) = 0x514E28B7, fmix32(0) = 0 -> 1
+    qh, ql = lfsr_seeds(1, 1)
+    assert (qh[0], ql[0]) == (0x514E, 0x28B7)
+    qh, ql = lfsr_seeds(0, 1)
+    assert (qh[0], ql[0]) == (0, 1)
+    # the neuron: threshold 200 + noise = 57, 1, 356; input 100 per step, IF, no reset: u = 100, 200, 300
+    rnd = MODELS["lif_tx_rand"]
+    lo = -(1 << (CORE.membrane_bits - 1))
+    cp = params(rnd, threshold=200, v_reset=0, dv=0, leak=0, beta_mult=256, v_min=lo, reset_mode=3, refractory=0,
+                rand_bits=8)
+    s, st = trace(rnd, [100, 100, 100], cp, init=[0, 0, 0, 0xACE1])
+    assert s == [1, 1, 0]
+    assert [x[0] for x in st] == [100, 200, 300]
+    assert st[-1][2:] == [0x6000, 0x159C]
+
+
 def test_count_and_ann_hand_values():
     s, st = trace(MODELS["count"], [1, 1, 0, 1], np.zeros(0, np.int64), lo=0, hi=2)
     assert s == [1, 2, 2, 2] and st[-1] == [2]  # saturates at hi
@@ -258,6 +288,10 @@ def _ort_step(schema, attrs, feeds):
 
 
 CASES = {
+    "LIFTXRand": [dict(beta=b, threshold=th, reset_mode=m, v_reset=-0.25, dv=0.5, leak=0.0, floor=fl, v_min=-0.5,
+                       refractory=1, rand_bits=rb)
+                  for b in (0.75, 1.0) for th in (1.0, 3.0) for m in ("zero", "subtract", "dv", "none")
+                  for fl in (0, 1) for rb in (0, 1, 3)],
     "LIFTX": [dict(beta=b, threshold=th, reset_mode=m, v_reset=-0.25, dv=0.5, leak=lk, floor=fl, v_min=-0.5,
                    refractory=r)
               for b in (0.75, 1.0) for th in (1.0, -1.0) for m in ("zero", "subtract", "dv", "none")
@@ -283,6 +317,9 @@ def test_function_body_equals_float_step(op):
     feeds = {p: np.concatenate([rng.normal(size=n - 4), [1.0, 0.5, 0.0, 1.0]]).astype(np.float32) for p in schema.inputs}
     if "r" in feeds:
         feeds["r"] = rng.integers(0, 3, size=n).astype(np.float32)
+    for p in ("qh", "ql"):  # an LFSR register's halves: 16-bit integers
+        if p in feeds:
+            feeds[p] = rng.integers(0, 1 << 16, size=n).astype(np.float32)
     for attrs in CASES[op]:
         got = _ort_step(schema, attrs, feeds)
         a64 = {**schema.defaults(), **{k: (float(np.float32(v)) if isinstance(v, float) else v) for k, v in attrs.items()}}

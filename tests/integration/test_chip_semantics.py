@@ -141,3 +141,38 @@ def test_relu_shaped_activations_become_relu():
     for op, attrs in (("Clip", dict(min=0.0)), ("LeakyRelu", dict(alpha=0.0)), ("PRelu", dict(slope=0.0))):
         cm = nmc.compile(_act_model(op, W_INT, **attrs), chip="tianjicx", calib={"x": _int_inputs(5)})
         assert cm.meta["layers"][0]["op"] == "dense+relu", op
+
+
+# --------------------------------------------------------------------------- TianjicX LIF, random threshold
+def test_random_threshold_neurons_equal_onnxruntime_and_are_reproducible():
+    """nmc::LIFTXRand seeded per neuron (lfsr_seeds): integer weights and threshold, so the chip equals
+    onnxruntime spike for spike, the LFSR registers included; the same seeds give the same spikes and the
+    noise changes them (the test can fail)."""
+    from nmc.neurons.lif_tx_rand import lfsr_seeds
+
+    def model(rand_bits):
+        b = ModelBuilder("rand", num_steps=12)
+        x = b.input("x", (6,), kind="step")
+        qh, ql = lfsr_seeds(7, 5)
+        outs = b.neuron("LIFTXRand", b.gemm(x, W_R, name="fc"), "n", init={"qh": qh, "ql": ql}, threshold=4.0,
+                        reset_mode="subtract", refractory=1, rand_bits=rand_bits)
+        for o in outs:
+            b.output(o)
+        return b.build()
+
+    W_R = np.random.default_rng(0).integers(-2, 4, (5, 6)).astype(float)
+    X = (np.random.default_rng(1).random((12, 2, 6)) < 0.5).astype(np.float32)
+    got = {}
+    for rb in (0, 3):
+        m = model(rb)
+        cm = nmc.compile(m, chip="tianjicx", calib={"x": X})
+        assert cm.meta["layers"][0]["quant"]["lossless"]
+        ref = run_onnxruntime(m, {"x": X})
+        res = {b: nmc.emulate(cm, {"x": X}, backend=b) for b in ("reference", "numba")}
+        assert res["reference"].result.differences(res["numba"].result) == []
+        out = res["numba"].outputs
+        np.testing.assert_array_equal(out["n.s"], ref["n.s"])
+        for w in ("v", "r", "qh", "ql"):
+            np.testing.assert_array_equal(out[f"n.{w}.next"], ref[f"n.{w}.next"][-1])
+        got[rb] = out["n.s"]
+    assert got[3].sum() > 0 and not np.array_equal(got[0], got[3])
