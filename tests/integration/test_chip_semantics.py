@@ -176,3 +176,18 @@ def test_random_threshold_neurons_equal_onnxruntime_and_are_reproducible():
             np.testing.assert_array_equal(out[f"n.{w}.next"], ref[f"n.{w}.next"][-1])
         got[rb] = out["n.s"]
     assert got[3].sum() > 0 and not np.array_equal(got[0], got[3])
+
+
+@pytest.mark.parametrize("chip", ["tianjic", "tianjicx"])
+def test_a_split_table_layer_equals_the_unsplit_one(chip):
+    """A Tanh layer of 12 neurons x 20 inputs on cores of 5 neurons x 8 axons: partial cores, merge cores with the
+    table soma (each with its copy of the table); the same outputs, 12 table reads per task either way."""
+    rng = np.random.default_rng(0)
+    m = _act_model("Tanh", rng.normal(size=(12, 20)))
+    X = rng.normal(size=(16, 20)).astype(np.float32)
+    whole = nmc.compile(m, chip=chip, calib={"x": X})
+    split = nmc.compile(m, chip=chip, calib={"x": X}, overrides={"core.neurons": 5, "core.axons": 8})
+    assert whole.num_cores == 1 and split.num_cores > 3
+    a, b = nmc.emulate(whole, {"x": X}), nmc.emulate(split, {"x": X})
+    np.testing.assert_array_equal(a.outputs["act"], b.outputs["act"])
+    assert a.report["events"]["lut_read"] == b.report["events"]["lut_read"] == 12
