@@ -191,3 +191,30 @@ def test_a_split_table_layer_equals_the_unsplit_one(chip):
     a, b = nmc.emulate(whole, {"x": X}), nmc.emulate(split, {"x": X})
     np.testing.assert_array_equal(a.outputs["act"], b.outputs["act"])
     assert a.report["events"]["lut_read"] == b.report["events"]["lut_read"] == 12
+
+
+@pytest.mark.parametrize("op, attrs", [("Sigmoid", {}), ("Tanh", {}), ("HardSigmoid", dict(alpha=0.3, beta=0.4)),
+                                       ("LeakyRelu", dict(alpha=0.1)), ("PRelu", dict(slope=np.full((1, 1), 0.2))),
+                                       ("Clip", dict(min=-0.5, max=0.75)), ("Clip", dict(max=0.5))])
+def test_interpreter_float_semantics_equal_onnxruntime(op, attrs):
+    """The IR op lut's float semantics (frontend/interpret.py, the calibration reference) are ONNX's, to float32."""
+    from nmc.frontend import load_onnx, run_float
+    b = ModelBuilder("f")
+    x = b.input("x", (2, 3))
+    b.output(b.activation(op, x, name="act", **attrs))
+    m = b.build()
+    X = np.random.default_rng(0).normal(scale=4, size=(5, 2, 3)).astype(np.float32)
+    np.testing.assert_allclose(run_float(load_onnx(m), {"x": X})["act"], run_onnxruntime(m, {"x": X})["act"],
+                               rtol=1e-6, atol=1e-7)
+
+
+def test_an_activation_of_a_graph_input_gets_an_identity_synapse():
+    """PRelu(slope 2) straight on integer inputs: an identity synapse feeding the table soma, lossless."""
+    b = ModelBuilder("in_act")
+    x = b.input("x", (5,))
+    b.output(b.activation("PRelu", x, name="act", slope=2.0))
+    m = b.build()
+    X = _int_inputs(6, n=10)[:, :1] * np.ones((1, 5), np.float32)
+    cm = nmc.compile(m, chip="tianjicx", calib={"x": X})
+    assert cm.meta["layers"][0]["op"] == "lut(leakyrelu)" and cm.meta["layers"][0]["quant"]["lossless"]
+    np.testing.assert_array_equal(nmc.emulate(cm, {"x": X}).outputs["act"], run_onnxruntime(m, {"x": X})["act"])
