@@ -218,3 +218,13 @@ def test_an_activation_of_a_graph_input_gets_an_identity_synapse():
     cm = nmc.compile(m, chip="tianjicx", calib={"x": X})
     assert cm.meta["layers"][0]["op"] == "lut(leakyrelu)" and cm.meta["layers"][0]["quant"]["lossless"]
     np.testing.assert_array_equal(nmc.emulate(cm, {"x": X}).outputs["act"], run_onnxruntime(m, {"x": X})["act"])
+
+
+def test_nmc_info_says_where_each_layer_differs_from_float():
+    from nmc.cli import format_info
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20, 3)).astype(np.float32)
+    text = format_info(nmc.compile(_act_model("Sigmoid", rng.normal(size=(4, 3))), chip="tianjicx", calib={"x": X}))
+    assert "chip vs float" in text and "requant floor (floor4)" in text and "sigmoid table err <=" in text
+    text = format_info(nmc.compile(_dense_model(), chip="tianjic", calib={"x": CALIB}))
+    assert "requant half up (lut)" in text
