@@ -20,7 +20,7 @@ from nmc.errors import PassError, QuantizationError
 from nmc.frontend.interpret import activation, run_float
 from nmc.ir import Graph
 from nmc.neurons import get_model
-from nmc.neurons.lut import ENTRY0
+from nmc.neurons.lut import ENTRY0, pack_table
 
 from .lower import LayerGraph
 
@@ -266,7 +266,8 @@ def _quantize_lut(l, s_in: np.ndarray, ranges: Mapping[str, Range], chip: ChipSp
     table = np.clip(np.round(y), out_q.lo, out_q.hi).astype(np.int64)
     cparam = np.zeros(len(get_model("lut").core_params), np.int64)
     cparam[0], cparam[1] = int(floor4), I
-    cparam[ENTRY0:ENTRY0 + 2 ** I] = table
+    words = pack_table(table)
+    cparam[ENTRY0:ENTRY0 + words.size] = words
     # the error against float over the calibrated input range, at the values the accumulator can hold (its step is
     # the weight scale), else on a fine grid: the table is a step function
     step = float(s_row.min()) if l.n else 1.0

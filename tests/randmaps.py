@@ -20,6 +20,7 @@ import numpy as np
 from nmc.chip import load_chip
 from nmc.coremap import CoreMap, widths
 from nmc.neurons import MODELS
+from nmc.neurons.lut import pack_table
 
 __all__ = ["random_coremap", "random_inputs", "route_table_arrays", "build_coremap", "SHAPES", "SPIKING", "HAND",
            "hand_chip"]
@@ -263,7 +264,7 @@ def random_coremap(seed: int, shape: str = "mixed", *, encoding: str | None = No
             st = []
         elif kind == "lut":  # floor flag, the chip's index width, a random table in int8 / uint8
             ib = core_c.lut_index_bits
-            table = rng.integers(-128, 256, 1 << ib)
+            table = pack_table(rng.integers(0, 256, 1 << ib))
             cd["cparam"] = [int(rng.integers(0, 2)), ib, *table.tolist()]
             st = []
         else:

@@ -8,8 +8,10 @@ table) is the output, clamped to the core's output range::
     idx    = clamp(requant(acc), -2^(I-1), 2^(I-1) - 1)
     out[n] = clamp(lut[idx mod 2^I], lo, hi)
 
-Core parameters: ``floor``, ``index_bits`` (= ``core.lut_index_bits``), then the ``2^I`` entries
-``lut_0 ..`` (``core.lut_entry_bits`` each; the model declares 256, the most an 8-bit index reads).
+Core parameters: ``floor``, ``index_bits`` (= ``core.lut_index_bits``), then the ``2^I`` one-byte entries
+packed four to a word, ``lut_w0 ..`` (entry ``4w + j`` in bits ``8j .. 8j + 7`` of word ``w``; the model
+declares 64 words, the most an 8-bit index reads); an entry's byte is read as int8 when the core's output
+range has negative values, else as uint8.
 Every update reads the table once (event ``lut_read``).
 """
 from __future__ import annotations
@@ -21,32 +23,47 @@ from ._int import NJIT, nb_clamp
 from .ann import FLOOR, REQUANT, nb_requant, requant
 from .model import NeuronModel, Param, register
 
-__all__ = ["LUT", "MAX_ENTRIES", "ENTRY0"]
+__all__ = ["LUT", "MAX_ENTRIES", "ENTRY0", "pack_table", "entry"]
 
 #: table entries the model declares: an 8-bit index (core.lut_index_bits <= 8)
 MAX_ENTRIES = 256
-#: index of the first table entry among the core parameters
+#: entries packed into one core-parameter word (one byte each, entry 4w + j in bits 8j .. 8j + 7 of word w)
+PER_WORD = 4
+#: index of the first table word among the core parameters
 ENTRY0 = 2
 
 
-def _entry(j: int) -> Param:
-    used = (lambda c: j < (1 << c.lut_index_bits))
-    return Param(f"lut_{j}", lambda c: -(1 << (c.lut_entry_bits - 1)) if used(c) else 0,
-                 lambda c: (1 << c.lut_entry_bits) - 1 if used(c) else 0,
-                 lambda c: c.lut_entry_bits if used(c) else 0,
-                 "table entry (int8 or uint8 by the core's output range); entries past 2^core.lut_index_bits are 0")
+def _word(w: int) -> Param:
+    def bits(c):  # the bytes of this word the chip's table uses
+        return 8 * max(0, min(PER_WORD, (1 << c.lut_index_bits) - PER_WORD * w)) if c.lut_index_bits else 0
+    return Param(f"lut_w{w}", lambda c: 0, lambda c: (1 << bits(c)) - 1, bits,
+                 f"table entries {PER_WORD * w} .. {PER_WORD * w + PER_WORD - 1}, one byte each (entry 4w + j in bits "
+                 "8j .. 8j + 7); beyond 2^core.lut_index_bits entries: 0")
 
 
 CORE_PARAMS = (FLOOR, Param("index_bits", lambda c: c.lut_index_bits, lambda c: c.lut_index_bits, lambda c: 4,
                             "table index width (core.lut_index_bits)"),
-               *(_entry(j) for j in range(MAX_ENTRIES)))
+               *(_word(w) for w in range(MAX_ENTRIES // PER_WORD)))
+
+
+def pack_table(entries) -> np.ndarray:
+    """The core-parameter words of a table of byte entries (int8 or uint8 values)."""
+    b = np.asarray(entries, np.int64) & 0xFF
+    b = np.concatenate([b, np.zeros((-b.size) % PER_WORD, np.int64)]).reshape(-1, PER_WORD)
+    return (b << (8 * np.arange(PER_WORD))).sum(axis=1)
+
+
+def entry(cp, e, signed):
+    """Table entry ``e`` (NumPy): its byte, read as int8 when ``signed`` else as uint8."""
+    b = (cp[ENTRY0 + (e >> 2)] >> (8 * (e & 3))) & 0xFF
+    return np.where(signed & (b >= 128), b - 256, b)
 
 
 def _ref_step(acc, state, nparam, cp, lo, hi, core):
     fl, ib = int(cp[0]), int(cp[1])
     half = 1 << (ib - 1)
     idx = np.clip(requant(acc, nparam, fl), -half, half - 1)
-    return np.clip(cp[ENTRY0 + (idx & ((1 << ib) - 1))], lo, hi)
+    return np.clip(entry(cp, idx & ((1 << ib) - 1), lo < 0), lo, hi)
 
 
 @njit(**NJIT)
@@ -54,10 +71,14 @@ def _nb_step(n0, nn, acc, state, nparam, cp, lo, hi, mem_bits, beta_shift, out):
     fl, ib = cp[0], cp[1]
     half = np.int64(1) << (ib - 1)
     mask = (np.int64(1) << ib) - 1
+    signed = lo < 0
     nz = 0
     for j in range(nn):
-        idx = nb_clamp(nb_requant(acc[j], nparam[n0 + j, 0], nparam[n0 + j, 1], fl), -half, half - 1)
-        y = nb_clamp(cp[ENTRY0 + (idx & mask)], lo, hi)
+        e = nb_clamp(nb_requant(acc[j], nparam[n0 + j, 0], nparam[n0 + j, 1], fl), -half, half - 1) & mask
+        b = (cp[ENTRY0 + (e >> 2)] >> (8 * (e & 3))) & 0xFF
+        if signed and b >= 128:
+            b -= 256
+        y = nb_clamp(b, lo, hi)
         out[n0 + j] = y
         nz += 1 if y != 0 else 0
     return nz

@@ -190,11 +190,13 @@ def test_lif_tx_floor_raises_the_threshold_and_the_membrane_saturates_at_28_bits
 def test_lut_soma_indexes_its_table_as_the_chip(floor, want):
     """Index = clamp(requant(acc), -128, 127) of an 8-bit table; negative indices wrap to 256 + index (BiMap
     prim_07); the table here holds entry e at position e: lut[e] = e - 128."""
+    from nmc.neurons.lut import pack_table
     lut = MODELS["lut"]
     cp = np.zeros(len(lut.core_params), np.int64)
     cp[0], cp[1] = floor, CORE.lut_index_bits
     assert CORE.lut_index_bits == 8
-    cp[2:2 + 256] = np.arange(256) - 128
+    cp[2:2 + 64] = pack_table(np.arange(256) - 128)  # bytes 0x80, 0x81, ..., four to a word
+    assert cp[2] == 0x83828180  # entries 0..3 = -128..-125: bytes 0x80..0x83, entry 0 lowest
     acc = np.array([9, -5, 1000, -1000], np.int64)
     nparam = np.tile([1, 2], (4, 1)).astype(np.int64)  # multiplier 1, shift 2: divide by 4
     out_ref = lut.ref_step(acc.copy(), np.zeros((4, 0), np.int64), nparam, cp, -128, 127, CORE)
@@ -202,8 +204,8 @@ def test_lut_soma_indexes_its_table_as_the_chip(floor, want):
     lut.nb_step(0, 4, acc.copy(), np.zeros((4, 0), np.int64), nparam, cp, -128, 127, CORE.membrane_bits,
                 CORE.beta_shift, out_nb)
     assert out_ref.tolist() == out_nb.tolist() == want
-    # the output range clamps the entry: uint8 [0, 255] turns the entry -126 into 0
-    assert lut.ref_step(acc[:1].copy(), np.zeros((1, 0), np.int64), nparam[:1], cp, 0, 255, CORE).tolist() == [0]
+    # with an unsigned output range the bytes read as uint8: entry 2 is byte 0x82 = 130 (int8: -126)
+    assert lut.ref_step(acc[:1].copy(), np.zeros((1, 0), np.int64), nparam[:1], cp, 0, 255, CORE).tolist() == [130]
 
 
 def test_ann_floor_requantiser_hand_values():
