@@ -136,6 +136,10 @@ def _differs(q: dict) -> str:
     for k in ("beta", "alpha", "rho"):
         if k in q and q.get(f"{k}_chip") != q[k]:
             parts.append(f"{k} {q[k]:g} -> {q[f'{k}_chip']:g}")
+        elif q.get(f"{k}_max_err"):
+            parts.append(f"{k} err <= {q[f'{k}_max_err']:.3g}")
+        if q.get(k) not in (None, 0.0, 1.0) and not q.get("lossless"):
+            parts.append(f"{k} decay floors")
     return ", ".join(parts) or "-"
 
 def format_info(cm) -> str:
