@@ -36,6 +36,7 @@ ENERGY_FIELD: dict[str, str] = {
     "packet": "packet_pj",
     "hop": "hop_pj",
     "chip_crossing": "chip_crossing_pj",
+    "lut_read": "lut_read_pj",
 }
 assert tuple(ENERGY_FIELD) == EVENT_KINDS  # internal invariant: one price per counted kind, same order
 

@@ -33,8 +33,9 @@ __all__ = ["run_numba", "check_jobs", "trace_buffers", "TraceBuf", "kernels_comp
 
 _I64_MIN = np.iinfo(np.int64).min
 _K = len(EVENT_KINDS)
-_MAC, _SOP, _UPD, _SPK, _RD, _WR, _PKT, _HOP, _CROSS = (EVENT_INDEX[k] for k in (
-    "mac", "sop", "neuron_update", "spike", "sram_read_bytes", "sram_write_bytes", "packet", "hop", "chip_crossing"))
+_MAC, _SOP, _UPD, _SPK, _RD, _WR, _PKT, _HOP, _CROSS, _LUT = (EVENT_INDEX[k] for k in (
+    "mac", "sop", "neuron_update", "spike", "sram_read_bytes", "sram_write_bytes", "packet", "hop", "chip_crossing",
+    "lut_read"))
 
 
 class Net(NamedTuple):
@@ -199,7 +200,7 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
     ent_path, tp_off, tp_neur, stage_ph = sch.ent_path, sch.tp_off, sch.tp_neur, sch.stage_ph
     path_off, path_link, path_lat, path_rank = sch.path_off, sch.path_link, sch.path_lat, sch.path_rank
     path_hops, path_cross = sch.path_hops, sch.path_cross
-    in_b, st_b, w_row_b, soma_cyc = sch.in_b, sch.st_b, sch.w_row_b, sch.soma_cyc
+    in_b, st_b, w_row_b, soma_cyc, lut_rd = sch.in_b, sch.st_b, sch.w_row_b, sch.soma_cyc, sch.lut_rd
     sf_dst, sf_col, sp_core, sp_n, sp_path = sch.sf_dst, sch.sf_col, sch.sp_core, sch.sp_n, sch.sp_path
     tf_dst, tf_col, tp_core_in, tp_n_in, tp_path_in = sch.tf_dst, sch.tf_col, sch.tp_core_in, sch.tp_n_in, sch.tp_path_in
     n_ranks = sch.n_ranks
@@ -335,6 +336,7 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                             ev[c, _SPK] += nspk
                         ev[c, _RD] += rows * w_row_b[c] + na * in_b[c] + nn * st_b[c]
                         ev[c, _WR] += nn * st_b[c] + nn * ((bits + 7) // 8)
+                        ev[c, _LUT] += nn * lut_rd[c]
                         cc = core_cycles(overhead, na, in_b[c], axon_bw, timing_rows(spiking, nz, na, spike_dense),
                                          mac_rows, nn, mac_cols, soma_lanes, soma_cyc[c], w_row_b[c], weight_bw)
                         comp[c] = cc

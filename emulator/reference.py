@@ -109,6 +109,7 @@ class _Task:
         ev[EVENT_INDEX["spike"]] += int(np.count_nonzero(out)) if out_bits == 1 else 0
         ev[EVENT_INDEX["sram_read_bytes"]] += rows * wb + n_a * ib + n_n * sb
         ev[EVENT_INDEX["sram_write_bytes"]] += n_n * sb + n_n * int(value_bytes(out_bits))
+        ev[EVENT_INDEX["lut_read"]] += n_n * int(sch.lut_rd[c])  # one table read per update of a table soma
 
         t = self.chip.timing
         t_rows = int(timing_rows(spike_in, int(np.count_nonzero(x)), n_a, t.spike_input_timing == "dense"))

@@ -9,7 +9,7 @@ __all__ = ["EVENT_KINDS", "EVENT_INDEX", "RawResult"]
 
 #: event kinds counted per sample and core, in the order of ``RawResult.events[..., k]``
 EVENT_KINDS: tuple[str, ...] = ("mac", "sop", "neuron_update", "spike", "sram_read_bytes",
-                                "sram_write_bytes", "packet", "hop", "chip_crossing")
+                                "sram_write_bytes", "packet", "hop", "chip_crossing", "lut_read")
 #: event kind -> index along the last axis of ``RawResult.events``
 EVENT_INDEX: dict[str, int] = {k: i for i, k in enumerate(EVENT_KINDS)}
 

@@ -64,6 +64,7 @@ class Schedule(NamedTuple):
     st_b: np.ndarray  #: [C] state bytes per neuron
     w_row_b: np.ndarray  #: [C] bytes of one weight row
     soma_cyc: np.ndarray  #: [C] soma cycles per lane batch
+    lut_rd: np.ndarray  #: [C] 1 when the core's soma reads its look-up table once per neuron update, else 0
 
 
 def _i64(x) -> np.ndarray:
@@ -189,4 +190,5 @@ def build_schedule(cm: CoreMap) -> Schedule:
         in_b=_i64(in_bytes(cm)), st_b=_i64([m.state_bytes(chip.core) for m in models]),
         w_row_b=_i64(-(-np.diff(c.neuron_off) * c.w_bits.astype(np.int64) // 8)),
         soma_cyc=_i64([soma_cycles(chip, m) for m in models]),
+        lut_rd=_i64([int(m.reads_lut(chip.core)) for m in models]),
     )

@@ -179,6 +179,24 @@ class ModelBuilder:
         name = self._name(name, "relu")
         return self._node("Relu", [x], name, self._shape(x), name)
 
+    def activation(self, op: str, x: str, name: str | None = None, **attrs) -> str:
+        """An elementwise activation the chip computes by look-up table: ``op`` is ``Sigmoid``, ``Tanh``,
+        ``HardSigmoid`` (alpha, beta), ``LeakyRelu`` (alpha), ``PRelu`` (slope: a number or a tensor) or
+        ``Clip`` (min, max: numbers, each optional)."""
+        acts = ("Sigmoid", "Tanh", "HardSigmoid", "LeakyRelu", "PRelu", "Clip")
+        if op not in acts:
+            raise ModelError(f"ModelBuilder.activation: op {op!r} is not one of {acts}")
+        name = self._name(name, op.lower())
+        ins = [x]
+        if op == "PRelu":
+            ins.append(self._init(f"{name}.slope", np.asarray(attrs.pop("slope", 0.01), np.float32)))
+        elif op == "Clip":
+            ins += [self._init(f"{name}.{k}", np.asarray(attrs.pop(k), np.float32)) if k in attrs else ""
+                    for k in ("min", "max")]
+            while ins[-1] == "":
+                ins.pop()
+        return self._node(op, ins, name, self._shape(x), name, **{k: float(v) for k, v in attrs.items()})
+
     def identity(self, x: str, name: str | None = None) -> str:
         name = self._name(name, "identity")
         return self._node("Identity", [x], name, self._shape(x), name)

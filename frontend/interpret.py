@@ -17,6 +17,9 @@ Op semantics (per sample, shapes without batch)::
     reshape      same data, new shape
     batchnorm    x * scale[c] + bias[c] (c = first axis)
     identity     x
+    lut          the activation ``fn`` (see :data:`ACTIVATIONS`): sigmoid 1/(1+exp(-x)), tanh,
+                 hardsigmoid max(0, min(1, alpha*x + beta)), leakyrelu x if x >= 0 else alpha*x,
+                 clip min(max(x, min), max)
     neuron ops   the model's ``float_step`` (nmc.neurons: lif, spike_count, cubalif, ...)
     encoders     poisson_encode, ttfs_encode: nmc.encoders (x and the step index nmc.t -> spikes)
 """
@@ -31,7 +34,7 @@ from nmc.ir import Graph, Node
 from nmc.encoders import ENCODERS, STEP_INDEX, step_index
 from nmc.neurons import MODELS
 
-__all__ = ["run_float", "OP_IMPLS", "conv2d", "pool2d"]
+__all__ = ["run_float", "OP_IMPLS", "conv2d", "pool2d", "ACTIVATIONS", "activation"]
 
 
 # ----------------------------------------------------------------- kernels
@@ -103,6 +106,28 @@ def _add(n: Node, *xs):
     return [y]
 
 
+def _sigmoid(x):
+    # split by sign: exp of a large positive number would overflow
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+#: the activations of IR op ``lut`` (ONNX semantics), by ``fn``: f(x, attrs)
+ACTIVATIONS: dict[str, Callable] = {
+    "sigmoid": lambda x, a: _sigmoid(x),
+    "tanh": lambda x, a: np.tanh(x),
+    "hardsigmoid": lambda x, a: np.clip(a["alpha"] * x + a["beta"], 0.0, 1.0),
+    "leakyrelu": lambda x, a: np.where(x >= 0, x, a["alpha"] * x),
+    "clip": lambda x, a: np.clip(x, a["min"], a["max"]),
+}
+
+
+def activation(attrs: dict) -> Callable[[np.ndarray], np.ndarray]:
+    """The float function of a ``lut`` node's attributes."""
+    f = ACTIVATIONS[attrs["fn"]]
+    return lambda x: f(np.asarray(x, dtype=np.float64), attrs)
+
+
 OP_IMPLS: dict[str, Callable] = {
     "dense": _dense,
     "conv": _conv,
@@ -114,6 +139,7 @@ OP_IMPLS: dict[str, Callable] = {
     "reshape": _reshape,
     "batchnorm": _bn,
     "identity": lambda n, x: [x],
+    "lut": lambda n, x: [activation(n.attrs)(x)],
 }
 
 

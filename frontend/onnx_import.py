@@ -660,6 +660,62 @@ def _relu(ctx, node, a):
     ctx.emit(node, "relu", [node.input[0]], [node.output[0]], [ctx.shape(node.input[0])])
 
 
+# ----- activations the soma computes by look-up table (IR op ``lut``; ReLU where they are one)
+def _lut(ctx: _Ctx, node, fn: str, **attrs) -> None:
+    ctx.emit(node, "lut", [node.input[0]], [node.output[0]], [ctx.shape(node.input[0])],
+             attrs={"fn": fn, "alpha": 0.0, "beta": 0.0, "min": -math.inf, "max": math.inf,
+                    **{k: float(v) for k, v in attrs.items()}})
+
+
+@register_converter("Sigmoid")
+def _sigmoid(ctx, node, a):
+    _lut(ctx, node, "sigmoid")
+
+
+@register_converter("Tanh")
+def _tanh(ctx, node, a):
+    _lut(ctx, node, "tanh")
+
+
+@register_converter("HardSigmoid")
+def _hardsigmoid(ctx, node, a):
+    _lut(ctx, node, "hardsigmoid", alpha=a.get("alpha", 0.2), beta=a.get("beta", 0.5))
+
+
+def _leaky(ctx, node, alpha: float) -> None:
+    if alpha == 0.0:
+        _relu(ctx, node, {})
+    else:
+        _lut(ctx, node, "leakyrelu", alpha=alpha)
+
+
+@register_converter("LeakyRelu")
+def _leakyrelu(ctx, node, a):
+    _leaky(ctx, node, float(a.get("alpha", 0.01)))
+
+
+@register_converter("PRelu")
+def _prelu(ctx, node, a):
+    slope = np.asarray(ctx.const(node, node.input[1], "slope"), np.float64)
+    if slope.size == 0 or not np.all(slope == slope.reshape(-1)[0]):
+        raise _Unsupported(f"its slopes differ per channel ({np.unique(slope)[:4].tolist()}...); a core's look-up "
+                           "table is one function for all its neurons: export one slope (LeakyRelu)")
+    _leaky(ctx, node, float(slope.reshape(-1)[0]))
+
+
+@register_converter("Clip")
+def _clip(ctx, node, a):
+    ins = list(node.input) + ["", ""]
+    lo, hi = (float(np.asarray(ctx.const(node, t, role)).reshape(-1)[0]) if t else default
+              for t, role, default in ((ins[1], "min", -math.inf), (ins[2], "max", math.inf)))
+    if lo > hi:
+        raise _Unsupported(f"min {lo:g} > max {hi:g}")
+    if lo == 0.0 and hi == math.inf:
+        _relu(ctx, node, a)
+    else:
+        _lut(ctx, node, "clip", min=lo, max=hi)
+
+
 @register_converter("Identity")
 def _identity(ctx, node, a):
     ctx.emit(node, "identity", [node.input[0]], [node.output[0]], [ctx.shape(node.input[0])])

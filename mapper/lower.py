@@ -4,6 +4,8 @@ This is the "fully unfolded" mapping style of Tianjic (Nature 2019, Ext. Data Fi
 layer becomes a sparse matrix from its input elements to its output neurons.  Fusions:
 
 * dense/conv/add/avgpool/maxpool followed by a ReLU that is their only consumer -> one ANN layer;
+* dense/conv/add/avgpool followed by a table activation (IR ``lut``: Sigmoid, Tanh, ...) that is their only
+  consumer -> one layer with the ``lut`` soma (any other ``lut`` node gets an identity synapse);
 * dense/conv/add followed by a spiking neuron op (LIF, CubaLIF, ...) or another that declares ``fuse_synapse`` (LI)
   that is their only consumer -> one layer (synapse + soma); a neuron op fed by anything else gets an identity
   synapse;
@@ -241,21 +243,29 @@ def lower(g: Graph) -> LayerGraph:
                         "it does not follow a Conv/Gemm it can be folded into; put it right after one"))
             continue
         ins = [root(t) for t in n.inputs]
-        if n.op in _LINEAR or n.op == "relu":
+        if n.op in _LINEAR or n.op in ("relu", "lut"):
             if n.op == "add":
                 ins, rows, cols, vals, bias, out_shape, dendrite, n_abs = _add_synapse(g, n, prod, absorbed, root)
             else:
                 rows, cols, vals, bias, out_shape, dendrite = _synapse(g, n, ins)
                 n_abs = 0
             name, op, source, out, relu = n.name, n.op, n.source or n.name, n.outputs[0], False
+            soma, attrs = "ann", {}
             if n_abs:
                 op = f"add({n_abs} synapses)"
-            nxt = sole_consumer(n.outputs[0]) if n.op != "relu" else None
+            nxt = sole_consumer(n.outputs[0]) if n.op not in ("relu", "lut") else None
             if n.op == "relu":
                 relu = True
+            elif n.op == "lut":  # an activation fed by another layer: an identity synapse, the table soma
+                op, soma, attrs = f"lut({n.attrs['fn']})", "lut", {**n.attrs, "pre": ins[0]}
             elif nxt is not None and nxt.op == "relu":
                 fused.add(nxt.name)
                 op, out, relu = f"{op}+relu", nxt.outputs[0], True
+                source += "+" + (nxt.source or nxt.name)
+            elif nxt is not None and nxt.op == "lut" and dendrite == "mac" and nxt.stage == n.stage:
+                fused.add(nxt.name)  # the table reads the layer's accumulator: one layer
+                op, out, soma = f"{op}+lut({nxt.attrs['fn']})", nxt.outputs[0], "lut"
+                attrs = {**nxt.attrs, "pre": n.outputs[0]}
                 source += "+" + (nxt.source or nxt.name)
             elif (nxt is not None and _fusable(nxt, n.outputs[0]) and n.op in ("dense", "conv", "add")
                   and nxt.stage == n.stage):
@@ -267,8 +277,8 @@ def lower(g: Graph) -> LayerGraph:
                 continue
             layers.append(Layer(name=name, op=op, source=source, stage=n.stage, inputs=ins,
                                 in_sizes=[g.tensors[t].size for t in ins], out=out, out_shape=out_shape,
-                                rows=rows, cols=cols, vals=vals, bias=bias, dendrite=dendrite, soma="ann",
-                                relu=relu, order=_spatial_order(out_shape)))
+                                rows=rows, cols=cols, vals=vals, bias=bias, dendrite=dendrite, soma=soma,
+                                relu=relu, attrs=attrs, order=_spatial_order(out_shape)))
         elif by_ir_op(n.op) is not None:  # a neuron op fed by anything else: an identity synapse
             m = by_ir_op(n.op)
             x = root(n.inputs[m.ir_inputs.index(m.synapse_port)])
@@ -281,7 +291,7 @@ def lower(g: Graph) -> LayerGraph:
         else:
             bad.append((n.source or n.name, n.op, "the mapper has no lowering for this IR op"))
     if bad:
-        raise UnsupportedOpError(bad, supported=["dense", "conv", "relu", "add", "maxpool", "avgpool", "reshape",
+        raise UnsupportedOpError(bad, supported=["dense", "conv", "relu", "lut", "add", "maxpool", "avgpool", "reshape",
                                                  "identity", "batchnorm (folded)"]
                                  + [m.ir_op for m in MODELS.values() if m.onnx is not None])
     # a layer whose output is aliased under other names keeps one root
@@ -349,7 +359,7 @@ def _synapse(g: Graph, n: Node, ins: list[str]):
         r, c, v, out_shape = pool_connectivity(shp, kernel, tuple(a.get("strides") or kernel), a.get("pads", (0, 0, 0, 0)),
                                                "max" if n.op == "maxpool" else "avg", a.get("count_include_pad", 0))
         return r, c, v, np.zeros(int(np.prod(out_shape))), out_shape, ("max" if n.op == "maxpool" else "mac")
-    if n.op in ("add", "relu"):
+    if n.op in ("add", "relu", "lut"):
         size = g.tensors[ins[0]].size
         for t in ins[1:]:
             if g.tensors[t].shape != shp:

@@ -17,13 +17,15 @@ import numpy as np
 
 from nmc.chip import ChipSpec
 from nmc.errors import PassError, QuantizationError
-from nmc.frontend.interpret import run_float
+from nmc.frontend.interpret import activation, run_float
 from nmc.ir import Graph
+from nmc.neurons import get_model
+from nmc.neurons.lut import ENTRY0, pack_table
 
 from .lower import LayerGraph
 
 __all__ = ["TQ", "Range", "Ranges", "QLayer", "Quantized", "calibrate", "ranges_from_metadata", "quantize",
-           "requant_params"]
+           "requant_params", "floor4_scales", "requant_report"]
 
 _EPS = 1e-9
 #: weights are stored as int8 (ternary/binary are int8 values in a narrower range); core.weight_bits includes 8
@@ -192,6 +194,102 @@ def requant_params(f: np.ndarray, mult_bits: int, where: str) -> tuple[np.ndarra
     return m_out, s_out
 
 
+def floor4_scales(E: np.ndarray, out_scale: float) -> tuple[float, float, int]:
+    """Scales of an ANN layer on a chip that divides by ``4^k`` and floors (``core.requant_mode = "floor4"``):
+    ``(weight scale, output scale, k)``.  The weights keep their own scale (``s_w = max|E| / 127``, or 1 when
+    they are int8 integers); the output scale is ``s_w * 4^k`` with the smallest ``k >= 0`` that covers the
+    calibrated scale ``out_scale``: at most 4 times coarser than it (2 bits of the 8)."""
+    absmax = float(np.abs(E).max()) if E.size else 0.0
+    s_w = 1.0 if (E.size == 0 or (bool(np.all(_is_int(E))) and absmax <= W_MAX)) else absmax / W_MAX
+    k = 0
+    while k < 31 and s_w * 4.0 ** k < out_scale * (1 - _EPS):
+        k += 1
+    return s_w, s_w * 4.0 ** k, k
+
+
+def requant_report(s_row: np.ndarray, out_scale: float, mult: np.ndarray, shift: np.ndarray, floor: bool) -> dict:
+    """Where the requantiser differs from float: the relative error of its factor ``mult / 2^shift`` against
+    ``s_w / s_out`` (worst neuron) and its rounding of the result (in output steps: floor up to 1, round half)."""
+    want = s_row / out_scale
+    got = mult / np.exp2(shift.astype(np.float64))
+    rel = np.abs(got - want) / np.maximum(want, 1e-300)
+    return {"requant_factor_rel_err": float(rel.max()) if rel.size else 0.0,
+            "requant_rounding": "floor" if floor else "half up",
+            "requant_err_steps": 1.0 if floor else 0.5}
+
+
+def _quantize_lut(l, s_in: np.ndarray, ranges: Mapping[str, Range], chip: ChipSpec, tq: dict[str, TQ]):
+    """A layer whose soma computes an activation by table (``lut``; docs/numerics.md, "Look-up table soma"):
+    the requantiser maps the accumulator onto a signed index of ``core.lut_index_bits`` bits that covers the
+    pre-activation's calibrated range; entry ``i`` holds ``f`` at the value index ``i`` stands for, in the output
+    tensor's scale.  Returns weights, bias, output range, weight bits, lossless, neuron and core parameters and
+    the report entries (index and output scales, the worst error of the table over the calibrated range)."""
+    c = chip.core
+    where = l.where()
+    I = c.lut_index_bits
+    if I == 0:
+        raise QuantizationError(f"{where}: chip '{chip.name}' has no activation look-up table (core.lut_index_bits "
+                                f"= 0), so its {l.attrs['fn']} cannot run on a core; choose a chip with a table "
+                                "(tianjic, tianjicx) or compute the activation on the host after the last layer")
+    f = activation(l.attrs)
+    half = 2 ** (I - 1)
+    r_pre = ranges.get(l.attrs["pre"])
+    if r_pre is None:
+        raise QuantizationError(f"{where}: no calibration range for its input '{l.attrs['pre']}'; pass calibration "
+                                "inputs (nmc compile --calib inputs.npz) or ship 'nmc.ranges' metadata in the model")
+    m_pre = max(abs(r_pre.lo), abs(r_pre.hi))
+    s_idx = 1.0 if (r_pre.integer and m_pre <= half - 1) else (m_pre / (half - 1) if m_pre > 0 else 1.0)
+    r_out = ranges.get(l.out)
+    out_q = _act_tq(r_out, r_out is not None and r_out.lo >= 0, l.out, where, c.activation_bits)
+    tq[l.out] = out_q
+    E = l.vals * s_in[l.cols]
+    floor4 = c.requant_mode == "floor4"
+    if floor4:
+        s_w, s_idx, k4 = floor4_scales(E, s_idx)
+        s_row = np.full(l.n, s_w)
+        mult, shift = np.ones(l.n, np.int64), np.full(l.n, 2 * k4, np.int64)
+    else:
+        s_row = _row_scales(l.rows, E, l.n)
+        mult, shift = requant_params(s_row / s_idx, c.requant_mult_bits, where)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        wq = _to_int(E / s_row[l.rows], "weight", where)
+        bias = _to_int(l.bias / s_row, "bias", where)
+    if np.any(np.abs(bias) >= 2 ** (c.accumulator_bits - 1)):
+        raise QuantizationError(f"{where}: a bias quantises beyond the {c.accumulator_bits}-bit accumulator "
+                                "(core.accumulator_bits); recalibrate or rescale the layer")
+    # entry e stands for index i (two's complement order); a floored index covers [i, i+1) steps, a rounded one
+    # [i - 1/2, i + 1/2): the table holds f at the middle
+    e = np.arange(2 ** I)
+    i = np.where(e < half, e, e - 2 ** I)
+    mid = 0.5 if (floor4 and np.any(shift > 0)) else 0.0
+    y = f((i + mid) * s_idx) / out_q.scale
+    table = np.clip(np.round(y), out_q.lo, out_q.hi).astype(np.int64)
+    cparam = np.zeros(len(get_model("lut").core_params), np.int64)
+    cparam[0], cparam[1] = int(floor4), I
+    words = pack_table(table)
+    cparam[ENTRY0:ENTRY0 + words.size] = words
+    # the error against float over the calibrated input range, at the values the accumulator can hold (its step is
+    # the weight scale), else on a fine grid: the table is a step function
+    step = float(s_row.min()) if l.n else 1.0
+    a0, a1 = math.ceil(r_pre.lo / step - _EPS), math.floor(r_pre.hi / step + _EPS)
+    x = np.arange(a0, a1 + 1) * step if 0 <= a1 - a0 <= 200_000 else np.linspace(r_pre.lo, r_pre.hi, 200_001)
+    idx = np.clip(np.floor(x / s_idx) if mid else np.floor(x / s_idx + 0.5), -half, half - 1).astype(np.int64)
+    chip_y = table[idx & (2 ** I - 1)] * out_q.scale
+    err = float(np.abs(chip_y - f(x)).max())
+    w_err = np.abs(wq * s_row[l.rows] - E)
+    in_lo, in_hi = int(np.floor(r_pre.lo / s_idx)), int(np.ceil(r_pre.hi / s_idx))
+    used = np.arange(max(in_lo, -half), min(in_hi, half - 1) + 1)
+    exact = bool(np.all(_is_int(f(used * s_idx) / out_q.scale)))
+    lossless = bool(np.all(w_err <= _EPS * np.maximum(1, np.abs(E))) and np.all(s_row == 1.0) and s_idx == 1.0
+                    and out_q.scale == 1.0 and np.all(_is_int(l.bias)) and exact and mid == 0.0)
+    rep = {"lossless": lossless, "out_scale": out_q.scale, "lut_fn": l.attrs["fn"], "lut_index_bits": I,
+           "lut_index_scale": s_idx, "lut_err_max": err, "requant_mode": c.requant_mode,
+           "weight_rel_err": float(w_err.max() / max(np.abs(E).max(), 1e-30)) if E.size else 0.0,
+           **requant_report(s_row, s_idx, mult, shift, floor4)}
+    return (wq, bias, out_q.lo, out_q.hi, _w_bits(wq, chip), lossless, np.stack([mult, shift], axis=1).astype(np.int64),
+            cparam, rep)
+
+
 def _is_int(a: np.ndarray) -> np.ndarray:
     return np.abs(a - np.round(a)) <= _EPS * np.maximum(1.0, np.abs(a))
 
@@ -345,12 +443,20 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
             tq[l.out] = TQ(q_in.scale, q_in.lo if not l.relu else max(0, q_in.lo), q_in.hi, 8, "value")
             wq, bias, lo, hi = np.ones_like(l.rows, dtype=np.int64), np.zeros(l.n, np.int64), tq[l.out].lo, tq[l.out].hi
             w_bits, lossless = _w_bits(np.ones(1, np.int64), chip), True
-            k, cparam, state_init = 1.0, np.zeros(0, np.int64), np.zeros((l.n, 0), np.int64)
+            k, cparam, state_init = 1.0, np.zeros(1, np.int64), np.zeros((l.n, 0), np.int64)  # floor 0 (shift 0)
             nparam = np.stack([np.ones(l.n, np.int64), np.zeros(l.n, np.int64)], axis=1)  # multiplier 1, shift 0
             rep.update(lossless=True, weight_rel_err=0.0, out_scale=tq[l.out].scale)
         elif l.soma == "ann":
             E = l.vals * s_in[l.cols]
-            s_row = _row_scales(l.rows, E, l.n)
+            nn = l.relu or (in_nonneg and l.op in ("avgpool", "add") and bool(np.all(l.vals >= 0)))
+            out_q = _act_tq(ranges.get(l.out), nn, l.out, l.where(), c.activation_bits)
+            floor4 = c.requant_mode == "floor4"
+            if floor4:  # one weight scale per layer and an output scale of weight scale x 4^k (docs/numerics.md)
+                s_layer, out_scale, k4 = floor4_scales(E, out_q.scale)
+                s_row = np.full(l.n, s_layer)
+                out_q = TQ(out_scale, out_q.lo, out_q.hi, out_q.bits, out_q.kind)
+            else:
+                s_row = _row_scales(l.rows, E, l.n)
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 wq = _to_int(E / s_row[l.rows], "weight", l.where())
                 bias = _to_int(l.bias / s_row, "bias", l.where())
@@ -359,20 +465,28 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
                 raise QuantizationError(f"{l.where()}: bias of neuron {k} quantises to {int(bias[k])}, beyond the "
                                         f"{c.accumulator_bits}-bit accumulator (core.accumulator_bits); recalibrate "
                                         "or rescale the layer")
-            nn = l.relu or (in_nonneg and l.op in ("avgpool", "add") and bool(np.all(l.vals >= 0)))
-            out_q = _act_tq(ranges.get(l.out), nn, l.out, l.where(), c.activation_bits)
             tq[l.out] = out_q
             if nn:
                 nonneg.add(l.out)
-            mult, shift = requant_params(s_row / out_q.scale, c.requant_mult_bits, l.where())
+            if floor4:
+                mult, shift = np.ones(l.n, np.int64), np.full(l.n, 2 * k4, np.int64)
+            else:
+                mult, shift = requant_params(s_row / out_q.scale, c.requant_mult_bits, l.where())
             err = np.abs(wq * s_row[l.rows] - E)
             lossless = bool(np.all(err <= _EPS * np.maximum(1, np.abs(E))) and np.all(s_row == 1.0)
                             and out_q.scale == 1.0 and np.all(_is_int(l.bias)))
             lo, hi, w_bits = out_q.lo, out_q.hi, _w_bits(wq, chip)
-            k, cparam, state_init = 1.0, np.zeros(0, np.int64), np.zeros((l.n, 0), np.int64)
+            k, cparam, state_init = 1.0, np.array([int(floor4)], np.int64), np.zeros((l.n, 0), np.int64)
             nparam = np.stack([mult, shift], axis=1).astype(np.int64)
+            rep.update(requant_mode=c.requant_mode, **requant_report(s_row, out_q.scale, mult, shift, floor4))
             rep.update(lossless=lossless, weight_rel_err=float(err.max() / max(np.abs(E).max(), 1e-30)) if E.size else 0.0,
                        out_scale=out_q.scale, weight_scale_min=float(s_row.min()), weight_scale_max=float(s_row.max()))
+        elif l.soma == "lut":
+            wq, bias, lo, hi, w_bits, lossless, nparam, cparam, lut_rep = _quantize_lut(l, s_in, ranges, chip, tq)
+            if lo >= 0:
+                nonneg.add(l.out)
+            k, state_init = 1.0, np.zeros((l.n, 0), np.int64)
+            rep.update(lut_rep)
         elif l.model.quantize is not None:  # the LIF family: a membrane scale k for weights and parameters
             m, a = l.model, l.attrs
             if m.spike_input:

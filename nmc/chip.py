@@ -55,6 +55,13 @@ class CoreSpec:
     router_entry_bytes: int  #: SRAM bytes one routing-table entry costs
     axon_bandwidth_bytes_per_cycle: int  #: bytes the axon reads from its buffer per cycle
     weight_bandwidth_bytes_per_cycle: int  #: weight bytes the dendrite can read from SRAM per cycle (a bound on the MACs)
+    #: how the ANN soma turns the accumulator into an activation (docs/numerics.md, "ANN soma"): "round"
+    #: (multiply by m < 2^requant_mult_bits, shift right, round half up), "floor4" (divide by a power of 4 and
+    #: floor: TianjicX), "lut" (the "round" requantiser gives the index of a look-up table: Tianjic)
+    requant_mode: str = "round"
+    lut_index_bits: int = 0  #: index width of the soma's activation look-up table (0: the chip has none)
+    lut_entry_bits: int = 8  #: width of one look-up table entry
+    refractory_bits: int = 4  #: width of a neuron's refractory counter (lif_tx)
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,7 @@ class EnergySpec:
     hop_pj: float  #: one packet crossing one router-to-router link inside a chip
     chip_crossing_pj: float  #: one packet crossing a chip-to-chip link (instead of hop_pj)
     static_power_per_core_w: float  #: leakage/clock power of one core, paid for every core of every powered chip
+    lut_read_pj: float = 0.0  #: one read of the soma's activation look-up table
 
 
 @dataclass(frozen=True)
@@ -187,6 +195,8 @@ _SECTIONS = {"core": CoreSpec, "timing": TimingSpec, "noc": NocSpec, "energy": E
 _TOP = {"name": str, "description": str, "clock_hz": float, "cores_x": int, "cores_y": int}
 _SPIKE_ENCODINGS = ("aer", "bitmap")
 _SPIKE_TIMINGS = ("event", "dense")
+#: ANN requantisation modes (core.requant_mode)
+REQUANT_MODES = ("round", "floor4", "lut")
 
 
 def _coerce(origin: str, where: str, value: Any, typ: Any) -> Any:
@@ -237,10 +247,11 @@ def _section(origin: str, name: str, cls: type, data: Any) -> Any:
     if unknown:
         raise ChipSpecError(f"{origin}: section [{name}] has unknown field(s) {unknown}; "
                             f"known fields: {sorted(known)}")
-    missing = sorted(set(known) - set(data))
+    optional = {f.name for f in fields(cls) if f.default is not dataclasses.MISSING}
+    missing = sorted(set(known) - set(data) - optional)
     if missing:
         raise ChipSpecError(f"{origin}: section [{name}] is missing field(s) {missing}")
-    kwargs = {k: _coerce(origin, f"{name}.{k}", data[k], t) for k, t in known.items()}
+    kwargs = {k: _coerce(origin, f"{name}.{k}", data[k], t) for k, t in known.items() if k in data}
     if cls is TimingSpec:
         kwargs["soma_model_cycles"] = extra
     return cls(**kwargs)
@@ -314,6 +325,17 @@ def _check_sane(spec: ChipSpec, origin: str) -> None:
         raise ChipSpecError(f"{origin}: core.beta_shift is {c.beta_shift}; supported range is 1..16")
     if not 8 <= c.requant_mult_bits <= 24:
         raise ChipSpecError(f"{origin}: core.requant_mult_bits is {c.requant_mult_bits}; supported range is 8..24")
+    if c.requant_mode not in REQUANT_MODES:
+        raise ChipSpecError(f"{origin}: core.requant_mode is {c.requant_mode!r}; choose one of {list(REQUANT_MODES)}")
+    if c.requant_mode == "lut" and c.lut_index_bits == 0:
+        raise ChipSpecError(f"{origin}: core.requant_mode is 'lut' but core.lut_index_bits is 0 (no look-up table); "
+                            "give the table's index width")
+    if c.lut_index_bits > 8 or c.lut_entry_bits != c.activation_bits:
+        raise ChipSpecError(f"{origin}: core.lut_index_bits {c.lut_index_bits} / lut_entry_bits {c.lut_entry_bits}: "
+                            f"nmc models tables of at most 8 index bits whose entries are activations "
+                            f"({c.activation_bits} bits)")
+    if not 1 <= c.refractory_bits <= 16:
+        raise ChipSpecError(f"{origin}: core.refractory_bits is {c.refractory_bits}; supported range is 1..16")
     bad = [b for b in c.weight_bits if b not in (1, 2, 8)]
     if bad or 8 not in c.weight_bits:
         raise ChipSpecError(f"{origin}: core.weight_bits is {list(c.weight_bits)}; allowed values are 1, 2, 8 "

@@ -124,6 +124,25 @@ def cmd_profile(a: argparse.Namespace) -> int:
     return 0
 
 
+
+def _differs(q: dict) -> str:
+    """Where a layer's chip arithmetic differs from float, from its quantisation report (docs/numerics.md)."""
+    parts = []
+    if q.get("weight_rel_err"):
+        parts.append(f"weights {q['weight_rel_err']:.1%}")
+    if "requant_rounding" in q and not q.get("lossless"):
+        parts.append(f"requant {q['requant_rounding']} ({q['requant_mode']})")
+    if "lut_err_max" in q:
+        parts.append(f"{q['lut_fn']} table err <= {q['lut_err_max']:.3g}")
+    for k in ("beta", "alpha", "rho"):
+        if k in q and q.get(f"{k}_chip") != q[k]:
+            parts.append(f"{k} {q[k]:g} -> {q[f'{k}_chip']:g}")
+        elif q.get(f"{k}_max_err"):
+            parts.append(f"{k} err <= {q[f'{k}_max_err']:.3g}")
+        if q.get(k) not in (None, 0.0, 1.0) and not q.get("lossless"):
+            parts.append(f"{k} decay floors")
+    return ", ".join(parts) or "-"
+
 def format_info(cm) -> str:
     cs = cm.cores
     chip = cm.chip
@@ -144,10 +163,12 @@ def format_info(cm) -> str:
     for e in cm.meta.get("host_encoders") or []:  # spike encoders the host runs (docs/onnx_convention.md)
         attrs = ", ".join(f"{k}={v}" for k, v in e["attrs"].items())
         L.insert(-1, f"host encoder {e['op']}({attrs}): input '{e['input']}' -> spikes '{e['output']}' every step")
-    L.append(f"{'layer':<16}{'op':<18}{'stage':<9}{'neurons':>8}{'cores':>6}{'split':>6}{'w_bits':>7}{'lossless':>9}")
+    L.append(f"{'layer':<16}{'op':<18}{'stage':<9}{'neurons':>8}{'cores':>6}{'split':>6}{'w_bits':>7}{'lossless':>9}"
+             "  chip vs float")
     for l in cm.meta["layers"]:
         L.append(f"{l['name'][:15]:<16}{l['op'][:17]:<18}{l['stage']:<9}{l['neurons']:>8}{len(l['cores']):>6}"
-                 f"{'yes' if l['split'] else 'no':>6}{l['w_bits']:>7}{'yes' if l['quant'].get('lossless') else 'no':>9}")
+                 f"{'yes' if l['split'] else 'no':>6}{l['w_bits']:>7}{'yes' if l['quant'].get('lossless') else 'no':>9}"
+                 f"  {_differs(l['quant'])}")
     L.append("")
     L.append(f"{'core':>5} {'(x,y)':<9}{'layer':<16}{'soma':<15}{'stage/ph':<10}{'neurons':>12}{'axons':>12}"
              f"{'memory B':>16}")

@@ -30,6 +30,8 @@ avgpool    x -> y                      kernel, strides, pads, count_include_pad 
 reshape    x -> y                      shape (output shape, batch excluded)
 batchnorm  x -> y                      params scale [C], bias [C]: y = x*scale + bias per channel
 identity   x -> y                      -
+lut        x -> y                      fn (sigmoid, tanh, hardsigmoid, leakyrelu, clip), alpha, beta,
+                                       min, max: an activation the soma's look-up table computes
 ========== =========================== ========================================================
 
 Neuron ops come from the neuron models (:mod:`nmc.neurons`): ``lif`` (x, v -> s, v'),
@@ -64,6 +66,7 @@ OPS: dict[str, tuple[int, int]] = {
     "reshape": (1, 1),
     "batchnorm": (1, 1),
     "identity": (1, 1),
+    "lut": (1, 1),
 }
 # neuron ops (lif, spike_count, cubalif, lif_refractory, ...): declared with their model (nmc.neurons)
 OPS.update({m.ir_op: (len(m.ir_inputs), len(m.onnx.outputs)) for m in MODELS.values() if m.onnx is not None})

@@ -37,22 +37,25 @@ class CoreUsage:
     neuron_bytes: int
     axon_bytes: int
     router_bytes: int
+    table_bytes: int = 0  #: the soma's activation look-up table (model ``lut``)
 
     @property
     def total(self) -> int:
-        return self.weight_bytes + self.neuron_bytes + self.axon_bytes + self.router_bytes
+        return self.weight_bytes + self.neuron_bytes + self.axon_bytes + self.router_bytes + self.table_bytes
 
 
 def core_usage(chip: ChipSpec, n_axons: int, n_neurons: int, w_bits: int, model: str, in_bytes: int,
                has_bias: bool = True, router_entries: int = 0) -> CoreUsage:
     """SRAM a core needs: dense weight block (axon rows, each ``ceil(n_neurons * w_bits / 8)`` bytes),
-    per-neuron parameters and state (of neuron model ``model``), the axon buffer, and its routing table."""
+    per-neuron parameters and state (of neuron model ``model``), the axon buffer, its routing table and its soma's
+    look-up table, if any."""
     row = bytes_of_bits(n_neurons * w_bits)
     return CoreUsage(
         weight_bytes=n_axons * row,
         neuron_bytes=n_neurons * neuron_bytes(chip, model, has_bias),
         axon_bytes=n_axons * in_bytes,
         router_bytes=router_entries * chip.core.router_entry_bytes,
+        table_bytes=get_model(model).table_bytes(chip.core),
     )
 
 

@@ -6,7 +6,8 @@ axon, spike-input cores fed only spikes, dataflow-ordered phases, delayed routes
 cores, output taps of every stage, routing tables derived from the routes and taps
 (:func:`route_table_arrays`), meta dicts as the ``CoreMap`` docstring describes.
 
-Coverage: ANN cores (mac, requantisation with shift 0 and > 0, ReLU / signed / narrow clamps),
+Coverage: ANN cores (mac, requantisation with shift 0 and > 0, rounding half up and floor,
+look-up table somas, ReLU / signed / narrow clamps),
 LIF cores (all reset modes, spike_ge 0/1, reset_delay 0/1, leaky and non-leaky ``bm``, membranes near
 saturation), CubaLIF and LIF-refractory cores (every neuron model of ``nmc.neurons``), count cores, partial cores feeding merge cores, max dendrites, spike-input cores,
 delayed (recurrent) routes, static/step/readout stages with several phases, static and step
@@ -19,6 +20,7 @@ import numpy as np
 from nmc.chip import load_chip
 from nmc.coremap import CoreMap, widths
 from nmc.neurons import MODELS
+from nmc.neurons.lut import pack_table
 
 __all__ = ["random_coremap", "random_inputs", "route_table_arrays", "build_coremap", "SHAPES", "SPIKING", "HAND",
            "hand_chip"]
@@ -39,7 +41,8 @@ def _draw(rng, p, core) -> int:
     lo, hi = p.lo(core), p.hi(core)
     if p.name.endswith("_mult"):
         return hi if rng.random() < 0.3 else int(rng.integers(lo, hi + 1))
-    return int(rng.integers(max(lo, -3), min(hi, lo + 4) + 1))
+    a = max(lo, -3)
+    return int(rng.integers(a, min(hi, a + 4) + 1))
 
 
 def _chip(rng, shape, encoding):
@@ -106,9 +109,9 @@ def random_coremap(seed: int, shape: str = "mixed", *, encoding: str | None = No
         n_ph = [int(rng.integers(0, 2)), 1, int(rng.integers(0, 2))]
     else:
         n_ph = [int(rng.integers(0, 3)), int(rng.integers(1, 4)), int(rng.integers(0, 3))]
-    kinds_by_stage = {0: ["ann", "ann", "partial", "ann_max", "lif"],
-                      1: ["lif", "lif", "ann", "count", "partial", "ann_max", *SPIKING, *WORD_OUT],
-                      2: ["ann", "count", "partial", "ann_max"]}
+    kinds_by_stage = {0: ["ann", "ann", "partial", "ann_max", "lif", "lut"],
+                      1: ["lif", "lif", "ann", "count", "partial", "ann_max", "lut", *SPIKING, *WORD_OUT],
+                      2: ["ann", "count", "partial", "ann_max", "lut"]}
     if shape == "snn":
         kinds_by_stage[1] = ["lif", "lif", "count", *SPIKING, *WORD_OUT]
     cores = []  # dicts
@@ -134,7 +137,7 @@ def random_coremap(seed: int, shape: str = "mixed", *, encoding: str | None = No
         cd["dend"] = 1 if kind == "ann_max" else 0
         cd["model"] = MODELS["ann" if kind == "ann_max" else kind].code
         lo_a, hi_a = -(1 << (Acc - 1)), (1 << (Acc - 1)) - 1
-        if kind in ("ann", "ann_max"):
+        if kind in ("ann", "ann_max", "lut"):
             if rng.random() < 0.15:
                 cd["bits"], cd["lo"], cd["hi"] = 1, 0, 1  # an ANN layer that emits spikes
             else:
@@ -234,7 +237,7 @@ def random_coremap(seed: int, shape: str = "mixed", *, encoding: str | None = No
             sh[:] = 0
         elif rng.random() < 0.5:
             sh[rng.random(n) < 0.3] = 0
-        nparam.append(np.stack([mult, sh], axis=1) if kind in ("ann", "ann_max") else np.zeros((n, 0), np.int64))
+        nparam.append(np.stack([mult, sh], axis=1) if kind in ("ann", "ann_max", "lut") else np.zeros((n, 0), np.int64))
         thr, vr, vl = int(rng.integers(1, 400)), int(rng.integers(-30, 30)), int(rng.integers(-20, 20))
         bm = (1 << Bs) if rng.random() < 0.4 else int(rng.integers(0, 1 << Bs))
         mode, ge, rd = int(rng.integers(0, 3)), int(rng.integers(0, 2)), int(rng.integers(0, 2))
@@ -260,6 +263,14 @@ def random_coremap(seed: int, shape: str = "mixed", *, encoding: str | None = No
         elif kind == "count":
             cd["cparam"] = []
             st = [rng.integers(cd["lo"], min(cd["hi"], cd["lo"] + 3) + 1, n)]
+        elif kind in ("ann", "ann_max"):
+            cd["cparam"] = [int(rng.integers(0, 2))]  # the requantiser rounds half up or floors
+            st = []
+        elif kind == "lut":  # floor flag, the chip's index width, a random table in int8 / uint8
+            ib = core_c.lut_index_bits
+            table = pack_table(rng.integers(0, 256, 1 << ib))
+            cd["cparam"] = [int(rng.integers(0, 2)), ib, *table.tolist()]
+            st = []
         else:
             cd["cparam"] = []
             st = []
@@ -414,7 +425,8 @@ HAND = {"timing.core_overhead_cycles": 16, "core.axon_bandwidth_bytes_per_cycle"
         "core.accumulator_bits": 32, "noc.spike_encoding": "aer", "cores_x": 12, "cores_y": 13, "clock_hz": 300e6,
         "energy.mac_pj": 1.2, "energy.sop_pj": 1.2, "energy.neuron_update_pj": 1.0, "energy.spike_pj": 0.5,
         "energy.sram_read_byte_pj": 0.01, "energy.sram_write_byte_pj": 0.02, "energy.packet_pj": 2.0,
-        "energy.hop_pj": 1.0, "energy.chip_crossing_pj": 30.0, "energy.static_power_per_core_w": 1.0e-4}
+        "energy.hop_pj": 1.0, "energy.chip_crossing_pj": 30.0, "energy.static_power_per_core_w": 1.0e-4,
+        "core.requant_mode": "round", "energy.lut_read_pj": 0.01}
 
 
 def hand_chip(**extra):

@@ -20,7 +20,7 @@ The frontend, mapper and emulator pick it up by name.
 """
 from __future__ import annotations
 
-from . import alif, ann, count, cubalif, first_spike, li, lif, lif_refractory, lift, partial  # noqa: F401  (the built-in models register)
+from . import alif, ann, count, cubalif, first_spike, li, lif, lif_refractory, lif_tx, lif_tx_rand, lift, lut, partial  # noqa: F401  (the built-in models register)
 from .model import (MODELS, NeuronModel, Param, StateWord, by_code, by_ir_op, get_model, max_core_params,
                     max_neuron_params, max_state_words, register, soma_cycles)
 

@@ -69,6 +69,10 @@ class NeuronModel:
     #: the synapse of a dense/conv/add before the op fuses into its layer (default: spiking models do)
     fuse_synapse: bool | None = None
     spike_input: bool = False  #: its synaptic input must be spikes (a decoder such as SpikeCount)
+    #: whether an update reads the soma's activation look-up table on this chip (event ``lut_read``, one per neuron)
+    reads_lut: Callable[[CoreSpec], bool] = lambda c: False
+    #: SRAM bytes of a per-core table the soma keeps (the ``lut`` soma's activation table)
+    table_bytes: Callable[[CoreSpec], int] = lambda c: 0
 
     @property
     def ir_op(self) -> str:

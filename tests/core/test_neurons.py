@@ -139,6 +139,113 @@ def test_first_spike_time_hand_trace():
     assert out == [-1] * 6  # never spiked: -1
 
 
+def test_lif_tx_hand_trace_integrate_fire_reset_then_leak():
+    # TianjicX order (BiMap prim_08): integrate (unless refractory), fire on u > th, reset, then leak
+    # V <- floor(V * 192 / 256) - 1, floor at -3; threshold 5, reset mode 2 (subtract dv = 2), refractory 1
+    #   t  acc  r   u              s   w       v' = max(floor(0.75 w) - 1, -3)   r'
+    #   1   4   0   0 + 4 = 4      0   4       3 - 1 = 2                         0
+    #   2   4   0   2 + 4 = 6      1   6-2=4   3 - 1 = 2                         1
+    #   3   4   1   2 (ignored)    0   2       floor(1.5) - 1 = 0                0
+    #   4   0   0   0              0   0       0 - 1 = -1                        0
+    #   5  -20  0   -1 - 20 = -21  0   -21     floor(-15.75) - 1 = -17 -> -3     0
+    #   6   0   0   -3             0   -3      floor(-2.25) - 1 = -4 -> -3       0
+    tx = MODELS["lif_tx"]
+    cp = params(tx, threshold=5, v_reset=0, dv=2, leak=-1, beta_mult=192, v_min=-3, reset_mode=2, refractory=1)
+    s, st = trace(tx, [4, 4, 4, 0, -20, 0], cp)
+    assert s == [0, 1, 0, 0, 0, 0]
+    assert [x[0] for x in st] == [2, 2, 0, -1, -3, -3]
+    assert [x[1] for x in st] == [0, 1, 0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("mode, spikes, v", [(0, [1, 0], [-2, 3]),   # to v_reset = -2; then 3 is not > 3
+                                             (1, [1, 1], [2, 4]),    # 5 - 3 = 2; 2 + 5 = 7 > 3, 7 - 3 = 4
+                                             (2, [1, 1], [4, 8]),    # 5 - dv 1 = 4; 9 - 1 = 8
+                                             (3, [1, 1], [5, 10])])  # none: the membrane keeps climbing
+def test_lif_tx_reset_modes_are_numbered_as_the_chip_numbers_them(mode, spikes, v):
+    tx = MODELS["lif_tx"]
+    lo = -(1 << (CORE.membrane_bits - 1))
+    cp = params(tx, threshold=3, v_reset=-2, dv=1, leak=0, beta_mult=256, v_min=lo, reset_mode=mode, refractory=0)
+    s, st = trace(tx, [5, 5], cp)
+    assert s == spikes and [x[0] for x in st] == v
+
+
+def test_lif_tx_floor_raises_the_threshold_and_the_membrane_saturates_at_28_bits():
+    tx = MODELS["lif_tx"]
+    # threshold -5 under a floor of 2: the neuron fires on u > 2 (BiMap: Vth = max(Vth, VL))
+    cp = params(tx, threshold=-5, v_reset=0, dv=0, leak=0, beta_mult=256, v_min=2, reset_mode=3, refractory=0)
+    s, st = trace(tx, [0, 1], cp)
+    assert s == [0, 1] and [x[0] for x in st] == [2, 3]  # the floor lifts 0 to 2 at step 1; 2 + 1 = 3 > 2
+    top = (1 << 27) - 1  # 28-bit membrane: 2^27 - 1 = 134217727
+    cp = params(tx, threshold=top, v_reset=0, dv=0, leak=5, beta_mult=256, v_min=-(1 << 27), reset_mode=3, refractory=0)
+    s, st = trace(tx, [100], cp, init=[top - 10, 0])
+    assert s == [0] and st[0][0] == top  # sat(top + 90) = top; not > top; leak +5 saturates again
+
+
+@pytest.mark.parametrize("floor, want", [
+    # floor (TianjicX): 9/4 = 2.25 -> 2; -5/4 = -1.25 -> -2 (entry 256 - 2 = 254); 1000/4 = 250 -> 127; -1000/4 -> -128
+    (1, [2 - 128, 254 - 128, 127 - 128, 128 - 128]),
+    # round half up: (9 + 2) >> 2 = 2; (-5 + 2) >> 2 = -1 (entry 255); the same clamps
+    (0, [2 - 128, 255 - 128, 127 - 128, 128 - 128]),
+])
+def test_lut_soma_indexes_its_table_as_the_chip(floor, want):
+    """Index = clamp(requant(acc), -128, 127) of an 8-bit table; negative indices wrap to 256 + index (BiMap
+    prim_07); the table here holds entry e at position e: lut[e] = e - 128."""
+    from nmc.neurons.lut import pack_table
+    lut = MODELS["lut"]
+    cp = np.zeros(len(lut.core_params), np.int64)
+    cp[0], cp[1] = floor, CORE.lut_index_bits
+    assert CORE.lut_index_bits == 8
+    cp[2:2 + 64] = pack_table(np.arange(256) - 128)  # bytes 0x80, 0x81, ..., four to a word
+    assert cp[2] == 0x83828180  # entries 0..3 = -128..-125: bytes 0x80..0x83, entry 0 lowest
+    acc = np.array([9, -5, 1000, -1000], np.int64)
+    nparam = np.tile([1, 2], (4, 1)).astype(np.int64)  # multiplier 1, shift 2: divide by 4
+    out_ref = lut.ref_step(acc.copy(), np.zeros((4, 0), np.int64), nparam, cp, -128, 127, CORE)
+    out_nb = np.zeros(4, np.int64)
+    lut.nb_step(0, 4, acc.copy(), np.zeros((4, 0), np.int64), nparam, cp, -128, 127, CORE.membrane_bits,
+                CORE.beta_shift, out_nb)
+    assert out_ref.tolist() == out_nb.tolist() == want
+    # with an unsigned output range the bytes read as uint8: entry 2 is byte 0x82 = 130 (int8: -126)
+    assert lut.ref_step(acc[:1].copy(), np.zeros((1, 0), np.int64), nparam[:1], cp, 0, 255, CORE).tolist() == [130]
+
+
+def test_ann_floor_requantiser_hand_values():
+    ann = MODELS["ann"]
+    nparam = np.array([[3, 2], [3, 2], [1, 0]], np.int64)  # y = floor(acc * 3 / 4)
+    out = ann.ref_step(np.array([5, -5, 300], np.int64), np.zeros((3, 0), np.int64), nparam, np.array([1], np.int64),
+                       -128, 127, CORE)
+    assert out.tolist() == [3, -4, 127]  # 15/4 = 3.75 -> 3; -15/4 = -3.75 -> -4; clamp
+
+
+def test_lfsr_first_outputs_and_threshold_noise_by_hand():
+    """BiMap prim_08's LFSR (taps 0, 1, 2, 3, 5, 7 into bit 31) from 0xACE1, by hand:
+    0xACE1: bits 0,1,2,3,5,7 = 1,0,0,0,1,1 -> 1: q1 = 0x80000000 | 0x5670 = 0x80005670 (signed -2147461520);
+    0x70:   bits 0,1,2,3,5,7 = 0,0,0,0,1,0 -> 1: q2 = 0x80000000 | 0x40002B38 = 0xC0002B38 (-1073730760);
+    0x38:   bits 0,1,2,3,5,7 = 0,0,0,1,1,0 -> 0: q3 = 0x6000159C (1610618268).
+    Noise with VM = 0xFF: negative o -> -((-o - 1) & 0xFF): 0x7FFFA98F & 0xFF = 0x8F -> -143; 0x3FFFD4C7 -> -199;
+    positive: 0x9C = 156."""
+    from nmc.neurons.lif_tx_rand import lfsr_next, lfsr_noise, lfsr_seeds
+    q1 = lfsr_next(0xACE1)
+    q2 = lfsr_next(q1)
+    q3 = lfsr_next(q2)
+    assert (q1, q2, q3) == (0x80005670, 0xC0002B38, 0x6000159C)
+    assert lfsr_noise(np.array([q1, q2, q3]), 8).tolist() == [-143, -199, 156]
+    assert lfsr_noise(np.array([q1, q2, q3]), 0).tolist() == [0, 0, 0]
+    # seeds: MurmurHash3's fmix32(seed + i * 0x9E3779B9); fmix32(1) = 0x514E28B7, fmix32(0) = 0 -> 1
+    qh, ql = lfsr_seeds(1, 1)
+    assert (qh[0], ql[0]) == (0x514E, 0x28B7)
+    qh, ql = lfsr_seeds(0, 1)
+    assert (qh[0], ql[0]) == (0, 1)
+    # the neuron: threshold 200 + noise = 57, 1, 356; input 100 per step, IF, no reset: u = 100, 200, 300
+    rnd = MODELS["lif_tx_rand"]
+    lo = -(1 << (CORE.membrane_bits - 1))
+    cp = params(rnd, threshold=200, v_reset=0, dv=0, leak=0, beta_mult=256, v_min=lo, reset_mode=3, refractory=0,
+                rand_bits=8)
+    s, st = trace(rnd, [100, 100, 100], cp, init=[0, 0, 0, 0xACE1])
+    assert s == [1, 1, 0]
+    assert [x[0] for x in st] == [100, 200, 300]
+    assert st[-1][2:] == [0x6000, 0x159C]
+
+
 def test_count_and_ann_hand_values():
     s, st = trace(MODELS["count"], [1, 1, 0, 1], np.zeros(0, np.int64), lo=0, hi=2)
     assert s == [1, 2, 2, 2] and st[-1] == [2]  # saturates at hi
@@ -183,6 +290,14 @@ def _ort_step(schema, attrs, feeds):
 
 
 CASES = {
+    "LIFTXRand": [dict(beta=b, threshold=th, reset_mode=m, v_reset=-0.25, dv=0.5, leak=0.0, floor=fl, v_min=-0.5,
+                       refractory=1, rand_bits=rb)
+                  for b in (0.75, 1.0) for th in (1.0, 3.0) for m in ("zero", "subtract", "dv", "none")
+                  for fl in (0, 1) for rb in (0, 1, 3)],
+    "LIFTX": [dict(beta=b, threshold=th, reset_mode=m, v_reset=-0.25, dv=0.5, leak=lk, floor=fl, v_min=-0.5,
+                   refractory=r)
+              for b in (0.75, 1.0) for th in (1.0, -1.0) for m in ("zero", "subtract", "dv", "none")
+              for lk in (0.0, -0.125) for fl in (0, 1) for r in (0, 2)],
     "ALIF": [dict(beta=b, threshold=1.0, reset_mode=m, v_reset=-0.25, v_leak=0.125, spike_ge=ge, rho=r, adapt=0.5)
              for b in (0.75, 1.0) for m in ("subtract", "zero", "none") for ge in (0, 1) for r in (0.0, 0.5)],
     "CubaLIF": [dict(alpha=a, beta=b, threshold=1.0, reset_mode=m, v_reset=-0.5, spike_ge=ge)
@@ -204,6 +319,9 @@ def test_function_body_equals_float_step(op):
     feeds = {p: np.concatenate([rng.normal(size=n - 4), [1.0, 0.5, 0.0, 1.0]]).astype(np.float32) for p in schema.inputs}
     if "r" in feeds:
         feeds["r"] = rng.integers(0, 3, size=n).astype(np.float32)
+    for p in ("qh", "ql"):  # an LFSR register's halves: 16-bit integers
+        if p in feeds:
+            feeds[p] = rng.integers(0, 1 << 16, size=n).astype(np.float32)
     for attrs in CASES[op]:
         got = _ort_step(schema, attrs, feeds)
         a64 = {**schema.defaults(), **{k: (float(np.float32(v)) if isinstance(v, float) else v) for k, v in attrs.items()}}

@@ -139,7 +139,7 @@ def test_price_run_and_report_of_one_core_by_hand():
     pj = 1e-12
     # dynamic: 800 x 1.2 + 20 x 1.0 + 840 x 0.01 + 20 x 0.02 + 8 x 2.0 + 8 x 1.0 + 8 x 30.0 = 1252.8 pJ
     by_event = {"mac": 960.0, "sop": 0.0, "neuron_update": 20.0, "spike": 0.0, "sram_read_bytes": 8.4,
-                "sram_write_bytes": 0.4, "packet": 16.0, "hop": 8.0, "chip_crossing": 240.0}
+                "sram_write_bytes": 0.4, "packet": 16.0, "hop": 8.0, "chip_crossing": 240.0, "lut_read": 0.0}
     # 183 cycles / 300 MHz = 0.61 us; static 1e-4 W x 0.61 us = 61 pJ per core: 1 core of the map, 155 idle
     lat_s, used, idle, dyn = 0.61e-6, 61.0, 155 * 61.0, 1252.8
     pr = price_run(cm, res.result)
@@ -163,7 +163,7 @@ def test_price_run_and_report_of_one_core_by_hand():
     assert eb["static_idle_j"] == pytest.approx(idle * pj, rel=1e-12)
     assert {k: round(v / pj, 9) for k, v in eb["by_event_j"].items()} == by_event
     assert rep["events"] == {"mac": 800, "sop": 0, "neuron_update": 20, "spike": 0, "sram_read_bytes": 840,
-                             "sram_write_bytes": 20, "packet": 8, "hop": 8, "chip_crossing": 8}
+                             "sram_write_bytes": 20, "packet": 8, "hop": 8, "chip_crossing": 8, "lut_read": 0}
     (layer,), (core,) = rep["layers"], rep["cores"]
     assert layer["energy_j"] == pytest.approx((dyn + used) * pj, rel=1e-12)
     assert layer["dynamic_j"] == pytest.approx(dyn * pj, rel=1e-12)

@@ -300,7 +300,7 @@ def test_cycles_of_one_ann_core_by_hand(chip):
     ev = dict(zip(EVENT_KINDS, r.events[0, 0].tolist()))
     assert ev == {"mac": 800, "sop": 0, "neuron_update": 20, "spike": 0,
                   "sram_read_bytes": 40 * 20 + 40 + 0, "sram_write_bytes": 20, "packet": 8, "hop": 8,
-                  "chip_crossing": 8}
+                  "chip_crossing": 8, "lut_read": 0}
 
 
 def test_cycles_of_one_spiking_core_by_hand(chip):
@@ -318,7 +318,7 @@ def test_cycles_of_one_spiking_core_by_hand(chip):
     ev = dict(zip(EVENT_KINDS, r.events[0, 0].tolist()))
     assert ev == {"mac": 0, "sop": 140, "neuron_update": 20, "spike": 20,  # u = 7 >= 5: all fire
                   "sram_read_bytes": 7 * 20 + 40 + 20 * 4, "sram_write_bytes": 20 * 4 + 20 * 1,
-                  "packet": 5, "hop": 5, "chip_crossing": 5}
+                  "packet": 5, "hop": 5, "chip_crossing": 5, "lut_read": 0}
 
 
 def test_cycles_of_the_three_stages_by_hand(chip):
@@ -348,11 +348,11 @@ def test_cycles_of_the_three_stages_by_hand(chip):
     #         + 1 route packet (1 hop); core 1 the same compute 3 times, 3 route packets of 1 hop;
     #         core 2: 1 tap packet to the host (2 hops, the I/O crossing)
     assert ev[0] == {"mac": 1, "sop": 0, "neuron_update": 1, "spike": 0, "sram_read_bytes": 2,
-                     "sram_write_bytes": 1, "packet": 2, "hop": 1, "chip_crossing": 1}
+                     "sram_write_bytes": 1, "packet": 2, "hop": 1, "chip_crossing": 1, "lut_read": 0}
     assert ev[1] == {"mac": 3, "sop": 0, "neuron_update": 3, "spike": 0, "sram_read_bytes": 6,
-                     "sram_write_bytes": 3, "packet": 3, "hop": 3, "chip_crossing": 0}
+                     "sram_write_bytes": 3, "packet": 3, "hop": 3, "chip_crossing": 0, "lut_read": 0}
     assert ev[2] == {"mac": 1, "sop": 0, "neuron_update": 1, "spike": 0, "sram_read_bytes": 2,
-                     "sram_write_bytes": 1, "packet": 1, "hop": 2, "chip_crossing": 1}
+                     "sram_write_bytes": 1, "packet": 1, "hop": 2, "chip_crossing": 1, "lut_read": 0}
 
 
 @pytest.mark.parametrize("enc, bits, packets", [("aer", 1, 4), ("bitmap", 1, 1), ("aer", 8, 2), ("bitmap", 8, 2)])
@@ -378,20 +378,21 @@ def test_packet_counts(enc, bits, packets):
 # --------------------------------------------------------------------------- energy
 def test_price_known_vector(chip):
     e = np.arange(1, len(EVENT_KINDS) + 1, dtype=np.int64)
-    # 1*1.2 + 2*1.2 + 3*1.0 + 4*0.5 + 5*0.01 + 6*0.02 + 7*2.0 + 8*1.0 + 9*30.0 pJ
+    # 1*1.2 + 2*1.2 + 3*1.0 + 4*0.5 + 5*0.01 + 6*0.02 + 7*2.0 + 8*1.0 + 9*30.0 + 10*0.01 pJ
     joules = price(e, chip)
     assert joules.shape == e.shape
-    assert abs(joules.sum() - 300.77e-12) < 1e-24
+    assert abs(joules.sum() - 300.87e-12) < 1e-24
     assert abs(joules[EV["chip_crossing"]] - 270e-12) < 1e-24
     assert price(np.zeros((2, 3, len(EVENT_KINDS)), np.int64), chip).shape == (2, 3, len(EVENT_KINDS))
     assert abs(static_energy(chip, 156, 1e-3) - 1.56e-5) < 1e-18  # 1e-4 W * 156 cores * 1 ms
 
 
 def test_every_event_kind_is_priced_by_its_own_field():
-    # a distinct price per kind (1, 2, 4, ... 256 pJ) so that two fields swapped, or one kind priced with
+    # a distinct price per kind (1, 2, 4, ... 512 pJ) so that two fields swapped, or one kind priced with
     # another's field, shows (the HAND prices repeat: mac = sop = 1.2, neuron_update = hop = 1.0)
     pj = {"mac_pj": 1, "sop_pj": 2, "neuron_update_pj": 4, "spike_pj": 8, "sram_read_byte_pj": 16,
-          "sram_write_byte_pj": 32, "packet_pj": 64, "hop_pj": 128, "chip_crossing_pj": 256}
+          "sram_write_byte_pj": 32, "packet_pj": 64, "hop_pj": 128, "chip_crossing_pj": 256,
+          "lut_read_pj": 512}
     chip = hand_chip(**{f"energy.{k}": float(v) for k, v in pj.items()})
     e = np.zeros((2, len(EVENT_KINDS)), np.int64)
     e[0, EV["mac"]], e[0, EV["sram_read_bytes"]], e[1, EV["hop"]] = 3, 5, 7
@@ -404,7 +405,7 @@ def test_every_event_kind_is_priced_by_its_own_field():
     one = price(np.ones(len(EVENT_KINDS), np.int64), chip) / 1e-12
     assert {k: round(float(v), 9) for k, v in zip(EVENT_KINDS, one)} == {
         "mac": 1, "sop": 2, "neuron_update": 4, "spike": 8, "sram_read_bytes": 16, "sram_write_bytes": 32,
-        "packet": 64, "hop": 128, "chip_crossing": 256}
+        "packet": 64, "hop": 128, "chip_crossing": 256, "lut_read": 512}
 
 
 # --------------------------------------------------------------------------- errors

@@ -19,6 +19,8 @@ VARIANTS = {
     "CubaLIF": [dict(alpha=1.0, beta=1.0, threshold=4.0), dict(alpha=0.0, beta=0.0, threshold=2.0, reset_mode="zero")],
     "LIFT": [dict(threshold=np.arange(1.0, 11.0), reset_mode="zero", v_reset=np.arange(10) % 3 - 1.0, spike_ge=1),
              dict(threshold=2.0, reset_delay=1, beta=np.tile([0.0, 1.0], 5), v_leak=np.arange(10) % 2 * 1.0)],
+    "LIFTX": [dict(reset_mode="dv", dv=2.0, refractory=2, leak=-1.0, floor=1, v_min=-2.0),
+              dict(reset_mode="subtract", beta=0.0, leak=1.0), dict(reset_mode="none", floor=1, v_min=0.0, threshold=4.0)],
     "LIFRefractory": [dict(threshold=3.0, refractory=2), dict(threshold=2.0, refractory=3, reset_mode="subtract",
                                                                spike_ge=1, v_leak=0.0)],
 }
