@@ -8,6 +8,7 @@
 from .builder import ModelBuilder
 from .interpret import run_float
 from .onnx_import import fold_batchnorm, load_onnx
+from . import onnx_ops  # registers the converters of the ANN ops beyond the core set
 from .ort import run_onnxruntime
 
 __all__ = ["load_onnx", "ModelBuilder", "run_float", "run_onnxruntime", "fold_batchnorm"]

@@ -20,6 +20,10 @@ Op semantics (per sample, shapes without batch)::
     lut          the activation ``fn`` (see :data:`ACTIVATIONS`): sigmoid 1/(1+exp(-x)), tanh,
                  hardsigmoid max(0, min(1, alpha*x + beta)), leakyrelu x if x >= 0 else alpha*x,
                  clip min(max(x, min), max)
+    index        y.flat = concat(x1.flat, x2.flat, ...)[idx], 0 where idx = -1
+    softmax      exp(x - max) / sum(exp(x - max)) along ``axis`` (host op)
+    logsoftmax   x - max - log(sum(exp(x - max))) along ``axis`` (host op)
+    argmax       index of the first (or last, select_last_index) maximum along ``axis`` (host op)
     neuron ops   the model's ``float_step`` (nmc.neurons: lif, spike_count, cubalif, ...)
     encoders     poisson_encode, ttfs_encode: nmc.encoders (x and the step index nmc.t -> spikes)
 """
@@ -34,7 +38,7 @@ from nmc.ir import Graph, Node
 from nmc.encoders import ENCODERS, STEP_INDEX, step_index
 from nmc.neurons import MODELS
 
-__all__ = ["run_float", "OP_IMPLS", "conv2d", "pool2d", "ACTIVATIONS", "activation"]
+__all__ = ["run_float", "OP_IMPLS", "conv2d", "pool2d", "ACTIVATIONS", "activation", "host_op", "run_host_ops"]
 
 
 # ----------------------------------------------------------------- kernels
@@ -99,6 +103,48 @@ def _reshape(n: Node, x):
     return [x.reshape((x.shape[0], *n.attrs["shape"]))]
 
 
+def _index(n: Node, *xs):
+    B = xs[0].shape[0]
+    flat = np.concatenate([x.reshape(B, -1) for x in xs] + [np.zeros((B, 1))], axis=1)  # idx -1: the zero
+    return [flat[:, n.params["idx"].astype(np.int64)].reshape((B, *n.attrs["shape"]))]
+
+
+def _softmax(x: np.ndarray, axis: int, log: bool) -> np.ndarray:
+    z = x - x.max(axis=axis, keepdims=True)
+    lse = np.log(np.exp(z).sum(axis=axis, keepdims=True))
+    return z - lse if log else np.exp(z - lse)
+
+
+def _argmax(x: np.ndarray, axis: int, keepdims: int, last: int) -> np.ndarray:
+    if last:
+        k = x.shape[axis] - 1 - np.argmax(np.flip(x, axis=axis), axis=axis)
+    else:
+        k = np.argmax(x, axis=axis)
+    k = k.astype(np.float64)
+    return np.expand_dims(k, axis) if keepdims else k
+
+
+def host_op(op: str, attrs: dict, x: np.ndarray) -> np.ndarray:
+    """A host op (``nmc.ir.HOST_OPS``) on ``x`` of any leading axes (``[B, ...]`` or ``[T, B, ...]``): the axis
+    is counted from the end."""
+    if op in ("reshape", "identity"):  # keep the leading (batch, time) axes
+        return x.reshape(x.shape[:x.ndim - int(attrs["in_rank"])] + tuple(attrs["shape"]))
+    axis = int(attrs["axis"])
+    if op == "argmax":
+        return _argmax(x, axis, int(attrs.get("keepdims", 1)), int(attrs.get("select_last_index", 0)))
+    return _softmax(x, axis, op == "logsoftmax")
+
+
+def run_host_ops(spec: dict, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Apply the host ops of a core map (``meta["host"]``: ops in order, each ``op, input, output, attrs``) to the
+    chip's outputs; returns the model's outputs (those only the host ops read are dropped)."""
+    values = dict(outputs)
+    for h in spec["ops"]:
+        values[h["output"]] = host_op(h["op"], h["attrs"], values[h["input"]])
+    keep = set(spec["outputs"]) | (set(outputs) - set(spec["chip_only"]))
+    return {k: v for k, v in values.items() if k in keep}
+
+
 def _add(n: Node, *xs):
     y = xs[0]
     for t in xs[1:]:
@@ -140,6 +186,8 @@ OP_IMPLS: dict[str, Callable] = {
     "batchnorm": _bn,
     "identity": lambda n, x: [x],
     "lut": lambda n, x: [activation(n.attrs)(x)],
+    "index": _index,
+    **{op: (lambda op: lambda n, x: [host_op(op, n.attrs, x)])(op) for op in ("softmax", "logsoftmax", "argmax")},
 }
 
 

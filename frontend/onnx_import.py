@@ -14,7 +14,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import onnx
@@ -80,12 +80,13 @@ _NUMERIC_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, Te
                   TensorProto.INT8, TensorProto.INT16, TensorProto.INT32, TensorProto.INT64, TensorProto.UINT8,
                   TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64, TensorProto.BOOL}
 #: the most elements one constant tensor may have (2^26: 512 MiB as float64; a weight matrix of a Gemm is one
-#: synapse per element, see MAX_SYNAPSES)
+#: synapse per element, see mapper.lower.MAX_SYNAPSES)
 MAX_TENSOR_ELEMS = 1 << 26
+#: the most elements a constant computed by a node may have (the light VGG-19's 4096 x 25088 weight
+#: made by ConstantOfShape: a fully connected layer at the size of the real model)
+MAX_FOLDED_ELEMS = 1 << 27
 #: the most values one tensor may have per sample (every value becomes a neuron or an axon)
 MAX_ACTIVATIONS = 1 << 24
-#: the most synapses one layer may unfold to (three arrays of 8 bytes each: 1.5 GiB)
-MAX_SYNAPSES = 1 << 26
 
 
 def _tensor_type_name(dt: int) -> str:
@@ -209,9 +210,6 @@ def _check(model: onnx.ModelProto) -> None:
         raise ModelError(f"model '{model.graph.name}' imports no ai.onnx opset; re-export with an opset "
                          f">= {nmc_ops.MIN_OPSET}")
     uses_nmc = any(n.domain == nmc_ops.NMC_DOMAIN for n in model.graph.node)
-    if version < MIN_MODEL_OPSET:
-        raise ModelError(f"model '{model.graph.name}' uses ai.onnx opset {version}; nmc needs >= {MIN_MODEL_OPSET} "
-                         f"(>= {nmc_ops.MIN_OPSET} with nmc ops): re-export with opset_version={nmc_ops.MIN_OPSET}")
     if uses_nmc and version < nmc_ops.MIN_OPSET:
         raise ModelError(f"model '{model.graph.name}' has nmc-domain nodes but ai.onnx opset {version}; their function "
                          f"bodies need opset >= {nmc_ops.MIN_OPSET}: re-export with opset_version={nmc_ops.MIN_OPSET}")
@@ -414,11 +412,95 @@ def _extract_scan(model: onnx.ModelProto) -> onnx.ModelProto:
     return new
 
 
+# ----------------------------------------------------------------- preparation: opset, shapes, constants
+#: the opset older models are converted to (onnx.version_converter) before conversion
+UPGRADE_OPSET = 13
+
+
+def _upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Convert a model older than :data:`MIN_MODEL_OPSET` to opset :data:`UPGRADE_OPSET` with ONNX's
+    version converter (e.g. the opset-6/9 models of the onnx wheel's test data)."""
+    version = _opset(model, "")
+    if version is None or version >= MIN_MODEL_OPSET:
+        return model
+    try:
+        from onnx import version_converter
+        new = version_converter.convert_version(model, UPGRADE_OPSET)
+    except Exception as e:  # the converter raises plain RuntimeErrors naming the op it cannot adapt
+        raise ModelError(f"model '{model.graph.name}' uses ai.onnx opset {version}; nmc reads opset >= "
+                         f"{MIN_MODEL_OPSET} and converting it to opset {UPGRADE_OPSET} failed ({e}); re-export "
+                         f"with opset_version={nmc_ops.MIN_OPSET}") from None
+    new.metadata_props.extend([p for p in model.metadata_props if p.key not in {q.key for q in new.metadata_props}])
+    return new
+
+
+def _inferred_shapes(model: onnx.ModelProto) -> dict[str, list]:
+    """ONNX shape inference's view of every tensor (dims as ints, or the symbol/None): used to go on checking the
+    nodes after an unsupported one, so that every unsupported node is listed at once."""
+    try:
+        inf = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:  # inference is a help for messages only
+        return {}
+    out = {}
+    for vi in list(inf.graph.value_info) + list(inf.graph.output) + list(inf.graph.input):
+        tt = vi.type.tensor_type
+        if vi.type.HasField("tensor_type") and tt.HasField("shape"):
+            out[vi.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim]
+    return out
+
+
+#: ops never folded into constants (random, or with subgraphs)
+_NO_FOLD = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli",
+            "If", "Loop", "Scan", "Dropout"}
+
+
+def _fold_constant(ctx: "_Ctx", node: onnx.NodeProto) -> bool:
+    """Constant folding: a standard node whose inputs are all constants is evaluated once (ONNX's reference
+    implementation) and its outputs become constants; ``Shape``/``Size`` of an activation read its known shape
+    (axis 0: the model's batch size).  Returns whether the node was folded."""
+    if node.domain not in ("", "ai.onnx") or node.op_type in _NO_FOLD:
+        return False
+    ins = [t for t in node.input if t]
+    if node.op_type in ("Shape", "Size") and ins and ins[0] in ctx.shapes:
+        full = np.array([ctx.batch, *ctx.shapes[ins[0]]], np.int64)
+        if node.op_type == "Size":
+            ctx.consts[node.output[0]] = np.array(int(np.prod(full)), np.int64)
+            return True
+        a = _attrs(node)
+        start, end = int(a.get("start", 0)), a.get("end")
+        ctx.consts[node.output[0]] = full[start:(None if end is None else int(end))]
+        return True
+    if not all(t in ctx.consts for t in ins):
+        return False
+    from onnx.reference import ReferenceEvaluator
+    try:
+        ref = ReferenceEvaluator(node, opsets={"": ctx.opset})
+        vals = ref.run(None, {t: ctx.consts[t] for t in ins})
+    except Exception as e:  # e.g. shapes that do not broadcast
+        args = " and ".join(f"'{t}' {list(np.shape(ctx.consts[t]))}" for t in ins)
+        raise ModelError(f"{ctx.where(node)}: computing it from its constants {args} fails "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); fix the model") from None
+    for t, v in zip(node.output, vals):
+        if t:
+            v = np.asarray(v)
+            if v.size > MAX_FOLDED_ELEMS:
+                raise ModelError(f"node '{node.name}' ({node.op_type}) computes a constant '{t}' of shape "
+                                 f"{list(v.shape)}, more than nmc reads in one tensor ({MAX_FOLDED_ELEMS}); the model "
+                                 "is far too large for the chip")
+            ctx.consts[t] = v
+    return True
+
+
 # ----------------------------------------------------------------- conversion context
 class _Ctx:
-    def __init__(self, model: onnx.ModelProto, conv: Convention):
+    def __init__(self, model: onnx.ModelProto, conv: Convention, approximate: Mapping[str, str] | None = None):
         self.model = model
         self.conv = conv
+        self.opset = _opset(model, "") or MIN_MODEL_OPSET
+        self.batch = 1  #: the models' fixed batch size (1 when symbolic): what Shape reports for axis 0
+        self.opaque: set[str] = set()  #: outputs of unsupported nodes (shapes from ONNX shape inference)
+        self.approximate = dict(approximate or {})  #: op type -> approximation the user allowed
+        self.approximated: list[dict[str, str]] = []  #: what was approximated (node, op, how)
         self.consts: dict[str, np.ndarray] = {t.name: decode_tensor(t, f"initializer '{t.name}'")
                                               for t in model.graph.initializer}
         self.shapes: dict[str, tuple[int, ...]] = {}
@@ -617,6 +699,8 @@ def _pads_2d(node, a, kernel, what="pads") -> tuple[int, int, int, int]:
 
 @register_converter("Conv")
 def _conv(ctx: _Ctx, node, a):
+    if _other_form(ctx, node, a):
+        return
     ins = _ins(node)
     xs = ctx.shape(ins[0])
     W = ctx.const(node, ins[1], "weight W").astype(np.float64)
@@ -643,11 +727,6 @@ def _conv(ctx: _Ctx, node, a):
                              "channels; give one per channel")
         b = np.broadcast_to(bb, (W.shape[0],))
     out = conv_out_shape(xs, W.shape, strides, pads, dil)
-    syn = int(np.prod(out, dtype=object)) * int(np.prod(W.shape[1:], dtype=object))
-    if syn > MAX_SYNAPSES:
-        raise ShapeError(f"{ctx.where(node)}: output {list(out)} with kernel {list(W.shape[1:])} unfolds to {syn} "
-                         f"synapses, more than nmc compiles in one layer ({MAX_SYNAPSES}); the layer is far too large "
-                         "for the chip")
     if min(out) < 1:
         raise ShapeError(f"{ctx.where(node)}: output shape {list(out)} is empty (input {list(xs)}, kernel {list(ks)})")
     ctx.emit(node, "conv", [ins[0]], [node.output[0]], [out],
@@ -738,17 +817,17 @@ def _reshape(ctx, node, a):
     x = node.input[0]
     xs = ctx.shape(x)
     shape = [int(d) for d in ctx.const(node, node.input[1], "target shape").reshape(-1)]
-    if int(a.get("allowzero", 0)):
-        raise _Unsupported("allowzero=1 is not supported")
+    if int(a.get("allowzero", 0)) and 0 in shape:  # allowzero only changes what a 0 in the shape means
+        raise _Unsupported(f"allowzero=1 with a 0 in the target shape {shape} makes an empty tensor")
     if not shape:
         raise _Unsupported("a scalar target shape drops the batch dimension")
-    full = (1, *xs)  # batch as 1 for the 0-copy rule
+    full = (ctx.batch, *xs)  # the model's batch size (1 when symbolic) for the 0-copy rule
     size = int(np.prod(xs))
     dims = [full[i] if d == 0 and i < len(full) else d for i, d in enumerate(shape)]
     lead, rest = dims[0], dims[1:]
     if rest.count(-1) > 1 or (lead == -1 and -1 in rest):
         raise _Unsupported(f"target shape {shape} has more than one -1")
-    if lead not in (-1, 1) or (shape[0] not in (0, -1) and -1 in rest):
+    if lead not in (-1, ctx.batch):
         raise _Unsupported(f"target shape {shape} does not keep the batch dimension first; use [0 or -1, ...]")
     if -1 in rest:
         known = int(np.prod([d for d in rest if d != -1]))
@@ -760,53 +839,29 @@ def _reshape(ctx, node, a):
     ctx.emit(node, "reshape", [x], [node.output[0]], [tuple(rest)], attrs={"shape": list(rest)})
 
 
-def _fold_bias(ctx: _Ctx, node, x: str, c: np.ndarray) -> None:
-    """Fold ``x + c`` into the dense/conv producing ``x`` (its only consumer)."""
-    prod = ctx.producer(x)
-    if prod is None or prod.op not in ("dense", "conv"):
-        raise _Unsupported(f"Add of a constant is supported only as a bias of the Gemm/MatMul/Conv before it; "
-                           f"'{x}' comes from {prod.op if prod else 'a graph input'}")
-    if ctx.n_consumers.get(x, 0) != 1 or x in ctx.graph_outputs:
-        raise _Unsupported(f"the constant Add cannot be folded into '{prod.name}': its output '{x}' has other uses")
-    xs = ctx.shape(x)
-    c = np.asarray(c, dtype=np.float64)
-    if c.ndim == len(xs) + 1 and c.shape[0] == 1:
-        c = c[0]
-    try:
-        full = np.broadcast_to(c, xs)
-    except ValueError:
-        raise _Unsupported(f"constant of shape {list(c.shape)} does not broadcast to [{', '.join(map(str, xs))}]")
-    per = full.reshape(xs[0], -1)
-    if not np.all(per == per[:, :1]):
-        raise _Unsupported("the constant varies over space, so it is not a per-channel bias of the Conv before it")
-    prod.params["b"] = prod.params["b"] + per[:, 0]
-    out = node.output[0]
-    prod.outputs = [out]
-    ctx.shapes[out] = xs
+#: op -> the approximations ``load_onnx(approximate={op: name})`` accepts (registered with their converters)
+APPROXIMATIONS: dict[str, tuple[str, ...]] = {}
+
+#: converters of Conv / AveragePool / MaxPool for what the 2-D image form does not cover (1-D and 3-D inputs,
+#: pooling with ceil_mode or dilations): op type -> converter (registered by frontend/onnx_ops.py)
+OTHER_FORMS: dict[str, Converter] = {}
 
 
-@register_converter("Add")
-def _add(ctx: _Ctx, node, a):
-    x, y = node.input[0], node.input[1]
-    cx, cy = ctx.is_const(x), ctx.is_const(y)
-    if cx and cy:
-        try:
-            ctx.consts[node.output[0]] = np.asarray(ctx.consts[x], np.float64) + np.asarray(ctx.consts[y], np.float64)
-        except ValueError:
-            raise ShapeError(f"{ctx.where(node)}: constants '{x}' {list(np.shape(ctx.consts[x]))} and '{y}' "
-                             f"{list(np.shape(ctx.consts[y]))} do not broadcast; fix their shapes") from None
-        return
-    if cx or cy:
-        t, c = (y, ctx.consts[x]) if cx else (x, ctx.consts[y])
-        _fold_bias(ctx, node, t, c)
-        return
-    if ctx.shape(x) != ctx.shape(y):
-        raise _Unsupported(f"broadcasting Add of shapes {list(ctx.shape(x))} and {list(ctx.shape(y))}; both inputs "
-                           f"need the same shape")
-    ctx.emit(node, "add", [x, y], [node.output[0]], [ctx.shape(x)])
+def _other_form(ctx: _Ctx, node, a) -> bool:
+    """Convert ``node`` with its OTHER_FORMS converter when it is not a plain 2-D conv/pool; returns whether it did."""
+    xs = ctx.shape(node.input[0])
+    plain = len(xs) == 3 and not int(a.get("ceil_mode", 0)) and all(int(d) == 1 for d in a.get("dilations", (1, 1)))
+    if node.op_type == "Conv":
+        plain = len(xs) == 3
+    if plain or node.op_type not in OTHER_FORMS:
+        return False
+    OTHER_FORMS[node.op_type](ctx, node, a)
+    return True
 
 
 def _pool(ctx: _Ctx, node, a, op: str):
+    if _other_form(ctx, node, a):
+        return
     if int(a.get("ceil_mode", 0)):
         raise _Unsupported("ceil_mode=1 is not supported; export with ceil_mode=0 (floor), adding pads if needed")
     if any(int(d) != 1 for d in a.get("dilations", (1, 1))):
@@ -948,16 +1003,13 @@ for _e in ENCODERS.values():  # the spike encoders (nmc.encoders)
 
 # ----------------------------------------------------------------- main entry
 def _input_shape(vi: onnx.ValueInfoProto) -> tuple[int, ...]:
+    """The per-sample shape of a graph input (its leading batch axis, symbolic or a fixed size, stripped)."""
     tt = vi.type.tensor_type
     if not vi.type.HasField("tensor_type") or not tt.HasField("shape"):
         raise ShapeError(f"graph input '{vi.name}' has no shape; export with input shapes [N, ...] (batch first)")
     dims = list(tt.shape.dim)
     if not dims:
         raise ShapeError(f"graph input '{vi.name}' is a scalar; nmc needs [N, ...] with a leading batch dimension")
-    b = dims[0]
-    if b.HasField("dim_value") and b.dim_value != 1:
-        raise ShapeError(f"graph input '{vi.name}' has batch dimension {b.dim_value}; nmc needs it symbolic "
-                         f"(e.g. 'N') or 1: export with dynamic_axes / dynamic_shapes on the batch axis or batch 1")
     shape = []
     for i, d in enumerate(dims[1:], start=1):
         if not d.HasField("dim_value"):
@@ -1004,52 +1056,84 @@ def _op_key(node: onnx.NodeProto) -> str:
     return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
 
 
-def load_onnx(model_or_path, *, fold_bn: bool = True) -> Graph:
+def load_onnx(model_or_path, *, fold_bn: bool = True, approximate: Mapping[str, str] | None = None) -> Graph:
     """Read an nmc-step-convention ONNX model (ModelProto, path or bytes) into an IR :class:`Graph`.
 
     Raises :class:`ModelError` (malformed model or convention), :class:`UnsupportedOpError`
     (listing every unsupported node), :class:`AttributeSchemaError` or :class:`ShapeError`.
+
+    ``approximate``: ops that cannot run on the cores, replaced by a named approximation (``{"LRN": "identity"}``);
+    each use is recorded in the graph's metadata ``nmc.approximated`` (and so in the compile report).
     """
+    for op, how in (approximate or {}).items():
+        if how not in APPROXIMATIONS.get(op, ()):
+            raise ModelError(f"approximation {op}={how!r} is unknown; nmc offers "
+                             f"{ {k: list(v) for k, v in APPROXIMATIONS.items()} }")
     model = _load_model(model_or_path)
     _check(model)
-    model = _extract_scan(model)
-    g = model.graph
-    conv = read_convention(model)
-    shadow = sorted({t.name for t in g.initializer} & {i.name for i in g.input})
-    if shadow:
+    shadow = sorted({t.name for t in model.graph.initializer} & {i.name for i in model.graph.input})
+    if shadow and model.ir_version >= 4:
         raise ModelError(f"initializer(s) {shadow} have the name of a graph input; nmc does not take inputs with "
                          "default values: rename the initializer or remove the input (re-export with "
                          "keep_initializers_as_inputs=False)")
+    # (before IR version 4 ONNX listed every initializer as a graph input: there they are constants)
+    model = _upgrade_opset(model)
+    model = _extract_scan(model)
+    g = model.graph
+    conv = read_convention(model)
     dup = sorted({t.name for t in g.initializer if sum(u.name == t.name for u in g.initializer) > 1})
     if dup:
         raise ModelError(f"initializer(s) {dup} are defined twice; the model is damaged: re-export it")
-    ctx = _Ctx(model, conv)
+    # an initializer that is also listed as a graph input (old exporters, keep_initializers_as_inputs=True) is a
+    # constant: _real_inputs leaves it out
+    ctx = _Ctx(model, conv, approximate)
     inputs: dict[str, str] = {}
+    batches: dict[str, int] = {}
     for vi in _real_inputs(g):
         ctx.shapes[vi.name] = _input_shape(vi)
         inputs[vi.name] = conv.kind(vi.name)
         if vi.name == STEP_INDEX and ctx.shapes[vi.name] != (1,):
             raise ShapeError(f"graph input '{STEP_INDEX}' (the step index) has shape [N, "
                              f"{', '.join(map(str, ctx.shapes[vi.name]))}]; it must be [N, 1]")
+        b = vi.type.tensor_type.shape.dim[0]
+        if b.HasField("dim_value"):
+            batches[vi.name] = int(b.dim_value)
+    if len(set(batches.values())) > 1:
+        raise ShapeError(f"graph inputs have different fixed batch sizes {batches}; nmc runs one sample at a time: "
+                         "export every input with the same batch size (or a symbolic one)")
+    ctx.batch = next(iter(batches.values()), 1)
     for i, node in enumerate(g.node):
         if not node.name:  # name nodes for messages
             node.name = f"{node.op_type}_{i}"
+    inferred = _inferred_shapes(model)
 
     bad: list[tuple[str, str, str]] = []
-    unknown: set[str] = set()  # outputs of nodes that failed
+    unknown: set[str] = set()  # outputs of failed nodes whose shapes not even ONNX shape inference knows
+
+    def failed(node, key, why):
+        bad.append((node.name, key, why))
+        for t in node.output:  # go on converting downstream with the shape ONNX infers: every failure is listed
+            shp = inferred.get(t)
+            if t and shp is not None and len(shp) >= 1 and all(isinstance(d, int) and d >= 1 for d in shp[1:]):
+                ctx.shapes[t] = tuple(shp[1:])
+                ctx.opaque.add(t)
+            else:
+                unknown.add(t)
+
     for node in g.node:
         key = _op_key(node)
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
             ctx.consts[node.output[0]] = _constant_value(node)
             continue
+        if any(t in unknown for t in node.input if t):
+            unknown.update(node.output)
+            continue
+        if _fold_constant(ctx, node):
+            continue
         if key not in CONVERTERS:
             why = ("nmc-domain op not implemented yet" if node.domain == nmc_ops.NMC_DOMAIN
                    else "no converter for this op")
-            bad.append((node.name, key, why))
-            unknown.update(node.output)
-            continue
-        if any(t in unknown for t in node.input if t):
-            unknown.update(node.output)
+            failed(node, key, why)
             continue
         need = _ARITY.get(key, 1)
         if len([t for t in node.input[:need] if t]) < need or not node.output or not node.output[0]:
@@ -1062,8 +1146,7 @@ def load_onnx(model_or_path, *, fold_bn: bool = True) -> Graph:
         try:
             CONVERTERS[key](ctx, node, _attrs(node))
         except _Unsupported as e:
-            bad.append((node.name, key, str(e)))
-            unknown.update(node.output)
+            failed(node, key, str(e))
     if bad:
         raise UnsupportedOpError(bad, supported=[*CONVERTERS, "Constant"])
 
@@ -1086,8 +1169,11 @@ def load_onnx(model_or_path, *, fold_bn: bool = True) -> Graph:
         if o not in live:
             raise ModelError(f"graph output '{o}' is a constant or not computed; nmc needs outputs computed from inputs")
     _check_declared_shapes(g, tensors)
+    meta = dict(conv.metadata)
+    if ctx.approximated:
+        meta["nmc.approximated"] = json.dumps(ctx.approximated)
     graph = Graph(name=g.name or "model", tensors=tensors, inputs=inputs, outputs=list(conv.outputs),
-                  nodes=ctx.nodes, states=states, num_steps=conv.num_steps, metadata=dict(conv.metadata))
+                  nodes=ctx.nodes, states=states, num_steps=conv.num_steps, metadata=meta)
     assign_stages(graph)
     graph.lint()
     if fold_bn:

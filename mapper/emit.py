@@ -174,8 +174,13 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
     count_hi = 2 ** chip.core.activation_bits - 1
     if any(l.soma == "count" for l in lg.layers) and num_steps > count_hi:
         warnings.append(f"spike counts saturate at {count_hi} (8-bit values) but the model runs {num_steps} steps")
+    for a in json.loads(g.metadata.get("nmc.approximated", "[]")):  # load_onnx(approximate=...)
+        warnings.append(f"{a['op']} node '{a['node']}' is approximated as {a['as']} (the cores cannot compute it; "
+                        "asked for with approximate / --approximate): outputs differ from the ONNX model's")
     meta = dict(model=g.name, num_steps=int(num_steps), chips=list(chips), layers=layers_meta, inputs=inputs,
                 host_encoders=json.loads(g.metadata.get("nmc.host_encoders", "[]")),
                 outputs=outputs, state_outputs=state_outputs, states=states, phases=phases,
                 compile=dict(options, warnings=warnings), routing=routes.summary(), nmc_version=__version__)
+    if "nmc.host_ops" in g.metadata:  # softmax/argmax after the chip (mapper.lower.split_host)
+        meta["host"] = json.loads(g.metadata["nmc.host_ops"])
     return CoreMap(chip=chip, meta=meta, **tables)

@@ -9,22 +9,29 @@ layer becomes a sparse matrix from its input elements to its output neurons.  Fu
 * dense/conv/add followed by a spiking neuron op (LIF, CubaLIF, ...) or another that declares ``fuse_synapse`` (LI)
   that is their only consumer -> one layer (synapse + soma); a neuron op fed by anything else gets an identity
   synapse;
-* reshape/flatten/identity move no data: their outputs are aliases of their inputs.
+* reshape/flatten/identity move no data: their outputs are aliases of their inputs;
+* ``index`` (concat, slice, transpose, pad, ...) is a *view*: no layer of its own; a layer reading it reads the
+  view's sources, its synapses renumbered through the view's index (those hitting a zero dropped).  A view that
+  is a graph or state output, or that a max-pooling layer reads from several tensors, is materialised by an
+  identity layer (:func:`read_through_views`);
+* a batchnorm not folded into the layer before it is a per-channel scale layer.
 
 The connectivity uses float weights; ``mapper.quantize`` turns them into the chip's integers.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from nmc.errors import ModelError, PassError, UnsupportedOpError
-from nmc.ir import Graph, Node
+from nmc.errors import ModelError, PassError, ShapeError, UnsupportedOpError
+from nmc.ir import HOST_OPS, Graph, Node
 from nmc.neurons import MODELS, NeuronModel, by_ir_op, get_model
 
-__all__ = ["Layer", "LayerGraph", "lower", "conv_connectivity", "pool_connectivity"]
+__all__ = ["Layer", "LayerGraph", "lower", "conv_connectivity", "pool_connectivity", "View", "add_view",
+           "read_through_views"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -193,11 +200,14 @@ def _spatial_order(shape: tuple[int, ...]) -> np.ndarray | None:
 
 
 # ----------------------------------------------------------------------------- lowering
-_LINEAR = ("dense", "conv", "add", "avgpool", "maxpool")
+#: the most synapses one layer may unfold to (three arrays of 8 bytes each: 1.5 GiB)
+MAX_SYNAPSES = 1 << 26
+_LINEAR = ("dense", "conv", "add", "avgpool", "maxpool", "batchnorm")
 
 
 def lower(g: Graph) -> LayerGraph:
     """Turn the IR graph into layers (see module doc). Raises for IR it cannot lower, naming all nodes."""
+    g = split_host(g)
     alias: dict[str, str] = {}
 
     def root(t: str) -> str:
@@ -230,6 +240,7 @@ def lower(g: Graph) -> LayerGraph:
                     absorbed.add(p.name)
 
     layers: list[Layer] = []
+    views: dict[str, View] = {}
     fused: set[str] = set()
     bad: list[tuple[str, str, str]] = []
     for n in g.nodes:
@@ -238,9 +249,8 @@ def lower(g: Graph) -> LayerGraph:
         if n.op in ("reshape", "identity"):
             alias[n.outputs[0]] = n.inputs[0]
             continue
-        if n.op == "batchnorm":
-            bad.append((n.source or n.name, "BatchNormalization",
-                        "it does not follow a Conv/Gemm it can be folded into; put it right after one"))
+        if n.op == "index":
+            add_view(views, g, n, root)
             continue
         ins = [root(t) for t in n.inputs]
         if n.op in _LINEAR or n.op in ("relu", "lut"):
@@ -290,9 +300,11 @@ def lower(g: Graph) -> LayerGraph:
                 layers.append(layer)
         else:
             bad.append((n.source or n.name, n.op, "the mapper has no lowering for this IR op"))
+    if views:
+        layers = read_through_views(g, layers, views, [root(t) for t in graph_outs])
     if bad:
         raise UnsupportedOpError(bad, supported=["dense", "conv", "relu", "lut", "add", "maxpool", "avgpool", "reshape",
-                                                 "identity", "batchnorm (folded)"]
+                                                 "identity", "batchnorm", "index"]
                                  + [m.ir_op for m in MODELS.values() if m.onnx is not None])
     # a layer whose output is aliased under other names keeps one root
     lg = LayerGraph(graph=g, layers=layers, alias={t: root(t) for t in list(alias)})
@@ -336,7 +348,7 @@ def _add_synapse(g: Graph, n: Node, prod: dict[str, Node], absorbed: set[str], r
 
 
 def _synapse(g: Graph, n: Node, ins: list[str]):
-    shp = g.tensors[ins[0]].shape
+    shp = g.tensors[n.inputs[0]].shape  # the shape the op sees (its input may be a reshape of the root)
     if n.op == "dense":
         W = n.params["W"]
         out_n, in_n = W.shape
@@ -348,6 +360,12 @@ def _synapse(g: Graph, n: Node, ins: list[str]):
     if n.op == "conv":
         W = n.params["W"]
         a = n.attrs
+        out_hw = g.tensors[n.outputs[0]].size // W.shape[0]
+        syn = out_hw * int(np.prod(W.shape, dtype=np.int64))
+        if syn > MAX_SYNAPSES:
+            raise ShapeError(f"{n.where()}: output {list(g.tensors[n.outputs[0]].shape)} with kernel "
+                             f"{list(W.shape[1:])} unfolds to {syn} synapses, more than nmc lowers in one layer "
+                             f"({MAX_SYNAPSES}); the layer is far too large for the chip")
         r, c, v, out_shape = conv_connectivity(shp, W, a.get("strides", (1, 1)), a.get("pads", (0, 0, 0, 0)),
                                                a.get("dilations", (1, 1)), a.get("group", 1))
         b = n.params.get("b", np.zeros(W.shape[0]))
@@ -359,10 +377,17 @@ def _synapse(g: Graph, n: Node, ins: list[str]):
         r, c, v, out_shape = pool_connectivity(shp, kernel, tuple(a.get("strides") or kernel), a.get("pads", (0, 0, 0, 0)),
                                                "max" if n.op == "maxpool" else "avg", a.get("count_include_pad", 0))
         return r, c, v, np.zeros(int(np.prod(out_shape))), out_shape, ("max" if n.op == "maxpool" else "mac")
+    if n.op == "batchnorm":
+        size = g.tensors[ins[0]].size
+        per = size // max(1, n.params["scale"].size)
+        eye = np.arange(size, dtype=np.int64)
+        vals = np.repeat(n.params["scale"], per)
+        keep = vals != 0
+        return eye[keep], eye[keep].copy(), vals[keep], np.repeat(n.params["bias"], per), shp, "mac"
     if n.op in ("add", "relu", "lut"):
         size = g.tensors[ins[0]].size
         for t in ins[1:]:
-            if g.tensors[t].shape != shp:
+            if g.tensors[t].size != size:
                 raise ModelError(f"{n.where()}: Add of shapes {shp} and {g.tensors[t].shape}; only equal shapes are supported")
         eye = np.arange(size, dtype=np.int64)
         rows = np.concatenate([eye] * len(ins))
@@ -405,3 +430,133 @@ def _neuron_layer(g: Graph, node: Node, name, op, source, ins, rows, cols, vals,
                  attrs={**m.onnx.defaults(), **node.attrs, **per_neuron},
                  state_in=tuple(port[w.in_port] for w in m.state), state_out=tuple(outp[w.out_port] for w in m.state),
                  init=init, order=_spatial_order(tuple(out_shape)))
+
+
+# ----------------------------------------------------------------------------- host ops
+def split_host(g: Graph) -> Graph:
+    """The graph without its host ops (``nmc.ir.HOST_OPS``: softmax, logsoftmax, argmax at the read-out): their
+    inputs become graph outputs (what the chip streams out) and metadata ``nmc.host_ops`` (JSON: ops in order,
+    the model's outputs, the chip outputs only the host reads) tells the emulator what to run after the chip."""
+    host: list[Node] = []
+    made: set[str] = set()
+    for n in g.nodes:  # host ops and the reshapes of their outputs (e.g. ONNX's 2-D Softmax before opset 13)
+        if n.op in HOST_OPS or (n.op in ("reshape", "identity") and n.inputs[0] in made):
+            host.append(n)
+            made.update(n.outputs)
+    if not host:
+        return g
+    state_out = {s.output for s in g.states}
+    bad = []
+    on_host = {n.name for n in host}
+    for n in g.nodes:
+        if n.name not in on_host and any(t in made for t in n.inputs):
+            bad.append((n.source or n.name, n.op, f"it reads '{[t for t in n.inputs if t in made][0]}', the output "
+                        "of a host op (softmax/logsoftmax/argmax run on the host after the chip): only graph outputs "
+                        "and other host ops may read it"))
+    bad.extend((n.source or n.name, n.op, "a host op's output cannot be a state: it runs on the host after the chip")
+               for n in host if n.outputs[0] in state_out)
+    if bad:
+        raise UnsupportedOpError(bad, supported=list(HOST_OPS))
+    chip_out = [n.inputs[0] for n in host if n.inputs[0] not in made]
+    outputs = [o for o in g.outputs if o not in made]
+    outputs += [t for t in dict.fromkeys(chip_out) if t not in outputs]
+    spec = {"ops": [{"op": n.op, "input": n.inputs[0], "output": n.outputs[0],
+                     "attrs": {**n.attrs, "shape": list(g.tensors[n.outputs[0]].shape),
+                               "in_rank": len(g.tensors[n.inputs[0]].shape)}} for n in host],
+            "outputs": list(g.outputs), "chip_only": [t for t in dict.fromkeys(chip_out) if t not in g.outputs]}
+    h = g.copy()
+    h.nodes = [n for n in h.nodes if n.name not in on_host]
+    h.outputs = outputs
+    for t in made:
+        h.tensors.pop(t, None)
+    h.metadata["nmc.host_ops"] = json.dumps(spec)
+    return h
+
+
+# ----------------------------------------------------------------------------- views (IR op ``index``)
+@dataclass(frozen=True, eq=False)
+class View:
+    """A tensor that is a renumbering of others: element ``i`` is element ``idx[i]`` of the concatenated
+    ``sources`` (root tensors that layers write or graph inputs), or zero where ``idx[i] == -1``."""
+
+    node: Node
+    sources: list[str]
+    idx: np.ndarray
+
+
+def add_view(views: dict[str, View], g: Graph, n: Node, root) -> None:
+    """Record ``index`` node ``n`` as a view, composed through the views it reads (so sources are never views)."""
+    srcs: list[str] = []
+    pos: dict[str, int] = {}
+    total = 0
+
+    def at(t: str) -> int:
+        nonlocal total
+        if t not in pos:
+            pos[t] = total
+            srcs.append(t)
+            total += g.tensors[t].size
+        return pos[t]
+
+    maps = []
+    for t in (root(x) for x in n.inputs):
+        v = views.get(t)
+        if v is None:
+            maps.append(np.arange(g.tensors[t].size, dtype=np.int64) + at(t))
+        else:
+            local = np.concatenate([np.arange(g.tensors[s].size, dtype=np.int64) + at(s) for s in v.sources])
+            maps.append(np.where(v.idx >= 0, local[np.maximum(v.idx, 0)], -1))
+    full = np.concatenate(maps)
+    idx = n.params["idx"].astype(np.int64)
+    views[n.outputs[0]] = View(n, srcs, np.where(idx >= 0, full[np.maximum(idx, 0)], -1))
+
+
+def read_through_views(g: Graph, layers: list[Layer], views: dict[str, View], outputs: list[str]) -> list[Layer]:
+    """Replace every view a layer reads by the view's sources (columns renumbered, synapses on zeros dropped);
+    materialise by an identity layer each view that is a graph/state output or that a max-pooling layer reads
+    from several sources (its quantisation reads one input scale) or with zeros (a max counts them)."""
+    need = {t for t in outputs if t in views}
+    for l in layers:
+        if l.dendrite == "max":
+            need.update(t for t in l.inputs if t in views and (len(views[t].sources) > 1 or (views[t].idx < 0).any()))
+    made: list[Layer] = []
+    for t in sorted(need, key=lambda t: [n.name for n in g.nodes].index(views[t].node.name)):
+        v = views[t]
+        keep = np.nonzero(v.idx >= 0)[0].astype(np.int64)
+        shape = g.tensors[t].shape
+        made.append(Layer(name=v.node.name, op="index", source=v.node.source or v.node.name, stage=v.node.stage,
+                          inputs=list(v.sources), in_sizes=[g.tensors[s].size for s in v.sources], out=t,
+                          out_shape=tuple(shape), rows=keep, cols=v.idx[keep], vals=np.ones(keep.size),
+                          bias=np.zeros(v.idx.size), dendrite="mac", soma="ann", order=_spatial_order(tuple(shape))))
+    out: list[Layer] = []
+    for l in layers:
+        if not any(t in views and t not in need for t in l.inputs):
+            out.append(l)
+            continue
+        srcs: list[str] = []
+        pos: dict[str, int] = {}
+        colmap = []
+        for t in l.inputs:
+            if t in views and t not in need:
+                v = views[t]
+                for s in v.sources:
+                    if s not in pos:
+                        pos[s] = sum(g.tensors[x].size for x in srcs)
+                        srcs.append(s)
+                local = np.concatenate([np.arange(g.tensors[s].size, dtype=np.int64) + pos[s] for s in v.sources])
+                colmap.append(np.where(v.idx >= 0, local[np.maximum(v.idx, 0)], -1))
+            else:
+                if t not in pos:
+                    pos[t] = sum(g.tensors[x].size for x in srcs)
+                    srcs.append(t)
+                colmap.append(np.arange(g.tensors[t].size, dtype=np.int64) + pos[t])
+        cm = np.concatenate(colmap)
+        cols = cm[l.cols]
+        keep = cols >= 0
+        out.append(replace(l, inputs=srcs, in_sizes=[g.tensors[s].size for s in srcs], rows=l.rows[keep],
+                           cols=cols[keep], vals=l.vals[keep]))
+    # materialised views go before their first reader (their sources are written before the view node ran)
+    for m in made:
+        first = next((i for i, l in enumerate(out) if m.out in l.inputs), len(out))
+        out.insert(first, m)
+    return out

@@ -38,7 +38,7 @@ from .fit import Fit, fit
 from .host_encoders import host_encoder_specs, split_host_encoders
 from .lower import LayerGraph, lower
 from .place import Placement, place_fit
-from .quantize import Quantized, Ranges, calibrate, quantize, ranges_from_metadata
+from .quantize import Quantized, Range, Ranges, calibrate, quantize, ranges_from_metadata
 from .route import Routes, route
 
 __all__ = ["Context", "Pass", "PassManager", "Run", "default_passes", "map_graph"]
@@ -135,6 +135,9 @@ def _calibrate(ctx: Context, graph: Graph) -> Ranges:
     ranges = ranges_from_metadata(graph)
     if ctx.calib is not None:
         ranges.update(calibrate(graph, ctx.calib, ctx.options.get("calib_steps")))
+    for name, kind in graph.inputs.items():  # a step input nothing calibrated carries spikes: 0 or 1
+        if kind == "step" and name not in ranges:
+            ranges[name] = Range(0.0, 1.0, True)
     return Ranges(ranges)
 
 

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from nmc.chip import ChipSpec
-from nmc.errors import PassError, QuantizationError
+from nmc.errors import InputError, PassError, QuantizationError
 from nmc.frontend.interpret import activation, run_float
 from nmc.ir import Graph
 from nmc.neurons import get_model
@@ -118,6 +118,12 @@ class Quantized:
 
 def calibrate(graph: Graph, inputs: Mapping[str, np.ndarray], steps: int | None = None) -> dict[str, Range]:
     """Run the float interpreter on calibration inputs and record every tensor's range."""
+    for name, v in inputs.items():
+        v = np.asarray(v)
+        if v.dtype.kind in "fc" and not np.all(np.isfinite(v)):
+            bad = [int(i) for i in np.argwhere(~np.isfinite(v))[0]]
+            raise InputError(f"calibration input '{name}' has {int(np.sum(~np.isfinite(v)))} NaN or infinite "
+                             f"value(s), the first at index {bad}; calibrate on finite data")
     ranges: dict[str, Range] = {}
 
     def observe(name: str, value: np.ndarray) -> None:
@@ -294,9 +300,9 @@ def _is_int(a: np.ndarray) -> np.ndarray:
     return np.abs(a - np.round(a)) <= _EPS * np.maximum(1.0, np.abs(a))
 
 
-def _row_scales(rows: np.ndarray, E: np.ndarray, n: int) -> np.ndarray:
+def _row_scales(rows: np.ndarray, E: np.ndarray, n: int, bias: np.ndarray | None = None) -> np.ndarray:
     """Per-neuron weight scale: 1 if the row is already int8, else the row's common step if every
-    weight is a small multiple of its smallest one, else max|E| / 127."""
+    weight (and the bias) is a small multiple of its smallest one, else max|E| / 127."""
     absE = np.abs(E)
     rmax = np.zeros(n)
     np.maximum.at(rmax, rows, absE)
@@ -311,6 +317,9 @@ def _row_scales(rows: np.ndarray, E: np.ndarray, n: int) -> np.ndarray:
         ratio = absE / rmin[rows]
     np.logical_and.at(step_ok, rows, _is_int(ratio) | ~nz)
     use_step = step_ok & np.isfinite(rmin) & (rmax / np.where(np.isfinite(rmin), rmin, 1) <= W_MAX + 1e-9)
+    if bias is not None:  # the bias is counted in the same step: a step that does not divide it loses it
+        with np.errstate(divide="ignore", invalid="ignore"):
+            use_step &= _is_int(bias / np.where(np.isfinite(rmin), rmin, 1.0))
     scale = np.where(use_step, np.where(np.isfinite(rmin), rmin, 1.0), scale)
     scale = np.where(allint & (rmax <= W_MAX), 1.0, scale)
     return scale
@@ -456,7 +465,7 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
                 s_row = np.full(l.n, s_layer)
                 out_q = TQ(out_scale, out_q.lo, out_q.hi, out_q.bits, out_q.kind)
             else:
-                s_row = _row_scales(l.rows, E, l.n)
+                s_row = _row_scales(l.rows, E, l.n, l.bias)
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 wq = _to_int(E / s_row[l.rows], "weight", l.where())
                 bias = _to_int(l.bias / s_row, "bias", l.where())

@@ -37,6 +37,7 @@ from .encoders import STEP_INDEX, encode_inputs, step_index
 from .errors import InputError
 from .files import GIB, MAX_ARRAY_BYTES, read_npz, size_text
 from .frontend import load_onnx
+from .frontend.interpret import run_host_ops
 from .frontend.onnx_import import MAX_STEPS
 from .ir import Graph
 from .mapper.passes import map_graph
@@ -44,15 +45,16 @@ from .mapper.passes import map_graph
 __all__ = ["compile", "emulate", "EmulationResult", "load_inputs", "prepare_inputs"]
 
 
-def _as_graph(model: Any):
+def _as_graph(model: Any, approximate: Mapping[str, str] | None = None):
     if isinstance(model, Graph):
         return model
-    return load_onnx(model)
+    return load_onnx(model, approximate=approximate)
 
 
 def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips: Any = None,
             calib: Mapping[str, np.ndarray] | str | os.PathLike | None = None, calib_steps: int | None = None,
-            placement: str = "greedy", overrides: Mapping[str, Any] | None = None, lint: bool = False) -> CoreMap:
+            placement: str = "greedy", overrides: Mapping[str, Any] | None = None, lint: bool = False,
+            approximate: Mapping[str, str] | None = None) -> CoreMap:
     """Compile an ONNX model (path, bytes or ModelProto in the nmc step convention) or an IR graph.
 
     Parameters
@@ -64,11 +66,13 @@ def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips
     placement : placement strategy name (``greedy``, ``linear``).
     overrides : dotted chip fields to replace, e.g. ``{"core.neurons": 64}``.
     lint : check every mapper pass's result between passes (for tests; slower).
+    approximate : ops the cores cannot run, replaced by a named approximation, e.g. ``{"LRN": "identity"}``
+        (``nmc compile --approximate LRN=identity``); each use is a warning in the core map's compile report.
     """
     spec = chip if isinstance(chip, ChipSpec) else load_chip(chip)
     if overrides:
         spec = spec.with_overrides(overrides)
-    graph = _as_graph(model)
+    graph = _as_graph(model, approximate)
     if isinstance(calib, (str, os.PathLike)):
         calib = load_inputs(calib)
     if calib_steps is not None and (isinstance(calib_steps, (bool, np.bool_)) or
@@ -223,22 +227,31 @@ def _batched(name: str, kind: str, x: np.ndarray, shape: tuple[int, ...], steps:
             x = x[:, None]
         if x.ndim != nd + 2 or tuple(x.shape[2:]) != shape:
             raise InputError(f"step input '{name}' has shape {list(x.shape)}; expected [T, B, {', '.join(map(str, shape))}] "
-                             f"or [T, {', '.join(map(str, shape))}] (time axis first)")
+                             f"or [T, {', '.join(map(str, shape))}] (time axis first: the model lists it in its "
+                             f"metadata nmc.step_inputs, a new value every step)")
         if steps is not None and x.shape[0] < steps:
             raise InputError(f"step input '{name}' has {x.shape[0]} steps but {steps} were asked for; give at least "
                              f"{steps} or run fewer steps")
         return x
     if x.ndim == nd and tuple(x.shape) == shape:
         x = x[None]
+    if x.ndim == nd + 2 and tuple(x.shape[2:]) == shape:
+        raise InputError(f"static input '{name}' has shape {list(x.shape)}: [T, B, {', '.join(map(str, shape))}], a "
+                         f"leading time axis, but the model reads '{name}' once per sample; if it is given every "
+                         f"step, declare it a step input in the model's metadata nmc.step_inputs (ModelBuilder: "
+                         f"b.input('{name}', {shape}, kind='step')), else give [B, {', '.join(map(str, shape))}]")
     if x.ndim != nd + 1 or tuple(x.shape[1:]) != shape:
         raise InputError(f"static input '{name}' has shape {list(x.shape)}; expected [B, {', '.join(map(str, shape))}] "
                          f"or [{', '.join(map(str, shape))}]")
     return x
 
 
-def prepare_inputs(cm: CoreMap, inputs: Mapping[str, np.ndarray], steps: int):
+def prepare_inputs(cm: CoreMap, inputs: Mapping[str, np.ndarray], steps: int,
+                   saturated: dict[str, tuple[int, int, float, float]] | None = None):
     """Validate and quantise inputs for ``cm``. Returns (static {idx: int64 [B, n]}, step {idx: int64 [B, T, n]},
-    state overrides {state input name: float [B, *shape]}, B)."""
+    state overrides {state input name: float [B, *shape]}, B).  ``saturated`` (if given) receives, per input with
+    values outside the range its calibration gave it, (how many, of how many, the range's float lo and hi): those
+    values are saturated to the range."""
     known = [i["name"] for i in cm.meta["inputs"]] + [s["input"] for s in cm.meta["states"]]
     unknown = sorted(set(inputs) - set(known))
     if unknown:
@@ -260,7 +273,12 @@ def prepare_inputs(cm: CoreMap, inputs: Mapping[str, np.ndarray], steps: int):
             raise InputError(f"input '{name}' has batch size {b} but an earlier input has {B}; all inputs need the same")
         B = b
         with np.errstate(over="ignore"):
-            q = np.clip(np.round(x / spec["scale"]), spec["lo"], spec["hi"]).astype(np.int64)
+            r = np.round((x[:steps] if spec["kind"] == "step" else x) / spec["scale"])
+            q = np.clip(r, spec["lo"], spec["hi"]).astype(np.int64)
+        if saturated is not None:
+            n_out = int(np.count_nonzero((r < spec["lo"]) | (r > spec["hi"])))
+            if n_out:
+                saturated[name] = (n_out, int(r.size), spec["lo"] * spec["scale"], spec["hi"] * spec["scale"])
         if spec["kind"] == "step":
             step[idx] = np.ascontiguousarray(q[:steps].reshape(steps, b, -1).transpose(1, 0, 2))
         else:
@@ -385,7 +403,8 @@ def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarr
     inputs = _host_inputs(cm, inputs, T)
     check_memory(cm, _batch_of(cm, inputs), T, max_memory if max_memory is not None else memory_budget(),
                  stream=stream_dir is not None)
-    static, step, states, B = prepare_inputs(cm, inputs, T)
+    saturated: dict[str, tuple[int, int, float, float]] = {}
+    static, step, states, B = prepare_inputs(cm, inputs, T, saturated=saturated)
     check_run_time(cm, B, T, backend)
     run = BACKENDS[backend]
     kw: dict[str, Any] = {}
@@ -448,7 +467,16 @@ def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarr
         v = res.state_final[:, np.asarray(spec["neurons"], np.int64), spec["word"]].reshape((B,) + tuple(spec["shape"]))
         raw[spec["name"]] = v
         outputs[spec["name"]] = v * spec["scale"]
+    if cm.meta.get("host"):  # softmax / logsoftmax / argmax of the read-out, on the host after the chip
+        outputs = run_host_ops(cm.meta["host"], outputs)
     report = build_report(cm, res, T, backend, schedule)
+    for name, (n, total, lo, hi) in saturated.items():  # counted, not clipped silently
+        report.setdefault("warnings", []).append(
+            f"input '{name}': {n} of {total} values ({100 * n / total:.2g} %) lie outside the range [{lo:.4g}, "
+            f"{hi:.4g}] its calibration gave it and were saturated to it; recalibrate with representative inputs"
+            + (" (a step input without calibration is taken as spikes, 0 or 1)" if lo == 0 and hi == 1 else ""))
+    if saturated:
+        report["inputs_saturated"] = {k: v[0] for k, v in saturated.items()}
     trace = chrome_trace(cm, res, tb, int(trace_sample), T) if tb is not None else None
     return EmulationResult(outputs=outputs, raw=raw, report=report, result=res, trace=trace, stream_dir=sdir)
 

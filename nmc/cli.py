@@ -39,9 +39,20 @@ def _overrides(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def _approximations(items: list[str] | None) -> dict[str, str]:
+    """``--approximate OP=NAME`` (repeatable): ops the cores cannot run, replaced by a named approximation."""
+    out = {}
+    for it in items or []:
+        op, sep, how = it.partition("=")
+        if not sep or not op or not how:
+            raise InputError(f"--approximate '{it}': expected OP=NAME, e.g. LRN=identity")
+        out[op] = how
+    return out
+
+
 def cmd_compile(a: argparse.Namespace) -> int:
     cm = compile(a.model, chip=a.chip, chips=a.chips, calib=a.calib, placement=a.placement,
-                 overrides=_overrides(a.set))
+                 overrides=_overrides(a.set), approximate=_approximations(a.approximate))
     save(cm, a.output)
     layers = cm.meta["layers"]
     print(f"compiled '{cm.meta['model']}' for {cm.chip.name}: {len(layers)} layers on {cm.num_cores} cores "
@@ -227,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--calib", default=None, help="calibration inputs (.npz, inputs.npz format)")
     c.add_argument("--placement", default="greedy", help="placement strategy: greedy, linear")
     c.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a chip field, e.g. core.neurons=64")
+    c.add_argument("--approximate", action="append", metavar="OP=NAME",
+                   help="accept an approximation of an op the cores cannot run, e.g. LRN=identity (reported)")
     c.add_argument("-o", "--output", required=True, help="core-map file to write")
     c.set_defaults(fn=cmd_compile)
 

@@ -256,6 +256,7 @@ HEADER: dict[str, Any] = {
     "compile": {"warnings?": [str]},
     "routing?": dict,
     "nmc_version?": str,
+    "host?": {"ops": [dict(op=str, input=str, output=str, attrs=dict)], "outputs": [str], "chip_only": [str]},
 }
 
 

@@ -44,12 +44,28 @@ class UnsupportedOpError(ModelError):
     def __init__(self, nodes: list[tuple[str, str, str]], supported: list[str]):
         self.nodes = list(nodes)
         self.supported = sorted(supported)
-        lines = [f"{len(self.nodes)} unsupported node(s):"]
+        groups: dict[str, dict[str, list[str]]] = {}  # op -> reason -> node names (in graph order)
         for name, op, why in self.nodes:
-            lines.append(f"  - node '{name}' (op {op}): {why}")
+            groups.setdefault(op, {}).setdefault(why, []).append(name)
+        lines = [f"{len(self.nodes)} unsupported node(s) of {len(groups)} op type(s):"]
+        for op, reasons in groups.items():
+            count = sum(len(v) for v in reasons.values())
+            if len(reasons) == 1:
+                why, names = next(iter(reasons.items()))
+                lines.append(f"  - {op} x{count} ({_first(names)}): {why}")
+            else:
+                lines.append(f"  - {op} x{count}:")
+                lines.extend(f"      {_first(names)}: {why}" for why, names in reasons.items())
         lines.append("supported ops: " + ", ".join(self.supported))
         lines.append("fix: rewrite these nodes with supported ops, or file an issue asking for the op")
         super().__init__("\n".join(lines))
+
+
+def _first(names: list[str], k: int = 3) -> str:
+    """``node 'a', 'b', 'c' and 5 more``: the first ``k`` names of a group."""
+    shown = ", ".join(f"'{n}'" for n in names[:k])
+    more = f" and {len(names) - k} more" if len(names) > k else ""
+    return f"node{'s' if len(names) > 1 else ''} {shown}{more}"
 
 
 class AttributeSchemaError(ModelError):

@@ -32,7 +32,16 @@ batchnorm  x -> y                      params scale [C], bias [C]: y = x*scale +
 identity   x -> y                      -
 lut        x -> y                      fn (sigmoid, tanh, hardsigmoid, leakyrelu, clip), alpha, beta,
                                        min, max: an activation the soma's look-up table computes
+softmax    x -> y                      attrs axis (per sample, negative: from the end): host op (below)
+logsoftmax x -> y                      attrs axis: host op
+argmax     x -> y                      attrs axis, keepdims, select_last_index: host op (indices as floats)
+index      x1, x2, ... -> y            attrs shape (output shape); params idx [y size] (integers held as
+                                       float64): y.flat = concat(x1.flat, x2.flat, ...)[idx], 0 where
+                                       idx = -1 (data movement: concat, slice, transpose, pad, ...)
 ========== =========================== ========================================================
+
+*Host ops* (softmax, logsoftmax, argmax) run on the host after the chip, on a graph output's values: they may
+only feed other host ops or graph outputs (the mapper checks this, ``mapper.lower.split_host``).
 
 Neuron ops come from the neuron models (:mod:`nmc.neurons`): ``lif`` (x, v -> s, v'),
 ``spike_count`` (s, c -> c'), ``cubalif`` (x, i, v -> s, i', v'), ``lif_refractory``
@@ -53,7 +62,7 @@ from .encoders import ENCODERS
 from .errors import ModelError, ShapeError
 from .neurons import MODELS
 
-__all__ = ["Tensor", "Node", "StatePair", "Graph", "OPS", "STAGES", "assign_stages"]
+__all__ = ["Tensor", "Node", "StatePair", "Graph", "OPS", "HOST_OPS", "STAGES", "assign_stages"]
 
 #: every IR op and its (number of inputs, number of outputs); -1 = variadic
 OPS: dict[str, tuple[int, int]] = {
@@ -67,7 +76,13 @@ OPS: dict[str, tuple[int, int]] = {
     "batchnorm": (1, 1),
     "identity": (1, 1),
     "lut": (1, 1),
+    "index": (-1, 1),
+    "softmax": (1, 1),
+    "logsoftmax": (1, 1),
+    "argmax": (1, 1),
 }
+#: ops the host runs after the chip (read-out only)
+HOST_OPS = ("softmax", "logsoftmax", "argmax")
 # neuron ops (lif, spike_count, cubalif, lif_refractory, ...): declared with their model (nmc.neurons)
 OPS.update({m.ir_op: (len(m.ir_inputs), len(m.onnx.outputs)) for m in MODELS.values() if m.onnx is not None})
 # spike encoders (x, t -> s): run on the host (nmc.encoders)

@@ -1,0 +1,298 @@
+"""Each ANN op beyond the core set against onnxruntime: the float import (``run_float``) equals onnxruntime, and
+the compiled chip (``nmc.emulate`` on tianjic) equals it exactly where the op is lossless (data movement and
+integer arithmetic on integer inputs), else within one output quantisation step (the output range / 127)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import nmc
+from nmc.errors import ModelError, UnsupportedOpError
+from nmc.frontend import load_onnx, run_float
+
+ort = pytest.importorskip("onnxruntime")
+
+
+def _vi(name, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def _c(name, value, dtype=np.float32):
+    return numpy_helper.from_array(np.asarray(value, dtype=dtype), name)
+
+
+def _model(nodes, inputs, outputs, inits=(), opset=18, types=None):
+    g = helper.make_graph(nodes, "ops", [_vi(n, ["N", *s]) for n, s in inputs.items()],
+                          [helper.make_value_info(n, helper.make_tensor_type_proto((types or {}).get(n, TensorProto.FLOAT),
+                                                                                   None)) for n in outputs], list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    return onnx.shape_inference.infer_shapes(m, data_prop=True)  # the output shapes, as an exporter writes them
+
+
+def _ints(shape, seed=0, lo=-8, hi=8):
+    return np.random.default_rng(seed).integers(lo, hi + 1, size=shape).astype(np.float32)
+
+
+def check(nodes, inputs, outputs, inits=(), opset=18, exact=True, B=3, chip=True, **load):
+    m = _model(nodes, inputs, outputs, inits, opset)
+    xs = {n: _ints((B, *s), seed=i) for i, (n, s) in enumerate(inputs.items())}
+    ref = dict(zip(outputs, ort.InferenceSession(m.SerializeToString()).run(outputs, xs)))
+    g = load_onnx(m, **load)
+    got = run_float(g, xs)
+    for o in outputs:
+        np.testing.assert_allclose(got[o], ref[o], rtol=1e-5, atol=1e-5, err_msg=o)
+    if not chip:
+        return g, None
+    cm = nmc.compile(g, calib=xs)
+    out = nmc.emulate(cm, xs).outputs
+    for o in outputs:
+        assert out[o].shape == ref[o].shape
+        if exact:
+            np.testing.assert_array_equal(out[o], ref[o], err_msg=o)
+        else:
+            np.testing.assert_allclose(out[o], ref[o], atol=np.abs(ref[o]).max() / 127 + 1e-9, err_msg=o)
+    return g, cm
+
+
+def _ops(g):
+    return [n.op for n in g.nodes]
+
+
+# ----------------------------------------------------------------- data movement: one 'index' view each
+def test_concat_of_two_inputs():
+    g, _ = check([helper.make_node("Concat", ["a", "b"], ["y"], axis=1)], {"a": (2, 3), "b": (1, 3)}, ["y"])
+    assert _ops(g) == ["index"]
+
+
+def test_concat_along_the_last_axis_of_relus():
+    check([helper.make_node("Relu", ["a"], ["ra"]), helper.make_node("Relu", ["b"], ["rb"]),
+           helper.make_node("Concat", ["ra", "rb", "ra"], ["y"], axis=-1)], {"a": (2, 3), "b": (2, 2)}, ["y"])
+
+
+def test_split_into_three():
+    g, _ = check([helper.make_node("Split", ["x", "sizes"], ["y0", "y1", "y2"], axis=1)], {"x": (6, 2)},
+                 ["y0", "y1", "y2"], [_c("sizes", [1, 2, 3], np.int64)])
+    assert _ops(g) == ["index"] * 3
+
+
+def test_slice_with_steps_and_negative_indices():
+    check([helper.make_node("Slice", ["x", "st", "en", "ax", "sp"], ["y"])], {"x": (4, 6)}, ["y"],
+          [_c("st", [-1, 1], np.int64), _c("en", [-5, 6], np.int64), _c("ax", [1, 2], np.int64),
+           _c("sp", [-2, 2], np.int64)])
+
+
+def test_channel_shuffle_reshape_transpose_reshape():
+    # ShuffleNet: [C, H, W] -> [g, C/g, H, W] -> swap the group axes -> [C, H, W]
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Reshape", ["r", "s1"], ["a"]),
+             helper.make_node("Transpose", ["a"], ["t"], perm=[0, 2, 1, 3, 4]),
+             helper.make_node("Reshape", ["t", "s2"], ["y"])]
+    g, _ = check(nodes, {"x": (6, 2, 2)}, ["y"], [_c("s1", [0, 2, 3, 2, 2], np.int64),
+                                                  _c("s2", [0, 6, 2, 2], np.int64)])
+    assert _ops(g) == ["relu", "reshape", "index", "reshape"]
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect", "edge"])
+def test_pad(mode):
+    check([helper.make_node("Pad", ["x", "p"], ["y"], mode=mode)], {"x": (2, 3, 3)}, ["y"],
+          [_c("p", [0, 0, 1, 2, 0, 0, 2, 1], np.int64)])
+
+
+def test_pad_with_a_nonzero_constant_is_zero_padding_and_a_bias():
+    g, _ = check([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Pad", ["r", "p", "v"], ["y"])],
+                 {"x": (2, 3)}, ["y"], [_c("p", [0, 0, 1, 0, 0, 1], np.int64), _c("v", 2.0)])
+    assert _ops(g) == ["relu", "index", "reshape", "batchnorm", "reshape"]
+
+
+def test_pad_of_the_batch_axis_is_refused():
+    m = _model([helper.make_node("Pad", ["x", "p"], ["y"])], {"x": (2,)}, ["y"], [_c("p", [1, 0, 0, 0], np.int64)])
+    with pytest.raises(UnsupportedOpError, match="across the batch axis"):
+        load_onnx(m)
+
+
+def test_gather_with_constant_indices_unsqueeze_squeeze():
+    nodes = [helper.make_node("Gather", ["x", "i"], ["g"], axis=2),
+             helper.make_node("Unsqueeze", ["g", "ax"], ["u"]),
+             helper.make_node("Squeeze", ["u", "ax"], ["y"])]
+    check(nodes, {"x": (2, 5)}, ["y"], [_c("i", [[4, 0], [1, -1]], np.int64), _c("ax", [1], np.int64)])
+
+
+def test_expand_tile_depth_to_space():
+    nodes = [helper.make_node("Expand", ["x", "shape"], ["e"]),
+             helper.make_node("Tile", ["e", "reps"], ["t"]),
+             helper.make_node("DepthToSpace", ["t"], ["y"], blocksize=2, mode="CRD")]
+    check(nodes, {"x": (4, 1, 2)}, ["y"], [_c("shape", [1, 4, 2, 2], np.int64), _c("reps", [1, 2, 1, 1], np.int64)])
+
+
+def test_shape_gather_unsqueeze_concat_reshape_chain_is_folded():
+    # x.view(x.size(0), -1) as the legacy exporter writes it
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+             helper.make_node("Unsqueeze", ["n", "ax"], ["n1"]),
+             helper.make_node("Concat", ["n1", "minus1"], ["shape"], axis=0),
+             helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Reshape", ["r", "shape"], ["y"])]
+    g, _ = check(nodes, {"x": (2, 3)}, ["y"], [_c("zero", 0, np.int64), _c("ax", [0], np.int64),
+                                               _c("minus1", [-1], np.int64)])
+    assert _ops(g) == ["relu", "reshape"]
+
+
+def test_views_compose_and_feed_a_conv():
+    # a transposed, sliced input read by a conv: the conv's synapses are renumbered through both views
+    W = np.arange(2 * 1 * 2 * 2, dtype=np.float32).reshape(2, 1, 2, 2) - 3
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 1, 3, 2]),
+             helper.make_node("Slice", ["t", "st", "en", "ax"], ["s"]),
+             helper.make_node("Conv", ["s", "W"], ["y"])]
+    check(nodes, {"x": (1, 4, 5)}, ["y"], [_c("st", [1], np.int64), _c("en", [5], np.int64),
+                                           _c("ax", [2], np.int64), _c("W", W)])
+
+
+# ----------------------------------------------------------------- arithmetic with constants
+def test_mul_sub_div_neg_sum_by_constants():
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Mul", ["r", "k"], ["m"]),          # per channel
+             helper.make_node("Sub", ["ten", "m"], ["s"]),        # constant - activation
+             helper.make_node("Neg", ["s"], ["n"]),
+             helper.make_node("Sum", ["n", "one", "x"], ["y"])]   # with a constant and an activation
+    check(nodes, {"x": (2, 3)}, ["y"], [_c("k", [[2], [3]]), _c("ten", 10.0), _c("one", 1.0)])
+
+
+def test_div_by_a_constant_and_spatially_varying_scale():
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Div", ["r", "d"], ["y"])]
+    check(nodes, {"x": (2, 2)}, ["y"], [_c("d", [[1, 2], [4, 8]])], exact=False)
+
+
+def test_mul_of_a_conv_output_is_folded_into_its_weights():
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"]), helper.make_node("Mul", ["c", "k"], ["y"])]
+    g, _ = check(nodes, {"x": (1, 3, 3)}, ["y"], [_c("W", np.ones((2, 1, 2, 2))), _c("k", [[[2]], [[-1]]])])
+    assert _ops(g) == ["conv"]
+
+
+def test_product_of_two_activations_is_refused():
+    m = _model([helper.make_node("Mul", ["x", "x"], ["y"], name="sq")], {"x": (2,)}, ["y"])
+    with pytest.raises(UnsupportedOpError, match="product of two activations"):
+        load_onnx(m)
+
+
+def test_standalone_batchnorm_is_a_scale_layer():
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("BatchNormalization", ["r", "g", "b", "m", "v"], ["y"], epsilon=0.0)]
+    g, cm = check(nodes, {"x": (2, 2, 2)}, ["y"], [_c("g", [2, 3]), _c("b", [1, -1]), _c("m", [0, 1]),
+                                                   _c("v", [1, 1])])
+    assert _ops(g) == ["relu", "batchnorm"]
+    assert [l["op"] for l in cm.meta["layers"]] == ["relu", "batchnorm"]
+
+
+def test_dropout_is_the_identity():
+    check([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Dropout", ["r"], ["y", "mask"])], {"x": (3,)},
+          ["y"])
+
+
+# ----------------------------------------------------------------- reductions
+@pytest.mark.parametrize("axes,keep", [([2, 3], 1), ([1], 0), ([-1], 1)])
+def test_reduce_mean(axes, keep):
+    check([helper.make_node("ReduceMean", ["x", "ax"], ["y"], keepdims=keep)], {"x": (3, 2, 4)}, ["y"],
+          [_c("ax", axes, np.int64)], exact=False)
+
+
+def test_reduce_sum_and_max_and_global_pools():
+    nodes = [helper.make_node("ReduceSum", ["x", "ax"], ["s"], keepdims=0),
+             helper.make_node("ReduceMax", ["x"], ["m"], axes=[1], keepdims=1),
+             helper.make_node("GlobalMaxPool", ["x"], ["gm"]),
+             helper.make_node("GlobalAveragePool", ["x"], ["ga"])]
+    check(nodes, {"x": (2, 3, 2)}, ["s", "m", "gm", "ga"], [_c("ax", [2], np.int64)], opset=17, exact=False)
+
+
+def test_reduce_over_the_batch_axis_is_refused():
+    m = _model([helper.make_node("ReduceMean", ["x", "ax"], ["y"])], {"x": (3,)}, ["y"], [_c("ax", [0], np.int64)])
+    with pytest.raises(UnsupportedOpError, match="batch axis"):
+        load_onnx(m)
+
+
+# ----------------------------------------------------------------- ConvTranspose
+@pytest.mark.parametrize("attrs", [dict(), dict(strides=[2, 2]), dict(strides=[2, 3], pads=[1, 0, 0, 1]),
+                                   dict(strides=[2, 2], output_padding=[1, 1], dilations=[1, 2]),
+                                   dict(group=2, strides=[2, 1])])
+def test_conv_transpose(attrs):
+    rng = np.random.default_rng(3)
+    group = attrs.get("group", 1)
+    W = rng.integers(-2, 3, size=(4, 3 // 1 if group == 1 else 1, 3, 2)).astype(np.float32)
+    b = np.arange(W.shape[1] * group, dtype=np.float32)
+    check([helper.make_node("ConvTranspose", ["x", "W", "b"], ["y"], **attrs)], {"x": (4, 3, 3)}, ["y"],
+          [_c("W", W), _c("b", b)])
+
+
+# ----------------------------------------------------------------- host ops and LRN
+def test_softmax_logsoftmax_argmax_run_on_the_host_after_the_chip():
+    W = np.arange(12, dtype=np.float32).reshape(4, 3) / 4 - 1
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["p"]),
+             helper.make_node("LogSoftmax", ["logits"], ["lp"]),
+             helper.make_node("ArgMax", ["logits"], ["k"], axis=1, keepdims=0)]
+    m = _model(nodes, {"x": (4,)}, ["p", "lp", "k"], [_c("W", W)], types={"k": TensorProto.INT64})
+    x = _ints((5, 4))
+    p, lp, k = ort.InferenceSession(m.SerializeToString()).run(None, {"x": x})
+    cm = nmc.compile(m, calib={"x": x})
+    assert cm.meta["host"]["outputs"] == ["p", "lp", "k"] and cm.meta["host"]["chip_only"] == ["logits"]
+    out = nmc.emulate(cm, {"x": x}).outputs
+    assert set(out) == {"p", "lp", "k"}
+    np.testing.assert_array_equal(out["k"], k)
+    step = np.abs(x @ W).max() / 127  # the logits leave the chip as int8 of their range: each within half a step
+    np.testing.assert_allclose(out["lp"], lp, atol=2 * step)  # (log-)softmax moves by at most twice that
+    np.testing.assert_allclose(out["p"], p, atol=2 * step)
+
+
+def test_a_host_op_feeding_the_chip_is_refused():
+    nodes = [helper.make_node("Softmax", ["x"], ["p"]), helper.make_node("Relu", ["p"], ["y"], name="after")]
+    with pytest.raises(UnsupportedOpError, match="host op"):
+        nmc.compile(_model(nodes, {"x": (3,)}, ["y"]), calib={"x": _ints((2, 3))})
+
+
+def test_lrn_is_refused_unless_approximated():
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("LRN", ["r"], ["y"], name="norm1", size=3)]
+    m = _model(nodes, {"x": (3, 2, 2)}, ["y"])
+    with pytest.raises(UnsupportedOpError) as ei:
+        load_onnx(m)
+    msg = str(ei.value)
+    assert "LRN x1 (node 'norm1')" in msg and "host" in msg and "approximate={'LRN': 'identity'}" in msg
+    assert "--approximate LRN=identity" in msg
+    g = load_onnx(m, approximate={"LRN": "identity"})
+    assert json.loads(g.metadata["nmc.approximated"]) == [{"node": "norm1", "op": "LRN", "as": "identity"}]
+    cm = nmc.compile(g, calib={"x": _ints((2, 3, 2, 2))})
+    assert any("LRN node 'norm1' is approximated as identity" in w for w in cm.meta["compile"]["warnings"])
+    with pytest.raises(ModelError, match="approximation LRN='zero' is unknown; nmc offers {'LRN': \\['identity'\\]}"):
+        load_onnx(m, approximate={"LRN": "zero"})
+
+
+def test_cli_approximate_option(tmp_path, capsys):
+    from nmc import cli
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("LRN", ["r"], ["y"], name="norm1", size=3)]
+    onnx.save(_model(nodes, {"x": (3, 2, 2)}, ["y"]), str(tmp_path / "m.onnx"))
+    np.savez(tmp_path / "calib.npz", x=_ints((2, 3, 2, 2)))
+    args = ["compile", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"), "-o", str(tmp_path / "m.nmc")]
+    assert cli.main(args) != 0 and "--approximate LRN=identity" in capsys.readouterr().err
+    assert cli.main(args + ["--approximate", "LRN=identity"]) == 0
+    assert "LRN node 'norm1' is approximated as identity" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------- preparation
+def test_an_opset_9_model_is_converted():
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Unsqueeze", ["r"], ["u"], axes=[1]),
+             helper.make_node("Pad", ["u"], ["y"], pads=[0, 0, 1, 0, 0, 1], mode="constant", value=0.0)]
+    check(nodes, {"x": (3,)}, ["y"], opset=9)
+
+
+def test_constant_folding_of_a_weight_computed_by_nodes():
+    # W = Transpose(ConstantOfShape([3, 2]) + 1) computed in the graph, not stored
+    nodes = [helper.make_node("ConstantOfShape", ["shp"], ["z"], value=numpy_helper.from_array(np.ones(1, np.float32))),
+             helper.make_node("Add", ["z", "z"], ["two"]),
+             helper.make_node("Transpose", ["two"], ["W"]),
+             helper.make_node("MatMul", ["x", "W"], ["y"])]
+    g, _ = check(nodes, {"x": (2,)}, ["y"], [_c("shp", [3, 2], np.int64)])
+    assert _ops(g) == ["dense"]
