@@ -29,7 +29,7 @@ from nmc import rules as drc
 from nmc.chip import ChipSpec
 from nmc.coremap import CoreMap
 from nmc.coremap import check_coremap as check_structure
-from nmc.encoders import encode_inputs
+from nmc.encoders import STEP_INDEX, encode_inputs
 from nmc.errors import DesignRuleError, NmcError, PassError
 from nmc.ir import Graph
 
@@ -136,7 +136,7 @@ def _calibrate(ctx: Context, graph: Graph) -> Ranges:
     if ctx.calib is not None:
         ranges.update(calibrate(graph, ctx.calib, ctx.options.get("calib_steps")))
     for name, kind in graph.inputs.items():  # a step input nothing calibrated carries spikes: 0 or 1
-        if kind == "step" and name not in ranges:
+        if kind == "step" and name not in ranges and name != STEP_INDEX:
             ranges[name] = Range(0.0, 1.0, True)
     return Ranges(ranges)
 
