@@ -296,3 +296,76 @@ def test_constant_folding_of_a_weight_computed_by_nodes():
              helper.make_node("MatMul", ["x", "W"], ["y"])]
     g, _ = check(nodes, {"x": (2,)}, ["y"], [_c("shp", [3, 2], np.int64)])
     assert _ops(g) == ["dense"]
+
+
+# ----------------------------------------------------------------- other ranks, and views in real patterns
+@pytest.mark.parametrize("node,inputs,inits", [
+    (helper.make_node("Conv", ["x", "W", "b"], ["y"], pads=[1, 2], strides=[2], dilations=[2]), {"x": (2, 9)},
+     [_c("W", np.arange(12).reshape(3, 2, 2) % 5 - 2), _c("b", [1, 0, -1])]),
+    (helper.make_node("Conv", ["x", "W"], ["y"], pads=[1, 0, 0, 0, 1, 1], group=2), {"x": (2, 3, 3, 4)},
+     [_c("W", np.arange(4 * 1 * 2 * 2 * 2).reshape(4, 1, 2, 2, 2) % 3 - 1)]),
+    (helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2, 2], strides=[1, 2, 2], pads=[0, 1, 1, 0, 1, 1],
+                      count_include_pad=1), {"x": (2, 3, 4, 4)}, []),
+])
+def test_1d_and_3d_linear_ops_become_dense_layers(node, inputs, inits):
+    g, _ = check([node], inputs, ["y"], inits, exact=node.op_type == "Conv")
+    assert "dense" in _ops(g)
+
+
+@pytest.mark.parametrize("attrs,shape", [
+    (dict(kernel_shape=[3], strides=[2], pads=[1, 1]), (2, 9)),
+    (dict(kernel_shape=[2, 2, 2], strides=[2, 2, 2], ceil_mode=1), (2, 3, 5, 5)),
+    (dict(kernel_shape=[2, 2], dilations=[2, 2], pads=[1, 1, 1, 1]), (2, 5, 5)),
+    (dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1), (1, 6, 6)),
+])
+def test_maxpool_of_any_rank_with_dilations_and_ceil_mode(attrs, shape):
+    # padding never wins a max (ONNX pads MaxPool with -inf): inputs all negative show it
+    nodes = [helper.make_node("Neg", ["x"], ["n"]), helper.make_node("Relu", ["n"], ["r"]),
+             helper.make_node("Sub", ["r", "nine"], ["m"]),                 # values in [-9, -1]
+             helper.make_node("MaxPool", ["m"], ["y"], **attrs)]
+    check(nodes, {"x": shape}, ["y"], [_c("nine", 9.0)])
+
+
+def test_even_kernel_with_symmetric_padding_c2sp():
+    # Wu et al., even-sized kernels: split the channels in 4 groups, pad each at another corner, concat, 2x2 conv
+    corners = [[0, 0, 1, 1, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0, 0, 1], [0, 0, 0, 1, 0, 0, 1, 0], [0, 0, 0, 0, 0, 0, 1, 1]]
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("Split", ["r", "four"], [f"g{i}" for i in range(4)], axis=1)]
+    nodes += [helper.make_node("Pad", [f"g{i}", f"p{i}"], [f"q{i}"]) for i in range(4)]
+    nodes += [helper.make_node("Concat", [f"q{i}" for i in range(4)], ["cat"], axis=1),
+              helper.make_node("Conv", ["cat", "W"], ["y"])]
+    W = np.arange(3 * 8 * 2 * 2).reshape(3, 8, 2, 2) % 5 - 2
+    g, cm = check(nodes, {"x": (8, 4, 4)}, ["y"], [_c("four", [2, 2, 2, 2], np.int64), _c("W", W)] +
+                  [_c(f"p{i}", c, np.int64) for i, c in enumerate(corners)])
+    assert _ops(g).count("index") == 9 and [l["op"] for l in cm.meta["layers"]] == ["relu", "conv"]  # 4 + 4 + 1 views, no copies
+
+
+def test_concatenated_spikes_feed_a_spiking_layer():
+    from nmc.frontend import ModelBuilder
+    b = ModelBuilder("cat", num_steps=5)
+    x = b.input("x", (3,), kind="step")
+    s1, _ = b.lif(b.gemm(x, np.array([[1, 1, 0], [0, 1, 1]], float), name="fa"), "a", threshold=1.0)
+    s2, _ = b.lif(b.gemm(x, np.array([[2, 0, -1]], float), name="fb"), "b", threshold=1.0)
+    m = b.build()
+    cat = helper.make_node("Concat", [s1, s2], ["cat"], axis=1)
+    m.graph.node.append(cat)
+    g2 = helper.make_node("Gemm", ["cat", "W3"], ["h"], transB=1)
+    m.graph.node.append(g2)
+    m.graph.initializer.append(_c("W3", [[1, -1, 1], [1, 1, 1]]))
+    m.graph.node.append(helper.make_node("LIF", ["h", "c.v"], ["c.s", "c.v.next"], domain="nmc", threshold=2.0))
+    m.graph.input.append(_vi("c.v", ["N", 2]))
+    m.graph.output.append(_vi("c.s", ["N", 2]))
+    m.graph.output.append(_vi("c.v.next", ["N", 2]))
+    meta = {p.key: p.value for p in m.metadata_props}
+    st = json.loads(meta["nmc.state"]) + [["c.v", "c.v.next", 0.0]]
+    for p in m.metadata_props:
+        if p.key == "nmc.state":
+            p.value = json.dumps(st)
+        if p.key == "nmc.outputs":
+            p.value = json.dumps(["c.s"])
+    xs = {"x": (np.random.default_rng(4).random((5, 3, 3)) < 0.6).astype(float)}
+    g = load_onnx(m)
+    ref = run_float(g, xs)["c.s"]
+    cm = nmc.compile(g)
+    np.testing.assert_array_equal(nmc.emulate(cm, xs).outputs["c.s"], ref)
+    assert ref.sum() > 0 and "index" not in [l["op"] for l in cm.meta["layers"]]
