@@ -369,3 +369,11 @@ def test_concatenated_spikes_feed_a_spiking_layer():
     cm = nmc.compile(g)
     np.testing.assert_array_equal(nmc.emulate(cm, xs).outputs["c.s"], ref)
     assert ref.sum() > 0 and "index" not in [l["op"] for l in cm.meta["layers"]]
+
+
+def test_identity_of_a_weight_feeding_a_gemm():
+    # what the legacy exporter writes for a parameter used twice (snnTorch's lif1.beta): Identity(weight) -> Gemm
+    nodes = [helper.make_node("Identity", ["lif1.W"], ["w_copy"]),
+             helper.make_node("Gemm", ["x", "w_copy"], ["y"], transB=1)]
+    g, _ = check(nodes, {"x": (3,)}, ["y"], [_c("lif1.W", [[1, 0, 2], [0, -1, 1]])])
+    assert _ops(g) == ["dense"]
