@@ -101,6 +101,9 @@ def _emit_view(ctx: _Ctx, node, sources: list[str], out: str, idx: np.ndarray, n
 def _data_movement(ctx: _Ctx, node, a):
     which = DATA_MOVEMENT_OPS[node.op_type]
     pos = range(len(node.input)) if which is None else which
+    if node.op_type == "Gather" and ctx.is_const(node.input[0]) and not ctx.is_const(node.input[1]):
+        raise _Unsupported("a lookup in a constant table by computed indices (an embedding) is not supported: the "
+                           "cores cannot address by value; feed the indices one-hot and use a Gemm with the table")
     data = []
     for i in pos:
         t = node.input[i] if i < len(node.input) else ""
