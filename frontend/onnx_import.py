@@ -1,11 +1,14 @@
 """ONNX (nmc step convention) -> :class:`nmc.ir.Graph`.
 
-:func:`load_onnx` checks the model, reads the convention metadata (``nmc.state``,
-``nmc.num_steps``, ``nmc.step_inputs``, optional ``nmc.outputs``), folds initializers and
-``Constant`` nodes into parameters, strips the batch dimension, infers every shape
-itself and converts each node with a converter from :data:`CONVERTERS` (one per ONNX op
-type).  Every node it cannot convert is collected and reported at once in an
-:class:`~nmc.errors.UnsupportedOpError`.  Then stages are assigned, the graph linted and
+:func:`load_onnx` checks the model, converts an opset older than :data:`MIN_MODEL_OPSET` with
+``onnx.version_converter``, reads the convention metadata (``nmc.state``, ``nmc.num_steps``,
+``nmc.step_inputs``, optional ``nmc.outputs``), folds initializers, ``Constant`` nodes and every node
+computed from constants alone (ONNX's reference implementation) into parameters, strips the batch
+dimension (symbolic or a fixed size), infers every shape itself and converts each node with a converter
+from :data:`CONVERTERS` (one per ONNX op type; ``frontend/onnx_ops.py`` registers the ANN ops beyond the
+core set).  Every node it cannot convert is collected over the whole graph (the nodes after an
+unsupported one are checked with the shapes ONNX shape inference gives) and reported at once in an
+:class:`~nmc.errors.UnsupportedOpError`, grouped by op.  Then stages are assigned, the graph linted and
 batch normalisations folded into the layer before them (:func:`fold_batchnorm`).
 """
 from __future__ import annotations
