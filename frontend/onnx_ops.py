@@ -14,6 +14,8 @@ Gemm/Conv before it when it is that layer's only consumer, else a per-channel (o
 """
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import onnx
 from onnx.reference import ReferenceEvaluator
@@ -350,19 +352,8 @@ def _reduce(ctx: _Ctx, node, a, kind: str, axes: list[int] | None = None, keepdi
     ctx.emit(node, "reshape", [pooled], [node.output[0]], [out_shape], attrs={"shape": list(out_shape)})
 
 
-@register_converter("ReduceMean")
-def _reduce_mean(ctx, node, a):
-    _reduce(ctx, node, a, "mean")
-
-
-@register_converter("ReduceSum")
-def _reduce_sum(ctx, node, a):
-    _reduce(ctx, node, a, "sum")
-
-
-@register_converter("ReduceMax")
-def _reduce_max(ctx, node, a):
-    _reduce(ctx, node, a, "max")
+for _op, _kind in (("ReduceMean", "mean"), ("ReduceSum", "sum"), ("ReduceMax", "max")):
+    register_converter(_op)(partial(_reduce, kind=_kind))
 
 
 @register_converter("GlobalMaxPool")
@@ -471,19 +462,8 @@ def _host(ctx: _Ctx, node, a, op: str):
     ctx.emit(node, op, [x], [node.output[0]], [shape], attrs=attrs)
 
 
-@register_converter("Softmax")
-def _softmax(ctx, node, a):
-    _host(ctx, node, a, "softmax")
-
-
-@register_converter("LogSoftmax")
-def _logsoftmax(ctx, node, a):
-    _host(ctx, node, a, "logsoftmax")
-
-
-@register_converter("ArgMax")
-def _argmax(ctx, node, a):
-    _host(ctx, node, a, "argmax")
+for _op, _ir in (("Softmax", "softmax"), ("LogSoftmax", "logsoftmax"), ("ArgMax", "argmax")):
+    register_converter(_op)(partial(_host, op=_ir))
 
 
 # ----------------------------------------------------------------- 1-D and 3-D convolution and pooling
