@@ -36,4 +36,5 @@ def test_pytorch_converted_models_match_onnxruntime():
     bad = {n: r for n, r in results.items() if r[0] != "match" and n not in MAY_REFUSE}
     assert not bad, bad
     assert all(r[0] in ("match", "refused") for r in results.values())
-    assert sum(r[0] == "match" for r in results.values()) >= 60  # of 80 here; 62 of 82 with the two large ones
+    assert sum(r[0] == "match" for r in results.values()) >= 70  # of 80 here (measured 71; 72 of 82 with the two
+    #                                                               large ones, of which the dilated 1-D one matches)
