@@ -64,13 +64,14 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
             block[np.arange(k * nn), np.tile(np.arange(nn), k)] = 1
         else:
             ptr, rows, cols, wq = csr[p.layer]
-            idx = np.concatenate([np.arange(ptr[r], ptr[r + 1]) for r in p.neurons]) if nn else np.zeros(0, np.int64)
-            nslot = np.full(l.n, -1, np.int64)
-            nslot[p.neurons] = np.arange(nn)
-            aslot = np.full(l.n_cols, -1, np.int64)
-            aslot[p.cols] = np.arange(na)
-            sel = idx[aslot[cols[idx]] >= 0]
-            block[aslot[cols[sel]], nslot[rows[sel]]] = wq[sel].astype(np.int8)
+            # the synapses of the core's neurons (slot j: neuron p.neurons[j]) that read one of its axons
+            lo = ptr[p.neurons]
+            lens = ptr[p.neurons + 1] - lo
+            nslot = np.repeat(np.arange(nn), lens)
+            idx = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(lo, lens)
+            aslot = np.minimum(np.searchsorted(p.cols, cols[idx]), max(na - 1, 0))  # p.cols ascending
+            hit = p.cols[aslot] == cols[idx] if na else np.zeros(idx.shape, bool)
+            block[aslot[hit], nslot[hit]] = wq[idx[hit]].astype(np.int8)
         weights.append(block.reshape(-1))
         w_off.append(w_off[-1] + na * nn)
         bias.append(np.zeros(nn, np.int64) if kind == "partial" else q.bias[p.neurons])

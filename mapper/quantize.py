@@ -159,39 +159,45 @@ def ranges_from_metadata(graph: Graph) -> dict[str, Range]:
 
 def requant_params(f: np.ndarray, mult_bits: int, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Approximate each factor ``f`` by ``m / 2**s`` with ``0 <= m < 2**mult_bits``: exact with the
-    smallest shift when possible, else with the most precision."""
+    smallest shift when possible, else with the most precision.  Vectorised over the distinct factors
+    (one pass per shift, at most 63)."""
     f = np.asarray(f, dtype=np.float64)
-    m_out = np.zeros(f.shape, np.int64)
-    s_out = np.zeros(f.shape, np.int64)
     lim = 2 ** mult_bits
-    for val in np.unique(f):
-        idx = f == val
+    vals, inv = np.unique(f.reshape(-1), return_inverse=True)
+    bad = (vals < 0) | ~np.isfinite(vals) | (vals >= lim)
+    if bad.any():  # the first in ascending order, as a scan of the sorted factors meets it
+        val = vals[np.argmax(bad)]
         if val < 0 or not np.isfinite(val):
             raise QuantizationError(f"{where}: requantisation factor {val} is not a finite non-negative number")
-        if val == 0:
-            m, s = 0, 0
-        elif val >= lim:
-            raise QuantizationError(f"{where}: requantisation factor {val:.4g} exceeds the multiplier range "
-                                    f"2^{mult_bits} (core.requant_mult_bits); the output range is far narrower than "
-                                    "the accumulator's: recalibrate with representative inputs")
-        else:
-            m = s = None
-            for sh in range(0, 63):
-                x = val * 2.0 ** sh
-                if x >= lim:
-                    break
-                if abs(x - round(x)) <= _EPS * max(1.0, x):
-                    m, s = int(round(x)), sh
-                    break
-            if m is None:
-                sh = 0
-                while sh < 62 and val * 2.0 ** (sh + 1) < lim - 0.5:
-                    sh += 1
-                m, s = int(round(val * 2.0 ** sh)), sh
-                if m >= lim:
-                    m = lim - 1
-        m_out[idx], s_out[idx] = m, s
-    return m_out, s_out
+        raise QuantizationError(f"{where}: requantisation factor {val:.4g} exceeds the multiplier range "
+                                f"2^{mult_bits} (core.requant_mult_bits); the output range is far narrower than "
+                                "the accumulator's: recalibrate with representative inputs")
+    m = np.zeros(vals.shape, np.int64)
+    s = np.zeros(vals.shape, np.int64)
+    found = vals == 0  # 0 -> m = 0, s = 0
+    looking = ~found  # still below the multiplier range, no exact shift yet
+    for sh in range(0, 63):
+        if not looking.any():
+            break
+        x = vals * 2.0 ** sh
+        looking &= x < lim
+        exact = looking & (np.abs(x - np.round(x)) <= _EPS * np.maximum(1.0, x))
+        m[exact], s[exact] = np.round(x[exact]).astype(np.int64), sh
+        found |= exact
+        looking &= ~exact
+    rest = ~found  # no exact shift: the most precision
+    sh = _most_precise_shift(vals[rest], lim)
+    m[rest] = np.minimum(np.round(vals[rest] * 2.0 ** sh).astype(np.int64), lim - 1)
+    s[rest] = sh
+    return m[inv].reshape(f.shape), s[inv].reshape(f.shape)
+
+
+def _most_precise_shift(vals: np.ndarray, lim: int) -> np.ndarray:
+    """The largest shift ``sh <= 62`` with ``val * 2^sh < lim - 0.5`` (0 when even ``sh = 1`` is too far)."""
+    sh = np.zeros(vals.shape, np.int64)
+    for k in range(1, 63):
+        sh = np.where(vals * 2.0 ** k < lim - 0.5, k, sh)
+    return sh
 
 
 def floor4_scales(E: np.ndarray, out_scale: float) -> tuple[float, float, int]:
