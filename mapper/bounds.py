@@ -213,7 +213,7 @@ def _syn(g: Graph, n: Node, pl: Plan) -> _Syn:
         W = n.params["W"]
         nz = (W != 0).sum(axis=1)
         vals, cnt = np.unique(nz, return_counts=True)
-        return _Syn(int(nz.sum()), int(nz.max(initial=0)), int(nz.min(initial=0)), _row_equal(W), ((vals, cnt),))
+        return _Syn(int(nz.sum()), int(nz.max(initial=0)), int(nz.min()) if nz.size else 0, _row_equal(W), ((vals, cnt),))
     if n.op in ("conv", "maxpool", "avgpool"):
         return _conv(n, shape_of(n.inputs[0]), g.tensors[n.outputs[0]].shape, pool=n.op != "conv")
     size = g.tensors[n.outputs[0]].size
