@@ -156,12 +156,22 @@ def _taps(n_out: int, size: int, k: int, stride: int, pad: int, dil: int) -> np.
 
 
 def _row_equal(W2: np.ndarray) -> bool:
-    """Every row's non-zero weights have one magnitude (they may quantise to +-1)."""
-    a = np.abs(W2)
-    big = a.max(axis=1)
-    small = np.where(a > 0, a, np.inf).min(axis=1)
-    nz = big > 0
-    return bool(np.all(big[nz] == small[nz]))
+    """Every row's non-zero weights have one magnitude (they may quantise to +-1); in chunks of rows."""
+    step = max(1, (1 << 22) // max(W2.shape[1], 1))
+    for r in range(0, W2.shape[0], step):
+        a = np.abs(W2[r:r + step])
+        big = a.max(axis=1)
+        small = np.where(a > 0, a, np.inf).min(axis=1)
+        nz = big > 0
+        if not np.all(big[nz] == small[nz]):
+            return False
+    return True
+
+
+def _nonzero_per_row(W: np.ndarray) -> np.ndarray:
+    step = max(1, (1 << 22) // max(W.shape[1], 1))
+    return np.concatenate([np.count_nonzero(W[r:r + step], axis=1) for r in range(0, W.shape[0], step)]
+                          or [np.zeros(0, np.int64)]).astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -211,7 +221,7 @@ def _syn(g: Graph, n: Node, pl: Plan) -> _Syn:
     shape_of = lambda t: g.tensors[pl.root(t)].shape  # noqa: E731
     if n.op == "dense":
         W = n.params["W"]
-        nz = (W != 0).sum(axis=1)
+        nz = _nonzero_per_row(W)
         vals, cnt = np.unique(nz, return_counts=True)
         return _Syn(int(nz.sum()), int(nz.max(initial=0)), int(nz.min()) if nz.size else 0, _row_equal(W), ((vals, cnt),))
     if n.op in ("conv", "maxpool", "avgpool"):

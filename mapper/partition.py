@@ -149,8 +149,12 @@ def _greedy_split(li, l: Layer, order, ptr, cols, chip: ChipSpec, in_b: int, w_b
         return (am > 0) & merge
 
     # a neuron whose inputs (distinct columns) cannot be split into partial sums a merge core can add
-    for nrn in order[~plan_ok(_distinct_fan(ptr, cols, order), np.ones(order.shape[0], np.int64))][:1]:
+    fan = np.diff(ptr)
+    maybe = order[~plan_ok(fan[order], np.ones(order.shape[0], np.int64))]  # plan_ok: no easier with more inputs
+    for nrn in maybe.tolist():  # (a neuron reading a column twice needs one axon for it)
         cs = np.unique(cols[ptr[nrn]:ptr[nrn + 1]])
+        if plan_ok(cs.shape[0], 1):
+            continue
         am1 = int(a_max[1])
         raise DoesNotFitError(
             f"{l.where()}: neuron {int(nrn)} reads {cs.shape[0]} inputs; split across partial cores of at most "
@@ -175,12 +179,3 @@ def _greedy_split(li, l: Layer, order, ptr, cols, chip: ChipSpec, in_b: int, w_b
         pieces.append(Piece(layer=li, kind="merge", neurons=neurons, cols=np.zeros(0, np.int64),
                             partials=list(range(base, base + k))))
     return pieces
-
-
-def _distinct_fan(ptr, cols, order) -> np.ndarray:
-    """Distinct input columns of each neuron of ``order``."""
-    n = ptr.shape[0] - 1
-    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(ptr))
-    width = int(cols.max()) + 1 if cols.size else 1
-    keys = np.unique(rows * width + cols)
-    return np.bincount(keys // width, minlength=n)[order]
