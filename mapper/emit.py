@@ -32,7 +32,7 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
     for li, l in enumerate(lg.layers):
         order = np.argsort(l.rows, kind="stable")
         ptr = np.zeros(l.n + 1, np.int64)
-        np.add.at(ptr, l.rows + 1, 1)
+        ptr[1:] = np.bincount(l.rows, minlength=l.n)
         csr[li] = (np.cumsum(ptr), l.rows[order], l.cols[order], quant.layers[li].wq[order])
     C = len(pieces)
     cores = {k: np.zeros(C, np.int64) for k in ("layer", "stage", "phase", "dendrite", "spike_in", "model", "out_bits",

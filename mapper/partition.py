@@ -62,7 +62,7 @@ def _csr(l: Layer) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(l.rows, kind="stable")
     cols = l.cols[order]
     ptr = np.zeros(l.n + 1, np.int64)
-    np.add.at(ptr, l.rows + 1, 1)
+    ptr[1:] = np.bincount(l.rows, minlength=l.n)
     return np.cumsum(ptr), cols
 
 

@@ -300,22 +300,37 @@ def _is_int(a: np.ndarray) -> np.ndarray:
     return np.abs(a - np.round(a)) <= _EPS * np.maximum(1.0, np.abs(a))
 
 
+def _row_max(rows: np.ndarray, x: np.ndarray, n: int, fill: float, ufunc=np.maximum) -> np.ndarray:
+    """``ufunc``-reduction of ``x`` per row (``fill`` where a row has no entry): by segments when ``rows`` is
+    sorted (dense and conv layers), else with ``ufunc.at``."""
+    out = np.full(n, fill)
+    if not rows.size:
+        return out
+    if np.all(rows[1:] >= rows[:-1]):
+        starts = np.flatnonzero(np.concatenate([[True], rows[1:] != rows[:-1]]))
+        out[rows[starts]] = ufunc(ufunc.reduceat(x, starts), fill)
+    else:
+        ufunc.at(out, rows, x)
+    return out
+
+
+def _row_all(rows: np.ndarray, ok: np.ndarray, n: int) -> np.ndarray:
+    """Per row: every entry ``ok`` (True for a row without entries)."""
+    return np.bincount(rows[~ok], minlength=n) == 0
+
+
 def _row_scales(rows: np.ndarray, E: np.ndarray, n: int) -> np.ndarray:
     """Per-neuron weight scale: 1 if the row is already int8, else the row's common step if every
     weight is a small multiple of its smallest one, else max|E| / 127."""
     absE = np.abs(E)
-    rmax = np.zeros(n)
-    np.maximum.at(rmax, rows, absE)
-    rmin = np.full(n, np.inf)
+    rmax = _row_max(rows, absE, n, 0.0)
     nz = absE > 0
-    np.minimum.at(rmin, rows[nz], absE[nz])
-    allint = np.ones(n, bool)
-    np.logical_and.at(allint, rows, _is_int(E))
+    rmin = _row_max(rows[nz], absE[nz], n, np.inf, np.minimum)
+    allint = _row_all(rows, _is_int(E), n)
     scale = np.where(rmax > 0, rmax / W_MAX, 1.0)
-    step_ok = np.ones(n, bool)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = absE / rmin[rows]
-    np.logical_and.at(step_ok, rows, _is_int(ratio) | ~nz)
+    step_ok = _row_all(rows, _is_int(ratio) | ~nz, n)
     use_step = step_ok & np.isfinite(rmin) & (rmax / np.where(np.isfinite(rmin), rmin, 1) <= W_MAX + 1e-9)
     scale = np.where(use_step, np.where(np.isfinite(rmin), rmin, 1.0), scale)
     scale = np.where(allint & (rmax <= W_MAX), 1.0, scale)
@@ -558,8 +573,7 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
             raise AssertionError(f"{l.name}: weights out of int8")  # internal invariant: scales bound them
         # worst-case accumulator magnitude (split == unsplit needs it below 2^(A-1))
         in_max = np.concatenate([np.full(sz, max(abs(tq[t].lo), abs(tq[t].hi))) for t, sz in zip(l.inputs, l.in_sizes)])
-        bound = np.zeros(l.n)
-        np.add.at(bound, l.rows, np.abs(wq) * in_max[l.cols])
+        bound = np.bincount(l.rows, weights=np.abs(wq) * in_max[l.cols], minlength=l.n)  # whole numbers: exact sums
         acc_bound = float((bound + np.abs(bias)).max()) if l.n else 0.0
         rep["acc_bound"] = acc_bound
         qlayers.append(QLayer(wq=wq, bias=bias, lo=lo, hi=hi, w_bits=w_bits, lossless=lossless, acc_bound=acc_bound,
