@@ -285,3 +285,46 @@ def test_requant_hand_values_and_many_distinct_factors_in_linear_time():
     m, s = requant_params(f, 16, "x")
     assert time.perf_counter() - t0 < 10
     assert np.all(np.abs(m / 2.0 ** s - f) <= 2.0 ** -s)
+
+
+# ============================================================================ seeded random graphs
+def random_graph(seed: int):
+    """A seeded random feed-forward CNN -> SNN: conv / pool / residual-add blocks, then dense + LIF, count, head."""
+    rng = np.random.default_rng(seed)
+    b = ModelBuilder(f"rand{seed}", num_steps=3)
+    C, H = int(rng.integers(1, 4)), int(rng.integers(6, 12))
+    calib = {"image": rng.random((2, C, H, H))}
+    h = b.input("image", (C, H, H))
+    for i in range(int(rng.integers(1, 4))):
+        co, k = int(rng.integers(2, 6)), int(rng.choice([1, 3]))
+        h2 = b.relu(b.conv(h, rng.normal(size=(co, C, k, k)) * 0.3, pads=(k // 2,) * 4, name=f"conv{i}"))
+        if co == C and rng.random() < 0.5:
+            h2 = b.relu(b.add(h2, h, name=f"res{i}"))
+        h, C = h2, co
+        if H >= 4 and rng.random() < 0.5:
+            h = (b.maxpool if rng.random() < 0.5 else b.avgpool)(h, (2, 2), name=f"pool{i}")
+            H //= 2
+    m = int(rng.integers(8, 40))
+    s, _ = b.lif(b.gemm(b.flatten(h), rng.normal(size=(m, C * H * H)) * 0.2, name="fc"), "lif", beta=0.9)
+    b.output(b.gemm(b.spike_count(s, "count"), rng.normal(size=(5, m)), name="head"))
+    return b.build(), calib
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_graphs_map_every_neuron_once_within_limits_and_reproducibly(seed):
+    model, calib = random_graph(seed)
+    rng = np.random.default_rng(1000 + seed)
+    over = {"core.neurons": int(rng.integers(8, 64)), "core.axons": int(rng.integers(32, 128)),
+            "core.memory_bytes": int(rng.integers(2000, 8000))}
+    try:
+        # lint: every neuron of every layer held by exactly one full/merge core, no core over its neurons/axons;
+        # emit: every design rule (memory, router table, phases, ...) holds, or it raises
+        a = nmc.compile(model, calib=calib, overrides=over, chips="auto", lint=True)
+    except DoesNotFitError as e:
+        assert "layer '" in str(e) or "cannot fit" in str(e)
+        return
+    bnd = nmc.check(model, overrides=over, chips="auto")
+    assert a.num_cores >= bnd.cores
+    b = nmc.compile(model, calib=calib, overrides=over, chips="auto")
+    A, B = a.arrays(), b.arrays()
+    assert A.keys() == B.keys() and all(np.array_equal(A[k], B[k]) for k in A)
