@@ -40,6 +40,7 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
     cparam = np.zeros((C, W["P"]), np.int64)
     bias, nparam, state_init, weights = [], [], [], []
     w_off = [0]
+    group = None  # (neurons, their synapses' slots, synapse indices and columns, by column)
     for ci, p in enumerate(pieces):
         l = lg.layers[p.layer]
         q = quant.layers[p.layer]
@@ -64,14 +65,22 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
             block[np.arange(k * nn), np.tile(np.arange(nn), k)] = 1
         else:
             ptr, rows, cols, wq = csr[p.layer]
-            # the synapses of the core's neurons (slot j: neuron p.neurons[j]) that read one of its axons
-            lo = ptr[p.neurons]
-            lens = ptr[p.neurons + 1] - lo
-            nslot = np.repeat(np.arange(nn), lens)
-            idx = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(lo, lens)
-            aslot = np.minimum(np.searchsorted(p.cols, cols[idx]), max(na - 1, 0))  # p.cols ascending
-            hit = p.cols[aslot] == cols[idx] if na else np.zeros(idx.shape, bool)
-            block[aslot[hit], nslot[hit]] = wq[idx[hit]].astype(np.int8)
+            if group is None or group[0] is not p.neurons:
+                # the synapses of the core's neurons (slot j: neuron p.neurons[j]), by input column (stable: the
+                # last of two writes to one weight stays last); the partial cores of one group share them
+                lo = ptr[p.neurons]
+                lens = ptr[p.neurons + 1] - lo
+                nslot = np.repeat(np.arange(nn), lens)
+                idx = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(lo, lens)
+                by_col = np.argsort(cols[idx], kind="stable")
+                group = (p.neurons, nslot[by_col], idx[by_col], cols[idx][by_col])
+            _, g_slot, g_idx, g_col = group
+            if na:  # the synapses reading a column in this core's range (p.cols ascending), then those it holds
+                a, b = np.searchsorted(g_col, [p.cols[0], p.cols[-1] + 1])
+                c_sel = g_col[a:b]
+                aslot = np.minimum(np.searchsorted(p.cols, c_sel), na - 1)
+                hit = p.cols[aslot] == c_sel
+                block[aslot[hit], g_slot[a:b][hit]] = wq[g_idx[a:b][hit]].astype(np.int8)
         weights.append(block.reshape(-1))
         w_off.append(w_off[-1] + na * nn)
         bias.append(np.zeros(nn, np.int64) if kind == "partial" else q.bias[p.neurons])
