@@ -91,16 +91,21 @@ def _partition_layer(li: int, l: Layer, w_bits: int, chip: ChipSpec, tq: dict[st
     return _greedy_split(li, l, order, ptr, cols, chip, in_b, w_bits, rr)
 
 
-def _window(order, ptr, cols, s: int, K: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _window(order, ptr, cols, s: int, K: int, scratch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For the neurons ``order[s:s+K]``: the axons a piece of the first ``k + 1`` of them reads (``n_ax[k]``,
-    distinct input columns), and each distinct column with the position of the first neuron reading it."""
+    distinct input columns), and each distinct column with the position of the first neuron reading it.
+    ``scratch`` (one int per input column, any content) finds first occurrences without sorting; only the
+    entries of this window's columns are written and read."""
     nrns = order[s:s + K]
     lo, hi = ptr[nrns], ptr[nrns + 1]
     lens = hi - lo
     pos = np.repeat(np.arange(nrns.shape[0]), lens)
     idx = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(lo, lens)
-    ucol, first = np.unique(cols[idx], return_index=True)
-    first_pos = pos[first]
+    cc = cols[idx]
+    at = np.arange(cc.shape[0])
+    scratch[cc[::-1]] = at[::-1]  # the last write wins: each column's first occurrence
+    first = scratch[cc] == at
+    ucol, first_pos = cc[first], pos[first]
     n_ax = np.cumsum(np.bincount(first_pos, minlength=nrns.shape[0]))
     return n_ax, ucol, first_pos
 
@@ -111,17 +116,18 @@ def _greedy(li, l, order, ptr, cols, ok, cap: int, kind: str = "full"):
     candidates.  Returns ``(groups as (neurons, cols), pieces)``."""
     n = order.shape[0]
     groups = []
+    scratch = np.zeros(l.n_cols, np.int64)
     s, K = 0, 64
     while s < n:
         while True:
             K = min(K, n - s, cap + 1)
-            n_ax, ucol, first_pos = _window(order, ptr, cols, s, K)
+            n_ax, ucol, first_pos = _window(order, ptr, cols, s, K, scratch)
             good = ok(n_ax[1:], np.arange(2, K + 1))
             size = 1 + (int(np.argmin(good)) if not good.all() else K - 1)
             if size < K or K >= min(n - s, cap + 1):
                 break
             K *= 2
-        groups.append((order[s:s + size].astype(np.int64), ucol[first_pos < size].astype(np.int64)))
+        groups.append((order[s:s + size].astype(np.int64), np.sort(ucol[first_pos < size]).astype(np.int64)))
         s += size
         K = max(64, 2 * size)
     return groups, [Piece(layer=li, kind=kind, neurons=nr, cols=cs) for nr, cs in groups]
