@@ -76,6 +76,22 @@ def _child(kind: str, arg: int, chip: str) -> dict:
         out = dict(convert_s=t_conv, load_s=t_load, check_s=t_check, compile_refused=refused, refuse_s=time.perf_counter() - t0,
                    layers=len(b.layers), synapses=b.synapses, cores=b.cores, chips=b.chips_needed,
                    phases=b.phases["static"], host_gib=b.host_bytes / 2 ** 30, problems=b.problems)
+    elif kind == "mlp":  # 784-4096-4096-10 LIF
+        rng = np.random.default_rng(0)
+        b = ModelBuilder("mlp", num_steps=4)
+        x = b.input("x", (784,))
+        s1, _ = b.lif(b.gemm(x, rng.normal(size=(arg, 784)) * 0.05, name="fc1"), "lif1", beta=0.9)
+        s2, _ = b.lif(b.gemm(s1, rng.normal(size=(arg, arg)) * 0.02, name="fc2"), "lif2", beta=0.9)
+        b.output(b.gemm(b.spike_count(s2, "count"), rng.normal(size=(10, arg)), name="head"))
+        model = b.build()
+        t0 = time.perf_counter()
+        try:
+            cm = nmc.compile(model, chip=chip, chips="auto", calib={"x": rng.random((4, 784))})
+            out = dict(cores=cm.num_cores, result="compiled")
+        except nmc.NmcError as e:
+            rules = sorted({v.split(":")[0] for v in getattr(e, "violations", [])})
+            out = dict(result=f"{type(e).__name__} {rules}")
+        out["seconds"] = time.perf_counter() - t0
     else:  # a dense 2 -> arg layer
         rng = np.random.default_rng(0)
         b = ModelBuilder("wide")
@@ -169,6 +185,9 @@ def main() -> int:
           f"peak {r['peak_mib']:.0f} MiB")
     r = run("wide", a.wide, a.chip)
     print(f"dense 2 -> {a.wide:,}: {r['cores']} cores in {r['seconds']:.2f} s, peak {r['peak_mib']:.0f} MiB")
+    r = run("mlp", 4096, "tianjic")
+    print(f"784-4096-4096-10 LIF on tianjic (--chips auto): {r['result']} after {r['seconds']:.1f} s, peak "
+          f"{r['peak_mib']:.0f} MiB")
     for name in a.light:
         r = run(f"light:{name}", a.light_chips, a.chip)
         if "error" in r:
