@@ -42,7 +42,8 @@ from .lower import Plan, plan
 __all__ = ["LayerBound", "Bounds", "bounds", "check_bounds", "HOST_BYTES_PER_SYNAPSE", "EARLY_SYNAPSES"]
 
 #: peak host bytes the unfolded lowering, quantisation, partitioning and emission take per unfolded synapse
-#: (measured: benchmarks/bench_scale_compile.py, peak RSS over synapses of CNNs of 1e6 .. 1e7 synapses)
+#: (measured: benchmarks/bench_scale_compile.py, 80-85 B above the interpreter for 8.5M and 20M synapses; with a
+#: margin, docs/performance.md)
 HOST_BYTES_PER_SYNAPSE = 120
 #: models with at least this many unfolded synapses (about a second of mapping) are refused as soon as their
 #: lower bound breaks a limit; smaller ones are mapped on, so the design rules name every core at fault
