@@ -17,7 +17,8 @@ Per layer (the layers of ``mapper.lower.plan``: the same fusions as the real low
   core.neurons)``, and, when one neuron's fan-in does not fit a core (``core.axons`` or memory), the partial
   cores of one neuron plus its merge core;
 * ``phases``: 1, or 2 when the fan-in must be split (a merge phase); the stage's phases are the longest
-  chain of layers in it (``mapper.connect``'s phases);
+  chain of layers in it (``mapper.connect``'s phases; a lower bound when each layer reads every element of
+  its inputs, as dense, add and convolutions whose stride is at most their kernel do);
 * ``SRAM``: the core memory of its weights and neurons (the numerator above).
 
 The host-memory estimate is that of today's unfolded lowering (bytes per unfolded synapse, measured in
@@ -277,10 +278,16 @@ def bounds(g: Graph, chip: ChipSpec, chips: Any = None, host_budget: int | None 
             syn = _syn(g, n, pl)
             soma = by_ir_op(nxt.op).name if nxt is not None and nxt.op != "relu" else "ann"
             nodes = [n] + ([nxt] if nxt is not None else [])
-            ins = [pl.root(t) for t in n.inputs]
+            # the inputs it reads through at least one synapse (a dense/conv of zero weights routes nothing)
+            ins = [pl.root(t) for t in n.inputs] if syn.synapses else []
             if n.op == "add":
-                ins = [pl.root(i) for t in n.inputs for i in
-                       (pl.prod[t].inputs if t in pl.prod and pl.prod[t].name in pl.absorbed else [t])]
+                ins = []
+                for t in n.inputs:
+                    p = pl.prod.get(t)
+                    if p is not None and p.name in pl.absorbed:
+                        ins += [pl.root(i) for i in p.inputs] if _syn(g, p, pl).synapses else []
+                    else:
+                        ins.append(pl.root(t))
             op = n.op + (f"+{nxt.op}" if nxt is not None else "")
             size = g.tensors[n.outputs[0]].size
         else:

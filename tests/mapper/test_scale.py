@@ -328,3 +328,16 @@ def test_random_graphs_map_every_neuron_once_within_limits_and_reproducibly(seed
     b = nmc.compile(model, calib=calib, overrides=over, chips="auto")
     A, B = a.arrays(), b.arrays()
     assert A.keys() == B.keys() and all(np.array_equal(A[k], B[k]) for k in A)
+
+
+def test_a_layer_of_zero_weights_adds_no_phase_to_the_bound():
+    # fc2 routes nothing from fc1 (all its weights are 0): it runs in phase 0 beside fc1, and the bound agrees
+    b = ModelBuilder("zero")
+    x = b.input("x", (4,))
+    h = b.gemm(x, np.ones((3, 4)), name="fc1")
+    b.output(b.gemm(h, np.zeros((2, 3)), np.ones(2), name="fc2"))
+    b.output(h)
+    model = b.build()
+    cm = nmc.compile(model, calib={"x": np.ones((1, 4))})
+    assert cm.meta["phases"]["static"] == 1
+    assert nmc.check(model).phases["static"] == 1
