@@ -138,17 +138,21 @@ def conv_connectivity(in_shape, W, strides, pads, dilations, group):
     if OH <= 0 or OW <= 0:
         raise ModelError(f"convolution output would be empty: input {in_shape}, kernel {W.shape[2:]}")
     co_g = co // group
-    o_c, o_y, o_x, k_c, k_y, k_x = np.meshgrid(np.arange(co), np.arange(OH), np.arange(OW),
-                                               np.arange(ci_g), np.arange(kh), np.arange(kw), indexing="ij")
-    iy = o_y * sh - pt + k_y * dh
-    ix = o_x * sw - pl + k_x * dw
-    ci = (o_c // co_g) * ci_g + k_c
-    ok = (iy >= 0) & (iy < H) & (ix >= 0) & (ix < Wd)
-    rows = (o_c * OH * OW + o_y * OW + o_x)[ok]
-    cols = (ci * H * Wd + iy * Wd + ix)[ok]
-    vals = W[o_c, k_c, k_y, k_x][ok]
-    keep = vals != 0
-    return rows[keep].astype(np.int64), cols[keep].astype(np.int64), vals[keep].astype(np.float64), (co, OH, OW)
+    R, Cs, V = [], [], []
+    step = max(1, (1 << 22) // max(OH * OW * ci_g * kh * kw, 1))  # output channels per chunk (bounded temporaries)
+    for c0 in range(0, co, step):
+        o_c, o_y, o_x, k_c, k_y, k_x = np.meshgrid(np.arange(c0, min(c0 + step, co)), np.arange(OH), np.arange(OW),
+                                                   np.arange(ci_g), np.arange(kh), np.arange(kw), indexing="ij")
+        iy = o_y * sh - pt + k_y * dh
+        ix = o_x * sw - pl + k_x * dw
+        ci = (o_c // co_g) * ci_g + k_c
+        ok = (iy >= 0) & (iy < H) & (ix >= 0) & (ix < Wd)
+        vals = W[o_c, k_c, k_y, k_x][ok]
+        keep = vals != 0
+        R.append((o_c * OH * OW + o_y * OW + o_x)[ok][keep].astype(np.int64))
+        Cs.append((ci * H * Wd + iy * Wd + ix)[ok][keep].astype(np.int64))
+        V.append(vals[keep].astype(np.float64))
+    return np.concatenate(R), np.concatenate(Cs), np.concatenate(V), (co, OH, OW)
 
 
 def pool_connectivity(in_shape, kernel, strides, pads, mode, count_include_pad=0):
