@@ -292,7 +292,7 @@ def bounds(g: Graph, chip: ChipSpec, chips: Any = None, host_budget: int | None 
             size = g.tensors[n.outputs[0]].size
         else:
             m = by_ir_op(n.op)
-            x = pl.root(n.inputs[m.onnx.inputs.index(m.synapse_port)])
+            x = pl.root(n.inputs[m.ir_inputs.index(m.synapse_port)])
             size = g.tensors[x].size
             syn, soma, nodes, ins, op = (_Syn(size, 1, 1, True, ((np.array([1]), np.array([size])),)), m.name, [n],
                                          [x], n.op)

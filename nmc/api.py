@@ -40,6 +40,7 @@ from .frontend import load_onnx
 from .frontend.onnx_import import MAX_STEPS
 from .ir import Graph
 from .mapper.bounds import Bounds, bounds
+from .mapper.host_encoders import split_host_encoders
 from .mapper.passes import map_graph
 
 __all__ = ["compile", "check", "emulate", "EmulationResult", "load_inputs", "prepare_inputs"]
@@ -97,7 +98,7 @@ def check(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips: 
     spec = chip if isinstance(chip, ChipSpec) else load_chip(chip)
     if overrides:
         spec = spec.with_overrides(overrides)
-    graph = _as_graph(model)
+    graph = split_host_encoders(_as_graph(model))  # as compile: spike encoders run on the host
     graph.lint()
     return bounds(graph, spec, _chips_arg(chips, spec), memory_budget())
 
