@@ -276,7 +276,8 @@ def bounds(g: Graph, chip: ChipSpec, chips: Any = None, host_budget: int | None 
         n, nxt = st.node, st.fused
         if st.kind == "linear":
             syn = _syn(g, n, pl)
-            soma = by_ir_op(nxt.op).name if nxt is not None and nxt.op != "relu" else "ann"
+            fn = nxt.op if nxt is not None and nxt.op != "relu" else n.op if n.op == "lut" else None
+            soma = "ann" if fn is None else "lut" if fn == "lut" else by_ir_op(fn).name
             nodes = [n] + ([nxt] if nxt is not None else [])
             # the inputs it reads through at least one synapse (a dense/conv of zero weights routes nothing)
             ins = [pl.root(t) for t in n.inputs] if syn.synapses else []

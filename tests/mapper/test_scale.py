@@ -341,3 +341,20 @@ def test_a_layer_of_zero_weights_adds_no_phase_to_the_bound():
     cm = nmc.compile(model, calib={"x": np.ones((1, 4))})
     assert cm.meta["phases"]["static"] == 1
     assert nmc.check(model).phases["static"] == 1
+
+
+def test_bounds_of_table_activations_fused_and_standalone():
+    # a Sigmoid on the input stands alone (identity synapse, the table soma); after a dense layer or an Add it is
+    # fused into that layer
+    rng = np.random.default_rng(0)
+    b = ModelBuilder("luts")
+    x = b.activation("Sigmoid", b.input("x", (6,)), name="sig0")
+    h = b.activation("Sigmoid", b.gemm(x, rng.normal(size=(5, 6)), name="fc"), name="sig1")
+    b.output(b.activation("Sigmoid", b.add(h, h, name="twice"), name="sig2"))
+    model = b.build()
+    lb = nmc.check(model)
+    cm = nmc.compile(model, calib={"x": rng.normal(size=(4, 6))})
+    assert [(l.name, l.soma, l.synapses) for l in lb.layers] == [("sig0", "lut", 6), ("fc", "lut", 30),
+                                                                  ("twice", "lut", 10)]
+    assert [l["name"] for l in cm.meta["layers"]] == ["sig0", "fc", "twice"]
+    assert cm.meta["phases"]["static"] == lb.phases["static"] == 3
