@@ -130,8 +130,7 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
     dag = nx.DiGraph()
     dag.add_nodes_from(range(C))
     stage = [lg.layers[p.layer].stage for p in pieces]
-    pairs, counts = np.unique(np.stack([src_core, dst_core, route_delayed.astype(np.int64)]), axis=1, return_counts=True) \
-        if route_src.size else (np.zeros((3, 0), np.int64), np.zeros(0, np.int64))
+    pairs, counts = _distinct_pairs(src_core, dst_core, route_delayed.astype(np.int64), C)
     for (s, d, _), cnt in zip(pairs.T.tolist(), counts.tolist()):
         w = dag.edges[s, d]["weight"] + cnt if dag.has_edge(s, d) else cnt
         dag.add_edge(s, d, weight=w)
@@ -152,3 +151,15 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
                   route_dst=route_dst, route_delayed=route_delayed, feed_input=cat(f_in, np.int32),
                   feed_elem=cat(f_el, np.int64), feed_dst=cat(f_dst, np.int64), axon_init=axon_init,
                   host_inputs=host_inputs, phase=phase, dag=dag, out_taps=out_taps)
+
+
+def _distinct_pairs(src: np.ndarray, dst: np.ndarray, delayed: np.ndarray, C: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (source core, destination core, delayed) triples in ascending order, ``[3, P]``, and how many
+    routes each has (one sort of a 1-D key)."""
+    if not src.size:
+        return np.zeros((3, 0), np.int64), np.zeros(0, np.int64)
+    key = np.sort((src * C + dst) * 2 + delayed)
+    new = np.concatenate([[True], key[1:] != key[:-1]])
+    u = key[new]
+    counts = np.diff(np.concatenate([np.flatnonzero(new), [key.shape[0]]]))
+    return np.stack([u // 2 // C, u // 2 % C, u % 2]), counts

@@ -28,18 +28,27 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
     num_steps = g.num_steps
     acc_hi = 2 ** (chip.core.accumulator_bits - 1) - 1
     W = widths()
-    csr = {}
-    for li, l in enumerate(lg.layers):
-        order = np.argsort(l.rows, kind="stable")
-        ptr = np.zeros(l.n + 1, np.int64)
-        np.add.at(ptr, l.rows + 1, 1)
-        csr[li] = (np.cumsum(ptr), l.rows[order], l.cols[order], quant.layers[li].wq[order])
+    held: dict[int, tuple] = {}  # the CSR of the layer being emitted (one at a time: a layer's cores are adjacent)
+
+    def csr(li: int) -> tuple:
+        if li not in held:
+            held.clear()
+            l = lg.layers[li]
+            order = np.argsort(l.rows, kind="stable")
+            ptr = np.zeros(l.n + 1, np.int64)
+            ptr[1:] = np.bincount(l.rows, minlength=l.n)
+            held[li] = (np.cumsum(ptr), l.rows[order], l.cols[order], quant.layers[li].wq[order])
+        return held[li]
+
     C = len(pieces)
     cores = {k: np.zeros(C, np.int64) for k in ("layer", "stage", "phase", "dendrite", "spike_in", "model", "out_bits",
                                                "w_bits", "out_lo", "out_hi")}
     cparam = np.zeros((C, W["P"]), np.int64)
-    bias, nparam, state_init, weights = [], [], [], []
+    bias, nparam, state_init = [], [], []
+    # every core's dense weight block [n_axons, n_neurons], written in place (no per-core copies to join)
+    w_data = np.zeros(sum(p.n_axons * p.n_neurons for p in pieces), np.int8)
     w_off = [0]
+    group = None  # (neurons, their synapses' slots, synapse indices and columns, by column)
     for ci, p in enumerate(pieces):
         l = lg.layers[p.layer]
         q = quant.layers[p.layer]
@@ -58,20 +67,28 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
         if kind != "partial":
             cparam[ci, :q.cparam.shape[0]] = q.cparam
         # weights [n_axons, n_neurons]
-        block = np.zeros((na, nn), np.int8)
+        block = w_data[w_off[-1]:w_off[-1] + na * nn].reshape(na, nn)
         if kind == "merge":
             k = len(p.partials)
             block[np.arange(k * nn), np.tile(np.arange(nn), k)] = 1
         else:
-            ptr, rows, cols, wq = csr[p.layer]
-            idx = np.concatenate([np.arange(ptr[r], ptr[r + 1]) for r in p.neurons]) if nn else np.zeros(0, np.int64)
-            nslot = np.full(l.n, -1, np.int64)
-            nslot[p.neurons] = np.arange(nn)
-            aslot = np.full(l.n_cols, -1, np.int64)
-            aslot[p.cols] = np.arange(na)
-            sel = idx[aslot[cols[idx]] >= 0]
-            block[aslot[cols[sel]], nslot[rows[sel]]] = wq[sel].astype(np.int8)
-        weights.append(block.reshape(-1))
+            ptr, rows, cols, wq = csr(p.layer)
+            if group is None or group[0] is not p.neurons:
+                # the synapses of the core's neurons (slot j: neuron p.neurons[j]), by input column (stable: the
+                # last of two writes to one weight stays last); the partial cores of one group share them
+                lo = ptr[p.neurons]
+                lens = ptr[p.neurons + 1] - lo
+                nslot = np.repeat(np.arange(nn), lens)
+                idx = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(lo, lens)
+                by_col = np.argsort(cols[idx], kind="stable")
+                group = (p.neurons, nslot[by_col], idx[by_col], cols[idx][by_col])
+            _, g_slot, g_idx, g_col = group
+            if na:  # the synapses reading a column in this core's range (p.cols ascending), then those it holds
+                a, b = np.searchsorted(g_col, [p.cols[0], p.cols[-1] + 1])
+                c_sel = g_col[a:b]
+                aslot = np.minimum(np.searchsorted(p.cols, c_sel), na - 1)
+                hit = p.cols[aslot] == c_sel
+                block[aslot[hit], g_slot[a:b][hit]] = wq[g_idx[a:b][hit]].astype(np.int8)
         w_off.append(w_off[-1] + na * nn)
         bias.append(np.zeros(nn, np.int64) if kind == "partial" else q.bias[p.neurons])
         npar = np.zeros((nn, W["Q"]), np.int64)
@@ -98,7 +115,7 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
         neurons=Neurons(bias=cat(bias, np.int64), param=cat(nparam, np.int64, W["Q"]),
                         state_init=cat(state_init, np.int64, W["S"])),
         axons=Axons(init=np.array(wiring.axon_init, np.int64)),
-        weights=Weights(data=cat(weights, np.int8)),
+        weights=Weights(data=w_data),
         routes=Routes(src=np.array(wiring.route_src, np.int64), dst=np.array(wiring.route_dst, np.int64),
                       delayed=np.array(wiring.route_delayed, np.int8)),
         router=Router(off=np.array(t.rt_off, np.int64), dst=np.array(t.rt_dst, np.int64),

@@ -30,8 +30,8 @@ from nmc.errors import ModelError, PassError, ShapeError, UnsupportedOpError
 from nmc.ir import HOST_OPS, Graph, Node
 from nmc.neurons import MODELS, NeuronModel, by_ir_op, get_model
 
-__all__ = ["Layer", "LayerGraph", "lower", "conv_connectivity", "pool_connectivity", "View", "add_view",
-           "read_through_views"]
+__all__ = ["Layer", "LayerGraph", "Plan", "Step", "plan", "lower", "conv_connectivity", "pool_connectivity", "View",
+           "add_view", "read_through_views", "split_host"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -145,17 +145,21 @@ def conv_connectivity(in_shape, W, strides, pads, dilations, group):
     if OH <= 0 or OW <= 0:
         raise ModelError(f"convolution output would be empty: input {in_shape}, kernel {W.shape[2:]}")
     co_g = co // group
-    o_c, o_y, o_x, k_c, k_y, k_x = np.meshgrid(np.arange(co), np.arange(OH), np.arange(OW),
-                                               np.arange(ci_g), np.arange(kh), np.arange(kw), indexing="ij")
-    iy = o_y * sh - pt + k_y * dh
-    ix = o_x * sw - pl + k_x * dw
-    ci = (o_c // co_g) * ci_g + k_c
-    ok = (iy >= 0) & (iy < H) & (ix >= 0) & (ix < Wd)
-    rows = (o_c * OH * OW + o_y * OW + o_x)[ok]
-    cols = (ci * H * Wd + iy * Wd + ix)[ok]
-    vals = W[o_c, k_c, k_y, k_x][ok]
-    keep = vals != 0
-    return rows[keep].astype(np.int64), cols[keep].astype(np.int64), vals[keep].astype(np.float64), (co, OH, OW)
+    R, Cs, V = [], [], []
+    step = max(1, (1 << 22) // max(OH * OW * ci_g * kh * kw, 1))  # output channels per chunk (bounded temporaries)
+    for c0 in range(0, co, step):
+        o_c, o_y, o_x, k_c, k_y, k_x = np.meshgrid(np.arange(c0, min(c0 + step, co)), np.arange(OH), np.arange(OW),
+                                                   np.arange(ci_g), np.arange(kh), np.arange(kw), indexing="ij")
+        iy = o_y * sh - pt + k_y * dh
+        ix = o_x * sw - pl + k_x * dw
+        ci = (o_c // co_g) * ci_g + k_c
+        ok = (iy >= 0) & (iy < H) & (ix >= 0) & (ix < Wd)
+        vals = W[o_c, k_c, k_y, k_x][ok]
+        keep = vals != 0
+        R.append((o_c * OH * OW + o_y * OW + o_x)[ok][keep].astype(np.int64))
+        Cs.append((ci * H * Wd + iy * Wd + ix)[ok][keep].astype(np.int64))
+        V.append(vals[keep].astype(np.float64))
+    return np.concatenate(R), np.concatenate(Cs), np.concatenate(V), (co, OH, OW)
 
 
 def pool_connectivity(in_shape, kernel, strides, pads, mode, count_include_pad=0):
@@ -205,16 +209,40 @@ MAX_SYNAPSES = 1 << 26
 _LINEAR = ("dense", "conv", "add", "avgpool", "maxpool", "batchnorm")
 
 
-def lower(g: Graph) -> LayerGraph:
-    """Turn the IR graph into layers (see module doc). Raises for IR it cannot lower, naming all nodes."""
-    g = split_host(g)
-    alias: dict[str, str] = {}
+@dataclass(frozen=True)
+class Step:
+    """One entry of a :class:`Plan`: ``kind`` is ``"alias"`` (reshape/identity), ``"view"`` (an ``index`` node: a view, see :func:`add_view`), ``"bad"`` (no lowering;
+    ``why`` says so), ``"linear"`` (dense/conv/add/pool/relu ``node``, with the ReLU or spiking neuron op it fuses,
+    ``fused``) or ``"neuron"`` (a neuron op fed by anything else: an identity synapse)."""
 
-    def root(t: str) -> str:
-        while t in alias:
-            t = alias[t]
+    kind: str
+    node: Node
+    fused: Node | None = None
+    why: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """Which IR nodes become which layers (the fusions of the module doc), decided from the graph's structure
+    alone: :func:`lower` materialises it, ``mapper.bounds`` bounds it in closed form."""
+
+    steps: list[Step]
+    alias: dict[str, str]  #: reshape/identity outputs -> their input
+    absorbed: set[str]  #: dense/conv nodes whose synapses become part of their Add's
+    prod: dict[str, Node]  #: tensor -> the node producing it
+    graph: Graph  #: the graph planned: the input graph without its host ops (:func:`split_host`)
+    graph_outs: set[str]  #: its outputs and state outputs
+
+    def root(self, t: str) -> str:
+        while t in self.alias:
+            t = self.alias[t]
         return t
 
+
+def plan(g: Graph) -> Plan:
+    """The layers of ``g`` before any synapse is built (see :class:`Plan`)."""
+    g = split_host(g)
+    alias: dict[str, str] = {}
     consumers: dict[str, list[Node]] = {}
     for n in g.nodes:
         for t in n.inputs:
@@ -238,24 +266,61 @@ def lower(g: Graph) -> LayerGraph:
                 if (p is not None and p.op in ("dense", "conv") and sole_consumer(t) is n and p.stage == n.stage
                         and n.inputs.count(t) == 1):
                     absorbed.add(p.name)
-
-    layers: list[Layer] = []
-    views: dict[str, View] = {}
+    steps: list[Step] = []
     fused: set[str] = set()
-    bad: list[tuple[str, str, str]] = []
     for n in g.nodes:
         if n.name in fused or n.name in absorbed:
             continue
         if n.op in ("reshape", "identity"):
             alias[n.outputs[0]] = n.inputs[0]
+            steps.append(Step("alias", n))
+        elif n.op == "index":
+            steps.append(Step("view", n))
+        elif n.op in _LINEAR or n.op in ("relu", "lut"):
+            nxt = sole_consumer(n.outputs[0]) if n.op not in ("relu", "lut") else None
+            if nxt is not None and nxt.op == "relu":
+                fused.add(nxt.name)
+                steps.append(Step("linear", n, nxt))
+            elif nxt is not None and nxt.op == "lut" and n.op != "maxpool" and nxt.stage == n.stage:
+                fused.add(nxt.name)  # (a max-pooling dendrite has no accumulator for the table)
+                steps.append(Step("linear", n, nxt))
+            elif (nxt is not None and _fusable(nxt, n.outputs[0]) and n.op in ("dense", "conv", "add")
+                  and nxt.stage == n.stage):
+                fused.add(nxt.name)
+                steps.append(Step("linear", n, nxt))
+            else:
+                steps.append(Step("linear", n))
+        elif by_ir_op(n.op) is not None:
+            steps.append(Step("neuron", n))
+        else:
+            steps.append(Step("bad", n, why="the mapper has no lowering for this IR op"))
+    return Plan(steps=steps, alias=alias, absorbed=absorbed, prod=prod, graph=g, graph_outs=graph_outs)
+
+
+def lower(g: Graph) -> LayerGraph:
+    """Turn the IR graph into layers (see module doc). Raises for IR it cannot lower, naming all nodes."""
+    pl = plan(g)
+    g = pl.graph
+    root = pl.root
+    layers: list[Layer] = []
+    views: dict[str, View] = {}
+    bad: list[tuple[str, str, str]] = []
+    for st in pl.steps:
+        n, nxt = st.node, st.fused
+        if st.kind == "alias":
             continue
-        if n.op == "index":
+        if st.kind == "view":
             add_view(views, g, n, root)
             continue
+        if st.kind == "bad":
+            bad.append((n.source or n.name, n.op, st.why))
+            continue
+            continue
         ins = [root(t) for t in n.inputs]
-        if n.op in _LINEAR or n.op in ("relu", "lut"):
+        if st.kind == "linear":
             if n.op == "add":
-                ins, rows, cols, vals, bias, out_shape, dendrite, n_abs = _add_synapse(g, n, prod, absorbed, root)
+                ins, rows, cols, vals, bias, out_shape, dendrite, n_abs = _add_synapse(g, n, pl.prod, pl.absorbed,
+                                                                                       root)
             else:
                 rows, cols, vals, bias, out_shape, dendrite = _synapse(g, n, ins)
                 n_abs = 0
@@ -263,23 +328,18 @@ def lower(g: Graph) -> LayerGraph:
             soma, attrs = "ann", {}
             if n_abs:
                 op = f"add({n_abs} synapses)"
-            nxt = sole_consumer(n.outputs[0]) if n.op not in ("relu", "lut") else None
             if n.op == "relu":
                 relu = True
             elif n.op == "lut":  # an activation fed by another layer: an identity synapse, the table soma
                 op, soma, attrs = f"lut({n.attrs['fn']})", "lut", {**n.attrs, "pre": ins[0]}
             elif nxt is not None and nxt.op == "relu":
-                fused.add(nxt.name)
                 op, out, relu = f"{op}+relu", nxt.outputs[0], True
                 source += "+" + (nxt.source or nxt.name)
-            elif nxt is not None and nxt.op == "lut" and dendrite == "mac" and nxt.stage == n.stage:
-                fused.add(nxt.name)  # the table reads the layer's accumulator: one layer
+            elif nxt is not None and nxt.op == "lut":  # the table reads the layer's accumulator: one layer
                 op, out, soma = f"{op}+lut({nxt.attrs['fn']})", nxt.outputs[0], "lut"
                 attrs = {**nxt.attrs, "pre": n.outputs[0]}
                 source += "+" + (nxt.source or nxt.name)
-            elif (nxt is not None and _fusable(nxt, n.outputs[0]) and n.op in ("dense", "conv", "add")
-                  and nxt.stage == n.stage):
-                fused.add(nxt.name)
+            elif nxt is not None:  # a fused spiking neuron op
                 layer = _neuron_layer(g, nxt, name, f"{op}+{nxt.op}", source + "+" + (nxt.source or nxt.name),
                                       ins, rows, cols, vals, bias, out_shape, bad)
                 if layer is not None:
@@ -289,7 +349,7 @@ def lower(g: Graph) -> LayerGraph:
                                 in_sizes=[g.tensors[t].size for t in ins], out=out, out_shape=out_shape,
                                 rows=rows, cols=cols, vals=vals, bias=bias, dendrite=dendrite, soma=soma,
                                 relu=relu, attrs=attrs, order=_spatial_order(out_shape)))
-        elif by_ir_op(n.op) is not None:  # a neuron op fed by anything else: an identity synapse
+        else:  # a neuron op fed by anything else: an identity synapse
             m = by_ir_op(n.op)
             x = root(n.inputs[m.ir_inputs.index(m.synapse_port)])
             size = g.tensors[x].size
@@ -298,16 +358,14 @@ def lower(g: Graph) -> LayerGraph:
                                   np.zeros(size), g.tensors[x].shape, bad)
             if layer is not None:
                 layers.append(layer)
-        else:
-            bad.append((n.source or n.name, n.op, "the mapper has no lowering for this IR op"))
     if views:
-        layers = read_through_views(g, layers, views, [root(t) for t in graph_outs])
+        layers = read_through_views(g, layers, views, [root(t) for t in pl.graph_outs])
     if bad:
         raise UnsupportedOpError(bad, supported=["dense", "conv", "relu", "lut", "add", "maxpool", "avgpool", "reshape",
                                                  "identity", "batchnorm", "index"]
                                  + [m.ir_op for m in MODELS.values() if m.onnx is not None])
     # a layer whose output is aliased under other names keeps one root
-    lg = LayerGraph(graph=g, layers=layers, alias={t: root(t) for t in list(alias)})
+    lg = LayerGraph(graph=g, layers=layers, alias={t: root(t) for t in list(pl.alias)})
     return lg
 
 

@@ -62,7 +62,7 @@ def _csr(l: Layer) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(l.rows, kind="stable")
     cols = l.cols[order]
     ptr = np.zeros(l.n + 1, np.int64)
-    np.add.at(ptr, l.rows + 1, 1)
+    ptr[1:] = np.bincount(l.rows, minlength=l.n)
     return np.cumsum(ptr), cols
 
 
@@ -74,13 +74,14 @@ def _partition_layer(li: int, l: Layer, w_bits: int, chip: ChipSpec, tq: dict[st
     order = l.order if l.order is not None else np.arange(l.n, dtype=np.int64)
     fan_in = np.diff(ptr)
 
-    def fits(n_a: int, n_n: int) -> bool:
-        return (n_n <= c.neurons and n_a <= c.axons
-                and core_usage(chip, n_a, n_n, w_bits, soma, in_b, router_entries=rr).total <= c.memory_bytes)
+    def fits(n_a, n_n):  # elementwise over arrays
+        return ((n_n <= c.neurons) & (n_a <= c.axons)
+                & (core_usage(chip, n_a, n_n, w_bits, soma, in_b, router_entries=rr).total <= c.memory_bytes))
 
-    split = not all(fits(int(f), 1) for f in np.unique(fan_in))
+    uf = np.unique(fan_in)
+    split = not bool(np.all(fits(uf, np.ones_like(uf))))
     if not split:
-        return _greedy_full(li, l, order, ptr, cols, fits)
+        return _greedy(li, l, order, ptr, cols, lambda n_ax, g: fits(n_ax, g), c.neurons)[1]
     if l.dendrite == "max":
         k = int(np.argmax(fan_in))
         raise DoesNotFitError(
@@ -90,95 +91,93 @@ def _partition_layer(li: int, l: Layer, w_bits: int, chip: ChipSpec, tq: dict[st
     return _greedy_split(li, l, order, ptr, cols, chip, in_b, w_bits, rr)
 
 
-def _greedy_full(li, l, order, ptr, cols, fits) -> list[Piece]:
-    pieces = []
-    mark = np.zeros(l.n_cols, bool)
-    cur: list[int] = []
-    n_ax = 0
-    for nrn in order:
-        cs = cols[ptr[nrn]:ptr[nrn + 1]]
-        new = cs[~mark[cs]]
-        new = np.unique(new)
-        if cur and not fits(n_ax + new.shape[0], len(cur) + 1):
-            pieces.append(_full_piece(li, cur, mark))
-            mark[:] = False
-            cur, n_ax = [], 0
-            new = np.unique(cs)
-        mark[new] = True
-        n_ax += new.shape[0]
-        cur.append(int(nrn))
-    if cur:
-        pieces.append(_full_piece(li, cur, mark))
-    return pieces
+def _window(order, ptr, cols, s: int, K: int, scratch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For the neurons ``order[s:s+K]``: the axons a piece of the first ``k + 1`` of them reads (``n_ax[k]``,
+    distinct input columns), and each distinct column with the position of the first neuron reading it.
+    ``scratch`` (one int per input column, any content) finds first occurrences without sorting; only the
+    entries of this window's columns are written and read."""
+    nrns = order[s:s + K]
+    lo, hi = ptr[nrns], ptr[nrns + 1]
+    lens = hi - lo
+    pos = np.repeat(np.arange(nrns.shape[0]), lens)
+    idx = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(lo, lens)
+    cc = cols[idx]
+    at = np.arange(cc.shape[0])
+    scratch[cc[::-1]] = at[::-1]  # the last write wins: each column's first occurrence
+    first = scratch[cc] == at
+    ucol, first_pos = cc[first], pos[first]
+    n_ax = np.cumsum(np.bincount(first_pos, minlength=nrns.shape[0]))
+    return n_ax, ucol, first_pos
 
 
-def _full_piece(li, cur, mark) -> Piece:
-    return Piece(layer=li, kind="full", neurons=np.array(cur, np.int64), cols=np.flatnonzero(mark).astype(np.int64))
+def _greedy(li, l, order, ptr, cols, ok, cap: int, kind: str = "full"):
+    """Neurons in ``order`` into pieces greedily: each piece takes the next neurons while ``ok(axons, neurons)``
+    holds for the piece with one more (its first is always taken); vectorised per piece over a window of
+    candidates.  Returns ``(groups as (neurons, cols), pieces)``."""
+    n = order.shape[0]
+    groups = []
+    scratch = np.zeros(l.n_cols, np.int64)
+    s, K = 0, 64
+    while s < n:
+        while True:
+            K = min(K, n - s, cap + 1)
+            n_ax, ucol, first_pos = _window(order, ptr, cols, s, K, scratch)
+            good = ok(n_ax[1:], np.arange(2, K + 1))
+            size = 1 + (int(np.argmin(good)) if not good.all() else K - 1)
+            if size < K or K >= min(n - s, cap + 1):
+                break
+            K *= 2
+        groups.append((order[s:s + size].astype(np.int64), np.sort(ucol[first_pos < size]).astype(np.int64)))
+        s += size
+        K = max(64, 2 * size)
+    return groups, [Piece(layer=li, kind=kind, neurons=nr, cols=cs) for nr, cs in groups]
 
 
 def _greedy_split(li, l: Layer, order, ptr, cols, chip: ChipSpec, in_b: int, w_bits: int, rr: int = 0) -> list[Piece]:
     c = chip.core
     mw = unit_weight_bits(chip)
+    g_all = np.arange(1, c.neurons + 1)
+    # most axons a partial core with g neurons can hold (binary search, all g at once)
+    lo, hi = np.zeros(g_all.shape, np.int64), np.full(g_all.shape, c.axons, np.int64)
+    while np.any(lo < hi):
+        mid = (lo + hi + 1) // 2
+        good = core_usage(chip, mid, g_all, w_bits, "partial", in_b, has_bias=False,
+                          router_entries=rr).total <= c.memory_bytes
+        lo, hi = np.where(good, mid, lo), np.where(good, hi, mid - 1)
+    a_max = np.concatenate([[0], lo])  # a_max[g]
 
-    def a_max(g: int) -> int:
-        # most axons a partial core with g neurons can hold
-        lo, hi = 0, c.axons
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if core_usage(chip, mid, g, w_bits, "partial", in_b, has_bias=False, router_entries=rr).total <= c.memory_bytes:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+    def plan_ok(n_union, g):  # a group of g neurons reading n_union inputs has partial + merge cores that fit
+        g = np.asarray(g)
+        am = a_max[np.minimum(g, c.neurons)]
+        k = -(-np.asarray(n_union) // np.maximum(am, 1))
+        merge = ((g <= c.neurons) & (k * g <= c.axons)
+                 & (core_usage(chip, k * g, g, mw, l.soma, 4, router_entries=rr).total <= c.memory_bytes))
+        return (am > 0) & merge
 
-    def merge_ok(k: int, g: int) -> bool:
-        return (g <= c.neurons and k * g <= c.axons
-                and core_usage(chip, k * g, g, mw, l.soma, 4, router_entries=rr).total <= c.memory_bytes)
-
-    amax_cache: dict[int, int] = {}
-    groups: list[tuple[list[int], np.ndarray]] = []
-    mark = np.zeros(l.n_cols, bool)
-    n_u = 0
-    cur: list[int] = []
-
-    def plan(n_union: int, g: int) -> int | None:
-        if g not in amax_cache:
-            amax_cache[g] = a_max(g)
-        am = amax_cache[g]
-        if am == 0:
-            return None
-        k = -(-n_union // am)
-        return k if merge_ok(k, g) else None
-
-    for nrn in order:
+    # a neuron whose inputs (distinct columns) cannot be split into partial sums a merge core can add
+    fan = np.diff(ptr)
+    maybe = order[~plan_ok(fan[order], np.ones(order.shape[0], np.int64))]  # plan_ok: no easier with more inputs
+    for nrn in maybe.tolist():  # (a neuron reading a column twice needs one axon for it)
         cs = np.unique(cols[ptr[nrn]:ptr[nrn + 1]])
-        new = cs[~mark[cs]]
-        if cur and plan(n_u + new.shape[0], len(cur) + 1) is None:
-            groups.append((cur, np.flatnonzero(mark)))
-            mark[:] = False
-            cur, n_u, new = [], 0, cs
-        if not cur and plan(cs.shape[0], 1) is None:
-            raise DoesNotFitError(
-                f"{l.where()}: neuron {int(nrn)} reads {cs.shape[0]} inputs; split across partial cores of at most "
-                f"{a_max(1)} axons this needs a merge core with {-(-cs.shape[0] // max(a_max(1), 1))} axons, more than "
-                f"core.axons = {c.axons} (or its memory exceeds core.memory_bytes = {c.memory_bytes}); reduce the layer's "
-                "fan-in or use a chip with larger cores")
-        mark[new] = True
-        n_u += new.shape[0]
-        cur.append(int(nrn))
-    if cur:
-        groups.append((cur, np.flatnonzero(mark)))
+        if plan_ok(cs.shape[0], 1):
+            continue
+        am1 = int(a_max[1])
+        raise DoesNotFitError(
+            f"{l.where()}: neuron {int(nrn)} reads {cs.shape[0]} inputs; split across partial cores of at most "
+            f"{am1} axons this needs a merge core with {-(-cs.shape[0] // max(am1, 1))} axons, more than "
+            f"core.axons = {c.axons} (or its memory exceeds core.memory_bytes = {c.memory_bytes}); reduce the layer's "
+            "fan-in or use a chip with larger cores")
+    groups, _ = _greedy(li, l, order, ptr, cols, plan_ok, c.neurons)
     pieces: list[Piece] = []
-    for nrns, U in groups:
-        g = len(nrns)
-        am = amax_cache.get(g) or a_max(g)
+    for neurons, U in groups:
+        g = neurons.shape[0]
+        am = int(a_max[g])
         k = -(-U.shape[0] // am)
-        neurons = np.array(nrns, np.int64)
         if k <= 1 and core_usage(chip, U.shape[0], g, w_bits, l.soma, in_b, router_entries=rr).total <= c.memory_bytes:
-            pieces.append(Piece(layer=li, kind="full", neurons=neurons, cols=U.astype(np.int64)))
+            pieces.append(Piece(layer=li, kind="full", neurons=neurons, cols=U))
             continue
         k = max(k, 2)
-        chunks = np.array_split(U.astype(np.int64), k)
+        chunks = np.array_split(U, k)
         base = len(pieces)
         for ch in chunks:
             pieces.append(Piece(layer=li, kind="partial", neurons=neurons, cols=ch))

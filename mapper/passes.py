@@ -2,11 +2,13 @@
 
 ::
 
+    graph ─bounds────▶ Bounds (closed-form lower bounds; refuses what cannot fit, before anything is unfolded)
     graph ─lower─────▶ LayerGraph ─┐
     graph ─calibrate─▶ Ranges ─────┴─quantize─▶ Quantized ─fit─▶ Fit ─place─▶ Placement
       ─route─▶ Routes ─emit─▶ CoreMap (checked against the chip's design rules)
 
-``lower`` checks the IR graph (``Graph.lint``) and lowers it to layers; ``calibrate`` gives tensor
+``bounds`` checks the IR graph (``Graph.lint``) and bounds what it needs (``mapper.bounds``); ``lower``
+lowers it to layers; ``calibrate`` gives tensor
 ranges; ``quantize`` the chip integers of every layer; ``fit`` partitions the layers into core-sized
 pieces and wires them (routes, input feeds, phases), reserving routing-table memory until it fits;
 ``place`` puts the cores on the chips' grid; ``route`` builds every core's routing table; ``emit``
@@ -33,6 +35,7 @@ from nmc.encoders import STEP_INDEX, encode_inputs
 from nmc.errors import DesignRuleError, NmcError, PassError
 from nmc.ir import Graph
 
+from .bounds import Bounds, bounds, check_bounds
 from .emit import emit
 from .fit import Fit, fit
 from .host_encoders import host_encoder_specs, split_host_encoders
@@ -51,6 +54,7 @@ class Context:
     chip: ChipSpec
     options: Mapping[str, Any] = field(default_factory=dict)
     calib: Mapping[str, np.ndarray] | None = None
+    host_budget: int | None = None  #: host bytes mapping may take (None: not checked)
 
 
 def _lint_method(result: Any) -> None:
@@ -126,6 +130,13 @@ class PassManager:
 
 
 # ----------------------------------------------------------------------------- passes
+def _bounds(ctx: Context, graph: Graph) -> Bounds:
+    graph.lint()
+    b = bounds(graph, ctx.chip, ctx.options.get("chips"), ctx.host_budget)
+    check_bounds(b)
+    return b
+
+
 def _lower(ctx: Context, graph: Graph) -> LayerGraph:
     graph.lint()
     return lower(graph)
@@ -169,6 +180,7 @@ def _emit(ctx: Context, r: Routes) -> CoreMap:
 
 def default_passes() -> list[Pass]:
     return [
+        Pass("bounds", ("graph",), "bounds", Bounds, _bounds),
         Pass("lower", ("graph",), "layers", LayerGraph, _lower),
         Pass("calibrate", ("graph",), "ranges", Ranges, _calibrate),
         Pass("quantize", ("layers", "ranges"), "quantized", Quantized, _quantize),
@@ -180,10 +192,11 @@ def default_passes() -> list[Pass]:
 
 
 def map_graph(graph: Graph, chip: ChipSpec, calib: Mapping[str, np.ndarray] | None = None, *, lint: bool = False,
-              **options: Any) -> CoreMap:
-    """Map an IR graph onto ``chip``: move its spike encoders to the host (``host_encoders``), lower, calibrate,
-    quantise, fit (partition + connect), place, route, emit (and check the design rules).  ``lint``: check every
-    pass's result (for tests; slower)."""
+              host_budget: int | None = None, **options: Any) -> CoreMap:
+    """Map an IR graph onto ``chip``: move its spike encoders to the host (``host_encoders``), bound (refuse what
+    cannot fit), lower, calibrate, quantise, fit (partition + connect), place, route, emit (and check the design
+    rules).  ``lint``: check every pass's result (for tests; slower); ``host_budget``: host bytes mapping may
+    take."""
     graph = split_host_encoders(graph)  # encoders run on the host: their spikes become step inputs
     specs = host_encoder_specs(graph)
     if calib is not None and specs:
@@ -191,5 +204,5 @@ def map_graph(graph: Graph, chip: ChipSpec, calib: Mapping[str, np.ndarray] | No
                                                     if graph.inputs.get(k) == "step"), graph.num_steps)
         calib = encode_inputs(specs, calib, int(steps))
         calib = {k: v for k, v in calib.items() if k in graph.inputs}
-    ctx = Context(chip=chip, options=dict(options), calib=calib)
+    ctx = Context(chip=chip, options=dict(options), calib=calib, host_budget=host_budget)
     return PassManager(default_passes(), lint=lint).run(graph, ctx)["coremap"]

@@ -165,39 +165,45 @@ def ranges_from_metadata(graph: Graph) -> dict[str, Range]:
 
 def requant_params(f: np.ndarray, mult_bits: int, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Approximate each factor ``f`` by ``m / 2**s`` with ``0 <= m < 2**mult_bits``: exact with the
-    smallest shift when possible, else with the most precision."""
+    smallest shift when possible, else with the most precision.  Vectorised over the distinct factors
+    (one pass per shift, at most 63)."""
     f = np.asarray(f, dtype=np.float64)
-    m_out = np.zeros(f.shape, np.int64)
-    s_out = np.zeros(f.shape, np.int64)
     lim = 2 ** mult_bits
-    for val in np.unique(f):
-        idx = f == val
+    vals, inv = np.unique(f.reshape(-1), return_inverse=True)
+    bad = (vals < 0) | ~np.isfinite(vals) | (vals >= lim)
+    if bad.any():  # the first in ascending order, as a scan of the sorted factors meets it
+        val = vals[np.argmax(bad)]
         if val < 0 or not np.isfinite(val):
             raise QuantizationError(f"{where}: requantisation factor {val} is not a finite non-negative number")
-        if val == 0:
-            m, s = 0, 0
-        elif val >= lim:
-            raise QuantizationError(f"{where}: requantisation factor {val:.4g} exceeds the multiplier range "
-                                    f"2^{mult_bits} (core.requant_mult_bits); the output range is far narrower than "
-                                    "the accumulator's: recalibrate with representative inputs")
-        else:
-            m = s = None
-            for sh in range(0, 63):
-                x = val * 2.0 ** sh
-                if x >= lim:
-                    break
-                if abs(x - round(x)) <= _EPS * max(1.0, x):
-                    m, s = int(round(x)), sh
-                    break
-            if m is None:
-                sh = 0
-                while sh < 62 and val * 2.0 ** (sh + 1) < lim - 0.5:
-                    sh += 1
-                m, s = int(round(val * 2.0 ** sh)), sh
-                if m >= lim:
-                    m = lim - 1
-        m_out[idx], s_out[idx] = m, s
-    return m_out, s_out
+        raise QuantizationError(f"{where}: requantisation factor {val:.4g} exceeds the multiplier range "
+                                f"2^{mult_bits} (core.requant_mult_bits); the output range is far narrower than "
+                                "the accumulator's: recalibrate with representative inputs")
+    m = np.zeros(vals.shape, np.int64)
+    s = np.zeros(vals.shape, np.int64)
+    found = vals == 0  # 0 -> m = 0, s = 0
+    looking = ~found  # still below the multiplier range, no exact shift yet
+    for sh in range(0, 63):
+        if not looking.any():
+            break
+        x = vals * 2.0 ** sh
+        looking &= x < lim
+        exact = looking & (np.abs(x - np.round(x)) <= _EPS * np.maximum(1.0, x))
+        m[exact], s[exact] = np.round(x[exact]).astype(np.int64), sh
+        found |= exact
+        looking &= ~exact
+    rest = ~found  # no exact shift: the most precision
+    sh = _most_precise_shift(vals[rest], lim)
+    m[rest] = np.minimum(np.round(vals[rest] * 2.0 ** sh).astype(np.int64), lim - 1)
+    s[rest] = sh
+    return m[inv].reshape(f.shape), s[inv].reshape(f.shape)
+
+
+def _most_precise_shift(vals: np.ndarray, lim: int) -> np.ndarray:
+    """The largest shift ``sh <= 62`` with ``val * 2^sh < lim - 0.5`` (0 when even ``sh = 1`` is too far)."""
+    sh = np.zeros(vals.shape, np.int64)
+    for k in range(1, 63):
+        sh = np.where(vals * 2.0 ** k < lim - 0.5, k, sh)
+    return sh
 
 
 def floor4_scales(E: np.ndarray, out_scale: float) -> tuple[float, float, int]:
@@ -300,22 +306,37 @@ def _is_int(a: np.ndarray) -> np.ndarray:
     return np.abs(a - np.round(a)) <= _EPS * np.maximum(1.0, np.abs(a))
 
 
+def _row_max(rows: np.ndarray, x: np.ndarray, n: int, fill: float, ufunc=np.maximum) -> np.ndarray:
+    """``ufunc``-reduction of ``x`` per row (``fill`` where a row has no entry): by segments when ``rows`` is
+    sorted (dense and conv layers), else with ``ufunc.at``."""
+    out = np.full(n, fill)
+    if not rows.size:
+        return out
+    if np.all(rows[1:] >= rows[:-1]):
+        starts = np.flatnonzero(np.concatenate([[True], rows[1:] != rows[:-1]]))
+        out[rows[starts]] = ufunc(ufunc.reduceat(x, starts), fill)
+    else:
+        ufunc.at(out, rows, x)
+    return out
+
+
+def _row_all(rows: np.ndarray, ok: np.ndarray, n: int) -> np.ndarray:
+    """Per row: every entry ``ok`` (True for a row without entries)."""
+    return np.bincount(rows[~ok], minlength=n) == 0
+
+
 def _row_scales(rows: np.ndarray, E: np.ndarray, n: int, bias: np.ndarray | None = None) -> np.ndarray:
     """Per-neuron weight scale: 1 if the row is already int8, else the row's common step if every
     weight (and the bias) is a small multiple of its smallest one, else max|E| / 127."""
     absE = np.abs(E)
-    rmax = np.zeros(n)
-    np.maximum.at(rmax, rows, absE)
-    rmin = np.full(n, np.inf)
+    rmax = _row_max(rows, absE, n, 0.0)
     nz = absE > 0
-    np.minimum.at(rmin, rows[nz], absE[nz])
-    allint = np.ones(n, bool)
-    np.logical_and.at(allint, rows, _is_int(E))
+    rmin = _row_max(rows[nz], absE[nz], n, np.inf, np.minimum)
+    allint = _row_all(rows, _is_int(E), n)
     scale = np.where(rmax > 0, rmax / W_MAX, 1.0)
-    step_ok = np.ones(n, bool)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = absE / rmin[rows]
-    np.logical_and.at(step_ok, rows, _is_int(ratio) | ~nz)
+    step_ok = _row_all(rows, _is_int(ratio) | ~nz, n)
     use_step = step_ok & np.isfinite(rmin) & (rmax / np.where(np.isfinite(rmin), rmin, 1) <= W_MAX + 1e-9)
     if bias is not None:  # the bias is counted in the same step: a step that does not divide it loses it
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -561,8 +582,7 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
             raise AssertionError(f"{l.name}: weights out of int8")  # internal invariant: scales bound them
         # worst-case accumulator magnitude (split == unsplit needs it below 2^(A-1))
         in_max = np.concatenate([np.full(sz, max(abs(tq[t].lo), abs(tq[t].hi))) for t, sz in zip(l.inputs, l.in_sizes)])
-        bound = np.zeros(l.n)
-        np.add.at(bound, l.rows, np.abs(wq) * in_max[l.cols])
+        bound = np.bincount(l.rows, weights=np.abs(wq) * in_max[l.cols], minlength=l.n)  # whole numbers: exact sums
         acc_bound = float((bound + np.abs(bias)).max()) if l.n else 0.0
         rep["acc_bound"] = acc_bound
         qlayers.append(QLayer(wq=wq, bias=bias, lo=lo, hi=hi, w_bits=w_bits, lossless=lossless, acc_bound=acc_bound,

@@ -40,9 +40,11 @@ from .frontend import load_onnx
 from .frontend.interpret import run_host_ops
 from .frontend.onnx_import import MAX_STEPS
 from .ir import Graph
+from .mapper.bounds import Bounds, bounds
+from .mapper.host_encoders import split_host_encoders
 from .mapper.passes import map_graph
 
-__all__ = ["compile", "emulate", "EmulationResult", "load_inputs", "prepare_inputs"]
+__all__ = ["compile", "check", "emulate", "EmulationResult", "load_inputs", "prepare_inputs"]
 
 
 def _as_graph(model: Any, approximate: Mapping[str, str] | None = None):
@@ -86,6 +88,26 @@ def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips
                              "name or the path of an .npz")
         calib_in = _calib_for_graph(graph, calib)
         _check_calib_work(graph, calib_in, calib_steps)
+    chips = _chips_arg(chips, spec)
+    return map_graph(graph, spec, calib=calib_in, lint=lint, host_budget=memory_budget(), chips=chips,
+                     placement=placement, calib_steps=calib_steps)
+
+
+def check(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips: Any = None,
+          overrides: Mapping[str, Any] | None = None) -> Bounds:
+    """Closed-form lower bounds of what ``model`` needs on ``chip`` (cores, chips, phases, core and host memory
+    per layer; nmc.mapper.bounds), from its shapes and weights alone, in seconds: ``.fits``, ``.problems`` (what
+    cannot fit, by how much, and the option that would make it fit) and ``.table()``.  Arguments as
+    :func:`compile`'s."""
+    spec = chip if isinstance(chip, ChipSpec) else load_chip(chip)
+    if overrides:
+        spec = spec.with_overrides(overrides)
+    graph = split_host_encoders(_as_graph(model))  # as compile: spike encoders run on the host
+    graph.lint()
+    return bounds(graph, spec, _chips_arg(chips, spec), memory_budget())
+
+
+def _chips_arg(chips: Any, spec: ChipSpec) -> Any:
     if isinstance(chips, str) and chips != "auto":
         chips = parse_chips(chips)
     if isinstance(chips, (tuple, list)):
@@ -96,7 +118,8 @@ def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips
             raise InputError(f"chips={chips[0]}x{chips[1]} of {spec.cores_per_chip}-core chips is "
                              f"{chips[0] * chips[1] * spec.cores_per_chip} cores, more than nmc models "
                              f"({MAX_SYSTEM_CORES}); give a smaller grid or 'auto'")
-    return map_graph(graph, spec, calib=calib_in, lint=lint, chips=chips, placement=placement, calib_steps=calib_steps)
+        chips = (int(chips[0]), int(chips[1]))
+    return chips
 
 
 def parse_chips(text: str) -> tuple[int, int] | str:

@@ -1,4 +1,4 @@
-"""The ``nmc`` command line: compile, run, profile, info, chips."""
+"""The ``nmc`` command line: compile, check, run, profile, info, chips."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .api import compile, emulate
+from .api import check, compile, emulate
 from .chip import list_presets, load_chip
 from .corefile import load, save
 from .emulator.kernels import kernels_compiled
@@ -60,6 +60,12 @@ def cmd_compile(a: argparse.Namespace) -> int:
     for w in cm.meta["compile"].get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)
     return 0
+
+
+def cmd_check(a: argparse.Namespace) -> int:
+    b = check(a.model, chip=a.chip, chips=a.chips, overrides=_overrides(a.set))
+    print(b.table())
+    return 0 if b.fits else 1
 
 
 def _steps(text: str) -> int:
@@ -242,6 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="accept an approximation of an op the cores cannot run, e.g. LRN=identity (reported)")
     c.add_argument("-o", "--output", required=True, help="core-map file to write")
     c.set_defaults(fn=cmd_compile)
+
+    k = sub.add_parser("check", help="closed-form lower bounds: cores, chips, phases, memory per layer (does it fit?)",
+                       description="Bound what the model needs from its shapes alone, in seconds, and say what does "
+                                   "not fit and which option would make it fit. Exit status 0: fits the bounds, 1: "
+                                   "cannot fit.")
+    k.add_argument("model", help="ONNX file in the nmc step convention")
+    k.add_argument("--chip", default="tianjic", help="preset name (see 'nmc chips') or path of a chip .toml")
+    k.add_argument("--chips", default=None, help="grid of chips 'XxY' or 'auto' (default: the preset's)")
+    k.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a chip field, e.g. core.neurons=64")
+    k.set_defaults(fn=cmd_check)
 
     for name, fn, hlp in (("run", cmd_run, "emulate a core map on inputs"),
                           ("profile", cmd_profile, "emulate and print latency/energy per task, layer, core")):

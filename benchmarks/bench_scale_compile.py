@@ -1,0 +1,206 @@
+"""Compile-scale benchmark: compile time and peak memory against cores, the time to refuse a model that cannot
+fit, a wide dense layer (the requantiser was quadratic in it), and the lower bounds of the onnx wheel's light
+ResNet-50 / VGG-19 / DenseNet-121 (224 x 224) on a multi-chip tianjicx system.
+
+    python benchmarks/bench_scale_compile.py [--chip tianjicx] [--sizes 32 48 64] [--light resnet50 vgg19 densenet121]
+
+The light models ship at opset 9 with their weights as ConstantOfShape nodes; until the frontend imports them
+as they ship, ``light()`` below folds the constants, converts to opset 19 (onnx.version_converter), drops
+Dropout and the final Softmax and turns a two-input Sum into Add; their layers are also larger than the
+frontend's reading limits (one tensor, one layer's synapses), which are raised for this measurement only.
+
+Each measurement runs in a fresh process (peak RSS is per process).  Prints one table; the figures in
+docs/performance.md come from it.
+"""
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def _child(kind: str, arg: int, chip: str) -> dict:
+    import numpy as np
+
+    import nmc
+    from nmc.errors import DoesNotFitError
+    from nmc.frontend import load_onnx
+    from nmc.frontend.builder import ModelBuilder
+    if kind == "cnn":
+        from bench_compile import cnn
+        model, calib = cnn(arg)
+        t0 = time.perf_counter()
+        cm = nmc.compile(model, chip=chip, chips="auto", calib=calib)
+        out = dict(cores=cm.num_cores, seconds=time.perf_counter() - t0)
+    elif kind == "too_big":
+        b = ModelBuilder("too_big")
+        h = b.input("image", (16, 128, 128))
+        for i in range(arg):
+            h = b.relu(b.conv(h, np.full((16, 16, 3, 3), 0.01), pads=(1, 1, 1, 1), name=f"conv{i}"))
+        b.output(h)
+        model = b.build()
+        t0 = time.perf_counter()
+        try:
+            nmc.compile(model, chip=chip)
+            out = dict(refused=False)
+        except DoesNotFitError:
+            out = dict(refused=True)
+        out["seconds"] = time.perf_counter() - t0
+    elif kind.startswith("light:"):
+        from nmc.frontend import onnx_import
+        onnx_import.MAX_SYNAPSES = onnx_import.MAX_TENSOR_ELEMS = 1 << 40  # this measurement only (module doc)
+        t0 = time.perf_counter()
+        model = light(kind.split(":", 1)[1])
+        t_conv = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        try:
+            model = load_onnx(model)
+            t_load = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            b = nmc.check(model, chip=chip, chips=f"{arg}x{arg}")
+        except nmc.NmcError as e:
+            return dict(error=f"{type(e).__name__}: {str(e).splitlines()[0][:160]}", peak_mib=_peak())
+        t_check = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        try:
+            nmc.compile(model, chip=chip, chips=f"{arg}x{arg}")
+            refused = False
+        except DoesNotFitError:
+            refused = True
+        out = dict(convert_s=t_conv, load_s=t_load, check_s=t_check, compile_refused=refused, refuse_s=time.perf_counter() - t0,
+                   layers=len(b.layers), synapses=b.synapses, cores=b.cores, chips=b.chips_needed,
+                   phases=b.phases["static"], host_gib=b.host_bytes / 2 ** 30, problems=b.problems)
+    elif kind == "mlp":  # 784-4096-4096-10 LIF
+        rng = np.random.default_rng(0)
+        b = ModelBuilder("mlp", num_steps=4)
+        x = b.input("x", (784,))
+        s1, _ = b.lif(b.gemm(x, rng.normal(size=(arg, 784)) * 0.05, name="fc1"), "lif1", beta=0.9)
+        s2, _ = b.lif(b.gemm(s1, rng.normal(size=(arg, arg)) * 0.02, name="fc2"), "lif2", beta=0.9)
+        b.output(b.gemm(b.spike_count(s2, "count"), rng.normal(size=(10, arg)), name="head"))
+        model = b.build()
+        t0 = time.perf_counter()
+        try:
+            cm = nmc.compile(model, chip=chip, chips="auto", calib={"x": rng.random((4, 784))})
+            out = dict(cores=cm.num_cores, result="compiled")
+        except nmc.NmcError as e:
+            rules = sorted({v.split(":")[0] for v in getattr(e, "violations", [])})
+            out = dict(result=f"{type(e).__name__} {rules}")
+        out["seconds"] = time.perf_counter() - t0
+    else:  # a dense 2 -> arg layer
+        rng = np.random.default_rng(0)
+        b = ModelBuilder("wide")
+        x = b.input("x", (2,))
+        b.output(b.gemm(x, rng.normal(size=(arg, 2)), name="wide"))
+        model = b.build()
+        t0 = time.perf_counter()
+        cm = nmc.compile(model, chip=chip, chips="auto", calib={"x": rng.normal(size=(4, 2))})
+        out = dict(cores=cm.num_cores, seconds=time.perf_counter() - t0)
+    out["peak_mib"] = _peak()
+    return out
+
+
+def _peak() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def light(name: str):
+    """The onnx wheel's light model ``name``, converted for today's frontend (module doc)."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper, version_converter
+    m = onnx.load(Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / f"light_{name}.onnx")
+    g = m.graph
+    shapes = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    nodes = []
+    for n in g.node:
+        if n.op_type == "ConstantOfShape" and n.input[0] in shapes:
+            shape = [int(d) for d in shapes[n.input[0]]]
+            v = numpy_helper.to_array(n.attribute[0].t).reshape(-1)[0]
+            g.initializer.append(numpy_helper.from_array(np.full(shape, v, np.float32), n.output[0]))
+            g.input.append(helper.make_tensor_value_info(n.output[0], onnx.TensorProto.FLOAT, shape))
+        else:
+            nodes.append(n)
+    del g.node[:]
+    g.node.extend(nodes)
+    m = version_converter.convert_version(m, 19)
+    g = m.graph
+    init = {i.name for i in g.initializer}
+    used = {x for n in g.node for x in n.input}
+    keep = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    ins = [i for i in g.input if i.name not in init]
+    del g.input[:]
+    g.input.extend(ins)
+    outs = {o.name for o in g.output}
+    ren, nodes = {}, []
+    for n in g.node:
+        n.input[:] = [ren.get(x, x) for x in n.input]
+        if n.op_type == "Dropout" or (n.op_type == "Softmax" and n.output[0] in outs):
+            ren[n.output[0]] = n.input[0]
+            continue
+        if n.op_type == "Sum" and len(n.input) == 2:
+            n.op_type = "Add"
+        nodes.append(n)
+    del g.node[:]
+    g.node.extend(nodes)
+    for o in g.output:
+        o.name = ren.get(o.name, o.name)
+    m.ir_version = 8
+    return m
+
+
+def run(kind: str, arg: int, chip: str) -> dict:
+    p = subprocess.run([sys.executable, __file__, "--child", kind, str(arg), "--chip", chip], capture_output=True,
+                       text=True, check=True)
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--chip", default="tianjicx")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[16, 24, 32])
+    ap.add_argument("--wide", type=int, default=100_000)
+    ap.add_argument("--light", nargs="*", default=["resnet50", "vgg19", "densenet121"])
+    ap.add_argument("--light-chips", type=int, default=4, help="a square system of N x N chips for the light models")
+    ap.add_argument("--child", nargs=2, default=None)
+    a = ap.parse_args()
+    if a.child:
+        print(json.dumps(_child(a.child[0], int(a.child[1]), a.chip)))
+        return 0
+    print(f"chip {a.chip}; the bench_compile CNN (conv-conv-pool-fc-LIF-fc-LIF-count-head) at growing input sizes")
+    print(f"{'size':>5} {'cores':>6} {'compile s':>10} {'ms/core':>8} {'peak MiB':>9}")
+    for s in a.sizes:
+        r = run("cnn", s, a.chip)
+        print(f"{s:>5} {r['cores']:>6} {r['seconds']:>10.2f} {1000 * r['seconds'] / r['cores']:>8.2f} "
+              f"{r['peak_mib']:>9.0f}")
+    r = run("too_big", 8, a.chip)
+    print(f"too big (8 convs 16x128x128, 3.0e8 synapses): refused={r['refused']} in {r['seconds']:.2f} s, "
+          f"peak {r['peak_mib']:.0f} MiB")
+    r = run("wide", a.wide, a.chip)
+    print(f"dense 2 -> {a.wide:,}: {r['cores']} cores in {r['seconds']:.2f} s, peak {r['peak_mib']:.0f} MiB")
+    r = run("mlp", 4096, "tianjic")
+    print(f"784-4096-4096-10 LIF on tianjic (--chips auto): {r['result']} after {r['seconds']:.1f} s, peak "
+          f"{r['peak_mib']:.0f} MiB")
+    for name in a.light:
+        r = run(f"light:{name}", a.light_chips, a.chip)
+        if "error" in r:
+            print(f"{name} (224x224): not imported: {r['error']}")
+            continue
+        print(f"{name} (224x224) on {a.light_chips}x{a.light_chips} {a.chip}: {r['layers']} layers, {r['synapses']:,} "
+              f"synapses; bounds: >= {r['cores']:,} cores, >= {r['chips']} chips, >= {r['phases']} phases, mapping "
+              f"~{r['host_gib']:.0f} GiB; conversion {r['convert_s']:.1f} s, load_onnx {r['load_s']:.1f} s, then check "
+              f"{r['check_s']:.2f} s, compile refused={r['compile_refused']} in {r['refuse_s']:.2f} s, peak {r['peak_mib']:.0f} MiB")
+        for p in r["problems"]:
+            print(f"    - {p[:150]}...")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
