@@ -147,7 +147,7 @@ def _fit(ctx: Context, q: Quantized) -> Fit:
 
 
 def _place(ctx: Context, f: Fit) -> Placement:
-    return place_fit(f, ctx.options.get("chips"), ctx.options.get("placement", "greedy"))
+    return place_fit(f, ctx.options.get("chips"), ctx.options.get("placement", "greedy"), ctx.options.get("traffic"))
 
 
 def _route(ctx: Context, p: Placement) -> Routes:
@@ -155,7 +155,8 @@ def _route(ctx: Context, p: Placement) -> Routes:
 
 
 def _emit(ctx: Context, r: Routes) -> CoreMap:
-    opts = {k: (list(v) if isinstance(v, tuple) else v) for k, v in ctx.options.items() if k != "calib_steps"}
+    opts = {k: (list(v) if isinstance(v, tuple) else v) for k, v in ctx.options.items()
+            if k not in ("calib_steps", "traffic")}
     opts["chips"] = list(r.placement.chips)
     cm = emit(r, opts)
     violations = drc.check_coremap(cm)

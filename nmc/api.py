@@ -33,6 +33,7 @@ from .emulator.kernels import trace_buffers
 from .emulator.memory import check_memory
 from .emulator.trace import chrome_trace
 from .emulator.profile import build_report
+from .emulator.result import EVENT_INDEX
 from .encoders import STEP_INDEX, encode_inputs, step_index
 from .errors import InputError
 from .files import GIB, MAX_ARRAY_BYTES, read_npz, size_text
@@ -52,7 +53,8 @@ def _as_graph(model: Any):
 
 def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips: Any = None,
             calib: Mapping[str, np.ndarray] | str | os.PathLike | None = None, calib_steps: int | None = None,
-            placement: str = "greedy", overrides: Mapping[str, Any] | None = None, lint: bool = False) -> CoreMap:
+            placement: str = "greedy", overrides: Mapping[str, Any] | None = None, lint: bool = False,
+            profile_inputs: Mapping[str, np.ndarray] | str | os.PathLike | None = None) -> CoreMap:
     """Compile an ONNX model (path, bytes or ModelProto in the nmc step convention) or an IR graph.
 
     Parameters
@@ -61,7 +63,9 @@ def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips
     chips : ``(x, y)`` grid of chips, ``"auto"`` (fewest chips in a row that fit), or None (the preset's).
     calib : calibration inputs (dict or path of an .npz in the inputs.npz format); without them the
         ranges shipped in the model's ``nmc.ranges`` metadata are used.
-    placement : placement strategy name (``greedy``, ``linear``).
+    placement : placement strategy name (``greedy``, ``zigzag`` = ``linear``, ``locality``, ``profile``;
+        nmc/mapper/place.py).  ``profile`` compiles with ``locality``, emulates ``profile_inputs`` (dict or
+        inputs.npz path, the format of :func:`emulate`) and places again with the packets every core sent.
     overrides : dotted chip fields to replace, e.g. ``{"core.neurons": 64}``.
     lint : check every mapper pass's result between passes (for tests; slower).
     """
@@ -92,7 +96,21 @@ def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips
             raise InputError(f"chips={chips[0]}x{chips[1]} of {spec.cores_per_chip}-core chips is "
                              f"{chips[0] * chips[1] * spec.cores_per_chip} cores, more than nmc models "
                              f"({MAX_SYSTEM_CORES}); give a smaller grid or 'auto'")
-    return map_graph(graph, spec, calib=calib_in, lint=lint, chips=chips, placement=placement, calib_steps=calib_steps)
+    if placement != "profile":
+        if profile_inputs is not None:
+            raise InputError(f"profile inputs are given but placement is '{placement}'; they are for "
+                             "placement='profile' (--placement profile)")
+        return map_graph(graph, spec, calib=calib_in, lint=lint, chips=chips, placement=placement,
+                         calib_steps=calib_steps)
+    if profile_inputs is None:
+        raise InputError("placement 'profile' needs inputs to measure traffic on: give profile_inputs (a dict or an "
+                         "inputs.npz path; --profile-inputs on the command line)")
+    first = map_graph(graph, spec, calib=calib_in, lint=lint, chips=chips, placement="locality",
+                      calib_steps=calib_steps)
+    run = emulate(first, profile_inputs)
+    traffic = run.result.events[:, :, EVENT_INDEX["packet"]].mean(axis=0)
+    return map_graph(graph, spec, calib=calib_in, lint=lint, chips=tuple(first.meta["chips"]), placement="profile",
+                     calib_steps=calib_steps, traffic=traffic)
 
 
 def parse_chips(text: str) -> tuple[int, int] | str:

@@ -41,14 +41,25 @@ def _overrides(items: list[str] | None) -> dict[str, Any]:
 
 def cmd_compile(a: argparse.Namespace) -> int:
     cm = compile(a.model, chip=a.chip, chips=a.chips, calib=a.calib, placement=a.placement,
-                 overrides=_overrides(a.set))
+                 overrides=_overrides(a.set), profile_inputs=a.profile_inputs)
     save(cm, a.output)
     layers = cm.meta["layers"]
     print(f"compiled '{cm.meta['model']}' for {cm.chip.name}: {len(layers)} layers on {cm.num_cores} cores "
           f"({cm.meta['chips'][0]}x{cm.meta['chips'][1]} chip(s)), phases {cm.meta['phases']} -> {a.output}")
+    print(_routing_line(cm.meta))
     for w in cm.meta["compile"].get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)
     return 0
+
+
+def _routing_line(meta) -> str:
+    r = meta.get("routing") or {}
+    if "traffic_hops" not in r:
+        return "placement: (no measures in this core map)"
+    return (f"placement {r.get('placement') or '?'}: traffic x hops {r['traffic_hops']:,.0f}, max link load "
+            f"{r['max_link_load']:,.0f}, chip crossings {r['chip_crossings']:,.0f} (values per step; "
+            f"{r['pairs']} core pairs, mean {r['mean_pair_hops']:.2f} hops, largest router table "
+            f"{r['max_table_entries']})")
 
 
 def _steps(text: str) -> int:
@@ -154,6 +165,7 @@ def format_info(cm) -> str:
          f"{chips[0]}x{chips[1]} chip(s) | {cm.num_cores} of {chips[0] * chips[1] * chip.cores_per_chip} cores used | "
          f"default steps {cm.meta['num_steps']} | nmc {cm.meta.get('nmc_version') or __version__}",
          f"phases per stage: {cm.meta['phases']} (limit {chip.core.phases_per_step})",
+         _routing_line(cm.meta),
          f"utilisation of used cores: neurons {nn.sum() / (max(cm.num_cores, 1) * chip.core.neurons):.1%}, "
          f"axons {na.sum() / (max(cm.num_cores, 1) * chip.core.axons):.1%}, "
          f"memory {sum(mem) / (max(cm.num_cores, 1) * chip.core.memory_bytes):.1%}",
@@ -225,7 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--chip", default="tianjic", help="preset name (see 'nmc chips') or path of a chip .toml")
     c.add_argument("--chips", default=None, help="grid of chips 'XxY' or 'auto' (default: the preset's)")
     c.add_argument("--calib", default=None, help="calibration inputs (.npz, inputs.npz format)")
-    c.add_argument("--placement", default="greedy", help="placement strategy: greedy, linear")
+    c.add_argument("--placement", default="greedy",
+                   help="placement strategy: greedy, zigzag (= linear), locality, profile (needs --profile-inputs)")
+    c.add_argument("--profile-inputs", default=None, metavar="INPUTS.npz",
+                   help="inputs the emulator measures traffic on, for --placement profile")
     c.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a chip field, e.g. core.neurons=64")
     c.add_argument("-o", "--output", required=True, help="core-map file to write")
     c.set_defaults(fn=cmd_compile)
