@@ -80,10 +80,33 @@ def fitted(model, calib, chip):
     return passes.PassManager(ps).run(load_onnx(model), passes.Context(chip=chip, calib=calib))["fit"]
 
 
+def chips_auto_vs_row(chip) -> None:
+    """Emulated latency of one sample with ``--chips auto`` and with the fewest chips in a row (a small chip of
+    3 x 3 cores, so the nets span many chips)."""
+    import nmc  # the API (compile + emulate)
+
+    small = {"cores_x": 3, "cores_y": 3}
+    print(f"\n--chips auto vs a row of chips ({chip.name} with 3 x 3 cores per chip, greedy placement, one sample)")
+    for name in ("mlp 256-1024-256-10 (SNN)", "cnn 24x24 8-16-32-64"):
+        model, calib = NETS[name]()
+        one = {k: (v[:, :1] if k == "spikes" else v[:1]) for k, v in calib.items()}
+        res = {}
+        for label, chips in (("auto", "auto"), ("row", None)):
+            if chips is None:
+                n = res["auto"][0].num_cores
+                chips = (-(-n // 9), 1)
+            cm = nmc.compile(model, chip=chip, calib=calib, chips=chips, overrides=small)
+            res[label] = (cm, nmc.emulate(cm, one).report["latency_cycles"])
+        (ca, la), (cr, lr) = res["auto"], res["row"]
+        print(f"  {name:<28} {ca.num_cores} cores: auto {ca.meta['chips'][0]}x{ca.meta['chips'][1]} {la:,.0f} cycles; "
+              f"row {cr.meta['chips'][0]}x{cr.meta['chips'][1]} {lr:,.0f} cycles ({lr / la - 1:+.0%})")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--chip", default="tianjic")
     ap.add_argument("--check", action="store_true", help="fail unless locality beats zigzag by >= 30%% overall")
+    ap.add_argument("--chips", action="store_true", help="also emulate --chips auto against a row of chips")
     a = ap.parse_args()
     chip = load_chip(a.chip)
     tot = {s: 0.0 for s in STRATEGIES}
@@ -114,6 +137,8 @@ def main() -> int:
               + f"{m['zigzag']['chip_crossings']:>8,.0f}/{m['locality']['chip_crossings']:<7,.0f}{secs:>9.2f}")
     overall = 1 - tot["locality"] / tot["zigzag"]
     print(f"{'all nets':<40}" + "".join(f"{tot[s]:>15,.0f}" for s in STRATEGIES) + f"{overall:>7.0%}")
+    if a.chips:
+        chips_auto_vs_row(chip)
     if a.check and (overall < 0.30 or worst < 0.15):
         print(f"FAIL: locality beats zigzag by {overall:.0%} overall (>= 30% needed), worst net {worst:.0%}")
         return 1

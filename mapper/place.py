@@ -522,10 +522,15 @@ def modelled_latency(dag: nx.DiGraph, pos: np.ndarray, chip: ChipSpec, stage_pha
     return total
 
 
+#: above this many cores ``--chips auto`` places only the grid of smallest closed-form diameter
+AUTO_PLACE_MAX_CORES = 1500
+
+
 def auto_chips(f: Fit, dag: nx.DiGraph, strategy: str, names: list[str]) -> tuple[tuple[int, int], np.ndarray]:
     """The grid of chips for ``--chips auto``: among the grids with the fewest chips that hold the cores (and
     grids of up to ``sqrt`` more chips), the three with the smallest closed-form diameter are placed with
-    ``strategy``; the one with the lowest :func:`modelled_latency` wins (ties: fewer chips, squarer)."""
+    ``strategy``; the one with the lowest :func:`modelled_latency` wins (ties: fewer chips, squarer).  Maps
+    of more than :data:`AUTO_PLACE_MAX_CORES` cores take the smallest closed-form diameter."""
     chip = f.chip
     n = len(f.pieces)
     k = chips_needed(n, chip)[0]
@@ -546,7 +551,8 @@ def auto_chips(f: Fit, dag: nx.DiGraph, strategy: str, names: list[str]) -> tupl
     _, stage_code = np.unique(stage, return_inverse=True) if n else (None, np.zeros(0, np.int64))
     key = stage_code.astype(np.int64) * (1 << 20) + f.wiring.phase
     best = None
-    for g in sorted(grids, key=diameter)[:3]:
+    # large maps: the closed form alone picks (placing several candidates would multiply the placement time)
+    for g in sorted(grids, key=diameter)[:3 if n <= AUTO_PLACE_MAX_CORES else 1]:
         pos = place(dag, chip, g, strategy, names)
         score = (modelled_latency(dag, pos, chip, key), g[0] * g[1], abs(g[0] - g[1]), g)
         if best is None or score < best[0]:

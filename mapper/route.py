@@ -83,6 +83,7 @@ class Routes:
         hops = np.abs(pos[s, 0] - pos[d, 0]) + np.abs(pos[s, 1] - pos[d, 1])
         return dict(pairs=int(sel.sum()), max_table_entries=int(t.entries().max(initial=0)),
                     mean_pair_hops=float(hops.mean()) if hops.size else 0.0, max_pair_hops=int(hops.max(initial=0)),
+                    relay_cores=sum(p.kind == "relay" for p in self.placement.fit.pieces),
                     placement=self.placement.strategy, **self.placement.metrics())
 
     def lint(self) -> None:

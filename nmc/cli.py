@@ -59,7 +59,7 @@ def _routing_line(meta) -> str:
     return (f"placement {r.get('placement') or '?'}: traffic x hops {r['traffic_hops']:,.0f}, max link load "
             f"{r['max_link_load']:,.0f}, chip crossings {r['chip_crossings']:,.0f} (values per step; "
             f"{r['pairs']} core pairs, mean {r['mean_pair_hops']:.2f} hops, largest router table "
-            f"{r['max_table_entries']})")
+            f"{r['max_table_entries']}, {r.get('relay_cores', 0)} relay core(s))")
 
 
 def _steps(text: str) -> int:

@@ -40,6 +40,7 @@ def test_relay_tree_by_hand():
     assert relayed.cores.phase.tolist() == [0, 3, 3, 3, 3, 1, 1, 2, 2]
     assert relayed.cores.model[6:].tolist() == [SOMA["ann"]] * 3
     assert relayed.meta["layers"][0]["cores"] == [0, 6, 7, 8]  # relays belong to the layer they forward
+    assert (plain.meta["routing"]["relay_cores"], relayed.meta["routing"]["relay_cores"]) == (0, 3)
     a, b = nmc.emulate(plain, x), nmc.emulate(relayed, x)
     _same_outputs(a, b)
     assert b.result.events[0, 6:, EVENT_INDEX["mac"]].tolist() == [64, 64, 64]
