@@ -11,7 +11,7 @@ cores (mapper/relay.py).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from nmc.rules import count_router_entries
 from .connect import Wiring, connect
 from .partition import Piece, layer_in_bytes, partition
 from .quantize import Quantized
+from .fold import fold
 from .relay import add_relays
 
 __all__ = ["Fit", "fit", "routing_shortfall"]
@@ -39,6 +40,13 @@ class Fit:
     pieces: list[Piece]
     wiring: Wiring
     reserve: dict[int, int]
+    #: folds (mapper/fold.py): the logical cores that share one physical core, each list ascending; empty:
+    #: every core on its own
+    folds: list[list[int]] = field(default_factory=list)
+
+    def physical(self) -> list[list[int]]:
+        """The folds, or one core per physical core when there are none."""
+        return self.folds or [[c] for c in range(len(self.pieces))]
 
     def lint(self) -> None:
         """Every neuron of every layer held by exactly one full/merge piece, no core over the neuron/axon
@@ -116,6 +124,13 @@ class Fit:
         taps = w.tap_neurons()
         if taps.size and (taps.min() < 0 or taps.max() >= N):
             raise bad("an output tap points outside the neuron array")
+        if self.folds:
+            if sorted(c for g in self.folds for c in g) != list(range(C)):
+                raise bad("the folds do not hold every core exactly once")
+            for g in self.folds:
+                slots = {(stage[c], int(w.phase[c])) for c in g}
+                if len({pieces[c].layer for c in g}) != 1 or len(slots) != len(g):
+                    raise bad(f"fold {g} mixes layers or runs two members in one phase")
 
 
 def routing_shortfall(q: Quantized, chip: ChipSpec, pieces: list[Piece], wiring: Wiring) -> dict[int, int]:
@@ -140,8 +155,9 @@ def routing_shortfall(q: Quantized, chip: ChipSpec, pieces: list[Piece], wiring:
     return out
 
 
-def fit(q: Quantized, chip: ChipSpec) -> Fit:
-    """Partition and connect, reserving routing-table entries until every table fits (module doc)."""
+def fit(q: Quantized, chip: ChipSpec, objective: str = "latency") -> Fit:
+    """Partition and connect, reserving routing-table entries until every table fits, add relay cores, and
+    fold cores for ``objective`` (module doc; mapper/fold.py)."""
     reserve: dict[int, int] = {}
     while True:
         pieces = partition(q, chip, reserve)
@@ -150,5 +166,7 @@ def fit(q: Quantized, chip: ChipSpec) -> Fit:
         grown = {li: n for li, n in short.items() if n > reserve.get(li, 0)}
         if not grown:  # fits, or no reserve can help (the design rules then name the core)
             pieces, wiring = add_relays(q, chip, pieces, wiring)
-            return Fit(quant=q, chip=chip, pieces=pieces, wiring=wiring, reserve=dict(reserve))
+            wiring, folds = fold(q, chip, pieces, wiring, objective)
+            return Fit(quant=q, chip=chip, pieces=pieces, wiring=wiring, reserve=dict(reserve),
+                       folds=folds if any(len(g) > 1 for g in folds) else [])
         reserve.update(grown)

@@ -143,7 +143,7 @@ def _quantize(ctx: Context, layers: LayerGraph, ranges: Ranges) -> Quantized:
 
 
 def _fit(ctx: Context, q: Quantized) -> Fit:
-    return fit(q, ctx.chip)
+    return fit(q, ctx.chip, ctx.options.get("objective", "latency"))
 
 
 def _place(ctx: Context, f: Fit) -> Placement:

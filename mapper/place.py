@@ -77,8 +77,10 @@ class Placement:
         if out.size:
             raise PassError(f"placement: core {int(out[0])} is at {tuple(self.pos[out[0]].tolist())}, outside the "
                             f"{W} x {H} grid")
-        if len({tuple(p) for p in self.pos.tolist()}) != C:
-            raise PassError("placement: two cores share a position")
+        folds = self.fit.physical()
+        if len({tuple(p) for p in self.pos.tolist()}) != len(folds) or any(
+                np.any(self.pos[g] != self.pos[g[0]]) for g in folds):
+            raise PassError("placement: two cores share a position (only the members of a fold may)")
 
     def metrics(self) -> dict[str, float]:
         """:func:`placement_metrics` of this placement on the static traffic (values routed per step)."""
@@ -127,13 +129,32 @@ def place_fit(f: Fit, chips: Any = None, strategy: str = "greedy", traffic: np.n
         raise RegistryError(f"unknown placement strategy '{strategy}'; known: {', '.join(sorted(PLACERS))}")
     dag = traffic_graph(f, traffic)
     names = [f.quant.lg.layers[p.layer].name for p in f.pieces]
+    stage = np.array([f.quant.lg.layers[p.layer].stage for p in f.pieces])
+    _, stage_code = np.unique(stage, return_inverse=True) if stage.size else (None, np.zeros(0, np.int64))
+    key = stage_code.astype(np.int64).reshape(-1) * (1 << 20) + f.wiring.phase
+    folds = f.physical()
+    gid = np.zeros(len(f.pieces), np.int64)
+    for i, g in enumerate(folds):
+        gid[g] = i
+    if len(folds) < len(f.pieces):  # place the physical cores: the folds' quotient graph
+        q = nx.DiGraph()
+        q.add_nodes_from(range(len(folds)), host=0.0)
+        for c in range(len(f.pieces)):
+            q.nodes[int(gid[c])]["host"] += dag.nodes[c]["host"]
+        for s_, d_, a in dag.edges(data=True):
+            gs, gd = int(gid[s_]), int(gid[d_])
+            if gs != gd:
+                w = a.get("weight", 1) + (q.edges[gs, gd]["weight"] if q.has_edge(gs, gd) else 0)
+                q.add_edge(gs, gd, weight=w)
+        dag, names, key = q, [names[g[0]] for g in folds], key[[g[0] for g in folds]]
     if chips == "auto":
-        grid, pos = auto_chips(f, dag, strategy, names)
-        return Placement(fit=f, chips=grid, pos=pos, strategy=strategy)
-    if chips is None:
-        chips = (f.chip.system.chips_x, f.chip.system.chips_y)
-    grid = (int(chips[0]), int(chips[1]))
-    return Placement(fit=f, chips=grid, pos=place(dag, f.chip, grid, strategy, names), strategy=strategy)
+        grid, pos = auto_chips(f.chip, dag, key, strategy, names)
+    else:
+        if chips is None:
+            chips = (f.chip.system.chips_x, f.chip.system.chips_y)
+        grid = (int(chips[0]), int(chips[1]))
+        pos = place(dag, f.chip, grid, strategy, names)
+    return Placement(fit=f, chips=grid, pos=np.ascontiguousarray(pos[gid]), strategy=strategy)
 
 
 def place(dag: nx.DiGraph, chip: ChipSpec, chips: tuple[int, int], strategy: str,
@@ -526,13 +547,14 @@ def modelled_latency(dag: nx.DiGraph, pos: np.ndarray, chip: ChipSpec, stage_pha
 AUTO_PLACE_MAX_CORES = 1500
 
 
-def auto_chips(f: Fit, dag: nx.DiGraph, strategy: str, names: list[str]) -> tuple[tuple[int, int], np.ndarray]:
-    """The grid of chips for ``--chips auto``: among the grids with the fewest chips that hold the cores (and
+def auto_chips(chip: ChipSpec, dag: nx.DiGraph, key: np.ndarray, strategy: str,
+               names: list[str]) -> tuple[tuple[int, int], np.ndarray]:
+    """The grid of chips for ``--chips auto`` and the positions of the nodes of ``dag`` (the physical cores;
+    ``key`` their stage and phase, for the latency model): among the grids with the fewest chips that hold the cores (and
     grids of up to ``sqrt`` more chips), the three with the smallest closed-form diameter are placed with
     ``strategy``; the one with the lowest :func:`modelled_latency` wins (ties: fewer chips, squarer).  Maps
     of more than :data:`AUTO_PLACE_MAX_CORES` cores take the smallest closed-form diameter."""
-    chip = f.chip
-    n = len(f.pieces)
+    n = dag.number_of_nodes()
     k = chips_needed(n, chip)[0]
     if k * chip.cores_per_chip > MAX_SYSTEM_CORES:
         raise DoesNotFitError(f"the model needs {n} cores, {k} chips of '{chip.name}' ({k * chip.cores_per_chip} "
@@ -547,9 +569,6 @@ def auto_chips(f: Fit, dag: nx.DiGraph, strategy: str, names: list[str]) -> tupl
         return ((W + H) * noc.hop_latency_cycles + (g[0] + g[1] - 2) * noc.chip_link_latency_cycles,
                 g[0] * g[1], abs(g[0] - g[1]))
 
-    stage = np.array([f.quant.lg.layers[p.layer].stage for p in f.pieces])
-    _, stage_code = np.unique(stage, return_inverse=True) if n else (None, np.zeros(0, np.int64))
-    key = stage_code.astype(np.int64) * (1 << 20) + f.wiring.phase
     best = None
     # large maps: the closed form alone picks (placing several candidates would multiply the placement time)
     for g in sorted(grids, key=diameter)[:3 if n <= AUTO_PLACE_MAX_CORES else 1]:

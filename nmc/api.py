@@ -40,6 +40,7 @@ from .files import GIB, MAX_ARRAY_BYTES, read_npz, size_text
 from .frontend import load_onnx
 from .frontend.onnx_import import MAX_STEPS
 from .ir import Graph
+from .mapper.fold import OBJECTIVES
 from .mapper.passes import map_graph
 
 __all__ = ["compile", "emulate", "EmulationResult", "load_inputs", "prepare_inputs"]
@@ -54,7 +55,8 @@ def _as_graph(model: Any):
 def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips: Any = None,
             calib: Mapping[str, np.ndarray] | str | os.PathLike | None = None, calib_steps: int | None = None,
             placement: str = "greedy", overrides: Mapping[str, Any] | None = None, lint: bool = False,
-            profile_inputs: Mapping[str, np.ndarray] | str | os.PathLike | None = None) -> CoreMap:
+            profile_inputs: Mapping[str, np.ndarray] | str | os.PathLike | None = None,
+            objective: str = "latency") -> CoreMap:
     """Compile an ONNX model (path, bytes or ModelProto in the nmc step convention) or an IR graph.
 
     Parameters
@@ -67,6 +69,9 @@ def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips
         nmc/mapper/place.py).  ``profile`` compiles with ``locality``, emulates ``profile_inputs`` (dict or
         inputs.npz path, the format of :func:`emulate`) and places again with the packets every core sent.
     overrides : dotted chip fields to replace, e.g. ``{"core.neurons": 64}``.
+    objective : ``latency`` (no folding), ``cores`` (fold as many logical cores per physical core as memory,
+        router table and phase budget allow), ``balanced`` (at most 2), ``energy`` (the least folding that
+        reaches the chip count of ``cores``); nmc/mapper/fold.py.
     lint : check every mapper pass's result between passes (for tests; slower).
     """
     spec = chip if isinstance(chip, ChipSpec) else load_chip(chip)
@@ -96,21 +101,23 @@ def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips
             raise InputError(f"chips={chips[0]}x{chips[1]} of {spec.cores_per_chip}-core chips is "
                              f"{chips[0] * chips[1] * spec.cores_per_chip} cores, more than nmc models "
                              f"({MAX_SYSTEM_CORES}); give a smaller grid or 'auto'")
+    if objective not in OBJECTIVES:
+        raise InputError(f"objective '{objective}' is not one of {list(OBJECTIVES)} (--objective)")
     if placement != "profile":
         if profile_inputs is not None:
             raise InputError(f"profile inputs are given but placement is '{placement}'; they are for "
                              "placement='profile' (--placement profile)")
         return map_graph(graph, spec, calib=calib_in, lint=lint, chips=chips, placement=placement,
-                         calib_steps=calib_steps)
+                         calib_steps=calib_steps, objective=objective)
     if profile_inputs is None:
         raise InputError("placement 'profile' needs inputs to measure traffic on: give profile_inputs (a dict or an "
                          "inputs.npz path; --profile-inputs on the command line)")
     first = map_graph(graph, spec, calib=calib_in, lint=lint, chips=chips, placement="locality",
-                      calib_steps=calib_steps)
+                      calib_steps=calib_steps, objective=objective)
     run = emulate(first, profile_inputs)
     traffic = run.result.events[:, :, EVENT_INDEX["packet"]].mean(axis=0)
     return map_graph(graph, spec, calib=calib_in, lint=lint, chips=tuple(first.meta["chips"]), placement="profile",
-                     calib_steps=calib_steps, traffic=traffic)
+                     calib_steps=calib_steps, traffic=traffic, objective=objective)
 
 
 def parse_chips(text: str) -> tuple[int, int] | str:

@@ -41,7 +41,7 @@ def _overrides(items: list[str] | None) -> dict[str, Any]:
 
 def cmd_compile(a: argparse.Namespace) -> int:
     cm = compile(a.model, chip=a.chip, chips=a.chips, calib=a.calib, placement=a.placement,
-                 overrides=_overrides(a.set), profile_inputs=a.profile_inputs)
+                 overrides=_overrides(a.set), profile_inputs=a.profile_inputs, objective=a.objective)
     save(cm, a.output)
     layers = cm.meta["layers"]
     print(f"compiled '{cm.meta['model']}' for {cm.chip.name}: {len(layers)} layers on {cm.num_cores} cores "
@@ -239,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--calib", default=None, help="calibration inputs (.npz, inputs.npz format)")
     c.add_argument("--placement", default="greedy",
                    help="placement strategy: greedy, zigzag (= linear), locality, profile (needs --profile-inputs)")
+    c.add_argument("--objective", default="latency", choices=["latency", "cores", "balanced", "energy"],
+                   help="folding trade-off: latency (no folding, default), cores (fold logical cores onto as few physical "
+                        "cores as memory and phases allow), balanced (at most 2 per core), energy")
     c.add_argument("--profile-inputs", default=None, metavar="INPUTS.npz",
                    help="inputs the emulator measures traffic on, for --placement profile")
     c.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a chip field, e.g. core.neurons=64")
