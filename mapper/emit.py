@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from nmc.coremap import DENDRITE, STAGE, Axons, CoreMap, Cores, Feeds, Neurons, Router, Routes, Taps, Weights, widths
+from nmc.ir import MODEL_SEP
 from nmc.neurons import get_model
 from nmc.resources import unit_weight_bits
 from nmc.version import __version__
@@ -189,8 +190,17 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
     count_hi = 2 ** chip.core.activation_bits - 1
     if any(l.soma == "count" for l in lg.layers) and num_steps > count_hi:
         warnings.append(f"spike counts saturate at {count_hi} (8-bit values) but the model runs {num_steps} steps")
+    if "nmc.models" in g.metadata:  # several models on one system (nmc.ir.merge_graphs)
+        meta_models = []
+        for name in json.loads(g.metadata["nmc.models"]):
+            pre = name + MODEL_SEP
+            meta_models.append(dict(name=name, inputs=[i["name"] for i in inputs if i["name"].startswith(pre)],
+                                    outputs=[o["name"] for o in outputs + state_outputs if o["name"].startswith(pre)],
+                                    layers=[k for k, l in enumerate(layers_meta) if l["name"].startswith(pre)]))
     meta = dict(model=g.name, num_steps=int(num_steps), chips=list(chips), layers=layers_meta, inputs=inputs,
                 host_encoders=json.loads(g.metadata.get("nmc.host_encoders", "[]")),
                 outputs=outputs, state_outputs=state_outputs, states=states, phases=phases,
                 compile=dict(options, warnings=warnings), routing=routes.summary(), nmc_version=__version__)
+    if "nmc.models" in g.metadata:
+        meta["models"] = meta_models
     return CoreMap(chip=chip, meta=meta, **tables)

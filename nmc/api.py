@@ -39,7 +39,7 @@ from .errors import InputError
 from .files import GIB, MAX_ARRAY_BYTES, read_npz, size_text
 from .frontend import load_onnx
 from .frontend.onnx_import import MAX_STEPS
-from .ir import Graph
+from .ir import Graph, merge_graphs
 from .mapper.fold import OBJECTIVES
 from .mapper.passes import map_graph
 
@@ -47,6 +47,12 @@ __all__ = ["compile", "emulate", "EmulationResult", "load_inputs", "prepare_inpu
 
 
 def _as_graph(model: Any):
+    if isinstance(model, (list, tuple)):  # several models on one system
+        if len(model) == 1:
+            return _as_graph(model[0])
+        graphs = [_as_graph(m) for m in model]
+        names = [Path(m).stem if isinstance(m, (str, os.PathLike)) else g.name for m, g in zip(model, graphs)]
+        return merge_graphs(graphs, names)
     if isinstance(model, Graph):
         return model
     return load_onnx(model)
@@ -57,7 +63,10 @@ def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips
             placement: str = "greedy", overrides: Mapping[str, Any] | None = None, lint: bool = False,
             profile_inputs: Mapping[str, np.ndarray] | str | os.PathLike | None = None,
             objective: str = "latency") -> CoreMap:
-    """Compile an ONNX model (path, bytes or ModelProto in the nmc step convention) or an IR graph.
+    """Compile an ONNX model (path, bytes or ModelProto in the nmc step convention) or an IR graph, or a list of
+    them: several models on one system, each with its own inputs and outputs, named ``<model>:<name>`` (the
+    model is the file's stem, or the graph's name), and its own latency and energy in the report
+    (``report["models"]``; :func:`nmc.ir.merge_graphs`).
 
     Parameters
     ----------

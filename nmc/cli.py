@@ -233,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     c = sub.add_parser("compile", help="ONNX model -> core map")
-    c.add_argument("model", help="ONNX file in the nmc step convention")
+    c.add_argument("model", nargs="+", help="ONNX file(s) in the nmc step convention; several: one system runs them "
+                                            "side by side, inputs and outputs named <file stem>:<name>")
     c.add_argument("--chip", default="tianjic", help="preset name (see 'nmc chips') or path of a chip .toml")
     c.add_argument("--chips", default=None, help="grid of chips 'XxY' or 'auto' (default: the preset's)")
     c.add_argument("--calib", default=None, help="calibration inputs (.npz, inputs.npz format)")

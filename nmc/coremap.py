@@ -255,6 +255,7 @@ HEADER: dict[str, Any] = {
     "phases": dict,
     "compile": {"warnings?": [str]},
     "routing?": dict,
+    "models?": [dict(name=str, inputs=[str], outputs=[str], layers=[int])],
     "nmc_version?": str,
 }
 
