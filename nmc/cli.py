@@ -166,6 +166,9 @@ def format_info(cm) -> str:
          f"default steps {cm.meta['num_steps']} | nmc {cm.meta.get('nmc_version') or __version__}",
          f"phases per stage: {cm.meta['phases']} (limit {chip.core.phases_per_step})",
          _routing_line(cm.meta),
+         *([f"models: " + "; ".join(f"{m['name']} ({len(m['layers'])} layers: {', '.join(m['inputs'])} -> "
+                                    f"{', '.join(m['outputs'])})" for m in cm.meta["models"])]
+           if cm.meta.get("models") else []),
          f"utilisation of used cores: neurons {nn.sum() / (max(cm.num_cores, 1) * chip.core.neurons):.1%}, "
          f"axons {na.sum() / (max(cm.num_cores, 1) * chip.core.axons):.1%}, "
          f"memory {sum(mem) / (max(cm.num_cores, 1) * chip.core.memory_bytes):.1%}",

@@ -64,3 +64,6 @@ def test_cli_compiles_several_models(tmp_path, capsys):
     assert main(["compile", str(a), str(b), "--chip", "tianjic", "--calib", str(calib), "-o", str(out)]) == 0
     cm = nmc.load(out)
     assert [m["name"] for m in cm.meta["models"]] == ["a", "b"] and [i["name"] for i in cm.meta["inputs"]] == ["a:x", "b:x"]
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert "models: a (2 layers: a:x -> a:fc2); b (2 layers: b:x -> b:fc2)" in capsys.readouterr().out
