@@ -78,3 +78,26 @@ def test_folded_cores_share_memory_and_may_not_share_a_phase():
 def test_unknown_objective():
     with pytest.raises(InputError, match="objective 'speed' is not one of"):
         nmc.compile(dense_chain([16, 8]), calib=int_calib(16), objective="speed")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_seeded_relayed_and_folded_maps_emulate_to_the_plain_outputs(seed):
+    # random small nets, router tables and objectives: the compile passes the design rules (every core within
+    # its limits, folds' memory and tables added up), and the emulated outputs are the plain map's
+    rng = np.random.default_rng(seed)
+    steps = int(rng.integers(3, 6))
+    model = lossless_snn(seed=seed, steps=steps, hidden=int(rng.integers(12, 40)), recurrent=bool(seed % 2))
+    x = spike_inputs(seed, steps, 2, 40)
+    small = dict(TINY, **{"core.router_table_entries": int(rng.choice([2, 3, 5]))})
+    objective = ["cores", "balanced", "energy", "cores"][seed]
+    plain = nmc.compile(model, calib={"spikes": x}, overrides=TINY, chips="auto")
+    other = nmc.compile(model, calib={"spikes": x}, overrides=small, chips="auto", objective=objective, lint=True,
+                        placement=["locality", "zigzag", "greedy", "locality"][seed])
+    assert not drc.check_coremap(other)
+    again = nmc.compile(model, calib={"spikes": x}, overrides=small, chips="auto", objective=objective,
+                        placement=["locality", "zigzag", "greedy", "locality"][seed])
+    for k, v in other.arrays().items():  # same inputs, same map
+        np.testing.assert_array_equal(again.arrays()[k], v, err_msg=k)
+    a, b = nmc.emulate(plain, {"spikes": x}), nmc.emulate(other, {"spikes": x})
+    _same_outputs(a, b)
+    assert b.result.equal(nmc.emulate(other, {"spikes": x}, backend="reference").result)
