@@ -571,8 +571,11 @@ def auto_chips(chip: ChipSpec, dag: nx.DiGraph, key: np.ndarray, strategy: str,
 
     best = None
     # large maps: the closed form alone picks (placing several candidates would multiply the placement time)
-    for g in sorted(grids, key=diameter)[:3 if n <= AUTO_PLACE_MAX_CORES else 1]:
+    cands = sorted(grids, key=diameter)[:3 if n <= AUTO_PLACE_MAX_CORES else 1]
+    for g in cands:
         pos = place(dag, chip, g, strategy, names)
+        if len(cands) == 1:
+            return g, pos
         score = (modelled_latency(dag, pos, chip, key), g[0] * g[1], abs(g[0] - g[1]), g)
         if best is None or score < best[0]:
             best = (score, g, pos)
