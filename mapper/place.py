@@ -248,20 +248,21 @@ def _max_link_load(pos: np.ndarray, s: np.ndarray, d: np.ndarray, w: np.ndarray,
     x0, y0, x1, y1 = pos[s, 0], pos[s, 1], pos[d, 0], pos[d, 1]
     best = 0.0
     # +x links (x -> x+1) on row y0 for x in [x0, x1); -x links (x -> x-1) for x in (x1, x0]: difference arrays
+    # per row (then per column for the Y part on the destination's column)
     for sign in (1, -1):
-        diff = np.zeros((H, W + 1))
         m = (x1 - x0) * sign > 0
-        lo, hi = np.minimum(x0, x1)[m], np.maximum(x0, x1)[m]
-        np.add.at(diff, (y0[m], lo), w[m])
-        np.add.at(diff, (y0[m], hi), -w[m])
-        best = max(best, float(np.cumsum(diff, axis=1).max(initial=0)))
-        diff = np.zeros((W, H + 1))
+        best = max(best, _busiest(y0[m], np.minimum(x0, x1)[m], np.maximum(x0, x1)[m], w[m], H, W))
         m = (y1 - y0) * sign > 0
-        lo, hi = np.minimum(y0, y1)[m], np.maximum(y0, y1)[m]
-        np.add.at(diff, (x1[m], lo), w[m])
-        np.add.at(diff, (x1[m], hi), -w[m])
-        best = max(best, float(np.cumsum(diff, axis=1).max(initial=0)))
+        best = max(best, _busiest(x1[m], np.minimum(y0, y1)[m], np.maximum(y0, y1)[m], w[m], W, H))
     return best
+
+
+def _busiest(line: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: np.ndarray, n_lines: int, length: int) -> float:
+    """Most traffic on one link when each edge loads links ``lo .. hi - 1`` of its line with ``w``."""
+    diff = np.zeros((n_lines, length + 1))
+    np.add.at(diff, (line, lo), w)
+    np.add.at(diff, (line, hi), -w)
+    return float(np.cumsum(diff, axis=1).max(initial=0))
 
 
 def placement_metrics(dag: nx.DiGraph, pos: np.ndarray, chip: ChipSpec) -> dict[str, float]:

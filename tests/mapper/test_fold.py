@@ -12,16 +12,11 @@ from nmc import rules as drc
 from nmc.errors import InputError
 from nets import lossless_snn, spike_inputs
 from test_mapper import TINY, dense_chain, int_calib
+from test_relay import same_outputs
 
 
 def positions(cm) -> int:
     return len({(int(x), int(y)) for x, y in zip(cm.cores.x, cm.cores.y)})
-
-
-def _same_outputs(a, b):
-    assert set(a.raw) == set(b.raw)
-    for k in a.raw:
-        np.testing.assert_array_equal(a.raw[k], b.raw[k], err_msg=k)
 
 
 def test_folding_by_hand():
@@ -39,7 +34,7 @@ def test_folding_by_hand():
     assert cms["cores"].meta["phases"]["static"] == 6 and cms["cores"].meta["compile"]["objective"] == "cores"
     runs = {o: nmc.emulate(cm, x) for o, cm in cms.items()}
     for o in ("balanced", "cores"):
-        _same_outputs(runs["latency"], runs[o])
+        same_outputs(runs["latency"], runs[o])
         assert runs[o].result.equal(nmc.emulate(cms[o], x, backend="reference").result)
     # the same work, serialised: the same compute cycles per logical core, a longer task
     np.testing.assert_array_equal(runs["cores"].result.core_cycles, runs["latency"].result.core_cycles)
@@ -55,7 +50,7 @@ def test_folded_snn_with_recurrence_emulates_to_the_unfolded_outputs():
     assert positions(folded) < positions(plain) == plain.num_cores == folded.num_cores
     assert plain.meta["phases"]["step"] < folded.meta["phases"]["step"] <= folded.chip.core.phases_per_step
     a, b = nmc.emulate(plain, {"spikes": x}), nmc.emulate(folded, {"spikes": x})
-    _same_outputs(a, b)
+    same_outputs(a, b)
     assert b.result.equal(nmc.emulate(folded, {"spikes": x}, backend="reference").result)
     assert not drc.check_coremap(folded)
     # static energy: the folded cores share their physical core's; fewer chips are powered
@@ -99,5 +94,5 @@ def test_seeded_relayed_and_folded_maps_emulate_to_the_plain_outputs(seed):
     for k, v in other.arrays().items():  # same inputs, same map
         np.testing.assert_array_equal(again.arrays()[k], v, err_msg=k)
     a, b = nmc.emulate(plain, {"spikes": x}), nmc.emulate(other, {"spikes": x})
-    _same_outputs(a, b)
+    same_outputs(a, b)
     assert b.result.equal(nmc.emulate(other, {"spikes": x}, backend="reference").result)

@@ -17,7 +17,7 @@ def table(entries: int) -> dict:
     return dict(TINY, **{"core.router_table_entries": entries})
 
 
-def _same_outputs(a, b):
+def same_outputs(a, b):
     assert set(a.raw) == set(b.raw)
     for k in a.raw:
         np.testing.assert_array_equal(a.raw[k], b.raw[k], err_msg=k)
@@ -42,7 +42,7 @@ def test_relay_tree_by_hand():
     assert relayed.meta["layers"][0]["cores"] == [0, 6, 7, 8]  # relays belong to the layer they forward
     assert (plain.meta["routing"]["relay_cores"], relayed.meta["routing"]["relay_cores"]) == (0, 3)
     a, b = nmc.emulate(plain, x), nmc.emulate(relayed, x)
-    _same_outputs(a, b)
+    same_outputs(a, b)
     assert b.result.events[0, 6:, EVENT_INDEX["mac"]].tolist() == [64, 64, 64]
     assert b.result.core_cycles[0, 6:].tolist() == [19, 19, 19]
     assert b.report["energy_j"] > a.report["energy_j"] and b.report["latency_cycles"] > a.report["latency_cycles"]
@@ -60,7 +60,7 @@ def test_relayed_snn_with_recurrence_emulates_to_the_unrelayed_outputs(entries):
     assert relayed.num_cores > plain.num_cores and (relayed.cores.model == SOMA["lif"]).sum() > \
         (plain.cores.model == SOMA["lif"]).sum()
     a, b = nmc.emulate(plain, {"spikes": x}), nmc.emulate(relayed, {"spikes": x})
-    _same_outputs(a, b)
+    same_outputs(a, b)
     assert b.result.equal(nmc.emulate(relayed, {"spikes": x}, backend="reference").result)
     # a given initial recurrent state reaches the same axons through the relays
     rec = [s for s in plain.meta["states"] if s["target"] == "axon"]
@@ -68,7 +68,7 @@ def test_relayed_snn_with_recurrence_emulates_to_the_unrelayed_outputs(entries):
     shape = rec[0]["shape"]
     s0 = (np.random.default_rng(3).random([3] + shape) < 0.5).astype(float)
     inputs = {"spikes": x, rec[0]["input"]: s0}
-    _same_outputs(nmc.emulate(plain, inputs), nmc.emulate(relayed, inputs))
+    same_outputs(nmc.emulate(plain, inputs), nmc.emulate(relayed, inputs))
 
 
 def test_relayed_hybrid_emulates_to_the_unrelayed_outputs():
@@ -78,5 +78,5 @@ def test_relayed_hybrid_emulates_to_the_unrelayed_outputs():
     relayed = nmc.compile(model, calib={"image": img}, overrides=table(3), chips="auto", lint=True)
     assert drc.router_entries(relayed).max() <= 3 < drc.router_entries(plain).max()
     a, b = nmc.emulate(plain, {"image": img}), nmc.emulate(relayed, {"image": img})
-    _same_outputs(a, b)
+    same_outputs(a, b)
     assert b.result.equal(nmc.emulate(relayed, {"image": img}, backend="reference").result)
