@@ -50,6 +50,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .encoders import ENCODERS
+from .encoders import STEP_INDEX
 from .errors import ModelError, ShapeError
 from .neurons import MODELS
 
@@ -288,7 +289,8 @@ MODEL_SEP = ":"
 def merge_graphs(graphs: list[Graph], names: list[str] | None = None) -> Graph:
     """One graph running several models side by side on one system (as Tianjic ran several networks on one
     chip): every tensor, node, input, output and state of model ``k`` is renamed ``<names[k]>:<name>``, and
-    ``metadata["nmc.models"]`` lists the models (JSON).  The models must run the same number of steps."""
+    ``metadata["nmc.models"]`` lists the models (JSON); the step index ``nmc.t`` stays one input shared by all.
+    The models must run the same number of steps."""
     if not graphs:
         raise ModelError("no models to compile")
     names = list(names) if names is not None else [g.name or f"model{k}" for k, g in enumerate(graphs)]
@@ -308,7 +310,7 @@ def merge_graphs(graphs: list[Graph], names: list[str] | None = None) -> Graph:
     ranges: dict[str, Any] = {}
     for pre, g in zip(uniq, graphs):
         def r(t: str) -> str:
-            return f"{pre}{MODEL_SEP}{t}"
+            return t if t == STEP_INDEX else f"{pre}{MODEL_SEP}{t}"  # one step index serves every model
         out.tensors.update({r(k): Tensor(r(k), tuple(v.shape)) for k, v in g.tensors.items()})
         out.inputs.update({r(k): v for k, v in g.inputs.items()})
         out.outputs.extend(r(o) for o in g.outputs)
