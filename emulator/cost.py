@@ -93,7 +93,8 @@ def powered_cores(cm: CoreMap) -> int:
 
 
 def check_schedule(cm: CoreMap, schedule: str) -> None:
-    """Refuse an unknown schedule, and the pipelined one for a model it would change (recurrent routes)."""
+    """Refuse an unknown schedule, and the pipelined one for a model it would change (recurrent routes) or a
+    folded map (mapper/fold.py: its physical cores run one logical core per phase)."""
     if schedule not in SCHEDULES:
         raise InputError(f"unknown schedule {schedule!r}; choose one of {list(SCHEDULES)}")
     if schedule == "pipelined" and int((cm.routes.delayed != 0).sum()):
@@ -103,6 +104,12 @@ def check_schedule(cm: CoreMap, schedule: str) -> None:
         raise InputError(f"schedule 'pipelined' overlaps consecutive steps, which changes the outputs of a model "
                          f"with recurrent (one-step delayed) connections: here from layer(s) {', '.join(names)}; "
                          "use the sequential schedule for this model")
+    if schedule == "pipelined":
+        at = np.asarray(cm.cores.x, np.int64) * (1 << 31) + np.asarray(cm.cores.y, np.int64)
+        if np.unique(at).shape[0] != at.shape[0]:
+            raise InputError("schedule 'pipelined' runs every phase at once, but this core map folds several cores "
+                             "onto one physical core (one per phase); compile it with --objective latency (no folding) "
+                             "or use the sequential schedule")
 
 
 @dataclass(frozen=True)

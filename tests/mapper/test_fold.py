@@ -96,3 +96,10 @@ def test_seeded_relayed_and_folded_maps_emulate_to_the_plain_outputs(seed):
     a, b = nmc.emulate(plain, {"spikes": x}), nmc.emulate(other, {"spikes": x})
     same_outputs(a, b)
     assert b.result.equal(nmc.emulate(other, {"spikes": x}, backend="reference").result)
+
+
+def test_pipelined_schedule_refuses_a_folded_map():
+    model = dense_chain([16, 8, 40], seed=3)
+    cm = nmc.compile(model, calib=int_calib(16), overrides=TINY, objective="cores")
+    with pytest.raises(InputError, match="folds several cores onto one physical core"):
+        nmc.emulate(cm, int_calib(16, batch=1), schedule="pipelined")
