@@ -82,3 +82,20 @@ def test_relayed_hybrid_emulates_to_the_unrelayed_outputs():
     a, b = nmc.emulate(plain, {"image": img}), nmc.emulate(relayed, {"image": img})
     same_outputs(a, b)
     assert b.result.equal(nmc.emulate(relayed, {"image": img}, backend="reference").result)
+
+
+@pytest.mark.parametrize("chip", ["tianjicx", "loihi"])
+def test_relays_and_folds_are_exact_on_every_preset(chip):
+    # the pass-through somas (ann multiplier 1 whatever the chip's requantiser rounding; lif threshold 1) and
+    # folded phases give the plain outputs on each preset's numerics
+    x = spike_inputs(0, 6, 2, 40)
+    model = lossless_snn(seed=0, steps=6)
+    plain = nmc.compile(model, chip=chip, calib={"spikes": x}, overrides=table(64), chips="auto")
+    relayed = nmc.compile(model, chip=chip, calib={"spikes": x}, overrides=table(3), chips="auto", lint=True)
+    folded = nmc.compile(model, chip=chip, calib={"spikes": x}, overrides=TINY, chips="auto", objective="cores")
+    assert relayed.meta["routing"]["relay_cores"] > 0
+    a = nmc.emulate(plain, {"spikes": x})
+    for cm in (relayed, folded):
+        b = nmc.emulate(cm, {"spikes": x})
+        same_outputs(a, b)
+        assert b.result.equal(nmc.emulate(cm, {"spikes": x}, backend="reference").result)
