@@ -93,7 +93,8 @@ def powered_cores(cm: CoreMap) -> int:
 
 
 def check_schedule(cm: CoreMap, schedule: str) -> None:
-    """Refuse an unknown schedule, and the pipelined one for a model it would change (recurrent routes)."""
+    """Refuse an unknown schedule, and the pipelined one for a model it would change (recurrent routes) or a
+    folded map (mapper/fold.py: its physical cores run one logical core per phase)."""
     if schedule not in SCHEDULES:
         raise InputError(f"unknown schedule {schedule!r}; choose one of {list(SCHEDULES)}")
     if schedule == "pipelined" and int((cm.routes.delayed != 0).sum()):
@@ -103,6 +104,12 @@ def check_schedule(cm: CoreMap, schedule: str) -> None:
         raise InputError(f"schedule 'pipelined' overlaps consecutive steps, which changes the outputs of a model "
                          f"with recurrent (one-step delayed) connections: here from layer(s) {', '.join(names)}; "
                          "use the sequential schedule for this model")
+    if schedule == "pipelined":
+        at = np.asarray(cm.cores.x, np.int64) * (1 << 31) + np.asarray(cm.cores.y, np.int64)
+        if np.unique(at).shape[0] != at.shape[0]:
+            raise InputError("schedule 'pipelined' runs every phase at once, but this core map folds several cores "
+                             "onto one physical core (one per phase); compile it with --objective latency (no folding) "
+                             "or use the sequential schedule")
 
 
 @dataclass(frozen=True)
@@ -170,6 +177,7 @@ def price_run(cm: CoreMap, res: RawResult, schedule: str = "sequential") -> Pric
     in seconds.  Sequential schedule: a task holds the chip for its whole latency, so a map whose cores all
     sit on one chip pays ``static_power_per_core_w * cores_per_chip * latency_s`` of static energy per task,
     however many chips the system has; pipelined: for the interval between tasks (:func:`pipeline`).
+    Folded cores (several at one router position) share that physical core's static energy equally.
     """
     chip = cm.chip
     B, C = res.core_cycles.shape
@@ -184,9 +192,14 @@ def price_run(cm: CoreMap, res: RawResult, schedule: str = "sequential") -> Pric
     dyn = price(res.events, chip)  # [B, C, K]
     chips_on = len(chips_in_use(cm))
     cores_on = chips_on * chip.cores_per_chip
-    assert cores_on >= C, f"{C} cores on {chips_on} chip(s) of {chip.cores_per_chip}"  # internal invariant
-    static_used = np.asarray(static_energy(chip, np.ones((1, C)), held_s[:, None]), dtype=np.float64)  # [B, C]
-    static_idle = np.asarray(static_energy(chip, cores_on - C, held_s), dtype=np.float64)  # [B]
+    # folded cores (mapper/fold.py) share one physical core, and its static power, equally
+    _, at, share = np.unique(np.asarray(cm.cores.x, np.int64) * (1 << 31) + np.asarray(cm.cores.y, np.int64),
+                             return_inverse=True, return_counts=True)
+    n_phys = share.shape[0]
+    assert cores_on >= n_phys, f"{n_phys} cores on {chips_on} chip(s) of {chip.cores_per_chip}"  # internal invariant
+    static_used = np.asarray(static_energy(chip, 1.0 / share[at.reshape(-1)][None, :], held_s[:, None]),
+                             dtype=np.float64)  # [B, C]
+    static_idle = np.asarray(static_energy(chip, cores_on - n_phys, held_s), dtype=np.float64)  # [B]
     core_j = dyn.sum(axis=2) + static_used
     return Pricing(dynamic_j=dyn, static_used_j=static_used, static_idle_j=static_idle, core_j=core_j,
                    energy_j=core_j.sum(axis=1) + static_idle, latency_s=lat_s, chips_powered=chips_on,

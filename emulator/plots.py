@@ -104,8 +104,9 @@ def write_plots(cm: CoreMap, report: Mapping[str, Any], raw: Mapping[str, np.nda
     fig, axes = plt.subplots(1, 2, figsize=(min(16.0, 4 + 0.25 * W * 2), min(10.0, 2 + 0.25 * H)), squeeze=False)
     for ax, key, label in zip(axes[0], ("energy_j", "compute_cycles"), ("energy per task (uJ)", "compute cycles per task")):
         g = np.full((H, W), np.nan)
-        for c in report["cores"]:
-            g[c["y"], c["x"]] = c[key] * (1e6 if key == "energy_j" else 1)
+        for c in report["cores"]:  # folded cores (one position, several logical cores) add up
+            v = c[key] * (1e6 if key == "energy_j" else 1)
+            g[c["y"], c["x"]] = v if np.isnan(g[c["y"], c["x"]]) else g[c["y"], c["x"]] + v
         im = ax.imshow(g, origin="upper", cmap="viridis", interpolation="nearest")
         fig.colorbar(im, ax=ax, shrink=0.8, label=label)
         for x in range(cm.chip.cores_x, W, cm.chip.cores_x):

@@ -67,6 +67,12 @@ def build_report(cm: CoreMap, res: RawResult, steps: int, backend: str, schedule
         comp = mean(res.phase_compute[:, i])
         phases.append(dict(stage=stage, phase=label, cycles=cyc, compute_cycles=comp,
                            network_barrier_cycles=cyc - comp, layers=names))
+    models = []
+    for m in cm.meta.get("models", []):  # several models on one system: each its own latency and energy
+        sel = np.isin(core_layer, np.asarray(m["layers"], np.int64))
+        models.append(dict(name=m["name"], inputs=list(m["inputs"]), outputs=list(m["outputs"]), cores=int(sel.sum()),
+                           energy_j=mean(core_energy[:, sel].sum(axis=1)),
+                           latency_cycles=mean(_model_latency(cm, res, sel))))
     total_ops = events["mac"] * 2 + events["sop"]
     e_task = mean(task_energy)
     return dict(
@@ -102,12 +108,32 @@ def build_report(cm: CoreMap, res: RawResult, steps: int, backend: str, schedule
         layers=layers,
         cores=cores,
         warnings=list(cm.meta.get("compile", {}).get("warnings", [])),
+        **({"models": models} if models else {}),
     )
 
 
 def _estimates(chip) -> list[str]:
     """The chip's fields that are estimates (not published), as its description lists them."""
     return sorted(chip.estimates)
+
+
+def _model_latency(cm: CoreMap, res: RawResult, sel: np.ndarray) -> np.ndarray:
+    """Cycles per task until the cores ``sel`` of one model of several are done [B]: the models share the
+    phases and their barriers, so a model pays every phase up to its last one: the static input phase and
+    static phases up to its last static phase (all of them if it has step or read-out cores), every step if
+    it has step or read-out cores, and the read-out phases up to its last one."""
+    st, ph = cm.cores.stage[sel], cm.cores.phase[sel]
+    later = bool(np.any(st > 0))
+    last = {k: int(ph[st == k].max()) if np.any(st == k) else -1 for k in (0, 2)}
+    out = np.zeros(res.latency_cycles.shape[0], np.float64)
+    for i, (stage, label) in enumerate(phase_slots(cm)):
+        if stage == "static" and (label == "input" or later or int(label) <= last[0]):
+            out += res.phase_cycles[:, i]
+        elif stage == "readout" and int(label) <= last[2]:
+            out += res.phase_cycles[:, i]
+    if later:
+        out += res.stage_cycles[:, 1]
+    return out
 
 
 def _si(x: float, unit: str) -> str:
@@ -157,6 +183,12 @@ def format_profile(rep: dict[str, Any], top_cores: int = 10) -> str:
     if rep.get("estimates"):
         L.append("")
         L.append(f"estimates (not published; the chip file says how each was chosen): {', '.join(rep['estimates'])}")
+    if rep.get("models"):
+        L.append("")
+        L.append(f"{'model':<20}{'cores':>6}{'latency (cycles)':>18}{'energy':>12}  inputs -> outputs")
+        for m in rep["models"]:
+            L.append(f"{m['name'][:19]:<20}{m['cores']:>6}{m['latency_cycles']:>18.0f}{_si(m['energy_j'], 'J'):>12}  "
+                     f"{', '.join(m['inputs'])} -> {', '.join(m['outputs'])}")
     for w in rep.get("warnings", []):
         L.append(f"warning: {w}")
     return "\n".join(L)

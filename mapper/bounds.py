@@ -220,7 +220,7 @@ def _conv(n: Node, in_shape, out_shape, pool: bool) -> _Syn:
 
 def _syn(g: Graph, n: Node, pl: Plan) -> _Syn:
     """The closed form of the synapse of ``n`` (dense, conv, pooling, add, relu)."""
-    shape_of = lambda t: g.tensors[pl.root(t)].shape  # noqa: E731
+    shape_of = lambda t: g.tensors[t].shape  # noqa: E731 - the shape the op sees (a reshape of its root, maybe)
     if n.op == "dense":
         W = n.params["W"]
         nz = _nonzero_per_row(W)

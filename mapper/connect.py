@@ -17,7 +17,7 @@ from nmc.errors import MappingError
 from .lower import LayerGraph
 from .partition import Piece
 
-__all__ = ["Wiring", "connect"]
+__all__ = ["Wiring", "connect", "dataflow", "phases_of"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,38 +119,53 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
     def cat(xs, dt):
         return np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)
 
-    route_src, route_dst, route_delayed = cat(r_src, np.int64), cat(r_dst, np.int64), cat(r_del, np.int8)
-    # sort routes by (source core, destination core, destination axon)
+    route_src, route_dst, route_delayed, dag, pairs = dataflow(neuron_off, axon_off, cat(r_src, np.int64),
+                                                              cat(r_dst, np.int64), cat(r_del, np.int8))
+    stage = [lg.layers[p.layer].stage for p in pieces]
+    try:
+        phase = phases_of(C, stage, pairs)
+    except nx.NetworkXUnfeasible as e:
+        names = sorted({lg.layers[pieces[s].layer].name for s, _ in e.args[1]})
+        raise MappingError(f"layers {names} form a loop inside one timestep; a recurrence must go through a "
+                           "spike state pair (previous step's spikes)") from None
+    return Wiring(neuron_off=neuron_off, axon_off=axon_off, elem_neuron=elem_neuron, route_src=route_src,
+                  route_dst=route_dst, route_delayed=route_delayed, feed_input=cat(f_in, np.int32),
+                  feed_elem=cat(f_el, np.int64), feed_dst=cat(f_dst, np.int64), axon_init=axon_init,
+                  host_inputs=host_inputs, phase=phase, dag=dag, out_taps=out_taps)
+
+
+def dataflow(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndarray, route_dst: np.ndarray,
+             route_delayed: np.ndarray):
+    """Routes sorted by (source core, destination core, destination axon), the core dataflow graph (edge
+    weight = values routed) and the distinct (source core, destination core, delayed) triples ``[3, K]``."""
+    C = neuron_off.shape[0] - 1
     src_core = np.searchsorted(neuron_off, route_src, side="right") - 1
     dst_core = np.searchsorted(axon_off, route_dst, side="right") - 1
     order = np.lexsort((route_dst, dst_core, src_core))
     route_src, route_dst, route_delayed = route_src[order], route_dst[order], route_delayed[order]
     src_core, dst_core = src_core[order], dst_core[order]
-
     dag = nx.DiGraph()
     dag.add_nodes_from(range(C))
-    stage = [lg.layers[p.layer].stage for p in pieces]
     pairs, counts = _distinct_pairs(src_core, dst_core, route_delayed.astype(np.int64), C)
     for (s, d, _), cnt in zip(pairs.T.tolist(), counts.tolist()):
         w = dag.edges[s, d]["weight"] + cnt if dag.has_edge(s, d) else cnt
         dag.add_edge(s, d, weight=w)
-    # phases: longest path within a stage over non-delayed edges
+    return route_src, route_dst, route_delayed, dag, pairs
+
+
+def phases_of(C: int, stage: list[str], pairs: np.ndarray) -> np.ndarray:
+    """Phase of every core: its longest path within its stage over non-delayed edges (``pairs`` as
+    :func:`dataflow` gives them).  A loop raises ``networkx.NetworkXUnfeasible(message, cycle edges)``."""
     phase = np.zeros(C, np.int64)
     sub = nx.DiGraph()
     sub.add_nodes_from(range(C))
     sub.add_edges_from((s, d) for s, d, dl in pairs.T.tolist() if not dl and stage[s] == stage[d])
     if not nx.is_directed_acyclic_graph(sub):
-        cyc = nx.find_cycle(sub)
-        names = sorted({lg.layers[pieces[s].layer].name for s, _ in cyc})
-        raise MappingError(f"layers {names} form a loop inside one timestep; a recurrence must go through a "
-                           "spike state pair (previous step's spikes)")
+        raise nx.NetworkXUnfeasible("a loop inside one timestep", nx.find_cycle(sub))
     for c in nx.topological_sort(sub):
         for d in sub.successors(c):
             phase[d] = max(phase[d], phase[c] + 1)
-    return Wiring(neuron_off=neuron_off, axon_off=axon_off, elem_neuron=elem_neuron, route_src=route_src,
-                  route_dst=route_dst, route_delayed=route_delayed, feed_input=cat(f_in, np.int32),
-                  feed_elem=cat(f_el, np.int64), feed_dst=cat(f_dst, np.int64), axon_init=axon_init,
-                  host_inputs=host_inputs, phase=phase, dag=dag, out_taps=out_taps)
+    return phase
 
 
 def _distinct_pairs(src: np.ndarray, dst: np.ndarray, delayed: np.ndarray, C: int) -> tuple[np.ndarray, np.ndarray]:

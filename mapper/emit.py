@@ -8,10 +8,12 @@ from typing import Any
 import numpy as np
 
 from nmc.coremap import DENDRITE, STAGE, Axons, CoreMap, Cores, Feeds, Neurons, Router, Routes, Taps, Weights, widths
+from nmc.ir import MODEL_SEP
 from nmc.neurons import get_model
 from nmc.resources import unit_weight_bits
 from nmc.version import __version__
 
+from .relay import RELAY_LIF_PARAMS, relay_model
 from .route import Routes as RoutedPlacement
 
 __all__ = ["emit"]
@@ -54,21 +56,30 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
         q = quant.layers[p.layer]
         kind = p.kind
         m = get_model("partial") if kind == "partial" else l.model  # a merge core runs the layer's soma
+        if kind == "relay":  # forwards its source's values unchanged (mapper/relay.py)
+            m = get_model(relay_model(l.model.out_bits))
         nn, na = p.n_neurons, p.n_axons
         cores["layer"][ci] = p.layer
         cores["stage"][ci] = STAGE[l.stage]
         cores["phase"][ci] = wiring.phase[ci]
-        cores["dendrite"][ci] = DENDRITE[l.dendrite] if kind != "merge" else DENDRITE["mac"]
-        cores["spike_in"][ci] = int(kind != "merge" and all(tq[t].kind == "spike" for t in l.inputs))
+        cores["dendrite"][ci] = DENDRITE[l.dendrite] if kind not in ("merge", "relay") else DENDRITE["mac"]
+        cores["spike_in"][ci] = (int(m.out_bits == 1) if kind == "relay" else
+                                 int(kind != "merge" and all(tq[t].kind == "spike" for t in l.inputs)))
         cores["model"][ci] = m.code
         cores["out_bits"][ci] = m.out_bits
-        cores["w_bits"][ci] = unit_weight_bits(chip) if kind == "merge" else q.w_bits
+        cores["w_bits"][ci] = unit_weight_bits(chip) if kind in ("merge", "relay") else q.w_bits
         cores["out_lo"][ci], cores["out_hi"][ci] = (-acc_hi - 1, acc_hi) if kind == "partial" else (q.lo, q.hi)
-        if kind != "partial":
+        if kind == "relay":
+            names = [par.name for par in m.core_params]
+            for k, v in RELAY_LIF_PARAMS.items() if m.name == "lif" else ():
+                cparam[ci, names.index(k)] = v
+        elif kind != "partial":
             cparam[ci, :q.cparam.shape[0]] = q.cparam
         # weights [n_axons, n_neurons]
         block = w_data[w_off[-1]:w_off[-1] + na * nn].reshape(na, nn)
-        if kind == "merge":
+        if kind == "relay":
+            block[np.arange(nn), np.arange(nn)] = 1
+        elif kind == "merge":
             k = len(p.partials)
             block[np.arange(k * nn), np.tile(np.arange(nn), k)] = 1
         else:
@@ -90,10 +101,12 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
                 hit = p.cols[aslot] == c_sel
                 block[aslot[hit], g_slot[a:b][hit]] = wq[g_idx[a:b][hit]].astype(np.int8)
         w_off.append(w_off[-1] + na * nn)
-        bias.append(np.zeros(nn, np.int64) if kind == "partial" else q.bias[p.neurons])
+        bias.append(np.zeros(nn, np.int64) if kind in ("partial", "relay") else q.bias[p.neurons])
         npar = np.zeros((nn, W["Q"]), np.int64)
         st = np.zeros((nn, W["S"]), np.int64)
-        if kind != "partial":
+        if kind == "relay" and m.name == "ann":  # y = acc * 1, no shift
+            npar[:, [par.name for par in m.neuron_params].index("mult")] = 1
+        elif kind not in ("partial", "relay"):
             npar[:, :q.nparam.shape[1]] = q.nparam[p.neurons]
             st[:, :q.state_init.shape[1]] = q.state_init[p.neurons]
         nparam.append(npar)
@@ -169,6 +182,9 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
                 src_n = wiring.elem_neuron[src_root]
                 inv = np.full(int(wiring.neuron_off[-1]), -1, np.int64)
                 inv[src_n] = np.arange(src_n.shape[0])
+                for ci, p in enumerate(pieces):  # a relay's neurons carry its source's elements
+                    if p.kind == "relay" and lg.layers[p.layer].out == src_root:
+                        inv[wiring.neuron_off[ci] + np.arange(p.n_neurons)] = inv[src_n[p.neurons]]
                 sel = np.flatnonzero((wiring.route_delayed == 1) & (inv[wiring.route_src] >= 0))
                 entry.update(target="axon", axons=wiring.route_dst[sel].tolist(),
                              elems=inv[wiring.route_src[sel]].tolist(), scale=1.0)
@@ -194,10 +210,19 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
     for a in json.loads(g.metadata.get("nmc.approximated", "[]")):  # load_onnx(approximate=...)
         warnings.append(f"{a['op']} node '{a['node']}' is approximated as {a['as']} (the cores cannot compute it; "
                         "asked for with approximate / --approximate): outputs differ from the ONNX model's")
+    if "nmc.models" in g.metadata:  # several models on one system (nmc.ir.merge_graphs)
+        meta_models = []
+        for name in json.loads(g.metadata["nmc.models"]):
+            pre = name + MODEL_SEP
+            meta_models.append(dict(name=name, inputs=[i["name"] for i in inputs if i["name"].startswith(pre)],
+                                    outputs=[o["name"] for o in outputs + state_outputs if o["name"].startswith(pre)],
+                                    layers=[k for k, l in enumerate(layers_meta) if l["name"].startswith(pre)]))
     meta = dict(model=g.name, num_steps=int(num_steps), chips=list(chips), layers=layers_meta, inputs=inputs,
                 host_encoders=json.loads(g.metadata.get("nmc.host_encoders", "[]")),
                 outputs=outputs, state_outputs=state_outputs, states=states, phases=phases,
                 compile=dict(options, warnings=warnings), routing=routes.summary(), nmc_version=__version__)
     if "nmc.host_ops" in g.metadata:  # softmax/argmax after the chip (mapper.lower.split_host)
         meta["host"] = json.loads(g.metadata["nmc.host_ops"])
+    if "nmc.models" in g.metadata:
+        meta["models"] = meta_models
     return CoreMap(chip=chip, meta=meta, **tables)

@@ -6,11 +6,12 @@ A core's routing-table entries share its memory, but they are only known once ev
 partitioned and connected: :func:`fit` partitions, counts each core's entries
 (``nmc.rules.count_router_entries``), and partitions again with the shortfall reserved on the cores of
 the layers that need it, until nothing grows (the table fits, or no reserve can help and the design
-rules name the core).
+rules name the core).  Cores whose tables still exceed ``core.router_table_entries`` then get relay
+cores (mapper/relay.py).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,6 +23,8 @@ from nmc.rules import count_router_entries
 from .connect import Wiring, connect
 from .partition import Piece, layer_in_bytes, partition
 from .quantize import Quantized
+from .fold import fold
+from .relay import add_relays
 
 __all__ = ["Fit", "fit", "routing_shortfall"]
 
@@ -37,6 +40,13 @@ class Fit:
     pieces: list[Piece]
     wiring: Wiring
     reserve: dict[int, int]
+    #: folds (mapper/fold.py): the logical cores that share one physical core, each list ascending; empty:
+    #: every core on its own
+    folds: list[list[int]] = field(default_factory=list)
+
+    def physical(self) -> list[list[int]]:
+        """The folds, or one core per physical core when there are none."""
+        return self.folds or [[c] for c in range(len(self.pieces))]
 
     def lint(self) -> None:
         """Every neuron of every layer held by exactly one full/merge piece, no core over the neuron/axon
@@ -48,7 +58,7 @@ class Fit:
             return PassError(f"fit: {msg}")
 
         for ci, p in enumerate(pieces):
-            if not 0 <= p.layer < len(lg.layers) or p.kind not in ("full", "partial", "merge"):
+            if not 0 <= p.layer < len(lg.layers) or p.kind not in ("full", "partial", "merge", "relay"):
                 raise bad(f"core {ci} holds a {p.kind!r} piece of layer #{p.layer}")
             l = lg.layers[p.layer]
             if p.n_neurons > c.neurons or p.n_axons > c.axons:
@@ -61,6 +71,10 @@ class Fit:
                 if len(parts) < 2 or any(q is None or q.kind != "partial" or q.layer != p.layer
                                          or not np.array_equal(q.neurons, p.neurons) for q in parts):
                     raise bad(f"merge core {ci} ({l.where()}) does not sum partial cores of its own neurons")
+            elif p.kind == "relay":
+                if not 0 <= p.source < C or pieces[p.source].kind not in ("full", "merge") \
+                        or pieces[p.source].layer != p.layer or not np.isin(p.neurons, pieces[p.source].neurons).all():
+                    raise bad(f"relay core {ci} ({l.where()}) does not forward neurons of a core of its layer")
             elif p.cols.size and (p.cols.min() < 0 or p.cols.max() >= l.n_cols or np.any(np.diff(p.cols) <= 0)):
                 raise bad(f"core {ci} ({l.where()}) reads input columns that are not distinct, ascending and in range")
         summed = [k for p in pieces if p.kind == "merge" for k in p.partials]
@@ -68,7 +82,7 @@ class Fit:
         if sorted(summed) != partials:
             raise bad("partial cores and the merge cores that sum them do not pair up one to one")
         for li, l in enumerate(lg.layers):
-            held = [p.neurons for p in pieces if p.layer == li and p.kind != "partial"]
+            held = [p.neurons for p in pieces if p.layer == li and p.kind in ("full", "merge")]
             count = np.bincount(np.concatenate(held), minlength=l.n) if held else np.zeros(l.n, np.int64)
             for wrong in (count > 1, count == 0):
                 if wrong.any():
@@ -81,7 +95,7 @@ class Fit:
                 raise bad(f"wiring.{name} is not the prefix sum of the pieces' sizes")
         N, A = int(w.neuron_off[-1]), int(w.axon_off[-1])
         for ci, p in enumerate(pieces):
-            if p.kind == "partial":
+            if p.kind in ("partial", "relay"):
                 continue
             got = w.elem_neuron[lg.layers[p.layer].out][p.neurons]
             if not np.array_equal(got, w.neuron_off[ci] + np.arange(p.n_neurons)):
@@ -110,6 +124,13 @@ class Fit:
         taps = w.tap_neurons()
         if taps.size and (taps.min() < 0 or taps.max() >= N):
             raise bad("an output tap points outside the neuron array")
+        if self.folds:
+            if sorted(c for g in self.folds for c in g) != list(range(C)):
+                raise bad("the folds do not hold every core exactly once")
+            for g in self.folds:
+                slots = {(stage[c], int(w.phase[c])) for c in g}
+                if len({pieces[c].layer for c in g}) != 1 or len(slots) != len(g):
+                    raise bad(f"fold {g} mixes layers or runs two members in one phase")
 
 
 def routing_shortfall(q: Quantized, chip: ChipSpec, pieces: list[Piece], wiring: Wiring) -> dict[int, int]:
@@ -121,7 +142,8 @@ def routing_shortfall(q: Quantized, chip: ChipSpec, pieces: list[Piece], wiring:
                                 wiring.tap_neurons())
     out: dict[int, int] = {}
     for ci, p in enumerate(pieces):
-        n_ent = int(ents[ci])
+        # relay cores (mapper/relay.py) keep every table within router_table_entries
+        n_ent = min(int(ents[ci]), c.router_table_entries)
         l = q.lg.layers[p.layer]
         soma = "partial" if p.kind == "partial" else l.soma
         w_bits = unit_weight_bits(chip) if p.kind == "merge" else q.layers[p.layer].w_bits
@@ -133,8 +155,9 @@ def routing_shortfall(q: Quantized, chip: ChipSpec, pieces: list[Piece], wiring:
     return out
 
 
-def fit(q: Quantized, chip: ChipSpec) -> Fit:
-    """Partition and connect, reserving routing-table entries until every table fits (module doc)."""
+def fit(q: Quantized, chip: ChipSpec, objective: str = "latency") -> Fit:
+    """Partition and connect, reserving routing-table entries until every table fits, add relay cores, and
+    fold cores for ``objective`` (module doc; mapper/fold.py)."""
     reserve: dict[int, int] = {}
     while True:
         pieces = partition(q, chip, reserve)
@@ -142,5 +165,8 @@ def fit(q: Quantized, chip: ChipSpec) -> Fit:
         short = routing_shortfall(q, chip, pieces, wiring)
         grown = {li: n for li, n in short.items() if n > reserve.get(li, 0)}
         if not grown:  # fits, or no reserve can help (the design rules then name the core)
-            return Fit(quant=q, chip=chip, pieces=pieces, wiring=wiring, reserve=dict(reserve))
+            pieces, wiring = add_relays(q, chip, pieces, wiring)
+            wiring, folds = fold(q, chip, pieces, wiring, objective)
+            return Fit(quant=q, chip=chip, pieces=pieces, wiring=wiring, reserve=dict(reserve),
+                       folds=folds if any(len(g) > 1 for g in folds) else [])
         reserve.update(grown)

@@ -28,10 +28,11 @@ __all__ = ["Piece", "partition", "layer_in_bytes"]
 @dataclass(frozen=True, eq=False)
 class Piece:
     layer: int  #: index into LayerGraph.layers
-    kind: str  #: "full" | "partial" | "merge"
+    kind: str  #: "full" | "partial" | "merge" | "relay"
     neurons: np.ndarray  #: layer neuron indices this core holds (for partials: the group it sums for)
     cols: np.ndarray  #: layer input columns it reads (full/partial); empty for merge
     partials: list[int] = field(default_factory=list)  #: merge: piece indices of its partial cores
+    source: int = -1  #: relay (mapper/relay.py): the core whose values it forwards (neurons: which of them)
 
     @property
     def n_neurons(self) -> int:
@@ -39,6 +40,8 @@ class Piece:
 
     @property
     def n_axons(self) -> int:
+        if self.kind == "relay":
+            return self.n_neurons
         if self.kind == "merge":
             return len(self.partials) * self.n_neurons
         return int(self.cols.shape[0])

@@ -157,11 +157,11 @@ def _quantize(ctx: Context, layers: LayerGraph, ranges: Ranges) -> Quantized:
 
 
 def _fit(ctx: Context, q: Quantized) -> Fit:
-    return fit(q, ctx.chip)
+    return fit(q, ctx.chip, ctx.options.get("objective", "latency"))
 
 
 def _place(ctx: Context, f: Fit) -> Placement:
-    return place_fit(f, ctx.options.get("chips"), ctx.options.get("placement", "greedy"))
+    return place_fit(f, ctx.options.get("chips"), ctx.options.get("placement", "greedy"), ctx.options.get("traffic"))
 
 
 def _route(ctx: Context, p: Placement) -> Routes:
@@ -169,7 +169,8 @@ def _route(ctx: Context, p: Placement) -> Routes:
 
 
 def _emit(ctx: Context, r: Routes) -> CoreMap:
-    opts = {k: (list(v) if isinstance(v, tuple) else v) for k, v in ctx.options.items() if k != "calib_steps"}
+    opts = {k: (list(v) if isinstance(v, tuple) else v) for k, v in ctx.options.items()
+            if k not in ("calib_steps", "traffic")}
     opts["chips"] = list(r.placement.chips)
     cm = emit(r, opts)
     violations = drc.check_coremap(cm)

@@ -75,13 +75,16 @@ class Routes:
     table: RouteTable
 
     def summary(self) -> dict:
-        """Table sizes and the static XY hop count of every (source, destination core) entry (``meta["routing"]``)."""
+        """Table sizes, the static XY hop count of every (source, destination core) entry, the placement strategy and
+        its measures (``Placement.metrics``: traffic x hops, maximum link load, chip crossings) (``meta["routing"]``)."""
         t, pos = self.table, self.placement.pos
         sel = t.rt_dst != HOST
         s, d = t.entry_core()[sel], t.rt_dst[sel]
         hops = np.abs(pos[s, 0] - pos[d, 0]) + np.abs(pos[s, 1] - pos[d, 1])
         return dict(pairs=int(sel.sum()), max_table_entries=int(t.entries().max(initial=0)),
-                    mean_pair_hops=float(hops.mean()) if hops.size else 0.0, max_pair_hops=int(hops.max(initial=0)))
+                    mean_pair_hops=float(hops.mean()) if hops.size else 0.0, max_pair_hops=int(hops.max(initial=0)),
+                    relay_cores=sum(p.kind == "relay" for p in self.placement.fit.pieces),
+                    placement=self.placement.strategy, **self.placement.metrics())
 
     def lint(self) -> None:
         """The table is consistent with the routes: per core, the distinct destination cores of its routes in

@@ -33,14 +33,16 @@ from .emulator.kernels import trace_buffers
 from .emulator.memory import check_memory
 from .emulator.trace import chrome_trace
 from .emulator.profile import build_report
+from .emulator.result import EVENT_INDEX
 from .encoders import STEP_INDEX, encode_inputs, step_index
 from .errors import InputError
 from .files import GIB, MAX_ARRAY_BYTES, read_npz, size_text
 from .frontend import load_onnx
 from .frontend.interpret import run_host_ops
 from .frontend.onnx_import import MAX_STEPS
-from .ir import Graph
+from .ir import Graph, merge_graphs
 from .mapper.bounds import Bounds, bounds
+from .mapper.fold import OBJECTIVES
 from .mapper.host_encoders import split_host_encoders
 from .mapper.passes import map_graph
 
@@ -48,6 +50,12 @@ __all__ = ["compile", "check", "emulate", "EmulationResult", "load_inputs", "pre
 
 
 def _as_graph(model: Any, approximate: Mapping[str, str] | None = None):
+    if isinstance(model, (list, tuple)):  # several models on one system
+        if len(model) == 1:
+            return _as_graph(model[0], approximate)
+        graphs = [_as_graph(m, approximate) for m in model]
+        names = [Path(m).stem if isinstance(m, (str, os.PathLike)) else g.name for m, g in zip(model, graphs)]
+        return merge_graphs(graphs, names)
     if isinstance(model, Graph):
         return model
     return load_onnx(model, approximate=approximate)
@@ -56,8 +64,12 @@ def _as_graph(model: Any, approximate: Mapping[str, str] | None = None):
 def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips: Any = None,
             calib: Mapping[str, np.ndarray] | str | os.PathLike | None = None, calib_steps: int | None = None,
             placement: str = "greedy", overrides: Mapping[str, Any] | None = None, lint: bool = False,
-            approximate: Mapping[str, str] | None = None) -> CoreMap:
-    """Compile an ONNX model (path, bytes or ModelProto in the nmc step convention) or an IR graph.
+            profile_inputs: Mapping[str, np.ndarray] | str | os.PathLike | None = None,
+            objective: str = "latency", approximate: Mapping[str, str] | None = None) -> CoreMap:
+    """Compile an ONNX model (path, bytes or ModelProto in the nmc step convention) or an IR graph, or a list of
+    them: several models on one system, each with its own inputs and outputs, named ``<model>:<name>`` (the
+    model is the file's stem, or the graph's name), and its own latency and energy in the report
+    (``report["models"]``; :func:`nmc.ir.merge_graphs`).
 
     Parameters
     ----------
@@ -65,8 +77,13 @@ def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips
     chips : ``(x, y)`` grid of chips, ``"auto"`` (fewest chips in a row that fit), or None (the preset's).
     calib : calibration inputs (dict or path of an .npz in the inputs.npz format); without them the
         ranges shipped in the model's ``nmc.ranges`` metadata are used.
-    placement : placement strategy name (``greedy``, ``linear``).
+    placement : placement strategy name (``greedy``, ``zigzag`` = ``linear``, ``locality``, ``profile``;
+        nmc/mapper/place.py).  ``profile`` compiles with ``locality``, emulates ``profile_inputs`` (dict or
+        inputs.npz path, the format of :func:`emulate`) and places again with the packets every core sent.
     overrides : dotted chip fields to replace, e.g. ``{"core.neurons": 64}``.
+    objective : ``latency`` (no folding), ``cores`` (fold as many logical cores per physical core as memory,
+        router table and phase budget allow), ``balanced`` (at most 2), ``energy`` (the least folding that
+        reaches the chip count of ``cores``); nmc/mapper/fold.py.
     lint : check every mapper pass's result between passes (for tests; slower).
     approximate : ops the cores cannot run, replaced by a named approximation, e.g. ``{"LRN": "identity"}``
         (``nmc compile --approximate LRN=identity``); each use is a warning in the core map's compile report.
@@ -89,8 +106,21 @@ def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips
         calib_in = _calib_for_graph(graph, calib)
         _check_calib_work(graph, calib_in, calib_steps)
     chips = _chips_arg(chips, spec)
-    return map_graph(graph, spec, calib=calib_in, lint=lint, host_budget=memory_budget(), chips=chips,
-                     placement=placement, calib_steps=calib_steps)
+    if objective not in OBJECTIVES:
+        raise InputError(f"objective '{objective}' is not one of {list(OBJECTIVES)} (--objective)")
+    opts = dict(calib=calib_in, lint=lint, host_budget=memory_budget(), calib_steps=calib_steps, objective=objective)
+    if placement != "profile":
+        if profile_inputs is not None:
+            raise InputError(f"profile inputs are given but placement is '{placement}'; they are for "
+                             "placement='profile' (--placement profile)")
+        return map_graph(graph, spec, chips=chips, placement=placement, **opts)
+    if profile_inputs is None:
+        raise InputError("placement 'profile' needs inputs to measure traffic on: give profile_inputs (a dict or an "
+                         "inputs.npz path; --profile-inputs on the command line)")
+    first = map_graph(graph, spec, chips=chips, placement="locality", **opts)
+    run = emulate(first, profile_inputs)
+    traffic = run.result.events[:, :, EVENT_INDEX["packet"]].mean(axis=0)
+    return map_graph(graph, spec, chips=tuple(first.meta["chips"]), placement="profile", traffic=traffic, **opts)
 
 
 def check(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips: Any = None,

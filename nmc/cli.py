@@ -52,11 +52,13 @@ def _approximations(items: list[str] | None) -> dict[str, str]:
 
 def cmd_compile(a: argparse.Namespace) -> int:
     cm = compile(a.model, chip=a.chip, chips=a.chips, calib=a.calib, placement=a.placement,
-                 overrides=_overrides(a.set), approximate=_approximations(a.approximate))
+                 overrides=_overrides(a.set), approximate=_approximations(a.approximate),
+                 profile_inputs=a.profile_inputs, objective=a.objective)
     save(cm, a.output)
     layers = cm.meta["layers"]
     print(f"compiled '{cm.meta['model']}' for {cm.chip.name}: {len(layers)} layers on {cm.num_cores} cores "
           f"({cm.meta['chips'][0]}x{cm.meta['chips'][1]} chip(s)), phases {cm.meta['phases']} -> {a.output}")
+    print(_routing_line(cm.meta))
     for w in cm.meta["compile"].get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)
     return 0
@@ -66,6 +68,16 @@ def cmd_check(a: argparse.Namespace) -> int:
     b = check(a.model, chip=a.chip, chips=a.chips, overrides=_overrides(a.set))
     print(b.table())
     return 0 if b.fits else 1
+
+
+def _routing_line(meta) -> str:
+    r = meta.get("routing") or {}
+    if "traffic_hops" not in r:
+        return "placement: (no measures in this core map)"
+    return (f"placement {r.get('placement') or '?'}: traffic x hops {r['traffic_hops']:,.0f}, max link load "
+            f"{r['max_link_load']:,.0f}, chip crossings {r['chip_crossings']:,.0f} (values per step; "
+            f"{r['pairs']} core pairs, mean {r['mean_pair_hops']:.2f} hops, largest router table "
+            f"{r['max_table_entries']}, {r.get('relay_cores', 0)} relay core(s))")
 
 
 def _steps(text: str) -> int:
@@ -171,6 +183,10 @@ def format_info(cm) -> str:
          f"{chips[0]}x{chips[1]} chip(s) | {cm.num_cores} of {chips[0] * chips[1] * chip.cores_per_chip} cores used | "
          f"default steps {cm.meta['num_steps']} | nmc {cm.meta.get('nmc_version') or __version__}",
          f"phases per stage: {cm.meta['phases']} (limit {chip.core.phases_per_step})",
+         _routing_line(cm.meta),
+         *([f"models: " + "; ".join(f"{m['name']} ({len(m['layers'])} layers: {', '.join(m['inputs'])} -> "
+                                    f"{', '.join(m['outputs'])})" for m in cm.meta["models"])]
+           if cm.meta.get("models") else []),
          f"utilisation of used cores: neurons {nn.sum() / (max(cm.num_cores, 1) * chip.core.neurons):.1%}, "
          f"axons {na.sum() / (max(cm.num_cores, 1) * chip.core.axons):.1%}, "
          f"memory {sum(mem) / (max(cm.num_cores, 1) * chip.core.memory_bytes):.1%}",
@@ -238,11 +254,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     c = sub.add_parser("compile", help="ONNX model -> core map")
-    c.add_argument("model", help="ONNX file in the nmc step convention")
+    c.add_argument("model", nargs="+", help="ONNX file(s) in the nmc step convention; several: one system runs them "
+                                            "side by side, inputs and outputs named <file stem>:<name>")
     c.add_argument("--chip", default="tianjic", help="preset name (see 'nmc chips') or path of a chip .toml")
     c.add_argument("--chips", default=None, help="grid of chips 'XxY' or 'auto' (default: the preset's)")
     c.add_argument("--calib", default=None, help="calibration inputs (.npz, inputs.npz format)")
-    c.add_argument("--placement", default="greedy", help="placement strategy: greedy, linear")
+    c.add_argument("--placement", default="greedy",
+                   help="placement strategy: greedy, zigzag (= linear), locality, profile (needs --profile-inputs)")
+    c.add_argument("--objective", default="latency", choices=["latency", "cores", "balanced", "energy"],
+                   help="folding trade-off: latency (no folding, default), cores (fold logical cores onto as few physical "
+                        "cores as memory and phases allow), balanced (at most 2 per core), energy")
+    c.add_argument("--profile-inputs", default=None, metavar="INPUTS.npz",
+                   help="inputs the emulator measures traffic on, for --placement profile")
     c.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a chip field, e.g. core.neurons=64")
     c.add_argument("--approximate", action="append", metavar="OP=NAME",
                    help="accept an approximation of an op the cores cannot run, e.g. LRN=identity (reported)")

@@ -255,6 +255,7 @@ HEADER: dict[str, Any] = {
     "phases": dict,
     "compile": {"warnings?": [str]},
     "routing?": dict,
+    "models?": [dict(name=str, inputs=[str], outputs=[str], layers=[int])],
     "nmc_version?": str,
     "host?": {"ops": [dict(op=str, input=str, output=str, attrs=dict)], "outputs": [str], "chip_only": [str]},
 }
@@ -425,8 +426,11 @@ def check_coremap(cm: CoreMap) -> None:
     if C and (c.x.min() < 0 or c.y.min() < 0 or c.x.max() >= width or c.y.max() >= height):
         raise CoreMapError(f"core map places a core outside the {width} x {height} core grid "
                            f"of {chips_of(cm)} chips")
-    if np.unique(c.x.astype(np.int64) * height + c.y).shape[0] != C:
-        raise CoreMapError("core map places two cores on the same router")
+    at = c.x.astype(np.int64) * height + c.y
+    if np.unique(at).shape[0] != C and np.unique(np.stack([at, c.stage.astype(np.int64), c.phase.astype(np.int64)]),
+                                                  axis=1).shape[1] != C:
+        raise CoreMapError("core map places two cores that run in the same phase on the same router (cores may "
+                           "share a router only when folded: in distinct stages or phases)")
 
 
 def _check_references(cm: CoreMap, d: dict[str, int]) -> None:

@@ -59,10 +59,12 @@ from typing import Any, Iterable
 import numpy as np
 
 from .encoders import ENCODERS
+from .encoders import STEP_INDEX
 from .errors import ModelError, ShapeError
 from .neurons import MODELS
 
-__all__ = ["Tensor", "Node", "StatePair", "Graph", "OPS", "HOST_OPS", "STAGES", "assign_stages"]
+__all__ = ["Tensor", "Node", "StatePair", "Graph", "OPS", "HOST_OPS", "STAGES", "assign_stages", "merge_graphs",
+           "MODEL_SEP"]
 
 #: every IR op and its (number of inputs, number of outputs); -1 = variadic
 OPS: dict[str, tuple[int, int]] = {
@@ -293,3 +295,50 @@ def assign_stages(g: Graph, step_sources: Iterable[str] = ()) -> None:
     for n in g.nodes:
         if n.stage == "step" and n.name not in feeding:
             n.stage = "readout"
+
+
+#: separates a model's name from its tensor and layer names in a graph of several models (:func:`merge_graphs`)
+MODEL_SEP = ":"
+
+
+def merge_graphs(graphs: list[Graph], names: list[str] | None = None) -> Graph:
+    """One graph running several models side by side on one system (as Tianjic ran several networks on one
+    chip): every tensor, node, input, output and state of model ``k`` is renamed ``<names[k]>:<name>``, and
+    ``metadata["nmc.models"]`` lists the models (JSON); the step index ``nmc.t`` stays one input shared by all.
+    The models must run the same number of steps."""
+    if not graphs:
+        raise ModelError("no models to compile")
+    names = list(names) if names is not None else [g.name or f"model{k}" for k, g in enumerate(graphs)]
+    seen: dict[str, int] = {}
+    uniq = []
+    for n in names:  # distinct prefixes: a repeated name gets a suffix
+        k = seen.get(n, 0)
+        seen[n] = k + 1
+        uniq.append(n if k == 0 else f"{n}_{k + 1}")
+    steps = {g.num_steps for g in graphs}
+    if len(steps) > 1:
+        listed = ", ".join(f"'{n}' {g.num_steps}" for n, g in zip(uniq, graphs))
+        raise ModelError(f"models on one system run the same number of steps; these run {listed}; give them the "
+                         "same nmc.num_steps")
+    out = Graph(name="+".join(uniq), tensors={}, inputs={}, outputs=[], nodes=[], states=[],
+                num_steps=graphs[0].num_steps)
+    ranges: dict[str, Any] = {}
+    for pre, g in zip(uniq, graphs):
+        def r(t: str) -> str:
+            return t if t == STEP_INDEX else f"{pre}{MODEL_SEP}{t}"  # one step index serves every model
+        out.tensors.update({r(k): Tensor(r(k), tuple(v.shape)) for k, v in g.tensors.items()})
+        out.inputs.update({r(k): v for k, v in g.inputs.items()})
+        out.outputs.extend(r(o) for o in g.outputs)
+        out.nodes.extend(Node(r(n.name), n.op, [r(t) for t in n.inputs], [r(t) for t in n.outputs], dict(n.attrs),
+                              {k: v.copy() for k, v in n.params.items()}, n.source and r(n.source), n.stage)
+                         for n in g.nodes)
+        out.states.extend(StatePair(r(st.input), r(st.output), np.array(st.init, copy=True)) for st in g.states)
+        if "nmc.ranges" in g.metadata:
+            try:
+                ranges.update({r(k): v for k, v in json.loads(g.metadata["nmc.ranges"]).items()})
+            except (ValueError, AttributeError):
+                raise ModelError(f"model '{pre}': metadata nmc.ranges is not a JSON table of tensor ranges") from None
+    if ranges:
+        out.metadata["nmc.ranges"] = json.dumps(ranges)
+    out.metadata["nmc.models"] = json.dumps(uniq)
+    return out

@@ -89,6 +89,14 @@ def _memory(cm: CoreMap) -> list[str]:
                        f"{u.neuron_bytes}, axon buffer {u.axon_bytes}, routing {u.router_bytes}) > {lim} B "
                        f"(core.memory_bytes of '{cm.chip.name}'); fix: recompile (the partitioner sizes cores) or "
                        "use lower-precision weights")
+    us = None
+    for cs in shared_positions(cm):
+        us = core_usages(cm) if us is None else us
+        total = sum(us[int(c)].total for c in cs)
+        if total > lim:
+            out.append(f"memory-per-core: {' and '.join(_who(cm, int(c)) for c in cs)}, folded on one core at "
+                       f"({int(cm.cores.x[cs[0]])}, {int(cm.cores.y[cs[0]])}), need {total} B together > {lim} B "
+                       f"(core.memory_bytes of '{cm.chip.name}'); fix: recompile with a lower --objective")
     return out
 
 
@@ -131,8 +139,14 @@ def _phases(cm: CoreMap) -> list[str]:
 def _router(cm: CoreMap) -> list[str]:
     lim = cm.chip.core.router_table_entries
     n = router_entries(cm)
-    return [f"router-table: {_who(cm, c)} sends to {int(n[c])} destinations > {lim} (core.router_table_entries of "
-            f"'{cm.chip.name}'); fix: place consumers of this layer on fewer cores" for c in np.flatnonzero(n > lim)]
+    out = [f"router-table: {_who(cm, c)} sends to {int(n[c])} destinations > {lim} (core.router_table_entries of "
+           f"'{cm.chip.name}'); fix: place consumers of this layer on fewer cores" for c in np.flatnonzero(n > lim)]
+    for cs in shared_positions(cm):
+        if int(n[cs].sum()) > lim:
+            out.append(f"router-table: {' and '.join(_who(cm, int(c)) for c in cs)}, folded on one router, hold "
+                       f"{int(n[cs].sum())} entries together > {lim} (core.router_table_entries of '{cm.chip.name}'); "
+                       "fix: recompile with a lower --objective")
+    return out
 
 
 @_rule("placement")
@@ -145,13 +159,23 @@ def _placement(cm: CoreMap) -> list[str]:
     for c in bad:
         out.append(f"placement: {_who(cm, c)} is at ({int(x[c])}, {int(y[c])}), outside the "
                    f"{W} x {H} grid of {chips[0]} x {chips[1]} chip(s); fix: recompile with more chips")
-    xy = np.stack([x.astype(np.int64), y.astype(np.int64)], axis=1)
+    # cores share a position only when folded (mapper/fold.py): never two in one (stage, phase)
+    xy = np.stack([x.astype(np.int64), y.astype(np.int64), cm.cores.stage.astype(np.int64),
+                   cm.cores.phase.astype(np.int64)], axis=1)
     uniq, inv, counts = np.unique(xy, axis=0, return_inverse=True, return_counts=True)
     for k in np.flatnonzero(counts > 1):
         cs = np.flatnonzero(inv.reshape(-1) == k)
         out.append(f"placement: {' and '.join(_who(cm, c) for c in cs)} share position ({int(x[cs[0]])}, {int(y[cs[0]])}); "
-                   f" a position holds 1 core; fix: recompile")
+                   f" a position holds 1 core per phase; fix: recompile")
     return out
+
+
+def shared_positions(cm: CoreMap) -> list[np.ndarray]:
+    """The cores of every router position that holds more than one (folded cores, mapper/fold.py)."""
+    at = cm.cores.x.astype(np.int64) * (1 << 31) + cm.cores.y.astype(np.int64)
+    _, inv, counts = np.unique(at, return_inverse=True, return_counts=True)
+    inv = inv.reshape(-1)
+    return [np.flatnonzero(inv == k) for k in np.flatnonzero(counts > 1)]
 
 
 @_rule("accumulator-range")

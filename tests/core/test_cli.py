@@ -198,3 +198,19 @@ def test_a_killed_write_leaves_no_temp_file(tmp_path):
     finally:
         p.kill()
     assert sorted(f.name for f in tmp_path.iterdir()) == []
+
+
+def test_compile_with_locality_and_profile_placement_reports_the_measures(compiled, capsys):
+    d, _ = compiled
+    capsys.readouterr()
+    loc, prof = d / "loc.nmc", d / "prof.nmc"
+    assert main(["compile", str(EX / "digits_hybrid.onnx"), "--placement", "locality", "-o", str(loc)]) == 0
+    out = capsys.readouterr().out
+    assert "placement locality: traffic x hops" in out and "max link load" in out and "chip crossings" in out
+    assert main(["compile", str(EX / "digits_hybrid.onnx"), "--placement", "profile", "--profile-inputs",
+                 str(EX / "digits_inputs.npz"), "-o", str(prof)]) == 0
+    assert "placement profile: traffic x hops" in capsys.readouterr().out
+    assert main(["info", str(prof)]) == 0
+    assert "placement profile: traffic x hops" in capsys.readouterr().out
+    assert main(["compile", str(EX / "digits_hybrid.onnx"), "--placement", "profile", "-o", str(prof)]) == 2
+    assert "--profile-inputs" in capsys.readouterr().err

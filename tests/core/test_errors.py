@@ -3,6 +3,7 @@ that names the layer / node / input, the offending value, the limit and a fix.""
 from __future__ import annotations
 
 import json
+import math
 import re
 import zipfile
 from pathlib import Path
@@ -208,7 +209,11 @@ def test_placement_outside_the_grid(snn):
 def test_placement_shared_position(snn):
     c0, c1 = layer_core(snn, "sum1"), layer_core(snn, "fc2")
     x, y = int(snn.cores.x[c0]), int(snn.cores.y[c0])
-    v = only_rule(drc.check_coremap(tampered(snn, cores__x=(c1, x), cores__y=(c1, y))), "placement")
+    # in distinct phases the two would be folded cores (mapper/fold.py), which may share a router: same phase here
+    folded = drc.check_coremap(tampered(snn, cores__x=(c1, x), cores__y=(c1, y)))
+    assert not [m for m in folded if m.startswith("placement")]
+    v = only_rule(drc.check_coremap(tampered(snn, cores__x=(c1, x), cores__y=(c1, y),
+                                             cores__phase=(c1, int(snn.cores.phase[c0])))), "placement")
     assert len(v) == 1
     assert f"layer 'sum1' core {c0}" in v[0] and f"layer 'fc2' core {c1}" in v[0]
     assert f"share position ({x}, {y})" in v[0] and "fix: recompile" in v[0]
@@ -327,9 +332,11 @@ def test_model_needing_more_cores_than_one_chip(spikes):
     assert set(per_layer) == {"sum1", "fc2", "count"} and sum(per_layer.values()) == n
     assert list(per_layer.values()) == sorted(per_layer.values(), reverse=True)
     need = -(-n // 4)
-    assert f"--chips {need}x1" in msg and "--chips auto" in msg
+    cx = math.ceil(math.sqrt(need))
+    assert f"--chips {cx}x{-(-need // cx)}" in msg and "--chips auto" in msg  # a near-square grid of chips
     cm = nmc.compile(model, calib={"spikes": spikes}, overrides=small, chips="auto")
-    assert cm.num_cores == n and cm.meta["chips"] == [need, 1]
+    gx, gy = cm.meta["chips"]
+    assert cm.num_cores == n and need <= gx * gy <= need + math.ceil(math.sqrt(need)) and min(gx, gy) > 1
 
 
 def test_neuron_whose_fan_in_cannot_be_merged():

@@ -761,8 +761,10 @@ def test_routing_summary_hand_example():
     # 0 -> 2, 1 -> 2, 2 -> 3 cross 2, 1 and 1 hops (the host entry of core 3 is no pair)
     cm = compile_lint(dense_chain([40, 6, 4]), calib=int_calib(40), overrides={"core.axons": 20}, placement="linear")
     assert (cm.cores.x.tolist(), cm.cores.y.tolist()) == ([0, 1, 2, 3], [0, 0, 0, 0])
+    # 6 values per entry: traffic x hops 6*2 + 6*1 + 6*1 = 24; link (1,0)->(2,0) carries 0 -> 2 and 1 -> 2: 12
     assert cm.meta["routing"] == {"pairs": 3, "max_table_entries": 1, "mean_pair_hops": pytest.approx(4 / 3),
-                                  "max_pair_hops": 2}
+                                  "max_pair_hops": 2, "relay_cores": 0, "placement": "linear", "traffic_hops": 24.0,
+                                  "max_link_load": 12.0, "chip_crossings": 0.0}
 
 
 @pytest.mark.parametrize("name,model_fn,calib_fn,overrides", ROUTED_MODELS)

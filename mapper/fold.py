@@ -1,0 +1,121 @@
+"""Folding: several logical cores of one layer time-multiplexed on one physical core (fewer cores, more phases).
+
+The cores of a layer that run in the same phase are grouped, in index order, into *folds* of up to ``cap``
+cores whose configurations fit one core's SRAM together (``core.memory_bytes``, every logical core's weights,
+neurons, axon buffer and routing table counted) and whose routing tables fit one router
+(``core.router_table_entries`` in total).  The members of a fold run one after the other: member ``j`` runs
+``j`` phases after the first, and the layers after it wait for the last member.  In the core map the members
+are ordinary cores at the same router position in distinct (stage, phase) slots, so the emulators run them
+unchanged (no new semantics); the design rules count a position's memory and table once for all its cores.
+
+The objective (``nmc.compile(objective=...)``, ``nmc compile --objective``) picks the fold size:
+
+* ``latency`` (default): no folding;
+* ``cores``: as many logical cores per physical core as memory, router table and phase budget allow;
+* ``balanced``: at most 2 per physical core;
+* ``energy``: the smallest cap that needs as few chips as ``cores`` does (static power is paid per chip in
+  use; every extra phase costs a barrier).
+
+When the folded phases exceed ``core.phases_per_step`` the cap is halved until they fit.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from nmc.chip import ChipSpec
+from nmc.errors import InputError
+from nmc.resources import core_usage, unit_weight_bits
+from nmc.rules import count_router_entries
+
+from .connect import Wiring, dataflow, phases_of
+from .partition import Piece, layer_in_bytes
+from .quantize import Quantized
+
+__all__ = ["OBJECTIVES", "fold", "fold_groups"]
+
+OBJECTIVES = ("latency", "cores", "balanced", "energy")
+
+
+def _usage(q: Quantized, chip: ChipSpec, p: Piece, entries: int) -> int:
+    l = q.lg.layers[p.layer]
+    if p.kind == "partial":
+        soma, w_bits, in_b = "partial", q.layers[p.layer].w_bits, layer_in_bytes(l, q.tq)
+    elif p.kind == "merge":
+        soma, w_bits, in_b = l.soma, unit_weight_bits(chip), 4
+    elif p.kind == "relay":
+        soma, w_bits, in_b = ("lif" if l.model.out_bits == 1 else "ann"), unit_weight_bits(chip), 1
+    else:
+        soma, w_bits, in_b = l.soma, q.layers[p.layer].w_bits, layer_in_bytes(l, q.tq)
+    return core_usage(chip, p.n_axons, p.n_neurons, w_bits, soma, in_b, has_bias=soma != "partial",
+                      router_entries=entries).total
+
+
+def fold_groups(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring, cap: int) -> list[list[int]]:
+    """Folds of at most ``cap`` cores (module doc); every core is in exactly one, members ascending."""
+    C = len(pieces)
+    ents = count_router_entries(w.neuron_off, w.axon_off, w.route_src, w.route_dst, w.tap_neurons())
+    mem = np.array([_usage(q, chip, p, int(ents[c])) for c, p in enumerate(pieces)], np.int64)
+    groups: list[list[int]] = []
+    if cap <= 1:
+        return [[c] for c in range(C)]
+    slot: dict[tuple, list[int]] = {}
+    for c, p in enumerate(pieces):
+        slot.setdefault((p.layer, p.kind, q.lg.layers[p.layer].stage, int(w.phase[c])), []).append(c)
+    for cores in slot.values():
+        cur: list[int] = []
+        for c in cores:
+            if cur and (len(cur) >= cap or mem[cur].sum() + mem[c] > chip.core.memory_bytes
+                        or ents[cur].sum() + ents[c] > chip.core.router_table_entries):
+                groups.append(cur)
+                cur = []
+            cur.append(c)
+        if cur:
+            groups.append(cur)
+    return sorted(groups)
+
+
+def _phases(q: Quantized, pieces: list[Piece], w: Wiring, groups: list[list[int]]) -> np.ndarray:
+    """Phases with every fold's members serialised (member j after member j - 1)."""
+    _, _, _, _, pairs = dataflow(w.neuron_off, w.axon_off, w.route_src, w.route_dst, w.route_delayed)
+    chain = [(g[i], g[i + 1], 0) for g in groups for i in range(len(g) - 1)]
+    if chain:
+        pairs = np.concatenate([pairs, np.array(chain, np.int64).T], axis=1)
+    return phases_of(len(pieces), [q.lg.layers[p.layer].stage for p in pieces], pairs)
+
+
+def _chips(n_phys: int, chip: ChipSpec) -> int:
+    return -(-n_phys // chip.cores_per_chip)
+
+
+def fold(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring, objective: str) -> tuple[Wiring, list[list[int]]]:
+    """The wiring with folded phases and the folds for ``objective`` (module doc)."""
+    if objective not in OBJECTIVES:
+        raise InputError(f"objective '{objective}' is not one of {list(OBJECTIVES)} (--objective)")
+    C = len(pieces)
+    if objective == "latency" or C == 0:
+        return w, [[c] for c in range(C)]
+    budget = chip.core.phases_per_step
+
+    def attempt(cap: int):
+        while cap > 1:
+            groups = fold_groups(q, chip, pieces, w, cap)
+            phase = _phases(q, pieces, w, groups)
+            if int(phase.max(initial=0)) < budget:
+                return groups, phase
+            cap //= 2
+        return [[c] for c in range(C)], w.phase
+
+    caps = {"cores": C, "balanced": 2}
+    if objective in caps:
+        groups, phase = attempt(caps[objective])
+    else:  # energy: the smallest cap reaching the chip count of the most folded mapping
+        most, _ = attempt(C)
+        target = _chips(len(most), chip)
+        cap = 1
+        groups, phase = [[c] for c in range(C)], w.phase
+        while _chips(len(groups), chip) > target and cap < C:
+            cap *= 2
+            groups, phase = attempt(cap)
+    return replace(w, phase=np.asarray(phase, np.int64)), groups

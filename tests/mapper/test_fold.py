@@ -1,0 +1,105 @@
+"""Folding (mapper/fold.py): several logical cores of a layer time-multiplexed on one physical core; folded maps
+emulate to exactly the unfolded outputs, on both emulators, with fewer physical cores and more phases."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import nmc
+from nmc import rules as drc
+from nmc.errors import InputError
+from nets import lossless_snn, spike_inputs
+from test_mapper import TINY, dense_chain, int_calib
+from test_relay import same_outputs
+
+
+def positions(cm) -> int:
+    return len({(int(x), int(y)) for x, y in zip(cm.cores.x, cm.cores.y)})
+
+
+def test_folding_by_hand():
+    # fc1 (one core) -> fc2 (40 neurons: 5 cores of 8, TINY).  A fc2 core needs 8 axons x 8 one-byte weight rows,
+    # 8 neurons and one table entry: far below 1024 B, so `cores` folds all 5 onto one physical core: they run
+    # in phases 1 .. 5 (6 static phases instead of 2) on 2 physical cores; `balanced` folds pairs: [1 2] [3 4] [5],
+    # phases 1 2 1 2 1, 4 physical cores.  `energy` does not fold: every variant needs the same one chip.
+    model = dense_chain([16, 8, 40], seed=3)
+    x = int_calib(16, batch=3, seed=5)
+    cms = {o: nmc.compile(model, calib=int_calib(16), overrides=TINY, objective=o, lint=True)
+           for o in ("latency", "balanced", "cores", "energy")}
+    assert {o: (positions(cm), cm.cores.phase.tolist()) for o, cm in cms.items()} == {
+        "latency": (6, [0, 1, 1, 1, 1, 1]), "balanced": (4, [0, 1, 2, 1, 2, 1]),
+        "cores": (2, [0, 1, 2, 3, 4, 5]), "energy": (6, [0, 1, 1, 1, 1, 1])}
+    assert cms["cores"].meta["phases"]["static"] == 6 and cms["cores"].meta["compile"]["objective"] == "cores"
+    runs = {o: nmc.emulate(cm, x) for o, cm in cms.items()}
+    for o in ("balanced", "cores"):
+        same_outputs(runs["latency"], runs[o])
+        assert runs[o].result.equal(nmc.emulate(cms[o], x, backend="reference").result)
+    # the same work, serialised: the same compute cycles per logical core, a longer task
+    np.testing.assert_array_equal(runs["cores"].result.core_cycles, runs["latency"].result.core_cycles)
+    assert runs["cores"].report["latency_cycles"] > runs["balanced"].report["latency_cycles"] > \
+        runs["latency"].report["latency_cycles"]
+
+
+def test_folded_snn_with_recurrence_emulates_to_the_unfolded_outputs():
+    x = spike_inputs(0, 6, 3, 40)
+    model = lossless_snn(seed=0, steps=6, recurrent=True)
+    plain = nmc.compile(model, calib={"spikes": x}, overrides=TINY, chips="auto", lint=True)
+    folded = nmc.compile(model, calib={"spikes": x}, overrides=TINY, chips="auto", objective="cores", lint=True)
+    assert positions(folded) < positions(plain) == plain.num_cores == folded.num_cores
+    assert plain.meta["phases"]["step"] < folded.meta["phases"]["step"] <= folded.chip.core.phases_per_step
+    a, b = nmc.emulate(plain, {"spikes": x}), nmc.emulate(folded, {"spikes": x})
+    same_outputs(a, b)
+    assert b.result.equal(nmc.emulate(folded, {"spikes": x}, backend="reference").result)
+    assert not drc.check_coremap(folded)
+    # static energy: the folded cores share their physical core's; fewer chips are powered
+    assert b.report["energy_breakdown"]["static_idle_j"] >= 0
+
+
+def test_folded_cores_share_memory_and_may_not_share_a_phase():
+    model = dense_chain([16, 8, 40], seed=3)
+    cm = nmc.compile(model, calib=int_calib(16), overrides=TINY, objective="cores")
+    small = dataclasses.replace(cm.chip, core=dataclasses.replace(cm.chip.core, memory_bytes=300))
+    v = [m for m in drc.check_coremap(cm.replace(chip=small)) if "folded on one core" in m]
+    assert len(v) == 1 and "layer 'fc2' core 1 and layer 'fc2' core 2" in v[0] and "> 300 B" in v[0]
+    ph = cm.cores.phase.copy()
+    ph[2] = ph[1]  # two folded cores in one phase
+    bad = cm.replace(cores=dataclasses.replace(cm.cores, phase=ph))
+    assert any(m.startswith("placement: layer 'fc2' core 1 and layer 'fc2' core 2 share position") for m in
+               drc.check_coremap(bad))
+
+
+def test_unknown_objective():
+    with pytest.raises(InputError, match="objective 'speed' is not one of"):
+        nmc.compile(dense_chain([16, 8]), calib=int_calib(16), objective="speed")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_seeded_relayed_and_folded_maps_emulate_to_the_plain_outputs(seed):
+    # random small nets, router tables and objectives: the compile passes the design rules (every core within
+    # its limits, folds' memory and tables added up), and the emulated outputs are the plain map's
+    rng = np.random.default_rng(seed)
+    steps = int(rng.integers(3, 6))
+    model = lossless_snn(seed=seed, steps=steps, hidden=int(rng.integers(12, 40)), recurrent=bool(seed % 2))
+    x = spike_inputs(seed, steps, 2, 40)
+    small = dict(TINY, **{"core.router_table_entries": int(rng.choice([2, 3, 5]))})
+    objective = ["cores", "balanced", "energy", "cores"][seed]
+    plain = nmc.compile(model, calib={"spikes": x}, overrides=TINY, chips="auto")
+    other = nmc.compile(model, calib={"spikes": x}, overrides=small, chips="auto", objective=objective, lint=True,
+                        placement=["locality", "zigzag", "greedy", "locality"][seed])
+    assert not drc.check_coremap(other)
+    again = nmc.compile(model, calib={"spikes": x}, overrides=small, chips="auto", objective=objective,
+                        placement=["locality", "zigzag", "greedy", "locality"][seed])
+    for k, v in other.arrays().items():  # same inputs, same map
+        np.testing.assert_array_equal(again.arrays()[k], v, err_msg=k)
+    a, b = nmc.emulate(plain, {"spikes": x}), nmc.emulate(other, {"spikes": x})
+    same_outputs(a, b)
+    assert b.result.equal(nmc.emulate(other, {"spikes": x}, backend="reference").result)
+
+
+def test_pipelined_schedule_refuses_a_folded_map():
+    model = dense_chain([16, 8, 40], seed=3)
+    cm = nmc.compile(model, calib=int_calib(16), overrides=TINY, objective="cores")
+    with pytest.raises(InputError, match="folds several cores onto one physical core"):
+        nmc.emulate(cm, int_calib(16, batch=1), schedule="pipelined")
