@@ -3,11 +3,13 @@
 - :func:`load_onnx` reads a model into an :class:`nmc.ir.Graph`;
 - :func:`run_float` runs a graph in float64 (the float semantics of every IR op);
 - :class:`ModelBuilder` writes nmc-convention ONNX models;
-- :func:`run_onnxruntime` steps such a model in onnxruntime (the float reference).
+- :func:`run_onnxruntime` steps such a model in onnxruntime (the float reference);
+- :func:`load_nir` / :func:`nir_to_onnx` read NIR graphs (discretised with a timestep ``dt``).
 """
 from .builder import ModelBuilder
 from .interpret import run_float
+from .nir_import import load_nir, nir_to_onnx
 from .onnx_import import fold_batchnorm, load_onnx
 from .ort import run_onnxruntime
 
-__all__ = ["load_onnx", "ModelBuilder", "run_float", "run_onnxruntime", "fold_batchnorm"]
+__all__ = ["load_onnx", "ModelBuilder", "run_float", "run_onnxruntime", "fold_batchnorm", "load_nir", "nir_to_onnx"]

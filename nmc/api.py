@@ -34,9 +34,10 @@ from .emulator.memory import check_memory
 from .emulator.trace import chrome_trace
 from .emulator.profile import build_report
 from .encoders import STEP_INDEX, encode_inputs, step_index
-from .errors import InputError
+from .errors import InputError, ModelError
 from .files import GIB, MAX_ARRAY_BYTES, read_npz, size_text
 from .frontend import load_onnx
+from .frontend.nir_import import is_nir
 from .frontend.onnx_import import MAX_STEPS
 from .ir import Graph
 from .mapper.passes import map_graph
@@ -47,6 +48,9 @@ __all__ = ["compile", "emulate", "EmulationResult", "load_inputs", "prepare_inpu
 def _as_graph(model: Any):
     if isinstance(model, Graph):
         return model
+    if is_nir(model):
+        raise ModelError("a NIR graph is continuous-time: discretise it first with a timestep, "
+                         "nmc.compile(nmc.load_nir(path_or_graph, dt=...)) (CLI: nmc compile model.nir --dt ...)")
     return load_onnx(model)
 
 

@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from .emulator.profile import format_profile
 from .emulator.trace import DEFAULT_TRACE_STEPS
 from .errors import InputError, NmcError
 from .files import save_json, save_npz
+from .frontend.nir_import import DISCRETISATIONS, NirResetWarning, is_nir, load_nir
 from .resources import core_usages
 from .version import __version__
 
@@ -39,8 +41,25 @@ def _overrides(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def _model(a: argparse.Namespace):
+    """The model to compile: an ONNX path as given, a NIR graph discretised with --dt (its warnings printed)."""
+    nir_opts = {"dt": a.dt, "discretisation": a.discretisation, "reset_mode": a.reset_mode, "num_steps": a.steps}
+    if not is_nir(a.model):
+        given = [f"--{k.replace('_', '-')}" for k, v in nir_opts.items() if v is not None]
+        if given:
+            raise InputError(f"{', '.join(given)} apply to NIR graphs (.nir files); '{a.model}' is an ONNX model, "
+                             "whose timestep and neurons are in the file")
+        return a.model
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NirResetWarning)
+        graph = load_nir(a.model, **{k: v for k, v in nir_opts.items() if v is not None})
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    return graph
+
+
 def cmd_compile(a: argparse.Namespace) -> int:
-    cm = compile(a.model, chip=a.chip, chips=a.chips, calib=a.calib, placement=a.placement,
+    cm = compile(_model(a), chip=a.chip, chips=a.chips, calib=a.calib, placement=a.placement,
                  overrides=_overrides(a.set))
     save(cm, a.output)
     layers = cm.meta["layers"]
@@ -220,14 +239,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"nmc {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    c = sub.add_parser("compile", help="ONNX model -> core map")
-    c.add_argument("model", help="ONNX file in the nmc step convention")
+    c = sub.add_parser("compile", help="ONNX model (or NIR graph) -> core map")
+    c.add_argument("model", help="ONNX file in the nmc step convention, or a NIR graph (.nir, needs --dt)")
     c.add_argument("--chip", default="tianjic", help="preset name (see 'nmc chips') or path of a chip .toml")
     c.add_argument("--chips", default=None, help="grid of chips 'XxY' or 'auto' (default: the preset's)")
     c.add_argument("--calib", default=None, help="calibration inputs (.npz, inputs.npz format)")
     c.add_argument("--placement", default="greedy", help="placement strategy: greedy, linear")
     c.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a chip field, e.g. core.neurons=64")
     c.add_argument("-o", "--output", required=True, help="core-map file to write")
+    c.add_argument("--dt", type=float, default=None, help="NIR only: the timestep in seconds (NIR is continuous-time)")
+    c.add_argument("--discretisation", default=None, choices=DISCRETISATIONS,
+                   help="NIR only: euler (forward Euler, default) or exp (exponential decay)")
+    c.add_argument("--reset-mode", default=None, choices=("zero", "subtract", "none"),
+                   help="NIR only: how neurons reset (NIR cannot say; default zero, with a warning)")
+    c.add_argument("--steps", type=_steps, default=None, help="NIR only: the model's number of timesteps (default 16)")
     c.set_defaults(fn=cmd_compile)
 
     for name, fn, hlp in (("run", cmd_run, "emulate a core map on inputs"),
