@@ -21,6 +21,7 @@ from .emulator.profile import format_profile
 from .emulator.trace import DEFAULT_TRACE_STEPS
 from .errors import InputError, NmcError
 from .files import save_json, save_npz
+from .frontend.lift import lift_step
 from .frontend.nir_import import DISCRETISATIONS, NirResetWarning, is_nir, load_nir
 from .resources import core_usages
 from .version import __version__
@@ -49,7 +50,13 @@ def _model(a: argparse.Namespace):
         if given:
             raise InputError(f"{', '.join(given)} apply to NIR graphs (.nir files); '{a.model}' is an ONNX model, "
                              "whose timestep and neurons are in the file")
-        return a.model
+        if not a.lift:
+            return a.model
+        model, report = lift_step(a.model)
+        print(report.format(), file=sys.stderr)
+        return model
+    if a.lift:
+        raise InputError("--lift applies to plain ONNX step exports; a NIR graph's neurons are NIR nodes")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NirResetWarning)
         graph = load_nir(a.model, **{k: v for k, v in nir_opts.items() if v is not None})
@@ -247,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--placement", default="greedy", help="placement strategy: greedy, linear")
     c.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a chip field, e.g. core.neurons=64")
     c.add_argument("-o", "--output", required=True, help="core-map file to write")
+    c.add_argument("--lift", action="store_true",
+                   help="plain step export: replace neurons spelt with standard ops (Mul/Add/Greater/...) by nmc::LIF "
+                        "where probing and verifying in onnxruntime succeeds; prints what was lifted")
     c.add_argument("--dt", type=float, default=None, help="NIR only: the timestep in seconds (NIR is continuous-time)")
     c.add_argument("--discretisation", default=None, choices=DISCRETISATIONS,
                    help="NIR only: euler (forward Euler, default) or exp (exponential decay)")
