@@ -167,3 +167,19 @@ def test_norse_lif_recurrent_cell():
                                                                       tau_mem_inv=torch.tensor(100.0)))
     x = _inputs(scale=8.0)
     _compare(to_nmc([cell], (N_IN,)), _run_norse([cell], x), x)
+
+
+def test_exported_model_compiles_and_emulates_like_onnxruntime():
+    # integer weights, IF neurons (beta 1), integer thresholds: lossless, so the chip equals onnxruntime exactly
+    import nmc
+    s = _snn()
+    lin = torch.nn.Linear(N_IN, N, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor(np.random.default_rng(7).integers(-2, 3, size=(N, N_IN)), dtype=torch.float32))
+    net = torch.nn.Sequential(lin, s.Leaky(beta=1.0, threshold=3.0, init_hidden=True))
+    model = to_nmc(net, (N_IN,), num_steps=30)
+    x = np.random.default_rng(8).integers(0, 2, size=(30, 3, N_IN)).astype(np.float32)
+    ref = _run_snntorch(net, x)
+    cm = nmc.compile(model, calib={"x": x})
+    res = nmc.emulate(cm, {"x": x}, steps=30)
+    assert ref.sum() > 20 and np.array_equal(res.outputs[model.graph.output[0].name], ref)
