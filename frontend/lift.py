@@ -186,12 +186,19 @@ def _locate(g: onnx.GraphProto, v_in: str, v_out: str, consts: set[str]) -> _Reg
 class _Probe:
     """The region as its own model in onnxruntime: (x, v) -> (s, v')."""
 
-    def __init__(self, model: onnx.ModelProto, region: _Region, v_in: str, v_out: str, shape: tuple[int, ...]):
+    def __init__(self, model: onnx.ModelProto, region: _Region, v_in: str, v_out: str, shape: tuple[int, ...],
+                 const_names: set[str]):
         import onnxruntime as ort
         g = model.graph
         nodes = [g.node[i] for i in region.nodes]
         used = {t for n in nodes for t in n.input}
-        consts = [n for n in g.node if n.op_type == "Constant" and n.output[0] in used and n not in nodes]
+        consts = []  # the nodes computing the constants the region reads (Constant, a Clip of one, ...)
+        for i in range(len(g.node) - 1, -1, -1):
+            n = g.node[i]
+            if i not in region.nodes and any(o in used for o in n.output) and \
+                    all(o in const_names for o in n.output if o):
+                consts.insert(0, n)
+                used.update(n.input)
         inits = [t for t in g.initializer if t.name in used]
         dims = ["B", *shape]
         sub = helper.make_graph(consts + nodes, "probe",
@@ -443,7 +450,7 @@ def lift_step(model_or_path, states: list[tuple[str, str]] | None = None, *, see
             region = _locate(g, v_in, v_out, consts)
             if taken & set(region.nodes):
                 raise _NoLift("its region overlaps another state's: one neuron op per state pair")
-            probe = _Probe(model, region, v_in, v_out, shape)
+            probe = _Probe(model, region, v_in, v_out, shape, consts)
             attrs = _fit(probe)
             try:
                 res.checked = _verify(probe, attrs, opset, seed + k)
@@ -490,7 +497,8 @@ def _replace(model: onnx.ModelProto, replace, meta: dict[str, str], states) -> o
     out = onnx.ModelProto()
     out.CopyFrom(model)
     del out.graph.node[:]
-    out.graph.node.extend(_toposort(new_nodes, {t.name for t in g.initializer} | {i.name for i in g.input}))
+    out.graph.node.extend(_prune(_toposort(new_nodes, {t.name for t in g.initializer} | {i.name for i in g.input}),
+                                 {o.name for o in g.output}))
     used = {t for n in out.graph.node for t in n.input}
     keep = [t for t in out.graph.initializer if t.name in used]
     del out.graph.initializer[:]
@@ -505,6 +513,17 @@ def _replace(model: onnx.ModelProto, replace, meta: dict[str, str], states) -> o
     helper.set_model_props(out, meta)
     onnx.checker.check_model(out)
     return out
+
+
+def _prune(nodes: list[onnx.NodeProto], outputs: set[str]) -> list[onnx.NodeProto]:
+    """Drop nodes nothing reads any more (e.g. the constants only the replaced region used)."""
+    nodes = list(nodes)
+    while True:
+        read = {t for n in nodes for t in n.input} | outputs
+        keep = [n for n in nodes if any(o in read for o in n.output if o)]
+        if len(keep) == len(nodes):
+            return nodes
+        nodes = keep
 
 
 def _toposort(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:

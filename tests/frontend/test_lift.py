@@ -206,3 +206,56 @@ def test_cli_compile_lift(tmp_path, capsys):
     assert main(["compile", str(path), "--lift", "--calib", str(tmp_path / "calib.npz"), "-o", str(out)]) == 0
     err = capsys.readouterr().err
     assert "lifted 1 of 1 state pair(s)" in err and "reset_delay=1" in err
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_torch_export_of_an_snntorch_step_is_lifted(tmp_path, dynamo):
+    """A real plain export: an snnTorch Leaky step function through torch.onnx.export (legacy and dynamo)."""
+    import warnings
+    torch = pytest.importorskip("torch")
+    snn = pytest.importorskip("snntorch")
+    if dynamo:
+        pytest.importorskip("onnxscript")
+
+    class Step(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(N_IN, N)
+            self.lif = snn.Leaky(beta=0.875, threshold=1.0)
+
+        def forward(self, x, mem):
+            return self.lif(self.fc(x), mem)
+
+    torch.manual_seed(0)
+    step = Step().eval()
+    path = tmp_path / "step.onnx"
+    names = ["x", "mem", "spk", "mem.next"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            torch.onnx.export(step, (torch.zeros(1, N_IN), torch.zeros(1, N)), str(path), dynamo=True,
+                              input_names=names[:2], output_names=names[2:], verbose=False)
+        else:
+            torch.onnx.export(step, (torch.zeros(1, N_IN), torch.zeros(1, N)), str(path), dynamo=False,
+                              opset_version=17, input_names=names[:2], output_names=names[2:],
+                              dynamic_axes={n: {0: "N"} for n in names})
+    m = onnx.load(str(path))  # (the dynamo exporter fixes the batch at 1, which nmc reads)
+    helper.set_model_props(m, {"nmc.step_inputs": json.dumps(["x"]), "nmc.outputs": json.dumps(["spk"])})
+    lifted, rep = lift_step(m)
+    (r,) = rep.results
+    assert r.lifted, rep.format()
+    assert r.attrs == dict(beta=0.875, threshold=1.0, v_leak=0.0, gain=1.0, spike_ge=0, reset_delay=1,
+                           reset_mode="subtract")
+    assert [n.op_type for n in lifted.graph.node if n.op_type != "Identity"] == ["Gemm", "LIF"]
+    x = np.random.default_rng(2).uniform(0, 1, size=(60, 1, N_IN)).astype(np.float32)
+    mem = torch.zeros(1, N)
+    ref = []
+    with torch.no_grad():
+        for xt in x:
+            spk, mem = step(torch.tensor(xt), mem)
+            ref.append(spk.numpy())
+    ref = np.array(ref, dtype=np.float64)
+    got = run_onnxruntime(lifted, {"x": x})["spk"]
+    assert ref.sum() > 30 and np.array_equal(got, ref)
+    g = load_onnx(lifted)
+    assert [n.op for n in g.nodes if n.op != "identity"] == ["dense", "lif"]
