@@ -19,9 +19,9 @@ from .emulator.kernels import kernels_compiled
 from .emulator.plots import have_matplotlib, write_plots
 from .emulator.profile import format_profile
 from .emulator.trace import DEFAULT_TRACE_STEPS
-from .errors import InputError, NmcError
+from .errors import InputError, NmcError, UnsupportedOpError
 from .files import save_json, save_npz
-from .frontend.lift import lift_step
+from .frontend.lift import ELEMENTWISE_OPS, lift_step
 from .frontend.nir_import import DISCRETISATIONS, NirResetWarning, is_nir, load_nir
 from .resources import core_usages
 from .version import __version__
@@ -66,8 +66,14 @@ def _model(a: argparse.Namespace):
 
 
 def cmd_compile(a: argparse.Namespace) -> int:
-    cm = compile(_model(a), chip=a.chip, chips=a.chips, calib=a.calib, placement=a.placement,
-                 overrides=_overrides(a.set))
+    try:
+        cm = compile(_model(a), chip=a.chip, chips=a.chips, calib=a.calib, placement=a.placement,
+                     overrides=_overrides(a.set))
+    except UnsupportedOpError as e:
+        if not a.lift and not is_nir(a.model) and any(op in ELEMENTWISE_OPS for _, op, _ in e.nodes):
+            print("hint: neurons spelt with standard ops (a plain step export)? --lift replaces the ones that "
+                  "verify by nmc::LIF", file=sys.stderr)
+        raise
     save(cm, a.output)
     layers = cm.meta["layers"]
     print(f"compiled '{cm.meta['model']}' for {cm.chip.name}: {len(layers)} layers on {cm.num_cores} cores "

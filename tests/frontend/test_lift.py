@@ -202,7 +202,8 @@ def test_cli_compile_lift(tmp_path, capsys):
     np.savez(tmp_path / "calib.npz", x=x)
     out = tmp_path / "m.nmc"
     assert main(["compile", str(path), "--calib", str(tmp_path / "calib.npz"), "-o", str(out)]) == 2
-    assert "unsupported node" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unsupported node" in err and "hint: neurons spelt with standard ops" in err and "--lift" in err
     assert main(["compile", str(path), "--lift", "--calib", str(tmp_path / "calib.npz"), "-o", str(out)]) == 0
     err = capsys.readouterr().err
     assert "lifted 1 of 1 state pair(s)" in err and "reset_delay=1" in err
