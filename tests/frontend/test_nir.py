@@ -320,3 +320,14 @@ def test_snntorch_nir_export_round_trip(kind):
     got = run_float(graph, {"input": x.astype(np.float64)})[out]
     assert ref.sum() > 50
     assert np.array_equal(got, ref), f"{int((got != ref).sum())} of {ref.size} spikes differ"
+
+
+def test_nested_graph_is_inlined():
+    sub = nir.NIRGraph.from_list(nir.Input(a(2)), nir.Linear(np.array([[1.0, 0.5], [0.0, 2.0]])), nir.Output(a(2)))
+    g = nir.NIRGraph(nodes={"in": nir.Input(a(2)), "blk": sub, "thr": nir.Threshold(a(0.9, 0.9)), "out": nir.Output(a(2))},
+                     edges=[("in", "blk.input"), ("blk.output", "thr"), ("thr", "out")], type_check=False)
+    graph = load_nir(g)
+    assert [n.name for n in graph.nodes] == ["blk.linear", "thr"]
+    # W x = (1, 0) -> spikes (1, 0); W x = (0.25, 1) -> (0, 1)
+    s = run_float(graph, {"in": np.array([[[1.0, 0.0]], [[0.0, 0.5]]])})["thr.s"]
+    assert s[:, 0].tolist() == [[1, 0], [0, 1]]
