@@ -27,6 +27,8 @@ CubaLIF     ``nmc::CubaLIF``: alpha, beta from tau_syn, tau_mem as for LIF; the 
             the synapse before it; the current is updated first (the order of nmc::CubaLIF and of
             snnTorch's ``Synaptic``); v_leak must be 0
 Threshold   ``nmc::LIF`` with beta = 0 (memoryless: ``s = x > threshold``)
+LI, I       ``nmc::LI`` (where this nmc has it): beta and gain as for LIF (I: beta = 1, gain = ``dt*r``); the
+            output is the membrane
 =========== ============================================================================================
 
 NIR fires on ``v > v_threshold`` and resets to ``v_reset``; frameworks that reset by subtraction
@@ -56,24 +58,30 @@ import onnx
 from nmc.errors import ModelError, NmcError, UnsupportedOpError
 from nmc.ir import Graph
 
+from . import nmc_ops
 from .builder import ModelBuilder
 from .onnx_import import load_onnx
 
 __all__ = ["load_nir", "nir_to_onnx", "is_nir", "NirResetWarning", "DISCRETISATIONS", "SUPPORTED_NIR_NODES"]
 
 DISCRETISATIONS = ("euler", "exp")
+#: nmc::LI (the non-spiking leaky integrator) where this nmc has it: NIR's LI and I map onto it
+HAVE_LI = "LI" in nmc_ops.SCHEMAS
 #: NIR node types the importer maps (others are listed as unsupported)
 SUPPORTED_NIR_NODES = ("Input", "Output", "Affine", "Linear", "Conv2d", "Flatten", "Scale", "SumPool2d",
-                       "AvgPool2d", "LIF", "IF", "CubaLIF", "Threshold")
+                       "AvgPool2d", "LIF", "IF", "CubaLIF", "Threshold") + (("LI", "I") if HAVE_LI else ())
 #: why the NIR node types nmc knows but cannot map are refused
 _REFUSED = {
-    "LI": "a non-spiking leaky integrator (membrane read-out) needs nmc::LI, which this nmc does not have yet",
-    "I": "a non-spiking integrator needs nmc::LI (with beta = 1), which this nmc does not have yet",
     "CubaLI": "a non-spiking current-based integrator has no nmc op",
     "Delay": "nmc has no per-synapse delays; a delay of one step is a state pair (recurrence)",
     "Conv1d": "nmc compiles 2-D convolutions; export the layer as Conv2d with a height of 1",
 }
+if not HAVE_LI:
+    _REFUSED.update({
+        "LI": "a non-spiking leaky integrator (membrane read-out) needs nmc::LI, which this nmc does not have yet",
+        "I": "a non-spiking integrator needs nmc::LI (with beta = 1), which this nmc does not have yet"})
 _SPIKING = ("LIF", "IF", "CubaLIF", "Threshold")
+_INTEGRATORS = ("LI", "I")
 _RESETTING = ("LIF", "IF", "CubaLIF")
 _RTOL = 1e-9  # values that differ by less (relative) count as one value per layer
 
@@ -205,12 +213,25 @@ class _Refuse(Exception):
 
 
 def _neuron(kind: str, node, dt: float | None, disc: str, reset_mode: str) -> _Neuron:
-    need_dt = kind in ("LIF", "IF", "CubaLIF")
+    need_dt = kind in ("LIF", "IF", "CubaLIF", "LI", "I")
     if need_dt and dt is None:
         raise _Refuse("NIR is continuous-time: give the timestep dt (seconds; snnTorch's NIR export assumes 1e-4)")
     if kind == "Threshold":
         thr = _arr(node, "threshold")
         return _norm(_Neuron("LIF", {"beta": 0.0, "reset_mode": "none"}, np.ones_like(thr)), thr, {})
+    if kind == "I":  # dv/dt = r I
+        return _Neuron("LI", {"beta": 1.0, "v_leak": 0.0}, dt * _arr(node, "r"))
+    if kind == "LI":
+        tau, r, vl = _arr(node, "tau"), _arr(node, "r"), _arr(node, "v_leak")
+        beta = _decay(tau, dt, disc, "tau")
+        gain = (dt / tau) * r if disc == "euler" else (1.0 - beta) * r
+        n = _Neuron("LI", {}, np.broadcast_to(gain, np.broadcast_shapes(gain.shape, vl.shape)).astype(np.float64))
+        for k, v in (("beta", beta), ("v_leak", vl)):
+            if not _uniform(v):
+                raise _Refuse(f"{k} differs between neurons ({float(np.min(v)):g} .. {float(np.max(v)):g}); nmc::LI "
+                              "takes one value per layer")
+            n.attrs[k] = _one(v)
+        return n
     if kind == "IF":
         r = _arr(node, "r")
         thr, vr = _arr(node, "v_threshold"), _arr(node, "v_reset")
@@ -397,7 +418,7 @@ def nir_to_onnx(path_or_graph, *, dt: float | None = None, discretisation: str =
             bad.append((n, k, _REFUSED[k]))
         elif k not in SUPPORTED_NIR_NODES and k not in ("Identity", "Pass"):
             bad.append((n, k, "no mapping of this NIR node type to nmc"))
-        elif k in _SPIKING:
+        elif k in _SPIKING or k in _INTEGRATORS:
             try:
                 neurons[n] = _neuron(k, node, dt, discretisation, mode)
             except _Refuse as e:
@@ -419,7 +440,7 @@ def nir_to_onnx(path_or_graph, *, dt: float | None = None, discretisation: str =
     pre_scale: dict[str, np.ndarray] = {}  # neuron -> gain applied by a scale layer before it
     for n, neu in neurons.items():
         g_ = neu.gain
-        if _uniform(g_) and neu.op == "LIF":
+        if _uniform(g_) and "gain" in nmc_ops.SCHEMAS[neu.op].attrs:
             neu.attrs["gain"] = _one(g_) if g_.size else 1.0
             continue
         if _uniform(g_) and abs(_one(g_) - 1.0) <= _RTOL:

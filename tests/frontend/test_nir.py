@@ -14,7 +14,7 @@ import nmc  # noqa: E402
 from nmc.cli import main  # noqa: E402
 from nmc.errors import ModelError, UnsupportedOpError  # noqa: E402
 from nmc.frontend import load_nir, nir_to_onnx, run_float, run_onnxruntime  # noqa: E402
-from nmc.frontend.nir_import import NirResetWarning  # noqa: E402
+from nmc.frontend.nir_import import HAVE_LI, NirResetWarning  # noqa: E402
 
 
 def a(*v):
@@ -171,13 +171,32 @@ def test_per_neuron_tau_is_listed_with_the_reason():
 
 
 def test_unmappable_nodes_are_listed_at_once():
-    g = nir.NIRGraph(nodes={"in": nir.Input(a(2)), "li": nir.LI(tau=a(1.0, 1.0), r=a(1.0, 1.0), v_leak=a(0.0, 0.0)),
-                            "d": nir.Delay(a(1.0, 1.0)), "i": nir.I(r=a(1.0, 1.0)), "out": nir.Output(a(2))},
-                     edges=[("in", "li"), ("li", "d"), ("d", "i"), ("i", "out")])
+    g = nir.NIRGraph(nodes={"in": nir.Input(a(2)),
+                            "cli": nir.CubaLI(tau_syn=a(1.0, 1.0), tau_mem=a(1.0, 1.0), r=a(1.0, 1.0), v_leak=a(0.0, 0.0)),
+                            "d": nir.Delay(a(1.0, 1.0)), "lif": lif([1e-3, 2e-3], 1.0, 1.0), "out": nir.Output(a(2))},
+                     edges=[("in", "cli"), ("cli", "d"), ("d", "lif"), ("lif", "out")])
     with pytest.raises(UnsupportedOpError) as e:
+        load_nir(g, dt=1e-4, reset_mode="zero")
+    assert {n for n, _, _ in e.value.nodes} == {"cli", "d", "lif"}
+    assert "per-synapse delays" in str(e.value) and "beta differs" in str(e.value)
+
+
+@pytest.mark.skipif(HAVE_LI, reason="this nmc has nmc::LI: NIR's LI and I map (test_li_and_i_hand_derived)")
+def test_li_without_nmc_li_is_refused():
+    g = chain(nir.LI(tau=a(2e-3), r=a(2.0), v_leak=a(0.0)))
+    with pytest.raises(UnsupportedOpError, match="needs nmc::LI"):
         load_nir(g, dt=1e-3)
-    assert {n for n, _, _ in e.value.nodes} == {"li", "d", "i"}
-    assert "nmc::LI" in str(e.value)
+
+
+@pytest.mark.skipif(not HAVE_LI, reason="nmc::LI (the membrane read-out) is not in this nmc yet")
+def test_li_and_i_hand_derived():
+    # LI: dt/tau = 0.5, r = 2: beta 0.5, gain 1: v = 1, 1.5, 1.75, 1.875 for input 1
+    g = chain(nir.LI(tau=a(2e-3), r=a(2.0), v_leak=a(0.0)))
+    v = spikes(load_nir(g, dt=1e-3), np.ones((4, 1, 1)))[:, 0, 0]
+    np.testing.assert_allclose(v, [1.0, 1.5, 1.75, 1.875])
+    # I: gain dt * r = 1: v = 1, 2, 3
+    v = spikes(load_nir(chain(nir.I(r=a(1000.0))), dt=1e-3), np.ones((3, 1, 1)))[:, 0, 0]
+    np.testing.assert_allclose(v, [1.0, 2.0, 3.0])
 
 
 def test_dt_is_required_for_neurons_and_checked():
