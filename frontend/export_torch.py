@@ -7,30 +7,27 @@ a list of modules, or one neuron module) and writes the nmc step model with
 nmc op with the framework's semantics, so that the model steps spike for spike like the framework
 (tests/frontend/test_export_torch.py runs each module against its export over many steps).
 
-========================== ==================================================================================
-module                     nmc
-========================== ==================================================================================
-``nn.Linear``, ``nn.Conv2d``, ``nn.Flatten``, ``nn.ReLU``, ``nn.AvgPool2d``, ``nn.MaxPool2d``, ``nn.Identity``, ``nn.Dropout`` (eval: identity): the standard ops
-snnTorch ``Leaky``         ``nmc::LIF``: beta, threshold, reset_mechanism; the default ``reset_delay=True``
-                           is ``reset_delay=1`` for the subtract reset; for the zero reset it spikes like an
-                           immediate reset to 0 (snnTorch zeroes the stored membrane before the decay).  ``reset_delay=False`` with the subtract reset is refused:
-                           snnTorch then decides the spike on the membrane minus the threshold once more
-                           when the stored membrane is still above it, which nmc::LIF does not express
-snnTorch ``RLeaky``        ``nmc::LIF`` plus a recurrent Gemm (``all_to_all``: its ``recurrent`` Linear;
-                           else the weight ``V`` per neuron) on the previous step's spikes (a state pair)
-snnTorch ``Synaptic``      ``nmc::CubaLIF`` (alpha, beta); only ``reset_delay=False`` with the zero or no
-                           reset (nmc::CubaLIF has no delayed reset)
-SpikingJelly ``LIFNode``   ``nmc::LIF``: beta = 1 - 1/tau, gain = 1/tau (``decay_input``) else 1,
-                           v_leak = v_reset, fires on ``>=``; ``v_reset=None`` is the subtract reset; the
-                           membrane starts at v_reset
-SpikingJelly ``IFNode``    ``nmc::LIF`` with beta = 1, fires on ``>=``
-Norse ``LIFCell``          ``nmc::CubaLIF``: alpha = 1 - dt*tau_syn_inv, beta = 1 - dt*tau_mem_inv, the input
-                           scaled by dt*tau_mem_inv (folded into the layer before); v_leak must be 0
-Norse ``LIFRecurrentCell`` the same with its input and recurrent weights (no bias) as Gemms
-========================== ==================================================================================
+Layers: ``nn.Linear``, ``nn.Conv2d``, ``nn.Flatten``, ``nn.ReLU``, ``nn.AvgPool2d``, ``nn.MaxPool2d``,
+``nn.Identity``, ``nn.Dropout`` (eval: identity) become the standard ops.  Neurons:
+
+- snnTorch ``Leaky``: ``nmc::LIF`` (beta, threshold, reset_mechanism); with the default ``reset_delay=True``
+  the subtract reset is ``reset_delay=1``, and the zero reset spikes like an immediate reset to 0 (snnTorch
+  zeroes the stored membrane before the decay and keeps the step's input).  ``reset_delay=False`` with the
+  subtract reset is refused: snnTorch then decides the spike on the membrane minus the threshold once more
+  when the stored membrane is still above it, which nmc::LIF does not express.
+- snnTorch ``RLeaky``: the same plus a recurrent Gemm (``all_to_all``: its ``recurrent`` Linear; else the
+  weight ``V`` per neuron) on the previous step's spikes (a state pair).
+- snnTorch ``Synaptic``: ``nmc::CubaLIF`` (alpha, beta); only ``reset_delay=False`` with the zero or no
+  reset (nmc::CubaLIF has no delayed reset).
+- SpikingJelly ``LIFNode``: ``nmc::LIF`` with beta = 1 - 1/tau, gain = 1/tau (``decay_input``) else 1,
+  v_leak = v_reset, firing on ``>=``; ``v_reset=None`` is the subtract reset; the membrane starts at v_reset.
+  ``IFNode``: ``nmc::LIF`` with beta = 1, firing on ``>=``.
+- Norse ``LIFCell``: ``nmc::CubaLIF`` with alpha = 1 - dt*tau_syn_inv, beta = 1 - dt*tau_mem_inv, the input
+  scaled by dt*tau_mem_inv (folded into the layer before); v_leak must be 0.  ``LIFRecurrentCell``: the same
+  with its input and recurrent weights (no bias) as Gemms.
 
 Per-neuron parameter tensors must hold one value (nmc's neuron ops take one value per layer; per-neuron
-parameters need ``nmc::LIFT``, not in this nmc yet).
+parameters need ``nmc::LIFT``, which these helpers do not target yet).
 """
 from __future__ import annotations
 
@@ -44,6 +41,7 @@ import torch
 from nmc.errors import ModelError, UnsupportedOpError
 
 from .builder import ModelBuilder
+from .nir_import import LIFT_NOTE
 
 __all__ = ["to_nmc", "SUPPORTED_MODULES"]
 
@@ -72,7 +70,7 @@ def _one(v, what: str) -> float:
         raise _Refuse(f"{what} is empty")
     if not np.all(a == a[0]):
         raise _Refuse(f"{what} differs between neurons ({a.min():g} .. {a.max():g}); nmc's neuron ops take one value "
-                      "per layer (per-neuron parameters need nmc::LIFT, not in this nmc yet)")
+                      f"per layer ({LIFT_NOTE})")
     return float(a[0])
 
 

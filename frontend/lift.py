@@ -33,6 +33,7 @@ from onnx import TensorProto, helper
 from nmc.errors import ModelError, NmcError
 
 from . import nmc_ops
+from .nir_import import LIFT_NOTE
 from .onnx_import import _load_model, read_convention
 
 __all__ = ["lift_step", "LiftReport", "LiftResult", "ELEMENTWISE_OPS"]
@@ -224,7 +225,7 @@ def _uniform(a: np.ndarray, what: str, tol: float = 1e-6) -> float:
         raise _NoLift(f"probing {what} gave non-finite values")
     if np.max(a) - np.min(a) > tol * max(1.0, float(np.max(np.abs(a)))):
         raise _NoLift(f"{what} differs between neurons ({np.min(a):.6g} .. {np.max(a):.6g}); nmc::LIF takes one value "
-                      "per layer (per-neuron parameters need nmc::LIFT, not in this nmc yet)")
+                      f"per layer ({LIFT_NOTE})")
     return float(np.mean(a))
 
 
@@ -274,7 +275,7 @@ def _fit(p: _Probe) -> dict[str, Any]:
     else:
         raise _NoLift("no input up to 2^60 makes it fire")
     if not p(np.full(shape, hi), np.zeros(shape))[0].all():
-        raise _NoLift("the neurons fire at different inputs (per-neuron thresholds need nmc::LIFT)")
+        raise _NoLift(f"the neurons fire at different inputs ({LIFT_NOTE})")
     for _ in range(200):
         mid = np.float32((lo + hi) / 2)
         if mid in (np.float32(lo), np.float32(hi)):
@@ -286,7 +287,7 @@ def _fit(p: _Probe) -> dict[str, Any]:
     s_lo, u_lo = p(np.full(shape, lo), np.zeros(shape))  # no spike: v' is u
     s_hi, _ = p(np.full(shape, hi), np.zeros(shape))
     if s_lo.any() or not s_hi.all():
-        raise _NoLift("the neurons fire at different inputs (per-neuron thresholds need nmc::LIFT)")
+        raise _NoLift(f"the neurons fire at different inputs ({LIFT_NOTE})")
     u_lo_ = _uniform(u_lo, "the membrane below threshold")
     u_hi_ = float(np.float32(v_leak * (1 - beta)) + np.float32(gain) * np.float32(hi))
     lo_u, hi_u = min(u_lo_, u_hi_), max(u_lo_, u_hi_)

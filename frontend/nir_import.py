@@ -83,6 +83,9 @@ if not HAVE_LI:
 _SPIKING = ("LIF", "IF", "CubaLIF", "Threshold")
 _INTEGRATORS = ("LI", "I")
 _RESETTING = ("LIF", "IF", "CubaLIF")
+#: what to say about per-neuron parameters (nmc::LIFT, where this nmc has it, is not targeted here yet)
+LIFT_NOTE = ("per-neuron parameters fit nmc::LIFT, which this importer does not target yet"
+             if "LIFT" in nmc_ops.SCHEMAS else "per-neuron parameters need nmc::LIFT, not in this nmc yet")
 _RTOL = 1e-9  # values that differ by less (relative) count as one value per layer
 
 
@@ -282,7 +285,7 @@ def _norm(n: _Neuron, thr: np.ndarray, rel: dict[str, np.ndarray]) -> _Neuron:
         if not _uniform(v):
             raise _Refuse(f"{k} differs between neurons ({float(v.min()):g} .. {float(v.max()):g}"
                           f"{', relative to the threshold' if k in rel and not _uniform(thr) else ''}); nmc's neuron "
-                          "ops take one value per layer (per-neuron parameters need nmc::LIFT, not in this nmc yet): "
+                          f"ops take one value per layer ({LIFT_NOTE}): "
                           "split the layer or give every neuron the same value")
         n.attrs[k] = _one(v)
     n.gain = gain

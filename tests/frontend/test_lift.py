@@ -135,7 +135,8 @@ def test_snntorch_immediate_subtract_quirk_is_not_lifted():
     # decides the spike on u - r*thr, which nmc::LIF does not express: verification must refuse it
     nodes = [*_heaviside("mem", "thr", "rst"), mk("Mul", ["beta", "mem"], ["bm"]), mk("Add", ["bm", "cur"], ["u0"]),
              mk("Mul", ["rst", "thr"], ["rt"]), mk("Sub", ["u0", "rt"], ["u"]), *_heaviside("u", "thr", "spk"),
-             mk("Sub", ["spk", "rst"], ["dr"]), mk("Mul", ["dr", "thr"], ["drt"]), mk("Sub", ["u", "drt"], ["mem.next"])]
+             mk("Sub", ["spk", "rst"], ["dr"]), mk("Mul", ["dr", "thr"], ["drt"]),
+             mk("Sub", ["u", "drt"], ["mem.next"])]
     m = _model(nodes, [_c("beta", 0.875), _c("thr", 1.0)])
     out, rep = lift_step(m)
     (r,) = rep.results

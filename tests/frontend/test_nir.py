@@ -171,8 +171,8 @@ def test_per_neuron_tau_is_listed_with_the_reason():
 
 
 def test_unmappable_nodes_are_listed_at_once():
-    g = nir.NIRGraph(nodes={"in": nir.Input(a(2)),
-                            "cli": nir.CubaLI(tau_syn=a(1.0, 1.0), tau_mem=a(1.0, 1.0), r=a(1.0, 1.0), v_leak=a(0.0, 0.0)),
+    cli = nir.CubaLI(tau_syn=a(1.0, 1.0), tau_mem=a(1.0, 1.0), r=a(1.0, 1.0), v_leak=a(0.0, 0.0))
+    g = nir.NIRGraph(nodes={"in": nir.Input(a(2)), "cli": cli,
                             "d": nir.Delay(a(1.0, 1.0)), "lif": lif([1e-3, 2e-3], 1.0, 1.0), "out": nir.Output(a(2))},
                      edges=[("in", "cli"), ("cli", "d"), ("d", "lif"), ("lif", "out")])
     with pytest.raises(UnsupportedOpError) as e:
@@ -320,14 +320,14 @@ def test_snntorch_nir_export_round_trip(kind):
     from snntorch.export_nir import export_to_nir
     torch.manual_seed(0)
     mode = "zero" if kind in ("leaky_zero", "synaptic") else "subtract"
+    common = dict(beta=torch.full((5,), 0.875), threshold=torch.ones(5), init_hidden=True, reset_mechanism=mode,
+                  reset_delay=False)  # per-neuron tensors: snnTorch's NIR export needs them to type-check
     if kind.startswith("leaky"):
-        neuron = snn.Leaky(beta=torch.full((5,), 0.875), threshold=torch.ones(5), init_hidden=True, reset_mechanism=mode, reset_delay=False)
+        neuron = snn.Leaky(**common)
     elif kind == "synaptic":
-        neuron = snn.Synaptic(alpha=torch.full((5,), 0.5), beta=torch.full((5,), 0.875), threshold=torch.ones(5), init_hidden=True, reset_mechanism=mode,
-                              reset_delay=False)
+        neuron = snn.Synaptic(alpha=torch.full((5,), 0.5), **common)
     else:
-        neuron = snn.RLeaky(beta=torch.full((5,), 0.875), linear_features=5, threshold=torch.ones(5), init_hidden=True, reset_mechanism=mode,
-                            reset_delay=False)
+        neuron = snn.RLeaky(linear_features=5, **common)
     net = torch.nn.Sequential(torch.nn.Linear(4, 5), neuron)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -343,7 +343,8 @@ def test_snntorch_nir_export_round_trip(kind):
 
 def test_nested_graph_is_inlined():
     sub = nir.NIRGraph.from_list(nir.Input(a(2)), nir.Linear(np.array([[1.0, 0.5], [0.0, 2.0]])), nir.Output(a(2)))
-    g = nir.NIRGraph(nodes={"in": nir.Input(a(2)), "blk": sub, "thr": nir.Threshold(a(0.9, 0.9)), "out": nir.Output(a(2))},
+    g = nir.NIRGraph(nodes={"in": nir.Input(a(2)), "blk": sub, "thr": nir.Threshold(a(0.9, 0.9)),
+                            "out": nir.Output(a(2))},
                      edges=[("in", "blk.input"), ("blk.output", "thr"), ("thr", "out")], type_check=False)
     graph = load_nir(g)
     assert [n.name for n in graph.nodes] == ["blk.linear", "thr"]
