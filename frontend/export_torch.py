@@ -15,6 +15,7 @@ Layers: ``nn.Linear``, ``nn.Conv2d``, ``nn.Flatten``, ``nn.ReLU``, ``nn.AvgPool2
   zeroes the stored membrane before the decay and keeps the step's input).  ``reset_delay=False`` with the
   subtract reset is refused: snnTorch then decides the spike on the membrane minus the threshold once more
   when the stored membrane is still above it, which nmc::LIF does not express.
+- snnTorch ``Leaky``/``RLeaky`` with per-neuron ``beta`` or ``threshold`` tensors: ``nmc::LIFT``.
 - snnTorch ``RLeaky``: the same plus a recurrent Gemm (``all_to_all``: its ``recurrent`` Linear; else the
   weight ``V`` per neuron) on the previous step's spikes (a state pair).
 - snnTorch ``Synaptic``: ``nmc::CubaLIF`` (alpha, beta); only ``reset_delay=False`` with the zero or no
@@ -26,8 +27,8 @@ Layers: ``nn.Linear``, ``nn.Conv2d``, ``nn.Flatten``, ``nn.ReLU``, ``nn.AvgPool2
   scaled by dt*tau_mem_inv (folded into the layer before); v_leak must be 0.  ``LIFRecurrentCell``: the same
   with its input and recurrent weights (no bias) as Gemms.
 
-Per-neuron parameter tensors must hold one value (nmc's neuron ops take one value per layer; per-neuron
-parameters need ``nmc::LIFT``, which these helpers do not target yet).
+Other per-neuron parameter tensors must hold one value (nmc's neuron ops other than ``nmc::LIFT`` take one
+value per layer).
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ import torch
 from nmc.errors import ModelError, UnsupportedOpError
 
 from .builder import ModelBuilder
-from .nir_import import LIFT_NOTE
+from .nir_import import HAVE_LIFT, LIFT_NOTE
 
 __all__ = ["to_nmc", "SUPPORTED_MODULES"]
 
@@ -74,6 +75,10 @@ def _one(v, what: str) -> float:
     return float(a[0])
 
 
+def _vals(v) -> np.ndarray:
+    return np.asarray(v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v, dtype=np.float64).reshape(-1)
+
+
 def _np(t) -> np.ndarray:
     return t.detach().cpu().double().numpy()
 
@@ -89,8 +94,13 @@ def _snntorch(m) -> dict[str, Any]:
         raise _Refuse("graded_spikes_factor != 1: nmc spikes are 1")
     mode = m.reset_mechanism
     delay = bool(getattr(m, "reset_delay", True))
-    beta = min(max(_one(m.beta, "beta"), 0.0), 1.0)  # snnTorch clamps beta to [0, 1]
-    thr = _one(m.threshold, "threshold")
+    if name in ("Leaky", "RLeaky") and HAVE_LIFT:  # per-neuron beta / threshold: nmc::LIFT
+        betas, thrs = _vals(m.beta).clip(0.0, 1.0), _vals(m.threshold)
+        per = bool(np.any(betas != betas[0]) or np.any(thrs != thrs[0]))
+    else:
+        per = False
+    beta = min(max(_vals(m.beta)[0], 0.0), 1.0) if per else min(max(_one(m.beta, "beta"), 0.0), 1.0)  # clamped
+    thr = _vals(m.threshold)[0] if per else _one(m.threshold, "threshold")
     if name in ("Leaky", "RLeaky"):
         if not delay and mode == "subtract":
             raise _Refuse("reset_delay=False with reset_mechanism='subtract': snnTorch then decides a spike on the "
@@ -102,6 +112,10 @@ def _snntorch(m) -> dict[str, Any]:
         # membrane differs: snnTorch keeps the value before the reset)
         attrs = dict(beta=beta, threshold=thr, reset_mode=mode, reset_delay=int(delay and mode == "subtract"))
         out = {"op": "LIF", "attrs": attrs, "gain": 1.0}
+        if per:
+            if np.any(thrs <= 0):
+                raise _Refuse(f"threshold {thrs.min():g} <= 0: nmc neurons need a positive threshold")
+            out = {"op": "LIFT", "attrs": dict(attrs, beta=betas, threshold=thrs), "gain": 1.0}
         if name == "RLeaky":
             if getattr(m, "all_to_all", True):
                 rec = getattr(m, "recurrent", None)
@@ -283,7 +297,11 @@ def _neuron(b: ModelBuilder, x: str, spec: dict[str, Any], gain: float, tag: str
         prev = b.state(f"{tag}.spk", shp)
         rec = b.gemm(prev, W * g, None if bias is None else bias * g, name=f"{tag}.rec")
         x = b.add(x, rec, name=f"{tag}.sum")
-    outs = b.neuron(spec["op"], x, tag, init=spec.get("init"), **spec["attrs"])
+    shp = b.shapes[x]
+    size = int(np.prod(shp))
+    attrs = {k: (v.reshape(shp) if isinstance(v, np.ndarray) and v.size == size else v)
+             for k, v in spec["attrs"].items()}  # LIFT's per-neuron tensors (a single value broadcasts)
+    outs = b.neuron(spec["op"], x, tag, init=spec.get("init"), **attrs)
     if "recurrent" in spec:
         b.bind_state(f"{tag}.spk", outs[0])
     return outs[0]

@@ -37,11 +37,11 @@ NIR fires on ``v > v_threshold`` and resets to ``v_reset``; frameworks that rese
 (recurrence) is cut after a spiking node: those spikes reach the rest of the cycle one step later (a
 state pair, as in snnTorch's ``RLeaky``).
 
-Per-neuron parameters: nmc's neuron ops take one value per layer.  A per-neuron input gain (``r``,
-``w_in``, ``dt/tau``) is folded into the weights of the synapse before the neuron; per-neuron thresholds
-are normalised to 1 (dividing the neuron's gain, v_leak and v_reset by its threshold, which leaves its
-spikes unchanged); what still differs per neuron (tau, or v_leak / v_reset relative to the threshold)
-is reported.  Every node nmc cannot map is listed at once in an :class:`~nmc.errors.UnsupportedOpError`.
+Per-neuron parameters: a per-neuron input gain (``r``, ``w_in``, ``dt/tau``) is folded into the weights of
+the synapse before the neuron; a LIF/IF layer whose decay, threshold, v_leak or v_reset differs between
+neurons becomes ``nmc::LIFT`` (without LIFT, per-neuron thresholds are normalised to 1, dividing each
+neuron's gain, v_leak and v_reset by its threshold, which leaves its spikes unchanged); what nmc cannot
+take per neuron (CubaLIF, LI) is reported.  Every node nmc cannot map is listed at once in an :class:`~nmc.errors.UnsupportedOpError`.
 """
 from __future__ import annotations
 
@@ -67,6 +67,8 @@ __all__ = ["load_nir", "nir_to_onnx", "is_nir", "NirResetWarning", "DISCRETISATI
 DISCRETISATIONS = ("euler", "exp")
 #: nmc::LI (the non-spiking leaky integrator) where this nmc has it: NIR's LI and I map onto it
 HAVE_LI = "LI" in nmc_ops.SCHEMAS
+#: nmc::LIFT (LIF with per-neuron parameters) where this nmc has it: per-neuron LIF/IF parameters map onto it
+HAVE_LIFT = "LIFT" in nmc_ops.SCHEMAS
 #: NIR node types the importer maps (others are listed as unsupported)
 SUPPORTED_NIR_NODES = ("Input", "Output", "Affine", "Linear", "Conv2d", "Flatten", "Scale", "SumPool2d",
                        "AvgPool2d", "LIF", "IF", "CubaLIF", "Threshold") + (("LI", "I") if HAVE_LI else ())
@@ -83,9 +85,9 @@ if not HAVE_LI:
 _SPIKING = ("LIF", "IF", "CubaLIF", "Threshold")
 _INTEGRATORS = ("LI", "I")
 _RESETTING = ("LIF", "IF", "CubaLIF")
-#: what to say about per-neuron parameters (nmc::LIFT, where this nmc has it, is not targeted here yet)
-LIFT_NOTE = ("per-neuron parameters fit nmc::LIFT, which this importer does not target yet"
-             if "LIFT" in nmc_ops.SCHEMAS else "per-neuron parameters need nmc::LIFT, not in this nmc yet")
+#: what to say about per-neuron parameters nmc cannot take
+LIFT_NOTE = ("nmc::LIFT takes per-neuron values of LIF's parameters only" if HAVE_LIFT
+             else "per-neuron parameters need nmc::LIFT, not in this nmc yet")
 _RTOL = 1e-9  # values that differ by less (relative) count as one value per layer
 
 
@@ -221,7 +223,7 @@ def _neuron(kind: str, node, dt: float | None, disc: str, reset_mode: str) -> _N
         raise _Refuse("NIR is continuous-time: give the timestep dt (seconds; snnTorch's NIR export assumes 1e-4)")
     if kind == "Threshold":
         thr = _arr(node, "threshold")
-        return _norm(_Neuron("LIF", {"beta": 0.0, "reset_mode": "none"}, np.ones_like(thr)), thr, {})
+        return _lif(_Neuron("LIF", {"beta": 0.0, "reset_mode": "none"}, np.ones_like(thr)), thr, {})
     if kind == "I":  # dv/dt = r I
         return _Neuron("LI", {"beta": 1.0, "v_leak": 0.0}, dt * _arr(node, "r"))
     if kind == "LI":
@@ -238,13 +240,13 @@ def _neuron(kind: str, node, dt: float | None, disc: str, reset_mode: str) -> _N
     if kind == "IF":
         r = _arr(node, "r")
         thr, vr = _arr(node, "v_threshold"), _arr(node, "v_reset")
-        return _norm(_Neuron("LIF", {"beta": 1.0, "reset_mode": reset_mode}, dt * r), thr, {"v_reset": vr})
+        return _lif(_Neuron("LIF", {"beta": 1.0, "reset_mode": reset_mode}, dt * r), thr, {"v_reset": vr})
     if kind == "LIF":
         tau, r, vl = _arr(node, "tau"), _arr(node, "r"), _arr(node, "v_leak")
         thr, vr = _arr(node, "v_threshold"), _arr(node, "v_reset")
         beta = _decay(tau, dt, disc, "tau")
         gain = (dt / tau) * r if disc == "euler" else (1.0 - beta) * r
-        return _norm(_Neuron("LIF", {"beta": beta, "reset_mode": reset_mode}, gain), thr,
+        return _lif(_Neuron("LIF", {"beta": beta, "reset_mode": reset_mode}, gain), thr,
                      {"v_reset": vr, "v_leak": vl})
     if kind == "CubaLIF":
         ts, tm, r = _arr(node, "tau_syn"), _arr(node, "tau_mem"), _arr(node, "r")
@@ -262,6 +264,23 @@ def _neuron(kind: str, node, dt: float | None, disc: str, reset_mode: str) -> _N
         return _norm(_Neuron("CubaLIF", {"alpha": alpha, "beta": beta, "reset_mode": reset_mode}, gain), thr,
                      {"v_reset": vr})
     raise AssertionError(kind)
+
+
+def _lif(n: _Neuron, thr: np.ndarray, rel: dict[str, np.ndarray]) -> _Neuron:
+    """``nmc::LIF`` when one value per layer fits, else ``nmc::LIFT`` (per-neuron beta, threshold, v_reset,
+    v_leak) where this nmc has it; without LIFT, per-neuron thresholds are normalised (``_norm``)."""
+    attrs = dict(n.attrs)
+    if not HAVE_LIFT or all(_uniform(v) for v in (thr, attrs["beta"], *rel.values())):
+        return _norm(n, thr, rel)
+    per = {"beta": np.asarray(attrs["beta"], dtype=np.float64), "threshold": thr,
+           "v_reset": rel.get("v_reset", np.zeros(())), "v_leak": rel.get("v_leak", np.zeros(()))}
+    shape = np.broadcast_shapes(np.shape(n.gain), *(np.shape(v) for v in per.values()))
+    per = {k: np.broadcast_to(np.asarray(v, dtype=np.float64), shape).copy() for k, v in per.items()}
+    if np.any(per["threshold"] <= 0):
+        raise _Refuse(f"v_threshold {float(per['threshold'].min()):g} <= 0; nmc neurons need a positive threshold")
+    return _Neuron("LIFT", {"reset_mode": attrs["reset_mode"], **per},
+                   np.broadcast_to(np.asarray(n.gain, dtype=np.float64), shape).copy(),
+                   ["per-neuron parameters: nmc::LIFT"])
 
 
 def _norm(n: _Neuron, thr: np.ndarray, rel: dict[str, np.ndarray]) -> _Neuron:
@@ -609,7 +628,10 @@ def _emit(b: ModelBuilder, n: str, k: str, node, x: str, neu: _Neuron | None, ws
                           f"{list(xs)}")
         if pre is not None:
             x = _scale_layer(b, x, pre, f"{n}.gain")
-        return b.neuron(neu.op, x, n, **neu.attrs)[0]
+        size = int(np.prod(xs))
+        attrs = {k: (v.reshape(b.shapes[x]) if isinstance(v, np.ndarray) and v.size == size else v)
+                 for k, v in neu.attrs.items()}
+        return b.neuron(neu.op, x, n, **attrs)[0]
     raise AssertionError(k)
 
 

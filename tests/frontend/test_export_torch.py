@@ -99,11 +99,26 @@ def test_snntorch_two_layers_conv():
     _compare(to_nmc(net, (1, 5, 5)), _run_snntorch(net, x), x, min_spikes=20)
 
 
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_snntorch_leaky_per_neuron_is_lift(reset):
+    from nmc.frontend.nir_import import HAVE_LIFT
+    if not HAVE_LIFT:
+        pytest.skip("nmc::LIFT (per-neuron parameters) is not in this nmc")
+    s = _snn()
+    net = torch.nn.Sequential(_linear(), s.Leaky(beta=torch.linspace(0.5, 1.0, N), threshold=torch.linspace(0.5, 1.5, N),
+                                                 init_hidden=True, reset_mechanism=reset))
+    x = _inputs(scale=2.0)
+    model = to_nmc(net, (N_IN,))
+    assert [n.op_type for n in model.graph.node] == ["Gemm", "LIFT"]
+    _compare(model, _run_snntorch(net, x), x)
+
+
 def test_snntorch_refusals_are_listed_at_once():
     s = _snn()
     net = torch.nn.Sequential(_linear(), s.Leaky(beta=0.9, init_hidden=True, reset_delay=False),
                               s.Synaptic(alpha=0.5, beta=0.9, init_hidden=True),
-                              s.Leaky(beta=torch.linspace(0.5, 0.9, N), init_hidden=True), torch.nn.GRU(2, 2))
+                              s.Synaptic(alpha=torch.linspace(0.1, 0.5, N), beta=0.9, init_hidden=True,
+                                         reset_delay=False, reset_mechanism="zero"), torch.nn.GRU(2, 2))
     with pytest.raises(UnsupportedOpError) as e:
         to_nmc(net, (N_IN,))
     reasons = {n: why for n, _, why in e.value.nodes}

@@ -14,7 +14,7 @@ import nmc  # noqa: E402
 from nmc.cli import main  # noqa: E402
 from nmc.errors import ModelError, UnsupportedOpError  # noqa: E402
 from nmc.frontend import load_nir, nir_to_onnx, run_float, run_onnxruntime  # noqa: E402
-from nmc.frontend.nir_import import HAVE_LI, NirResetWarning  # noqa: E402
+from nmc.frontend.nir_import import HAVE_LI, HAVE_LIFT, NirResetWarning  # noqa: E402
 
 
 def a(*v):
@@ -139,7 +139,7 @@ def _nir_lif_reference(W, tau, r, thr, x, dt):
     return np.array(out)
 
 
-def test_per_neuron_gain_and_threshold_fold_into_the_weights():
+def test_per_neuron_gain_and_threshold():
     rng = np.random.default_rng(3)
     W = rng.normal(size=(5, 4))
     tau, r = np.full(5, 4e-3), np.array([1.0, 2.0, 0.5, 1.5, 3.0])
@@ -147,8 +147,11 @@ def test_per_neuron_gain_and_threshold_fold_into_the_weights():
     g = nir.NIRGraph.from_list(nir.Input(a(4)), nir.Linear(W), nir.LIF(tau=tau, r=r, v_leak=np.zeros(5),
                                                                           v_threshold=thr), nir.Output(a(5)))
     graph = quiet(load_nir, g, dt=1e-3)
-    (node,) = [n for n in graph.nodes if n.op == "lif"]
-    assert node.attrs["threshold"] == 1.0 and node.attrs["gain"] == 1.0
+    (node,) = [n for n in graph.nodes if n.op in ("lif", "lift")]
+    if HAVE_LIFT:  # per-neuron thresholds stay thresholds (integer weights stay integers: lossless on the chip)
+        assert node.op == "lift" and node.attrs["gain"] == 1.0
+    else:  # normalised to 1, the gains folded into the weights
+        assert node.attrs["threshold"] == 1.0 and node.attrs["gain"] == 1.0
     x = rng.uniform(0, 1, size=(40, 4))
     ref = _nir_lif_reference(W, tau, r, thr, x, 1e-3)
     got = spikes(graph, x[:, None, :])[:, 0]
@@ -164,6 +167,22 @@ def test_per_neuron_gain_without_a_synapse_becomes_a_scale_layer():
     assert s.tolist() == [[0, 1], [1, 1], [0, 1]]  # v: (0.6, 1.2 -> 0), (1.2 -> 0, 1.2 -> 0), (0.6, 1.2 -> 0)
 
 
+@pytest.mark.skipif(not HAVE_LIFT, reason="nmc::LIFT (per-neuron parameters) is not in this nmc")
+def test_per_neuron_tau_maps_to_lift():
+    rng = np.random.default_rng(5)
+    W = rng.normal(size=(5, 4))
+    tau, r, thr = np.array([2e-3, 4e-3, 8e-3, 3e-3, 5e-3]), np.full(5, 4.0), np.array([1.0, 0.5, 0.75, 1.0, 2.0])
+    g = nir.NIRGraph.from_list(nir.Input(a(4)), nir.Linear(W), nir.LIF(tau=tau, r=r, v_leak=np.zeros(5),
+                                                                          v_threshold=thr), nir.Output(a(5)))
+    graph = quiet(load_nir, g, dt=1e-3)
+    assert [n.op for n in graph.nodes] == ["dense", "lift"]
+    x = rng.uniform(0, 2, size=(40, 4))
+    ref = _nir_lif_reference(W, tau, r, thr, x, 1e-3)
+    got = spikes(graph, x[:, None, :])[:, 0]
+    assert ref.sum() >= 10 and np.array_equal(got, ref)
+
+
+@pytest.mark.skipif(HAVE_LIFT, reason="this nmc has nmc::LIFT: test_per_neuron_tau_maps_to_lift")
 def test_per_neuron_tau_is_listed_with_the_reason():
     g = chain(lif([1e-3, 2e-3], [1.0, 1.0], [1.0, 1.0]), n_in=2)
     with pytest.raises(UnsupportedOpError, match=r"beta differs between neurons.*LIFT"):
@@ -172,13 +191,15 @@ def test_per_neuron_tau_is_listed_with_the_reason():
 
 def test_unmappable_nodes_are_listed_at_once():
     cli = nir.CubaLI(tau_syn=a(1.0, 1.0), tau_mem=a(1.0, 1.0), r=a(1.0, 1.0), v_leak=a(0.0, 0.0))
-    g = nir.NIRGraph(nodes={"in": nir.Input(a(2)), "cli": cli,
-                            "d": nir.Delay(a(1.0, 1.0)), "lif": lif([1e-3, 2e-3], 1.0, 1.0), "out": nir.Output(a(2))},
-                     edges=[("in", "cli"), ("cli", "d"), ("d", "lif"), ("lif", "out")])
+    cuba = nir.CubaLIF(tau_syn=a(1e-3, 1e-3), tau_mem=a(1e-3, 2e-3), r=a(1.0, 1.0), v_leak=a(0.0, 0.0),
+                       v_threshold=a(1.0, 1.0))
+    g = nir.NIRGraph(nodes={"in": nir.Input(a(2)), "cli": cli, "d": nir.Delay(a(1.0, 1.0)), "cuba": cuba,
+                            "out": nir.Output(a(2))},
+                     edges=[("in", "cli"), ("cli", "d"), ("d", "cuba"), ("cuba", "out")])
     with pytest.raises(UnsupportedOpError) as e:
         load_nir(g, dt=1e-4, reset_mode="zero")
-    assert {n for n, _, _ in e.value.nodes} == {"cli", "d", "lif"}
-    assert "per-synapse delays" in str(e.value) and "beta differs" in str(e.value)
+    assert {n for n, _, _ in e.value.nodes} == {"cli", "d", "cuba"}
+    assert "per-synapse delays" in str(e.value) and "beta differs" in str(e.value) and "LIFT" in str(e.value)
 
 
 @pytest.mark.skipif(HAVE_LI, reason="this nmc has nmc::LI: NIR's LI and I map (test_li_and_i_hand_derived)")
@@ -351,3 +372,19 @@ def test_nested_graph_is_inlined():
     # W x = (1, 0) -> spikes (1, 0); W x = (0.25, 1) -> (0, 1)
     s = run_float(graph, {"in": np.array([[[1.0, 0.0]], [[0.0, 0.5]]])})["thr.s"]
     assert s[:, 0].tolist() == [[1, 0], [0, 1]]
+
+
+@pytest.mark.skipif(not HAVE_LIFT, reason="nmc::LIFT (per-neuron parameters) is not in this nmc")
+def test_per_neuron_thresholds_compile_losslessly_as_lift():
+    rng = np.random.default_rng(1)
+    W = rng.integers(-2, 3, size=(6, 4)).astype(float)
+    g = nir.NIRGraph.from_list(nir.Input(a(4)), nir.Linear(W),
+                               nir.IF(r=np.full(6, 1.0), v_threshold=np.array([1.0, 2.0, 3.0, 2.0, 1.0, 4.0])),
+                               nir.Output(a(6)))
+    graph = load_nir(g, dt=1.0, reset_mode="subtract", num_steps=12)
+    assert [n.op for n in graph.nodes] == ["dense", "lift"]
+    x = rng.integers(0, 2, size=(12, 3, 4)).astype(float)
+    res = nmc.emulate(nmc.compile(graph, calib={"input": x}), {"input": x}, steps=12)
+    ref = run_float(graph, {"input": x})
+    (out,) = graph.outputs
+    assert ref[out].sum() > 10 and np.array_equal(res.outputs[out], ref[out])
