@@ -41,7 +41,8 @@ Per-neuron parameters: a per-neuron input gain (``r``, ``w_in``, ``dt/tau``) is 
 the synapse before the neuron; a LIF/IF layer whose decay, threshold, v_leak or v_reset differs between
 neurons becomes ``nmc::LIFT`` (without LIFT, per-neuron thresholds are normalised to 1, dividing each
 neuron's gain, v_leak and v_reset by its threshold, which leaves its spikes unchanged); what nmc cannot
-take per neuron (CubaLIF, LI) is reported.  Every node nmc cannot map is listed at once in an :class:`~nmc.errors.UnsupportedOpError`.
+take per neuron (CubaLIF, LI) is reported.  Every node nmc cannot map is listed at once in an
+:class:`~nmc.errors.UnsupportedOpError`.
 """
 from __future__ import annotations
 

@@ -105,8 +105,9 @@ def test_snntorch_leaky_per_neuron_is_lift(reset):
     if not HAVE_LIFT:
         pytest.skip("nmc::LIFT (per-neuron parameters) is not in this nmc")
     s = _snn()
-    net = torch.nn.Sequential(_linear(), s.Leaky(beta=torch.linspace(0.5, 1.0, N), threshold=torch.linspace(0.5, 1.5, N),
-                                                 init_hidden=True, reset_mechanism=reset))
+    neuron = s.Leaky(beta=torch.linspace(0.5, 1.0, N), threshold=torch.linspace(0.5, 1.5, N), init_hidden=True,
+                     reset_mechanism=reset)
+    net = torch.nn.Sequential(_linear(), neuron)
     x = _inputs(scale=2.0)
     model = to_nmc(net, (N_IN,))
     assert [n.op_type for n in model.graph.node] == ["Gemm", "LIFT"]
