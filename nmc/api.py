@@ -35,10 +35,11 @@ from .emulator.trace import chrome_trace
 from .emulator.profile import build_report
 from .emulator.result import EVENT_INDEX
 from .encoders import STEP_INDEX, encode_inputs, step_index
-from .errors import InputError
+from .errors import InputError, ModelError
 from .files import GIB, MAX_ARRAY_BYTES, read_npz, size_text
 from .frontend import load_onnx
 from .frontend.interpret import run_host_ops
+from .frontend.nir_import import is_nir
 from .frontend.onnx_import import MAX_STEPS
 from .ir import Graph, merge_graphs
 from .mapper.bounds import Bounds, bounds
@@ -58,6 +59,9 @@ def _as_graph(model: Any, approximate: Mapping[str, str] | None = None):
         return merge_graphs(graphs, names)
     if isinstance(model, Graph):
         return model
+    if is_nir(model):
+        raise ModelError("a NIR graph is continuous-time: discretise it first with a timestep, "
+                         "nmc.compile(nmc.load_nir(path_or_graph, dt=...)) (CLI: nmc compile model.nir --dt ...)")
     return load_onnx(model, approximate=approximate)
 
 

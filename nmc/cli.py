@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,10 @@ from .emulator.kernels import kernels_compiled
 from .emulator.plots import have_matplotlib, write_plots
 from .emulator.profile import format_profile
 from .emulator.trace import DEFAULT_TRACE_STEPS
-from .errors import InputError, NmcError
+from .errors import InputError, NmcError, UnsupportedOpError
 from .files import save_json, save_npz
+from .frontend.lift import ELEMENTWISE_OPS, lift_step
+from .frontend.nir_import import DISCRETISATIONS, NirResetWarning, is_nir, load_nir
 from .resources import core_usages
 from .version import __version__
 
@@ -50,10 +53,45 @@ def _approximations(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+def _model(a: argparse.Namespace):
+    """What to compile: each path of ``a.model`` (one model, or several side by side) as :func:`_one_model`."""
+    models = [_one_model(a, path) for path in a.model]
+    return models[0] if len(models) == 1 else models
+
+
+def _one_model(a: argparse.Namespace, path: str):
+    """The model to compile: an ONNX path as given, a NIR graph discretised with --dt (its warnings printed)."""
+    nir_opts = {"dt": a.dt, "discretisation": a.discretisation, "reset_mode": a.reset_mode, "num_steps": a.steps}
+    if not is_nir(path):
+        given = [f"--{k.replace('_', '-')}" for k, v in nir_opts.items() if v is not None]
+        if given:
+            raise InputError(f"{', '.join(given)} apply to NIR graphs (.nir files); '{path}' is an ONNX model, "
+                             "whose timestep and neurons are in the file")
+        if not a.lift:
+            return path
+        model, report = lift_step(path)
+        print(report.format(), file=sys.stderr)
+        return model
+    if a.lift:
+        raise InputError("--lift applies to plain ONNX step exports; a NIR graph's neurons are NIR nodes")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NirResetWarning)
+        graph = load_nir(path, **{k: v for k, v in nir_opts.items() if v is not None})
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    return graph
+
+
 def cmd_compile(a: argparse.Namespace) -> int:
-    cm = compile(a.model, chip=a.chip, chips=a.chips, calib=a.calib, placement=a.placement,
-                 overrides=_overrides(a.set), approximate=_approximations(a.approximate),
-                 profile_inputs=a.profile_inputs, objective=a.objective)
+    try:
+        cm = compile(_model(a), chip=a.chip, chips=a.chips, calib=a.calib, placement=a.placement,
+                     overrides=_overrides(a.set), approximate=_approximations(a.approximate),
+                     profile_inputs=a.profile_inputs, objective=a.objective)
+    except UnsupportedOpError as e:
+        if not a.lift and not any(is_nir(p) for p in a.model) and any(op in ELEMENTWISE_OPS for _, op, _ in e.nodes):
+            print("hint: neurons spelt with standard ops (a plain step export)? --lift replaces the ones that "
+                  "verify by nmc::LIF", file=sys.stderr)
+        raise
     save(cm, a.output)
     layers = cm.meta["layers"]
     print(f"compiled '{cm.meta['model']}' for {cm.chip.name}: {len(layers)} layers on {cm.num_cores} cores "
@@ -253,9 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"nmc {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    c = sub.add_parser("compile", help="ONNX model -> core map")
-    c.add_argument("model", nargs="+", help="ONNX file(s) in the nmc step convention; several: one system runs them "
-                                            "side by side, inputs and outputs named <file stem>:<name>")
+    c = sub.add_parser("compile", help="ONNX model (or NIR graph) -> core map")
+    c.add_argument("model", nargs="+", help="ONNX file(s) in the nmc step convention, or NIR graphs (.nir, need --dt); "
+                                            "several: one system runs them side by side, inputs and outputs named "
+                                            "<file stem>:<name>")
     c.add_argument("--chip", default="tianjic", help="preset name (see 'nmc chips') or path of a chip .toml")
     c.add_argument("--chips", default=None, help="grid of chips 'XxY' or 'auto' (default: the preset's)")
     c.add_argument("--calib", default=None, help="calibration inputs (.npz, inputs.npz format)")
@@ -270,6 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--approximate", action="append", metavar="OP=NAME",
                    help="accept an approximation of an op the cores cannot run, e.g. LRN=identity (reported)")
     c.add_argument("-o", "--output", required=True, help="core-map file to write")
+    c.add_argument("--lift", action="store_true",
+                   help="plain step export: replace neurons spelt with standard ops (Mul/Add/Greater/...) by nmc::LIF "
+                        "where probing and verifying in onnxruntime succeeds; prints what was lifted")
+    c.add_argument("--dt", type=float, default=None, help="NIR only: the timestep in seconds (NIR is continuous-time)")
+    c.add_argument("--discretisation", default=None, choices=DISCRETISATIONS,
+                   help="NIR only: euler (forward Euler, default) or exp (exponential decay)")
+    c.add_argument("--reset-mode", default=None, choices=("zero", "subtract", "none"),
+                   help="NIR only: how neurons reset (NIR cannot say; default zero, with a warning)")
+    c.add_argument("--steps", type=_steps, default=None, help="NIR only: the model's number of timesteps (default 16)")
     c.set_defaults(fn=cmd_compile)
 
     k = sub.add_parser("check", help="closed-form lower bounds: cores, chips, phases, memory per layer (does it fit?)",

@@ -1,5 +1,6 @@
 """``cubalif``: current-based LIF (``nmc::CubaLIF``): the order of snnTorch's ``Synaptic`` with an immediate
-(not delayed) reset; Norse's ``LIFCell`` updates the current after the membrane and differs.
+(not delayed) reset; Norse's ``LIFCell`` (input into the current, membrane from it, then the current decays)
+spikes like it with the input scaled by ``dt * tau_mem_inv`` (frontend/export_torch.py).
 
 Float, per step (x input, i synaptic current, v membrane)::
 
