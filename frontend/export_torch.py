@@ -42,7 +42,7 @@ import torch
 from nmc.errors import ModelError, UnsupportedOpError
 
 from .builder import ModelBuilder
-from .nir_import import HAVE_LIFT, LIFT_NOTE
+from .nir_import import LIFT_NOTE
 
 __all__ = ["to_nmc", "SUPPORTED_MODULES"]
 
@@ -94,7 +94,7 @@ def _snntorch(m) -> dict[str, Any]:
         raise _Refuse("graded_spikes_factor != 1: nmc spikes are 1")
     mode = m.reset_mechanism
     delay = bool(getattr(m, "reset_delay", True))
-    if name in ("Leaky", "RLeaky") and HAVE_LIFT:  # per-neuron beta / threshold: nmc::LIFT
+    if name in ("Leaky", "RLeaky"):  # per-neuron beta / threshold: nmc::LIFT
         betas, thrs = _vals(m.beta).clip(0.0, 1.0), _vals(m.threshold)
         per = bool(np.any(betas != betas[0]) or np.any(thrs != thrs[0]))
     else:

@@ -33,7 +33,6 @@ from onnx import TensorProto, helper
 from nmc.errors import ModelError, NmcError
 
 from . import nmc_ops
-from .nir_import import HAVE_LIFT
 from .onnx_import import _load_model, read_convention
 
 __all__ = ["lift_step", "LiftReport", "LiftResult", "ELEMENTWISE_OPS"]
@@ -45,8 +44,7 @@ ELEMENTWISE_OPS = frozenset({
     "Floor", "Ceil", "Round", "Sigmoid", "Constant", "Heaviside",
 })
 _VERIFY_SAMPLES = 8192
-LIFT_NOTE = ("the lifter fits nmc::LIF only, not nmc::LIFT" if HAVE_LIFT
-             else "per-neuron parameters need nmc::LIFT, not in this nmc yet")
+LIFT_NOTE = "the lifter fits nmc::LIF only, not nmc::LIFT"
 
 
 @dataclass

@@ -66,29 +66,20 @@ from .onnx_import import load_onnx
 __all__ = ["load_nir", "nir_to_onnx", "is_nir", "NirResetWarning", "DISCRETISATIONS", "SUPPORTED_NIR_NODES"]
 
 DISCRETISATIONS = ("euler", "exp")
-#: nmc::LI (the non-spiking leaky integrator) where this nmc has it: NIR's LI and I map onto it
-HAVE_LI = "LI" in nmc_ops.SCHEMAS
-#: nmc::LIFT (LIF with per-neuron parameters) where this nmc has it: per-neuron LIF/IF parameters map onto it
-HAVE_LIFT = "LIFT" in nmc_ops.SCHEMAS
 #: NIR node types the importer maps (others are listed as unsupported)
 SUPPORTED_NIR_NODES = ("Input", "Output", "Affine", "Linear", "Conv2d", "Flatten", "Scale", "SumPool2d",
-                       "AvgPool2d", "LIF", "IF", "CubaLIF", "Threshold") + (("LI", "I") if HAVE_LI else ())
+                       "AvgPool2d", "LIF", "IF", "CubaLIF", "Threshold", "LI", "I")
 #: why the NIR node types nmc knows but cannot map are refused
 _REFUSED = {
     "CubaLI": "a non-spiking current-based integrator has no nmc op",
     "Delay": "nmc has no per-synapse delays; a delay of one step is a state pair (recurrence)",
     "Conv1d": "nmc compiles 2-D convolutions; export the layer as Conv2d with a height of 1",
 }
-if not HAVE_LI:
-    _REFUSED.update({
-        "LI": "a non-spiking leaky integrator (membrane read-out) needs nmc::LI, which this nmc does not have yet",
-        "I": "a non-spiking integrator needs nmc::LI (with beta = 1), which this nmc does not have yet"})
 _SPIKING = ("LIF", "IF", "CubaLIF", "Threshold")
 _INTEGRATORS = ("LI", "I")
 _RESETTING = ("LIF", "IF", "CubaLIF")
 #: what to say about per-neuron parameters nmc cannot take
-LIFT_NOTE = ("nmc::LIFT takes per-neuron values of LIF's parameters only" if HAVE_LIFT
-             else "per-neuron parameters need nmc::LIFT, not in this nmc yet")
+LIFT_NOTE = "nmc::LIFT takes per-neuron values of LIF's parameters only"
 _RTOL = 1e-9  # values that differ by less (relative) count as one value per layer
 
 
@@ -269,9 +260,9 @@ def _neuron(kind: str, node, dt: float | None, disc: str, reset_mode: str) -> _N
 
 def _lif(n: _Neuron, thr: np.ndarray, rel: dict[str, np.ndarray]) -> _Neuron:
     """``nmc::LIF`` when one value per layer fits, else ``nmc::LIFT`` (per-neuron beta, threshold, v_reset,
-    v_leak) where this nmc has it; without LIFT, per-neuron thresholds are normalised (``_norm``)."""
+    v_leak)."""
     attrs = dict(n.attrs)
-    if not HAVE_LIFT or all(_uniform(v) for v in (thr, attrs["beta"], *rel.values())):
+    if all(_uniform(v) for v in (thr, attrs["beta"], *rel.values())):
         return _norm(n, thr, rel)
     per = {"beta": np.asarray(attrs["beta"], dtype=np.float64), "threshold": thr,
            "v_reset": rel.get("v_reset", np.zeros(())), "v_leak": rel.get("v_leak", np.zeros(()))}

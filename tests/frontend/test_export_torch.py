@@ -101,9 +101,6 @@ def test_snntorch_two_layers_conv():
 
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
 def test_snntorch_leaky_per_neuron_is_lift(reset):
-    from nmc.frontend.nir_import import HAVE_LIFT
-    if not HAVE_LIFT:
-        pytest.skip("nmc::LIFT (per-neuron parameters) is not in this nmc")
     s = _snn()
     neuron = s.Leaky(beta=torch.linspace(0.5, 1.0, N), threshold=torch.linspace(0.5, 1.5, N), init_hidden=True,
                      reset_mechanism=reset)

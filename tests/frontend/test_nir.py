@@ -14,7 +14,7 @@ import nmc  # noqa: E402
 from nmc.cli import main  # noqa: E402
 from nmc.errors import ModelError, UnsupportedOpError  # noqa: E402
 from nmc.frontend import load_nir, nir_to_onnx, run_float, run_onnxruntime  # noqa: E402
-from nmc.frontend.nir_import import HAVE_LI, HAVE_LIFT, NirResetWarning  # noqa: E402
+from nmc.frontend.nir_import import NirResetWarning  # noqa: E402
 
 
 def a(*v):
@@ -148,10 +148,8 @@ def test_per_neuron_gain_and_threshold():
                                                                           v_threshold=thr), nir.Output(a(5)))
     graph = quiet(load_nir, g, dt=1e-3)
     (node,) = [n for n in graph.nodes if n.op in ("lif", "lift")]
-    if HAVE_LIFT:  # per-neuron thresholds stay thresholds (integer weights stay integers: lossless on the chip)
-        assert node.op == "lift" and node.attrs["gain"] == 1.0
-    else:  # normalised to 1, the gains folded into the weights
-        assert node.attrs["threshold"] == 1.0 and node.attrs["gain"] == 1.0
+    # per-neuron thresholds stay thresholds (integer weights stay integers: lossless on the chip)
+    assert node.op == "lift" and node.attrs["gain"] == 1.0
     x = rng.uniform(0, 1, size=(40, 4))
     ref = _nir_lif_reference(W, tau, r, thr, x, 1e-3)
     got = spikes(graph, x[:, None, :])[:, 0]
@@ -167,7 +165,6 @@ def test_per_neuron_gain_without_a_synapse_becomes_a_scale_layer():
     assert s.tolist() == [[0, 1], [1, 1], [0, 1]]  # v: (0.6, 1.2 -> 0), (1.2 -> 0, 1.2 -> 0), (0.6, 1.2 -> 0)
 
 
-@pytest.mark.skipif(not HAVE_LIFT, reason="nmc::LIFT (per-neuron parameters) is not in this nmc")
 def test_per_neuron_tau_maps_to_lift():
     rng = np.random.default_rng(5)
     W = rng.normal(size=(5, 4))
@@ -180,13 +177,6 @@ def test_per_neuron_tau_maps_to_lift():
     ref = _nir_lif_reference(W, tau, r, thr, x, 1e-3)
     got = spikes(graph, x[:, None, :])[:, 0]
     assert ref.sum() >= 10 and np.array_equal(got, ref)
-
-
-@pytest.mark.skipif(HAVE_LIFT, reason="this nmc has nmc::LIFT: test_per_neuron_tau_maps_to_lift")
-def test_per_neuron_tau_is_listed_with_the_reason():
-    g = chain(lif([1e-3, 2e-3], [1.0, 1.0], [1.0, 1.0]), n_in=2)
-    with pytest.raises(UnsupportedOpError, match=r"beta differs between neurons.*LIFT"):
-        quiet(load_nir, g, dt=1e-4)
 
 
 def test_unmappable_nodes_are_listed_at_once():
@@ -202,14 +192,6 @@ def test_unmappable_nodes_are_listed_at_once():
     assert "per-synapse delays" in str(e.value) and "beta differs" in str(e.value) and "LIFT" in str(e.value)
 
 
-@pytest.mark.skipif(HAVE_LI, reason="this nmc has nmc::LI: NIR's LI and I map (test_li_and_i_hand_derived)")
-def test_li_without_nmc_li_is_refused():
-    g = chain(nir.LI(tau=a(2e-3), r=a(2.0), v_leak=a(0.0)))
-    with pytest.raises(UnsupportedOpError, match="needs nmc::LI"):
-        load_nir(g, dt=1e-3)
-
-
-@pytest.mark.skipif(not HAVE_LI, reason="nmc::LI (the membrane read-out) is not in this nmc yet")
 def test_li_and_i_hand_derived():
     # LI: dt/tau = 0.5, r = 2: beta 0.5, gain 1: v = 1, 1.5, 1.75, 1.875 for input 1
     g = chain(nir.LI(tau=a(2e-3), r=a(2.0), v_leak=a(0.0)))
@@ -374,7 +356,6 @@ def test_nested_graph_is_inlined():
     assert s[:, 0].tolist() == [[1, 0], [0, 1]]
 
 
-@pytest.mark.skipif(not HAVE_LIFT, reason="nmc::LIFT (per-neuron parameters) is not in this nmc")
 def test_per_neuron_thresholds_compile_losslessly_as_lift():
     rng = np.random.default_rng(1)
     W = rng.integers(-2, 3, size=(6, 4)).astype(float)
