@@ -301,13 +301,14 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                                     x = axons[a0 + i]
                                     if x != 0:
                                         nz += 1
-                                        o = w0 + i * nn
+                                        # unsigned offsets: no negative-index wraparound, so contiguous vector loads
+                                        o = np.uint64(w0 + i * nn)
                                         if x == 1:  # a spike: add the row
                                             for j in range(nn):
-                                                acc[j] += weights[o + j]
+                                                acc[j] += weights[o + np.uint64(j)]
                                         else:
                                             for j in range(nn):
-                                                acc[j] += x * weights[o + j]
+                                                acc[j] += x * weights[o + np.uint64(j)]
                             for j in range(nn):
                                 acc[j] = min(max(acc[j], amin), amax)
                         else:  # max over axons with a nonzero weight
@@ -357,8 +358,9 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                                 i0, i1, vb = tp_off[c], tp_off[c + 1], 8 * ((bits + 7) // 8)
                             if aer_spikes:
                                 n = 0
+                                src = route_src if rt_dst[e] >= 0 else tp_neur
                                 for r in range(i0, i1):
-                                    if out[route_src[r] if rt_dst[e] >= 0 else tp_neur[r]] != 0:
+                                    if out[np.uint64(src[np.uint64(r)])] != 0:
                                         n += 1
                             else:
                                 n = cdiv((i1 - i0) * vb, P8)
@@ -375,8 +377,8 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                     last = noc_flows(npk, f_ready, f_path, f_n, path_off, path_link, path_lat,
                                      path_rank, n_ranks, fw, tbuf, link_stamp, link_head, epoch, deliver, False)
                     for q in range(ph_r_off[ph], ph_r_off[ph + 1]):
-                        r = ph_routes[q]
-                        axons[route_dst[r]] = out[route_src[r]]
+                        r = np.uint64(ph_routes[q])  # (indices are never negative: no wraparound checks)
+                        axons[np.uint64(route_dst[r])] = out[np.uint64(route_src[r])]
                     pc = max(cmax, last) + barrier
                     cyc += pc
                     phase_cyc[b, ph] += pc
