@@ -364,15 +364,8 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                                         n += 1
                             else:
                                 n = cdiv((i1 - i0) * vb, P8)
-                            if n > 0:  # one flow
-                                path = ent_path[e]
-                                f_ready[npk] = comp[c]
-                                f_path[npk] = path
-                                f_n[npk] = n
-                                npk += 1
-                                ev[c, _PKT] += n
-                                ev[c, _HOP] += n * path_hops[path]
-                                ev[c, _CROSS] += n * path_cross[path]
+                            npk = _add_packets(n, comp[c], ent_path[e], c, ev, f_ready, f_path, f_n, npk, path_hops,
+                                               path_cross)
                     epoch += 1
                     last = noc_flows(npk, f_ready, f_path, f_n, path_off, path_link, path_lat,
                                      path_rank, n_ranks, fw, tbuf, link_stamp, link_head, epoch, deliver, False)

@@ -89,17 +89,31 @@ def _quantize(a: dict, k: float, core) -> dict[str, int]:
     return dict(membrane_params(a, k), beta_mult=beta_mult(a["beta"], core), reset_delay=int(a["reset_delay"]))
 
 
-def _ref_step(acc, state, nparam, cp, lo, hi, core):
-    M, B = core.membrane_bits, core.beta_shift
-    thr, vr, vl, bm, mode, ge, rd = (int(x) for x in cp[:7])
-    v = state[:, 0]
+def lif_update(acc, v, thr, vr, vl, bm, mode, ge, rd, M, B):
+    """The integer LIF update of every neuron (NumPy): ``(spikes, v')``; the parameters are scalars or
+    per-neuron arrays (nmc::LIFT)."""
     r = fire(v, thr, ge) if rd else np.zeros(v.shape[0], dtype=bool)
     u = sat(leak(v, vl, bm, B) + acc, M)
     if rd:
         u = np.where(r, reset(u, mode, thr, vr, M), u)
     s = fire(u, thr, ge)
-    state[:, 0] = u if rd else np.where(s, reset(u, mode, thr, vr, M), u)
+    return s, (u if rd else np.where(s, reset(u, mode, thr, vr, M), u))
+
+
+def _ref_step(acc, state, nparam, cp, lo, hi, core):
+    thr, vr, vl, bm, mode, ge, rd = (int(x) for x in cp[:7])
+    s, state[:, 0] = lif_update(acc, state[:, 0], thr, vr, vl, bm, mode, ge, rd, core.membrane_bits, core.beta_shift)
     return s.astype(np.int64)
+
+
+@njit(**NJIT)
+def nb_lif_update(vj, a, thr, vr, vl, bm, mode, ge, rd, beta_shift, mmin, mmax):
+    """The integer LIF update of one neuron (Numba): ``(spike, v')``, as :func:`lif_update`."""
+    u = nb_clamp(nb_leak(vj, vl, bm, beta_shift) + a, mmin, mmax)
+    if rd and nb_fire(vj, thr, ge):
+        u = nb_reset(u, mode, thr, vr, mmin, mmax)
+    s = nb_fire(u, thr, ge)
+    return s, (nb_reset(u, mode, thr, vr, mmin, mmax) if (s and not rd) else u)
 
 
 @njit(**NJIT)
@@ -110,12 +124,8 @@ def _nb_step(n0, nn, acc, state, nparam, cp, lo, hi, mem_bits, beta_shift, out):
     rd = cp[6] != 0
     nspk = 0
     for j in range(nn):
-        vj = state[n0 + j, 0]
-        u = nb_clamp(nb_leak(vj, vl, bm, beta_shift) + acc[j], mmin, mmax)
-        if rd and nb_fire(vj, thr, ge):
-            u = nb_reset(u, mode, thr, vr, mmin, mmax)
-        s = nb_fire(u, thr, ge)
-        state[n0 + j, 0] = nb_reset(u, mode, thr, vr, mmin, mmax) if (s and not rd) else u
+        s, state[n0 + j, 0] = nb_lif_update(state[n0 + j, 0], acc[j], thr, vr, vl, bm, mode, ge, rd, beta_shift,
+                                            mmin, mmax)
         out[n0 + j] = 1 if s else 0
         nspk += 1 if s else 0
     return nspk

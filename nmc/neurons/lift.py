@@ -22,9 +22,9 @@ from numba import njit
 from onnx import helper
 
 from ..opschema import AttrSpec, OpSchema, attr_const
-from ._int import NJIT, fire, leak, nb_clamp, nb_fire, nb_leak, nb_limits, nb_reset, reset, sat
+from ._int import NJIT, nb_limits
 from .lif import (BETA_MULT, MEMBRANE, RESET_DELAY, RESET_MODE, RESET_MODES, SPIKE_GE, THRESHOLD, V_LEAK, V_RESET,
-                  fire_nodes, lif_float_step, mode_nodes, reset_nodes)
+                  fire_nodes, lif_float_step, lif_update, mode_nodes, nb_lif_update, reset_nodes)
 from .lif import SCHEMA as LIF_SCHEMA
 from .model import NeuronModel, register
 
@@ -46,16 +46,9 @@ def _quantize(a: dict, k: float, core) -> dict:
 
 
 def _ref_step(acc, state, nparam, cp, lo, hi, core):
-    M, B = core.membrane_bits, core.beta_shift
     mode, ge, rd = (int(x) for x in cp[:3])
     thr, vr, vl, bm = nparam[:, 0], nparam[:, 1], nparam[:, 2], nparam[:, 3]
-    v = state[:, 0]
-    r = fire(v, thr, ge) if rd else np.zeros(v.shape[0], dtype=bool)
-    u = sat(leak(v, vl, bm, B) + acc, M)
-    if rd:
-        u = np.where(r, reset(u, mode, thr, vr, M), u)
-    s = fire(u, thr, ge)
-    state[:, 0] = u if rd else np.where(s, reset(u, mode, thr, vr, M), u)
+    s, state[:, 0] = lif_update(acc, state[:, 0], thr, vr, vl, bm, mode, ge, rd, core.membrane_bits, core.beta_shift)
     return s.astype(np.int64)
 
 
@@ -68,13 +61,8 @@ def _nb_step(n0, nn, acc, state, nparam, cp, lo, hi, mem_bits, beta_shift, out):
     nspk = 0
     for j in range(nn):
         n = n0 + j
-        thr, vr, vl, bm = nparam[n, 0], nparam[n, 1], nparam[n, 2], nparam[n, 3]
-        vj = state[n, 0]
-        u = nb_clamp(nb_leak(vj, vl, bm, beta_shift) + acc[j], mmin, mmax)
-        if rd and nb_fire(vj, thr, ge):
-            u = nb_reset(u, mode, thr, vr, mmin, mmax)
-        s = nb_fire(u, thr, ge)
-        state[n, 0] = nb_reset(u, mode, thr, vr, mmin, mmax) if (s and not rd) else u
+        s, state[n, 0] = nb_lif_update(state[n, 0], acc[j], nparam[n, 0], nparam[n, 1], nparam[n, 2], nparam[n, 3],
+                                       mode, ge, rd, beta_shift, mmin, mmax)
         out[n] = 1 if s else 0
         nspk += 1 if s else 0
     return nspk
