@@ -1,5 +1,5 @@
 """Pictures of a run (``nmc profile --plot out/``): PNGs drawn with matplotlib, an optional extra
-(``pip install nmc[plot]``).  They only draw what the report and the run already hold:
+(``pip install -e '.[plot]'`` in the nmc checkout).  They only draw what the report and the run already hold:
 
 * ``energy_by_layer.png``: energy per task of every layer (dynamic + the static energy of its cores);
 * ``energy_by_event.png``: dynamic energy per task of every event kind, and the static energy;
@@ -37,7 +37,7 @@ def _pyplot():
         import matplotlib
     except ImportError:
         raise InputError("--plot needs matplotlib, which is not installed; install it with "
-                         "`pip install matplotlib` (or `pip install nmc[plot]`), or drop --plot") from None
+                         "`pip install matplotlib` (or `pip install -e '.[plot]'` in the nmc checkout), or drop --plot") from None
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
     return plt

@@ -84,7 +84,8 @@ def build_report(cm: CoreMap, res: RawResult, steps: int, backend: str, schedule
         steps=int(steps),
         samples=int(B),
         chips=[int(chips[0]), int(chips[1])],
-        cores_used=int(C),
+        cores_used=int(cm.physical_cores),  # physical cores (positions); logical ones below
+        logical_cores=int(C),
         cores_available=int(n_chips * chip.cores_per_chip),
         chips_powered=int(pr.chips_powered),
         cores_powered=int(pr.cores_powered),

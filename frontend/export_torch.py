@@ -1,6 +1,6 @@
 """Export helpers: PyTorch spiking networks (snnTorch, SpikingJelly, Norse) -> nmc step models.
 
-An optional extra (``pip install nmc[torch]``): this module imports torch, and nothing in the compiler
+An optional extra (``pip install -e '.[torch]'`` in the nmc checkout): this module imports torch, and nothing in the compiler
 imports this module.  :func:`to_nmc` walks a network made of a sequence of layers (an ``nn.Sequential``,
 a list of modules, or one neuron module) and writes the nmc step model with
 :class:`~nmc.frontend.ModelBuilder`: each layer's weights become a Gemm/Conv, each neuron module the

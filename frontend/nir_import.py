@@ -99,7 +99,8 @@ def _nir():
     try:
         import nir
     except ImportError:
-        raise NmcError("reading NIR graphs needs the nir package: pip install nir (or pip install nmc[nir])") from None
+        raise NmcError("reading NIR graphs needs the nir package: pip install nir (or pip install -e '.[nir]' in "
+                       "the nmc checkout)") from None
     return nir
 
 

@@ -69,7 +69,7 @@ def run_onnxruntime(model_or_path: Any, inputs: dict, steps: int | None = None) 
     try:
         import onnxruntime as ort
     except ImportError as e:
-        raise NmcError("run_onnxruntime needs onnxruntime: pip install onnxruntime (or nmc[test])") from e
+        raise NmcError("run_onnxruntime needs onnxruntime: pip install onnxruntime (or the test extra)") from e
     model = _load_model(model_or_path)
     _check(model)
     model = _extract_scan(model)

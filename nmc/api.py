@@ -577,7 +577,7 @@ def _dequantise_to_file(path: Path, r: np.ndarray, scale: float) -> np.ndarray:
 
 
 def _progress_bar(total: int):
-    """A tqdm bar on stderr shown after 2 s, or None when tqdm is not installed (``pip install nmc[progress]``)."""
+    """A tqdm bar on stderr shown after 2 s, or None when tqdm is not installed (``pip install -e '.[progress]'`` in the nmc checkout)."""
     try:
         from tqdm import tqdm  # optional extra
     except ImportError:

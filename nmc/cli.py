@@ -94,7 +94,7 @@ def cmd_compile(a: argparse.Namespace) -> int:
         raise
     save(cm, a.output)
     layers = cm.meta["layers"]
-    print(f"compiled '{cm.meta['model']}' for {cm.chip.name}: {len(layers)} layers on {cm.num_cores} cores "
+    print(f"compiled '{cm.meta['model']}' for {cm.chip.name}: {len(layers)} layers on {cm.cores_text()} "
           f"({cm.meta['chips'][0]}x{cm.meta['chips'][1]} chip(s)), phases {cm.meta['phases']} -> {a.output}")
     print(_routing_line(cm.meta))
     for w in cm.meta["compile"].get("warnings", []):
@@ -177,7 +177,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 def cmd_profile(a: argparse.Namespace) -> int:
     if a.plot and not have_matplotlib():  # before the run, not after it
         raise InputError("--plot needs matplotlib, which is not installed; install it with `pip install matplotlib` "
-                         "(or `pip install nmc[plot]`), or drop --plot")
+                         "(or `pip install -e '.[plot]'` in the nmc checkout), or drop --plot")
     res = _run(a)
     print(format_profile(res.report, top_cores=a.top))
     if a.report:
@@ -218,14 +218,15 @@ def format_info(cm) -> str:
     mem = [u.total for u in core_usages(cm)]
     models = cm.models()
     L = [f"model {cm.meta['model']} | chip {chip.name} ({chip.cores_x}x{chip.cores_y} cores/chip) | "
-         f"{chips[0]}x{chips[1]} chip(s) | {cm.num_cores} of {chips[0] * chips[1] * chip.cores_per_chip} cores used | "
+         f"{chips[0]}x{chips[1]} chip(s) | {cm.physical_cores} of {chips[0] * chips[1] * chip.cores_per_chip} cores used"
+         f"{'' if cm.physical_cores == cm.num_cores else f' ({cm.num_cores} logical, folded)'} | "
          f"default steps {cm.meta['num_steps']} | nmc {cm.meta.get('nmc_version') or __version__}",
          f"phases per stage: {cm.meta['phases']} (limit {chip.core.phases_per_step})",
          _routing_line(cm.meta),
          *([f"models: " + "; ".join(f"{m['name']} ({len(m['layers'])} layers: {', '.join(m['inputs'])} -> "
                                     f"{', '.join(m['outputs'])})" for m in cm.meta["models"])]
            if cm.meta.get("models") else []),
-         f"utilisation of used cores: neurons {nn.sum() / (max(cm.num_cores, 1) * chip.core.neurons):.1%}, "
+         f"utilisation of used (logical) cores: neurons {nn.sum() / (max(cm.num_cores, 1) * chip.core.neurons):.1%}, "
          f"axons {na.sum() / (max(cm.num_cores, 1) * chip.core.axons):.1%}, "
          f"memory {sum(mem) / (max(cm.num_cores, 1) * chip.core.memory_bytes):.1%}",
          ""]
@@ -365,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
             r.add_argument("--top", type=int, default=10, help="how many of the busiest cores to list")
             r.add_argument("--plot", default=None, metavar="DIR",
                            help="write PNGs to DIR: energy by layer and by event kind, spike raster, core-grid heat "
-                                "map (needs matplotlib: pip install nmc[plot])")
+                                "map (needs matplotlib: pip install -e '.[plot]' in the nmc checkout)")
         r.set_defaults(fn=fn)
 
     i = sub.add_parser("info", help="what is placed where, utilisation")

@@ -203,6 +203,18 @@ class CoreMap:
         return int(self.cores.layer.shape[0])
 
     @property
+    def physical_cores(self) -> int:
+        """Distinct core positions: fewer than :attr:`num_cores` (logical cores) when cores are folded, i.e.
+        several logical cores time-multiplexed on one physical core (``mapper/fold.py``)."""
+        c = self.cores
+        return int(np.unique(c.x.astype(np.int64) * (1 << 32) + c.y.astype(np.int64)).shape[0]) if c.x.size else 0
+
+    def cores_text(self) -> str:
+        """``"9 cores"``, or ``"8 cores (9 logical, folded)"`` when folded."""
+        n, p = self.num_cores, self.physical_cores
+        return f"{p} cores" if p == n else f"{p} cores ({n} logical, folded)"
+
+    @property
     def num_neurons(self) -> int:
         return int(self.cores.neuron_off[-1])
 

@@ -163,7 +163,7 @@ def test_profile_plot_without_matplotlib_says_how_to_get_it(compiled, monkeypatc
     _, cm_path = compiled
     monkeypatch.setattr(cli, "have_matplotlib", lambda: False)
     assert main(["profile", str(cm_path), "--input", str(EX / "digits_inputs.npz"), "--plot", "x"]) == 2
-    assert "pip install nmc[plot]" in capsys.readouterr().err
+    assert "pip install -e '.[plot]'" in capsys.readouterr().err
 
 
 def test_first_run_says_it_is_compiling(compiled, monkeypatch, capsys):

@@ -103,3 +103,19 @@ def test_pipelined_schedule_refuses_a_folded_map():
     cm = nmc.compile(model, calib=int_calib(16), overrides=TINY, objective="cores")
     with pytest.raises(InputError, match="folds several cores onto one physical core"):
         nmc.emulate(cm, int_calib(16, batch=1), schedule="pipelined")
+
+
+def test_folded_maps_report_physical_cores(tmp_path, capsys):
+    # the hand example above: `cores` puts fc1 on one core and the 5 fc2 cores on another: 2 physical cores,
+    # 6 logical ones.  The compile line, `nmc info` and the run report count physical cores (a new user
+    # found all three saying 6).
+    from nmc.cli import main
+    model = dense_chain([16, 8, 40], seed=3)
+    cm = nmc.compile(model, calib=int_calib(16), overrides=TINY, objective="cores")
+    assert (cm.num_cores, cm.physical_cores, cm.cores_text()) == (6, 2, "2 cores (6 logical, folded)")
+    run = nmc.emulate(cm, int_calib(16, batch=2, seed=5))
+    assert (run.report["cores_used"], run.report["logical_cores"]) == (2, 6)
+    path = tmp_path / "m.nmc"
+    nmc.save(cm, path)
+    assert main(["info", str(path)]) == 0
+    assert "| 2 of " in capsys.readouterr().out
