@@ -181,9 +181,12 @@ class ModelBuilder:
 
     def activation(self, op: str, x: str, name: str | None = None, **attrs) -> str:
         """An elementwise activation the chip computes by look-up table: ``op`` is ``Sigmoid``, ``Tanh``,
-        ``HardSigmoid`` (alpha, beta), ``LeakyRelu`` (alpha), ``PRelu`` (slope: a number or a tensor) or
-        ``Clip`` (min, max: numbers, each optional)."""
-        acts = ("Sigmoid", "Tanh", "HardSigmoid", "LeakyRelu", "PRelu", "Clip")
+        ``HardSigmoid`` (alpha, beta), ``LeakyRelu`` (alpha), ``PRelu`` (slope: a number or a tensor),
+        ``Clip`` (min, max: numbers, each optional), ``Elu`` (alpha), ``Selu`` (alpha, gamma), ``Softplus``,
+        ``Softsign``, ``ThresholdedRelu`` (alpha), ``Celu`` (alpha), ``Mish`` (opset >= 18), ``Gelu``
+        (approximate: "none" or "tanh"; opset >= 20) or ``HardSwish``."""
+        acts = ("Sigmoid", "Tanh", "HardSigmoid", "LeakyRelu", "PRelu", "Clip", "Elu", "Selu", "Softplus",
+                "Softsign", "ThresholdedRelu", "Celu", "Mish", "Gelu", "HardSwish")
         if op not in acts:
             raise ModelError(f"ModelBuilder.activation: op {op!r} is not one of {acts}")
         name = self._name(name, op.lower())
@@ -195,7 +198,8 @@ class ModelBuilder:
                     for k in ("min", "max")]
             while ins[-1] == "":
                 ins.pop()
-        return self._node(op, ins, name, self._shape(x), name, **{k: float(v) for k, v in attrs.items()})
+        return self._node(op, ins, name, self._shape(x), name,
+                          **{k: v if isinstance(v, str) else float(v) for k, v in attrs.items()})
 
     def identity(self, x: str, name: str | None = None) -> str:
         name = self._name(name, "identity")

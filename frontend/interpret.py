@@ -19,7 +19,11 @@ Op semantics (per sample, shapes without batch)::
     identity     x
     lut          the activation ``fn`` (see :data:`ACTIVATIONS`): sigmoid 1/(1+exp(-x)), tanh,
                  hardsigmoid max(0, min(1, alpha*x + beta)), leakyrelu x if x >= 0 else alpha*x,
-                 clip min(max(x, min), max)
+                 clip min(max(x, min), max), elu x if x >= 0 else alpha*(exp(x)-1), selu gamma*(x if x > 0
+                 else alpha*(exp(x)-1)), softplus log(1+exp(x)), softsign x/(1+|x|), thresholdedrelu x if
+                 x > alpha else 0, celu max(0,x) + min(0, alpha*(exp(x/alpha)-1)), mish x*tanh(softplus(x)),
+                 gelu x/2*(1+erf(x/sqrt 2)), gelu_tanh x/2*(1+tanh(sqrt(2/pi)*(x+0.044715x^3))),
+                 hardswish x*max(0, min(1, x/6+1/2))
     index        y.flat = concat(x1.flat, x2.flat, ...)[idx], 0 where idx = -1
     softmax      exp(x - max) / sum(exp(x - max)) along ``axis`` (host op)
     logsoftmax   x - max - log(sum(exp(x - max))) along ``axis`` (host op)
@@ -29,6 +33,7 @@ Op semantics (per sample, shapes without batch)::
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -158,6 +163,10 @@ def _sigmoid(x):
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
+def _erf(x):  # NumPy has no erf; math.erf per element (tables and calibration grids are small)
+    return np.frompyfunc(math.erf, 1, 1)(x).astype(np.float64)
+
+
 #: the activations of IR op ``lut`` (ONNX semantics), by ``fn``: f(x, attrs)
 ACTIVATIONS: dict[str, Callable] = {
     "sigmoid": lambda x, a: _sigmoid(x),
@@ -165,6 +174,16 @@ ACTIVATIONS: dict[str, Callable] = {
     "hardsigmoid": lambda x, a: np.clip(a["alpha"] * x + a["beta"], 0.0, 1.0),
     "leakyrelu": lambda x, a: np.where(x >= 0, x, a["alpha"] * x),
     "clip": lambda x, a: np.clip(x, a["min"], a["max"]),
+    "elu": lambda x, a: np.where(x >= 0, x, a["alpha"] * np.expm1(np.minimum(x, 0.0))),
+    "selu": lambda x, a: a["gamma"] * np.where(x > 0, x, a["alpha"] * np.expm1(np.minimum(x, 0.0))),
+    "softplus": lambda x, a: np.logaddexp(0.0, x),
+    "softsign": lambda x, a: x / (1.0 + np.abs(x)),
+    "thresholdedrelu": lambda x, a: np.where(x > a["alpha"], x, 0.0),
+    "celu": lambda x, a: np.maximum(x, 0.0) + np.minimum(0.0, a["alpha"] * np.expm1(np.minimum(x, 0.0) / a["alpha"])),
+    "mish": lambda x, a: x * np.tanh(np.logaddexp(0.0, x)),
+    "gelu": lambda x, a: 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0))),
+    "gelu_tanh": lambda x, a: 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3))),
+    "hardswish": lambda x, a: x * np.clip(x / 6.0 + 0.5, 0.0, 1.0),
 }
 
 

@@ -1,7 +1,7 @@
 """ONNX (nmc step convention) -> :class:`nmc.ir.Graph`.
 
 :func:`load_onnx` checks the model, converts an opset older than :data:`MIN_MODEL_OPSET` with
-``onnx.version_converter``, reads the convention metadata (``nmc.state``, ``nmc.num_steps``,
+``onnx.version_converter``, reads Softsign's Abs/Add/Div decomposition as one ``Softsign``, reads the convention metadata (``nmc.state``, ``nmc.num_steps``,
 ``nmc.step_inputs``, optional ``nmc.outputs``), folds initializers, ``Constant`` nodes and every node
 computed from constants alone (ONNX's reference implementation) into parameters, strips the batch
 dimension (symbolic or a fixed size), infers every shape itself and converts each node with a converter
@@ -437,6 +437,59 @@ def _upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     return new
 
 
+def _fuse_softsign(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``Div(x, Add(Abs(x), 1))`` -- Softsign as torch's legacy exporter writes it -- becomes one ``Softsign`` node
+    (the look-up table's), when the ``Abs`` and ``Add`` results feed nothing else. Returns the model (a copy when
+    changed)."""
+    g = model.graph
+    prod = {t: n for n in g.node for t in n.output if t}
+    uses: dict[str, int] = {}
+    for n in g.node:
+        for t in n.input:
+            uses[t] = uses.get(t, 0) + 1
+    for o in g.output:
+        uses[o.name] = uses.get(o.name, 0) + 1
+    inits = {t.name: t for t in g.initializer}
+
+    def one(t):  # a constant of value 1 with one element (it broadcasts without changing a shape)
+        n = prod.get(t)
+        try:
+            if n is not None and n.op_type == "Constant" and len(n.attribute) == 1:
+                at = n.attribute[0]
+                v = numpy_helper.to_array(at.t) if at.name == "value" else np.asarray(helper.get_attribute_value(at))
+            elif t in inits and t not in prod:
+                v = numpy_helper.to_array(inits[t])
+            else:
+                return False
+            return v.size == 1 and v.ndim <= 1 and float(v.reshape(-1)[0]) == 1.0
+        except (TypeError, ValueError):  # not a numeric constant: the converters will say so
+            return False
+
+    nodes = list(g.node)
+    pos = {t: i for i, n in enumerate(nodes) for t in n.output if t}
+    repl: dict[int, onnx.NodeProto | None] = {}  # node index -> its replacement (None: removed)
+    for i, n in enumerate(nodes):
+        if n.op_type != "Div" or n.domain not in ("", "ai.onnx") or len(n.input) != 2:
+            continue
+        x, d = n.input
+        add = prod.get(d)
+        if add is None or add.op_type != "Add" or uses.get(d) != 1 or len(add.input) != 2:
+            continue
+        a = next((u for u, v in (list(add.input), list(add.input)[::-1]) if one(v)), None)
+        ab = prod.get(a) if a is not None else None
+        if ab is None or ab.op_type != "Abs" or ab.input[0] != x or uses.get(a) != 1:
+            continue
+        repl[i] = helper.make_node("Softsign", [x], [n.output[0]], name=n.name)
+        repl[pos[d]] = repl[pos[a]] = None
+    if not repl:
+        return model
+    new = onnx.ModelProto()
+    new.CopyFrom(model)
+    del new.graph.node[:]
+    new.graph.node.extend([repl.get(i, n) for i, n in enumerate(nodes) if repl.get(i, n) is not None])
+    return new
+
+
 def _inferred_shapes(model: onnx.ModelProto) -> dict[str, list]:
     """ONNX shape inference's view of every tensor (dims as ints, or the symbol/None): used to go on checking the
     nodes after an unsupported one, so that every unsupported node is listed at once."""
@@ -798,6 +851,58 @@ def _clip(ctx, node, a):
         _lut(ctx, node, "clip", min=lo, max=hi)
 
 
+@register_converter("Elu")
+def _elu(ctx, node, a):
+    _lut(ctx, node, "elu", alpha=a.get("alpha", 1.0))
+
+
+@register_converter("Selu")
+def _selu(ctx, node, a):
+    _lut(ctx, node, "selu", alpha=a.get("alpha", 1.67326319217681884765625),
+         gamma=a.get("gamma", 1.05070102214813232421875))
+
+
+@register_converter("Softplus")
+def _softplus(ctx, node, a):
+    _lut(ctx, node, "softplus")
+
+
+@register_converter("Softsign")
+def _softsign(ctx, node, a):
+    _lut(ctx, node, "softsign")
+
+
+@register_converter("ThresholdedRelu")
+def _thresholdedrelu(ctx, node, a):
+    _lut(ctx, node, "thresholdedrelu", alpha=a.get("alpha", 1.0))
+
+
+@register_converter("Celu")
+def _celu(ctx, node, a):
+    alpha = float(a.get("alpha", 1.0))
+    if alpha == 0.0:
+        raise _Unsupported("alpha = 0 (ONNX divides x by alpha): give a non-zero alpha")
+    _lut(ctx, node, "celu", alpha=alpha)
+
+
+@register_converter("Mish")
+def _mish(ctx, node, a):
+    _lut(ctx, node, "mish")
+
+
+@register_converter("Gelu")
+def _gelu(ctx, node, a):
+    approx = a.get("approximate", "none")
+    if approx not in ("none", "tanh"):
+        raise _Unsupported(f"approximate = {approx!r}; ONNX defines 'none' and 'tanh'")
+    _lut(ctx, node, "gelu" if approx == "none" else "gelu_tanh")
+
+
+@register_converter("HardSwish")
+def _hardswish(ctx, node, a):
+    _lut(ctx, node, "hardswish")
+
+
 @register_converter("Identity")
 def _identity(ctx, node, a):
     ctx.emit(node, "identity", [node.input[0]], [node.output[0]], [ctx.shape(node.input[0])])
@@ -1082,6 +1187,7 @@ def load_onnx(model_or_path, *, fold_bn: bool = True, approximate: Mapping[str, 
     # (before IR version 4 ONNX listed every initializer as a graph input: there they are constants)
     model = _upgrade_opset(model)
     model = _extract_scan(model)
+    model = _fuse_softsign(model)
     g = model.graph
     conv = read_convention(model)
     dup = sorted({t.name for t in g.initializer if sum(u.name == t.name for u in g.initializer) > 1})

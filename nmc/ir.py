@@ -30,8 +30,10 @@ avgpool    x -> y                      kernel, strides, pads, count_include_pad 
 reshape    x -> y                      shape (output shape, batch excluded)
 batchnorm  x -> y                      params scale [C], bias [C]: y = x*scale + bias per channel
 identity   x -> y                      -
-lut        x -> y                      fn (sigmoid, tanh, hardsigmoid, leakyrelu, clip), alpha, beta,
-                                       min, max: an activation the soma's look-up table computes
+lut        x -> y                      fn (sigmoid, tanh, hardsigmoid, leakyrelu, clip, elu, selu, softplus,
+                                       softsign, thresholdedrelu, celu, mish, gelu, gelu_tanh, hardswish),
+                                       alpha, beta, min, max (selu: gamma too): an activation the soma's
+                                       look-up table computes (float semantics: frontend/interpret.py)
 softmax    x -> y                      attrs axis (per sample, negative: from the end): host op (below)
 logsoftmax x -> y                      attrs axis: host op
 argmax     x -> y                      attrs axis, keepdims, select_last_index: host op (indices as floats)

@@ -52,7 +52,7 @@ def test_floor4_keeps_the_weights_and_coarsens_the_output_by_a_power_of_4():
 
 # --------------------------------------------------------------------------- look-up table activations
 def _act_model(op, W, **attrs):
-    b = ModelBuilder(f"act_{op}")
+    b = ModelBuilder(f"act_{op}", opset=20 if op == "Gelu" else 19)  # Gelu is opset 20
     x = b.input("x", (W.shape[1],))
     b.output(b.activation(op, b.gemm(x, W, name="fc"), name="act", **attrs))
     return b.build()
@@ -67,7 +67,8 @@ def _int_inputs(seed, n=40, top=6):
 
 @pytest.mark.parametrize("chip", ["tianjic", "tianjicx"])
 @pytest.mark.parametrize("op, attrs", [("Clip", dict(min=-3.0, max=5.0)), ("PRelu", dict(slope=2.0)),
-                                       ("LeakyRelu", dict(alpha=3.0)), ("Clip", dict(max=4.0))])
+                                       ("LeakyRelu", dict(alpha=3.0)), ("Clip", dict(max=4.0)),
+                                       ("ThresholdedRelu", dict(alpha=2.0))])
 def test_lossless_table_activations_equal_onnxruntime(chip, op, attrs):
     """Integer weights and inputs, integer-valued activations whose range fits int8: index scale 1, output scale 1,
     the table holds f(i) exactly, so the chip equals onnxruntime bit for bit."""
@@ -82,16 +83,24 @@ def test_lossless_table_activations_equal_onnxruntime(chip, op, attrs):
 
 
 @pytest.mark.parametrize("chip", ["tianjic", "tianjicx"])
-@pytest.mark.parametrize("op, lip", [("Sigmoid", 0.25), ("Tanh", 1.0), ("HardSigmoid", 0.2)])
-def test_smooth_table_activations_within_the_stated_bound(chip, op, lip):
+@pytest.mark.parametrize("op, attrs, lip", [
+    ("Sigmoid", {}, 0.25), ("Tanh", {}, 1.0), ("HardSigmoid", {}, 0.2),
+    ("Elu", {}, 1.0), ("Elu", dict(alpha=1.5), 1.5), ("Selu", {}, 1.0507 * 1.6733), ("Softplus", {}, 1.0),
+    ("Softsign", {}, 1.0), ("Celu", dict(alpha=0.5), 1.0), ("Mish", {}, 1.09), ("Gelu", {}, 1.129),
+    ("Gelu", dict(approximate="tanh"), 1.129), ("HardSwish", {}, 1.5)])
+def test_smooth_table_activations_within_the_stated_bound(chip, op, attrs, lip):
     """Integer weights and inputs: the accumulator is exact, so the chip's only error is the table's. With the
     pre-activation's integer range inside the 8-bit index (scale 1) each entry is f(i) rounded to the output
     step s: |chip - f| <= s / 2.  With a wider range (weights x 20: index scale > 1) the index covers one index
     step d of input (rounded: half a step each side; floored on tianjicx: the step, f taken at its middle):
-    |chip - f| <= lip * d / 2 + s / 2, lip the slope bound of f (sigmoid 1/4, tanh 1, hardsigmoid alpha 0.2)."""
+    |chip - f| <= lip * d / 2 + s / 2, lip the slope bound of f, sup |f'| from the ONNX definitions: sigmoid
+    1/4, tanh 1, hardsigmoid alpha 0.2, elu max(1, alpha), selu gamma * max(1, alpha), softplus (its slope is a
+    sigmoid), softsign 1/(1+|x|)^2 and celu 1, mish 1.0885 (max of its slope, found numerically), gelu
+    Phi(x) + x phi(x) at x = sqrt 2: 0.9214 + 1.4142 * 0.1468 = 1.1289 (the tanh form within 1e-4),
+    hardswish (2x + 3) / 6 at x = 3: 1.5."""
     for scale in (1, 20):
         # integer weights up to 61: still exact int8; the + 1s keep pre-activations near 0, where f is not flat
-        model = _act_model(op, W_INT * scale + (scale > 1) * np.eye(4, 3))
+        model = _act_model(op, W_INT * scale + (scale > 1) * np.eye(4, 3), **attrs)
         X = _int_inputs(2, n=200)
         cm = nmc.compile(model, chip=chip, calib={"x": X})
         q = cm.meta["layers"][0]["quant"]
@@ -121,10 +130,12 @@ def test_lut_reads_are_counted_and_priced_per_preset():
             want * load_chip(chip).energy.lut_read_pj * 1e-12)
 
 
-def test_a_chip_without_a_table_refuses_a_table_activation():
+@pytest.mark.parametrize("op", ["Sigmoid", "Elu", "Selu", "Softplus", "Softsign", "ThresholdedRelu", "Celu", "Mish",
+                                "Gelu", "HardSwish"])
+def test_a_chip_without_a_table_refuses_a_table_activation(op):
     from nmc.errors import QuantizationError
     with pytest.raises(QuantizationError, match="no activation look-up table.*core.lut_index_bits"):
-        nmc.compile(_act_model("Sigmoid", W_INT), chip="loihi", calib={"x": _int_inputs(4)})
+        nmc.compile(_act_model(op, W_INT), chip="loihi", calib={"x": _int_inputs(4)})
 
 
 def test_per_channel_prelu_slopes_are_refused_with_the_reason():
@@ -195,17 +206,24 @@ def test_a_split_table_layer_equals_the_unsplit_one(chip):
 
 @pytest.mark.parametrize("op, attrs", [("Sigmoid", {}), ("Tanh", {}), ("HardSigmoid", dict(alpha=0.3, beta=0.4)),
                                        ("LeakyRelu", dict(alpha=0.1)), ("PRelu", dict(slope=np.full((1, 1), 0.2))),
-                                       ("Clip", dict(min=-0.5, max=0.75)), ("Clip", dict(max=0.5))])
+                                       ("Clip", dict(min=-0.5, max=0.75)), ("Clip", dict(max=0.5)),
+                                       ("Elu", {}), ("Elu", dict(alpha=0.7)), ("Selu", {}),
+                                       ("Selu", dict(alpha=1.2, gamma=0.9)), ("Softplus", {}), ("Softsign", {}),
+                                       ("ThresholdedRelu", {}), ("ThresholdedRelu", dict(alpha=-0.5)),
+                                       ("Celu", {}), ("Celu", dict(alpha=2.0)), ("Mish", {}), ("Gelu", {}),
+                                       ("Gelu", dict(approximate="tanh")), ("HardSwish", {})])
 def test_interpreter_float_semantics_equal_onnxruntime(op, attrs):
     """The IR op lut's float semantics (frontend/interpret.py, the calibration reference) are ONNX's, to float32."""
     from nmc.frontend import load_onnx, run_float
-    b = ModelBuilder("f")
+    b = ModelBuilder("f", opset=20 if op == "Gelu" else 19)
     x = b.input("x", (2, 3))
     b.output(b.activation(op, x, name="act", **attrs))
     m = b.build()
     X = np.random.default_rng(0).normal(scale=4, size=(5, 2, 3)).astype(np.float32)
+    # Gelu's x/2 * (1 + tanh(..)) cancels for negative x: onnxruntime's float32 result is then good to
+    # eps32 * |x| / 2 absolute (|x| <= 16 here: 1e-6), not relative
     np.testing.assert_allclose(run_float(load_onnx(m), {"x": X})["act"], run_onnxruntime(m, {"x": X})["act"],
-                               rtol=1e-6, atol=1e-7)
+                               rtol=1e-6, atol=1e-6 if op == "Gelu" else 1e-7)
 
 
 def test_an_activation_of_a_graph_input_gets_an_identity_synapse():
@@ -228,3 +246,29 @@ def test_nmc_info_says_where_each_layer_differs_from_float():
     assert "chip vs float" in text and "requant floor (floor4)" in text and "sigmoid table err <=" in text
     text = format_info(nmc.compile(_dense_model(), chip="tianjic", calib={"x": CALIB}))
     assert "requant half up (lut)" in text
+
+
+@pytest.mark.parametrize("one", [1.0, 2.0])
+def test_decomposed_softsign_becomes_the_table(one):
+    """x / (1 + |x|) written as Abs, Add and Div (torch's legacy exporter) is one Softsign table layer: integer
+    inputs in the 8-bit index (scale 1), so |chip - onnxruntime| <= s / 2. With 2 in place of the 1 it is not a
+    Softsign, and the Abs is refused as before."""
+    from onnx import TensorProto, helper
+    from nmc.errors import UnsupportedOpError
+    g = helper.make_graph(
+        [helper.make_node("Abs", ["x"], ["a"], name="abs"),
+         helper.make_node("Constant", [], ["c"], value=helper.make_tensor("v", TensorProto.FLOAT, [], [one])),
+         helper.make_node("Add", ["c", "a"], ["d"], name="add"), helper.make_node("Div", ["x", "d"], ["y"], name="div")],
+        "softsign", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)])
+    X = _int_inputs(7)
+    if one != 1.0:
+        with pytest.raises(UnsupportedOpError, match="Abs"):
+            nmc.compile(m, chip="tianjic", calib={"x": X})
+        return
+    cm = nmc.compile(m, chip="tianjic", calib={"x": X})
+    layer = cm.meta["layers"][0]
+    assert cm.meta["layers"] == [layer] and layer["op"] == "lut(softsign)" and layer["quant"]["lut_index_scale"] == 1.0
+    err = np.abs(nmc.emulate(cm, {"x": X}).outputs["y"] - run_onnxruntime(m, {"x": X})["y"]).max()
+    assert 0 < err <= layer["quant"]["out_scale"] / 2 + 1e-6
