@@ -265,24 +265,6 @@ def simulate(ready, path, path_off, path_link, path_lat) -> np.ndarray:
 
 # --------------------------------------------------------------------------- flows (Numba)
 @njit(**NJIT)
-def _first(f, f_expl, f_t0, f_base, tbuf):
-    return tbuf[f_base[f]] if f_expl[f] else f_t0[f]
-
-
-@njit(**NJIT)
-def _lastt(f, f_expl, f_t0, f_base, f_n, tbuf):
-    return tbuf[f_base[f] + f_n[f] - 1] if f_expl[f] else f_t0[f] + f_n[f] - 1
-
-
-@njit(**NJIT)
-def _same_prev(cl, m, f_prev):
-    for i in range(1, m):
-        if f_prev[cl[i]] != f_prev[cl[0]]:
-            return False
-    return True
-
-
-@njit(**NJIT)
 def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank, n_ranks,
               w, tbuf, link_stamp, link_head, epoch, deliver, want_deliver):
     """Flow-level contention model, equal to :func:`noc_run` packet for packet; returns the last delivery.
@@ -300,6 +282,10 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
     leave one after the other.  Elsewhere, flows whose arrival spans do not overlap are served one after
     the other in closed form; overlapping ones packet by packet in ``(time, id)`` order, as the
     per-packet model does.
+
+    A flow's first and last arrival (``tbuf[f_base[f]] if f_expl[f] else f_t0[f]`` and its counterpart) are
+    written out where they are used: as helper functions, their calls' reference counting on the arrays took
+    most of the NoC's time (perf, 2026-12-03).
     """
     if nf == 0:
         return 0
@@ -330,11 +316,11 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
                 link_head[link] = -1
                 links[nl] = link
                 nl += 1
-            a = _first(f, f_expl, f_t0, f_base, tbuf)
+            a = (tbuf[f_base[f]] if f_expl[f] else f_t0[f])
             prev = -1
             q = link_head[link]
             while q >= 0:
-                b = _first(q, f_expl, f_t0, f_base, tbuf)
+                b = (tbuf[f_base[q]] if f_expl[q] else f_t0[q])
                 if b > a or (b == a and q > f):
                     break
                 prev = q
@@ -377,11 +363,18 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
                     # the cluster: following flows whose first arrival is not after the latest arrival so far
                     m = 0
                     hi = np.int64(-(1 << 62))
-                    while f >= 0 and (m == 0 or _first(f, f_expl, f_t0, f_base, tbuf) <= hi):
+                    while f >= 0 and (m == 0 or (tbuf[f_base[f]] if f_expl[f] else f_t0[f]) <= hi):
                         cl[m] = f
                         m += 1
-                        hi = max(hi, _lastt(f, f_expl, f_t0, f_base, f_n, tbuf))
+                        hi = max(hi, (tbuf[f_base[f] + f_n[f] - 1] if f_expl[f] else f_t0[f] + f_n[f] - 1))
                         f = f_lnext[f]
+                    # do all the cluster's flows come from one link?  (written out: a helper call would cost
+                    # reference-count updates on its arrays, which made up most of the NoC's time)
+                    same_prev = m > 1 and f_prev[cl[0]] >= 0
+                    for i in range(1, m if same_prev else 0):
+                        if f_prev[cl[i]] != f_prev[cl[0]]:
+                            same_prev = False
+                            break
                     if m == 1:
                         g = cl[0]
                         if f_expl[g] == 0:
@@ -394,8 +387,7 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
                                 d = max(tbuf[b0 + j], free)
                                 free = d + 1
                                 tbuf[b0 + j] = d + lat
-                    elif f_prev[cl[0]] >= 0 and free <= _first(cl[0], f_expl, f_t0, f_base, tbuf) and \
-                            _same_prev(cl, m, f_prev):
+                    elif same_prev and free <= (tbuf[f_base[cl[0]]] if f_expl[cl[0]] else f_t0[cl[0]]):
                         # every packet comes from one link, so no two arrive at once: none waits
                         for i in range(m):
                             g = cl[i]
@@ -444,7 +436,7 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
                     f_hop[g] += 1
                     p = f_path[g]
                     if path_off[p] + f_hop[g] == path_off[p + 1]:
-                        t = _lastt(g, f_expl, f_t0, f_base, f_n, tbuf)
+                        t = (tbuf[f_base[g] + f_n[g] - 1] if f_expl[g] else f_t0[g] + f_n[g] - 1)
                         if t > last:
                             last = t
                         if want_deliver:
