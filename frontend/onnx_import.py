@@ -802,19 +802,24 @@ def _lut(ctx: _Ctx, node, fn: str, **attrs) -> None:
                     **{k: float(v) for k, v in attrs.items()}})
 
 
-@register_converter("Sigmoid")
-def _sigmoid(ctx, node, a):
-    _lut(ctx, node, "sigmoid")
+#: ONNX ops that are one table function of their input: op -> (table function, {attribute: ONNX default})
+_TABLE_OPS: dict[str, tuple[str, dict[str, float]]] = {
+    "Sigmoid": ("sigmoid", {}), "Tanh": ("tanh", {}), "HardSigmoid": ("hardsigmoid", {"alpha": 0.2, "beta": 0.5}),
+    "Elu": ("elu", {"alpha": 1.0}),
+    "Selu": ("selu", {"alpha": 1.67326319217681884765625, "gamma": 1.05070102214813232421875}),
+    "Softplus": ("softplus", {}), "Softsign": ("softsign", {}), "ThresholdedRelu": ("thresholdedrelu", {"alpha": 1.0}),
+    "Mish": ("mish", {}), "HardSwish": ("hardswish", {}),
+}
 
 
-@register_converter("Tanh")
-def _tanh(ctx, node, a):
-    _lut(ctx, node, "tanh")
+def _table_converter(fn: str, defaults: dict[str, float]) -> Converter:
+    def convert(ctx, node, a):
+        _lut(ctx, node, fn, **{k: a.get(k, v) for k, v in defaults.items()})
+    return convert
 
 
-@register_converter("HardSigmoid")
-def _hardsigmoid(ctx, node, a):
-    _lut(ctx, node, "hardsigmoid", alpha=a.get("alpha", 0.2), beta=a.get("beta", 0.5))
+for _op, (_fn, _defaults) in _TABLE_OPS.items():
+    register_converter(_op)(_table_converter(_fn, _defaults))
 
 
 def _leaky(ctx, node, alpha: float) -> None:
@@ -851,32 +856,6 @@ def _clip(ctx, node, a):
         _lut(ctx, node, "clip", min=lo, max=hi)
 
 
-@register_converter("Elu")
-def _elu(ctx, node, a):
-    _lut(ctx, node, "elu", alpha=a.get("alpha", 1.0))
-
-
-@register_converter("Selu")
-def _selu(ctx, node, a):
-    _lut(ctx, node, "selu", alpha=a.get("alpha", 1.67326319217681884765625),
-         gamma=a.get("gamma", 1.05070102214813232421875))
-
-
-@register_converter("Softplus")
-def _softplus(ctx, node, a):
-    _lut(ctx, node, "softplus")
-
-
-@register_converter("Softsign")
-def _softsign(ctx, node, a):
-    _lut(ctx, node, "softsign")
-
-
-@register_converter("ThresholdedRelu")
-def _thresholdedrelu(ctx, node, a):
-    _lut(ctx, node, "thresholdedrelu", alpha=a.get("alpha", 1.0))
-
-
 @register_converter("Celu")
 def _celu(ctx, node, a):
     alpha = float(a.get("alpha", 1.0))
@@ -885,22 +864,12 @@ def _celu(ctx, node, a):
     _lut(ctx, node, "celu", alpha=alpha)
 
 
-@register_converter("Mish")
-def _mish(ctx, node, a):
-    _lut(ctx, node, "mish")
-
-
 @register_converter("Gelu")
 def _gelu(ctx, node, a):
     approx = a.get("approximate", "none")
     if approx not in ("none", "tanh"):
         raise _Unsupported(f"approximate = {approx!r}; ONNX defines 'none' and 'tanh'")
     _lut(ctx, node, "gelu" if approx == "none" else "gelu_tanh")
-
-
-@register_converter("HardSwish")
-def _hardswish(ctx, node, a):
-    _lut(ctx, node, "hardswish")
 
 
 @register_converter("Identity")
