@@ -38,13 +38,8 @@ from .errors import ChipSpecError
 from .frontend.builder import ModelBuilder
 
 __all__ = ["dense_ann_benchmark", "snn_benchmark", "hybrid_benchmark", "Point", "run_point", "measure",
-           "fit_energies", "FITTED_FIELDS", "TARGET_TOPS_PER_W", "TARGET_GSOPS_PER_W", "TARGET_POWER_W",
-           "SRAM_BANDWIDTH_B_PER_S"]
+           "fit_energies", "FITTED_FIELDS"]
 
-TARGET_TOPS_PER_W = 1.28  #: Pei et al., Nature 2019: peak ANN efficiency
-TARGET_GSOPS_PER_W = 650.0  #: Nature 2019 / SENECA comparison table: peak SNN efficiency
-TARGET_POWER_W = 0.4  #: IEEE CAS Magazine 2022: average power on the bicycle applications, 0.9 V
-SRAM_BANDWIDTH_B_PER_S = 610e9  #: Nature 2019: internal memory bandwidth (more than)
 #: the chip fields the fit sets
 FITTED_FIELDS = ("energy.mac_pj", "energy.sop_pj", "energy.static_power_per_core_w")
 
@@ -157,17 +152,26 @@ def measure(chip: ChipSpec | str = "tianjic") -> dict[str, Point]:
 
 def fit_energies(chip: ChipSpec | str = "tianjic", static_power_per_core_w: float | None = None) -> dict[str, float]:
     """Fit ``energy.mac_pj``, ``energy.sop_pj`` and ``energy.static_power_per_core_w`` jointly so that
-    ``ann_peak`` gives 1.28 TOPS/W, ``snn_peak`` 650 GSOPS/W and ``bicycle`` 400 mW, every other energy of the
-    chip as it is (the exact solution of the 3 x 3 system).  With ``static_power_per_core_w`` given, only the
-    two peak efficiencies are fitted (2 x 2) at that static power.  Raises :class:`ChipSpecError` naming the
-    solution when it needs a negative energy."""
+    ``ann_peak`` gives the chip's published peak ANN efficiency (``published.peak_ann_tops_per_w``; tianjic:
+    1.28 TOPS/W), ``snn_peak`` its peak SNN efficiency (650 GSOPS/W) and ``bicycle`` its average power (400 mW),
+    every other energy of the chip as it is (the exact solution of the 3 x 3 system).  With
+    ``static_power_per_core_w`` given, only the two peak efficiencies are fitted (2 x 2) at that static power.
+    Raises :class:`ChipSpecError` when a figure it needs is not published, or naming the solution when it needs a
+    negative energy."""
     chip = load_chip(chip) if isinstance(chip, str) else chip
+    pub = chip.published
+    need = ["peak_ann_tops_per_w", "peak_snn_gsops_per_w"] + (["average_power_w"] if static_power_per_core_w is None
+                                                             else [])
+    missing = [f"published.{f}" for f in need if not getattr(pub, f) > 0]
+    if missing:
+        raise ChipSpecError(f"chip '{chip.name}': the energy fit needs the published figure(s) {missing}, which the "
+                            "chip file does not give: add them to its [published] section with their sources")
     z = measure(chip.with_overrides({f: 0.0 for f in FITTED_FIELDS}))
     a, s, h = z["ann_peak"], z["snn_peak"], z["bicycle"]
     # energy = other + macs * mac_J + sops * sop_J + cores_powered * interval_s * static_W
     A = np.array([[p.macs * 1e-12, p.sops * 1e-12, p.cores_powered * p.interval_s] for p in (a, s, h)])
-    want = np.array([2 * a.macs / (TARGET_TOPS_PER_W * 1e12), s.sops / (TARGET_GSOPS_PER_W * 1e9),
-                     TARGET_POWER_W * h.interval_s])
+    want = np.array([2 * a.macs / (pub.peak_ann_tops_per_w * 1e12), s.sops / (pub.peak_snn_gsops_per_w * 1e9),
+                     pub.average_power_w * h.interval_s])
     rhs = want - np.array([a.energy_j, s.energy_j, h.energy_j])
     if static_power_per_core_w is None:
         mac, sop, static = np.linalg.solve(A, rhs)
@@ -178,7 +182,7 @@ def fit_energies(chip: ChipSpec | str = "tianjic", static_power_per_core_w: floa
     bad = {k: round(v, 6) for k, v in fit.items() if not v >= 0}
     if bad:
         raise ChipSpecError(f"chip '{chip.name}': the published targets need a negative energy: {fit}; "
-                            f"negative: {bad}" + (" (the 400 mW bicycle point asks for more static power than the "
+                            f"negative: {bad}" + (f" (the {pub.average_power_w * 1e3:g} mW bicycle point asks for more static power than the "
                                                   "peak-efficiency points leave room for: give static_power_per_core_w)"
                                                   if static_power_per_core_w is None else ""))
     return fit

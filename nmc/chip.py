@@ -124,6 +124,17 @@ class SystemSpec:
 
 
 @dataclass(frozen=True)
+class PublishedSpec:
+    """Figures published for the chip as a whole, which its per-event numbers must reproduce (the energy
+    calibration fits to them, tests check against them); 0 where nothing is published.  Optional section."""
+
+    peak_ann_tops_per_w: float = 0.0  #: peak ANN efficiency, tera-operations (2 per MAC) per joule
+    peak_snn_gsops_per_w: float = 0.0  #: peak SNN efficiency, giga synaptic operations per joule
+    average_power_w: float = 0.0  #: average chip power on the published applications
+    sram_bandwidth_bytes_per_s: float = 0.0  #: internal memory bandwidth of one chip (an upper bound)
+
+
+@dataclass(frozen=True)
 class ChipSpec:
     """A complete chip (and default system) description."""
 
@@ -137,6 +148,7 @@ class ChipSpec:
     noc: NocSpec
     energy: EnergySpec
     system: SystemSpec
+    published: PublishedSpec = field(default_factory=PublishedSpec)
     sources: Mapping[str, str] = field(default_factory=dict)
     estimates: tuple[str, ...] = ()
 
@@ -191,7 +203,9 @@ MAX_INT_FIELD = 2 ** 31 - 1
 MAX_SYSTEM_CORES = 1 << 22
 #: the largest chip description file read
 MAX_CHIP_FILE_BYTES = 1 << 20
-_SECTIONS = {"core": CoreSpec, "timing": TimingSpec, "noc": NocSpec, "energy": EnergySpec, "system": SystemSpec}
+_SECTIONS = {"core": CoreSpec, "timing": TimingSpec, "noc": NocSpec, "energy": EnergySpec, "system": SystemSpec,
+             "published": PublishedSpec}
+_OPTIONAL_SECTIONS = ("published",)  #: sections a chip file may leave out (every field has a default)
 _TOP = {"name": str, "description": str, "clock_hz": float, "cores_x": int, "cores_y": int}
 _SPIKE_ENCODINGS = ("aer", "bitmap")
 _SPIKE_TIMINGS = ("event", "dense")
@@ -270,7 +284,8 @@ def chip_from_dict(data: Mapping[str, Any], origin: str = "chip") -> ChipSpec:
         if k not in data:
             raise ChipSpecError(f"{origin}: missing top-level field '{k}'")
         top[k] = _coerce(origin, k, data[k], t)
-    secs = {k: _section(origin, k, cls, data.get(k)) for k, cls in _SECTIONS.items()}
+    secs = {k: _section(origin, k, cls, data.get(k, {} if k in _OPTIONAL_SECTIONS else None))
+            for k, cls in _SECTIONS.items()}
     sources = data.get("sources", {})
     if not isinstance(sources, Mapping) or not all(isinstance(v, str) for v in sources.values()):
         raise ChipSpecError(f"{origin}: [sources] must map field names to citation strings")

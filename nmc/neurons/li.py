@@ -12,7 +12,6 @@ not to other layers.
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 from onnx import helper
 

@@ -6,8 +6,9 @@ size, input sparsity, seed and schedule. Published figures, written here so that
 """
 import pytest
 
-from nmc.calibration import dense_ann_benchmark, hybrid_benchmark, measure, run_point, snn_benchmark
+from nmc.calibration import dense_ann_benchmark, fit_energies, hybrid_benchmark, measure, run_point, snn_benchmark
 from nmc.chip import list_presets, load_chip
+from nmc.errors import ChipSpecError
 
 PUBLISHED_TOPS_PER_W = 1.28  #: Pei et al., Nature 2019: peak ANN efficiency
 PUBLISHED_GSOPS_PER_W = 650.0  #: Nature 2019 / SENECA comparison table: peak SNN efficiency
@@ -67,3 +68,13 @@ def test_held_out_hybrid_power_and_bandwidth_within_published_bounds(chip, kw):
     assert STATIC_CHIP_W * 0.99 <= p.power_w <= MAX_CHIP_POWER_W
     assert p.sram_read_b_per_s <= PUBLISHED_SRAM_B_PER_S
     assert (2 * p.macs + p.sops) / p.energy_j <= PUBLISHED_TOPS_PER_W * 1e12
+
+
+def test_the_fit_targets_are_the_preset_s_published_figures_and_need_them():
+    # the tianjic file's [published] section holds the papers' figures (written above by hand)
+    pub = load_chip("tianjic").published
+    assert (pub.peak_ann_tops_per_w, pub.peak_snn_gsops_per_w, pub.average_power_w,
+            pub.sram_bandwidth_bytes_per_s) == (PUBLISHED_TOPS_PER_W, PUBLISHED_GSOPS_PER_W, 0.4, PUBLISHED_SRAM_B_PER_S)
+    # loihi publishes none of them: the fit refuses at once, naming the fields and the section
+    with pytest.raises(ChipSpecError, match=r"published\.peak_ann_tops_per_w.*\[published\]"):
+        fit_energies("loihi")
