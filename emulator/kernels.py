@@ -416,7 +416,7 @@ def _sparse_rows(cm: CoreMap):
     counts = np.zeros(A + 1, np.int64)
     cols, vals = [], []
     for k in range(C):
-        if c.dendrite[k] != 0 or c.w_off[k + 1] == c.w_off[k]:
+        if c.dendrite[k] != 0 or c.axon_off[k + 1] == c.axon_off[k] or c.neuron_off[k + 1] == c.neuron_off[k]:
             continue
         W = cm.core_weights(k)
         if np.count_nonzero(W) >= SPARSE_DENSITY * W.size:
@@ -434,8 +434,9 @@ def _sparse_rows(cm: CoreMap):
 def _net(cm: CoreMap) -> Net:
     c, n = cm.cores, cm.neurons
     sparse, row_off, row_col, row_w = _sparse_rows(cm)
-    return Net(n_off=_i64(c.neuron_off), a_off=_i64(c.axon_off), w_off=_i64(c.w_off),
-               weights=np.ascontiguousarray(cm.weights.data, dtype=np.int8), dend=_i64(c.dendrite),
+    data, w_off = cm.dense_weights()  # shared-kernel cores expanded to dense blocks
+    return Net(n_off=_i64(c.neuron_off), a_off=_i64(c.axon_off), w_off=_i64(w_off),
+               weights=np.ascontiguousarray(data, dtype=np.int8), dend=_i64(c.dendrite),
                spike_in=_i64(c.spike_in), model=_i64(c.model), out_bits=_i64(c.out_bits), out_lo=_i64(c.out_lo),
                out_hi=_i64(c.out_hi), cparam=_i64(c.param), bias=_i64(n.bias), nparam=_i64(n.param),
                state_init=_i64(n.state_init), axon_init=_i64(cm.axons.init), route_src=_i64(cm.routes.src),

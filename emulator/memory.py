@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from nmc.coremap import CoreMap, n_elems
 from nmc.errors import InputError
 
@@ -29,7 +31,9 @@ def estimate_bytes(cm: CoreMap, batch: int, steps: int, stream: bool = False) ->
     per_step = (4 * n_step_in + (0 if stream else 2 * n_step_out + 1)) * _I8  # inputs given, quantised, packed;
     # outputs (raw, float) and cycles unless streamed
     per_sample = (N * S + A + C * 12 + 2 * n_static_in) * _I8
-    constants = int(cm.weights.data.nbytes) * 2 + (N * (S + 8) + A * 2 + int(cm.routes.src.shape[0]) * 3) * _I8
+    dense = int(np.sum(np.diff(cm.cores.axon_off) * np.diff(cm.cores.neuron_off))) if np.any(cm.cores.w_fmt) else \
+        int(cm.weights.data.nbytes)  # shared-kernel cores run as dense blocks
+    constants = dense * 2 + (N * (S + 8) + A * 2 + int(cm.routes.src.shape[0]) * 3) * _I8
     return B * T * per_step + B * per_sample + constants
 
 

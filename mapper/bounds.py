@@ -39,6 +39,7 @@ from nmc.neurons import by_ir_op
 from nmc.resources import core_usage, neuron_bytes
 
 from .lower import Plan, plan
+from .partition import TILE_MIN_SYNAPSES
 
 __all__ = ["LayerBound", "Bounds", "bounds", "check_bounds", "HOST_BYTES_PER_SYNAPSE", "EARLY_SYNAPSES"]
 
@@ -46,6 +47,9 @@ __all__ = ["LayerBound", "Bounds", "bounds", "check_bounds", "HOST_BYTES_PER_SYN
 #: (measured: benchmarks/bench_scale_compile.py, 80-85 B above the interpreter for 8.5M and 20M synapses; with a
 #: margin, docs/performance.md)
 HOST_BYTES_PER_SYNAPSE = 120
+#: peak host bytes per output neuron of a tiled layer (its neurons, patch axons, routes and kernel blocks; measured
+#: in benchmarks/bench_scale_compile.py on the light models, with a margin: docs/performance.md)
+HOST_BYTES_PER_TILED_NEURON = 400
 #: models with at least this many unfolded synapses (about a second of mapping) are refused as soon as their
 #: lower bound breaks a limit; smaller ones are mapped on, so the design rules name every core at fault
 EARLY_SYNAPSES = 1_000_000
@@ -67,6 +71,7 @@ class LayerBound:
     binding: str  #: which limit gives ``cores``: "neurons" | "memory" | "axons" | "fan-in"
     sram_bytes: int  #: lower bound of its cores' memory (weights + neurons)
     phase_end: int  #: phases of its stage up to and including this layer (lower bound)
+    tiled: bool = False  #: mapped as tiles of shared kernels (mapper/structured.py), not unfolded
 
 
 @dataclass(frozen=True, eq=False)
@@ -242,6 +247,13 @@ def _syn(g: Graph, n: Node, pl: Plan) -> _Syn:
     return _Syn(size, 1, 1, True, ((np.array([1]), np.array([size])),))  # relu: an identity synapse
 
 
+def _absorbed(n: Node, pl: Plan) -> list[Node]:
+    """The dense/conv nodes an Add absorbs (their synapses are the Add's)."""
+    if n.op != "add":
+        return []
+    return [pl.prod[t] for t in n.inputs if t in pl.prod and pl.prod[t].name in pl.absorbed]
+
+
 def _fan_cores(chip: ChipSpec, hists, wb: int, soma: str) -> int:
     """Cores a layer needs by its fan-ins when no neuron is split: the ``N(>= f)`` neurons reading at least ``f``
     inputs sit on cores of at least ``f`` axons, and such a core holds at most ``cap(f)`` neurons (its dense weight
@@ -300,13 +312,18 @@ def bounds(g: Graph, chip: ChipSpec, chips: Any = None, host_budget: int | None 
                                          [x], n.op)
         wb = narrowest if syn.narrow else 8
         nb = neuron_bytes(chip, soma)
-        sram = -(-syn.synapses * wb // 8) + size * nb
+        # structured layers this large are tiled (mapper/partition.py): their cores store shared kernels, at least
+        # the kernel once; the others store dense blocks holding at least their synapses
+        tiled = st.kind == "linear" and syn.synapses > TILE_MIN_SYNAPSES and soma != "lut"
+        kernel = (sum(int(np.count_nonzero(nd.params["W"])) for nd in [n] + _absorbed(n, pl) if "W" in nd.params)
+                  if n.op in ("conv", "dense", "add") else 0)
+        sram = -(-(kernel if tiled else syn.synapses) * wb // 8) + size * nb
         fits_one = syn.fan_max <= c.axons and core_usage(chip, syn.fan_max, 1, wb, soma, 1).total <= c.memory_bytes
         cand = {"neurons": -(-size // c.neurons), "memory": -(-sram // c.memory_bytes),
                 "axons": -(-syn.synapses // (c.axons * c.neurons))}
         if not fits_one:
             cand["fan-in"] = -(-syn.fan_max // c.axons) + 1
-        else:
+        elif not tiled:
             cand["axons"] = max(cand["axons"], _fan_cores(chip, syn.hists, wb, soma))
         binding = max(cand, key=lambda k: cand[k])
         start = max((layers[made[t]].phase_end for t in ins if t in made
@@ -314,14 +331,14 @@ def bounds(g: Graph, chip: ChipSpec, chips: Any = None, host_budget: int | None 
         lb = LayerBound(name=n.name, op=op, source=n.source or n.name, stage=n.stage, neurons=size,
                         synapses=syn.synapses, fan_in=syn.fan_max, w_bits=wb, soma=soma, split=not fits_one,
                         cores=max(1, cand[binding]), binding=binding, sram_bytes=sram,
-                        phase_end=start + (1 if fits_one else 2))
+                        phase_end=start + (1 if fits_one else 2), tiled=tiled)
         for nd in nodes:
             for t in nd.outputs:
                 made[t] = len(layers)
         layers.append(lb)
     phases = {s: max((l.phase_end for l in layers if l.stage == s), default=0) for s in ("static", "step", "readout")}
-    syn_total = sum(l.synapses for l in layers)
-    host = HOST_BYTES_PER_SYNAPSE * syn_total
+    host = sum(HOST_BYTES_PER_TILED_NEURON * l.neurons if l.tiled else HOST_BYTES_PER_SYNAPSE * l.synapses
+               for l in layers)
     b = Bounds(model=g.name, chip=chip, chips=chips, layers=layers, phases=phases, host_bytes=host,
                host_budget=host_budget)
     b.problems.extend(_problems(b))

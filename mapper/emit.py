@@ -7,13 +7,15 @@ from typing import Any
 
 import numpy as np
 
-from nmc.coremap import DENDRITE, STAGE, Axons, CoreMap, Cores, Feeds, Neurons, Router, Routes, Taps, Weights, widths
+from nmc.coremap import (DENDRITE, KGEOM, STAGE, Axons, CoreMap, Cores, Feeds, KBlocks, KPatch, Neurons, Router, Routes,
+                         Taps, Weights, widths)
 from nmc.ir import MODEL_SEP
 from nmc.neurons import get_model
 from nmc.resources import unit_weight_bits
 from nmc.version import __version__
 
 from .relay import RELAY_LIF_PARAMS, relay_model
+from .structured import tile_geoms, tile_patch
 from .route import Routes as RoutedPlacement
 
 __all__ = ["emit"]
@@ -39,7 +41,7 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
             order = np.argsort(l.rows, kind="stable")
             ptr = np.zeros(l.n + 1, np.int64)
             ptr[1:] = np.bincount(l.rows, minlength=l.n)
-            held[li] = (np.cumsum(ptr), l.rows[order], l.cols[order], quant.layers[li].wq[order])
+            held[li] = (np.cumsum(ptr), l.rows[order], l.cols[order], quant.layers[li].weights(l)[order])
         return held[li]
 
     C = len(pieces)
@@ -47,9 +49,29 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
                                                "w_bits", "out_lo", "out_hi")}
     cparam = np.zeros((C, W["P"]), np.int64)
     bias, nparam, state_init = [], [], []
-    # every core's dense weight block [n_axons, n_neurons], written in place (no per-core copies to join)
-    w_data = np.zeros(sum(p.n_axons * p.n_neurons for p in pieces), np.int8)
+    # every core's dense weight block [n_axons, n_neurons] or its kernel slices (a tile of a structured layer:
+    # mapper/structured.py), written in place (no per-core copies to join)
+    geoms = {ci: tile_geoms(lg.layers[p.layer].blocks, p.tile) for ci, p in enumerate(pieces) if p.tile is not None}
+    w_size = [0 if ci in geoms else p.n_axons * p.n_neurons for ci, p in enumerate(pieces)]
+    # kernel slices, each stored once however many cores hold it: (layer, block, oc0, tc, kc0, kc) -> offset
+    pool: dict[tuple, int] = {}
+    n_dense = sum(w_size)
+    for ci, gs in geoms.items():
+        for bi, gm in gs:
+            G = dict(zip(KGEOM, gm))
+            pool.setdefault((pieces[ci].layer, bi, G["oc0"], G["tc"], G["kc0"], G["kc"]), -1)  # (placed below)
+    at = n_dense
+    for key in pool:
+        li, bi, oc0, tc, kc0, kc = key
+        pool[key] = at
+        at += tc * kc * int(np.prod(quant.layers[li].wk[bi].shape[2:]))
+    w_data = np.zeros(at, np.int8)
+    for (li, bi, oc0, tc, kc0, kc), o in pool.items():
+        K = quant.layers[li].wk[bi][oc0:oc0 + tc, kc0:kc0 + kc]
+        w_data[o:o + K.size] = K.reshape(-1)
     w_off = [0]
+    w_fmt = np.zeros(C, np.int8)
+    kb_core, kb_woff, kb_geom, kb_ax = [], [], [], []
     group = None  # (neurons, their synapses' slots, synapse indices and columns, by column)
     for ci, p in enumerate(pieces):
         l = lg.layers[p.layer]
@@ -76,8 +98,23 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
         elif kind != "partial":
             cparam[ci, :q.cparam.shape[0]] = q.cparam
         # weights [n_axons, n_neurons]
-        block = w_data[w_off[-1]:w_off[-1] + na * nn].reshape(na, nn)
-        if kind == "relay":
+        block = w_data[w_off[-1]:w_off[-1] + na * nn].reshape(na, nn) if ci not in geoms else None
+        if ci in geoms:  # shared kernels: each block's kernel slice (in the pool) and its patch's axons
+            w_fmt[ci] = 1
+            for bi, gm in geoms[ci]:
+                G = dict(zip(KGEOM, gm))
+                at = pool[(p.layer, bi, G["oc0"], G["tc"], G["kc0"], G["kc"])]
+                cols, _ = tile_patch(lg.layers[p.layer].blocks[bi], p.tile, bi)
+                ax = np.searchsorted(p.cols, cols)
+                hit = (cols >= 0) & (ax < na)
+                hit[hit] = p.cols[ax[hit]] == cols[hit]
+                if np.any(hit != (cols >= 0)):  # internal invariant: the partitioner gave the core its patch
+                    raise AssertionError(f"core {ci}: its patch reads columns it does not hold")
+                kb_core.append(ci)
+                kb_woff.append(at)
+                kb_geom.append(gm)
+                kb_ax.append(np.where(hit, ax, -1))
+        elif kind == "relay":
             block[np.arange(nn), np.arange(nn)] = 1
         elif kind == "merge":
             k = len(p.partials)
@@ -100,7 +137,7 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
                 aslot = np.minimum(np.searchsorted(p.cols, c_sel), na - 1)
                 hit = p.cols[aslot] == c_sel
                 block[aslot[hit], g_slot[a:b][hit]] = wq[g_idx[a:b][hit]].astype(np.int8)
-        w_off.append(w_off[-1] + na * nn)
+        w_off.append(w_off[-1] + w_size[ci])
         bias.append(np.zeros(nn, np.int64) if kind in ("partial", "relay") else q.bias[p.neurons])
         npar = np.zeros((nn, W["Q"]), np.int64)
         st = np.zeros((nn, W["S"]), np.int64)
@@ -124,7 +161,8 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
                     model=cores["model"].astype(np.int8), out_bits=cores["out_bits"].astype(np.int8),
                     w_bits=cores["w_bits"].astype(np.int8), out_lo=cores["out_lo"], out_hi=cores["out_hi"],
                     param=cparam, neuron_off=np.array(wiring.neuron_off, np.int64),
-                    axon_off=np.array(wiring.axon_off, np.int64), w_off=np.asarray(w_off, np.int64)),
+                    axon_off=np.array(wiring.axon_off, np.int64), w_off=np.asarray(w_off, np.int64),
+                    w_fmt=w_fmt),
         neurons=Neurons(bias=cat(bias, np.int64), param=cat(nparam, np.int64, W["Q"]),
                         state_init=cat(state_init, np.int64, W["S"])),
         axons=Axons(init=np.array(wiring.axon_init, np.int64)),
@@ -135,6 +173,10 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
                       route_off=np.array(t.rt_route_off, np.int64)),
         feeds=Feeds(input=np.array(wiring.feed_input, np.int32), elem=np.array(wiring.feed_elem, np.int64),
                     dst=np.array(wiring.feed_dst, np.int64)),
+        kblocks=KBlocks(core=np.array(kb_core, np.int32), w_off=np.array(kb_woff, np.int64),
+                        geom=np.array(kb_geom, np.int32).reshape(-1, len(KGEOM)),
+                        ax_off=np.concatenate([[0], np.cumsum([a.shape[0] for a in kb_ax])]).astype(np.int64)),
+        kpatch=KPatch(ax=np.concatenate(kb_ax).astype(np.int32) if kb_ax else np.zeros(0, np.int32)),
     )
 
     # ------------------------------------------------------------------ header

@@ -21,7 +21,7 @@ from nmc.resources import core_usage, unit_weight_bits
 from nmc.rules import count_router_entries
 
 from .connect import Wiring, connect
-from .partition import Piece, layer_in_bytes, partition
+from .partition import Piece, layer_in_bytes, partition, piece_kernel_bytes
 from .quantize import Quantized
 from .fold import fold
 from .relay import add_relays
@@ -149,18 +149,18 @@ def routing_shortfall(q: Quantized, chip: ChipSpec, pieces: list[Piece], wiring:
         w_bits = unit_weight_bits(chip) if p.kind == "merge" else q.layers[p.layer].w_bits
         in_b = 4 if p.kind == "merge" else layer_in_bytes(l, q.tq)
         u = core_usage(chip, p.n_axons, p.n_neurons, w_bits, soma, in_b, has_bias=soma != "partial",
-                       router_entries=n_ent)
+                       router_entries=n_ent, kernel_bytes=piece_kernel_bytes(p, l, w_bits))
         if u.total > c.memory_bytes:
             out[p.layer] = max(out.get(p.layer, 0), n_ent)
     return out
 
 
-def fit(q: Quantized, chip: ChipSpec, objective: str = "latency") -> Fit:
+def fit(q: Quantized, chip: ChipSpec, objective: str = "latency", tiles: str = "auto") -> Fit:
     """Partition and connect, reserving routing-table entries until every table fits, add relay cores, and
     fold cores for ``objective`` (module doc; mapper/fold.py)."""
     reserve: dict[int, int] = {}
     while True:
-        pieces = partition(q, chip, reserve)
+        pieces = partition(q, chip, reserve, tiles)
         wiring = connect(q.lg, pieces)
         short = routing_shortfall(q, chip, pieces, wiring)
         grown = {li: n for li, n in short.items() if n > reserve.get(li, 0)}

@@ -30,7 +30,7 @@ from nmc.resources import core_usage, unit_weight_bits
 from nmc.rules import count_router_entries
 
 from .connect import Wiring, dataflow, phases_of
-from .partition import Piece, layer_in_bytes
+from .partition import Piece, layer_in_bytes, piece_kernel_bytes
 from .quantize import Quantized
 
 __all__ = ["OBJECTIVES", "fold", "fold_groups"]
@@ -49,7 +49,7 @@ def _usage(q: Quantized, chip: ChipSpec, p: Piece, entries: int) -> int:
     else:
         soma, w_bits, in_b = l.soma, q.layers[p.layer].w_bits, layer_in_bytes(l, q.tq)
     return core_usage(chip, p.n_axons, p.n_neurons, w_bits, soma, in_b, has_bias=soma != "partial",
-                      router_entries=entries).total
+                      router_entries=entries, kernel_bytes=piece_kernel_bytes(p, l, w_bits)).total
 
 
 def fold_groups(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring, cap: int) -> list[list[int]]:

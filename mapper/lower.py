@@ -30,6 +30,8 @@ from nmc.errors import ModelError, PassError, ShapeError, UnsupportedOpError
 from nmc.ir import HOST_OPS, Graph, Node
 from nmc.neurons import MODELS, NeuronModel, by_ir_op, get_model
 
+from .structured import Block, block_out_shape, blocks_coo
+
 __all__ = ["Layer", "LayerGraph", "Plan", "Step", "plan", "lower", "conv_connectivity", "pool_connectivity", "View",
            "add_view", "read_through_views", "split_host"]
 
@@ -48,9 +50,7 @@ class Layer:
     in_sizes: list[int]
     out: str  #: the tensor whose elements the neurons hold (register values)
     out_shape: tuple[int, ...]
-    rows: np.ndarray
-    cols: np.ndarray
-    vals: np.ndarray
+    coo: tuple | None  #: ``(rows, cols, vals)``, or None when ``blocks`` hold the synapse (computed on demand)
     bias: np.ndarray
     dendrite: str  #: "mac" | "max"
     soma: str  #: the neuron model (nmc.neurons): "ann", "lif", "count", "cubalif", ...
@@ -60,6 +60,48 @@ class Layer:
     state_out: tuple[str, ...] = ()  #: per state word: its state output tensor (count: the same as ``out``)
     init: np.ndarray | None = None  #: [n, state words] initial state (float)
     order: np.ndarray | None = None  #: neuron order for partitioning (locality)
+    #: the synapse as grouped convolutions (``mapper.structured``), kept through partitioning; None: COO only
+    blocks: tuple | None = None
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def _coo(self) -> tuple:
+        if self.coo is not None:
+            return self.coo
+        if "coo" not in self._cache:
+            syn = self.synapse_count()
+            if syn > MAX_SYNAPSES:
+                raise ShapeError(f"{self.where()}: unfolds to {syn} synapses, more than nmc unfolds in one layer "
+                                 f"({MAX_SYNAPSES}); it is mapped structured (tiles of shared kernels) only: compile "
+                                 "without options that unfold it (tiles='off')")
+            r, c, (v,) = blocks_coo(self.blocks)
+            self._cache["coo"] = (r, c, v.astype(np.float64))
+        return self._cache["coo"]
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self._coo()[0]
+
+    @property
+    def cols(self) -> np.ndarray:
+        return self._coo()[1]
+
+    @property
+    def vals(self) -> np.ndarray:
+        return self._coo()[2]
+
+    def synapse_count(self) -> int:
+        """Unfolded synapses (an upper bound for blocks: taps inside the input, zeros of views included)."""
+        if self.coo is not None:
+            return int(self.coo[0].shape[0])
+        total = 0
+        for b in self.blocks:
+            co, oh, ow = block_out_shape(b)
+            total += co * oh * ow * int(np.prod(b.W.shape[1:]))
+        return total
+
+    def unstructured(self) -> "Layer":
+        """This layer with its synapse unfolded to COO (no blocks)."""
+        return self if self.blocks is None else replace(self, coo=self._coo(), blocks=None, _cache={})
 
     @property
     def model(self) -> NeuronModel:
@@ -116,9 +158,16 @@ class LayerGraph:
             outs.add(l.out)
             if len(l.inputs) != len(l.in_sizes) or any(g.tensors[t].size != sz for t, sz in zip(l.inputs, l.in_sizes)):
                 raise PassError(f"layers: {l.where()} input sizes {l.in_sizes} do not match its inputs {l.inputs}")
-            if not (l.rows.shape == l.cols.shape == l.vals.shape) or l.rows.ndim != 1:
+            if l.blocks is not None:
+                for b in l.blocks:
+                    cols = b.columns()
+                    if int(np.prod(block_out_shape(b))) != n or cols.shape[0] != int(np.prod(b.in_shape)) or \
+                            (cols.size and (cols.min() < -1 or cols.max() >= n_cols)):
+                        raise PassError(f"layers: {l.where()} has a block of output {block_out_shape(b)} reading "
+                                        f"columns outside its {n} neurons x {n_cols} inputs")
+            elif not (l.rows.shape == l.cols.shape == l.vals.shape) or l.rows.ndim != 1:
                 raise PassError(f"layers: {l.where()} has COO arrays of different shapes")
-            if l.rows.size and (l.rows.min() < 0 or l.rows.max() >= n or l.cols.min() < 0 or l.cols.max() >= n_cols):
+            elif l.rows.size and (l.rows.min() < 0 or l.rows.max() >= n or l.cols.min() < 0 or l.cols.max() >= n_cols):
                 raise PassError(f"layers: {l.where()} has a synapse outside its {n} neurons x {n_cols} inputs")
             if l.bias.shape != (n,):
                 raise PassError(f"layers: {l.where()} has {l.bias.shape} biases for {n} neurons")
@@ -319,10 +368,9 @@ def lower(g: Graph) -> LayerGraph:
         ins = [root(t) for t in n.inputs]
         if st.kind == "linear":
             if n.op == "add":
-                ins, rows, cols, vals, bias, out_shape, dendrite, n_abs = _add_synapse(g, n, pl.prod, pl.absorbed,
-                                                                                       root)
+                ins, syn, bias, out_shape, dendrite, n_abs = _add_synapse(g, n, pl.prod, pl.absorbed, root)
             else:
-                rows, cols, vals, bias, out_shape, dendrite = _synapse(g, n, ins)
+                syn, bias, out_shape, dendrite = _synapse(g, n, ins)
                 n_abs = 0
             name, op, source, out, relu = n.name, n.op, n.source or n.name, n.outputs[0], False
             soma, attrs = "ann", {}
@@ -341,20 +389,20 @@ def lower(g: Graph) -> LayerGraph:
                 source += "+" + (nxt.source or nxt.name)
             elif nxt is not None:  # a fused spiking neuron op
                 layer = _neuron_layer(g, nxt, name, f"{op}+{nxt.op}", source + "+" + (nxt.source or nxt.name),
-                                      ins, rows, cols, vals, bias, out_shape, bad)
+                                      ins, syn, bias, out_shape, bad)
                 if layer is not None:
                     layers.append(layer)
                 continue
             layers.append(Layer(name=name, op=op, source=source, stage=n.stage, inputs=ins,
                                 in_sizes=[g.tensors[t].size for t in ins], out=out, out_shape=out_shape,
-                                rows=rows, cols=cols, vals=vals, bias=bias, dendrite=dendrite, soma=soma,
-                                relu=relu, attrs=attrs, order=_spatial_order(out_shape)))
+                                coo=syn if not isinstance(syn[0], Block) else None,
+                                blocks=syn if isinstance(syn[0], Block) else None, bias=bias, dendrite=dendrite,
+                                soma=soma, relu=relu, attrs=attrs, order=_spatial_order(out_shape)))
         else:  # a neuron op fed by anything else: an identity synapse
             m = by_ir_op(n.op)
             x = root(n.inputs[m.ir_inputs.index(m.synapse_port)])
             size = g.tensors[x].size
-            eye = np.arange(size, dtype=np.int64)
-            layer = _neuron_layer(g, n, n.name, n.op, n.source or n.name, [x], eye, eye.copy(), np.ones(size),
+            layer = _neuron_layer(g, n, n.name, n.op, n.source or n.name, [x], (_eye_block(g.tensors[x].shape, 0),),
                                   np.zeros(size), g.tensors[x].shape, bad)
             if layer is not None:
                 layers.append(layer)
@@ -369,13 +417,26 @@ def lower(g: Graph) -> LayerGraph:
     return lg
 
 
+def _chw(shape) -> tuple[int, int, int]:
+    """A tensor shape as ``(C, H, W)`` for blocks: rank 3 as it is, others as ``(size, 1, 1)``."""
+    shape = tuple(int(d) for d in shape)
+    return shape if len(shape) == 3 else (int(np.prod(shape, dtype=np.int64)), 1, 1)
+
+
+def _eye_block(shape, col0: int, scale=None) -> Block:
+    """The identity (or a per-channel scale) over a tensor of ``shape``: a depthwise 1 x 1 convolution."""
+    C, H, W = _chw(shape)
+    w = np.ones(C) if scale is None else np.asarray(scale, np.float64).reshape(C)
+    return Block(w.reshape(C, 1, 1, 1).astype(np.float64), (C, H, W), group=C, col0=col0)
+
+
 def _add_synapse(g: Graph, n: Node, prod: dict[str, Node], absorbed: set[str], root):
-    """Synapse of an Add: the synapses of absorbed dense/conv operands side by side, identity blocks
-    for the other operands; biases add up."""
+    """Synapse of an Add: the blocks of absorbed dense/conv operands side by side, identity blocks for the other
+    operands; biases add up."""
     shp = g.tensors[n.outputs[0]].shape
     size = g.tensors[n.outputs[0]].size
     ins: list[str] = []
-    R, Cc, V = [], [], []
+    blocks: list[Block] = []
     bias = np.zeros(size)
     off = 0
     n_abs = 0
@@ -383,75 +444,91 @@ def _add_synapse(g: Graph, n: Node, prod: dict[str, Node], absorbed: set[str], r
         p = prod.get(t)
         if p is not None and p.name in absorbed:
             p_ins = [root(i) for i in p.inputs]
-            r, c, v, b, out_shape, _ = _synapse(g, p, p_ins)
+            syn, b, out_shape, _ = _synapse(g, p, p_ins)
             if int(np.prod(out_shape)) != size:
                 raise ModelError(f"{n.where()}: operand '{t}' has {int(np.prod(out_shape))} elements, the sum has {size}")
             ins.extend(p_ins)
             bias = bias + b
             n_abs += 1
-            width = sum(g.tensors[i].size for i in p_ins)
+            blocks.extend(replace(bl, col0=bl.col0 + off) for bl in syn)
+            off += sum(g.tensors[i].size for i in p_ins)
         else:
             t = root(t)
             if g.tensors[t].size != size:
                 raise ModelError(f"{n.where()}: Add of shapes {g.tensors[t].shape} and {shp}; only equal shapes are supported")
-            r = np.arange(size, dtype=np.int64)
-            c, v = r.copy(), np.ones(size)
             ins.append(t)
-            width = size
-        R.append(r)
-        Cc.append(c + off)
-        V.append(v)
-        off += width
-    return (ins, np.concatenate(R), np.concatenate(Cc), np.concatenate(V), bias, tuple(shp), "mac", n_abs)
+            blocks.append(_eye_block(shp, off))
+            off += size
+    outs = {block_out_shape(b) for b in blocks}
+    if len(outs) != 1:  # operands of one size but different (C, H, W) views: unfold them
+        r, c, (v,) = blocks_coo(blocks)
+        return ins, (r, c, v.astype(np.float64)), bias, tuple(shp), "mac", n_abs
+    return ins, tuple(blocks), bias, tuple(shp), "mac", n_abs
 
 
 def _synapse(g: Graph, n: Node, ins: list[str]):
+    """``(synapse, bias, out_shape, dendrite)``; the synapse is a tuple of :class:`Block` (structured) or the COO
+    ``(rows, cols, vals)``."""
     shp = g.tensors[n.inputs[0]].shape  # the shape the op sees (its input may be a reshape of the root)
     if n.op == "dense":
-        W = n.params["W"]
+        W = np.asarray(n.params["W"], np.float64)
         out_n, in_n = W.shape
         if in_n != g.tensors[ins[0]].size:
             raise ModelError(f"{n.where()}: weight has {in_n} inputs, input tensor has {g.tensors[ins[0]].size} elements")
-        r, c = np.nonzero(W)
         b = n.params.get("b", np.zeros(out_n))
-        return r.astype(np.int64), c.astype(np.int64), W[r, c].astype(np.float64), np.asarray(b, float).reshape(-1), (out_n,), "mac"
+        return ((Block(W.reshape(out_n, in_n, 1, 1), (in_n, 1, 1)),), np.asarray(b, float).reshape(-1), (out_n,),
+                "mac")
     if n.op == "conv":
-        W = n.params["W"]
+        W = np.asarray(n.params["W"], np.float64)
         a = n.attrs
-        out_hw = g.tensors[n.outputs[0]].size // W.shape[0]
-        syn = out_hw * int(np.prod(W.shape, dtype=np.int64))
-        if syn > MAX_SYNAPSES:
-            raise ShapeError(f"{n.where()}: output {list(g.tensors[n.outputs[0]].shape)} with kernel "
-                             f"{list(W.shape[1:])} unfolds to {syn} synapses, more than nmc lowers in one layer "
-                             f"({MAX_SYNAPSES}); the layer is far too large for the chip")
-        r, c, v, out_shape = conv_connectivity(shp, W, a.get("strides", (1, 1)), a.get("pads", (0, 0, 0, 0)),
-                                               a.get("dilations", (1, 1)), a.get("group", 1))
+        if len(shp) != 3:
+            raise ModelError(f"{n.where()}: convolution input has shape {list(shp)}; expected (C, H, W)")
+        blk = Block(W, tuple(int(d) for d in shp), tuple(a.get("strides", (1, 1))), tuple(a.get("pads", (0, 0, 0, 0))),
+                    tuple(a.get("dilations", (1, 1))), int(a.get("group", 1)))
+        out_shape = block_out_shape(blk)
+        if out_shape[1] <= 0 or out_shape[2] <= 0:
+            raise ModelError(f"convolution output would be empty: input {tuple(shp)}, kernel {W.shape[2:]}")
         b = n.params.get("b", np.zeros(W.shape[0]))
         bias = np.repeat(np.asarray(b, float), out_shape[1] * out_shape[2])
-        return r, c, v, bias, out_shape, "mac"
+        return (blk,), bias, out_shape, "mac"
     if n.op in ("maxpool", "avgpool"):
         a = n.attrs
         kernel = tuple(a["kernel"])
-        r, c, v, out_shape = pool_connectivity(shp, kernel, tuple(a.get("strides") or kernel), a.get("pads", (0, 0, 0, 0)),
-                                               "max" if n.op == "maxpool" else "avg", a.get("count_include_pad", 0))
-        return r, c, v, np.zeros(int(np.prod(out_shape))), out_shape, ("max" if n.op == "maxpool" else "mac")
+        strides = tuple(a.get("strides") or kernel)
+        pads = tuple(a.get("pads", (0, 0, 0, 0)))
+        mode = "max" if n.op == "maxpool" else "avg"
+        if mode == "max" or not any(pads) or a.get("count_include_pad", 0):
+            C = int(shp[0])
+            w = np.full((C, 1) + kernel, 1.0 if mode == "max" else 1.0 / (kernel[0] * kernel[1]))
+            blk = Block(w, tuple(int(d) for d in shp), strides, pads, (1, 1), C)
+            out_shape = block_out_shape(blk)
+            if out_shape[1] > 0 and out_shape[2] > 0 and (mode == "max" or _pool_windows_inside(shp, kernel, strides,
+                                                                                                  pads)):
+                return (blk,), np.zeros(int(np.prod(out_shape))), out_shape, ("max" if mode == "max" else "mac")
+        r, c, v, out_shape = pool_connectivity(shp, kernel, strides, pads, mode, a.get("count_include_pad", 0))
+        return (r, c, v), np.zeros(int(np.prod(out_shape))), out_shape, ("max" if n.op == "maxpool" else "mac")
     if n.op == "batchnorm":
         size = g.tensors[ins[0]].size
         per = size // max(1, n.params["scale"].size)
-        eye = np.arange(size, dtype=np.int64)
-        vals = np.repeat(n.params["scale"], per)
-        keep = vals != 0
-        return eye[keep], eye[keep].copy(), vals[keep], np.repeat(n.params["bias"], per), shp, "mac"
+        C = n.params["scale"].size
+        blk = Block(np.asarray(n.params["scale"], np.float64).reshape(C, 1, 1, 1), (C, per, 1), group=C)
+        return (blk,), np.repeat(n.params["bias"], per), shp, "mac"
     if n.op in ("add", "relu", "lut"):
         size = g.tensors[ins[0]].size
         for t in ins[1:]:
             if g.tensors[t].size != size:
                 raise ModelError(f"{n.where()}: Add of shapes {shp} and {g.tensors[t].shape}; only equal shapes are supported")
-        eye = np.arange(size, dtype=np.int64)
-        rows = np.concatenate([eye] * len(ins))
-        cols = np.concatenate([eye + k * size for k in range(len(ins))])
-        return rows, cols, np.ones(rows.shape[0]), np.zeros(size), shp, "mac"
+        return tuple(_eye_block(shp, k * size) for k in range(len(ins))), np.zeros(size), shp, "mac"
     raise AssertionError(n.op)
+
+
+def _pool_windows_inside(shp, kernel, strides, pads) -> bool:
+    """Every average-pooling window lies inside the padded input (so ONNX's divisor is the window's size)."""
+    _, H, W = shp
+    OH = (H + pads[0] + pads[2] - kernel[0]) // strides[0] + 1
+    OW = (W + pads[1] + pads[3] - kernel[1]) // strides[1] + 1
+    return ((OH - 1) * strides[0] + kernel[0] <= H + pads[0] + pads[2]
+            and (OW - 1) * strides[1] + kernel[1] <= W + pads[1] + pads[3])
 
 
 def _fusable(node: Node, t: str) -> bool:
@@ -461,7 +538,7 @@ def _fusable(node: Node, t: str) -> bool:
     return m is not None and m.fuses and node.inputs[m.ir_inputs.index(m.synapse_port)] == t
 
 
-def _neuron_layer(g: Graph, node: Node, name, op, source, ins, rows, cols, vals, bias, out_shape,
+def _neuron_layer(g: Graph, node: Node, name, op, source, ins, syn, bias, out_shape,
                   bad: list) -> Layer | None:
     """The layer of a neuron op: its model, attributes and one state pair per state word of the model (each
     state input paired with the matching state output); None (and an entry in ``bad``) when a pair is wrong."""
@@ -484,7 +561,8 @@ def _neuron_layer(g: Graph, node: Node, name, op, source, ins, rows, cols, vals,
     per_neuron = {p: np.broadcast_to(node.params[p], shape).reshape(-1).copy() for p in m.param_ports}
     return Layer(name=name, op=op, source=source, stage=node.stage, inputs=ins,
                  in_sizes=[g.tensors[t].size for t in ins], out=outp[m.output_port], out_shape=tuple(out_shape),
-                 rows=rows, cols=cols, vals=vals, bias=bias, dendrite="mac", soma=m.name,
+                 coo=syn if not isinstance(syn[0], Block) else None, blocks=syn if isinstance(syn[0], Block) else None,
+                 bias=bias, dendrite="mac", soma=m.name,
                  attrs={**m.onnx.defaults(), **node.attrs, **per_neuron},
                  state_in=tuple(port[w.in_port] for w in m.state), state_out=tuple(outp[w.out_port] for w in m.state),
                  init=init, order=_spatial_order(tuple(out_shape)))
@@ -584,7 +662,7 @@ def read_through_views(g: Graph, layers: list[Layer], views: dict[str, View], ou
         shape = g.tensors[t].shape
         made.append(Layer(name=v.node.name, op="index", source=v.node.source or v.node.name, stage=v.node.stage,
                           inputs=list(v.sources), in_sizes=[g.tensors[s].size for s in v.sources], out=t,
-                          out_shape=tuple(shape), rows=keep, cols=v.idx[keep], vals=np.ones(keep.size),
+                          out_shape=tuple(shape), coo=(keep, v.idx[keep], np.ones(keep.size)),
                           bias=np.zeros(v.idx.size), dendrite="mac", soma="ann", order=_spatial_order(tuple(shape))))
     out: list[Layer] = []
     for l in layers:
@@ -609,10 +687,14 @@ def read_through_views(g: Graph, layers: list[Layer], views: dict[str, View], ou
                     srcs.append(t)
                 colmap.append(np.arange(g.tensors[t].size, dtype=np.int64) + pos[t])
         cm = np.concatenate(colmap)
+        if l.blocks is not None:  # structured: each block's columns renumbered (a view's zeros become -1)
+            out.append(replace(l, inputs=srcs, in_sizes=[g.tensors[s].size for s in srcs],
+                               blocks=tuple(b.renumbered(cm) for b in l.blocks), _cache={}))
+            continue
         cols = cm[l.cols]
         keep = cols >= 0
-        out.append(replace(l, inputs=srcs, in_sizes=[g.tensors[s].size for s in srcs], rows=l.rows[keep],
-                           cols=cols[keep], vals=l.vals[keep]))
+        out.append(replace(l, inputs=srcs, in_sizes=[g.tensors[s].size for s in srcs],
+                           coo=(l.rows[keep], cols[keep], l.vals[keep])))
     # materialised views go before their first reader (their sources are written before the view node ran)
     for m in made:
         first = next((i for i, l in enumerate(out) if m.out in l.inputs), len(out))

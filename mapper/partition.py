@@ -17,12 +17,14 @@ import numpy as np
 from nmc.chip import ChipSpec
 from nmc.errors import DoesNotFitError
 
+from nmc.coremap import kblock_bytes
 from nmc.resources import bytes_of_bits, core_usage, unit_weight_bits
 
 from .lower import Layer
+from .structured import Tile, block_out_shape, choose_tiles, tile_geoms, tile_patch, tiles_of
 from .quantize import TQ, Quantized
 
-__all__ = ["Piece", "partition", "layer_in_bytes"]
+__all__ = ["Piece", "partition", "layer_in_bytes", "use_tiles", "piece_kernel_bytes", "TILE_MIN_SYNAPSES"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -33,6 +35,7 @@ class Piece:
     cols: np.ndarray  #: layer input columns it reads (full/partial); empty for merge
     partials: list[int] = field(default_factory=list)  #: merge: piece indices of its partial cores
     source: int = -1  #: relay (mapper/relay.py): the core whose values it forwards (neurons: which of them)
+    tile: Tile | None = None  #: a tile of a structured layer (full or partial): its cores store shared kernels
 
     @property
     def n_neurons(self) -> int:
@@ -51,11 +54,36 @@ def layer_in_bytes(l: Layer, tq: dict[str, TQ]) -> int:
     return max(bytes_of_bits(tq[t].bits) for t in l.inputs)
 
 
-def partition(q: Quantized, chip: ChipSpec, reserve: Mapping[int, int] | None = None) -> list[Piece]:
-    """Pieces of every layer; ``reserve[layer]`` routing-table entries are kept free on each of its cores."""
+#: structured layers with more unfolded synapses than this are cut into tiles (``tiles="auto"``)
+TILE_MIN_SYNAPSES = 1 << 22
+
+
+def use_tiles(l: Layer, ql, tiles: str = "auto") -> bool:
+    """Whether layer ``l`` (quantised as ``ql``) is cut into tiles of shared kernels (``tiles``: "auto" for layers
+    over :data:`TILE_MIN_SYNAPSES` synapses, "on" for every structured layer, "off" for none)."""
+    if l.blocks is None or ql.wk is None or tiles == "off":
+        return False
+    return tiles == "on" or l.synapse_count() > TILE_MIN_SYNAPSES
+
+
+def piece_kernel_bytes(p: Piece, l: Layer, w_bits: int) -> int | None:
+    """SRAM of a tile's shared kernels (None: the piece stores a dense weight block)."""
+    if p.tile is None:
+        return None
+    g = [gm for _, gm in tile_geoms(l.blocks, p.tile)]
+    return int(kblock_bytes(np.array(g), w_bits).sum()) if g else 0
+
+
+def partition(q: Quantized, chip: ChipSpec, reserve: Mapping[int, int] | None = None, tiles: str = "auto") -> list[Piece]:
+    """Pieces of every layer; ``reserve[layer]`` routing-table entries are kept free on each of its cores;
+    ``tiles``: see :func:`use_tiles`."""
     pieces: list[Piece] = []
     for li, l in enumerate(q.lg.layers):
-        ps = _partition_layer(li, l, q.layers[li].w_bits, chip, q.tq, int((reserve or {}).get(li, 0)))
+        rr = int((reserve or {}).get(li, 0))
+        if use_tiles(l, q.layers[li], tiles):
+            ps = _tile_layer(li, l, q.layers[li].w_bits, chip, q.tq, rr)
+        else:
+            ps = _partition_layer(li, l, q.layers[li].w_bits, chip, q.tq, rr)
         off = len(pieces)
         pieces.extend(replace(p, partials=[i + off for i in p.partials]) if p.partials else p for p in ps)
     return pieces
@@ -187,4 +215,46 @@ def _greedy_split(li, l: Layer, order, ptr, cols, chip: ChipSpec, in_b: int, w_b
         # partial indices are relative to this layer's pieces; partition() offsets them
         pieces.append(Piece(layer=li, kind="merge", neurons=neurons, cols=np.zeros(0, np.int64),
                             partials=list(range(base, base + k))))
+    return pieces
+
+
+def _tile_layer(li: int, l: Layer, w_bits: int, chip: ChipSpec, tq: dict[str, TQ], rr: int = 0) -> list[Piece]:
+    """Pieces of a structured layer: rectangular tiles of its output whose cores store shared kernels
+    (mapper/structured.py); a tile whose inputs exceed a core is cut by input channels into partial cores and a
+    merge core."""
+    c = chip.core
+    in_b = layer_in_bytes(l, tq)
+    out = block_out_shape(l.blocks[0])
+    mw = unit_weight_bits(chip)
+
+    def usage(ax, n, kbytes, partial=False):
+        return core_usage(chip, ax, n, w_bits, "partial" if partial else l.soma, in_b, has_bias=not partial,
+                          router_entries=rr, kernel_bytes=kbytes).total
+
+    def unit_usage(ax, n):
+        return core_usage(chip, ax, n, mw, l.soma, 4, router_entries=rr).total
+
+    pick = choose_tiles(l.blocks, out, chip, usage, l.dendrite == "max", unit_usage, w_bits)
+    if pick is None:
+        raise DoesNotFitError(
+            f"{l.where()}: no tile of its output {list(out)} fits a core of '{chip.name}' ({c.neurons} neurons, "
+            f"{c.axons} axons, {c.memory_bytes} B): one output reads more inputs than a core holds and this layer "
+            "cannot be split into partial sums (max pooling, a sum of several operands or a grouped convolution); "
+            "use smaller kernels or fewer input channels, or a chip with larger cores")
+    shape, budget = pick
+    _, OH, OW = out
+    pieces: list[Piece] = []
+    for group in tiles_of(l.blocks, out, shape, budget):
+        neurons = group[0].neurons(OH, OW)
+        base = len(pieces)
+        k = len(group)
+        for t in group:
+            cols = np.concatenate([tile_patch(b, t, bi)[0] for bi, b in enumerate(l.blocks) if t.chunks[bi][1]])
+            cols = cols[cols >= 0]
+            if cols.size > 1 and not np.all(cols[1:] > cols[:-1]):  # (views, or blocks out of column order)
+                cols = np.unique(cols)
+            pieces.append(Piece(layer=li, kind="full" if k == 1 else "partial", neurons=neurons, cols=cols, tile=t))
+        if k > 1:
+            pieces.append(Piece(layer=li, kind="merge", neurons=neurons, cols=np.zeros(0, np.int64),
+                                partials=list(range(base, base + k))))
     return pieces

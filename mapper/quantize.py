@@ -23,6 +23,7 @@ from nmc.neurons import get_model
 from nmc.neurons.lut import ENTRY0, pack_table
 
 from .lower import LayerGraph
+from .structured import blocks_coo
 
 __all__ = ["TQ", "Range", "Ranges", "QLayer", "Quantized", "calibrate", "ranges_from_metadata", "quantize",
            "requant_params", "floor4_scales", "requant_report"]
@@ -69,7 +70,7 @@ class Ranges:
 class QLayer:
     """The chip integers of one layer (aligned with its :class:`~nmc.mapper.lower.Layer`)."""
 
-    wq: np.ndarray  #: int weight of every synapse (aligned with ``layer.rows``/``cols``)
+    wq: np.ndarray | None  #: int weight of every synapse (aligned with ``layer.rows``/``cols``); None: see ``wk``
     bias: np.ndarray  #: [n] int
     lo: int  #: output clamp
     hi: int
@@ -81,6 +82,15 @@ class QLayer:
     nparam: np.ndarray  #: [n, the model's per-neuron parameters] (ANN: requantiser multiplier, shift)
     state_init: np.ndarray  #: [n, the model's state words] initial state
     k: float = 1.0  #: membrane scale: a state word in membrane units holds k * its float value
+    #: structured layers (``layer.blocks``): each block's integer kernel (int8, its float kernel's shape); the
+    #: weights of one output channel share one scale, so a kernel is stored once per core
+    wk: tuple | None = None
+
+    def weights(self, layer) -> np.ndarray:
+        """The int weight of every synapse of ``layer``, aligned with ``layer.rows`` (unfolded from ``wk``)."""
+        if self.wq is not None:
+            return self.wq
+        return blocks_coo(layer.blocks, [self.wk])[2][0].astype(np.int64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,13 +105,20 @@ class Quantized:
         if len(self.layers) != len(self.lg.layers):
             raise PassError(f"quantized: {len(self.layers)} quantised layers for {len(self.lg.layers)} layers")
         for l, q in zip(self.lg.layers, self.layers):
-            if q.wq.shape != l.rows.shape or q.bias.shape != (l.n,):
-                raise PassError(f"quantized: {l.where()} has {q.wq.shape} weights / {q.bias.shape} biases for "
-                                f"{l.rows.shape[0]} synapses / {l.n} neurons")
-            if q.wq.size and (q.wq.min() < -W_MAX - 1 or q.wq.max() > W_MAX):
-                raise PassError(f"quantized: {l.where()} has weights in [{q.wq.min()}, {q.wq.max()}], beyond int8")
-            if q.w_bits not in (1, 2, 8) or (q.w_bits < 8 and q.wq.size and
-                                             (q.wq.min() < (0 if q.w_bits == 1 else -1) or q.wq.max() > 1)):
+            if q.wq is None:
+                if q.wk is None or l.blocks is None or [k.shape for k in q.wk] != [b.W.shape for b in l.blocks]:
+                    raise PassError(f"quantized: {l.where()} has neither weights per synapse nor a kernel per block")
+                wq = np.concatenate([k.reshape(-1) for k in q.wk]).astype(np.int64)
+            else:
+                wq = q.wq
+                if wq.shape != l.rows.shape:
+                    raise PassError(f"quantized: {l.where()} has {wq.shape} weights for {l.rows.shape[0]} synapses")
+            if q.bias.shape != (l.n,):
+                raise PassError(f"quantized: {l.where()} has {q.bias.shape} biases for {l.n} neurons")
+            if wq.size and (wq.min() < -W_MAX - 1 or wq.max() > W_MAX):
+                raise PassError(f"quantized: {l.where()} has weights in [{wq.min()}, {wq.max()}], beyond int8")
+            if q.w_bits not in (1, 2, 8) or (q.w_bits < 8 and wq.size and
+                                             (wq.min() < (0 if q.w_bits == 1 else -1) or wq.max() > 1)):
                 raise PassError(f"quantized: {l.where()} declares {q.w_bits}-bit weights for its weights")
             if q.lo > q.hi:
                 raise PassError(f"quantized: {l.where()} has output range [{q.lo}, {q.hi}]")
@@ -212,7 +229,11 @@ def floor4_scales(E: np.ndarray, out_scale: float) -> tuple[float, float, int]:
     they are int8 integers); the output scale is ``s_w * 4^k`` with the smallest ``k >= 0`` that covers the
     calibrated scale ``out_scale``: at most 4 times coarser than it (2 bits of the 8)."""
     absmax = float(np.abs(E).max()) if E.size else 0.0
-    s_w = 1.0 if (E.size == 0 or (bool(np.all(_is_int(E))) and absmax <= W_MAX)) else absmax / W_MAX
+    return _floor4(absmax, E.size == 0 or bool(np.all(_is_int(E))), out_scale)
+
+
+def _floor4(absmax: float, allint: bool, out_scale: float) -> tuple[float, float, int]:
+    s_w = 1.0 if (allint and absmax <= W_MAX) else absmax / W_MAX
     k = 0
     while k < 31 and s_w * 4.0 ** k < out_scale * (1 - _EPS):
         k += 1
@@ -415,6 +436,223 @@ def _w_bits(wq: np.ndarray, chip: ChipSpec) -> int:
     return 8
 
 
+
+def _membrane_scale(l, absmax: float, allint: bool, b: np.ndarray, tq: dict) -> tuple[float, bool]:
+    """The membrane scale ``k`` of a LIF-family layer (1 when weights, bias, membrane parameters and initial
+    state are exact integers: ``exact``) from its scaled weights' largest magnitude."""
+    m, a = l.model, l.attrs
+    if m.spike_input:
+        _check_spike_inputs(l, tq)
+    mem_vals = np.concatenate([np.ravel(np.asarray(a[x], np.float64)) for x in m.membrane_attrs] or [np.zeros(0)])
+    exact = (absmax == 0 or (allint and absmax <= W_MAX)) and bool(np.all(_is_int(b))) and \
+        bool(np.all(_is_int(mem_vals))) and bool(np.all(_is_int(l.init)))
+    k = 1.0 if exact else (W_MAX / absmax if absmax > 0 else 1.0)
+    return k, exact
+
+
+def _lif_rest(l, k: float, exact: bool, b: np.ndarray, w_bits: int, chip: ChipSpec, tq: dict, rep: dict,
+              weight_rel_err: float):
+    """Everything of a LIF-family layer after its weights: ``(bias, lo, hi, w_bits, lossless, cparam, nparam,
+    state_init)``; sets the output's TQ of a non-spiking model and fills ``rep``."""
+    m, a, c = l.model, l.attrs, chip.core
+    scaled = np.array([w.scaled for w in m.state], bool)
+    try:
+        values = m.quantize(a, k, c)
+    except (OverflowError, ValueError) as e:  # an attribute far outside the layer's scale
+        raise QuantizationError(f"{l.where()}: its {m.name} parameters do not scale to chip integers "
+                                f"(membrane scale {k:g}: {e}); attributes "
+                                f"{ {x: a[x] for x in m.membrane_attrs} } are extreme for its weights: "
+                                "rescale them") from None
+    for p in m.core_params:
+        v, lo_p, hi_p = values[p.name], p.lo(c), p.hi(c)
+        if not lo_p <= v <= hi_p:
+            given = f" {a[p.name]:g} scales to" if isinstance(a.get(p.name), float) else ""
+            raise QuantizationError(f"{l.where()}: {p.name}{given} {v}, outside {lo_p} .. {hi_p} ({p.doc}; "
+                                    f"from core.membrane_bits / core.beta_shift of '{chip.name}'); rescale "
+                                    "the layer's weights or threshold")
+    cparam = np.array([values[p.name] for p in m.core_params], np.int64)
+    nparam = _neuron_params(m, values, l, chip, a)
+    state_init = _state_int(np.where(scaled, k * l.init, l.init), m, l, c)
+    bias, lo, hi = _to_int(k * b, "bias", l.where()), 0, 1
+    if not m.spiking:  # the output register holds a state word (LI's membrane, a first-spike time)
+        w = next(w for w in m.state if w.out_port == m.output_port)
+        lo, hi = -2 ** (w.bits(c) - 1), 2 ** (w.bits(c) - 1) - 1
+        tq[l.out] = TQ(1.0 / k if w.scaled else 1.0, lo, hi, m.out_bits, "word")
+    lossless = bool(exact and m.lossless(a))
+    rep.update(lossless=lossless, membrane_scale=k, weight_rel_err=weight_rel_err,
+               **{f"{p.name[:-5]}_chip": values[p.name] / 2 ** c.beta_shift for p in m.core_params
+                  if p.name.endswith("_mult")},  # the decay the chip runs, beside the float one
+               **{p.name[:-5]: float(a[p.name[:-5]]) for p in m.core_params
+                  if p.name.endswith("_mult") and p.name[:-5] in a},
+               # per-neuron decays (LIFT): the largest difference between a neuron's float decay and the chip's
+               **{f"{p.name[:-5]}_max_err": float(np.abs(nparam[:, i] / 2 ** c.beta_shift -
+                                                          np.broadcast_to(a[p.name[:-5]], (l.n,))).max(initial=0))
+                  for i, p in enumerate(m.neuron_params) if p.name.endswith("_mult") and p.name[:-5] in a})
+    return bias, lo, hi, w_bits, lossless, cparam, nparam, state_init
+
+
+# ----------------------------------------------------------------------------- structured layers
+def _kernel_form(l, s_in: np.ndarray, in_max: np.ndarray):
+    """``(bias per channel, positions per channel, [(block, input scale [co, ci_g], input bound [co, ci_g])])``
+    when every block's input has one scale per channel and the bias one value per output channel (so one integer
+    kernel serves every position), else None."""
+    co = l.blocks[0].co
+    if l.n % co:
+        return None
+    hw = l.n // co
+    B = l.bias.reshape(co, hw)
+    if hw > 1 and not np.all(B == B[:, :1]):
+        return None
+    parts = []
+    for b in l.blocks:
+        C = b.in_shape[0]
+        cols = b.columns()
+        valid = (cols >= 0).reshape(C, -1)
+        sc = np.where(valid, s_in[np.maximum(cols, 0)].reshape(C, -1), -np.inf)
+        s_ch = sc.max(axis=1)
+        if np.any(valid & (sc != s_ch[:, None])):
+            return None
+        s_ch = np.where(np.isfinite(s_ch), s_ch, 0.0)
+        im = np.where(valid, in_max[np.maximum(cols, 0)].reshape(C, -1), 0).max(axis=1)
+        ci = (np.arange(co)[:, None] // b.co_g) * b.ci_g + np.arange(b.ci_g)[None, :]
+        parts.append((b, s_ch[ci], im[ci]))
+    return B[:, 0].astype(np.float64), hw, parts
+
+
+def _kernel_chunks(parts, co: int, gain: float = 1.0):
+    """The scaled kernel entries ``E`` and input bounds, ``[channels, entries]``, for chunks of output channels."""
+    per = sum(int(np.prod(b.W.shape[1:])) for b, _, _ in parts)
+    step = max(1, (1 << 21) // max(per, 1))
+    for c0 in range(0, co, step):
+        c1 = min(co, c0 + step)
+        E = np.concatenate([(gain * b.W[c0:c1] * sp[c0:c1, :, None, None]).reshape(c1 - c0, -1)
+                            for b, sp, _ in parts], axis=1)
+        IM = np.concatenate([np.broadcast_to(im[c0:c1, :, None, None], b.W[c0:c1].shape).reshape(c1 - c0, -1)
+                             for b, _, im in parts], axis=1)
+        yield c0, c1, E, IM
+
+
+def _put(wk: list, parts, c0: int, c1: int, wq: np.ndarray) -> None:
+    """Write a chunk of integer kernel entries back into each block's kernel."""
+    o = 0
+    for (b, _, _), k in zip(parts, wk):
+        m = int(np.prod(b.W.shape[1:]))
+        k[c0:c1] = wq[:, o:o + m].reshape(k[c0:c1].shape)
+        o += m
+
+
+def _quantize_structured(l, kf, chip: ChipSpec, ranges, tq: dict, nonneg: set, in_nonneg: bool, rep: dict) -> QLayer:
+    """The :class:`QLayer` of a structured layer: as the per-synapse quantisation, with one weight scale per output
+    channel over its whole kernel (docs/numerics.md), integer kernels ``wk`` instead of per-synapse weights."""
+    c = chip.core
+    Bch, hw, parts = kf
+    co = Bch.shape[0]
+    wk = [np.zeros(b.W.shape, np.int8) for b, _, _ in parts]
+    bound = np.zeros(co)
+    stats = dict(absmax=0.0, allint=True, err=0.0)
+
+    def scan(gain: float = 1.0) -> None:  # the largest scaled weight, and whether all are integers
+        for _, _, E, _ in _kernel_chunks(parts, co, gain):
+            if E.size:
+                stats["absmax"] = max(stats["absmax"], float(np.abs(E).max()))
+                stats["allint"] &= bool(np.all(_is_int(E)))
+
+    if l.dendrite == "max" or l.soma == "count":  # unit weights: a mask (max) or an identity (count)
+        for c0, c1, E, IM in _kernel_chunks(parts, co):
+            wq = (E != 0).astype(np.int64)
+            _put(wk, parts, c0, c1, wq)
+            bound[c0:c1] = (wq * IM).sum(axis=1)
+        w_bits = _w_bits(np.ones(1, np.int64), chip)
+        if l.dendrite == "max":
+            q_in = tq[l.inputs[0]]
+            tq[l.out] = TQ(q_in.scale, q_in.lo if not l.relu else max(0, q_in.lo), q_in.hi, 8, "value")
+            bias, lo, hi, lossless = np.zeros(l.n, np.int64), tq[l.out].lo, tq[l.out].hi, True
+            k, cparam, state_init = 1.0, np.zeros(1, np.int64), np.zeros((l.n, 0), np.int64)
+            nparam = np.stack([np.ones(l.n, np.int64), np.zeros(l.n, np.int64)], axis=1)
+            rep.update(lossless=True, weight_rel_err=0.0, out_scale=tq[l.out].scale)
+        else:
+            _check_spike_inputs(l, tq)
+            hi = 2 ** c.activation_bits - 1
+            tq[l.out] = TQ(1.0, 0, hi, 8, "count")
+            nonneg.add(l.out)
+            bias, lo, k = np.zeros(l.n, np.int64), 0, 1.0
+            cparam, nparam = np.zeros(0, np.int64), np.zeros((l.n, 0), np.int64)
+            state_init = _state_int(l.init, l.model, l, c)
+            lossless = bool(np.all(_is_int(l.init)))
+            rep.update(lossless=lossless, count_max=hi)
+    elif l.soma == "ann":
+        nn = l.relu or (in_nonneg and l.op in ("avgpool", "add") and all(bool(np.all(b.W >= 0)) for b, _, _ in parts))
+        out_q = _act_tq(ranges.get(l.out), nn, l.out, l.where(), c.activation_bits)
+        floor4 = c.requant_mode == "floor4"
+        if floor4:
+            scan()
+            s_layer, out_scale, k4 = _floor4(stats["absmax"], stats["allint"], out_q.scale)
+            out_q = TQ(out_scale, out_q.lo, out_q.hi, out_q.bits, out_q.kind)
+            s_ch = np.full(co, s_layer)
+        else:
+            s_ch = np.zeros(co)
+        for c0, c1, E, IM in _kernel_chunks(parts, co):
+            if not floor4:
+                rows = np.repeat(np.arange(c1 - c0), E.shape[1])
+                s_ch[c0:c1] = _row_scales(rows, E.reshape(-1), c1 - c0, Bch[c0:c1])
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                wq = _to_int(E / s_ch[c0:c1, None], "weight", l.where())
+            if wq.size and (wq.min() < -W_MAX - 1 or wq.max() > W_MAX):
+                raise AssertionError(f"{l.name}: weights out of int8")  # internal invariant: scales bound them
+            _put(wk, parts, c0, c1, wq)
+            bound[c0:c1] = (np.abs(wq) * IM).sum(axis=1)
+            if E.size:
+                stats["absmax"] = max(stats["absmax"], float(np.abs(E).max()))
+                stats["err"] = max(stats["err"], float(np.abs(wq * s_ch[c0:c1, None] - E).max()))
+                stats["allint"] &= bool(np.all(np.abs(wq * s_ch[c0:c1, None] - E) <= _EPS * np.maximum(1, np.abs(E))))
+        s_row = np.repeat(s_ch, hw)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            bias = _to_int(l.bias / s_row, "bias", l.where())
+        acc_lim = 2 ** (c.accumulator_bits - 1)
+        if np.any(np.abs(bias) >= acc_lim):
+            kk = int(np.argmax(np.abs(bias)))
+            raise QuantizationError(f"{l.where()}: bias of neuron {kk} quantises to {int(bias[kk])}, beyond the "
+                                    f"{c.accumulator_bits}-bit accumulator (core.accumulator_bits); recalibrate "
+                                    "or rescale the layer")
+        tq[l.out] = out_q
+        if nn:
+            nonneg.add(l.out)
+        if floor4:
+            mult, shift = np.ones(l.n, np.int64), np.full(l.n, 2 * k4, np.int64)
+        else:
+            m_ch, sh_ch = requant_params(s_ch / out_q.scale, c.requant_mult_bits, l.where())
+            mult, shift = np.repeat(m_ch, hw), np.repeat(sh_ch, hw)
+        lossless = bool(stats["allint"] and np.all(s_ch == 1.0) and out_q.scale == 1.0 and np.all(_is_int(l.bias)))
+        lo, hi = out_q.lo, out_q.hi
+        w_bits = max(_w_bits(k, chip) for k in wk) if wk else 8
+        k, cparam, state_init = 1.0, np.array([int(floor4)], np.int64), np.zeros((l.n, 0), np.int64)
+        nparam = np.stack([mult, shift], axis=1).astype(np.int64)
+        rep.update(requant_mode=c.requant_mode, **requant_report(s_row, out_q.scale, mult, shift, floor4))
+        rep.update(lossless=lossless, weight_rel_err=stats["err"] / max(stats["absmax"], 1e-30),
+                   out_scale=out_q.scale, weight_scale_min=float(s_ch.min()), weight_scale_max=float(s_ch.max()))
+    elif l.model.quantize is not None:  # the LIF family
+        m, a = l.model, l.attrs
+        gain = float(a[m.input_gain]) if m.input_gain else 1.0
+        scan(gain)
+        k, exact = _membrane_scale(l, stats["absmax"], stats["allint"], gain * l.bias, tq)
+        for c0, c1, E, IM in _kernel_chunks(parts, co, gain):
+            wq = _to_int(k * E, "weight", l.where())
+            _put(wk, parts, c0, c1, wq)
+            bound[c0:c1] = (np.abs(wq) * IM).sum(axis=1)
+            if E.size:
+                stats["err"] = max(stats["err"], float(np.abs(wq / k - E).max()))
+        w_bits = max(_w_bits(kk, chip) for kk in wk) if wk else 8
+        bias, lo, hi, w_bits, lossless, cparam, nparam, state_init = _lif_rest(
+            l, k, exact, gain * l.bias, w_bits, chip, tq, rep, stats["err"] / max(stats["absmax"], 1e-30))
+    else:
+        raise AssertionError(l.soma)
+    # worst-case accumulator magnitude over the whole kernel (an upper bound at the borders)
+    acc_bound = float((np.repeat(bound, hw) + np.abs(bias)).max()) if l.n else 0.0
+    rep["acc_bound"] = acc_bound
+    rep["shared_kernels"] = True
+    return QLayer(wq=None, wk=tuple(wk), bias=bias, lo=lo, hi=hi, w_bits=w_bits, lossless=lossless,
+                  acc_bound=acc_bound, report=rep, cparam=cparam, nparam=nparam, state_init=state_init, k=k)
+
 def _act_tq(r: Range | None, nonneg: bool, name: str, what: str, bits: int) -> TQ:
     if r is None:
         raise QuantizationError(f"{what}: no calibration range for tensor '{name}'; pass calibration inputs "
@@ -450,6 +688,7 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
         elif name in spike_t:
             tq[name] = TQ(1.0, 0, 1, 1, "spike")
     nonneg = {t for t, q in tq.items() if q.lo >= 0}
+    layers: list = []  #: the layers quantised (a structured layer unfolded when its kernels cannot be shared)
     for l in lg.layers:
         if l.model.spiking:
             tq[l.out] = TQ(1.0, 0, 1, 1, "spike")
@@ -468,6 +707,15 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
         s_in = np.concatenate([np.full(sz, tq[t].scale) for t, sz in zip(l.inputs, l.in_sizes)])
         in_nonneg = all(t in nonneg for t in l.inputs)
         rep: dict = {"layer": l.name, "op": l.op}
+        in_max = np.concatenate([np.full(sz, max(abs(tq[t].lo), abs(tq[t].hi))) for t, sz in zip(l.inputs, l.in_sizes)])
+        if l.blocks is not None:
+            kf = _kernel_form(l, s_in, in_max) if l.soma != "lut" else None
+            if kf is not None:  # structured: one scale per output channel, integer kernels (mapper/structured.py)
+                qlayers.append(_quantize_structured(l, kf, chip, ranges, tq, nonneg, in_nonneg, rep))
+                layers.append(l)
+                continue
+            l = l.unstructured()  # (input scales that vary inside a channel, table somas: per synapse)
+        layers.append(l)
         if l.dendrite == "max":
             q_in = tq[l.inputs[0]]
             tq[l.out] = TQ(q_in.scale, q_in.lo if not l.relu else max(0, q_in.lo), q_in.hi, 8, "value")
@@ -519,52 +767,15 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
             rep.update(lut_rep)
         elif l.model.quantize is not None:  # the LIF family: a membrane scale k for weights and parameters
             m, a = l.model, l.attrs
-            if m.spike_input:
-                _check_spike_inputs(l, tq)
             gain = float(a[m.input_gain]) if m.input_gain else 1.0
             E = gain * l.vals * s_in[l.cols]
-            b = gain * l.bias
-            scaled = np.array([w.scaled for w in m.state], bool)
-            init = l.init
-            mem_vals = np.concatenate([np.ravel(np.asarray(a[x], np.float64)) for x in m.membrane_attrs] or [np.zeros(0)])
-            exact = (E.size == 0 or (np.all(_is_int(E)) and np.abs(E).max() <= W_MAX)) and np.all(_is_int(b)) and \
-                np.all(_is_int(mem_vals)) and np.all(_is_int(init))
-            k = 1.0 if exact else (W_MAX / np.abs(E).max() if E.size and np.abs(E).max() > 0 else 1.0)
+            absmax = float(np.abs(E).max()) if E.size else 0.0
+            k, exact = _membrane_scale(l, absmax, bool(np.all(_is_int(E))), gain * l.bias, tq)
             wq = _to_int(k * E, "weight", l.where())
-            try:
-                values = m.quantize(a, k, c)
-            except (OverflowError, ValueError) as e:  # an attribute far outside the layer's scale
-                raise QuantizationError(f"{l.where()}: its {m.name} parameters do not scale to chip integers "
-                                        f"(membrane scale {k:g}: {e}); attributes "
-                                        f"{ {x: a[x] for x in m.membrane_attrs} } are extreme for its weights: "
-                                        "rescale them") from None
-            for p in m.core_params:
-                v, lo_p, hi_p = values[p.name], p.lo(c), p.hi(c)
-                if not lo_p <= v <= hi_p:
-                    given = f" {a[p.name]:g} scales to" if isinstance(a.get(p.name), float) else ""
-                    raise QuantizationError(f"{l.where()}: {p.name}{given} {v}, outside {lo_p} .. {hi_p} ({p.doc}; "
-                                            f"from core.membrane_bits / core.beta_shift of '{chip.name}'); rescale "
-                                            "the layer's weights or threshold")
-            cparam = np.array([values[p.name] for p in m.core_params], np.int64)
-            nparam = _neuron_params(m, values, l, chip, a)
-            state_init = _state_int(np.where(scaled, k * init, init), m, l, c)
-            bias, lo, hi, w_bits = _to_int(k * b, "bias", l.where()), 0, 1, _w_bits(wq, chip)
-            if not m.spiking:  # the output register holds a state word (LI's membrane, a first-spike time)
-                w = next(w for w in m.state if w.out_port == m.output_port)
-                lo, hi = -2 ** (w.bits(c) - 1), 2 ** (w.bits(c) - 1) - 1
-                tq[l.out] = TQ(1.0 / k if w.scaled else 1.0, lo, hi, m.out_bits, "word")
-            lossless = bool(exact and m.lossless(a))
             err = np.abs(wq / k - E)
-            rep.update(lossless=lossless, membrane_scale=k,
-                       weight_rel_err=float(err.max() / max(np.abs(E).max(), 1e-30)) if E.size else 0.0,
-                       **{f"{p.name[:-5]}_chip": values[p.name] / 2 ** c.beta_shift for p in m.core_params
-                          if p.name.endswith("_mult")},  # the decay the chip runs, beside the float one
-                       **{p.name[:-5]: float(a[p.name[:-5]]) for p in m.core_params
-                          if p.name.endswith("_mult") and p.name[:-5] in a},
-                       # per-neuron decays (LIFT): the largest difference between a neuron's float decay and the chip's
-                       **{f"{p.name[:-5]}_max_err": float(np.abs(nparam[:, i] / 2 ** c.beta_shift -
-                                                                  np.broadcast_to(a[p.name[:-5]], (l.n,))).max(initial=0))
-                          for i, p in enumerate(m.neuron_params) if p.name.endswith("_mult") and p.name[:-5] in a})
+            bias, lo, hi, w_bits, lossless, cparam, nparam, state_init = _lif_rest(
+                l, k, exact, gain * l.bias, _w_bits(wq, chip), chip, tq, rep,
+                float(err.max() / max(absmax, 1e-30)) if E.size else 0.0)
         elif l.soma == "count":
             _check_spike_inputs(l, tq)
             hi = 2 ** c.activation_bits - 1
@@ -581,7 +792,6 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
         if wq.size and (wq.min() < -W_MAX - 1 or wq.max() > W_MAX):
             raise AssertionError(f"{l.name}: weights out of int8")  # internal invariant: scales bound them
         # worst-case accumulator magnitude (split == unsplit needs it below 2^(A-1))
-        in_max = np.concatenate([np.full(sz, max(abs(tq[t].lo), abs(tq[t].hi))) for t, sz in zip(l.inputs, l.in_sizes)])
         bound = np.bincount(l.rows, weights=np.abs(wq) * in_max[l.cols], minlength=l.n)  # whole numbers: exact sums
         acc_bound = float((bound + np.abs(bias)).max()) if l.n else 0.0
         rep["acc_bound"] = acc_bound
@@ -590,4 +800,6 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
     for s in g.states:
         if s.output in tq and s.input not in tq:
             tq[s.input] = tq[s.output]
+    if any(a is not b for a, b in zip(layers, lg.layers)):
+        lg = LayerGraph(graph=lg.graph, layers=layers, alias=lg.alias)
     return Quantized(lg=lg, layers=qlayers, tq=tq)

@@ -65,11 +65,15 @@ def _as_graph(model: Any, approximate: Mapping[str, str] | None = None):
     return load_onnx(model, approximate=approximate)
 
 
+#: how structured layers are partitioned (``compile(tiles=...)``, ``--tiles``)
+TILES = ("auto", "on", "off")
+
+
 def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips: Any = None,
             calib: Mapping[str, np.ndarray] | str | os.PathLike | None = None, calib_steps: int | None = None,
             placement: str = "greedy", overrides: Mapping[str, Any] | None = None, lint: bool = False,
             profile_inputs: Mapping[str, np.ndarray] | str | os.PathLike | None = None,
-            objective: str = "latency", approximate: Mapping[str, str] | None = None) -> CoreMap:
+            objective: str = "latency", approximate: Mapping[str, str] | None = None, tiles: str = "auto") -> CoreMap:
     """Compile an ONNX model (path, bytes or ModelProto in the nmc step convention) or an IR graph, or a list of
     them: several models on one system, each with its own inputs and outputs, named ``<model>:<name>`` (the
     model is the file's stem, or the graph's name), and its own latency and energy in the report
@@ -88,6 +92,10 @@ def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips
     objective : ``latency`` (no folding), ``cores`` (fold as many logical cores per physical core as memory,
         router table and phase budget allow), ``balanced`` (at most 2), ``energy`` (the least folding that
         reaches the chip count of ``cores``); nmc/mapper/fold.py.
+    tiles : ``auto`` (convolutions and dense layers of over 4M unfolded synapses are cut into rectangular tiles
+        whose cores store shared kernels; smaller layers are packed neuron by neuron into dense weight blocks),
+        ``on`` (every such layer tiled) or ``off`` (none; a layer over 2^26 synapses then cannot be mapped);
+        nmc/mapper/structured.py.
     lint : check every mapper pass's result between passes (for tests; slower).
     approximate : ops the cores cannot run, replaced by a named approximation, e.g. ``{"LRN": "identity"}``
         (``nmc compile --approximate LRN=identity``); each use is a warning in the core map's compile report.
@@ -112,7 +120,10 @@ def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips
     chips = _chips_arg(chips, spec)
     if objective not in OBJECTIVES:
         raise InputError(f"objective '{objective}' is not one of {list(OBJECTIVES)} (--objective)")
-    opts = dict(calib=calib_in, lint=lint, host_budget=memory_budget(), calib_steps=calib_steps, objective=objective)
+    if tiles not in TILES:
+        raise InputError(f"tiles '{tiles}' is not one of {list(TILES)} (--tiles)")
+    opts = dict(calib=calib_in, lint=lint, host_budget=memory_budget(), calib_steps=calib_steps, objective=objective,
+                tiles=tiles)
     if placement != "profile":
         if profile_inputs is not None:
             raise InputError(f"profile inputs are given but placement is '{placement}'; they are for "
@@ -630,7 +641,8 @@ _SECONDS_PER = {"numba": (5e-6, 2e-9), "reference": (1e-4, 2e-8)}
 def estimate_run_seconds(cm: CoreMap, B: int, T: int, backend: str) -> float:
     """A coarse (pessimistic) estimate of a run's time on ``backend``."""
     per_core, per_syn = _SECONDS_PER.get(backend, _SECONDS_PER["reference"])
-    return float(B) * float(T + 2) * (cm.num_cores * per_core + int(cm.weights.data.shape[0]) * per_syn)
+    return float(B) * float(T + 2) * (cm.num_cores * per_core + int(np.sum(np.diff(cm.cores.axon_off) *
+                                                                          np.diff(cm.cores.neuron_off))) * per_syn)
 
 
 def max_run_seconds() -> float:

@@ -33,6 +33,19 @@ neuron model used needs).  All indices are 0-based and global.
 * ``feeds``: element ``elem[i]`` of graph input ``input[i]`` (quantised) is written to axon ``dst[i]``
   when that input is loaded (static inputs once, step inputs at the start of each step).
 * ``taps``: graph output ``k`` element ``j`` is the output register of neuron ``src[off[k] + j]``.
+* ``kblocks`` (format 3): cores with ``cores.w_fmt == 1`` store *shared kernels* instead of a dense block (a
+  convolution's kernel is stored once per core, the chip's folded mapping): the core's weights are the sum of
+  its blocks (rows ``K``, sorted by ``core``), each a slice ``[tc, kc, kh, kw]`` of a grouped convolution's
+  kernel at ``weights.data[w_off[k]:]`` applied to a patch of the layer's input.  ``geom[k]`` holds
+  :data:`KGEOM`; ``kpatch.ax[ax_off[k]:ax_off[k+1]]`` maps each patch element ``(c, y, x)`` (``pc x ph x pw``,
+  row-major) to the core's axon holding it, or -1 (padding, or an element the core does not read).  Neuron slot
+  ``(t * th + ty) * tw + tx`` of the core is output channel ``oc0 + t`` at tile position ``(ty, tx)``; its weight
+  from patch element ``(ci - pc0, ty * sh + ky * dh, tx * sw + kx * dw)`` is ``K[t, k, ky, kx]`` with
+  ``ci = ((oc0 + t) // co_g) * ci_g + kc0 + k`` (taps whose patch channel lies outside ``0 .. pc - 1`` are not
+  the core's).  :meth:`CoreMap.core_weights` expands it to the dense ``[n_axons, n_neurons]`` block (taps on
+  one weight add up).  A shared-kernel core has no dense block (``w_off[c+1] == w_off[c]``); kernels live after
+  the dense blocks (from ``w_off[C]``), and cores with equal slices of one kernel point to one copy (each core
+  still holds it in its own SRAM: ``nmc.resources``).
 
 The numerics of every field are specified in docs/numerics.md and implemented by
 ``emulator/reference.py`` (and each neuron model's ``ref_step``).
@@ -49,12 +62,13 @@ from .chip import MAX_SYSTEM_CORES, ChipSpec
 from .errors import CoreMapError
 from .neurons import MODELS, by_code, max_core_params, max_neuron_params, max_state_words
 
-__all__ = ["CoreMap", "Cores", "Neurons", "Axons", "Weights", "Routes", "Router", "Feeds", "Taps", "TABLES",
+__all__ = ["CoreMap", "Cores", "Neurons", "Axons", "Weights", "Routes", "Router", "Feeds", "Taps", "KBlocks", "KPatch",
+           "KGEOM", "kblock_taps", "kblock_bytes", "TABLES",
            "FORMAT", "FORMAT_VERSION", "STAGE", "DENDRITE", "SOMA", "HEADER", "check_coremap", "check_header",
            "chips_of", "input_kind_codes", "value_bytes", "in_bytes", "n_elems"]
 
 FORMAT = "nmc-coremap"
-FORMAT_VERSION = 2  #: 2: typed tables, neuron models, router tables (1: flat arrays, LIF only)
+FORMAT_VERSION = 3  #: 3: shared-kernel cores (kblocks); 2: typed tables, neuron models, router tables (1: flat arrays)
 
 STAGE = {"static": 0, "step": 1, "readout": 2}
 DENDRITE = {"mac": 0, "max": 1}
@@ -99,6 +113,7 @@ class Cores(_Table):
     neuron_off: np.ndarray = col("int64", "C+1")
     axon_off: np.ndarray = col("int64", "C+1")
     w_off: np.ndarray = col("int64", "C+1")
+    w_fmt: np.ndarray = col("int8", "C", doc="0: dense weight block; 1: shared kernels (kblocks)")
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,8 +167,29 @@ class Taps(_Table):
     src: np.ndarray = col("int64", "T", doc="neuron")
 
 
+#: the geometry of a kernel block (``kblocks.geom`` columns, in order; module doc)
+KGEOM = ("tc", "th", "tw", "kc", "kh", "kw", "pc", "ph", "pw", "sh", "sw", "dh", "dw", "co_g", "ci_g", "oc0", "kc0",
+         "pc0")
+
+
+@dataclass(frozen=True, eq=False)
+class KBlocks(_Table):
+    NAME: ClassVar[str] = "kblocks"
+    core: np.ndarray = col("int32", "K", doc="the core (ascending)")
+    w_off: np.ndarray = col("int64", "K", doc="kernel [tc, kc, kh, kw] at weights.data[w_off:]")
+    geom: np.ndarray = col("int32", "K", "G", doc="KGEOM")
+    ax_off: np.ndarray = col("int64", "K+1", doc="patch map of block k: kpatch.ax[ax_off[k]:ax_off[k+1]]")
+
+
+@dataclass(frozen=True, eq=False)
+class KPatch(_Table):
+    NAME: ClassVar[str] = "kpatch"
+    ax: np.ndarray = col("int32", "X", doc="core-local axon of each patch element, -1 none")
+
+
 #: table name -> class, in file order
-TABLES: dict[str, type[_Table]] = {t.NAME: t for t in (Cores, Neurons, Axons, Weights, Routes, Router, Feeds, Taps)}
+TABLES: dict[str, type[_Table]] = {t.NAME: t for t in (Cores, Neurons, Axons, Weights, Routes, Router, Feeds, Taps,
+                                                        KBlocks, KPatch)}
 
 
 @dataclass(eq=False)
@@ -177,6 +213,8 @@ class CoreMap:
     router: Router
     feeds: Feeds
     taps: Taps
+    kblocks: KBlocks
+    kpatch: KPatch
 
     def tables(self) -> dict[str, _Table]:
         return {name: getattr(self, name) for name in TABLES}
@@ -188,6 +226,13 @@ class CoreMap:
     @classmethod
     def from_arrays(cls, chip: ChipSpec, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> "CoreMap":
         """Build from ``"<table>.<column>"`` arrays; a missing column is a :class:`CoreMapError`."""
+        arrays = dict(arrays)
+        if not any(k.startswith(("kblocks.", "kpatch.")) or k == "cores.w_fmt" for k in arrays) and "cores.layer" in arrays:
+            # a core map without shared kernels may leave format 3's kernel-block columns out (all cores dense)
+            arrays.update({"cores.w_fmt": np.zeros(np.shape(arrays["cores.layer"])[0], np.int8),
+                           "kblocks.core": np.zeros(0, np.int32), "kblocks.w_off": np.zeros(0, np.int64),
+                           "kblocks.geom": np.zeros((0, len(KGEOM)), np.int32), "kblocks.ax_off": np.zeros(1, np.int64),
+                           "kpatch.ax": np.zeros(0, np.int32)})
         missing = [f"{t}.{k}" for t, tc in TABLES.items() for k in tc.columns() if f"{t}.{k}" not in arrays]
         if missing:
             raise CoreMapError(f"core map lacks array(s) {missing}")
@@ -229,9 +274,34 @@ class CoreMap:
         return int(self.cores.axon_off[c + 1] - self.cores.axon_off[c])
 
     def core_weights(self, c: int) -> np.ndarray:
-        """Weights of core c as ``[n_axons, n_neurons]``."""
+        """Weights of core c as ``[n_axons, n_neurons]`` (a shared-kernel core's blocks expanded)."""
         w = self.cores.w_off
-        return self.weights.data[w[c]:w[c + 1]].reshape(self.n_axons(c), self.n_neurons(c))
+        if self.cores.w_fmt[c] == 0:
+            return self.weights.data[w[c]:w[c + 1]].reshape(self.n_axons(c), self.n_neurons(c))
+        kb = self.kblocks
+        lo, hi = np.searchsorted(kb.core, [c, c + 1])
+        out = np.zeros((self.n_axons(c), self.n_neurons(c)), np.int16)
+        for k in range(int(lo), int(hi)):
+            a, slot, val = kblock_taps(kb.geom[k], self.weights.data, int(kb.w_off[k]),
+                                       self.kpatch.ax[kb.ax_off[k]:kb.ax_off[k + 1]])
+            np.add.at(out, (a, slot), val)
+        if out.size and (out.min() < -128 or out.max() > 127):
+            raise CoreMapError(f"core {c}: its kernel blocks add up to weights in [{int(out.min())}, {int(out.max())}], "
+                               "beyond int8")
+        return out.astype(np.int8)
+
+    def dense_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(data, w_off)``: every core's weights as dense ``[n_axons, n_neurons]`` blocks (int8), what the
+        emulator reads; the core map's own arrays when no core has shared kernels."""
+        c = self.cores
+        if not np.any(c.w_fmt):
+            return self.weights.data, c.w_off
+        size = np.diff(c.axon_off) * np.diff(c.neuron_off)
+        off = np.concatenate([[0], np.cumsum(size)]).astype(np.int64)
+        data = np.zeros(int(off[-1]), np.int8)
+        for k in range(self.num_cores):
+            data[off[k]:off[k + 1]] = self.core_weights(k).reshape(-1)
+        return data, off
 
     def neuron_core(self) -> np.ndarray:
         """Core index of every neuron [N]."""
@@ -271,6 +341,35 @@ HEADER: dict[str, Any] = {
     "nmc_version?": str,
     "host?": {"ops": [dict(op=str, input=str, output=str, attrs=dict)], "outputs": [str], "chip_only": [str]},
 }
+
+
+def kblock_taps(geom: np.ndarray, data: np.ndarray, w_off: int, ax: np.ndarray):
+    """The taps of one kernel block (module doc): ``(axon, neuron slot, weight)`` arrays, core-local."""
+    tc, th, tw, kc, kh, kw, pc, ph, pw, sh, sw, dh, dw, co_g, ci_g, oc0, kc0, pc0 = (int(v) for v in geom)
+    K = data[w_off:w_off + tc * kc * kh * kw].reshape(tc, kc, kh, kw)
+    t, k, ky, kx = (a.reshape(-1) for a in np.meshgrid(np.arange(tc), np.arange(kc), np.arange(kh), np.arange(kw),
+                                                       indexing="ij"))
+    val = K[t, k, ky, kx]
+    pci = ((oc0 + t) // co_g) * ci_g + kc0 + k - pc0
+    ok = (val != 0) & (pci >= 0) & (pci < pc)
+    t, k, ky, kx, pci, val = t[ok], k[ok], ky[ok], kx[ok], pci[ok], val[ok]
+    ty, tx = np.meshgrid(np.arange(th), np.arange(tw), indexing="ij")
+    ty, tx = ty.reshape(1, -1), tx.reshape(1, -1)
+    py = ty * sh + (ky * dh)[:, None]
+    px = tx * sw + (kx * dw)[:, None]
+    a = ax[(pci[:, None] * ph + py) * pw + px]
+    slot = (t[:, None] * th + ty) * tw + tx
+    v = np.broadcast_to(val[:, None], a.shape)
+    keep = a >= 0
+    return a[keep].astype(np.int64), slot[keep].astype(np.int64), v[keep].astype(np.int16)
+
+
+def kblock_bytes(geom: np.ndarray, w_bits) -> np.ndarray:
+    """SRAM bytes of kernel blocks (``geom`` [K, G]) at ``w_bits`` per weight: each output channel's kernel
+    slice rounded up to whole bytes."""
+    g = np.asarray(geom, np.int64).reshape(-1, len(KGEOM))
+    per_ch = g[:, 3] * g[:, 4] * g[:, 5] * np.asarray(w_bits, np.int64)
+    return g[:, 0] * ((per_ch + 7) // 8)
 
 
 def _check(value: Any, spec: Any, where: str) -> None:
@@ -337,7 +436,8 @@ def n_elems(inp: dict) -> int:
 def _dims(cm: CoreMap) -> dict[str, int]:
     c = cm.cores
     return dict(C=int(c.layer.shape[0]), N=int(c.neuron_off[-1]) if c.neuron_off.size else -1,
-                A=int(c.axon_off[-1]) if c.axon_off.size else -1, W=int(c.w_off[-1]) if c.w_off.size else -1,
+                A=int(c.axon_off[-1]) if c.axon_off.size else -1, W=int(cm.weights.data.shape[0]),
+                K=int(cm.kblocks.core.shape[0]), G=len(KGEOM), X=int(cm.kpatch.ax.shape[0]),
                 R=int(cm.routes.src.shape[0]), E=int(cm.router.dst.shape[0]), I=int(cm.feeds.dst.shape[0]),
                 O=len(cm.meta.get("outputs", [])), T=int(cm.taps.src.shape[0]),
                 P=int(c.param.shape[1]) if c.param.ndim == 2 else -1,
@@ -357,6 +457,10 @@ def _check_columns(cm: CoreMap) -> dict[str, int]:
         off = getattr(cm.cores, k)
         if off.shape[0] != d["C"] + 1 or off[0] != 0 or np.any(np.diff(off) < 0):
             raise CoreMapError(f"core map column cores.{k} is not {d['C'] + 1} non-decreasing values from 0")
+    off = cm.kblocks.ax_off
+    if off.shape[0] != d["K"] + 1 or off[0] != 0 or np.any(np.diff(off) < 0) or off[-1] != d["X"]:
+        raise CoreMapError(f"core map column kblocks.ax_off is not {d['K'] + 1} non-decreasing values from 0 to the "
+                           f"{d['X']} patch entries")
     for t, tab in cm.tables().items():
         for k, (_, dims) in type(tab).columns().items():
             v = getattr(tab, k)
@@ -375,8 +479,16 @@ def check_coremap(cm: CoreMap) -> None:
     d = _check_columns(cm)
     c, N, A, C = cm.cores, d["N"], d["A"], d["C"]
     nn, na = np.diff(c.neuron_off), np.diff(c.axon_off)
-    if not np.array_equal(np.diff(c.w_off), nn * na):
+    if not np.isin(c.w_fmt, (0, 1)).all():
+        raise CoreMapError(f"core {int(np.argmax(~np.isin(c.w_fmt, (0, 1))))}: cores.w_fmt is not 0 or 1")
+    dense = c.w_fmt == 0
+    if not np.array_equal(np.diff(c.w_off), np.where(dense, nn * na, 0)):
         raise CoreMapError("core map weights do not match n_axons x n_neurons per core")
+    if (int(c.w_off[-1]) if c.w_off.size else 0) > d["W"] or (not np.any(c.w_fmt) and c.w_off.size
+                                                              and int(c.w_off[-1]) != d["W"]):
+        raise CoreMapError(f"core map weights.data holds {d['W']} weights; the dense blocks need {int(c.w_off[-1])} "
+                           "(and only shared kernels may follow them)")
+    _check_kblocks(cm, d)
     r = cm.routes
     if d["R"] and (r.src.min() < 0 or r.src.max() >= N or r.dst.min() < 0 or r.dst.max() >= A):
         raise CoreMapError("core map routes point outside the neuron/axon arrays")
@@ -443,6 +555,44 @@ def check_coremap(cm: CoreMap) -> None:
                                                   axis=1).shape[1] != C:
         raise CoreMapError("core map places two cores that run in the same phase on the same router (cores may "
                            "share a router only when folded: in distinct stages or phases)")
+
+
+def _check_kblocks(cm: CoreMap, d: dict[str, int]) -> None:
+    """Shared-kernel blocks: on shared-kernel cores, in core order, kernels tiling each core's weights, patches
+    covering the tiles, patch entries naming the core's axons, tiles filling the core's neurons."""
+    kb, c = cm.kblocks, cm.cores
+    K = d["K"]
+    if not K:
+        if np.any(c.w_fmt == 1):
+            raise CoreMapError(f"core {int(np.argmax(c.w_fmt == 1))} has shared kernels (cores.w_fmt 1) but no kblocks")
+        return
+    core = kb.core.astype(np.int64)
+    if core.min() < 0 or core.max() >= d["C"] or np.any(np.diff(core) < 0):
+        raise CoreMapError("core map kblocks.core is not ascending core indices")
+    if np.any(c.w_fmt[core] != 1) or np.any(np.bincount(core, minlength=d["C"])[c.w_fmt == 1] == 0):
+        raise CoreMapError("core map kblocks do not sit exactly on the cores with cores.w_fmt 1")
+    g = kb.geom.astype(np.int64)
+    tc, th, tw, kc, kh, kw, pc, ph, pw, sh, sw, dh, dw, co_g, ci_g, oc0, kc0, pc0 = g.T
+    if np.any(g[:, :15] < 1) or np.any(g[:, 15:] < 0):
+        i = int(np.argmax(np.any(g[:, :15] < 1, axis=1) | np.any(g[:, 15:] < 0, axis=1)))
+        raise CoreMapError(f"kernel block {i}: geometry {dict(zip(KGEOM, g[i].tolist()))} has a size below 1")
+    bad = (ph < (th - 1) * sh + (kh - 1) * dh + 1) | (pw < (tw - 1) * sw + (kw - 1) * dw + 1)
+    if bad.any():
+        raise CoreMapError(f"kernel block {int(np.argmax(bad))}: its patch does not cover its tile's receptive field")
+    if np.any(np.diff(kb.ax_off) != pc * ph * pw):
+        raise CoreMapError(f"kernel block {int(np.argmax(np.diff(kb.ax_off) != pc * ph * pw))}: patch map size is not "
+                           "pc x ph x pw")
+    ksize = tc * kc * kh * kw
+    nn, na = np.diff(c.neuron_off), np.diff(c.axon_off)
+    if np.any(tc * th * tw != nn[core]):
+        raise CoreMapError(f"kernel block {int(np.argmax(tc * th * tw != nn[core]))}: its tile is not its core's neurons")
+    bad = (kb.w_off < c.w_off[-1]) | (kb.w_off + ksize > d["W"])
+    if bad.any():
+        raise CoreMapError(f"kernel block {int(np.argmax(bad))}: its kernel lies outside the kernels of weights.data")
+    ax = cm.kpatch.ax.astype(np.int64)
+    owner = np.repeat(core, np.diff(kb.ax_off))
+    if ax.size and (ax.min() < -1 or np.any(ax >= na[owner])):
+        raise CoreMapError("core map kpatch.ax names an axon outside its core")
 
 
 def _check_references(cm: CoreMap, d: dict[str, int]) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .chip import ChipSpec
-from .coremap import CoreMap, in_bytes
+from .coremap import CoreMap, in_bytes, kblock_bytes
 from .neurons import by_code, get_model
 
 __all__ = ["CoreUsage", "neuron_bytes", "core_usage", "core_usages", "bytes_of_bits", "unit_weight_bits"]
@@ -45,13 +45,13 @@ class CoreUsage:
 
 
 def core_usage(chip: ChipSpec, n_axons: int, n_neurons: int, w_bits: int, model: str, in_bytes: int,
-               has_bias: bool = True, router_entries: int = 0) -> CoreUsage:
-    """SRAM a core needs: dense weight block (axon rows, each ``ceil(n_neurons * w_bits / 8)`` bytes),
-    per-neuron parameters and state (of neuron model ``model``), the axon buffer, its routing table and its soma's
-    look-up table, if any."""
+               has_bias: bool = True, router_entries: int = 0, kernel_bytes=None) -> CoreUsage:
+    """SRAM a core needs: dense weight block (axon rows, each ``ceil(n_neurons * w_bits / 8)`` bytes) or, for a
+    shared-kernel core, its kernels (``kernel_bytes``: ``nmc.coremap.kblock_bytes``), per-neuron parameters and
+    state (of neuron model ``model``), the axon buffer, its routing table and its soma's look-up table, if any."""
     row = bytes_of_bits(n_neurons * w_bits)
     return CoreUsage(
-        weight_bytes=n_axons * row,
+        weight_bytes=n_axons * row if kernel_bytes is None else kernel_bytes,
         neuron_bytes=n_neurons * neuron_bytes(chip, model, has_bias),
         axon_bytes=n_axons * in_bytes,
         router_bytes=router_entries * chip.core.router_entry_bytes,
@@ -63,9 +63,13 @@ def core_usages(cm: CoreMap) -> list[CoreUsage]:
     """What every core of ``cm`` needs, with its routing table's entries (``cm.router``)."""
     c = cm.cores
     nn, na, ib, ents = np.diff(c.neuron_off), np.diff(c.axon_off), in_bytes(cm), np.diff(cm.router.off)
+    kb = cm.kblocks
+    kbytes = np.bincount(kb.core.astype(np.int64), weights=kblock_bytes(kb.geom, c.w_bits[kb.core]),
+                         minlength=cm.num_cores).astype(np.int64)
     out = []
     for i in range(cm.num_cores):
         m = by_code(int(c.model[i]))
         out.append(core_usage(cm.chip, int(na[i]), int(nn[i]), int(c.w_bits[i]), m.name, int(ib[i]),
-                              has_bias=m.name != "partial", router_entries=int(ents[i])))
+                              has_bias=m.name != "partial", router_entries=int(ents[i]),
+                              kernel_bytes=int(kbytes[i]) if c.w_fmt[i] else None))
     return out

@@ -111,7 +111,13 @@ def _weights(cm: CoreMap) -> list[str]:
             out.append(f"weight-precision: {_who(cm, c)} uses {wb}-bit weights; '{cm.chip.name}' supports "
                        f"{list(allowed)} (core.weight_bits); fix: recompile for this chip")
             continue
-        w = cm.core_weights(c)
+        if cm.cores.w_fmt[c]:  # shared kernels: the stored kernels (the dense block sums overlapping taps)
+            kb = cm.kblocks
+            lo, hi = np.searchsorted(kb.core, [c, c + 1])
+            w = np.concatenate([cm.weights.data[kb.w_off[k]:kb.w_off[k] + int(np.prod(kb.geom[k][[0, 3, 4, 5]]))]
+                                for k in range(int(lo), int(hi))] or [np.zeros(0, np.int8)])
+        else:
+            w = cm.core_weights(c)
         lo, hi = rng[wb]
         if w.size and (int(w.min()) < lo or int(w.max()) > hi):
             out.append(f"weight-precision: {_who(cm, c)} has weights in [{int(w.min())}, {int(w.max())}] but declares "

@@ -563,15 +563,19 @@ def test_graph_input_dims_are_bounded(model, img, dim, match):
     assert "graph input 'image'" in str(ei.value)
 
 
-def test_a_layer_that_unfolds_to_too_many_synapses_is_refused_before_lowering():
-    # the import reads it (a model is imported as shipped); lowering refuses before unfolding anything
+def test_a_layer_that_unfolds_to_too_many_synapses_is_never_unfolded():
+    # the import reads it (a model is imported as shipped); lowering keeps it structured (a convolution block, no
+    # synapse built) and a pass asking for its unfolded synapses is refused: 64 x 512 x 512 outputs x 64 x 3 x 3
+    # taps = 9,663,676,416 (the border taps outside the input counted: an upper bound)
     b = ModelBuilder("big", num_steps=1)
     x = b.input("x", (64, 512, 512))
     b.output(b.relu(b.conv(x, np.ones((64, 64, 3, 3), np.float32), pads=(1, 1, 1, 1), name="c")))
     g = load_onnx(b.build())
-    with pytest.raises(ShapeError, match=r"layer 'c'.*: output \[64, 512, 512\] with kernel \[64, 3, 3\] "
-                                         r"unfolds to 9663676416 synapses, more than nmc lowers"):
-        lower(g)
+    (l,) = lower(g).layers
+    assert l.coo is None and l.blocks is not None
+    with pytest.raises(ShapeError, match=r"layer 'c'.*: unfolds to 9663676416 synapses, more than nmc unfolds in one "
+                                         r"layer \(67108864\); it is mapped structured"):
+        l.rows
 
 
 def test_a_run_estimated_to_take_too_long_is_refused(cm, img, monkeypatch):

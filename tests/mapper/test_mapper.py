@@ -390,7 +390,7 @@ def test_lossless_model_quantises_exactly():
     for l, q in zip(st.lg.layers, st.quant.layers):
         assert q.lossless and q.report["lossless"], l.name
         # integer weights on spike inputs: the chip weights are the float weights
-        np.testing.assert_array_equal(q.wq, l.vals, err_msg=l.name)
+        np.testing.assert_array_equal(q.weights(l), l.vals, err_msg=l.name)
         np.testing.assert_array_equal(q.bias, l.bias, err_msg=l.name)
         if l.soma == "lif":
             assert q.k == 1.0 and q.report["membrane_scale"] == 1.0
@@ -410,7 +410,7 @@ def test_integer_ann_model_quantises_exactly():
     for l, q in zip(st.lg.layers, st.quant.layers):
         assert q.lossless and q.report["lossless"], l.name
         assert q.report["out_scale"] == 1.0
-        np.testing.assert_array_equal(q.wq, l.vals)
+        np.testing.assert_array_equal(q.weights(l), l.vals)
         np.testing.assert_array_equal(q.nparam, [[1, 0]] * l.n)  # requantiser: multiplier 1, shift 0
     assert (st.tq["r1"].lo, st.tq["r1"].hi) == (0, 255) and (st.tq["fc2"].lo, st.tq["fc2"].hi) == (-128, 127)
 
@@ -426,7 +426,7 @@ def test_lif_quantisation_hand_example():
     b.output(s)
     st = run_passes(b.build(), calib={"x": np.array([[[0.0, 1.0]], [[1.0, 1.0]]])}, upto="quantize")
     q = st.quant.layers[0]
-    assert q.k == 127.0 and q.wq.tolist() == [127, -64] and q.bias.tolist() == [32]
+    assert q.k == 127.0 and q.weights(st.quant.lg.layers[0]).tolist() == [127, -64] and q.bias.tolist() == [32]
     # threshold, v_reset, v_leak, beta_mult, reset_mode (1 = zero), spike_ge, reset_delay
     assert q.cparam.tolist() == [127, 64, 0, 154, 1, 0, 0] and not q.lossless
     rep = q.report
@@ -878,10 +878,12 @@ def test_pass_manager_with_lint_names_the_pass_whose_result_is_broken():
 def test_lint_rejects_broken_results_of_every_pass():
     r = _model_run().run.results  # linted: the real results are fine
     l0 = r["layers"].layers[0]
-    bad_layers = dataclasses.replace(r["layers"], layers=[dataclasses.replace(l0, rows=l0.rows + l0.n)]
+    bad_layers = dataclasses.replace(r["layers"], layers=[dataclasses.replace(l0, coo=(l0.rows + l0.n, l0.cols, l0.vals),
+                                                                              blocks=None)]
                                      + r["layers"].layers[1:])
     q0 = r["quantized"].layers[0]
-    bad_quant = dataclasses.replace(r["quantized"], layers=[dataclasses.replace(q0, wq=q0.wq + 200)]
+    bad_quant = dataclasses.replace(r["quantized"], layers=[dataclasses.replace(q0, wq=q0.weights(l0) + 200,
+                                                                                                  wk=None)]
                                     + r["quantized"].layers[1:])
     short_quant = dataclasses.replace(r["quantized"], layers=r["quantized"].layers[:-1])
     f = r["fit"]
