@@ -563,6 +563,8 @@ class _Ctx:
         self.nodes: list[Node] = []
         self.node_names: set[str] = set()
         self.n_consumers: dict[str, int] = {}
+        #: tensor -> the ONNX node computing it (for messages that name a pattern, e.g. GLU)
+        self.onnx_producer: dict[str, onnx.NodeProto] = {t: n for n in model.graph.node for t in n.output if t}
         for n in model.graph.node:
             for i in n.input:
                 self.n_consumers[i] = self.n_consumers.get(i, 0) + 1
@@ -1107,6 +1109,35 @@ _ARITY = {"Gemm": 2, "MatMul": 2, "Conv": 2, "Reshape": 2, "Add": 2, "BatchNorma
           **{f"nmc::{e.schema.name}": 2 for e in ENCODERS.values()}}
 
 
+def _training_losses(g: onnx.GraphProto) -> dict[str, str]:
+    """Nodes of a training loss torch exported with the model (node name -> why it is refused): a loss compares the
+    model's output with a target, which a deployed model does not have.  Recognised: ``PoissonNLLLoss``
+    (``log_input=True``: ``Exp(x) - target * x``; ``log_input=False``: ``x - target * Log(x + eps)``)."""
+    prod = {t: n for n in g.node for t in n.output if t}
+    found: dict[str, str] = {}
+    for sub in (n for n in g.node if n.op_type == "Sub" and len(n.input) == 2):
+        a, b = (prod.get(t) for t in sub.input)
+        if b is None or b.op_type != "Mul":
+            continue
+        mul_in = set(b.input)
+        if a is not None and a.op_type == "Exp" and a.input[0] in mul_in:
+            part, form = [a, b, sub], "exp(x) - target * x"
+        else:
+            logs = [prod.get(t) for t in b.input]
+            log = next((n for n in logs if n is not None and n.op_type == "Log"), None)
+            add = prod.get(log.input[0]) if log is not None else None
+            x = add.input if add is not None and add.op_type == "Add" else (log.input if log is not None else ())
+            if log is None or sub.input[0] not in x:
+                continue
+            part, form = [b, log, sub] + ([add] if add is not None and add.op_type == "Add" else []), \
+                "x - target * log(x + eps)"
+        why = (f"these nodes compute torch.nn.PoissonNLLLoss ({form}, output '{sub.output[0]}'), a training loss, not "
+               "an inference op: it needs the target, which a deployed model does not have; export the model without "
+               "its loss (torch.onnx.export of the network alone)")
+        found.update({n.name: why for n in part})
+    return found
+
+
 def _constant_value(node: onnx.NodeProto) -> np.ndarray:
     """The value of a Constant node (exactly one numeric value attribute), checked like an initializer."""
     where = f"Constant node '{node.name}'"
@@ -1198,8 +1229,12 @@ def load_onnx(model_or_path, *, fold_bn: bool = True, approximate: Mapping[str, 
             else:
                 unknown.add(t)
 
+    losses = _training_losses(g)
     for node in g.node:
         key = _op_key(node)
+        if node.name in losses:
+            failed(node, key, losses[node.name])
+            continue
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
             ctx.consts[node.output[0]] = _constant_value(node)
             continue

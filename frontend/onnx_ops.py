@@ -264,12 +264,29 @@ def _sub(ctx: _Ctx, node, a):
         affine(ctx, node, x, node.output[0], 1.0, -c)
 
 
+def _product_why(ctx: _Ctx, node) -> str:
+    """Why ``x * y`` of two activations cannot run on the cores, naming a gated linear unit (torch.nn.GLU:
+    ``a * sigmoid(b)`` with ``a, b`` the halves of one Split) when it is one."""
+    x, y = node.input[0], node.input[1]
+    cores = ("a core's synapses multiply each input by a constant weight and its soma applies a function to one "
+             "accumulated sum, so no core computes the product of two values that both depend on the input")
+    for gate, other in ((y, x), (x, y)):
+        sig, split = ctx.onnx_producer.get(gate), ctx.onnx_producer.get(other)
+        if (sig is not None and sig.op_type == "Sigmoid" and split is not None and split.op_type == "Split"
+                and ctx.onnx_producer.get(sig.input[0]) is split):
+            return (f"this Mul is a gated linear unit (torch.nn.GLU: '{other}' * sigmoid('{sig.input[0]}'), the two "
+                    f"halves of Split '{split.name}'), a product of two activations: {cores}.  GLU cannot run on the "
+                    "cores: use an activation of one tensor instead (ReLU, Sigmoid, Tanh, ...; the layer before it "
+                    "then needs only the first half of its outputs)")
+    return (f"the product of two activations '{x}' * '{y}' is not supported: {cores}; rewrite the model so that one "
+            "operand is a constant (an initializer)")
+
+
 @register_converter("Mul")
 def _mul(ctx: _Ctx, node, a):
     ca = _const_and_act(ctx, node)
     if ca is None:
-        raise _Unsupported("a product of two activations is not supported: the cores multiply activations by "
-                           "constant weights only")
+        raise _Unsupported(_product_why(ctx, node))
     x, c, _ = ca
     affine(ctx, node, x, node.output[0], c, 0.0)
 

@@ -33,7 +33,7 @@ from nmc.coremap import CoreMap
 from nmc.coremap import check_coremap as check_structure
 from nmc.encoders import STEP_INDEX, encode_inputs
 from nmc.errors import DesignRuleError, NmcError, PassError
-from nmc.ir import Graph
+from nmc.ir import Graph, split_wide_maxpools
 
 from .bounds import Bounds, bounds, check_bounds
 from .emit import emit
@@ -194,11 +194,13 @@ def default_passes() -> list[Pass]:
 
 def map_graph(graph: Graph, chip: ChipSpec, calib: Mapping[str, np.ndarray] | None = None, *, lint: bool = False,
               host_budget: int | None = None, **options: Any) -> CoreMap:
-    """Map an IR graph onto ``chip``: move its spike encoders to the host (``host_encoders``), bound (refuse what
+    """Map an IR graph onto ``chip``: move its spike encoders to the host (``host_encoders``), split max poolings
+    wider than a core's axons (``nmc.ir.split_wide_maxpools``, exact), bound (refuse what
     cannot fit), lower, calibrate, quantise, fit (partition + connect), place, route, emit (and check the design
     rules).  ``lint``: check every pass's result (for tests; slower); ``host_budget``: host bytes mapping may
     take."""
     graph = split_host_encoders(graph)  # encoders run on the host: their spikes become step inputs
+    graph = split_wide_maxpools(graph, chip.core.axons)  # a max-pooling neuron cannot be split by fan-in
     specs = host_encoder_specs(graph)
     if calib is not None and specs:
         steps = options.get("calib_steps") or next((np.shape(v)[0] for k, v in calib.items()

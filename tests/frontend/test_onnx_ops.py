@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import nmc
 from nmc.errors import ModelError, UnsupportedOpError
-from nmc.frontend import load_onnx, run_float
+from nmc.frontend import ModelBuilder, load_onnx, run_float
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -179,6 +179,39 @@ def test_product_of_two_activations_is_refused():
         load_onnx(m)
 
 
+def test_glu_is_refused_naming_the_gated_linear_unit():
+    # torch.nn.GLU as the legacy exporter writes it (the onnx wheel's test_GLU): Split, Sigmoid of the second half,
+    # Mul of the halves
+    m = _model([helper.make_node("Split", ["x"], ["a", "b"], axis=-1, num_outputs=2, name="halves"),
+                helper.make_node("Sigmoid", ["b"], ["g"]), helper.make_node("Mul", ["a", "g"], ["y"], name="glu")],
+               {"x": (6,)}, ["y"])
+    with pytest.raises(UnsupportedOpError) as e:
+        load_onnx(m)
+    text = str(e.value)
+    assert "Mul x1 (node 'glu'): this Mul is a gated linear unit (torch.nn.GLU: 'a' * sigmoid('b')" in text
+    assert "Split 'halves'" in text and "no core computes the product of two values" in text
+    assert "GLU cannot run on the cores" in text
+
+
+@pytest.mark.parametrize("log_input", [True, False])
+def test_poisson_nll_loss_is_refused_as_a_training_loss(log_input):
+    # torch.nn.PoissonNLLLoss(reduction='none') as exported: exp(x) - t * x, or x - t * log(x + eps)
+    t = _c("target", np.ones((1, 4)))
+    if log_input:
+        nodes = [helper.make_node("Exp", ["x"], ["e"]), helper.make_node("Mul", ["target", "x"], ["tx"]),
+                 helper.make_node("Sub", ["e", "tx"], ["y"])]
+    else:
+        nodes = [helper.make_node("Add", ["x", "eps"], ["xe"]), helper.make_node("Log", ["xe"], ["l"]),
+                 helper.make_node("Mul", ["target", "l"], ["tl"]), helper.make_node("Sub", ["x", "tl"], ["y"])]
+    m = _model(nodes, {"x": (4,)}, ["y"], [t, _c("eps", 1e-8)])
+    with pytest.raises(UnsupportedOpError) as e:
+        load_onnx(m)
+    text = str(e.value)
+    assert text.startswith(f"{len(nodes)} unsupported node(s)")
+    assert text.count("torch.nn.PoissonNLLLoss") == len(nodes) and "a training loss, not an inference op" in text
+    assert "export the model without its loss" in text
+
+
 def test_standalone_batchnorm_is_a_scale_layer():
     nodes = [helper.make_node("Relu", ["x"], ["r"]),
              helper.make_node("BatchNormalization", ["r", "g", "b", "m", "v"], ["y"], epsilon=0.0)]
@@ -341,7 +374,6 @@ def test_even_kernel_with_symmetric_padding_c2sp():
 
 
 def test_concatenated_spikes_feed_a_spiking_layer():
-    from nmc.frontend import ModelBuilder
     b = ModelBuilder("cat", num_steps=5)
     x = b.input("x", (3,), kind="step")
     s1, _ = b.lif(b.gemm(x, np.array([[1, 1, 0], [0, 1, 1]], float), name="fa"), "a", threshold=1.0)
@@ -377,3 +409,43 @@ def test_identity_of_a_weight_feeding_a_gemm():
              helper.make_node("Gemm", ["x", "w_copy"], ["y"], transB=1)]
     g, _ = check(nodes, {"x": (3,)}, ["y"], [_c("lif1.W", [[1, 0, 2], [0, -1, 1]])])
     assert _ops(g) == ["dense"]
+
+
+# ----------------------------------------------------------------- max pooling wider than a core's axons
+@pytest.mark.parametrize("attrs,shape,layers", [
+    # 20 x 20 = 400 inputs > 256 axons (tianjic): a 20 x 1 then a 1 x 20 pooling, padding split between them
+    (dict(kernel_shape=[20, 20], strides=[4, 4], pads=[2, 3, 1, 0]), (2, 30, 31), 2),
+    # one axis of 300: each window as 2 rows of 150, then the max of the 2 row maxima
+    (dict(kernel_shape=[1, 300], strides=[1, 70], pads=[0, 5, 0, 9]), (2, 2, 420), 2),
+    # a dilated 17 x 17 window (ceil_mode: the frontend's window rows [1, 289]) chunked 145 + 144 (a repeat pads it)
+    (dict(kernel_shape=[17, 17], dilations=[2, 1], strides=[3, 5], ceil_mode=1), (1, 40, 22), 2),
+])
+def test_maxpool_wider_than_a_core_is_split_exactly(attrs, shape, layers):
+    nodes = [helper.make_node("Neg", ["x"], ["n"]), helper.make_node("Relu", ["n"], ["r"]),
+             helper.make_node("Sub", ["r", "nine"], ["m"]),                 # values in [-9, -1]: padding never wins
+             helper.make_node("MaxPool", ["m"], ["y"], **attrs)]
+    g, cm = check(nodes, {"x": shape}, ["y"], [_c("nine", 9.0)], B=2)
+    pools = [l for l in cm.meta["layers"] if "max" in l["op"]]
+    assert len(pools) == layers, cm.meta["layers"]
+
+
+def test_global_max_pool_of_a_large_map_is_split_exactly():
+    check([helper.make_node("GlobalMaxPool", ["x"], ["y"])], {"x": (3, 24, 24)}, ["y"], B=2)  # 576 > 256 axons
+
+
+def test_split_wide_maxpools_in_float_on_random_values():
+    # against the unsplit graph's float semantics (exact: max of the same values), with cores of 7 inputs:
+    # 60 x 33 windows -> a 60 x 1 pass (rows of 7, then 9 row maxima > 7: rows of 5, then 2) and a 1 x 33 pass
+    # (rows of 7, then 5): five max poolings
+    from nmc.ir import split_wide_maxpools
+    b = ModelBuilder("wide")
+    x = b.input("x", (2, 70, 45))
+    b.output(b.maxpool(x, (60, 33), (3, 4), pads=(2, 1, 3, 0)))
+    g = load_onnx(b.build())
+    s = split_wide_maxpools(g, 7)
+    kernels = [n.attrs["kernel"] for n in s.nodes if n.op == "maxpool"]
+    assert kernels == [[1, 7], [1, 5], [1, 2], [1, 7], [1, 5]]
+    assert split_wide_maxpools(g, 60 * 33) is g
+    xs = {"x": np.random.default_rng(0).standard_normal((3, 2, 70, 45))}
+    y = g.outputs[0]
+    np.testing.assert_array_equal(run_float(s, xs)[y], run_float(g, xs)[y])
