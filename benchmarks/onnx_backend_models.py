@@ -3,8 +3,9 @@
 
     python benchmarks/onnx_backend_models.py [--set pytorch-converted|light|both] [--only NAME] [--lower]
 
-pytorch-converted: each model is imported as shipped, calibrated on 256 fresh samples (fewer for inputs over 16k values) drawn like its test input
-(same mean and spread, another seed), compiled for tianjic (``chips="auto"``), emulated on the shipped test input and
+pytorch-converted: each model is imported as shipped, calibrated on 256 fresh samples (fewer for inputs over 16k
+values) drawn like its test input (same mean and spread, another seed; integer inputs, an embedding's indices:
+integers of the test input's range), compiled for tianjic (``chips="auto"``), emulated on the shipped test input and
 compared with the shipped output (onnxruntime's): it *matches* when the largest error is within ``TOL`` (3 %) of the
 output's largest magnitude.  light: each model is imported as shipped (LRN approximated as identity where asked
 for: ``--approximate-lrn``), and with ``--lower`` also lowered (nmc's lower pass).  Prints one line per model
@@ -49,7 +50,10 @@ def pytorch_converted(name: str) -> tuple[str, str]:
     out_name = model.graph.output[0].name
     rng = np.random.default_rng(1)
     n = int(np.clip((1 << 22) // max(1, x[0].size), 4, 256))  # fewer samples of a large input (memory)
-    calib = (rng.standard_normal((n, *x.shape[1:])) * x.std() + x.mean()).astype(np.float32)
+    if np.issubdtype(x.dtype, np.integer):  # indices (an embedding's): integers of the test input's range
+        calib = rng.integers(int(x.min()), int(x.max()) + 1, size=(n, *x.shape[1:]))
+    else:
+        calib = (rng.standard_normal((n, *x.shape[1:])) * x.std() + x.mean()).astype(np.float32)
     try:
         cm = nmc.compile(model, chip="tianjic", calib={in_name: calib}, chips="auto")
         out = nmc.emulate(cm, {in_name: x}).outputs[out_name]

@@ -564,6 +564,9 @@ class _Ctx:
         self.node_names: set[str] = set()
         self.n_consumers: dict[str, int] = {}
         #: tensor -> the ONNX node computing it (for messages that name a pattern, e.g. GLU)
+        #: ranges a converter knows exactly (tensor -> [min, max, integer]), shipped as metadata nmc.ranges
+        self.known_ranges: dict[str, list] = {}
+        self.added_inputs: dict[str, str] = {}  #: graph inputs a converter adds (the step index): name -> kind
         self.onnx_producer: dict[str, onnx.NodeProto] = {t: n for n in model.graph.node for t in n.output if t}
         for n in model.graph.node:
             for i in n.input:
@@ -572,6 +575,12 @@ class _Ctx:
 
     def where(self, node: onnx.NodeProto) -> str:
         return f"node '{node.name}' ({node.op_type})"
+
+    def add_input(self, name: str, shape: tuple[int, ...], kind: str) -> None:
+        """Make ``name`` a graph input (of ``shape`` per sample) unless the model has it already."""
+        if name not in self.shapes:
+            self.shapes[name] = tuple(shape)
+            self.added_inputs[name] = kind
 
     def is_const(self, t: str) -> bool:
         return t in self.consts
@@ -1071,7 +1080,8 @@ def _encoder_converter(enc):
         if t != STEP_INDEX:
             raise _Unsupported(f"its input t is '{t}'; it must be the step index, the graph input '{STEP_INDEX}' "
                                "(shape [N, 1]) that every runner fills with the step number")
-        ctx.emit(node, enc.ir_op, [x, t], [node.output[0]], [ctx.shape(x)], attrs=attrs)
+        ctx.emit(node, enc.ir_op, [x, t], [node.output[0]],
+                 [enc.out_shape({**enc.schema.defaults(), **attrs}, ctx.shape(x))], attrs=attrs)
 
     return convert
 
@@ -1262,6 +1272,8 @@ def load_onnx(model_or_path, *, fold_bn: bool = True, approximate: Mapping[str, 
             failed(node, key, str(e))
     if bad:
         raise UnsupportedOpError(bad, supported=[*CONVERTERS, "Constant"])
+    for name, kind in ctx.added_inputs.items():
+        inputs.setdefault(name, kind)
 
     states = []
     for i, o, init in conv.states:
@@ -1285,6 +1297,13 @@ def load_onnx(model_or_path, *, fold_bn: bool = True, approximate: Mapping[str, 
     meta = dict(conv.metadata)
     if ctx.approximated:
         meta["nmc.approximated"] = json.dumps(ctx.approximated)
+    if ctx.known_ranges:  # ranges the model ships win; a malformed table is left for the calibrate pass to report
+        try:
+            shipped = json.loads(meta.get("nmc.ranges", "{}"))
+        except ValueError:
+            shipped = None
+        if isinstance(shipped, dict):
+            meta["nmc.ranges"] = json.dumps({**ctx.known_ranges, **shipped})
     graph = Graph(name=g.name or "model", tensors=tensors, inputs=inputs, outputs=list(conv.outputs),
                   nodes=ctx.nodes, states=states, num_steps=conv.num_steps, metadata=meta)
     assign_stages(graph)

@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 from onnx.reference import ReferenceEvaluator
 
+from nmc.encoders import STEP_INDEX
 from nmc.errors import ModelError, ShapeError
 
 from .onnx_import import APPROXIMATIONS, OTHER_FORMS, _Ctx, _pads_2d, _Unsupported, register_converter
@@ -100,12 +101,44 @@ def _emit_view(ctx: _Ctx, node, sources: list[str], out: str, idx: np.ndarray, n
     ctx.emit(node, "index", sources, [out], [shape], attrs={"shape": list(shape)}, params={"idx": flat})
 
 
+def _embedding(ctx: _Ctx, node, a):
+    """``Gather(table, indices)`` of a constant ``[V, D]`` table by a graph input (token ids: torch.nn.Embedding):
+    the host one-hot encodes the indices (``nmc::OneHotEncode``, spikes ``[*indices, V]``, nmc/encoders.py) and a
+    dense layer whose weights are the table turns each one-hot row into its table row (``[*indices, D]``).  The
+    layer's range is the table's (shipped as ``nmc.ranges``): it needs no calibration."""
+    table, ids = node.input[0], node.input[1]
+    T = np.asarray(ctx.consts[table], np.float64)
+    axis = int(a.get("axis", 0))
+    if T.ndim != 2 or axis not in (0, -2):
+        raise _Unsupported(f"a lookup in the constant table '{table}' of shape {list(T.shape)} along axis {axis} by "
+                           "activations; nmc compiles an embedding: a [rows, features] table indexed along axis 0")
+    if ctx.producer(ids) is not None or ids in ctx.opaque:
+        raise _Unsupported(f"a lookup in the constant table '{table}' by computed indices '{ids}': the cores cannot "
+                           "address by value; an embedding's indices must be a graph input (the host one-hot encodes "
+                           "them, and the table becomes a layer's weights)")
+    V, D = T.shape
+    ishape = ctx.shape(ids)
+    L = int(np.prod(ishape, dtype=np.int64))
+    if L * V * D > MAX_VIEW:
+        raise _Unsupported(f"its one-hot layer ({L} indices x {V} rows x {D} features) is more than nmc lays out "
+                           f"({MAX_VIEW} weights)")
+    ctx.add_input(STEP_INDEX, (1,), "step")
+    spikes, flat, dense = (f"{node.output[0]}::{s}" for s in ("onehot", "onehot_flat", "rows"))
+    ctx.emit(node, "onehot_encode", [ids, STEP_INDEX], [spikes], [(*ishape, V)], attrs={"depth": int(V)})
+    ctx.emit(node, "reshape", [spikes], [flat], [(L * V,)], attrs={"shape": [L * V]})
+    ctx.emit(node, "dense", [flat], [dense], [(L * D,)], params={"W": np.kron(np.eye(L), T.T), "b": np.zeros(L * D)})
+    # every output is an entry of the table: its range is the table's, whichever rows calibration would visit
+    ctx.known_ranges[dense] = [float(T.min()), float(T.max()), bool(np.all(T == np.round(T)))]
+    out = (*ishape, D)
+    ctx.emit(node, "reshape", [dense], [node.output[0]], [out], attrs={"shape": list(out)})
+
+
 def _data_movement(ctx: _Ctx, node, a):
     which = DATA_MOVEMENT_OPS[node.op_type]
     pos = range(len(node.input)) if which is None else which
     if node.op_type == "Gather" and ctx.is_const(node.input[0]) and not ctx.is_const(node.input[1]):
-        raise _Unsupported("a lookup in a constant table by computed indices (an embedding) is not supported: the "
-                           "cores cannot address by value; feed the indices one-hot and use a Gemm with the table")
+        _embedding(ctx, node, a)
+        return
     data = []
     for i in pos:
         t = node.input[i] if i < len(node.input) else ""

@@ -449,3 +449,53 @@ def test_split_wide_maxpools_in_float_on_random_values():
     xs = {"x": np.random.default_rng(0).standard_normal((3, 2, 70, 45))}
     y = g.outputs[0]
     np.testing.assert_array_equal(run_float(s, xs)[y], run_float(g, xs)[y])
+
+
+# ----------------------------------------------------------------- an embedding: one-hot on the host, table on chip
+def _embedding_model(table, n_ids, after=()):
+    g = helper.make_graph([helper.make_node("Gather", ["table", "ids"], ["emb"], name="embed"), *after], "emb",
+                          [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", n_ids])],
+                          [helper.make_value_info(after[-1].output[0] if after else "emb",
+                                                  helper.make_tensor_type_proto(TensorProto.FLOAT, None))],
+                          [_c("table", table)])
+    return onnx.shape_inference.infer_shapes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]))
+
+
+def test_embedding_is_a_host_one_hot_encoder_and_a_dense_layer_of_the_table():
+    table = np.arange(6 * 4).reshape(6, 4) % 7 - 3.0  # integers in [-3, 3]: the weights quantise exactly
+    m = _embedding_model(table, 5)
+    ids = np.array([[0, 5, 2, 2, -1], [3, 1, 4, 0, -6]], np.int64)  # negative: from the end, as Gather
+    ref = ort.InferenceSession(m.SerializeToString()).run(["emb"], {"ids": ids})[0]
+    g = load_onnx(m)
+    assert _ops(g) == ["onehot_encode", "reshape", "dense", "reshape"]
+    assert g.inputs == {"ids": "static", "nmc.t": "step"}
+    np.testing.assert_array_equal(run_float(g, {"ids": ids})["emb"], ref)
+    for calib in ({"ids": ids}, None):  # one-hot spikes need no calibration; the table's rows are the weights
+        cm = nmc.compile(m, calib=calib)
+        assert [e["op"] for e in cm.meta["host_encoders"]] == ["OneHotEncode"]
+        np.testing.assert_array_equal(nmc.emulate(cm, {"ids": ids}).outputs["emb"], ref)
+    with pytest.raises(nmc.errors.InputError, match=r"index 6 at \[0, 1\] is not an integer from -6 to 5 \(the table "
+                                                     r"has 6 rows\)"):
+        nmc.emulate(cm, {"ids": np.array([[0, 6, 0, 0, 0]])})
+
+
+def test_embedding_feeding_a_layer_within_one_quantisation_step():
+    rng = np.random.default_rng(5)
+    table = rng.standard_normal((10, 3))
+    after = [helper.make_node("Flatten", ["emb"], ["f"]), helper.make_node("Gemm", ["f", "W"], ["y"], transB=1)]
+    m = _embedding_model(table, 4, after)
+    m.graph.initializer.append(_c("W", rng.standard_normal((2, 12))))
+    ids = rng.integers(0, 10, size=(16, 4))
+    ref = ort.InferenceSession(m.SerializeToString()).run(["y"], {"ids": ids})[0]
+    out = nmc.emulate(nmc.compile(m, calib={"ids": ids}), {"ids": ids}).outputs["y"]
+    np.testing.assert_allclose(out, ref, atol=np.abs(ref).max() / 127 * 2)
+
+
+def test_embedding_by_computed_indices_is_refused():
+    m = _embedding_model(np.eye(3), 2)
+    m.graph.node.insert(0, helper.make_node("Unsqueeze", ["ids", "ax"], ["ids2"]))
+    m.graph.node.insert(1, helper.make_node("Squeeze", ["ids2", "ax"], ["ids3"]))
+    m.graph.node[2].input[1] = "ids3"
+    m.graph.initializer.append(_c("ax", [2], np.int64))
+    with pytest.raises(UnsupportedOpError, match="by computed indices 'ids3': the cores cannot address by value"):
+        load_onnx(m)
