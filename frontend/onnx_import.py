@@ -1331,18 +1331,30 @@ def fold_batchnorm(graph: Graph) -> bool:
     """Fold each ``batchnorm`` into the ``conv``/``dense`` before it when that is its only consumer.
 
     ``W' = W * scale`` (per output channel), ``b' = b * scale + bias``; the layer takes over the
-    batchnorm's output tensor.  Returns whether anything changed.
+    batchnorm's output tensor.  A ``batchnorm`` after another one (e.g. BatchNormalization, then Mul and Add by
+    per-channel constants, as DenseNet-121's pre-activation blocks are shipped) folds into it the same way:
+    ``scale' = scale1 * scale2``, ``bias' = bias1 * scale2 + bias2``.  Returns whether anything changed.
     """
     changed = False
     state_io = {s.output for s in graph.states} | {s.input for s in graph.states}
     for bn in [n for n in graph.nodes if n.op == "batchnorm"]:
         x = bn.inputs[0]
         prod = graph.producer(x)
-        if prod is None or prod.op not in ("conv", "dense") or len(graph.consumers(x)) != 1:
+        if prod is None or prod.op not in ("conv", "dense", "batchnorm") or len(graph.consumers(x)) != 1:
             continue
         if x in graph.outputs or x in state_io:
             continue
         scale, bias = bn.params["scale"], bn.params["bias"]
+        if prod.op == "batchnorm":  # two per-channel affine maps in a row: one
+            if prod.params["scale"].shape != scale.shape:
+                continue
+            prod.params["scale"] = prod.params["scale"] * scale
+            prod.params["bias"] = prod.params["bias"] * scale + bias
+            prod.outputs = [bn.outputs[0]]
+            graph.nodes.remove(bn)
+            del graph.tensors[x]
+            changed = True
+            continue
         W = prod.params["W"]
         prod.params["W"] = W * scale.reshape((-1,) + (1,) * (W.ndim - 1))
         prod.params["b"] = prod.params["b"] * scale + bias

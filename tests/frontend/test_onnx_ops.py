@@ -221,6 +221,22 @@ def test_standalone_batchnorm_is_a_scale_layer():
     assert [l["op"] for l in cm.meta["layers"]] == ["relu", "batchnorm"]
 
 
+def test_chained_scale_layers_are_one_layer():
+    # DenseNet-121 as the onnx wheel ships it: BatchNormalization, then Mul and Add by per-channel constants, then
+    # ReLU, after a Concat: three per-channel affine maps compose into one scale layer (exact in float)
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("BatchNormalization", ["r", "g", "b", "m", "v"], ["n"], epsilon=0.0),
+             helper.make_node("Mul", ["n", "w"], ["nw"]), helper.make_node("Add", ["nw", "c"], ["a"]),
+             helper.make_node("Relu", ["a"], ["y"])]
+    g, cm = check(nodes, {"x": (2, 2, 2)}, ["y"], [_c("g", [2, 3]), _c("b", [1, -1]), _c("m", [0, 1]),
+                                                   _c("v", [1, 1]), _c("w", [[[-1]], [[2]]]), _c("c", [[[3]], [[1]]])])
+    assert _ops(g) == ["relu", "batchnorm", "relu"]
+    bn = g.nodes[1]
+    # channel 0: (x * 2 + 1) * -1 + 3 = -2x + 2; channel 1: ((x - 1) * 3 - 1) * 2 + 1 = 6x - 7
+    assert bn.params["scale"].tolist() == [-2, 6] and bn.params["bias"].tolist() == [2, -7]
+    assert [l["op"] for l in cm.meta["layers"]] == ["relu", "batchnorm+relu"]
+
+
 def test_dropout_is_the_identity():
     check([helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Dropout", ["r"], ["y", "mask"])], {"x": (3,)},
           ["y"])
