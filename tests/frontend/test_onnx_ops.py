@@ -257,6 +257,15 @@ def test_reduce_sum_and_max_and_global_pools():
     check(nodes, {"x": (2, 3, 2)}, ["s", "m", "gm", "ga"], [_c("ax", [2], np.int64)], opset=17, exact=False)
 
 
+def test_max_reductions_are_exact():
+    # a max moves values, it computes none: the chip equals onnxruntime bit for bit (the test above allows the
+    # sums' and means' quantisation to the maxima too)
+    nodes = [helper.make_node("ReduceMax", ["x"], ["m"], axes=[1], keepdims=1),
+             helper.make_node("ReduceMax", ["x"], ["m2"], axes=[1, 3], keepdims=0),
+             helper.make_node("GlobalMaxPool", ["x"], ["gm"])]
+    check(nodes, {"x": (2, 3, 2)}, ["m", "m2", "gm"], opset=17)
+
+
 def test_reduce_over_the_batch_axis_is_refused():
     m = _model([helper.make_node("ReduceMean", ["x", "ax"], ["y"])], {"x": (3,)}, ["y"], [_c("ax", [0], np.int64)])
     with pytest.raises(UnsupportedOpError, match="batch axis"):
