@@ -127,8 +127,9 @@ def _embedding(ctx: _Ctx, node, a):
     ctx.emit(node, "onehot_encode", [ids, STEP_INDEX], [spikes], [(*ishape, V)], attrs={"depth": int(V)})
     ctx.emit(node, "reshape", [spikes], [flat], [(L * V,)], attrs={"shape": [L * V]})
     ctx.emit(node, "dense", [flat], [dense], [(L * D,)], params={"W": np.kron(np.eye(L), T.T), "b": np.zeros(L * D)})
-    # every output is an entry of the table: its range is the table's, whichever rows calibration would visit
-    ctx.known_ranges[dense] = [float(T.min()), float(T.max()), bool(np.all(T == np.round(T)))]
+    # every output is an entry of the table: its range is the table's, exact (calibration, which may not visit
+    # every row, does not replace it)
+    ctx.known_ranges[dense] = [float(T.min()), float(T.max()), bool(np.all(T == np.round(T))), True]
     out = (*ishape, D)
     ctx.emit(node, "reshape", [dense], [node.output[0]], [out], attrs={"shape": list(out)})
 

@@ -21,6 +21,7 @@ between passes, as the tests do.  Passes hold no global state.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -142,10 +143,22 @@ def _lower(ctx: Context, graph: Graph) -> LayerGraph:
     return lower(graph)
 
 
+def _exact_ranges(graph: Graph) -> set[str]:
+    """Tensors whose shipped range (metadata ``nmc.ranges``) is marked exact by a fourth value ``true`` (the
+    frontend knows it, e.g. an embedding's rows are its table's entries): calibration does not replace it."""
+    try:
+        data = json.loads(graph.metadata.get("nmc.ranges") or "{}")
+        return {k for k, v in data.items() if isinstance(v, list) and len(v) > 3 and v[3] is True}
+    except (ValueError, AttributeError):
+        return set()  # malformed: ranges_from_metadata reports it
+
+
 def _calibrate(ctx: Context, graph: Graph) -> Ranges:
     ranges = ranges_from_metadata(graph)
     if ctx.calib is not None:
+        exact = {k: ranges[k] for k in _exact_ranges(graph) if k in ranges}
         ranges.update(calibrate(graph, ctx.calib, ctx.options.get("calib_steps")))
+        ranges.update(exact)
     for name, kind in graph.inputs.items():  # a step input nothing calibrated carries spikes: 0 or 1
         if kind == "step" and name not in ranges and name != STEP_INDEX:
             ranges[name] = Range(0.0, 1.0, True)

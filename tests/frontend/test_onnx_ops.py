@@ -504,6 +504,17 @@ def test_embedding_is_a_host_one_hot_encoder_and_a_dense_layer_of_the_table():
         nmc.emulate(cm, {"ids": np.array([[0, 6, 0, 0, 0]])})
 
 
+def test_embedding_rows_calibration_never_visited_are_not_clipped():
+    # calibration sees rows 0 and 1 only (values within 0.2); row 5 holds 1.0: the layer's range stays the table's
+    table = np.full((6, 4), 0.125)
+    table[1] = -0.2
+    table[5] = [1.0, -0.875, 0.75, 0.5]
+    m = _embedding_model(table, 2)
+    cm = nmc.compile(m, calib={"ids": np.array([[0, 1], [1, 0]])})
+    out = nmc.emulate(cm, {"ids": np.array([[5, 1]])}).outputs["emb"]
+    np.testing.assert_allclose(out[0], table[[5, 1]], atol=1.875 / 255)  # half a step of the table's range
+
+
 def test_embedding_feeding_a_layer_within_one_quantisation_step():
     rng = np.random.default_rng(5)
     table = rng.standard_normal((10, 3))
