@@ -535,3 +535,23 @@ def test_embedding_by_computed_indices_is_refused():
     m.graph.initializer.append(_c("ax", [2], np.int64))
     with pytest.raises(UnsupportedOpError, match="by computed indices 'ids3': the cores cannot address by value"):
         load_onnx(m)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_split_wide_maxpools_on_random_windows_equals_onnxruntime(seed):
+    # random windows, strides (overlapping and gapped) and pads, cores of 5 inputs: the split graph's float run
+    # equals onnxruntime's MaxPool exactly (a max of the same float32 values)
+    from nmc.ir import split_wide_maxpools
+    rng = np.random.default_rng(seed)
+    H, W = (int(v) for v in rng.integers(6, 20, size=2))
+    kh, kw = int(rng.integers(1, min(H, 9) + 1)), int(rng.integers(2, min(W, 9) + 1))
+    sh, sw = (int(v) for v in rng.integers(1, 5, size=2))
+    pads = [int(rng.integers(0, kh // 2 + 1)), int(rng.integers(0, kw // 2 + 1)),
+            int(rng.integers(0, kh // 2 + 1)), int(rng.integers(0, kw // 2 + 1))]
+    m = _model([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[kh, kw], strides=[sh, sw], pads=pads)],
+               {"x": (2, H, W)}, ["y"])
+    x = rng.standard_normal((3, 2, H, W)).astype(np.float32)
+    ref = ort.InferenceSession(m.SerializeToString()).run(["y"], {"x": x})[0]
+    s = split_wide_maxpools(load_onnx(m), 5)
+    assert all(n.attrs["kernel"][0] * n.attrs["kernel"][1] <= 5 for n in s.nodes if n.op == "maxpool")
+    np.testing.assert_array_equal(run_float(s, {"x": x})["y"], ref, err_msg=f"{(H, W)} {(kh, kw)} {(sh, sw)} {pads}")
