@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("onnxruntime")
@@ -35,3 +36,39 @@ def test_pytorch_converted_models_match_onnxruntime():
         assert results[n][0] == "refused" and why in results[n][1], (n, results[n])
     assert sum(r[0] == "match" for r in results.values()) == len(results) - len(REFUSED)  # 77 of 80 here (79 of 82
     #                                                      with the two large ones, which the benchmark runs)
+
+
+def _ort_output(m, x, name):
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, {name: x})[0]
+
+
+@pytest.mark.skipif(not NAMES, reason="this onnx wheel ships no pytorch-converted models")
+def test_the_shipped_outputs_are_onnxruntimes():
+    # the harness compares with the output file each model ships: it is what onnxruntime computes (to float32),
+    # as shipped or, for the models of opsets 1-6 this onnxruntime does not run, converted to opset 13; except the
+    # old PRelu with one slope per channel, whose old broadcasting the conversion does not keep
+    import onnx
+    from onnx import numpy_helper, version_converter
+    how: dict[str, list[str]] = {"shipped": [], "converted": [], "neither": []}
+    for n in NAMES:
+        d = DIR / n
+        m = onnx.load(str(d / "model.onnx"))
+        x = numpy_helper.to_array(onnx.load_tensor(str(d / "test_data_set_0" / "input_0.pb")))
+        y = numpy_helper.to_array(onnx.load_tensor(str(d / "test_data_set_0" / "output_0.pb")))
+        inits = {t.name for t in m.graph.initializer}
+        name = [i.name for i in m.graph.input if i.name not in inits][0]
+        for kind, model in (("shipped", m), ("converted", None)):
+            try:
+                got = _ort_output(model or version_converter.convert_version(m, 13), x, name)
+            except Exception:  # NOT_IMPLEMENTED for an old opset, or the converted model fails
+                continue
+            if np.abs(got - y).max() <= 1e-6 * max(1.0, float(np.abs(y).max())):
+                how[kind].append(n)
+                break
+        else:
+            how["neither"].append(n)
+    assert len(how["shipped"]) == 59 and len(how["converted"]) == 20, how
+    assert how["neither"] == ["test_PReLU_1d_multiparam", "test_PReLU_2d_multiparam", "test_PReLU_3d_multiparam"], how
