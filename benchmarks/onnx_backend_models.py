@@ -103,7 +103,7 @@ def main(argv=None) -> int:
             status, detail = pytorch_converted(n)
             counts[status] = counts.get(status, 0) + 1
             print(f"{n:45s} {status:9s} {time.perf_counter() - t0:6.1f} s  {detail}", flush=True)
-        print(f"pytorch-converted: {counts.get('match', 0)}/{len(names)} match onnxruntime within {100 * TOL:g} % "
+        print(f"pytorch-converted: {counts.get('match', 0)}/{len(names)} match their shipped outputs within {100 * TOL:g} % "
               f"({counts})")
     if a.set in ("light", "both"):
         names = sorted(p.stem for p in (DATA / "light").glob("*.onnx"))
