@@ -3,10 +3,13 @@
 
     python benchmarks/onnx_backend_models.py [--set pytorch-converted|light|both] [--only NAME] [--lower]
 
-pytorch-converted: each model is imported as shipped, calibrated on 256 fresh samples (fewer for inputs over 16k values) drawn like its test input
-(same mean and spread, another seed), compiled for tianjic (``chips="auto"``), emulated on the shipped test input and
-compared with the shipped output (onnxruntime's): it *matches* when the largest error is within ``TOL`` (3 %) of the
-output's largest magnitude.  light: each model is imported as shipped (LRN approximated as identity where asked
+pytorch-converted: each model is imported as shipped, calibrated on 256 fresh samples (fewer for inputs over 16k
+values) drawn like its test input (same mean and spread, another seed; integer inputs, an embedding's indices:
+integers of the test input's range), compiled for tianjic (``chips="auto"``), emulated on the shipped test input and
+compared with the shipped output: it *matches* when the largest error is within ``TOL`` (3 %) of the output's
+largest magnitude.  The shipped output is what onnxruntime computes (within 1e-6) for 79 models: 59 as shipped, 20
+of opsets 1-6 once converted to opset 13; the three old PRelu models with one slope per channel run faithfully in no
+current onnxruntime, their reference is the shipped output alone (tests/frontend/test_onnx_backend_models.py).  light: each model is imported as shipped (LRN approximated as identity where asked
 for: ``--approximate-lrn``), and with ``--lower`` also lowered (nmc's lower pass).  Prints one line per model
 and the totals; exits 0.
 """
@@ -49,7 +52,10 @@ def pytorch_converted(name: str) -> tuple[str, str]:
     out_name = model.graph.output[0].name
     rng = np.random.default_rng(1)
     n = int(np.clip((1 << 22) // max(1, x[0].size), 4, 256))  # fewer samples of a large input (memory)
-    calib = (rng.standard_normal((n, *x.shape[1:])) * x.std() + x.mean()).astype(np.float32)
+    if np.issubdtype(x.dtype, np.integer):  # indices (an embedding's): integers of the test input's range
+        calib = rng.integers(int(x.min()), int(x.max()) + 1, size=(n, *x.shape[1:]))
+    else:
+        calib = (rng.standard_normal((n, *x.shape[1:])) * x.std() + x.mean()).astype(np.float32)
     try:
         cm = nmc.compile(model, chip="tianjic", calib={in_name: calib}, chips="auto")
         out = nmc.emulate(cm, {in_name: x}).outputs[out_name]
@@ -97,7 +103,7 @@ def main(argv=None) -> int:
             status, detail = pytorch_converted(n)
             counts[status] = counts.get(status, 0) + 1
             print(f"{n:45s} {status:9s} {time.perf_counter() - t0:6.1f} s  {detail}", flush=True)
-        print(f"pytorch-converted: {counts.get('match', 0)}/{len(names)} match onnxruntime within {100 * TOL:g} % "
+        print(f"pytorch-converted: {counts.get('match', 0)}/{len(names)} match their shipped outputs within {100 * TOL:g} % "
               f"({counts})")
     if a.set in ("light", "both"):
         names = sorted(p.stem for p in (DATA / "light").glob("*.onnx"))

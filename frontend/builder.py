@@ -357,8 +357,9 @@ class ModelBuilder:
         return STEP_INDEX
 
     def encode(self, op_type: str, x: str, name: str, **attrs: Any) -> str:
-        """A spike encoder (``PoissonEncode`` with ``seed``, ``TTFSEncode`` with ``window``) of ``x`` (a graph
-        input: encoders run on the host); adds the step index input. Returns the spikes ``name``."""
+        """A spike encoder (``PoissonEncode`` with ``seed``, ``TTFSEncode`` with ``window``, ``OneHotEncode`` with
+        ``depth``) of ``x`` (a graph input: encoders run on the host); adds the step index input. Returns the spikes
+        ``name``."""
         if op_type not in ENCODERS:
             raise ModelError(f"ModelBuilder.encode: '{op_type}' is not an encoder; encoders: {sorted(ENCODERS)}")
         schema = ENCODERS[op_type].schema
@@ -369,7 +370,7 @@ class ModelBuilder:
                                 **{k: v for k, v in attrs.items() if k not in schema.attrs})
         nmc_ops.validate_attrs(node)
         self.nodes.append(node)
-        self.shapes[name] = self._shape(x)
+        self.shapes[name] = ENCODERS[op_type].out_shape({**schema.defaults(), **typed}, self._shape(x))
         self.nmc_ops_used.add(op_type)
         return name
 
@@ -380,6 +381,11 @@ class ModelBuilder:
     def ttfs(self, x: str, name: str, window: int = 16) -> str:
         """``nmc::TTFSEncode``: one spike per element at step ``floor((1 - x) * window)`` (none for x <= 0)."""
         return self.encode("TTFSEncode", x, name, window=window)
+
+    def onehot(self, x: str, name: str, depth: int) -> str:
+        """``nmc::OneHotEncode``: ``depth`` spikes per element of ``x`` (integer indices), a 1 at the index, every
+        step; a ``gemm`` of them with a table's transpose is an embedding lookup."""
+        return self.encode("OneHotEncode", x, name, depth=depth)
 
     # ----------------------------------------------------------------- outputs and build
     def output(self, t: str) -> str:

@@ -563,6 +563,11 @@ class _Ctx:
         self.nodes: list[Node] = []
         self.node_names: set[str] = set()
         self.n_consumers: dict[str, int] = {}
+        #: tensor -> the ONNX node computing it (for messages that name a pattern, e.g. GLU)
+        #: ranges a converter knows exactly (tensor -> [min, max, integer]), shipped as metadata nmc.ranges
+        self.known_ranges: dict[str, list] = {}
+        self.added_inputs: dict[str, str] = {}  #: graph inputs a converter adds (the step index): name -> kind
+        self.onnx_producer: dict[str, onnx.NodeProto] = {t: n for n in model.graph.node for t in n.output if t}
         for n in model.graph.node:
             for i in n.input:
                 self.n_consumers[i] = self.n_consumers.get(i, 0) + 1
@@ -570,6 +575,12 @@ class _Ctx:
 
     def where(self, node: onnx.NodeProto) -> str:
         return f"node '{node.name}' ({node.op_type})"
+
+    def add_input(self, name: str, shape: tuple[int, ...], kind: str) -> None:
+        """Make ``name`` a graph input (of ``shape`` per sample) unless the model has it already."""
+        if name not in self.shapes:
+            self.shapes[name] = tuple(shape)
+            self.added_inputs[name] = kind
 
     def is_const(self, t: str) -> bool:
         return t in self.consts
@@ -1069,7 +1080,8 @@ def _encoder_converter(enc):
         if t != STEP_INDEX:
             raise _Unsupported(f"its input t is '{t}'; it must be the step index, the graph input '{STEP_INDEX}' "
                                "(shape [N, 1]) that every runner fills with the step number")
-        ctx.emit(node, enc.ir_op, [x, t], [node.output[0]], [ctx.shape(x)], attrs=attrs)
+        ctx.emit(node, enc.ir_op, [x, t], [node.output[0]],
+                 [enc.out_shape({**enc.schema.defaults(), **attrs}, ctx.shape(x))], attrs=attrs)
 
     return convert
 
@@ -1105,6 +1117,35 @@ def _input_shape(vi: onnx.ValueInfoProto) -> tuple[int, ...]:
 _ARITY = {"Gemm": 2, "MatMul": 2, "Conv": 2, "Reshape": 2, "Add": 2, "BatchNormalization": 5,
           **{f"nmc::{m.onnx.name}": len(m.onnx.inputs) for m in MODELS.values() if m.onnx is not None},
           **{f"nmc::{e.schema.name}": 2 for e in ENCODERS.values()}}
+
+
+def _training_losses(g: onnx.GraphProto) -> dict[str, str]:
+    """Nodes of a training loss torch exported with the model (node name -> why it is refused): a loss compares the
+    model's output with a target, which a deployed model does not have.  Recognised: ``PoissonNLLLoss``
+    (``log_input=True``: ``Exp(x) - target * x``; ``log_input=False``: ``x - target * Log(x + eps)``)."""
+    prod = {t: n for n in g.node for t in n.output if t}
+    found: dict[str, str] = {}
+    for sub in (n for n in g.node if n.op_type == "Sub" and len(n.input) == 2):
+        a, b = (prod.get(t) for t in sub.input)
+        if b is None or b.op_type != "Mul":
+            continue
+        mul_in = set(b.input)
+        if a is not None and a.op_type == "Exp" and a.input[0] in mul_in:
+            part, form = [a, b, sub], "exp(x) - target * x"
+        else:
+            logs = [prod.get(t) for t in b.input]
+            log = next((n for n in logs if n is not None and n.op_type == "Log"), None)
+            add = prod.get(log.input[0]) if log is not None else None
+            x = add.input if add is not None and add.op_type == "Add" else (log.input if log is not None else ())
+            if log is None or sub.input[0] not in x:
+                continue
+            part, form = [b, log, sub] + ([add] if add is not None and add.op_type == "Add" else []), \
+                "x - target * log(x + eps)"
+        why = (f"these nodes compute torch.nn.PoissonNLLLoss ({form}, output '{sub.output[0]}'), a training loss, not "
+               "an inference op: it needs the target, which a deployed model does not have; export the model without "
+               "its loss (torch.onnx.export of the network alone)")
+        found.update({n.name: why for n in part})
+    return found
 
 
 def _constant_value(node: onnx.NodeProto) -> np.ndarray:
@@ -1198,8 +1239,12 @@ def load_onnx(model_or_path, *, fold_bn: bool = True, approximate: Mapping[str, 
             else:
                 unknown.add(t)
 
+    losses = _training_losses(g)
     for node in g.node:
         key = _op_key(node)
+        if node.name in losses:
+            failed(node, key, losses[node.name])
+            continue
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
             ctx.consts[node.output[0]] = _constant_value(node)
             continue
@@ -1227,6 +1272,8 @@ def load_onnx(model_or_path, *, fold_bn: bool = True, approximate: Mapping[str, 
             failed(node, key, str(e))
     if bad:
         raise UnsupportedOpError(bad, supported=[*CONVERTERS, "Constant"])
+    for name, kind in ctx.added_inputs.items():
+        inputs.setdefault(name, kind)
 
     states = []
     for i, o, init in conv.states:
@@ -1250,6 +1297,13 @@ def load_onnx(model_or_path, *, fold_bn: bool = True, approximate: Mapping[str, 
     meta = dict(conv.metadata)
     if ctx.approximated:
         meta["nmc.approximated"] = json.dumps(ctx.approximated)
+    if ctx.known_ranges:  # ranges the model ships win; a malformed table is left for the calibrate pass to report
+        try:
+            shipped = json.loads(meta.get("nmc.ranges", "{}"))
+        except ValueError:
+            shipped = None
+        if isinstance(shipped, dict):
+            meta["nmc.ranges"] = json.dumps({**ctx.known_ranges, **shipped})
     graph = Graph(name=g.name or "model", tensors=tensors, inputs=inputs, outputs=list(conv.outputs),
                   nodes=ctx.nodes, states=states, num_steps=conv.num_steps, metadata=meta)
     assign_stages(graph)
@@ -1277,18 +1331,30 @@ def fold_batchnorm(graph: Graph) -> bool:
     """Fold each ``batchnorm`` into the ``conv``/``dense`` before it when that is its only consumer.
 
     ``W' = W * scale`` (per output channel), ``b' = b * scale + bias``; the layer takes over the
-    batchnorm's output tensor.  Returns whether anything changed.
+    batchnorm's output tensor.  A ``batchnorm`` after another one (e.g. BatchNormalization, then Mul and Add by
+    per-channel constants, as DenseNet-121's pre-activation blocks are shipped) folds into it the same way:
+    ``scale' = scale1 * scale2``, ``bias' = bias1 * scale2 + bias2``.  Returns whether anything changed.
     """
     changed = False
     state_io = {s.output for s in graph.states} | {s.input for s in graph.states}
     for bn in [n for n in graph.nodes if n.op == "batchnorm"]:
         x = bn.inputs[0]
         prod = graph.producer(x)
-        if prod is None or prod.op not in ("conv", "dense") or len(graph.consumers(x)) != 1:
+        if prod is None or prod.op not in ("conv", "dense", "batchnorm") or len(graph.consumers(x)) != 1:
             continue
         if x in graph.outputs or x in state_io:
             continue
         scale, bias = bn.params["scale"], bn.params["bias"]
+        if prod.op == "batchnorm":  # two per-channel affine maps in a row: one
+            if prod.params["scale"].shape != scale.shape:
+                continue
+            prod.params["scale"] = prod.params["scale"] * scale
+            prod.params["bias"] = prod.params["bias"] * scale + bias
+            prod.outputs = [bn.outputs[0]]
+            graph.nodes.remove(bn)
+            del graph.tensors[x]
+            changed = True
+            continue
         W = prod.params["W"]
         prod.params["W"] = W * scale.reshape((-1,) + (1,) * (W.ndim - 1))
         prod.params["b"] = prod.params["b"] * scale + bias

@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 from onnx.reference import ReferenceEvaluator
 
+from nmc.encoders import STEP_INDEX
 from nmc.errors import ModelError, ShapeError
 
 from .onnx_import import APPROXIMATIONS, OTHER_FORMS, _Ctx, _pads_2d, _Unsupported, register_converter
@@ -100,12 +101,45 @@ def _emit_view(ctx: _Ctx, node, sources: list[str], out: str, idx: np.ndarray, n
     ctx.emit(node, "index", sources, [out], [shape], attrs={"shape": list(shape)}, params={"idx": flat})
 
 
+def _embedding(ctx: _Ctx, node, a):
+    """``Gather(table, indices)`` of a constant ``[V, D]`` table by a graph input (token ids: torch.nn.Embedding):
+    the host one-hot encodes the indices (``nmc::OneHotEncode``, spikes ``[*indices, V]``, nmc/encoders.py) and a
+    dense layer whose weights are the table turns each one-hot row into its table row (``[*indices, D]``).  The
+    layer's range is the table's (shipped as ``nmc.ranges``): it needs no calibration."""
+    table, ids = node.input[0], node.input[1]
+    T = np.asarray(ctx.consts[table], np.float64)
+    axis = int(a.get("axis", 0))
+    if T.ndim != 2 or axis not in (0, -2):
+        raise _Unsupported(f"a lookup in the constant table '{table}' of shape {list(T.shape)} along axis {axis} by "
+                           "activations; nmc compiles an embedding: a [rows, features] table indexed along axis 0")
+    if ctx.producer(ids) is not None or ids in ctx.opaque:
+        raise _Unsupported(f"a lookup in the constant table '{table}' by computed indices '{ids}': the cores cannot "
+                           "address by value; an embedding's indices must be a graph input (the host one-hot encodes "
+                           "them, and the table becomes a layer's weights)")
+    V, D = T.shape
+    ishape = ctx.shape(ids)
+    L = int(np.prod(ishape, dtype=np.int64))
+    if L * V * D > MAX_VIEW:
+        raise _Unsupported(f"its one-hot layer ({L} indices x {V} rows x {D} features) is more than nmc lays out "
+                           f"({MAX_VIEW} weights)")
+    ctx.add_input(STEP_INDEX, (1,), "step")
+    spikes, flat, dense = (f"{node.output[0]}::{s}" for s in ("onehot", "onehot_flat", "rows"))
+    ctx.emit(node, "onehot_encode", [ids, STEP_INDEX], [spikes], [(*ishape, V)], attrs={"depth": int(V)})
+    ctx.emit(node, "reshape", [spikes], [flat], [(L * V,)], attrs={"shape": [L * V]})
+    ctx.emit(node, "dense", [flat], [dense], [(L * D,)], params={"W": np.kron(np.eye(L), T.T), "b": np.zeros(L * D)})
+    # every output is an entry of the table: its range is the table's, exact (calibration, which may not visit
+    # every row, does not replace it)
+    ctx.known_ranges[dense] = [float(T.min()), float(T.max()), bool(np.all(T == np.round(T))), True]
+    out = (*ishape, D)
+    ctx.emit(node, "reshape", [dense], [node.output[0]], [out], attrs={"shape": list(out)})
+
+
 def _data_movement(ctx: _Ctx, node, a):
     which = DATA_MOVEMENT_OPS[node.op_type]
     pos = range(len(node.input)) if which is None else which
     if node.op_type == "Gather" and ctx.is_const(node.input[0]) and not ctx.is_const(node.input[1]):
-        raise _Unsupported("a lookup in a constant table by computed indices (an embedding) is not supported: the "
-                           "cores cannot address by value; feed the indices one-hot and use a Gemm with the table")
+        _embedding(ctx, node, a)
+        return
     data = []
     for i in pos:
         t = node.input[i] if i < len(node.input) else ""
@@ -264,12 +298,29 @@ def _sub(ctx: _Ctx, node, a):
         affine(ctx, node, x, node.output[0], 1.0, -c)
 
 
+def _product_why(ctx: _Ctx, node) -> str:
+    """Why ``x * y`` of two activations cannot run on the cores, naming a gated linear unit (torch.nn.GLU:
+    ``a * sigmoid(b)`` with ``a, b`` the halves of one Split) when it is one."""
+    x, y = node.input[0], node.input[1]
+    cores = ("a core's synapses multiply each input by a constant weight and its soma applies a function to one "
+             "accumulated sum, so no core computes the product of two values that both depend on the input")
+    for gate, other in ((y, x), (x, y)):
+        sig, split = ctx.onnx_producer.get(gate), ctx.onnx_producer.get(other)
+        if (sig is not None and sig.op_type == "Sigmoid" and split is not None and split.op_type == "Split"
+                and ctx.onnx_producer.get(sig.input[0]) is split):
+            return (f"this Mul is a gated linear unit (torch.nn.GLU: '{other}' * sigmoid('{sig.input[0]}'), the two "
+                    f"halves of Split '{split.name}'), a product of two activations: {cores}.  GLU cannot run on the "
+                    "cores: use an activation of one tensor instead (ReLU, Sigmoid, Tanh, ...; the layer before it "
+                    "then needs only the first half of its outputs)")
+    return (f"the product of two activations '{x}' * '{y}' is not supported: {cores}; rewrite the model so that one "
+            "operand is a constant (an initializer)")
+
+
 @register_converter("Mul")
 def _mul(ctx: _Ctx, node, a):
     ca = _const_and_act(ctx, node)
     if ca is None:
-        raise _Unsupported("a product of two activations is not supported: the cores multiply activations by "
-                           "constant weights only")
+        raise _Unsupported(_product_why(ctx, node))
     x, c, _ = ca
     affine(ctx, node, x, node.output[0], c, 0.0)
 

@@ -1,5 +1,5 @@
-"""Move the spike encoders (``nmc::PoissonEncode``, ``nmc::TTFSEncode``) out of the step graph: they run on the
-host (nmc/encoders.py says why), which feeds their spikes to the chip as a step input.
+"""Move the spike encoders (``nmc::PoissonEncode``, ``nmc::TTFSEncode``, ``nmc::OneHotEncode``) out of the step
+graph: they run on the host (nmc/encoders.py says why), which feeds their spikes to the chip as a step input.
 
 :func:`split_host_encoders` returns a copy of the graph in which every encoder's output is a step input (of
 range [0, 1], integer: spikes), its source input and the step index ``nmc.t`` are dropped when nothing else
@@ -56,7 +56,7 @@ def split_host_encoders(graph: Graph) -> Graph:
         specs.append(dict(op=enc.schema.name, input=x, kind=g.inputs[x], shape=list(g.tensors[x].shape),
                           output=out, attrs=dict(n.attrs), node=n.source or n.name))
     if bad:
-        raise UnsupportedOpError(bad, supported=["PoissonEncode and TTFSEncode of a graph input"])
+        raise UnsupportedOpError(bad, supported=["PoissonEncode, TTFSEncode and OneHotEncode of a graph input"])
     read = {t for n in g.nodes for t in n.inputs} | set(g.outputs) | {s.output for s in g.states}
     for name in [i for i, kind in g.inputs.items() if kind in ("static", "step") and i not in read]:
         if name == STEP_INDEX or any(s["input"] == name for s in specs):

@@ -21,6 +21,7 @@ between passes, as the tests do.  Passes hold no global state.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -33,7 +34,7 @@ from nmc.coremap import CoreMap
 from nmc.coremap import check_coremap as check_structure
 from nmc.encoders import STEP_INDEX, encode_inputs
 from nmc.errors import DesignRuleError, NmcError, PassError
-from nmc.ir import Graph
+from nmc.ir import Graph, split_wide_maxpools
 
 from .bounds import Bounds, bounds, check_bounds
 from .emit import emit
@@ -142,10 +143,22 @@ def _lower(ctx: Context, graph: Graph) -> LayerGraph:
     return lower(graph)
 
 
+def _exact_ranges(graph: Graph) -> set[str]:
+    """Tensors whose shipped range (metadata ``nmc.ranges``) is marked exact by a fourth value ``true`` (the
+    frontend knows it, e.g. an embedding's rows are its table's entries): calibration does not replace it."""
+    try:
+        data = json.loads(graph.metadata.get("nmc.ranges") or "{}")
+        return {k for k, v in data.items() if isinstance(v, list) and len(v) > 3 and v[3] is True}
+    except (ValueError, AttributeError):
+        return set()  # malformed: ranges_from_metadata reports it
+
+
 def _calibrate(ctx: Context, graph: Graph) -> Ranges:
     ranges = ranges_from_metadata(graph)
     if ctx.calib is not None:
+        exact = {k: ranges[k] for k in _exact_ranges(graph) if k in ranges}
         ranges.update(calibrate(graph, ctx.calib, ctx.options.get("calib_steps")))
+        ranges.update(exact)
     for name, kind in graph.inputs.items():  # a step input nothing calibrated carries spikes: 0 or 1
         if kind == "step" and name not in ranges and name != STEP_INDEX:
             ranges[name] = Range(0.0, 1.0, True)
@@ -194,11 +207,13 @@ def default_passes() -> list[Pass]:
 
 def map_graph(graph: Graph, chip: ChipSpec, calib: Mapping[str, np.ndarray] | None = None, *, lint: bool = False,
               host_budget: int | None = None, **options: Any) -> CoreMap:
-    """Map an IR graph onto ``chip``: move its spike encoders to the host (``host_encoders``), bound (refuse what
+    """Map an IR graph onto ``chip``: move its spike encoders to the host (``host_encoders``), split max poolings
+    wider than a core's axons (``nmc.ir.split_wide_maxpools``, exact), bound (refuse what
     cannot fit), lower, calibrate, quantise, fit (partition + connect), place, route, emit (and check the design
     rules).  ``lint``: check every pass's result (for tests; slower); ``host_budget``: host bytes mapping may
     take."""
     graph = split_host_encoders(graph)  # encoders run on the host: their spikes become step inputs
+    graph = split_wide_maxpools(graph, chip.core.axons)  # a max-pooling neuron cannot be split by fan-in
     specs = host_encoder_specs(graph)
     if calib is not None and specs:
         steps = options.get("calib_steps") or next((np.shape(v)[0] for k, v in calib.items()

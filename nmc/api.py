@@ -41,7 +41,7 @@ from .frontend import load_onnx
 from .frontend.interpret import run_host_ops
 from .frontend.nir_import import is_nir
 from .frontend.onnx_import import MAX_STEPS
-from .ir import Graph, merge_graphs
+from .ir import Graph, merge_graphs, split_wide_maxpools
 from .mapper.bounds import Bounds, bounds
 from .mapper.fold import OBJECTIVES
 from .mapper.host_encoders import split_host_encoders
@@ -147,7 +147,8 @@ def check(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips: 
     spec = chip if isinstance(chip, ChipSpec) else load_chip(chip)
     if overrides:
         spec = spec.with_overrides(overrides)
-    graph = split_host_encoders(_as_graph(model))  # as compile: spike encoders run on the host
+    graph = split_host_encoders(_as_graph(model))  # as compile: spike encoders run on the host, wide max
+    graph = split_wide_maxpools(graph, spec.core.axons)  # poolings are split
     graph.lint()
     return bounds(graph, spec, _chips_arg(chips, spec), memory_budget())
 

@@ -1,4 +1,5 @@
-"""Spike encoders (``nmc::PoissonEncode``, ``nmc::TTFSEncode``): a value per element -> spikes per step.
+"""Spike encoders (``nmc::PoissonEncode``, ``nmc::TTFSEncode``, ``nmc::OneHotEncode``): a value per element ->
+spikes per step.
 
 They run on the **host**, not on cores: the chip's somas have no random-number source or step index (the
 presets describe none), so the compiler moves each encoder out of the step graph and the host computes its
@@ -22,6 +23,12 @@ Time-to-first-spike coding, in float32 arithmetic (what onnxruntime computes)::
 
     tf = floor((1 - clip(float32(x), 0, 1)) * window)      # x = 1 fires at step 0; x <= 0 never
     s  = 1 if (t == tf and tf < window) else 0              # one spike per element at most
+
+One-hot coding (an embedding's indices, ``depth`` classes): every element ``x`` (an integer in
+``[-depth, depth - 1]``, negative counted from the end as ONNX Gather does) becomes ``depth`` spikes, one of them 1,
+at every step: ``s[..., k] = 1 if k == x mod depth``.  The frontend compiles ``Gather(table, indices)`` of a
+constant ``[depth, D]`` table as this encoder feeding a dense layer whose weights are the table (each spike
+selects its row).  An index that is not such an integer is refused (onnxruntime's OneHot gives a row of zeros).
 """
 from __future__ import annotations
 
@@ -35,8 +42,8 @@ from onnx import helper
 from .errors import InputError
 from .opschema import AttrSpec, OpSchema, attr_const
 
-__all__ = ["STEP_INDEX", "ENCODERS", "Encoder", "by_ir_op", "counter_uniform", "poisson", "ttfs", "step_index",
-           "encode_inputs"]
+__all__ = ["STEP_INDEX", "ENCODERS", "Encoder", "by_ir_op", "counter_uniform", "poisson", "ttfs", "onehot",
+           "step_index", "encode_inputs"]
 
 #: the graph input that carries the step index (shape [N, 1]; filled by the runners)
 STEP_INDEX = "nmc.t"
@@ -70,6 +77,19 @@ def ttfs(x: np.ndarray, window: int, t: int) -> np.ndarray:
     xc = np.clip(np.asarray(x, np.float32), np.float32(0), np.float32(1))
     tf = np.floor((np.float32(1) - xc) * np.float32(window))
     return ((tf == np.float32(t)) & (tf < np.float32(window))).astype(np.float64)
+
+
+def onehot(x: np.ndarray, depth: int) -> np.ndarray:
+    """Spikes (0.0/1.0) ``[B, *shape, depth]``: a 1 at each element's index ``x`` (an integer in
+    ``[-depth, depth - 1]``; negative ones count from the end)."""
+    v = np.asarray(x, dtype=np.float64)
+    bad = ~(np.isfinite(v) & (v == np.round(v)) & (v >= -depth) & (v <= depth - 1))
+    if bad.any():
+        at = [int(i) for i in np.argwhere(bad)[0]]
+        raise InputError(f"one-hot encoding (an embedding's lookup): index {v[tuple(at)]:g} at {at} is not an integer "
+                         f"from {-depth} to {depth - 1} (the table has {depth} rows); give valid indices")
+    k = np.mod(v.astype(np.int64), depth)
+    return (k[..., None] == np.arange(depth)).astype(np.float64)
 
 
 def step_index(steps: int, batch: int) -> np.ndarray:
@@ -136,12 +156,27 @@ def _ttfs_body(schema: OpSchema) -> list[onnx.NodeProto]:
     ]
 
 
+def _onehot_body(schema: OpSchema) -> list[onnx.NodeProto]:
+    mk = helper.make_node
+    return [
+        attr_const("depth_i", "depth", "int"), mk("Constant", [], ["off_on"], value_floats=[0.0, 1.0]),
+        mk("CastLike", ["off_on", "x"], ["values"]), mk("Cast", ["x"], ["x_i"], to=onnx.TensorProto.INT64),
+        mk("OneHot", ["x_i", "depth_i", "values"], ["s"], axis=-1),
+    ]
+
+
+def _same_shape(attrs: dict, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(shape)
+
+
 @dataclass(frozen=True)
 class Encoder:
-    """A host-side encoder op: its schema and ``fn(attrs, x, t) -> spikes`` (the float semantics)."""
+    """A host-side encoder op: its schema, ``fn(attrs, x, t) -> spikes`` (the float semantics) and the shape of
+    its spikes per sample from its attributes and its input's shape (``out_shape``; the input's by default)."""
 
     schema: OpSchema
     fn: Callable[[dict, np.ndarray, int], np.ndarray]
+    out_shape: Callable[[dict, tuple[int, ...]], tuple[int, ...]] = _same_shape
 
     @property
     def ir_op(self) -> str:
@@ -162,10 +197,21 @@ TTFS = OpSchema(
     body=_ttfs_body,
 )
 
+ONEHOT = OpSchema(
+    name="OneHotEncode", ir_op="onehot_encode", inputs=("x", "t"), outputs=("s",),
+    attrs={"depth": AttrSpec("int", 2, "number of classes: the spikes get a last axis of this size", lo=1,
+                             hi=1 << 24)},
+    doc="One-hot encoder, one timestep: (x, t) -> s [*x.shape, depth], s[..., k] = 1 where k = x (mod depth); "
+        "the same spikes every step.",
+    body=_onehot_body,
+)
+
 #: every encoder op, by ONNX op type
 ENCODERS: dict[str, Encoder] = {
     "PoissonEncode": Encoder(POISSON, lambda a, x, t: poisson(x, int(a["seed"]), t)),
     "TTFSEncode": Encoder(TTFS, lambda a, x, t: ttfs(x, int(a["window"]), t)),
+    "OneHotEncode": Encoder(ONEHOT, lambda a, x, t: onehot(x, int(a["depth"])),
+                            lambda a, shape: (*shape, int(a["depth"]))),
 }
 
 

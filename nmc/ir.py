@@ -66,7 +66,7 @@ from .errors import ModelError, ShapeError
 from .neurons import MODELS
 
 __all__ = ["Tensor", "Node", "StatePair", "Graph", "OPS", "HOST_OPS", "STAGES", "assign_stages", "merge_graphs",
-           "MODEL_SEP"]
+           "MODEL_SEP", "split_wide_maxpools"]
 
 #: every IR op and its (number of inputs, number of outputs); -1 = variadic
 OPS: dict[str, tuple[int, int]] = {
@@ -344,3 +344,93 @@ def merge_graphs(graphs: list[Graph], names: list[str] | None = None) -> Graph:
         out.metadata["nmc.ranges"] = json.dumps(ranges)
     out.metadata["nmc.models"] = json.dumps(uniq)
     return out
+
+
+# ----------------------------------------------------------------- rewrites
+def _pool_out(n_in: int, k: int, s: int, p0: int, p1: int) -> int:
+    return (n_in + p0 + p1 - k) // s + 1
+
+
+def split_wide_maxpools(g: Graph, max_inputs: int) -> Graph:
+    """The graph with every max pooling whose window has more than ``max_inputs`` elements (a core's axons: a
+    max-pooling neuron cannot be split by fan-in) rewritten into narrower ones; the same graph when there is none.
+
+    Max is associative, so the rewrite is exact: a ``kh x kw`` window becomes a ``kh x 1`` pooling followed by a
+    ``1 x kw`` one (the padding of each axis goes with its pooling: padded positions never win a max); a window
+    still too wide is laid out as rows of ``K1`` elements by an ``index`` view (a padded position repeats a real
+    element of its window) and pooled in two steps, ``K1`` then ``ceil(K / K1)`` (again while wider than
+    ``max_inputs``).  Node names keep the original's with ``/rows``, ``/chunks`` suffixes; sources stay."""
+    if not any(n.op == "maxpool" and int(np.prod(n.attrs["kernel"])) > max_inputs for n in g.nodes):
+        return g
+    if max_inputs < 2:
+        raise ModelError(f"cannot split a max pooling for cores of {max_inputs} input(s)")
+    g = g.copy()
+    names = {n.name for n in g.nodes}
+
+    def fresh(base: str) -> str:
+        name, k = base, 1
+        while name in names or name in g.tensors:
+            name, k = f"{base}_{k}", k + 1
+        names.add(name)
+        return name
+
+    out: list[Node] = []
+    work = list(g.nodes)
+    while work:
+        n = work.pop(0)
+        kernel = [int(k) for k in n.attrs.get("kernel", (1, 1))]
+        if n.op != "maxpool" or kernel[0] * kernel[1] <= max_inputs:
+            out.append(n)
+            continue
+        kh, kw = kernel
+        sh, sw = (int(s) for s in (n.attrs.get("strides") or kernel))
+        pt, pl, pb, pr = (int(p) for p in n.attrs.get("pads", (0, 0, 0, 0)))
+        C, H, W = g.tensors[n.inputs[0]].shape
+        y = n.outputs[0]
+        if kh > 1 and kw > 1:  # separable: rows of the window, then its columns
+            mid = fresh(f"{y}::rows")
+            g.tensors[mid] = Tensor(mid, (C, _pool_out(H, kh, sh, pt, pb), W))
+            first = Node(fresh(f"{n.name}/rows"), "maxpool", [n.inputs[0]], [mid],
+                         {"kernel": [kh, 1], "strides": [sh, 1], "pads": [pt, 0, pb, 0]}, {}, n.source, n.stage)
+            second = Node(fresh(f"{n.name}/cols"), "maxpool", [mid], [y],
+                          {"kernel": [1, kw], "strides": [1, sw], "pads": [0, pl, 0, pr]}, {}, n.source, n.stage)
+            work[:0] = [first, second]
+            continue
+        # one wide axis: lay each window out as K2 rows of K1 elements, pool the rows, then the K2 row maxima
+        K = kh * kw
+        K2 = -(-K // max_inputs)
+        K1 = -(-K // K2)
+        K2 = -(-K // K1)
+        Ho, Wo = _pool_out(H, kh, sh, pt, pb), _pool_out(W, kw, sw, pl, pr)
+        r = (np.arange(Ho) * sh - pt)[:, None, None, None] + np.arange(kh)[None, None, :, None]
+        c = (np.arange(Wo) * sw - pl)[None, :, None, None] + np.arange(kw)[None, None, None, :]
+        r, c = np.broadcast_arrays(r, c)
+        r, c = r.reshape(Ho * Wo, K), c.reshape(Ho * Wo, K)
+        real = (r >= 0) & (r < H) & (c >= 0) & (c < W)
+        if not real.any(axis=1).all():
+            raise ShapeError(f"{n.where()}: a pooling window lies wholly in the padding")
+        flat = np.where(real, r * W + c, -1)
+        first_real = flat[np.arange(Ho * Wo), np.argmax(real, axis=1)][:, None]
+        flat = np.where(real, flat, first_real)
+        flat = np.concatenate([flat, np.repeat(first_real, K1 * K2 - K, axis=1)], axis=1)  # [Ho*Wo, K2*K1]
+        idx = (np.arange(C)[:, None, None] * (H * W) + flat[None]).reshape(-1).astype(np.float64)
+        rows, rmax, chunks, cmax = (fresh(f"{y}::{s}") for s in ("windows", "window_rows", "chunks", "chunk_max"))
+        g.tensors[rows] = Tensor(rows, (C, Ho * Wo * K2, K1))
+        g.tensors[rmax] = Tensor(rmax, (C, Ho * Wo * K2, 1))
+        g.tensors[chunks] = Tensor(chunks, (C, Ho * Wo, K2))
+        g.tensors[cmax] = Tensor(cmax, (C, Ho * Wo, 1))
+        shape = list(g.tensors[y].shape)
+        work[:0] = [
+            Node(fresh(f"{n.name}/windows"), "index", [n.inputs[0]], [rows], {"shape": [C, Ho * Wo * K2, K1]},
+                 {"idx": idx}, n.source, n.stage),
+            Node(fresh(f"{n.name}/rows"), "maxpool", [rows], [rmax],
+                 {"kernel": [1, K1], "strides": [1, K1], "pads": [0, 0, 0, 0]}, {}, n.source, n.stage),
+            Node(fresh(f"{n.name}/chunks"), "reshape", [rmax], [chunks], {"shape": [C, Ho * Wo, K2]}, {}, n.source,
+                 n.stage),
+            Node(fresh(f"{n.name}/chunk_max"), "maxpool", [chunks], [cmax],
+                 {"kernel": [1, K2], "strides": [1, K2], "pads": [0, 0, 0, 0]}, {}, n.source, n.stage),
+            Node(fresh(f"{n.name}/out"), "reshape", [cmax], [y], {"shape": shape}, {}, n.source, n.stage),
+        ]
+    g.nodes = out
+    g.lint()
+    return g

@@ -123,6 +123,21 @@ def test_dynamo_export_has_the_ops_the_issue_named(tmp_path):
     assert load_onnx(cnn).tensors["x"].shape == (1, 8, 8)
 
 
+def test_the_default_exporter_call_writes_opset_18_or_later_and_compiles(tmp_path):
+    # torch.onnx.export with no exporter chosen, as a new user calls it: torch 2.13's default (dynamo) path
+    pytest.importorskip("onnxscript")
+    net = _trained_stats(CNN())
+    path = tmp_path / "default.onnx"
+    with torch.no_grad():
+        torch.onnx.export(net, (torch.randn(1, 1, 8, 8),), str(path), input_names=["x"], output_names=["y"])
+    m = onnx.load(str(path))
+    assert max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) >= 18
+    x = np.random.default_rng(2).normal(size=(4, 1, 8, 8)).astype(np.float32)
+    ref = ort.InferenceSession(str(path)).run(None, {"x": x[:1]})[0]
+    out = nmc.emulate(nmc.compile(str(path), calib={"x": x}), {"x": x[:1]}).outputs["y"]
+    assert np.abs(out - ref).max() <= 0.03 * np.abs(ref).max()
+
+
 def test_fixed_batch_of_4_runs_per_sample(tmp_path):
     # exported with a batch of 4 examples (a fixed batch axis): nmc strips it and runs any number of samples
     net = CNN().eval()

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import nmc
 from nmc.errors import ModelError, UnsupportedOpError
-from nmc.frontend import load_onnx, run_float
+from nmc.frontend import ModelBuilder, load_onnx, run_float
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -179,6 +179,39 @@ def test_product_of_two_activations_is_refused():
         load_onnx(m)
 
 
+def test_glu_is_refused_naming_the_gated_linear_unit():
+    # torch.nn.GLU as the legacy exporter writes it (the onnx wheel's test_GLU): Split, Sigmoid of the second half,
+    # Mul of the halves
+    m = _model([helper.make_node("Split", ["x"], ["a", "b"], axis=-1, num_outputs=2, name="halves"),
+                helper.make_node("Sigmoid", ["b"], ["g"]), helper.make_node("Mul", ["a", "g"], ["y"], name="glu")],
+               {"x": (6,)}, ["y"])
+    with pytest.raises(UnsupportedOpError) as e:
+        load_onnx(m)
+    text = str(e.value)
+    assert "Mul x1 (node 'glu'): this Mul is a gated linear unit (torch.nn.GLU: 'a' * sigmoid('b')" in text
+    assert "Split 'halves'" in text and "no core computes the product of two values" in text
+    assert "GLU cannot run on the cores" in text
+
+
+@pytest.mark.parametrize("log_input", [True, False])
+def test_poisson_nll_loss_is_refused_as_a_training_loss(log_input):
+    # torch.nn.PoissonNLLLoss(reduction='none') as exported: exp(x) - t * x, or x - t * log(x + eps)
+    t = _c("target", np.ones((1, 4)))
+    if log_input:
+        nodes = [helper.make_node("Exp", ["x"], ["e"]), helper.make_node("Mul", ["target", "x"], ["tx"]),
+                 helper.make_node("Sub", ["e", "tx"], ["y"])]
+    else:
+        nodes = [helper.make_node("Add", ["x", "eps"], ["xe"]), helper.make_node("Log", ["xe"], ["l"]),
+                 helper.make_node("Mul", ["target", "l"], ["tl"]), helper.make_node("Sub", ["x", "tl"], ["y"])]
+    m = _model(nodes, {"x": (4,)}, ["y"], [t, _c("eps", 1e-8)])
+    with pytest.raises(UnsupportedOpError) as e:
+        load_onnx(m)
+    text = str(e.value)
+    assert text.startswith(f"{len(nodes)} unsupported node(s)")
+    assert text.count("torch.nn.PoissonNLLLoss") == len(nodes) and "a training loss, not an inference op" in text
+    assert "export the model without its loss" in text
+
+
 def test_standalone_batchnorm_is_a_scale_layer():
     nodes = [helper.make_node("Relu", ["x"], ["r"]),
              helper.make_node("BatchNormalization", ["r", "g", "b", "m", "v"], ["y"], epsilon=0.0)]
@@ -186,6 +219,22 @@ def test_standalone_batchnorm_is_a_scale_layer():
                                                    _c("v", [1, 1])])
     assert _ops(g) == ["relu", "batchnorm"]
     assert [l["op"] for l in cm.meta["layers"]] == ["relu", "batchnorm"]
+
+
+def test_chained_scale_layers_are_one_layer():
+    # DenseNet-121 as the onnx wheel ships it: BatchNormalization, then Mul and Add by per-channel constants, then
+    # ReLU, after a Concat: three per-channel affine maps compose into one scale layer (exact in float)
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),
+             helper.make_node("BatchNormalization", ["r", "g", "b", "m", "v"], ["n"], epsilon=0.0),
+             helper.make_node("Mul", ["n", "w"], ["nw"]), helper.make_node("Add", ["nw", "c"], ["a"]),
+             helper.make_node("Relu", ["a"], ["y"])]
+    g, cm = check(nodes, {"x": (2, 2, 2)}, ["y"], [_c("g", [2, 3]), _c("b", [1, -1]), _c("m", [0, 1]),
+                                                   _c("v", [1, 1]), _c("w", [[[-1]], [[2]]]), _c("c", [[[3]], [[1]]])])
+    assert _ops(g) == ["relu", "batchnorm", "relu"]
+    bn = g.nodes[1]
+    # channel 0: (x * 2 + 1) * -1 + 3 = -2x + 2; channel 1: ((x - 1) * 3 - 1) * 2 + 1 = 6x - 7
+    assert bn.params["scale"].tolist() == [-2, 6] and bn.params["bias"].tolist() == [2, -7]
+    assert [l["op"] for l in cm.meta["layers"]] == ["relu", "batchnorm+relu"]
 
 
 def test_dropout_is_the_identity():
@@ -206,6 +255,15 @@ def test_reduce_sum_and_max_and_global_pools():
              helper.make_node("GlobalMaxPool", ["x"], ["gm"]),
              helper.make_node("GlobalAveragePool", ["x"], ["ga"])]
     check(nodes, {"x": (2, 3, 2)}, ["s", "m", "gm", "ga"], [_c("ax", [2], np.int64)], opset=17, exact=False)
+
+
+def test_max_reductions_are_exact():
+    # a max moves values, it computes none: the chip equals onnxruntime bit for bit (the test above allows the
+    # sums' and means' quantisation to the maxima too)
+    nodes = [helper.make_node("ReduceMax", ["x"], ["m"], axes=[1], keepdims=1),
+             helper.make_node("ReduceMax", ["x"], ["m2"], axes=[1, 3], keepdims=0),
+             helper.make_node("GlobalMaxPool", ["x"], ["gm"])]
+    check(nodes, {"x": (2, 3, 2)}, ["m", "m2", "gm"], opset=17)
 
 
 def test_reduce_over_the_batch_axis_is_refused():
@@ -341,7 +399,6 @@ def test_even_kernel_with_symmetric_padding_c2sp():
 
 
 def test_concatenated_spikes_feed_a_spiking_layer():
-    from nmc.frontend import ModelBuilder
     b = ModelBuilder("cat", num_steps=5)
     x = b.input("x", (3,), kind="step")
     s1, _ = b.lif(b.gemm(x, np.array([[1, 1, 0], [0, 1, 1]], float), name="fa"), "a", threshold=1.0)
@@ -377,3 +434,124 @@ def test_identity_of_a_weight_feeding_a_gemm():
              helper.make_node("Gemm", ["x", "w_copy"], ["y"], transB=1)]
     g, _ = check(nodes, {"x": (3,)}, ["y"], [_c("lif1.W", [[1, 0, 2], [0, -1, 1]])])
     assert _ops(g) == ["dense"]
+
+
+# ----------------------------------------------------------------- max pooling wider than a core's axons
+@pytest.mark.parametrize("attrs,shape,layers", [
+    # 20 x 20 = 400 inputs > 256 axons (tianjic): a 20 x 1 then a 1 x 20 pooling, padding split between them
+    (dict(kernel_shape=[20, 20], strides=[4, 4], pads=[2, 3, 1, 0]), (2, 30, 31), 2),
+    # one axis of 300: each window as 2 rows of 150, then the max of the 2 row maxima
+    (dict(kernel_shape=[1, 300], strides=[1, 70], pads=[0, 5, 0, 9]), (2, 2, 420), 2),
+    # a dilated 17 x 17 window (ceil_mode: the frontend's window rows [1, 289]) chunked 145 + 144 (a repeat pads it)
+    (dict(kernel_shape=[17, 17], dilations=[2, 1], strides=[3, 5], ceil_mode=1), (1, 40, 22), 2),
+])
+def test_maxpool_wider_than_a_core_is_split_exactly(attrs, shape, layers):
+    nodes = [helper.make_node("Neg", ["x"], ["n"]), helper.make_node("Relu", ["n"], ["r"]),
+             helper.make_node("Sub", ["r", "nine"], ["m"]),                 # values in [-9, -1]: padding never wins
+             helper.make_node("MaxPool", ["m"], ["y"], **attrs)]
+    g, cm = check(nodes, {"x": shape}, ["y"], [_c("nine", 9.0)], B=2)
+    pools = [l for l in cm.meta["layers"] if "max" in l["op"]]
+    assert len(pools) == layers, cm.meta["layers"]
+
+
+def test_global_max_pool_of_a_large_map_is_split_exactly():
+    check([helper.make_node("GlobalMaxPool", ["x"], ["y"])], {"x": (3, 24, 24)}, ["y"], B=2)  # 576 > 256 axons
+
+
+def test_split_wide_maxpools_in_float_on_random_values():
+    # against the unsplit graph's float semantics (exact: max of the same values), with cores of 7 inputs:
+    # 60 x 33 windows -> a 60 x 1 pass (rows of 7, then 9 row maxima > 7: rows of 5, then 2) and a 1 x 33 pass
+    # (rows of 7, then 5): five max poolings
+    from nmc.ir import split_wide_maxpools
+    b = ModelBuilder("wide")
+    x = b.input("x", (2, 70, 45))
+    b.output(b.maxpool(x, (60, 33), (3, 4), pads=(2, 1, 3, 0)))
+    g = load_onnx(b.build())
+    s = split_wide_maxpools(g, 7)
+    kernels = [n.attrs["kernel"] for n in s.nodes if n.op == "maxpool"]
+    assert kernels == [[1, 7], [1, 5], [1, 2], [1, 7], [1, 5]]
+    assert split_wide_maxpools(g, 60 * 33) is g
+    xs = {"x": np.random.default_rng(0).standard_normal((3, 2, 70, 45))}
+    y = g.outputs[0]
+    np.testing.assert_array_equal(run_float(s, xs)[y], run_float(g, xs)[y])
+
+
+# ----------------------------------------------------------------- an embedding: one-hot on the host, table on chip
+def _embedding_model(table, n_ids, after=()):
+    g = helper.make_graph([helper.make_node("Gather", ["table", "ids"], ["emb"], name="embed"), *after], "emb",
+                          [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", n_ids])],
+                          [helper.make_value_info(after[-1].output[0] if after else "emb",
+                                                  helper.make_tensor_type_proto(TensorProto.FLOAT, None))],
+                          [_c("table", table)])
+    return onnx.shape_inference.infer_shapes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]))
+
+
+def test_embedding_is_a_host_one_hot_encoder_and_a_dense_layer_of_the_table():
+    table = np.arange(6 * 4).reshape(6, 4) % 7 - 3.0  # integers in [-3, 3]: the weights quantise exactly
+    m = _embedding_model(table, 5)
+    ids = np.array([[0, 5, 2, 2, -1], [3, 1, 4, 0, -6]], np.int64)  # negative: from the end, as Gather
+    ref = ort.InferenceSession(m.SerializeToString()).run(["emb"], {"ids": ids})[0]
+    g = load_onnx(m)
+    assert _ops(g) == ["onehot_encode", "reshape", "dense", "reshape"]
+    assert g.inputs == {"ids": "static", "nmc.t": "step"}
+    np.testing.assert_array_equal(run_float(g, {"ids": ids})["emb"], ref)
+    for calib in ({"ids": ids}, None):  # one-hot spikes need no calibration; the table's rows are the weights
+        cm = nmc.compile(m, calib=calib)
+        assert [e["op"] for e in cm.meta["host_encoders"]] == ["OneHotEncode"]
+        np.testing.assert_array_equal(nmc.emulate(cm, {"ids": ids}).outputs["emb"], ref)
+    with pytest.raises(nmc.errors.InputError, match=r"index 6 at \[0, 1\] is not an integer from -6 to 5 \(the table "
+                                                     r"has 6 rows\)"):
+        nmc.emulate(cm, {"ids": np.array([[0, 6, 0, 0, 0]])})
+
+
+def test_embedding_rows_calibration_never_visited_are_not_clipped():
+    # calibration sees rows 0 and 1 only (values within 0.2); row 5 holds 1.0: the layer's range stays the table's
+    table = np.full((6, 4), 0.125)
+    table[1] = -0.2
+    table[5] = [1.0, -0.875, 0.75, 0.5]
+    m = _embedding_model(table, 2)
+    cm = nmc.compile(m, calib={"ids": np.array([[0, 1], [1, 0]])})
+    out = nmc.emulate(cm, {"ids": np.array([[5, 1]])}).outputs["emb"]
+    np.testing.assert_allclose(out[0], table[[5, 1]], atol=1.875 / 255)  # half a step of the table's range
+
+
+def test_embedding_feeding_a_layer_within_one_quantisation_step():
+    rng = np.random.default_rng(5)
+    table = rng.standard_normal((10, 3))
+    after = [helper.make_node("Flatten", ["emb"], ["f"]), helper.make_node("Gemm", ["f", "W"], ["y"], transB=1)]
+    m = _embedding_model(table, 4, after)
+    m.graph.initializer.append(_c("W", rng.standard_normal((2, 12))))
+    ids = rng.integers(0, 10, size=(16, 4))
+    ref = ort.InferenceSession(m.SerializeToString()).run(["y"], {"ids": ids})[0]
+    out = nmc.emulate(nmc.compile(m, calib={"ids": ids}), {"ids": ids}).outputs["y"]
+    np.testing.assert_allclose(out, ref, atol=np.abs(ref).max() / 127 * 2)
+
+
+def test_embedding_by_computed_indices_is_refused():
+    m = _embedding_model(np.eye(3), 2)
+    m.graph.node.insert(0, helper.make_node("Unsqueeze", ["ids", "ax"], ["ids2"]))
+    m.graph.node.insert(1, helper.make_node("Squeeze", ["ids2", "ax"], ["ids3"]))
+    m.graph.node[2].input[1] = "ids3"
+    m.graph.initializer.append(_c("ax", [2], np.int64))
+    with pytest.raises(UnsupportedOpError, match="by computed indices 'ids3': the cores cannot address by value"):
+        load_onnx(m)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_split_wide_maxpools_on_random_windows_equals_onnxruntime(seed):
+    # random windows, strides (overlapping and gapped) and pads, cores of 5 inputs: the split graph's float run
+    # equals onnxruntime's MaxPool exactly (a max of the same float32 values)
+    from nmc.ir import split_wide_maxpools
+    rng = np.random.default_rng(seed)
+    H, W = (int(v) for v in rng.integers(6, 20, size=2))
+    kh, kw = int(rng.integers(1, min(H, 9) + 1)), int(rng.integers(2, min(W, 9) + 1))
+    sh, sw = (int(v) for v in rng.integers(1, 5, size=2))
+    pads = [int(rng.integers(0, kh // 2 + 1)), int(rng.integers(0, kw // 2 + 1)),
+            int(rng.integers(0, kh // 2 + 1)), int(rng.integers(0, kw // 2 + 1))]
+    m = _model([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[kh, kw], strides=[sh, sw], pads=pads)],
+               {"x": (2, H, W)}, ["y"])
+    x = rng.standard_normal((3, 2, H, W)).astype(np.float32)
+    ref = ort.InferenceSession(m.SerializeToString()).run(["y"], {"x": x})[0]
+    s = split_wide_maxpools(load_onnx(m), 5)
+    assert all(n.attrs["kernel"][0] * n.attrs["kernel"][1] <= 5 for n in s.nodes if n.op == "maxpool")
+    np.testing.assert_array_equal(run_float(s, {"x": x})["y"], ref, err_msg=f"{(H, W)} {(kh, kw)} {(sh, sw)} {pads}")

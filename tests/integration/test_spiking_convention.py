@@ -290,3 +290,35 @@ def test_the_step_index_can_feed_a_chip_layer():
     # neuron 0 integrates t: 0, 1, 3, 6 > 5 (fire, 1), 5, 10 (fire); neuron 1 integrates 2t: 0, 2, 6 (fire, 1), 7 ...
     assert out[:, 0].tolist() == [0, 0, 0, 1, 0, 1] and out[:, 1].tolist() == [0, 0, 1, 1, 1, 1]
     np.testing.assert_array_equal(out, run_onnxruntime(model, {}, steps=6)["n.s"][:, 0])
+
+
+def test_onehot_encoder_equals_onnxruntime_and_needs_no_calibration():
+    # nmc::OneHotEncode's function body (ONNX OneHot) against the host's NumPy, then a spiking layer on its spikes
+    T = 6
+    b = ModelBuilder("onehot", num_steps=T)
+    ids = b.input("ids", (3,))
+    oh = b.onehot(ids, "oh", depth=5)
+    W = np.random.default_rng(8).integers(0, 3, size=(4, 15)).astype(float)
+    s, _ = b.lif(b.gemm(b.flatten(oh), W, name="fc"), "n", threshold=5.0)
+    b.output(s)
+    model = b.build()
+    x = np.array([[0, 4, -1], [2, 2, -5], [3, 1, 0]], np.float32)  # -1 is row 4, -5 row 0
+    g = load_onnx(model)
+    assert g.tensors["oh"].shape == (3, 5)
+    ref = run_onnxruntime(model, {"ids": x})
+    np.testing.assert_array_equal(run_float(g, {"ids": x})["n.s"], ref["n.s"])
+    cm = nmc.compile(model, lint=True)  # no calibration: spikes in, integer weights
+    assert cm.meta["host_encoders"][0]["op"] == "OneHotEncode"
+    np.testing.assert_array_equal(_run_both(cm, {"ids": x}).outputs["n.s"], ref["n.s"])
+    assert ref["n.s"].sum() > 0
+    # by hand: sample 0 drives rows 0, 4, 4 of the one-hot: fc = W[:, 0] + W[:, 9] + W[:, 14] every step, into an
+    # IF neuron firing on v > 5 with a subtract reset
+    fc = W[:, 0] + W[:, 9] + W[:, 14]
+    v, spikes = np.zeros(4), []
+    for _ in range(T):
+        v = v + fc
+        spikes.append(v > 5.0)
+        v = np.where(v > 5.0, v - 5.0, v)
+    assert ref["n.s"][:, 0].tolist() == np.array(spikes, float).tolist()
+    with pytest.raises(InputError, match=r"index 0.5 at \[0, 0\] is not an integer"):
+        nmc.emulate(cm, {"ids": np.array([[0.5, 0, 0]])})
