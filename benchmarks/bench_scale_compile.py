@@ -1,16 +1,12 @@
 """Compile-scale benchmark: compile time and peak memory against cores, the time to refuse a model that cannot
-fit, a wide dense layer (the requantiser was quadratic in it), and the lower bounds of the onnx wheel's light
-ResNet-50 / VGG-19 / DenseNet-121 (224 x 224) on a multi-chip tianjicx system.
+fit, a wide dense layer (the requantiser was quadratic in it), the 784-4096-4096-10 LIF network on tianjic, and
+the onnx wheel's light ResNet-50 / VGG-19 / DenseNet-121 (224 x 224, imported as they ship) compiled for a
+multi-chip tianjicx system (``--chips auto``; calibrated on one random image).
 
     python benchmarks/bench_scale_compile.py [--chip tianjicx] [--sizes 32 48 64] [--light resnet50 vgg19 densenet121]
 
-The light models ship at opset 9 with their weights as ConstantOfShape nodes; until the frontend imports them
-as they ship, ``light()`` below folds the constants, converts to opset 19 (onnx.version_converter), drops
-Dropout and the final Softmax and turns a two-input Sum into Add; their layers are also larger than the
-frontend's reading limits (one tensor, one layer's synapses), which are raised for this measurement only.
-
-Each measurement runs in a fresh process (peak RSS is per process).  Prints one table; the figures in
-docs/performance.md come from it.
+Each measurement runs in a fresh process (peak RSS is per process, ``ru_maxrss``).  Prints one table; the
+figures in docs/performance.md come from it.
 """
 import argparse
 import json
@@ -53,29 +49,30 @@ def _child(kind: str, arg: int, chip: str) -> dict:
             out = dict(refused=True)
         out["seconds"] = time.perf_counter() - t0
     elif kind.startswith("light:"):
-        from nmc.frontend import onnx_import
-        onnx_import.MAX_SYNAPSES = onnx_import.MAX_TENSOR_ELEMS = 1 << 40  # this measurement only (module doc)
-        t0 = time.perf_counter()
-        model = light(kind.split(":", 1)[1])
-        t_conv = time.perf_counter() - t0
+        import onnx
+        name = kind.split(":", 1)[1]
+        path = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / f"light_{name}.onnx"
         t0 = time.perf_counter()
         try:
-            model = load_onnx(model)
+            model = load_onnx(str(path))  # as shipped (opset 9, ConstantOfShape weights, Dropout, Softmax)
             t_load = time.perf_counter() - t0
             t0 = time.perf_counter()
-            b = nmc.check(model, chip=chip, chips=f"{arg}x{arg}")
+            b = nmc.check(model, chip=chip, chips="auto")
         except nmc.NmcError as e:
             return dict(error=f"{type(e).__name__}: {str(e).splitlines()[0][:160]}", peak_mib=_peak())
         t_check = time.perf_counter() - t0
+        rng = np.random.default_rng(0)
+        calib = {k: rng.random((1,) + tuple(model.tensors[k].shape)) for k in model.inputs}
         t0 = time.perf_counter()
         try:
-            nmc.compile(model, chip=chip, chips=f"{arg}x{arg}")
-            refused = False
-        except DoesNotFitError:
-            refused = True
-        out = dict(convert_s=t_conv, load_s=t_load, check_s=t_check, compile_refused=refused, refuse_s=time.perf_counter() - t0,
-                   layers=len(b.layers), synapses=b.synapses, cores=b.cores, chips=b.chips_needed,
-                   phases=b.phases["static"], host_gib=b.host_bytes / 2 ** 30, problems=b.problems)
+            cm = nmc.compile(model, chip=chip, chips="auto", calib=calib)
+            res = dict(result="compiled", cores=cm.num_cores, chips=cm.meta["chips"], phases=cm.meta["phases"],
+                       rounds=cm.meta.get("rounds", {}), tiled=int((cm.cores.w_fmt == 1).sum()),
+                       weights_mib=cm.weights.data.nbytes / 2 ** 20)
+        except nmc.NmcError as e:
+            res = dict(result=f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
+        out = dict(load_s=t_load, check_s=t_check, compile_s=time.perf_counter() - t0, layers=len(b.layers),
+                   synapses=b.synapses, bound_cores=b.cores, **res)
     elif kind == "mlp":  # 784-4096-4096-10 LIF
         rng = np.random.default_rng(0)
         b = ModelBuilder("mlp", num_steps=4)
@@ -107,53 +104,6 @@ def _child(kind: str, arg: int, chip: str) -> dict:
 
 def _peak() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def light(name: str):
-    """The onnx wheel's light model ``name``, converted for today's frontend (module doc)."""
-    import numpy as np
-    import onnx
-    from onnx import helper, numpy_helper, version_converter
-    m = onnx.load(Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / f"light_{name}.onnx")
-    g = m.graph
-    shapes = {i.name: numpy_helper.to_array(i) for i in g.initializer}
-    nodes = []
-    for n in g.node:
-        if n.op_type == "ConstantOfShape" and n.input[0] in shapes:
-            shape = [int(d) for d in shapes[n.input[0]]]
-            v = numpy_helper.to_array(n.attribute[0].t).reshape(-1)[0]
-            g.initializer.append(numpy_helper.from_array(np.full(shape, v, np.float32), n.output[0]))
-            g.input.append(helper.make_tensor_value_info(n.output[0], onnx.TensorProto.FLOAT, shape))
-        else:
-            nodes.append(n)
-    del g.node[:]
-    g.node.extend(nodes)
-    m = version_converter.convert_version(m, 19)
-    g = m.graph
-    init = {i.name for i in g.initializer}
-    used = {x for n in g.node for x in n.input}
-    keep = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(keep)
-    ins = [i for i in g.input if i.name not in init]
-    del g.input[:]
-    g.input.extend(ins)
-    outs = {o.name for o in g.output}
-    ren, nodes = {}, []
-    for n in g.node:
-        n.input[:] = [ren.get(x, x) for x in n.input]
-        if n.op_type == "Dropout" or (n.op_type == "Softmax" and n.output[0] in outs):
-            ren[n.output[0]] = n.input[0]
-            continue
-        if n.op_type == "Sum" and len(n.input) == 2:
-            n.op_type = "Add"
-        nodes.append(n)
-    del g.node[:]
-    g.node.extend(nodes)
-    for o in g.output:
-        o.name = ren.get(o.name, o.name)
-    m.ir_version = 8
-    return m
 
 
 def run(kind: str, arg: int, chip: str) -> dict:
@@ -189,16 +139,18 @@ def main() -> int:
     print(f"784-4096-4096-10 LIF on tianjic (--chips auto): {r['result']} after {r['seconds']:.1f} s, peak "
           f"{r['peak_mib']:.0f} MiB")
     for name in a.light:
-        r = run(f"light:{name}", a.light_chips, a.chip)
+        r = run(f"light:{name}", 0, a.chip)
         if "error" in r:
             print(f"{name} (224x224): not imported: {r['error']}")
             continue
-        print(f"{name} (224x224) on {a.light_chips}x{a.light_chips} {a.chip}: {r['layers']} layers, {r['synapses']:,} "
-              f"synapses; bounds: >= {r['cores']:,} cores, >= {r['chips']} chips, >= {r['phases']} phases, mapping "
-              f"~{r['host_gib']:.0f} GiB; conversion {r['convert_s']:.1f} s, load_onnx {r['load_s']:.1f} s, then check "
-              f"{r['check_s']:.2f} s, compile refused={r['compile_refused']} in {r['refuse_s']:.2f} s, peak {r['peak_mib']:.0f} MiB")
-        for p in r["problems"]:
-            print(f"    - {p[:150]}...")
+        head = (f"{name} (224x224, as shipped) on {a.chip} --chips auto: {r['layers']} layers, {r['synapses']:,} "
+                f"synapses (bound >= {r['bound_cores']:,} cores); load {r['load_s']:.1f} s, check {r['check_s']:.1f} s, "
+                f"compile {r['compile_s']:.1f} s, peak {r['peak_mib']:.0f} MiB: ")
+        if r["result"] == "compiled":
+            print(head + f"{r['cores']:,} cores ({r['tiled']:,} with shared kernels) on {r['chips'][0]}x{r['chips'][1]} "
+                  f"chips, phases {r['phases']}, rounds {r['rounds']}, weights {r['weights_mib']:.0f} MiB")
+        else:
+            print(head + r["result"])
     return 0
 
 

@@ -82,9 +82,9 @@ def _load_model(model_or_path) -> onnx.ModelProto:
 _NUMERIC_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16,
                   TensorProto.INT8, TensorProto.INT16, TensorProto.INT32, TensorProto.INT64, TensorProto.UINT8,
                   TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64, TensorProto.BOOL}
-#: the most elements one constant tensor may have (2^26: 512 MiB as float64; a weight matrix of a Gemm is one
-#: synapse per element, see mapper.lower.MAX_SYNAPSES)
-MAX_TENSOR_ELEMS = 1 << 26
+#: the most elements one constant tensor may have (2^27: 1 GiB as float64; VGG-19's 4096 x 25088 fully connected
+#: weight has 1.03e8; the mapper keeps such a layer structured, mapper/structured.py)
+MAX_TENSOR_ELEMS = 1 << 27
 #: the most elements a constant computed by a node may have (the light VGG-19's 4096 x 25088 weight
 #: made by ConstantOfShape: a fully connected layer at the size of the real model)
 MAX_FOLDED_ELEMS = 1 << 27

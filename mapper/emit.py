@@ -15,7 +15,7 @@ from nmc.resources import unit_weight_bits
 from nmc.version import __version__
 
 from .relay import RELAY_LIF_PARAMS, relay_model
-from .structured import tile_geoms, tile_patch
+from .structured import merge_geom, tile_geoms, tile_patch
 from .route import Routes as RoutedPlacement
 
 __all__ = ["emit"]
@@ -51,8 +51,10 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
     bias, nparam, state_init = [], [], []
     # every core's dense weight block [n_axons, n_neurons] or its kernel slices (a tile of a structured layer:
     # mapper/structured.py), written in place (no per-core copies to join)
-    geoms = {ci: tile_geoms(lg.layers[p.layer].blocks, p.tile) for ci, p in enumerate(pieces) if p.tile is not None}
-    w_size = [0 if ci in geoms else p.n_axons * p.n_neurons for ci, p in enumerate(pieces)]
+    geoms = {ci: tile_geoms(lg.layers[p.layer].blocks, p.tile) for ci, p in enumerate(pieces)
+             if p.tile is not None and p.kind != "merge"}
+    eyes = {ci: merge_geom(p.tile) for ci, p in enumerate(pieces) if p.tile is not None and p.kind == "merge"}
+    w_size = [0 if ci in geoms or ci in eyes else p.n_axons * p.n_neurons for ci, p in enumerate(pieces)]
     # kernel slices, each stored once however many cores hold it: (layer, block, oc0, tc, kc0, kc) -> offset
     pool: dict[tuple, int] = {}
     n_dense = sum(w_size)
@@ -60,13 +62,18 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
         for bi, gm in gs:
             G = dict(zip(KGEOM, gm))
             pool.setdefault((pieces[ci].layer, bi, G["oc0"], G["tc"], G["kc0"], G["kc"]), -1)  # (placed below)
+    for gm in eyes.values():
+        pool.setdefault(("eye", gm[0]), -1)
     at = n_dense
     for key in pool:
-        li, bi, oc0, tc, kc0, kc = key
         pool[key] = at
-        at += tc * kc * int(np.prod(quant.layers[li].wk[bi].shape[2:]))
+        at += key[1] if key[0] == "eye" else key[3] * key[5] * int(np.prod(quant.layers[key[0]].wk[key[1]].shape[2:]))
     w_data = np.zeros(at, np.int8)
-    for (li, bi, oc0, tc, kc0, kc), o in pool.items():
+    for key, o in pool.items():
+        if key[0] == "eye":  # a merge core's identity kernel: ones
+            w_data[o:o + key[1]] = 1
+            continue
+        li, bi, oc0, tc, kc0, kc = key
         K = quant.layers[li].wk[bi][oc0:oc0 + tc, kc0:kc0 + kc]
         w_data[o:o + K.size] = K.reshape(-1)
     w_off = [0]
@@ -98,8 +105,16 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
         elif kind != "partial":
             cparam[ci, :q.cparam.shape[0]] = q.cparam
         # weights [n_axons, n_neurons]
-        block = w_data[w_off[-1]:w_off[-1] + na * nn].reshape(na, nn) if ci not in geoms else None
-        if ci in geoms:  # shared kernels: each block's kernel slice (in the pool) and its patch's axons
+        block = w_data[w_off[-1]:w_off[-1] + na * nn].reshape(na, nn) if w_size[ci] or not (ci in geoms or ci in eyes) \
+            else None
+        if ci in eyes:  # a merge core of a tiled layer: one identity kernel per partial sum
+            w_fmt[ci] = 1
+            for j in range(len(p.partials)):
+                kb_core.append(ci)
+                kb_woff.append(pool[("eye", eyes[ci][0])])
+                kb_geom.append(eyes[ci])
+                kb_ax.append(j * nn + np.arange(nn))
+        elif ci in geoms:  # shared kernels: each block's kernel slice (in the pool) and its patch's axons
             w_fmt[ci] = 1
             for bi, gm in geoms[ci]:
                 G = dict(zip(KGEOM, gm))

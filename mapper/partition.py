@@ -21,7 +21,7 @@ from nmc.coremap import kblock_bytes
 from nmc.resources import bytes_of_bits, core_usage, unit_weight_bits
 
 from .lower import Layer
-from .structured import Tile, block_out_shape, choose_tiles, tile_geoms, tile_patch, tiles_of
+from .structured import Tile, block_out_shape, choose_tiles, merge_geom, tile_geoms, tile_patch, tiles_of
 from .quantize import TQ, Quantized
 
 __all__ = ["Piece", "partition", "layer_in_bytes", "use_tiles", "piece_kernel_bytes", "TILE_MIN_SYNAPSES"]
@@ -70,6 +70,8 @@ def piece_kernel_bytes(p: Piece, l: Layer, w_bits: int) -> int | None:
     """SRAM of a tile's shared kernels (None: the piece stores a dense weight block)."""
     if p.tile is None:
         return None
+    if p.kind == "merge":  # one identity block per partial sum
+        return len(p.partials) * int(kblock_bytes(np.array(merge_geom(p.tile)), w_bits).sum())
     g = [gm for _, gm in tile_geoms(l.blocks, p.tile)]
     return int(kblock_bytes(np.array(g), w_bits).sum()) if g else 0
 
@@ -254,7 +256,7 @@ def _tile_layer(li: int, l: Layer, w_bits: int, chip: ChipSpec, tq: dict[str, TQ
             if cols.size > 1 and not np.all(cols[1:] > cols[:-1]):  # (views, or blocks out of column order)
                 cols = np.unique(cols)
             pieces.append(Piece(layer=li, kind="full" if k == 1 else "partial", neurons=neurons, cols=cols, tile=t))
-        if k > 1:
+        if k > 1:  # (its tile: it stores identity kernels, mapper/structured.merge_geom)
             pieces.append(Piece(layer=li, kind="merge", neurons=neurons, cols=np.zeros(0, np.int64),
-                                partials=list(range(base, base + k))))
+                                partials=list(range(base, base + k)), tile=group[0]))
     return pieces

@@ -22,7 +22,8 @@ from nmc.chip import ChipSpec
 from nmc.coremap import KGEOM
 from nmc.errors import ModelError
 
-__all__ = ["Block", "Tile", "blocks_coo", "block_out_shape", "choose_tiles", "tile_patch", "tile_geoms"]
+__all__ = ["Block", "Tile", "blocks_coo", "block_out_shape", "choose_tiles", "tile_patch", "tile_geoms", "merge_geom",
+           "tiles_of"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -197,6 +198,14 @@ def tile_geoms(blocks, t: Tile) -> list[tuple[int, tuple]]:
     return out
 
 
+def merge_geom(t: Tile) -> tuple:
+    """The KGEOM of one partial sum read by a tile's merge core: the identity over the tile's ``(tc, th, tw)``
+    outputs (a depthwise 1 x 1 kernel of ones; one such block per partial core)."""
+    g = dict(tc=t.tc, th=t.th, tw=t.tw, kc=1, kh=1, kw=1, pc=t.tc, ph=t.th, pw=t.tw, sh=1, sw=1, dh=1, dw=1, co_g=1,
+             ci_g=1, oc0=0, kc0=0, pc0=0)
+    return tuple(g[k] for k in KGEOM)
+
+
 def _tile_sizes(n: int) -> np.ndarray:
     """The distinct tile sizes along an axis of ``n``: ``ceil(n / k)`` for every count ``k``."""
     return np.unique(-(-n // np.arange(1, n + 1)))
@@ -239,6 +248,7 @@ def choose_tiles(blocks, out_shape: tuple[int, int, int], chip: ChipSpec, usage,
     tot = np.zeros(tc.shape, np.int64)
     amax = np.zeros(tc.shape, np.int64)
     ratio = np.zeros(tc.shape, np.float64)  # kernel bytes per axon (the worst block)
+    per_block = []  # (channels, axons per channel) of each block
     for b in blocks:
         kh, kw = b.W.shape[2:]
         ph = np.minimum((th - 1) * b.strides[0] + (kh - 1) * b.dilations[0] + 1, b.in_shape[1])
@@ -246,6 +256,7 @@ def choose_tiles(blocks, out_shape: tuple[int, int, int], chip: ChipSpec, usage,
         groups = np.where(b.group == 1, 1, -(-tc // b.co_g) + np.where(tc % b.co_g == 0, 0, 1))
         pc = np.minimum(groups * b.ci_g, b.in_shape[0])
         a = ph * pw
+        per_block.append((pc, a))
         tot += pc * a
         amax = np.maximum(amax, a)
         per_ch = np.minimum(tc, b.co_g if b.group > 1 else tc) * ((kh * kw * w_bits + 7) // 8)
@@ -253,7 +264,9 @@ def choose_tiles(blocks, out_shape: tuple[int, int, int], chip: ChipSpec, usage,
     best = None
     for frac in (1.0, 0.75, 0.5, 0.375, 0.25, 0.125):
         budget = max(1, int(c.axons * frac))
+        # chunks: at most the bound of greedy packing, and at most the blocks packed one by one
         k = -(-tot // np.maximum(budget - amax + 1, 1))
+        k = np.minimum(k, sum(-(-pc // np.maximum(budget // a, 1)) for pc, a in per_block))
         good = ((amax <= budget) & (k >= 2) & (usage(budget, n, np.ceil(ratio * budget).astype(np.int64) + tc,
                                                       partial=True) <= c.memory_bytes)
                 & (k * n <= c.axons) & (unit_usage(k * n, n) <= c.memory_bytes))
@@ -300,6 +313,7 @@ def tiles_of(blocks, out_shape, shape: tuple[int, int, int], budget: int) -> lis
     co, OH, OW = out_shape
     tc, th, tw = shape
     out = []
+    chunks: dict[tuple, list] = {}
     for oc0 in range(0, co, tc):
         ntc = min(tc, co - oc0)
         chans = [_group_channels(b, oc0, ntc) for b in blocks]
@@ -309,9 +323,16 @@ def tiles_of(blocks, out_shape, shape: tuple[int, int, int], budget: int) -> lis
                 if budget == 1:
                     out.append([Tile(oc0, ntc, y0, nth, x0, ntw, tuple(chans))])
                     continue
-                packs = _pack(blocks, chans, nth, ntw, budget)
-                if len(packs) == 1:  # (an edge tile whose inputs fit one core: a partial and its merge anyway)
-                    packs = _pack(blocks, chans, nth, ntw, max(1, budget // 2)) if sum(n for _, n in chans) > 1 \
-                        else packs
+                # tiles of one size and channels are cut into the same chunks: equal kernel slices, stored once in
+                # the core map (at most four sizes: inside, right and bottom edge, corner)
+                key = (oc0, nth, ntw)
+                if key not in chunks:
+                    packs = _pack(blocks, chans, nth, ntw, budget)
+                    if len(packs) == 1 and sum(n for _, n in chans) > 1:  # (partial cores were asked for: two)
+                        packs = _pack(blocks, chans, nth, ntw, max(1, -(-sum(
+                            n * min(patch_dims(b, nth, ntw)[0], b.in_shape[1]) *
+                            min(patch_dims(b, nth, ntw)[1], b.in_shape[2]) for b, (_, n) in zip(blocks, chans)) // 2)))
+                    chunks[key] = packs
+                packs = chunks[key]
                 out.append([Tile(oc0, ntc, y0, nth, x0, ntw, pk) for pk in packs])
     return out

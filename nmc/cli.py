@@ -86,7 +86,7 @@ def cmd_compile(a: argparse.Namespace) -> int:
     try:
         cm = compile(_model(a), chip=a.chip, chips=a.chips, calib=a.calib, placement=a.placement,
                      overrides=_overrides(a.set), approximate=_approximations(a.approximate),
-                     profile_inputs=a.profile_inputs, objective=a.objective)
+                     profile_inputs=a.profile_inputs, objective=a.objective, tiles=a.tiles)
     except UnsupportedOpError as e:
         if not a.lift and not any(is_nir(p) for p in a.model) and any(op in ELEMENTWISE_OPS for _, op, _ in e.nodes):
             print("hint: neurons spelt with standard ops (a plain step export)? --lift replaces the ones that "
@@ -301,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--calib", default=None, help="calibration inputs (.npz, inputs.npz format)")
     c.add_argument("--placement", default="greedy",
                    help="placement strategy: greedy, zigzag (= linear), locality, profile (needs --profile-inputs)")
+    c.add_argument("--tiles", default="auto", choices=["auto", "on", "off"],
+                   help="cut convolutions and dense layers into tiles whose cores store shared kernels: auto (layers "
+                        "over 4M synapses), on (all), off (none: neuron by neuron)")
     c.add_argument("--objective", default="latency", choices=["latency", "cores", "balanced", "energy"],
                    help="folding trade-off: latency (no folding, default), cores (fold logical cores onto as few physical "
                         "cores as memory and phases allow), balanced (at most 2 per core), energy")
