@@ -16,7 +16,9 @@ The objective (``nmc.compile(objective=...)``, ``nmc compile --objective``) pick
 * ``energy``: the smallest cap that needs as few chips as ``cores`` does (static power is paid per chip in
   use; every extra phase costs a barrier).
 
-When the folded phases exceed ``core.phases_per_step`` the cap is halved until they fit.
+Folding adds no round (docs/numerics.md, "Rounds"): when a stage's folded phases need more rounds of
+``core.phases_per_step`` phases than its unfolded phases (one round when they fit the budget), the cap is halved
+until they do not.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import numpy as np
 from nmc.chip import ChipSpec
 from nmc.errors import InputError
 from nmc.resources import core_usage, unit_weight_bits
-from nmc.rules import count_router_entries
+from nmc.rules import count_router_entries, rounds_needed
 
 from .connect import Wiring, dataflow, phases_of
 from .partition import Piece, layer_in_bytes, piece_kernel_bytes
@@ -36,6 +38,7 @@ from .quantize import Quantized
 __all__ = ["OBJECTIVES", "fold", "fold_groups"]
 
 OBJECTIVES = ("latency", "cores", "balanced", "energy")
+_STAGE = {"static": 0, "step": 1, "readout": 2}
 
 
 def _usage(q: Quantized, chip: ChipSpec, p: Piece, entries: int) -> int:
@@ -96,13 +99,19 @@ def fold(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring, objective
     C = len(pieces)
     if objective == "latency" or C == 0:
         return w, [[c] for c in range(C)]
-    budget = chip.core.phases_per_step
+    lim = chip.core.phases_per_step
+    stage = np.array([_STAGE[q.lg.layers[p.layer].stage] for p in pieces], np.int64)
+
+    def rounds(phase: np.ndarray) -> list[int]:
+        return [rounds_needed(int(phase[stage == s].max(initial=-1)) + 1, lim) for s in range(3)]
+
+    budget = rounds(w.phase)
 
     def attempt(cap: int):
         while cap > 1:
             groups = fold_groups(q, chip, pieces, w, cap)
             phase = _phases(q, pieces, w, groups)
-            if int(phase.max(initial=0)) < budget:
+            if all(a <= b for a, b in zip(rounds(phase), budget)):
                 return groups, phase
             cap //= 2
         return [[c] for c in range(C)], w.phase
