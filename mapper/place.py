@@ -214,16 +214,23 @@ def place_greedy(dag: nx.DiGraph, chip: ChipSpec, W: int, H: int) -> list[tuple[
     except nx.NetworkXUnfeasible:
         order = list(range(n))
     base = (gx + gy).astype(np.float64) * 1e-3 + gy * 1e-6
+    # the cost is separable: sum_nb w * (|x - x_nb| + |y - y_nb| + k (|cx - cx_nb| + |cy - cy_nb|)) is a function of
+    # x plus one of y, each a weighted sum over the placed neighbours on a line of W (H) positions
+    xs, ys = np.arange(W, dtype=np.float64), np.arange(H, dtype=np.float64)
+    col_x, row_y = np.arange(W) // chip.cores_x, np.arange(H) // chip.cores_y
+    adj = {c: [(nb, a.get("weight", 1)) for nb, a in und.adj[c].items()] for c in range(n)}
+    cost = np.empty_like(base)
     for c in order:
-        cost = base.copy()
-        for nb in und.neighbors(c):
-            if pos[nb, 0] < 0:
-                continue
-            w = und.edges[c, nb].get("weight", 1)
-            nx_, ny_ = pos[nb]
-            d = np.abs(gx - nx_) + np.abs(gy - ny_)
-            d = d + crossing_cost * (np.abs(cx - nx_ // chip.cores_x) + np.abs(cy - ny_ // chip.cores_y))
-            cost += w * d
+        placed = [(nb, w) for nb, w in adj[c] if pos[nb, 0] >= 0]
+        if placed:
+            nb = np.array([p for p, _ in placed], np.int64)
+            w = np.array([w for _, w in placed], np.float64)
+            px, py = pos[nb, 0], pos[nb, 1]
+            fx = np.abs(xs[:, None] - px[None, :]) + crossing_cost * np.abs(col_x[:, None] - (px // chip.cores_x)[None, :])
+            fy = np.abs(ys[:, None] - py[None, :]) + crossing_cost * np.abs(row_y[:, None] - (py // chip.cores_y)[None, :])
+            np.add(base, (fx @ w)[gx] + (fy @ w)[gy], out=cost)
+        else:
+            cost[:] = base
         cost[~free] = np.inf
         k = int(np.argmin(cost))
         free[k] = False

@@ -15,7 +15,8 @@ from .coremap import CoreMap, in_bytes
 from .neurons import by_code
 from .resources import core_usages
 
-__all__ = ["RULES", "check_coremap", "rounds_needed", "stage_phases", "stage_rounds", "router_entries", "count_router_entries", "route_pairs", "in_bytes"]
+__all__ = ["RULES", "check_coremap", "rounds_needed", "stage_phases", "stage_rounds", "router_entries",
+           "count_router_entries", "route_pairs", "in_bytes"]
 
 Rule = Callable[[CoreMap], list[str]]
 RULES: dict[str, Rule] = {}
@@ -43,7 +44,9 @@ def route_pairs(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndar
         return np.zeros((2, 0), np.int64)
     src = np.searchsorted(neuron_off, route_src, side="right") - 1
     dst = np.searchsorted(axon_off, route_dst, side="right") - 1
-    return np.unique(np.stack([src, dst]), axis=1)
+    n_dst = max(int(axon_off.shape[0]) - 1, 1)
+    key = np.unique(src.astype(np.int64) * n_dst + dst)  # one 1-D sort: (source, destination) ascending
+    return np.stack([key // n_dst, key % n_dst])
 
 
 def count_router_entries(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndarray,
