@@ -205,10 +205,8 @@ def place_greedy(dag: nx.DiGraph, chip: ChipSpec, W: int, H: int) -> list[tuple[
     gx, gy = np.meshgrid(np.arange(W), np.arange(H), indexing="xy")
     gx, gy = gx.reshape(-1), gy.reshape(-1)
     free = np.ones(gx.shape[0], bool)
-    cx, cy = gx // chip.cores_x, gy // chip.cores_y
     crossing_cost = chip.noc.chip_link_latency_cycles / chip.noc.hop_latency_cycles
     pos = np.full((n, 2), -1, np.int64)
-    und = dag.to_undirected(as_view=False)
     try:
         order = list(nx.lexicographical_topological_sort(dag))
     except nx.NetworkXUnfeasible:
@@ -218,7 +216,12 @@ def place_greedy(dag: nx.DiGraph, chip: ChipSpec, W: int, H: int) -> list[tuple[
     # x plus one of y, each a weighted sum over the placed neighbours on a line of W (H) positions
     xs, ys = np.arange(W, dtype=np.float64), np.arange(H, dtype=np.float64)
     col_x, row_y = np.arange(W) // chip.cores_x, np.arange(H) // chip.cores_y
-    adj = {c: [(nb, a.get("weight", 1)) for nb, a in und.adj[c].items()] for c in range(n)}
+    # neighbours and weights as ``dag.to_undirected()`` has them (an edge in both directions: the later one's)
+    und: list[dict] = [{} for _ in range(n)]
+    for u, nbrs in dag.adj.items():
+        for v, a in nbrs.items():
+            und[u][v] = und[v][u] = a.get("weight", 1)
+    adj = [list(d.items()) for d in und]
     cost = np.empty_like(base)
     for c in order:
         placed = [(nb, w) for nb, w in adj[c] if pos[nb, 0] >= 0]
@@ -226,8 +229,8 @@ def place_greedy(dag: nx.DiGraph, chip: ChipSpec, W: int, H: int) -> list[tuple[
             nb = np.array([p for p, _ in placed], np.int64)
             w = np.array([w for _, w in placed], np.float64)
             px, py = pos[nb, 0], pos[nb, 1]
-            fx = np.abs(xs[:, None] - px[None, :]) + crossing_cost * np.abs(col_x[:, None] - (px // chip.cores_x)[None, :])
-            fy = np.abs(ys[:, None] - py[None, :]) + crossing_cost * np.abs(row_y[:, None] - (py // chip.cores_y)[None, :])
+            fx = np.abs(xs[:, None] - px) + crossing_cost * np.abs(col_x[:, None] - px // chip.cores_x)
+            fy = np.abs(ys[:, None] - py) + crossing_cost * np.abs(row_y[:, None] - py // chip.cores_y)
             np.add(base, (fx @ w)[gx] + (fy @ w)[gy], out=cost)
         else:
             cost[:] = base

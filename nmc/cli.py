@@ -96,7 +96,8 @@ def cmd_compile(a: argparse.Namespace) -> int:
     save(cm, a.output)
     layers = cm.meta["layers"]
     print(f"compiled '{cm.meta['model']}' for {cm.chip.name}: {len(layers)} layers on {cm.cores_text()} "
-          f"({cm.meta['chips'][0]}x{cm.meta['chips'][1]} chip(s)), phases {cm.meta['phases']} -> {a.output}")
+          f"({cm.meta['chips'][0]}x{cm.meta['chips'][1]} chip(s)), phases {cm.meta['phases']}"
+          + (f" in rounds {stage_rounds(cm)}" if max(stage_rounds(cm).values()) > 1 else "") + f" -> {a.output}")
     print(_routing_line(cm.meta))
     for w in cm.meta["compile"].get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)

@@ -164,3 +164,23 @@ def test_bounds_report_rounds_instead_of_refusing():
     assert "static 5 (3 rounds)" in b.table()
     r = nmc.check(dense_chain(5), overrides={"core.phases_per_step": 2}, depth="refuse")
     assert not r.fits and "--depth rounds" in r.problems[0]
+
+
+def test_cli_compiles_in_rounds_and_profiles_them(tmp_path, capsys):
+    import onnx
+    from nmc import cli
+    onnx.save(dense_chain(5), str(tmp_path / "chain.onnx"))
+    np.savez(tmp_path / "x.npz", **_calib())
+    sets = [a for k, v in DEEP.items() for a in ("--set", f"{k}={v}")]
+    assert cli.main(["compile", str(tmp_path / "chain.onnx"), "--calib", str(tmp_path / "x.npz"), *sets,
+                     "-o", str(tmp_path / "m.nmc")]) == 0
+    out = capsys.readouterr().out
+    assert "phases {'static': 5, 'step': 0, 'readout': 0} in rounds {'static': 3, 'step': 1, 'readout': 1}" in out
+    assert cli.main(["profile", str(tmp_path / "m.nmc"), "--input", str(tmp_path / "x.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "rounds (stages deeper than core.phases_per_step): static 5 phases in 3 rounds, 2 boundaries x 132 " \
+           "cycles = 264 cycles per task" in out
+    assert "static/rounds" in out
+    assert cli.main(["compile", str(tmp_path / "chain.onnx"), "--calib", str(tmp_path / "x.npz"), *sets,
+                     "--depth", "refuse", "-o", str(tmp_path / "r.nmc")]) == 2
+    assert "phases-per-step" in capsys.readouterr().err
