@@ -7,6 +7,7 @@ their parts (partition, connect, routing shortfall, relays, fold; the design rul
 those functions.  The hash covers every array of the core map and its header's phases and chips, so two
 runs (before and after a change) can be compared for identical output.  Nets:
 
+* ``cnn64``: the ``bench_compile`` CNN at 64 x 64 on ``tianjicx``, ``--chips auto`` (bench_scale_compile.py's largest);
 * ``fanout``: the 784-4096-4096-10 LIF network on ``tianjic`` with ``--chips auto`` (relay cores);
 * ``deep``: 30 3x3 convolutions 4 -> 4 channels on 64 x 64 (+ relu) on ``tianjicx`` with 48-neuron cores,
   ``--chips auto``: over 10,000 cores and 2 million routes in 30 static phases;
@@ -98,7 +99,14 @@ def _keep_run(self, graph, ctx):
 passes.PassManager.run = _keep_run
 
 SMALL = {"core.neurons": 64}
+def _cnn(size):
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_compile import cnn  # the bench_scale_compile CNN
+    return cnn(size)
+
+
 NETS = {
+    "cnn64": lambda: (_cnn(64), "tianjicx", {}),
     "fanout": lambda: (mlp_snn([784, 4096, 4096, 10]), "tianjic", {}),
     "deep": lambda: (deep_conv(), "tianjicx", {"core.neurons": 48}),
     "wide": lambda: (wide_dense(), "tianjicx", SMALL),
@@ -116,7 +124,7 @@ def map_hash(cm) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--nets", nargs="+", default=list(NETS), choices=list(NETS))
+    ap.add_argument("--nets", nargs="+", default=["fanout", "deep", "wide"], choices=list(NETS))
     ap.add_argument("--placement", default="greedy")
     a = ap.parse_args()
     for name in a.nets:

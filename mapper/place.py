@@ -204,7 +204,6 @@ def place_greedy(dag: nx.DiGraph, chip: ChipSpec, W: int, H: int) -> list[tuple[
     n = dag.number_of_nodes()
     gx, gy = np.meshgrid(np.arange(W), np.arange(H), indexing="xy")
     gx, gy = gx.reshape(-1), gy.reshape(-1)
-    free = np.ones(gx.shape[0], bool)
     crossing_cost = chip.noc.chip_link_latency_cycles / chip.noc.hop_latency_cycles
     pos = np.full((n, 2), -1, np.int64)
     try:
@@ -222,21 +221,24 @@ def place_greedy(dag: nx.DiGraph, chip: ChipSpec, W: int, H: int) -> list[tuple[
         for v, a in nbrs.items():
             und[u][v] = und[v][u] = a.get("weight", 1)
     adj = [list(d.items()) for d in und]
+    done = [False] * n
+    open_base = base.copy()  # base cost of the free positions, inf at the taken ones
     cost = np.empty_like(base)
     for c in order:
-        placed = [(nb, w) for nb, w in adj[c] if pos[nb, 0] >= 0]
+        placed = [(nb, w) for nb, w in adj[c] if done[nb]]
         if placed:
             nb = np.array([p for p, _ in placed], np.int64)
             w = np.array([w for _, w in placed], np.float64)
             px, py = pos[nb, 0], pos[nb, 1]
             fx = np.abs(xs[:, None] - px) + crossing_cost * np.abs(col_x[:, None] - px // chip.cores_x)
             fy = np.abs(ys[:, None] - py) + crossing_cost * np.abs(row_y[:, None] - py // chip.cores_y)
-            np.add(base, (fx @ w)[gx] + (fy @ w)[gy], out=cost)
+            # position k = y * W + x: the neighbours' cost of (x, y) is (fx @ w)[x] + (fy @ w)[y]
+            np.add(open_base, np.add.outer(fy @ w, fx @ w).reshape(-1), out=cost)
         else:
-            cost[:] = base
-        cost[~free] = np.inf
+            cost[:] = open_base
         k = int(np.argmin(cost))
-        free[k] = False
+        open_base[k] = np.inf
+        done[c] = True
         pos[c] = (gx[k], gy[k])
     return [tuple(p) for p in pos.tolist()]
 

@@ -28,9 +28,9 @@ DEEP = {"core.phases_per_step": 2, "timing.barrier_cycles": 32, "timing.round_ov
 WIDE = {"core.phases_per_step": 32, "timing.barrier_cycles": 32, "timing.round_overhead_cycles": 100}
 
 
-def dense_chain(k: int, n: int = 6, seed: int = 0):
+def dense_chain(k: int, n: int = 6, seed: int = 0, name: str = "chain"):
     rng = np.random.default_rng(seed)
-    b = ModelBuilder("chain", num_steps=1)
+    b = ModelBuilder(name, num_steps=1)
     h = b.input("x", (n,))
     for i in range(k):
         h = b.gemm(h, rng.integers(-2, 3, size=(n, n)).astype(float), name=f"fc{i + 1}")
@@ -184,3 +184,16 @@ def test_cli_compiles_in_rounds_and_profiles_them(tmp_path, capsys):
     assert cli.main(["compile", str(tmp_path / "chain.onnx"), "--calib", str(tmp_path / "x.npz"), *sets,
                      "--depth", "refuse", "-o", str(tmp_path / "r.nmc")]) == 2
     assert "phases-per-step" in capsys.readouterr().err
+
+
+def test_several_models_pay_the_boundaries_before_their_last_phase():
+    """A 5-layer and a 2-layer chain on one system share the static stage's 5 phases, 3 rounds at 2 phases per
+    round: the deep model waits for both boundaries (its last phase, 4, is in round 2), the shallow one for none
+    (its last phase, 1, is in round 0)."""
+    models = [dense_chain(5, name="deep"), dense_chain(2, seed=1, name="flat")]
+    x = {"deep:x": _calib()["x"], "flat:x": _calib(seed=1)["x"]}
+    a = nmc.emulate(nmc.compile(models, calib=x, overrides=DEEP), x).report
+    b = nmc.emulate(nmc.compile(models, calib=x, overrides=WIDE), x).report
+    lat = {m["name"]: m["latency_cycles"] for m in a["models"]}
+    ref = {m["name"]: m["latency_cycles"] for m in b["models"]}
+    assert lat == {"deep": ref["deep"] + 2 * BOUNDARY, "flat": ref["flat"]}
