@@ -148,7 +148,7 @@ def _model_latency(cm: CoreMap, res: RawResult, sel: np.ndarray) -> np.ndarray:
     # round boundaries it waits for: every one of a stage it runs after, those before its last phase otherwise
     lim, bc, n_rounds = cm.chip.core.phases_per_step, round_boundary_cycles(cm), stage_rounds_of(cm)
     out += bc * (n_rounds[0] - 1 if later else max(last[0], 0) // lim)
-    out += bc * max(last[2], 0) // lim
+    out += bc * (max(last[2], 0) // lim)
     if later:
         out += bc * (n_rounds[1] - 1) * (res.step_cycles.shape[1] if np.ndim(res.step_cycles) == 2 else 1)
     for i, (stage, label) in enumerate(phase_slots(cm)):
