@@ -163,8 +163,8 @@ def _phases(cm: CoreMap) -> list[str]:
         elif n > r * lim:
             sel = (cm.cores.stage == k) & (cm.cores.phase >= r * lim)
             deep = sorted({_who(cm, c).split(" core")[0] for c in np.flatnonzero(sel)})
-            fix = ("recompile with depth='rounds' (--depth rounds): the stage then runs in "
-                   f"{rounds_needed(n, lim)} rounds, each costing a round boundary"
+            fix = (f"recompile with depth='rounds' (--depth rounds; the stage then runs in {rounds_needed(n, lim)} "
+                   "rounds, each boundary costing timing.barrier_cycles + timing.round_overhead_cycles)"
                    if r == 1 else "recompile")
             out.append(f"phases-per-step: the {st} stage needs {n} phases > {r} round(s) of {lim} (core.phases_per_step"
                        f" of '{cm.chip.name}'); layers beyond the limit: {', '.join(deep[:6])}; fix: {fix}, make the "

@@ -181,9 +181,10 @@ def test_phases_per_step_exceeded_by_a_merge_phase():
         nmc.compile(model, calib=calib, overrides={"core.phases_per_step": 2, "core.axons": 20}, depth="refuse")
     v = only_rule(ei.value.violations, "phases-per-step")
     assert v == ["phases-per-step: the static stage needs 3 phases > 1 round(s) of 2 (core.phases_per_step of "
-                 "'tianjic'); layers beyond the limit: layer 'fc2'; fix: recompile with depth='rounds' (--depth rounds):"
-                 " the stage then runs in 2 rounds, each costing a round boundary, make the network shallower per "
-                 "timestep, or avoid fan-in splits (they add a merge phase) with a larger-core chip"]
+                 "'tianjic'); layers beyond the limit: layer 'fc2'; fix: recompile with depth='rounds' (--depth rounds; "
+                 "the stage then runs in 2 rounds, each boundary costing timing.barrier_cycles + "
+                 "timing.round_overhead_cycles), make the network shallower per timestep, or avoid fan-in splits (they "
+                 "add a merge phase) with a larger-core chip"]
     # by default the stage runs in 2 rounds instead
     assert nmc.compile(model, calib=calib, overrides={"core.phases_per_step": 2, "core.axons": 20}).meta["rounds"] == \
         {"static": 2, "step": 1, "readout": 1}
