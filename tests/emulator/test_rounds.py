@@ -197,3 +197,30 @@ def test_several_models_pay_the_boundaries_before_their_last_phase():
     lat = {m["name"]: m["latency_cycles"] for m in a["models"]}
     ref = {m["name"]: m["latency_cycles"] for m in b["models"]}
     assert lat == {"deep": ref["deep"] + 2 * BOUNDARY, "flat": ref["flat"]}
+
+
+def test_latency_of_a_hand_built_chain_in_two_rounds():
+    """Three static cores in a row, A (0, 0) -> B (1, 0) -> C (2, 0) -> host, one 8-bit value each, in phases 0, 1,
+    2, on the hand chip (tests/randmaps.py: overhead 16, barrier 32, hop 2, host link 40, port 1) with 2 phases per
+    round: rounds {0, 1} and {2}.  By hand (as test_emulator's three-stage example): every core computes
+    16 + 1 + 1 + 1 = 19 cycles; input phase 40 + 1 = 41 + 32 = 73; A's phase 19 + 1 + 2 + 1 = 23 + 32 = 55; B's
+    the same, 55; C's tap to the host 19 + 1 + 2 x 2 + 40 = 64 + 32 = 96: phases 279 cycles, plus one round
+    boundary of 32 + 100 = 132: 411 cycles per task."""
+    from randmaps import build_coremap, hand_chip
+    chip = hand_chip(**{"core.phases_per_step": 2, "timing.round_overhead_cycles": 100})
+    cores = [dict(W=[[1]], x=i, y=0, stage=0, phase=i, bits=8) for i in range(3)]
+    cm = build_coremap(chip, cores,
+                       inputs=[{"name": "x", "kind": "static", "shape": [1], "scale": 1.0, "lo": -128, "hi": 127}],
+                       feeds=[(0, 0, 0, 0)], routes=[(0, 0, 1, 0, 0), (1, 0, 2, 0, 0)], outputs=[("y", "static", [(2, 0)])])
+    old = cm  # a file without meta["rounds"]: one round per stage, so 3 phases break the budget of 2
+    assert any(v.startswith("phases-per-step: the static stage needs 3 phases > 1 round(s) of 2")
+               for v in drc.check_coremap(old))
+    cm = cm.replace(meta=dict(cm.meta, rounds={"static": 2, "step": 1, "readout": 1}))
+    assert drc.check_coremap(cm) == []
+    for backend in ("numba", "reference"):
+        run = nmc.emulate(cm, {"x": np.array([[5.0]])}, backend=backend)
+        assert run.outputs["y"].tolist() == [[5.0]]
+        assert run.result.latency_cycles.tolist() == [279]  # the phases, as a chip with no budget runs them
+        assert run.report["latency_cycles"] == 411 and run.report["stages"]["static"] == 411
+        assert run.report["rounds"]["static"] == dict(phases=3, rounds=2, boundary_cycles=132, cycles=132,
+                                                      round_phases=[[0, 1], [2, 2]])
