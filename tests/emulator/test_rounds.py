@@ -224,3 +224,17 @@ def test_latency_of_a_hand_built_chain_in_two_rounds():
         assert run.report["latency_cycles"] == 411 and run.report["stages"]["static"] == 411
         assert run.report["rounds"]["static"] == dict(phases=3, rounds=2, boundary_cycles=132, cycles=132,
                                                       round_phases=[[0, 1], [2, 2]])
+
+
+def test_pipelined_step_rounds(snn):
+    """Pipelined SNN: the step stage's slots are the step-input phase, the 3 phases and 1 round boundary; with
+    a boundary far slower than any phase (100,032 cycles) it is the slowest slot, so by hand the interval is
+    100,032 and a task of T = 6 steps takes (T + 5 - 1) x 100,032 = 1,000,320 cycles (no static or read-out
+    phases)."""
+    _, _, x = snn
+    model = lossless_snn(seed=1, steps=6, recurrent=False)
+    slow = dict(DEEP, **{"timing.round_overhead_cycles": 100_000})
+    cm = nmc.compile(model, calib=x, overrides=slow)
+    assert cm.meta["phases"] == {"static": 0, "step": 3, "readout": 0} and cm.meta["rounds"]["step"] == 2
+    rep = nmc.emulate(cm, x, schedule="pipelined").report
+    assert rep["interval_cycles"] == 100_032 and rep["latency_cycles"] == 10 * 100_032
