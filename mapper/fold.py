@@ -61,6 +61,9 @@ def _costs(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring) -> tupl
     seen: dict[tuple, int] = {}  # cores of one shape share their usage
     mem = []
     for c, p in enumerate(pieces):
+        if p.tile is not None:  # a tile's shared kernels depend on its place in the layer
+            mem.append(int(_usage(q, chip, p, ents[c])))
+            continue
         key = (p.layer, p.kind, p.n_axons, p.n_neurons, ents[c])
         if key not in seen:
             seen[key] = int(_usage(q, chip, p, ents[c]))
