@@ -11,7 +11,8 @@ runs (before and after a change) can be compared for identical output.  Nets:
 * ``fanout``: the 784-4096-4096-10 LIF network on ``tianjic`` with ``--chips auto`` (relay cores);
 * ``deep``: 30 3x3 convolutions 4 -> 4 channels on 64 x 64 (+ relu) on ``tianjicx`` with 48-neuron cores,
   ``--chips auto``: over 10,000 cores and 2 million routes in 30 static phases;
-* ``wide``: dense 2 -> 640,000 on ``tianjicx`` with 64-neuron cores: 10,000 cores.
+* ``wide``: dense 2 -> 640,000 on ``tianjicx`` with 64-neuron cores: 10,000 cores;
+* ``tiled``: 3 convolutions 16 -> 16 channels on 128 x 128 (38M synapses each: tiles with shared kernels).
 """
 import argparse
 import hashlib
@@ -110,6 +111,7 @@ NETS = {
     "fanout": lambda: (mlp_snn([784, 4096, 4096, 10]), "tianjic", {}),
     "deep": lambda: (deep_conv(), "tianjicx", {"core.neurons": 48}),
     "wide": lambda: (wide_dense(), "tianjicx", SMALL),
+    "tiled": lambda: (deep_conv(layers=3, ch=16, size=128), "tianjicx", {}),
 }
 
 
