@@ -17,10 +17,11 @@ from nmc.coremap import CoreMap
 from nmc.errors import InputError
 
 from .result import EVENT_KINDS, RawResult
-from .schedule import phase_slots
+from .schedule import phase_slots, round_boundary_cycles, round_cycles, stage_rounds_of
 
 __all__ = ["ENERGY_FIELD", "J_PER_PJ", "Pricing", "price_run", "price", "static_energy", "energy_per_event",
-           "latency_seconds", "chips_in_use", "powered_cores", "SCHEDULES", "Pipeline", "pipeline", "check_schedule"]
+           "latency_seconds", "chips_in_use", "powered_cores", "SCHEDULES", "Pipeline", "pipeline", "check_schedule",
+           "steps_of", "sequential_latency"]
 
 #: how the phases of consecutive tasks and steps are scheduled (docs/timing_energy.md, "Schedules")
 SCHEDULES = ("sequential", "pipelined")
@@ -123,7 +124,10 @@ class Pipeline:
     task's way through the filled pipeline: ``n_0 * p_0 + (T + n_1 - 1) * p_1 + n_2 * p_2`` with ``n_s`` the
     stage's busy slots and ``p_s`` its slowest slot per step (per task for static and readout).  Phase times
     are the emulated ones (each phase's mean cycles per step); links shared by overlapping phases are assumed
-    free of each other's traffic.
+    free of each other's traffic.  A stage that runs in ``R > 1`` rounds (docs/numerics.md, "Rounds") has
+    ``R - 1`` round boundaries as further slots of its pipeline, each taking
+    :func:`~emulator.schedule.round_boundary_cycles`: ``n_s`` counts them and ``p_s`` and the interval are at
+    least that long.
     """
 
     interval_cycles: np.ndarray
@@ -135,16 +139,35 @@ def pipeline(cm: CoreMap, res: RawResult) -> Pipeline:
     check_schedule(cm, "pipelined")
     pc = np.asarray(res.phase_cycles, dtype=np.float64)  # [B, P]
     B = pc.shape[0]
-    T = max(int(np.asarray(res.step_cycles).shape[1]), 1) if np.ndim(res.step_cycles) == 2 else 1
+    T = steps_of(res)
     stage = np.array([{"static": 0, "step": 1, "readout": 2}[s] for s, _ in phase_slots(cm)])
+    extra = np.maximum(stage_rounds_of(cm) - 1, 0)  # round boundaries per stage (per step for the step stage)
+    bc = float(round_boundary_cycles(cm))
     lat = np.zeros(B)
     for s in range(3):
         sel = pc[:, stage == s]
         per = sel / T if s == 1 else sel
-        n = (sel > 0).sum(axis=1)
+        n = (sel > 0).sum(axis=1) + extra[s]
         p = np.ceil(per.max(axis=1)) if sel.shape[1] else np.zeros(B)
+        if extra[s]:
+            p = np.maximum(p, bc)
         lat += np.where(n > 0, ((T + n - 1) if s == 1 else n) * p, 0.0)
-    return Pipeline(interval_cycles=pc.max(axis=1) if pc.shape[1] else np.zeros(B), latency_cycles=lat)
+    interval = pc.max(axis=1) if pc.shape[1] else np.zeros(B)
+    if extra.any():
+        interval = np.maximum(interval, bc)
+    return Pipeline(interval_cycles=interval, latency_cycles=lat)
+
+
+def steps_of(res: RawResult) -> int:
+    """The steps ``T`` of a run (``res.step_cycles`` is ``[B, T]``)."""
+    return max(int(np.asarray(res.step_cycles).shape[1]), 1) if np.ndim(res.step_cycles) == 2 else 1
+
+
+def sequential_latency(cm: CoreMap, res: RawResult) -> np.ndarray:
+    """Cycles per task under the sequential schedule, int64 ``[B]``: the emulated phases
+    (``res.latency_cycles``) plus the round boundaries of stages deeper than the phase budget
+    (:func:`~emulator.schedule.round_cycles`; 0 when every stage fits one round)."""
+    return np.asarray(res.latency_cycles, dtype=np.int64) + int(round_cycles(cm, steps_of(res)).sum())
 
 
 @dataclass(frozen=True)
@@ -186,7 +209,7 @@ def price_run(cm: CoreMap, res: RawResult, schedule: str = "sequential") -> Pric
         pl = pipeline(cm, res)
         lat_c, held_c = pl.latency_cycles, pl.interval_cycles
     else:
-        lat_c = held_c = np.asarray(res.latency_cycles, dtype=np.float64)
+        lat_c = held_c = sequential_latency(cm, res).astype(np.float64)
     lat_s = np.asarray(latency_seconds(lat_c, chip), dtype=np.float64).reshape(B)
     held_s = np.asarray(latency_seconds(held_c, chip), dtype=np.float64).reshape(B)
     dyn = price(res.events, chip)  # [B, C, K]

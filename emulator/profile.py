@@ -12,7 +12,7 @@ from nmc.coremap import CoreMap
 from nmc.version import __version__
 
 from .cost import price_run
-from .schedule import phase_slots
+from .schedule import STAGE_NAMES, phase_slots, round_boundary_cycles, round_cycles, stage_rounds_of
 from .result import EVENT_KINDS, RawResult
 
 __all__ = ["build_report", "format_profile"]
@@ -67,6 +67,21 @@ def build_report(cm: CoreMap, res: RawResult, steps: int, backend: str, schedule
         comp = mean(res.phase_compute[:, i])
         phases.append(dict(stage=stage, phase=label, cycles=cyc, compute_cycles=comp,
                            network_barrier_cycles=cyc - comp, layers=names))
+    # stages deeper than the phase budget: their rounds and what the boundaries cost (docs/numerics.md, "Rounds")
+    n_rounds, bound_cyc = stage_rounds_of(cm), round_cycles(cm, steps)
+    lim = chip.core.phases_per_step
+    rounds = {}
+    for s, st in enumerate(STAGE_NAMES):
+        n_ph = int(cm.cores.phase[cm.cores.stage == s].max(initial=-1)) + 1
+        rounds[st] = dict(phases=n_ph, rounds=int(n_rounds[s]), boundary_cycles=round_boundary_cycles(cm),
+                          cycles=int(bound_cyc[s]),
+                          round_phases=[[r * lim, min(n_ph, (r + 1) * lim) - 1] for r in range(int(n_rounds[s]))
+                                        if n_ph])
+        if bound_cyc[s]:  # after the stage's phases, like the input phases' rows
+            phases.append(dict(stage=st, phase="rounds", cycles=float(bound_cyc[s]), compute_cycles=0.0,
+                               network_barrier_cycles=float(bound_cyc[s]),
+                               layers=[f"<{int(n_rounds[s]) - 1} round boundaries"
+                                       + (" per step>" if s == 1 else ">")]))
     models = []
     for m in cm.meta.get("models", []):  # several models on one system: each its own latency and energy
         sel = np.isin(core_layer, np.asarray(m["layers"], np.int64))
@@ -100,8 +115,11 @@ def build_report(cm: CoreMap, res: RawResult, steps: int, backend: str, schedule
         sram_read_bytes_per_s=events["sram_read_bytes"] / mean(pr.interval_s) if mean(pr.interval_s) > 0 else 0.0,
         estimates=_estimates(chip),
         per_task=dict(latency_cycles=[int(round(x)) for x in lat_cyc], energy_j=[float(x) for x in task_energy]),
-        stages=dict(zip(("static", "step", "readout"), (mean(res.stage_cycles[:, i]) for i in range(3)))),
-        step_cycles_mean=[float(x) for x in np.asarray(res.step_cycles).mean(axis=0)] if B else [],  # one pass
+        stages=dict(zip(("static", "step", "readout"), (mean(res.stage_cycles[:, i]) + float(bound_cyc[i])
+                                                        for i in range(3)))),
+        rounds=rounds,
+        step_cycles_mean=[float(x) + float(bound_cyc[1]) / max(int(steps), 1)
+                          for x in np.asarray(res.step_cycles).mean(axis=0)] if B else [],  # one pass
         phases=phases,
         energy_breakdown=dict(dynamic_j=mean(dyn.sum(axis=(1, 2))), static_used_j=mean(pr.static_used_j.sum(axis=1)),
                               static_idle_j=mean(pr.static_idle_j), by_event_j=by_event),
@@ -127,10 +145,16 @@ def _model_latency(cm: CoreMap, res: RawResult, sel: np.ndarray) -> np.ndarray:
     later = bool(np.any(st > 0))
     last = {k: int(ph[st == k].max()) if np.any(st == k) else -1 for k in (0, 2)}
     out = np.zeros(res.latency_cycles.shape[0], np.float64)
+    # round boundaries it waits for: every one of a stage it runs after, those before its last phase otherwise
+    lim, bc, n_rounds = cm.chip.core.phases_per_step, round_boundary_cycles(cm), stage_rounds_of(cm)
+    out += bc * (n_rounds[0] - 1 if later else max(last[0], 0) // lim)
+    out += bc * (max(last[2], 0) // lim)
+    if later:
+        out += bc * (n_rounds[1] - 1) * (res.step_cycles.shape[1] if np.ndim(res.step_cycles) == 2 else 1)
     for i, (stage, label) in enumerate(phase_slots(cm)):
         if stage == "static" and (label == "input" or later or int(label) <= last[0]):
             out += res.phase_cycles[:, i]
-        elif stage == "readout" and int(label) <= last[2]:
+        elif stage == "readout" and label != "input" and int(label) <= last[2]:
             out += res.phase_cycles[:, i]
     if later:
         out += res.stage_cycles[:, 1]
@@ -156,6 +180,12 @@ def format_profile(rep: dict[str, Any], top_cores: int = 10) -> str:
              f"energy {_si(rep['energy_j'], 'J')}, power {_si(rep['power_w'], 'W')}")
     st = rep["stages"]
     L.append(f"stages (cycles): static {st['static']:.0f}, steps {st['step']:.0f}, readout {st['readout']:.0f}")
+    deep = {k: r for k, r in rep.get("rounds", {}).items() if r["rounds"] > 1}
+    if deep:  # stages deeper than the phase budget (docs/numerics.md, "Rounds")
+        L.append("rounds (stages deeper than core.phases_per_step): " + "; ".join(
+            f"{k} {r['phases']} phases in {r['rounds']} rounds, {r['rounds'] - 1} boundaries"
+            + (" per step" if k == "step" else "") + f" x {r['boundary_cycles']} cycles = {r['cycles']} cycles per task"
+            for k, r in deep.items()))
     eb = rep["energy_breakdown"]
     L.append(f"energy: dynamic {_si(eb['dynamic_j'], 'J')}, static (used cores) {_si(eb['static_used_j'], 'J')}, "
              f"static (idle cores of powered chips) {_si(eb['static_idle_j'], 'J')}")

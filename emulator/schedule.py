@@ -22,10 +22,12 @@ import numpy as np
 
 from nmc.coremap import CoreMap, chips_of, in_bytes, input_kind_codes, n_elems, value_bytes
 from nmc.neurons import by_code, soma_cycles
+from nmc.rules import stage_rounds
 
 from .noc import PathTable, grid_shape
 
-__all__ = ["Schedule", "build_schedule", "pack_inputs", "phase_slots", "STAGE_NAMES"]
+__all__ = ["Schedule", "build_schedule", "pack_inputs", "phase_slots", "STAGE_NAMES", "stage_rounds_of",
+           "round_boundary_cycles", "round_cycles"]
 
 STAGE_NAMES = ("static", "step", "readout")
 
@@ -86,6 +88,28 @@ def phase_slots(cm: CoreMap) -> list[tuple[str, str]]:
     order (phase = its ``cores.phase``), then ``("static", "input")`` and ``("step", "input")``."""
     out = [(STAGE_NAMES[s], str(p)) for s, phases in enumerate(stage_phases(cm)) for p, _ in phases]
     return out + [("static", "input"), ("step", "input")]
+
+
+def stage_rounds_of(cm: CoreMap) -> np.ndarray:
+    """Rounds of every stage (static, step, readout) as int64 ``[3]`` (``nmc.rules.stage_rounds``)."""
+    r = stage_rounds(cm)
+    return np.array([r[s] for s in STAGE_NAMES], np.int64)
+
+
+def round_boundary_cycles(cm: CoreMap) -> int:
+    """What one round boundary costs (docs/timing_energy.md, "Rounds"): the barrier that starts the next round
+    plus ``timing.round_overhead_cycles``.  The emulators run a stage's phases one after the other as a chip with
+    no phase budget does (so outputs, events and phase cycles do not depend on rounds); the cost model adds the
+    boundaries."""
+    t = cm.chip.timing
+    return int(t.barrier_cycles + t.round_overhead_cycles)
+
+
+def round_cycles(cm: CoreMap, steps: int) -> np.ndarray:
+    """Cycles of the round boundaries of one task per stage, int64 ``[3]``: ``(R - 1)`` boundaries of the static
+    and readout stages, ``steps * (R - 1)`` of the step stage (every step runs its ``R`` rounds)."""
+    n = np.maximum(stage_rounds_of(cm) - 1, 0) * np.array([1, int(steps), 1], np.int64)
+    return n * round_boundary_cycles(cm)
 
 
 def input_columns(cm: CoreMap) -> tuple[dict[int, int], list[int]]:

@@ -18,7 +18,8 @@ Per layer (the layers of ``mapper.lower.plan``: the same fusions as the real low
   cores of one neuron plus its merge core;
 * ``phases``: 1, or 2 when the fan-in must be split (a merge phase); the stage's phases are the longest
   chain of layers in it (``mapper.connect``'s phases; a lower bound when each layer reads every element of
-  its inputs, as dense, add and convolutions whose stride is at most their kernel do);
+  its inputs, as dense, add and convolutions whose stride is at most their kernel do); a stage deeper than
+  ``core.phases_per_step`` runs in ``Bounds.rounds`` rounds (refused only with ``depth="refuse"``);
 * ``SRAM``: the core memory of its weights and neurons (the numerator above).
 
 The host-memory estimate is that of today's unfolded lowering (bytes per unfolded synapse, measured in
@@ -37,6 +38,7 @@ from nmc.files import size_text
 from nmc.ir import Graph, Node
 from nmc.neurons import by_ir_op
 from nmc.resources import core_usage, neuron_bytes
+from nmc.rules import rounds_needed
 
 from .lower import Plan, plan
 from .partition import TILE_MIN_SYNAPSES
@@ -86,6 +88,12 @@ class Bounds:
     host_bytes: int  #: estimated peak host memory of mapping (unfolded lowering)
     host_budget: int | None  #: what the process may spend (None: not checked)
     problems: list[str] = field(default_factory=list)
+    depth: str = "rounds"  #: "rounds": a stage deeper than the phase budget runs in rounds; "refuse": it is refused
+
+    @property
+    def rounds(self) -> dict[str, int]:
+        """Per stage, the rounds its phases' lower bound needs (docs/numerics.md, "Rounds")."""
+        return {s: rounds_needed(n, self.chip.core.phases_per_step) for s, n in self.phases.items()}
 
     @property
     def cores(self) -> int:
@@ -135,7 +143,8 @@ class Bounds:
         out = [head, line(hdr)] + [line(r) for r in body]
         if len(rows) < len(self.layers):
             out.append(f"  ... {len(self.layers) - len(rows)} more layer(s) (nmc check lists them all)")
-        phases = ", ".join(f"{k} {v}" for k, v in self.phases.items() if v)
+        phases = ", ".join(f"{k} {v}" + (f" ({self.rounds[k]} rounds)" if self.rounds[k] > 1 else "")
+                           for k, v in self.phases.items() if v)
         out.append(f"total: {len(self.layers)} layers, {self.synapses:,} synapses, >= {self.cores:,} cores "
                    f"(>= {self.chips_needed} chip(s) of {self.chip.cores_per_chip} cores), phases >= {phases or '0'}, "
                    f"mapping needs ~{size_text(self.host_bytes)} of host memory"
@@ -273,10 +282,12 @@ def _fan_cores(chip: ChipSpec, hists, wb: int, soma: str) -> int:
     return best
 
 
-def bounds(g: Graph, chip: ChipSpec, chips: Any = None, host_budget: int | None = None) -> Bounds:
+def bounds(g: Graph, chip: ChipSpec, chips: Any = None, host_budget: int | None = None, *,
+           depth: str = "rounds") -> Bounds:
     """Lower bounds of ``g`` on ``chip`` (module doc) and the limits they break: the system's cores
     (``chips``: ``(x, y)``, ``"auto"`` or None for the chip's system), the phases per step, and
-    ``host_budget`` bytes of host memory for mapping."""
+    ``host_budget`` bytes of host memory for mapping; ``depth="rounds"`` reports the rounds a stage deeper than
+    the phase budget needs (``Bounds.rounds``), ``"refuse"`` refuses it."""
     c = chip.core
     pl = plan(g)
     g = pl.graph
@@ -340,7 +351,7 @@ def bounds(g: Graph, chip: ChipSpec, chips: Any = None, host_budget: int | None 
     host = sum(HOST_BYTES_PER_TILED_NEURON * l.neurons if l.tiled else HOST_BYTES_PER_SYNAPSE * l.synapses
                for l in layers)
     b = Bounds(model=g.name, chip=chip, chips=chips, layers=layers, phases=phases, host_bytes=host,
-               host_budget=host_budget)
+               host_budget=host_budget, depth=depth)
     b.problems.extend(_problems(b))
     return b
 
@@ -361,12 +372,12 @@ def _problems(b: Bounds) -> list[str]:
                        + f"); fix: --chips {side}x{-(-need // side)} (>= {need} chips) or --chips auto, or a chip "
                        "with larger cores")
     for st, n in b.phases.items():
-        if n > c.phases_per_step:
+        if n > c.phases_per_step and b.depth == "refuse":
             deep = [l.name for l in b.layers if l.stage == st and l.phase_end > c.phases_per_step]
             n_split = sum(1 for l in b.layers if l.stage == st and l.split)
             out.append(f"phases: the {st} stage needs at least {n} phases, {n - c.phases_per_step} more than "
                        f"core.phases_per_step = {c.phases_per_step} of '{chip.name}' ({len(deep)} layer(s) beyond it, "
-                       f"from '{deep[0]}'; {n_split} layer(s) split by fan-in add a merge phase each); fix: --set "
+                       f"from '{deep[0]}'; {n_split} layer(s) split by fan-in add a merge phase each); fix: --depth rounds, --set "
                        f"core.phases_per_step={n}, a shallower network per timestep, or a chip with larger cores")
     if b.host_budget is not None and b.host_bytes > b.host_budget:
         heavy = sorted(b.layers, key=lambda l: -l.synapses)[:3]

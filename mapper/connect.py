@@ -56,8 +56,9 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
         if p.kind == "partial":
             continue
         l = lg.layers[p.layer]
-        arr = elem_neuron.setdefault(l.out, np.full(l.n, -1, np.int64))
-        arr[p.neurons] = neuron_off[ci] + np.arange(p.n_neurons)
+        if l.out not in elem_neuron:
+            elem_neuron[l.out] = np.full(l.n, -1, np.int64)
+        elem_neuron[l.out][p.neurons] = neuron_off[ci] + np.arange(p.n_neurons)
     for t, arr in elem_neuron.items():
         assert np.all(arr >= 0), f"tensor {t} has unplaced elements"  # internal invariant
     membranes = lg.membranes()
@@ -81,23 +82,32 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
     r_src, r_dst, r_del = [], [], []
     f_in, f_el, f_dst = [], [], []
     axon_init = np.zeros(int(axon_off[-1]), np.int64)
+    # merge pieces read their partials' sums (routes are sorted by dataflow() below, so their order here is free)
     for ci, p in enumerate(pieces):
-        l = lg.layers[p.layer]
-        base = axon_off[ci]
         if p.kind == "merge":
-            for k, pi in enumerate(p.partials):
-                r_src.append(neuron_off[pi] + np.arange(p.n_neurons))
-                r_dst.append(base + k * p.n_neurons + np.arange(p.n_neurons))
-                r_del.append(np.zeros(p.n_neurons, np.int8))
-            continue
-        col_off = np.concatenate([[0], np.cumsum(l.in_sizes)])
-        which = np.searchsorted(col_off, p.cols, side="right") - 1
+            k = np.arange(len(p.partials) * p.n_neurons, dtype=np.int64)
+            r_src.append(neuron_off[np.asarray(p.partials, np.int64)][k // p.n_neurons] + k % p.n_neurons)
+            r_dst.append(axon_off[ci] + k)
+            r_del.append(np.zeros(k.shape[0], np.int8))
+    # the other pieces read their columns: one pass per layer over all its pieces' columns
+    by_layer: dict[int, list[int]] = {}
+    for ci, p in enumerate(pieces):
+        if p.kind != "merge":
+            by_layer.setdefault(p.layer, []).append(ci)
+    for li, cis in by_layer.items():
+        l = lg.layers[li]
+        n_cols = np.array([pieces[ci].cols.shape[0] for ci in cis], np.int64)
+        cols = np.concatenate([pieces[ci].cols for ci in cis]).astype(np.int64) if cis else np.zeros(0, np.int64)
+        start = np.cumsum(n_cols) - n_cols
+        axons_all = np.repeat(axon_off[np.asarray(cis, np.int64)] - start, n_cols) + np.arange(cols.shape[0])
+        col_off = np.concatenate([[0], np.cumsum(l.in_sizes)]).astype(np.int64)
+        which = np.searchsorted(col_off, cols, side="right") - 1
         for ti, t in enumerate(l.inputs):
             sel = np.flatnonzero(which == ti)
             if sel.size == 0:
                 continue
-            elems = p.cols[sel] - col_off[ti]
-            axons = base + sel
+            elems = cols[sel] - col_off[ti]
+            axons = axons_all[sel]
             if t in elem_neuron:
                 r_src.append(elem_neuron[t][elems])
                 r_dst.append(axons)
@@ -118,6 +128,13 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
 
     def cat(xs, dt):
         return np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)
+
+    if f_dst:  # feeds in piece order, then input order, then axon order (as the cores read them)
+        ti_of = np.concatenate([np.full(x.shape[0], i, np.int64) for i, x in enumerate(f_dst)])
+        fd = cat(f_dst, np.int64)
+        core = np.searchsorted(axon_off, fd, side="right") - 1
+        o = np.lexsort((fd, ti_of, core))
+        f_in, f_el, f_dst = [cat(f_in, np.int32)[o]], [cat(f_el, np.int64)[o]], [fd[o]]
 
     route_src, route_dst, route_delayed, dag, pairs = dataflow(neuron_off, axon_off, cat(r_src, np.int64),
                                                               cat(r_dst, np.int64), cat(r_del, np.int8))
@@ -147,9 +164,12 @@ def dataflow(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndarray
     dag = nx.DiGraph()
     dag.add_nodes_from(range(C))
     pairs, counts = _distinct_pairs(src_core, dst_core, route_delayed.astype(np.int64), C)
-    for (s, d, _), cnt in zip(pairs.T.tolist(), counts.tolist()):
-        w = dag.edges[s, d]["weight"] + cnt if dag.has_edge(s, d) else cnt
-        dag.add_edge(s, d, weight=w)
+    if pairs.shape[1]:  # one edge per (source, destination), delayed or not, weight = its routes, in pair order
+        sd = pairs[0] * C + pairs[1]
+        new = np.concatenate([[True], sd[1:] != sd[:-1]])
+        start = np.flatnonzero(new)
+        w = np.add.reduceat(counts, start)
+        dag.add_weighted_edges_from(zip(pairs[0, start].tolist(), pairs[1, start].tolist(), w.tolist()))
     return route_src, route_dst, route_delayed, dag, pairs
 
 
@@ -157,14 +177,32 @@ def phases_of(C: int, stage: list[str], pairs: np.ndarray) -> np.ndarray:
     """Phase of every core: its longest path within its stage over non-delayed edges (``pairs`` as
     :func:`dataflow` gives them).  A loop raises ``networkx.NetworkXUnfeasible(message, cycle edges)``."""
     phase = np.zeros(C, np.int64)
-    sub = nx.DiGraph()
-    sub.add_nodes_from(range(C))
-    sub.add_edges_from((s, d) for s, d, dl in pairs.T.tolist() if not dl and stage[s] == stage[d])
-    if not nx.is_directed_acyclic_graph(sub):
+    codes: dict[str, int] = {}
+    st = np.array([codes.setdefault(x, len(codes)) for x in stage], np.int64).reshape(-1)
+    pairs = np.asarray(pairs, np.int64).reshape(3, -1)
+    keep = (pairs[2] == 0) & (st[pairs[0]] == st[pairs[1]]) if pairs.shape[1] else np.zeros(0, bool)
+    src, dst = pairs[0, keep], pairs[1, keep]
+    # longest path by levels (Kahn): a core's phase is final once every core it reads from is done
+    order = np.argsort(src, kind="stable")
+    src, dst = src[order], dst[order]
+    off = np.searchsorted(src, np.arange(C + 1))
+    indeg = np.bincount(dst, minlength=C)
+    frontier = np.flatnonzero(indeg == 0)
+    done = 0
+    while frontier.size:
+        done += frontier.size
+        n_out = off[frontier + 1] - off[frontier]
+        e = np.repeat(off[frontier] - np.cumsum(n_out) + n_out, n_out) + np.arange(int(n_out.sum()))
+        d = dst[e]
+        np.maximum.at(phase, d, phase[src[e]] + 1)
+        np.subtract.at(indeg, d, 1)
+        cand = np.unique(d)
+        frontier = cand[indeg[cand] == 0]
+    if done < C:  # a loop: name its edges as networkx finds them
+        sub = nx.DiGraph()
+        sub.add_nodes_from(range(C))
+        sub.add_edges_from(zip(src.tolist(), dst.tolist()))
         raise nx.NetworkXUnfeasible("a loop inside one timestep", nx.find_cycle(sub))
-    for c in nx.topological_sort(sub):
-        for d in sub.successors(c):
-            phase[d] = max(phase[d], phase[c] + 1)
     return phase
 
 

@@ -141,17 +141,26 @@ def routing_shortfall(q: Quantized, chip: ChipSpec, pieces: list[Piece], wiring:
     ents = count_router_entries(wiring.neuron_off, wiring.axon_off, wiring.route_src, wiring.route_dst,
                                 wiring.tap_neurons())
     out: dict[int, int] = {}
+    n_ent = np.minimum(ents, c.router_table_entries).tolist()  # relay cores (mapper/relay.py) keep tables in it
+    layer_in = {}
+    total: dict[tuple, int] = {}  # pieces of one shape share their usage: computed once per distinct shape
     for ci, p in enumerate(pieces):
-        # relay cores (mapper/relay.py) keep every table within router_table_entries
-        n_ent = min(int(ents[ci]), c.router_table_entries)
         l = q.lg.layers[p.layer]
         soma = "partial" if p.kind == "partial" else l.soma
         w_bits = unit_weight_bits(chip) if p.kind == "merge" else q.layers[p.layer].w_bits
-        in_b = 4 if p.kind == "merge" else layer_in_bytes(l, q.tq)
-        u = core_usage(chip, p.n_axons, p.n_neurons, w_bits, soma, in_b, has_bias=soma != "partial",
-                       router_entries=n_ent, kernel_bytes=piece_kernel_bytes(p, l, w_bits))
-        if u.total > c.memory_bytes:
-            out[p.layer] = max(out.get(p.layer, 0), n_ent)
+        if p.kind == "merge":
+            in_b = 4
+        else:
+            if p.layer not in layer_in:
+                layer_in[p.layer] = layer_in_bytes(l, q.tq)
+            in_b = layer_in[p.layer]
+        kb = piece_kernel_bytes(p, l, w_bits)
+        key = (p.n_axons, p.n_neurons, w_bits, soma, in_b, n_ent[ci], kb)
+        if key not in total:
+            total[key] = core_usage(chip, p.n_axons, p.n_neurons, w_bits, soma, in_b, has_bias=soma != "partial",
+                                    router_entries=n_ent[ci], kernel_bytes=kb).total
+        if total[key] > c.memory_bytes:
+            out[p.layer] = max(out.get(p.layer, 0), n_ent[ci])
     return out
 
 

@@ -16,7 +16,9 @@ The objective (``nmc.compile(objective=...)``, ``nmc compile --objective``) pick
 * ``energy``: the smallest cap that needs as few chips as ``cores`` does (static power is paid per chip in
   use; every extra phase costs a barrier).
 
-When the folded phases exceed ``core.phases_per_step`` the cap is halved until they fit.
+Folding adds no round (docs/numerics.md, "Rounds"): when a stage's folded phases need more rounds of
+``core.phases_per_step`` phases than its unfolded phases (one round when they fit the budget), the cap is halved
+until they do not.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import numpy as np
 from nmc.chip import ChipSpec
 from nmc.errors import InputError
 from nmc.resources import core_usage, unit_weight_bits
-from nmc.rules import count_router_entries
+from nmc.rules import count_router_entries, rounds_needed
 
 from .connect import Wiring, dataflow, phases_of
 from .partition import Piece, layer_in_bytes, piece_kernel_bytes
@@ -36,6 +38,7 @@ from .quantize import Quantized
 __all__ = ["OBJECTIVES", "fold", "fold_groups"]
 
 OBJECTIVES = ("latency", "cores", "balanced", "energy")
+_STAGE = {"static": 0, "step": 1, "readout": 2}
 
 
 def _usage(q: Quantized, chip: ChipSpec, p: Piece, entries: int) -> int:
@@ -52,33 +55,52 @@ def _usage(q: Quantized, chip: ChipSpec, p: Piece, entries: int) -> int:
                       router_entries=entries, kernel_bytes=piece_kernel_bytes(p, l, w_bits)).total
 
 
-def fold_groups(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring, cap: int) -> list[list[int]]:
-    """Folds of at most ``cap`` cores (module doc); every core is in exactly one, members ascending."""
+def _costs(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring) -> tuple[list[int], list[int]]:
+    """Routing-table entries and memory of every core (the same for every fold size: computed once)."""
+    ents = count_router_entries(w.neuron_off, w.axon_off, w.route_src, w.route_dst, w.tap_neurons()).tolist()
+    seen: dict[tuple, int] = {}  # cores of one shape share their usage
+    mem = []
+    for c, p in enumerate(pieces):
+        if p.tile is not None:  # a tile's shared kernels depend on its place in the layer
+            mem.append(int(_usage(q, chip, p, ents[c])))
+            continue
+        key = (p.layer, p.kind, p.n_axons, p.n_neurons, ents[c])
+        if key not in seen:
+            seen[key] = int(_usage(q, chip, p, ents[c]))
+        mem.append(seen[key])
+    return ents, mem
+
+
+def fold_groups(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring, cap: int,
+                costs: tuple[list[int], list[int]] | None = None) -> list[list[int]]:
+    """Folds of at most ``cap`` cores (module doc); every core is in exactly one, members ascending.  ``costs``:
+    :func:`_costs` of these pieces, when the caller has them."""
     C = len(pieces)
-    ents = count_router_entries(w.neuron_off, w.axon_off, w.route_src, w.route_dst, w.tap_neurons())
-    mem = np.array([_usage(q, chip, p, int(ents[c])) for c, p in enumerate(pieces)], np.int64)
-    groups: list[list[int]] = []
     if cap <= 1:
         return [[c] for c in range(C)]
+    ents, mem = costs if costs is not None else _costs(q, chip, pieces, w)
+    groups: list[list[int]] = []
     slot: dict[tuple, list[int]] = {}
     for c, p in enumerate(pieces):
         slot.setdefault((p.layer, p.kind, q.lg.layers[p.layer].stage, int(w.phase[c])), []).append(c)
     for cores in slot.values():
         cur: list[int] = []
+        m = e = 0  # memory and table entries of the fold so far
         for c in cores:
-            if cur and (len(cur) >= cap or mem[cur].sum() + mem[c] > chip.core.memory_bytes
-                        or ents[cur].sum() + ents[c] > chip.core.router_table_entries):
+            if cur and (len(cur) >= cap or m + mem[c] > chip.core.memory_bytes
+                        or e + ents[c] > chip.core.router_table_entries):
                 groups.append(cur)
-                cur = []
+                cur, m, e = [], 0, 0
             cur.append(c)
+            m, e = m + mem[c], e + ents[c]
         if cur:
             groups.append(cur)
     return sorted(groups)
 
 
-def _phases(q: Quantized, pieces: list[Piece], w: Wiring, groups: list[list[int]]) -> np.ndarray:
-    """Phases with every fold's members serialised (member j after member j - 1)."""
-    _, _, _, _, pairs = dataflow(w.neuron_off, w.axon_off, w.route_src, w.route_dst, w.route_delayed)
+def _phases(q: Quantized, pieces: list[Piece], pairs: np.ndarray, groups: list[list[int]]) -> np.ndarray:
+    """Phases with every fold's members serialised (member j after member j - 1); ``pairs``: the wiring's
+    (source, destination, delayed) core triples (:func:`~mapper.connect.dataflow`)."""
     chain = [(g[i], g[i + 1], 0) for g in groups for i in range(len(g) - 1)]
     if chain:
         pairs = np.concatenate([pairs, np.array(chain, np.int64).T], axis=1)
@@ -96,13 +118,21 @@ def fold(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring, objective
     C = len(pieces)
     if objective == "latency" or C == 0:
         return w, [[c] for c in range(C)]
-    budget = chip.core.phases_per_step
+    lim = chip.core.phases_per_step
+    stage = np.array([_STAGE[q.lg.layers[p.layer].stage] for p in pieces], np.int64)
+
+    def rounds(phase: np.ndarray) -> list[int]:
+        return [rounds_needed(int(phase[stage == s].max(initial=-1)) + 1, lim) for s in range(3)]
+
+    budget = rounds(w.phase)
+    costs = _costs(q, chip, pieces, w)
+    _, _, _, _, pairs = dataflow(w.neuron_off, w.axon_off, w.route_src, w.route_dst, w.route_delayed)
 
     def attempt(cap: int):
         while cap > 1:
-            groups = fold_groups(q, chip, pieces, w, cap)
-            phase = _phases(q, pieces, w, groups)
-            if int(phase.max(initial=0)) < budget:
+            groups = fold_groups(q, chip, pieces, w, cap, costs)
+            phase = _phases(q, pieces, pairs, groups)
+            if all(a <= b for a, b in zip(rounds(phase), budget)):
                 return groups, phase
             cap //= 2
         return [[c] for c in range(C)], w.phase

@@ -12,7 +12,8 @@ lowers it to layers; ``calibrate`` gives tensor
 ranges; ``quantize`` the chip integers of every layer; ``fit`` partitions the layers into core-sized
 pieces and wires them (routes, input feeds, phases), reserving routing-table memory until it fits;
 ``place`` puts the cores on the chips' grid; ``route`` builds every core's routing table; ``emit``
-writes the core map and runs the design rules (``nmc.rules``) on it.
+writes the core map (with the rounds of every stage: option ``depth``, docs/numerics.md "Rounds") and runs the
+design rules (``nmc.rules``) on it.
 
 Results are frozen dataclasses; no pass edits an earlier result, so every result stays what its pass
 returned.  A :class:`PassManager` runs the passes in order; a failure names the pass that failed and
@@ -133,7 +134,7 @@ class PassManager:
 # ----------------------------------------------------------------------------- passes
 def _bounds(ctx: Context, graph: Graph) -> Bounds:
     graph.lint()
-    b = bounds(graph, ctx.chip, ctx.options.get("chips"), ctx.host_budget)
+    b = bounds(graph, ctx.chip, ctx.options.get("chips"), ctx.host_budget, depth=ctx.options.get("depth", "rounds"))
     check_bounds(b)
     return b
 
@@ -186,6 +187,11 @@ def _emit(ctx: Context, r: Routes) -> CoreMap:
             if k not in ("calib_steps", "traffic")}
     opts["chips"] = list(r.placement.chips)
     cm = emit(r, opts)
+    if ctx.options.get("depth", "rounds") == "rounds":  # a stage deeper than the phase budget runs in rounds
+        lim = ctx.chip.core.phases_per_step
+        cm.meta["rounds"] = {st: drc.rounds_needed(n, lim) for st, n in drc.stage_phases(cm).items()}
+    else:  # "refuse": one round per stage, so the design rule refuses a stage deeper than the budget
+        cm.meta["rounds"] = {st: 1 for st in drc.STAGES}
     violations = drc.check_coremap(cm)
     if violations:
         raise DesignRuleError(violations)

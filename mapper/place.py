@@ -204,29 +204,41 @@ def place_greedy(dag: nx.DiGraph, chip: ChipSpec, W: int, H: int) -> list[tuple[
     n = dag.number_of_nodes()
     gx, gy = np.meshgrid(np.arange(W), np.arange(H), indexing="xy")
     gx, gy = gx.reshape(-1), gy.reshape(-1)
-    free = np.ones(gx.shape[0], bool)
-    cx, cy = gx // chip.cores_x, gy // chip.cores_y
     crossing_cost = chip.noc.chip_link_latency_cycles / chip.noc.hop_latency_cycles
     pos = np.full((n, 2), -1, np.int64)
-    und = dag.to_undirected(as_view=False)
     try:
         order = list(nx.lexicographical_topological_sort(dag))
     except nx.NetworkXUnfeasible:
         order = list(range(n))
     base = (gx + gy).astype(np.float64) * 1e-3 + gy * 1e-6
+    # the cost is separable: sum_nb w * (|x - x_nb| + |y - y_nb| + k (|cx - cx_nb| + |cy - cy_nb|)) is a function of
+    # x plus one of y, each a weighted sum over the placed neighbours on a line of W (H) positions
+    xs, ys = np.arange(W, dtype=np.float64), np.arange(H, dtype=np.float64)
+    col_x, row_y = np.arange(W) // chip.cores_x, np.arange(H) // chip.cores_y
+    # neighbours and weights as ``dag.to_undirected()`` has them (an edge in both directions: the later one's)
+    und: list[dict] = [{} for _ in range(n)]
+    for u, nbrs in dag.adj.items():
+        for v, a in nbrs.items():
+            und[u][v] = und[v][u] = a.get("weight", 1)
+    adj = [list(d.items()) for d in und]
+    done = [False] * n
+    open_base = base.copy()  # base cost of the free positions, inf at the taken ones
+    cost = np.empty_like(base)
     for c in order:
-        cost = base.copy()
-        for nb in und.neighbors(c):
-            if pos[nb, 0] < 0:
-                continue
-            w = und.edges[c, nb].get("weight", 1)
-            nx_, ny_ = pos[nb]
-            d = np.abs(gx - nx_) + np.abs(gy - ny_)
-            d = d + crossing_cost * (np.abs(cx - nx_ // chip.cores_x) + np.abs(cy - ny_ // chip.cores_y))
-            cost += w * d
-        cost[~free] = np.inf
+        placed = [(nb, w) for nb, w in adj[c] if done[nb]]
+        if placed:
+            nb = np.array([p for p, _ in placed], np.int64)
+            w = np.array([w for _, w in placed], np.float64)
+            px, py = pos[nb, 0], pos[nb, 1]
+            fx = np.abs(xs[:, None] - px) + crossing_cost * np.abs(col_x[:, None] - px // chip.cores_x)
+            fy = np.abs(ys[:, None] - py) + crossing_cost * np.abs(row_y[:, None] - py // chip.cores_y)
+            # position k = y * W + x: the neighbours' cost of (x, y) is (fx @ w)[x] + (fy @ w)[y]
+            np.add(open_base, np.add.outer(fy @ w, fx @ w).reshape(-1), out=cost)
+        else:
+            cost[:] = open_base
         k = int(np.argmin(cost))
-        free[k] = False
+        open_base[k] = np.inf
+        done[c] = True
         pos[c] = (gx[k], gy[k])
     return [tuple(p) for p in pos.tolist()]
 

@@ -47,6 +47,9 @@ from .mapper.fold import OBJECTIVES
 from .mapper.host_encoders import split_host_encoders
 from .mapper.passes import map_graph
 
+#: what compile does with a stage deeper than the phase budget (docs/numerics.md, "Rounds")
+DEPTHS = ("rounds", "refuse")
+
 __all__ = ["compile", "check", "emulate", "EmulationResult", "load_inputs", "prepare_inputs"]
 
 
@@ -73,7 +76,8 @@ def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips
             calib: Mapping[str, np.ndarray] | str | os.PathLike | None = None, calib_steps: int | None = None,
             placement: str = "greedy", overrides: Mapping[str, Any] | None = None, lint: bool = False,
             profile_inputs: Mapping[str, np.ndarray] | str | os.PathLike | None = None,
-            objective: str = "latency", approximate: Mapping[str, str] | None = None, tiles: str = "auto") -> CoreMap:
+            objective: str = "latency", approximate: Mapping[str, str] | None = None, tiles: str = "auto",
+            depth: str = "rounds") -> CoreMap:
     """Compile an ONNX model (path, bytes or ModelProto in the nmc step convention) or an IR graph, or a list of
     them: several models on one system, each with its own inputs and outputs, named ``<model>:<name>`` (the
     model is the file's stem, or the graph's name), and its own latency and energy in the report
@@ -96,6 +100,10 @@ def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips
         whose cores store shared kernels; smaller layers are packed neuron by neuron into dense weight blocks),
         ``on`` (every such layer tiled) or ``off`` (none; a layer over 2^26 synapses then cannot be mapped);
         nmc/mapper/structured.py.
+    depth : ``rounds`` (default): a stage with more phases than ``core.phases_per_step`` runs in several rounds of
+        at most that many phases, each round boundary costing ``timing.barrier_cycles +
+        timing.round_overhead_cycles`` (outputs unchanged; docs/numerics.md, "Rounds"); ``refuse``: such a stage
+        is refused (design rule ``phases-per-step``).
     lint : check every mapper pass's result between passes (for tests; slower).
     approximate : ops the cores cannot run, replaced by a named approximation, e.g. ``{"LRN": "identity"}``
         (``nmc compile --approximate LRN=identity``); each use is a warning in the core map's compile report.
@@ -122,8 +130,10 @@ def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips
         raise InputError(f"objective '{objective}' is not one of {list(OBJECTIVES)} (--objective)")
     if tiles not in TILES:
         raise InputError(f"tiles '{tiles}' is not one of {list(TILES)} (--tiles)")
+    if depth not in DEPTHS:
+        raise InputError(f"depth '{depth}' is not one of {list(DEPTHS)} (--depth)")
     opts = dict(calib=calib_in, lint=lint, host_budget=memory_budget(), calib_steps=calib_steps, objective=objective,
-                tiles=tiles)
+                tiles=tiles, depth=depth)
     if placement != "profile":
         if profile_inputs is not None:
             raise InputError(f"profile inputs are given but placement is '{placement}'; they are for "
@@ -139,7 +149,7 @@ def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips
 
 
 def check(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips: Any = None,
-          overrides: Mapping[str, Any] | None = None) -> Bounds:
+          overrides: Mapping[str, Any] | None = None, depth: str = "rounds") -> Bounds:
     """Closed-form lower bounds of what ``model`` needs on ``chip`` (cores, chips, phases, core and host memory
     per layer; nmc.mapper.bounds), from its shapes and weights alone, in seconds: ``.fits``, ``.problems`` (what
     cannot fit, by how much, and the option that would make it fit) and ``.table()``.  Arguments as
@@ -150,7 +160,9 @@ def check(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips: 
     graph = split_host_encoders(_as_graph(model))  # as compile: spike encoders run on the host, wide max
     graph = split_wide_maxpools(graph, spec.core.axons)  # poolings are split
     graph.lint()
-    return bounds(graph, spec, _chips_arg(chips, spec), memory_budget())
+    if depth not in DEPTHS:
+        raise InputError(f"depth '{depth}' is not one of {list(DEPTHS)} (--depth)")
+    return bounds(graph, spec, _chips_arg(chips, spec), memory_budget(), depth=depth)
 
 
 def _chips_arg(chips: Any, spec: ChipSpec) -> Any:

@@ -79,6 +79,10 @@ class TimingSpec:
     spike_input_timing: str
     #: ``soma_<model>_cycles`` of other neuron models (nmc.neurons) the chip file times, by model name
     soma_model_cycles: Mapping[str, int] = field(default_factory=dict)
+    #: what a round boundary costs besides the barrier that ends the round's last phase, when a stage needs more
+    #: phases than ``core.phases_per_step`` and runs in several rounds (docs/timing_energy.md, "Rounds"); optional,
+    #: 0 when a chip file does not give it
+    round_overhead_cycles: int = 0
 
     def soma_cycles(self, model: str) -> int | None:
         """Cycles per soma-lane batch of neuron model ``model``, or None when the chip does not time it."""
@@ -316,6 +320,9 @@ def _check_sane(spec: ChipSpec, origin: str) -> None:
     for k, v in must_be_positive.items():
         if v <= 0:
             raise ChipSpecError(f"{origin}: field '{k}' must be > 0, got {v}")
+    if spec.timing.round_overhead_cycles < 0:
+        raise ChipSpecError(f"{origin}: field 'timing.round_overhead_cycles' must be >= 0, "
+                            f"got {spec.timing.round_overhead_cycles}")
     n_cores = spec.cores_x * spec.cores_y * spec.system.chips_x * spec.system.chips_y
     if n_cores > MAX_SYSTEM_CORES:
         raise ChipSpecError(f"{origin}: {spec.cores_x}x{spec.cores_y} cores per chip on {spec.system.chips_x}x"

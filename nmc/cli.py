@@ -24,6 +24,7 @@ from .files import save_json, save_npz
 from .frontend.lift import ELEMENTWISE_OPS, lift_step
 from .frontend.nir_import import DISCRETISATIONS, NirResetWarning, is_nir, load_nir
 from .resources import core_usages
+from .rules import stage_rounds
 from .version import __version__
 
 __all__ = ["main", "format_info"]
@@ -86,7 +87,7 @@ def cmd_compile(a: argparse.Namespace) -> int:
     try:
         cm = compile(_model(a), chip=a.chip, chips=a.chips, calib=a.calib, placement=a.placement,
                      overrides=_overrides(a.set), approximate=_approximations(a.approximate),
-                     profile_inputs=a.profile_inputs, objective=a.objective, tiles=a.tiles)
+                     profile_inputs=a.profile_inputs, objective=a.objective, tiles=a.tiles, depth=a.depth)
     except UnsupportedOpError as e:
         if not a.lift and not any(is_nir(p) for p in a.model) and any(op in ELEMENTWISE_OPS for _, op, _ in e.nodes):
             print("hint: neurons spelt with standard ops (a plain step export)? --lift replaces the ones that "
@@ -95,7 +96,8 @@ def cmd_compile(a: argparse.Namespace) -> int:
     save(cm, a.output)
     layers = cm.meta["layers"]
     print(f"compiled '{cm.meta['model']}' for {cm.chip.name}: {len(layers)} layers on {cm.cores_text()} "
-          f"({cm.meta['chips'][0]}x{cm.meta['chips'][1]} chip(s)), phases {cm.meta['phases']} -> {a.output}")
+          f"({cm.meta['chips'][0]}x{cm.meta['chips'][1]} chip(s)), phases {cm.meta['phases']}"
+          + (f" in rounds {stage_rounds(cm)}" if max(stage_rounds(cm).values()) > 1 else "") + f" -> {a.output}")
     print(_routing_line(cm.meta))
     for w in cm.meta["compile"].get("warnings", []):
         print(f"warning: {w}", file=sys.stderr)
@@ -103,7 +105,7 @@ def cmd_compile(a: argparse.Namespace) -> int:
 
 
 def cmd_check(a: argparse.Namespace) -> int:
-    b = check(a.model, chip=a.chip, chips=a.chips, overrides=_overrides(a.set))
+    b = check(a.model, chip=a.chip, chips=a.chips, overrides=_overrides(a.set), depth=a.depth)
     print(b.table())
     return 0 if b.fits else 1
 
@@ -221,7 +223,8 @@ def format_info(cm) -> str:
          f"{chips[0]}x{chips[1]} chip(s) | {cm.physical_cores} of {chips[0] * chips[1] * chip.cores_per_chip} cores used"
          f"{'' if cm.physical_cores == cm.num_cores else f' ({cm.num_cores} logical, folded)'} | "
          f"default steps {cm.meta['num_steps']} | nmc {cm.meta.get('nmc_version') or __version__}",
-         f"phases per stage: {cm.meta['phases']} (limit {chip.core.phases_per_step})",
+         f"phases per stage: {cm.meta['phases']} (limit {chip.core.phases_per_step} per round; rounds "
+         f"{stage_rounds(cm)})",
          _routing_line(cm.meta),
          *([f"models: " + "; ".join(f"{m['name']} ({len(m['layers'])} layers: {', '.join(m['inputs'])} -> "
                                     f"{', '.join(m['outputs'])})" for m in cm.meta["models"])]
@@ -307,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--objective", default="latency", choices=["latency", "cores", "balanced", "energy"],
                    help="folding trade-off: latency (no folding, default), cores (fold logical cores onto as few physical "
                         "cores as memory and phases allow), balanced (at most 2 per core), energy")
+    c.add_argument("--depth", default="rounds", choices=["rounds", "refuse"],
+                   help="a stage with more phases than core.phases_per_step: run it in several rounds (default; each "
+                        "round boundary costs timing.barrier_cycles + timing.round_overhead_cycles) or refuse it")
     c.add_argument("--profile-inputs", default=None, metavar="INPUTS.npz",
                    help="inputs the emulator measures traffic on, for --placement profile")
     c.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a chip field, e.g. core.neurons=64")
@@ -332,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--chip", default="tianjic", help="preset name (see 'nmc chips') or path of a chip .toml")
     k.add_argument("--chips", default=None, help="grid of chips 'XxY' or 'auto' (default: the preset's)")
     k.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a chip field, e.g. core.neurons=64")
+    k.add_argument("--depth", default="rounds", choices=["rounds", "refuse"],
+                   help="a stage deeper than core.phases_per_step: report its rounds (default) or refuse it")
     k.set_defaults(fn=cmd_check)
 
     for name, fn, hlp in (("run", cmd_run, "emulate a core map on inputs"),

@@ -199,8 +199,10 @@ class CoreMap:
     ``meta`` keys (checked by :func:`check_header` against :data:`HEADER`): ``model`` (name),
     ``num_steps`` (default T), ``chips`` ([x, y] grid of chips), ``layers``, ``inputs``, ``outputs``,
     ``state_outputs``, ``states``, ``host_encoders`` (spike encoders the host runs: source input, encoded
-    step input, attributes; nmc.encoders), ``phases`` ({stage: number of phases}), ``compile`` (options,
-    warnings and the quantisation report), ``routing`` (summary of the router tables), ``nmc_version``.
+    step input, attributes; nmc.encoders), ``phases`` ({stage: number of phases}), ``rounds`` ({stage: rounds
+    it runs in, more than 1 when it has more phases than ``core.phases_per_step``; docs/numerics.md, "Rounds";
+    absent in older files: 1 each), ``compile`` (options, warnings and the quantisation report), ``routing``
+    (summary of the router tables), ``nmc_version``.
     """
 
     chip: ChipSpec
@@ -335,6 +337,7 @@ HEADER: dict[str, Any] = {
                 "neurons?": [int], "axons?": [int], "elems?": [int], "scale?": float, "word?": int}],
     "host_encoders?": [dict(op=str, input=str, kind=("static", "step"), shape=[int], output=str, attrs=dict, node=str)],
     "phases": dict,
+    "rounds?": {"static": int, "step": int, "readout": int},
     "compile": {"warnings?": [str]},
     "routing?": dict,
     "models?": [dict(name=str, inputs=[str], outputs=[str], layers=[int])],

@@ -15,7 +15,8 @@ from .coremap import CoreMap, in_bytes
 from .neurons import by_code
 from .resources import core_usages
 
-__all__ = ["RULES", "check_coremap", "router_entries", "count_router_entries", "route_pairs", "in_bytes"]
+__all__ = ["RULES", "check_coremap", "rounds_needed", "stage_phases", "stage_rounds", "router_entries",
+           "count_router_entries", "route_pairs", "in_bytes"]
 
 Rule = Callable[[CoreMap], list[str]]
 RULES: dict[str, Rule] = {}
@@ -43,7 +44,9 @@ def route_pairs(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndar
         return np.zeros((2, 0), np.int64)
     src = np.searchsorted(neuron_off, route_src, side="right") - 1
     dst = np.searchsorted(axon_off, route_dst, side="right") - 1
-    return np.unique(np.stack([src, dst]), axis=1)
+    n_dst = max(int(axon_off.shape[0]) - 1, 1)
+    key = np.unique(src.astype(np.int64) * n_dst + dst)  # one 1-D sort: (source, destination) ascending
+    return np.stack([key // n_dst, key % n_dst])
 
 
 def count_router_entries(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndarray,
@@ -125,19 +128,51 @@ def _weights(cm: CoreMap) -> list[str]:
     return out
 
 
+STAGES = ("static", "step", "readout")
+
+
+def rounds_needed(n_phases: int, phases_per_step: int) -> int:
+    """Rounds a stage of ``n_phases`` phases runs in on a chip of ``phases_per_step`` phases per round (at least 1)."""
+    return max(1, -(-int(n_phases) // int(phases_per_step)))
+
+
+def stage_phases(cm: CoreMap) -> dict[str, int]:
+    """Phases of every stage: its largest ``cores.phase`` + 1 (0 for a stage without cores)."""
+    return {st: int(cm.cores.phase[cm.cores.stage == k].max(initial=-1)) + 1 for k, st in enumerate(STAGES)}
+
+
+def stage_rounds(cm: CoreMap) -> dict[str, int]:
+    """Rounds of every stage as the header records them (``meta["rounds"]``); a core map without that key (written
+    before rounds existed) runs every stage in 1 round.  Round ``r`` of a stage holds its phases
+    ``r * core.phases_per_step`` .. ``(r + 1) * core.phases_per_step - 1`` (docs/numerics.md, "Rounds")."""
+    rec = cm.meta.get("rounds") or {}
+    return {st: int(rec.get(st, 1)) for st in STAGES}
+
+
 @_rule("phases-per-step")
 def _phases(cm: CoreMap) -> list[str]:
-    stage, phase = cm.cores.stage, cm.cores.phase
+    """Every round of a stage within ``core.phases_per_step`` phases, and no more rounds than the phases need."""
     lim = cm.chip.core.phases_per_step
+    rounds = stage_rounds(cm)
     out = []
-    for st, code in (("static", 0), ("step", 1), ("readout", 2)):
-        sel = stage == code
-        n = int(phase[sel].max(initial=-1)) + 1
-        if n > lim:
-            deep = sorted({_who(cm, c).split(" core")[0] for c in np.flatnonzero(sel & (phase >= lim))})
-            out.append(f"phases-per-step: the {st} stage needs {n} phases > {lim} (core.phases_per_step of "
-                       f"'{cm.chip.name}'); layers beyond the limit: {', '.join(deep[:6])}; fix: make the network "
-                       "shallower per timestep, or avoid fan-in splits (they add a merge phase) with a larger-core chip")
+    for k, (st, n) in enumerate(stage_phases(cm).items()):
+        r = rounds[st]
+        if r < 1:
+            out.append(f"phases-per-step: the header gives the {st} stage {r} rounds; a stage runs in at least 1; "
+                       "fix: recompile")
+        elif n > r * lim:
+            sel = (cm.cores.stage == k) & (cm.cores.phase >= r * lim)
+            deep = sorted({_who(cm, c).split(" core")[0] for c in np.flatnonzero(sel)})
+            fix = (f"recompile with depth='rounds' (--depth rounds; the stage then runs in {rounds_needed(n, lim)} "
+                   "rounds, each boundary costing timing.barrier_cycles + timing.round_overhead_cycles)"
+                   if r == 1 else "recompile")
+            out.append(f"phases-per-step: the {st} stage needs {n} phases > {r} round(s) of {lim} (core.phases_per_step"
+                       f" of '{cm.chip.name}'); layers beyond the limit: {', '.join(deep[:6])}; fix: {fix}, make the "
+                       "network shallower per timestep, or avoid fan-in splits (they add a merge phase) with a "
+                       "larger-core chip")
+        elif r > rounds_needed(n, lim):
+            out.append(f"phases-per-step: the header gives the {st} stage {r} rounds, but its {n} phases need "
+                       f"{rounds_needed(n, lim)} of {lim} (core.phases_per_step of '{cm.chip.name}'); fix: recompile")
     return out
 
 

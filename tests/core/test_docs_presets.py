@@ -9,6 +9,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "timing_energy.md"
 FIELDS = ["clock_hz", "core.mac_rows", "core.mac_cols", "core.soma_lanes", "core.axon_bandwidth_bytes_per_cycle",
           "core.weight_bandwidth_bytes_per_cycle", "timing.core_overhead_cycles", "timing.soma_ann_cycles",
           "timing.soma_lif_cycles", "timing.soma_count_cycles", "timing.soma_partial_cycles", "timing.barrier_cycles",
+          "timing.round_overhead_cycles",
           "timing.spike_input_timing", "noc.hop_latency_cycles", "noc.chip_link_latency_cycles",
           "noc.port_latency_cycles", "noc.io_latency_cycles", "noc.packet_payload_bytes", "noc.spike_encoding",
           "energy.mac_pj", "energy.sop_pj", "energy.neuron_update_pj", "energy.spike_pj", "energy.sram_read_byte_pj",

@@ -160,10 +160,11 @@ def test_weight_precision_values_beyond_declared_width(snn):
 
 def test_phases_per_step_when_compiling(spikes):
     with pytest.raises(DesignRuleError) as ei:
-        nmc.compile(lossless_snn(seed=0, steps=STEPS), calib={"spikes": spikes}, overrides={"core.phases_per_step": 2})
+        nmc.compile(lossless_snn(seed=0, steps=STEPS), calib={"spikes": spikes}, overrides={"core.phases_per_step": 2},
+                    depth="refuse")
     v = only_rule(ei.value.violations, "phases-per-step")
     assert len(v) == 1
-    assert "the step stage needs 3 phases > 2 (core.phases_per_step" in v[0]
+    assert "the step stage needs 3 phases > 1 round(s) of 2 (core.phases_per_step" in v[0]
     assert "layer 'count'" in v[0] and "fix:" in v[0]
 
 
@@ -175,13 +176,18 @@ def test_phases_per_step_exceeded_by_a_merge_phase():
     h = b.gemm(x, rng.integers(-2, 3, (6, 40)).astype(float), name="fc1")
     b.output(b.gemm(h, rng.integers(-2, 3, (4, 6)).astype(float), name="fc2"))
     model, calib = b.build(), {"x": rng.integers(-3, 4, (6, 40)).astype(float)}
-    nmc.compile(model, calib=calib, overrides={"core.phases_per_step": 2})
+    nmc.compile(model, calib=calib, overrides={"core.phases_per_step": 2}, depth="refuse")
     with pytest.raises(DesignRuleError) as ei:
-        nmc.compile(model, calib=calib, overrides={"core.phases_per_step": 2, "core.axons": 20})
+        nmc.compile(model, calib=calib, overrides={"core.phases_per_step": 2, "core.axons": 20}, depth="refuse")
     v = only_rule(ei.value.violations, "phases-per-step")
-    assert v == ["phases-per-step: the static stage needs 3 phases > 2 (core.phases_per_step of 'tianjic'); layers "
-                 "beyond the limit: layer 'fc2'; fix: make the network shallower per timestep, or avoid fan-in "
-                 "splits (they add a merge phase) with a larger-core chip"]
+    assert v == ["phases-per-step: the static stage needs 3 phases > 1 round(s) of 2 (core.phases_per_step of "
+                 "'tianjic'); layers beyond the limit: layer 'fc2'; fix: recompile with depth='rounds' (--depth rounds; "
+                 "the stage then runs in 2 rounds, each boundary costing timing.barrier_cycles + "
+                 "timing.round_overhead_cycles), make the network shallower per timestep, or avoid fan-in splits (they "
+                 "add a merge phase) with a larger-core chip"]
+    # by default the stage runs in 2 rounds instead
+    assert nmc.compile(model, calib=calib, overrides={"core.phases_per_step": 2, "core.axons": 20}).meta["rounds"] == \
+        {"static": 2, "step": 1, "readout": 1}
 
 
 def test_router_table_when_compiling(spikes):
@@ -299,7 +305,7 @@ def test_soma_requantiser(ann):
 def test_compile_reports_all_violations_at_once(spikes):
     with pytest.raises(DesignRuleError) as ei:
         nmc.compile(lossless_snn(seed=0, steps=STEPS), calib={"spikes": spikes},
-                    overrides={"core.phases_per_step": 2, "core.router_table_entries": 1})
+                    overrides={"core.phases_per_step": 2, "core.router_table_entries": 1}, depth="refuse")
     e = ei.value
     rules = [x.split(":")[0] for x in e.violations]
     assert rules == ["phases-per-step", "router-table", "router-table"]
@@ -936,7 +942,8 @@ def test_cli_compile_errors(capsys, tmp_path, files):
         (["--chips", "0x1"], "error: --chips '0x1': expected 'XxY'"),
         (["--set", "core.neurons"], "error: --set 'core.neurons': expected FIELD=VALUE"),
         (["--set", "core.neuron=8"], "error: chip override 'core.neuron': no field 'neuron'"),
-        (["--set", "core.phases_per_step=2"], "error: 1 design-rule violation(s):\n  - phases-per-step:"),
+        (["--set", "core.phases_per_step=2", "--depth", "refuse"],
+         "error: 1 design-rule violation(s):\n  - phases-per-step:"),
         (["--set", "cores_x=1", "--set", "cores_y=1", "--set", "core.neurons=8", "--chips", "1x1"],
          "error: the model needs"),
         (["--placement", "spiral"], "error: unknown placement strategy 'spiral'"),

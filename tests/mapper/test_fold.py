@@ -119,3 +119,15 @@ def test_folded_maps_report_physical_cores(tmp_path, capsys):
     nmc.save(cm, path)
     assert main(["info", str(path)]) == 0
     assert "| 2 of " in capsys.readouterr().out
+
+
+def test_folding_adds_no_round():
+    # test_folding_by_hand's chain: unfolded, 2 static phases.  With 4 phases per round, `cores` (cap 6) would run
+    # the 5 fc2 cores in phases 1 .. 5 (6 phases: 2 rounds), so the cap halves to 3: folds [1 2 3] [4 5], phases
+    # 0 1 2 3 1 2 (4 phases, 1 round) on 3 physical cores.  With 2 phases per round even pairs (3 phases) would
+    # need a second round, so nothing folds.
+    model = dense_chain([16, 8, 40], seed=3)
+    four = nmc.compile(model, calib=int_calib(16), overrides={**TINY, "core.phases_per_step": 4}, objective="cores")
+    assert (positions(four), four.cores.phase.tolist(), four.meta["rounds"]["static"]) == (3, [0, 1, 2, 3, 1, 2], 1)
+    two = nmc.compile(model, calib=int_calib(16), overrides={**TINY, "core.phases_per_step": 2}, objective="cores")
+    assert (positions(two), two.cores.phase.tolist(), two.meta["rounds"]["static"]) == (6, [0, 1, 1, 1, 1, 1], 1)

@@ -49,8 +49,11 @@ def test_bounds_of_a_small_model_by_hand():
     assert (fc.neurons, fc.synapses, fc.fan_in, fc.split) == (10, 500, 50, True)
     assert (fc.cores, fc.binding, fc.phase_end) == (3, "fan-in", 3)
     assert (b.cores, b.chips_needed, b.phases["static"]) == (7, 1, 3) and b.fits
-    # with 2 phases per step it cannot fit: the table says so, by how much, and which option fixes it
-    b2 = nmc.check(_small(), chip="tianjic", overrides={**SMALL_CHIP, "core.phases_per_step": 2})
+    # with 2 phases per step it runs in ceil(3 / 2) = 2 rounds; refusing depth, it cannot fit: the table says so,
+    # by how much, and which option fixes it
+    b1 = nmc.check(_small(), chip="tianjic", overrides={**SMALL_CHIP, "core.phases_per_step": 2})
+    assert b1.fits and b1.rounds == {"static": 2, "step": 1, "readout": 1}
+    b2 = nmc.check(_small(), chip="tianjic", overrides={**SMALL_CHIP, "core.phases_per_step": 2}, depth="refuse")
     assert not b2.fits and len(b2.problems) == 1
     assert "the static stage needs at least 3 phases, 1 more than core.phases_per_step = 2" in b2.problems[0]
     assert "--set core.phases_per_step=3" in b2.problems[0]
@@ -95,7 +98,7 @@ def test_nmc_check_cli(tmp_path, capsys):
                  "--set", "core.memory_bytes=1000000"]) == 0
     out = capsys.readouterr().out
     assert "conv1" in out and "fits these bounds" in out and ">= 7 cores" in out
-    assert main(["check", str(p), "--set", "core.axons=32", "--set", "core.phases_per_step=2"]) == 1
+    assert main(["check", str(p), "--set", "core.axons=32", "--set", "core.phases_per_step=2", "--depth", "refuse"]) == 1
     assert "does not fit:" in capsys.readouterr().out
 
 
