@@ -31,7 +31,9 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
     g = lg.graph
     num_steps = g.num_steps
     acc_hi = 2 ** (chip.core.accumulator_bits - 1) - 1
-    W = widths()
+    used = {l.model.name for l in lg.layers} | {"partial" for p in f.pieces if p.kind == "partial"}
+    used |= {relay_model(lg.layers[p.layer].model.out_bits) for p in f.pieces if p.kind == "relay"}
+    W = widths(get_model(m) for m in used)  # (the models this map uses)
     held: dict[int, tuple] = {}  # the CSR of the layer being emitted (one at a time: a layer's cores are adjacent)
 
     def csr(li: int) -> tuple:
@@ -48,7 +50,8 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
     cores = {k: np.zeros(C, np.int64) for k in ("layer", "stage", "phase", "dendrite", "spike_in", "model", "out_bits",
                                                "w_bits", "out_lo", "out_hi")}
     cparam = np.zeros((C, W["P"]), np.int64)
-    bias, nparam, state_init = [], [], []
+    N = int(wiring.neuron_off[-1])
+    bias, nparam, state_init = np.zeros(N, np.int64), np.zeros((N, W["Q"]), np.int64), np.zeros((N, W["S"]), np.int64)
     # every core's dense weight block [n_axons, n_neurons] or its kernel slices (a tile of a structured layer:
     # mapper/structured.py), written in place (no per-core copies to join)
     geoms = {ci: tile_geoms(lg.layers[p.layer].blocks, p.tile) for ci, p in enumerate(pieces)
@@ -153,19 +156,13 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
                 hit = p.cols[aslot] == c_sel
                 block[aslot[hit], g_slot[a:b][hit]] = wq[g_idx[a:b][hit]].astype(np.int8)
         w_off.append(w_off[-1] + w_size[ci])
-        bias.append(np.zeros(nn, np.int64) if kind in ("partial", "relay") else q.bias[p.neurons])
-        npar = np.zeros((nn, W["Q"]), np.int64)
-        st = np.zeros((nn, W["S"]), np.int64)
+        n0 = int(wiring.neuron_off[ci])  # this core's rows of the neuron tables (zero unless set here)
         if kind == "relay" and m.name == "ann":  # y = acc * 1, no shift
-            npar[:, [par.name for par in m.neuron_params].index("mult")] = 1
+            nparam[n0:n0 + nn, [par.name for par in m.neuron_params].index("mult")] = 1
         elif kind not in ("partial", "relay"):
-            npar[:, :q.nparam.shape[1]] = q.nparam[p.neurons]
-            st[:, :q.state_init.shape[1]] = q.state_init[p.neurons]
-        nparam.append(npar)
-        state_init.append(st)
-
-    def cat(xs, dt, width=None):
-        return np.concatenate(xs).astype(dt) if xs else np.zeros((0,) if width is None else (0, width), dt)
+            bias[n0:n0 + nn] = q.bias[p.neurons]
+            nparam[n0:n0 + nn, :q.nparam.shape[1]] = q.nparam[p.neurons]
+            state_init[n0:n0 + nn, :q.state_init.shape[1]] = q.state_init[p.neurons]
 
     t = routes.table
     # copies: the core map is the caller's to change; the earlier results stay as their passes returned them
@@ -178,8 +175,7 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
                     param=cparam, neuron_off=np.array(wiring.neuron_off, np.int64),
                     axon_off=np.array(wiring.axon_off, np.int64), w_off=np.asarray(w_off, np.int64),
                     w_fmt=w_fmt),
-        neurons=Neurons(bias=cat(bias, np.int64), param=cat(nparam, np.int64, W["Q"]),
-                        state_init=cat(state_init, np.int64, W["S"])),
+        neurons=Neurons(bias=bias, param=nparam, state_init=state_init),
         axons=Axons(init=np.array(wiring.axon_init, np.int64)),
         weights=Weights(data=w_data),
         routes=Routes(src=np.array(wiring.route_src, np.int64), dst=np.array(wiring.route_dst, np.int64),

@@ -711,6 +711,12 @@ def in_bytes(cm: CoreMap) -> np.ndarray:
     return out
 
 
-def widths() -> dict[str, int]:
-    """Table widths P, Q, S that hold every registered neuron model."""
-    return dict(P=max_core_params(), Q=max_neuron_params(), S=max_state_words())
+def widths(models=None) -> dict[str, int]:
+    """Table widths P, Q, S that hold every registered neuron model, or only ``models`` (NeuronModels: a core map
+    needs only the widths of the models it uses; ResNet-50's 11M neurons then hold 2 parameter words, not 4)."""
+    if models is None:
+        return dict(P=max_core_params(), Q=max_neuron_params(), S=max_state_words())
+    models = list(models)
+    return dict(P=max((len(m.core_params) for m in models), default=0),
+                Q=max((len(m.neuron_params) for m in models), default=0),
+                S=max((len(m.state) for m in models), default=0))
