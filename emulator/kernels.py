@@ -247,7 +247,7 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
     f_path = np.zeros(sch.max_flow, np.int64)
     f_n = np.zeros(sch.max_flow, np.int64)
     fw = np.zeros((14, sch.max_flow), np.int64)
-    tbuf = np.zeros((2, sch.max_pkt), np.int64)
+    tbuf = np.zeros(sch.max_pkt, np.int64)
     cnt = np.zeros(2 * sch.max_pkt + 64, np.int64)  # noc.sort_span_for(sch.max_pkt)
     deliver = np.zeros(1, np.int64)
     link_stamp = np.zeros(sch.n_links, np.int64)

@@ -266,20 +266,20 @@ def simulate(ready, path, path_off, path_link, path_lat) -> np.ndarray:
 # --------------------------------------------------------------------------- flows (Numba)
 def sort_span_for(max_pkt: int) -> int:
     """Length of :func:`noc_flows`' ``cnt`` for phases of up to ``max_pkt`` packets: clusters whose arrival
-    times span fewer cycles are merged by counting sort, longer ones (rare: a cluster's packets arrive one
+    times span up to that many cycles are merged by counting sort, longer ones (rare: a cluster's packets arrive one
     per cycle or closer, unless flows of very different ready times meet) by scanning the flows' heads."""
     return 2 * int(max_pkt) + 64
 
 
 @njit(**NJIT)
 def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank, n_ranks,
-              w, tb, cnt, link_stamp, link_head, epoch, deliver, want_deliver):
+              w, tbuf, cnt, link_stamp, link_head, epoch, deliver, want_deliver):
     """Flow-level contention model, equal to :func:`noc_run` packet for packet; returns the last delivery.
 
     Flow ``f`` (``0 .. nf-1``, in packet-id order) is ``f_n[f] > 0`` packets ready at ``f_ready[f]`` at the
     first link of path ``f_path[f]``; its packets have consecutive ids.  Work arrays (int64): ``w``
-    ``[>= 14, >= nf]``, ``tb`` ``[2, >= total packets]``, ``cnt`` (any length: clusters whose arrival times
-    span fewer cycles are merged by counting sort, see below and :func:`sort_span_for`), ``link_stamp``/
+    ``[>= 14, >= nf]``, ``tbuf`` [>= total packets], ``cnt`` (any length: clusters whose arrival times
+    span up to that many cycles are merged by counting sort, see below and :func:`sort_span_for`), ``link_stamp``/
     ``link_head`` [n_links] (a link's entry is valid when its stamp equals ``epoch``, so no reset is needed
     between calls with distinct epochs).  ``deliver`` [total packets] receives every packet's delivery time
     if ``want_deliver``.
@@ -303,7 +303,6 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
         return 0
     f_base, f_pos, f_end, f_first, f_last, f_expl, f_next, f_prev = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]
     links, seg, rf, rk, cj, rl = w[8], w[9], w[10], w[11], w[12], w[13]
-    tbuf, order = tb[0], tb[1]
     bucket = np.full(n_ranks, -1, np.int64)
     base = 0
     for f in range(nf):
@@ -425,8 +424,9 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
                                 tbuf[b0 + j] = f_first[g] + step * j
                             f_expl[g] = 1
                     span = hi - lo + 1
-                    if m > 1 and span < cnt.shape[0]:
-                        # a counting sort of the cluster's packets by (arrival, id): O(packets + span)
+                    if m > 1 and span <= cnt.shape[0]:
+                        # a counting sort of the cluster's packets by (arrival, id), O(packets + span): the
+                        # packets arriving at one time leave consecutively, in id order, from max(time, free)
                         for c in range(c0 + 1, i):  # the cluster's flows in id order (insertion sort)
                             g = rf[c]
                             c2 = c - 1
@@ -434,25 +434,23 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
                                 rf[c2 + 1] = rf[c2]
                                 c2 -= 1
                             rf[c2 + 1] = g
-                        for u in range(span + 1):
+                        for u in range(span):
                             cnt[u] = 0
                         for c in range(c0, i):
                             g = rf[c]
                             for j in range(f_base[g], f_base[g] + f_n[g]):
-                                cnt[tbuf[j] - lo + 1] += 1
-                        for u in range(1, span + 1):
-                            cnt[u] += cnt[u - 1]
-                        for c in range(c0, i):  # stable: the packets of one arrival time in id order
+                                cnt[tbuf[j] - lo] += 1
+                        for u in range(span):  # cnt[u]: the first departure of the packets arriving at lo + u
+                            if cnt[u] != 0:
+                                d = max(lo + u, free)
+                                free = d + cnt[u]
+                                cnt[u] = d
+                        for c in range(c0, i):
                             g = rf[c]
                             for j in range(f_base[g], f_base[g] + f_n[g]):
                                 u = tbuf[j] - lo
-                                order[cnt[u]] = j
+                                tbuf[j] = cnt[u] + lat
                                 cnt[u] += 1
-                        for u in range(total):
-                            j = order[u]
-                            d = max(tbuf[j], free)
-                            free = d + 1
-                            tbuf[j] = d + lat
                     else:  # packet by packet: the earliest head of the m flows, ties to the lower id
                         for c in range(c0, i):
                             cj[c] = 0
@@ -523,7 +521,7 @@ def simulate_flows(ready, path, path_off, path_link, path_lat, path_rank=None, s
     span = sort_span_for(P) if sort_span is None else int(sort_span)
     (noc_flows.py_func if python else noc_flows)(
         nf, ready[starts].copy(), path[starts].copy(), f_n, path_off, path_link, path_lat, path_rank,
-        int(path_rank.max()) + 1 if path_rank.size else 1, np.zeros((14, nf), np.int64), np.zeros((2, P), np.int64),
+        int(path_rank.max()) + 1 if path_rank.size else 1, np.zeros((14, nf), np.int64), np.zeros(P, np.int64),
         np.zeros(span, np.int64), np.zeros(nl, np.int64), np.zeros(nl, np.int64), 1, deliver, True)
     return deliver
 
