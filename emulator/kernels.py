@@ -246,12 +246,11 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
     f_ready = np.zeros(sch.max_flow, np.int64)
     f_path = np.zeros(sch.max_flow, np.int64)
     f_n = np.zeros(sch.max_flow, np.int64)
-    fw = np.zeros((14, sch.max_flow), np.int64)
+    fw = np.zeros((11, sch.max_flow), np.int64)
     tbuf = np.zeros(sch.max_pkt, np.int64)
     cnt = np.zeros(2 * sch.max_pkt + 64, np.int64)  # noc.sort_span_for(sch.max_pkt)
     deliver = np.zeros(1, np.int64)
-    link_stamp = np.zeros(sch.n_links, np.int64)
-    link_head = np.zeros(sch.n_links, np.int64)
+    lw = np.zeros((4, sch.n_links), np.int64)  # the NoC's per-link work arrays
     epoch = 0
     P8 = 8 * k.payload
     in_bits, aer = k.in_bits, k.aer
@@ -292,7 +291,7 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                                                ev, f_ready, f_path, f_n, npk, path_hops, path_cross)
                     epoch += 1
                     last = noc_flows(npk, f_ready, f_path, f_n, path_off, path_link, path_lat,
-                                     path_rank, n_ranks, fw, tbuf, cnt, link_stamp, link_head, epoch, deliver, False)
+                                     path_rank, n_ranks, fw, tbuf, cnt, lw, epoch, deliver, False)
                     cyc += last + barrier
                     phase_cyc[b, n_ph + s] += last + barrier
                     if row >= 0:
@@ -398,7 +397,7 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                                                path_cross)
                     epoch += 1
                     last = noc_flows(npk, f_ready, f_path, f_n, path_off, path_link, path_lat,
-                                     path_rank, n_ranks, fw, tbuf, cnt, link_stamp, link_head, epoch, deliver, False)
+                                     path_rank, n_ranks, fw, tbuf, cnt, lw, epoch, deliver, False)
                     for q in range(ph_r_off[ph], ph_r_off[ph + 1]):
                         r = np.uint64(ph_routes[q])  # (indices are never negative: no wraparound checks)
                         axons[np.uint64(route_dst[r])] = out[np.uint64(route_src[r])]

@@ -273,22 +273,23 @@ def sort_span_for(max_pkt: int) -> int:
 
 @njit(**NJIT)
 def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank, n_ranks,
-              w, tbuf, cnt, link_stamp, link_head, epoch, deliver, want_deliver):
+              w, tbuf, cnt, lw, epoch, deliver, want_deliver):
     """Flow-level contention model, equal to :func:`noc_run` packet for packet; returns the last delivery.
 
     Flow ``f`` (``0 .. nf-1``, in packet-id order) is ``f_n[f] > 0`` packets ready at ``f_ready[f]`` at the
     first link of path ``f_path[f]``; its packets have consecutive ids.  Work arrays (int64): ``w``
-    ``[>= 14, >= nf]``, ``tbuf`` [>= total packets], ``cnt`` (any length: clusters whose arrival times
-    span up to that many cycles are merged by counting sort, see below and :func:`sort_span_for`), ``link_stamp``/
-    ``link_head`` [n_links] (a link's entry is valid when its stamp equals ``epoch``, so no reset is needed
-    between calls with distinct epochs).  ``deliver`` [total packets] receives every packet's delivery time
+    ``[>= 11, >= nf]``, ``tbuf`` [>= total packets], ``cnt`` (any length: clusters whose arrival times span
+    up to that many cycles are merged by counting sort, see below and :func:`sort_span_for`), ``lw``
+    ``[4, n_links]`` (a link's entries are valid when its stamp ``lw[0]`` equals ``epoch``, so no reset is
+    needed between calls with distinct epochs).  ``deliver`` [total packets] receives every packet's delivery time
     if ``want_deliver``.
 
     A flow's arrival times at its current link are kept as its first and last arrival and, when
     ``expl = 0``, in closed form: a *burst* (every packet at ``first``; a flow at its first link) or a
     *run* ``first, first + 1, .., last`` (after a link); when ``expl = 1`` they are explicit in
     ``tbuf[base .. base + n - 1]``.  Links are processed by increasing rank (every link after the links
-    that feed it); the flows of one link in ``(first arrival, flow)`` order, cut into *clusters*: a flow
+    that feed it: a flow that moves on joins its next link's list, and a link the list of its rank); the
+    flows of one link in ``(first arrival, flow)`` order, cut into *clusters*: a flow
     joins the cluster before it when it arrives before that cluster's last arrival.  A cluster of one flow
     (a run or a burst leaves the link consecutively from ``max(first, free)``), of bursts only (served
     whole, one after the other) or of flows from one previous link that finds the link free (its packets
@@ -302,8 +303,9 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
     if nf == 0:
         return 0
     f_base, f_pos, f_end, f_first, f_last, f_expl, f_next, f_prev = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]
-    links, seg, rf, rk, cj, rl = w[8], w[9], w[10], w[11], w[12], w[13]
-    bucket = np.full(n_ranks, -1, np.int64)
+    rf, rk, cj = w[8], w[9], w[10]
+    l_stamp, l_head, l_cnt, l_next = lw[0], lw[1], lw[2], lw[3]
+    rank_head = np.full(n_ranks, -1, np.int64)  # a rank's links with flows waiting: a list through l_next
     base = 0
     for f in range(nf):
         f_base[f] = base
@@ -314,50 +316,33 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
         f_last[f] = f_ready[f]
         f_expl[f] = 0
         f_prev[f] = -1  # the previous link (-1: at the first link)
-        r = path_rank[f_pos[f]]
-        f_next[f] = bucket[r]
-        bucket[r] = f
+        link = path_link[f_pos[f]]  # the flow waits at its link: in the link's list (and the link in its rank's)
+        if l_stamp[link] != epoch:
+            l_stamp[link] = epoch
+            l_head[link] = -1
+            l_cnt[link] = 0
+            r = path_rank[f_pos[f]]
+            l_next[link] = rank_head[r]
+            rank_head[r] = link
+        f_next[f] = l_head[link]
+        l_head[link] = f
+        l_cnt[link] += 1
     last = 0
     for R in range(n_ranks):
-        head = bucket[R]
-        if head < 0:
-            continue
-        bucket[R] = -1
-        # the rank's flows grouped by link (a counting sort by link), each group sorted by (first arrival, flow)
-        nl = 0
-        nr = 0
-        f = head
-        while f >= 0:
-            link = path_link[f_pos[f]]
-            rl[nr] = link
-            nr += 1
-            if link_stamp[link] != epoch:
-                link_stamp[link] = epoch
-                link_head[link] = 0
-                links[nl] = link
-                nl += 1
-            link_head[link] += 1
-            f = f_next[f]
-        s = 0
-        for li in range(nl):
-            link = links[li]
-            seg[li] = s
-            s += link_head[link]
-            link_head[link] = s
-        f = head
-        i = 0
-        while f >= 0:  # from the end of each group: the group in the order its flows were pushed (nearly sorted)
-            link = rl[i]
-            i += 1
-            p = link_head[link] - 1
-            link_head[link] = p
-            rf[p] = f
-            rk[p] = f_first[f]
-            f = f_next[f]
-        for li in range(nl):
-            s0 = seg[li]
-            s1 = seg[li + 1] if li + 1 < nl else nr
-            for i in range(s0 + 1, s1):  # insertion sort by (first arrival, flow)
+        link = rank_head[R]
+        while link >= 0:
+            # the link's flows, in the order they came (its list from the end: nearly sorted), sorted by
+            # (first arrival, flow)
+            s0 = 0
+            s1 = l_cnt[link]
+            f = l_head[link]
+            p = s1
+            while f >= 0:
+                p -= 1
+                rf[p] = f
+                rk[p] = f_first[f]
+                f = f_next[f]
+            for i in range(s0 + 1, s1):  # insertion sort
                 g = rf[i]
                 a = rk[i]
                 i2 = i - 1
@@ -367,7 +352,6 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
                     i2 -= 1
                 rf[i2 + 1] = g
                 rk[i2 + 1] = a
-            link = links[li]
             lat = path_lat[f_pos[rf[s0]]]  # a link's latency: the same on every path
             free = np.int64(-(1 << 62))
             i = s0
@@ -489,9 +473,18 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
                             for j in range(f_n[g]):
                                 deliver[b0 + j] = tbuf[b0 + j] if f_expl[g] else f_first[g] + j
                     else:
-                        r = path_rank[f_pos[g]]
-                        f_next[g] = bucket[r]
-                        bucket[r] = g
+                        nxt = path_link[f_pos[g]]
+                        if l_stamp[nxt] != epoch:
+                            l_stamp[nxt] = epoch
+                            l_head[nxt] = -1
+                            l_cnt[nxt] = 0
+                            r = path_rank[f_pos[g]]
+                            l_next[nxt] = rank_head[r]
+                            rank_head[r] = nxt
+                        f_next[g] = l_head[nxt]
+                        l_head[nxt] = g
+                        l_cnt[nxt] += 1
+            link = l_next[link]
     return last
 
 
@@ -521,8 +514,8 @@ def simulate_flows(ready, path, path_off, path_link, path_lat, path_rank=None, s
     span = sort_span_for(P) if sort_span is None else int(sort_span)
     (noc_flows.py_func if python else noc_flows)(
         nf, ready[starts].copy(), path[starts].copy(), f_n, path_off, path_link, path_lat, path_rank,
-        int(path_rank.max()) + 1 if path_rank.size else 1, np.zeros((14, nf), np.int64), np.zeros(P, np.int64),
-        np.zeros(span, np.int64), np.zeros(nl, np.int64), np.zeros(nl, np.int64), 1, deliver, True)
+        int(path_rank.max()) + 1 if path_rank.size else 1, np.zeros((11, nf), np.int64), np.zeros(P, np.int64),
+        np.zeros(span, np.int64), np.zeros((4, nl), np.int64), 1, deliver, True)
     return deliver
 
 
