@@ -266,7 +266,7 @@ def simulate(ready, path, path_off, path_link, path_lat) -> np.ndarray:
 # --------------------------------------------------------------------------- flows (Numba)
 def sort_span_for(max_pkt: int) -> int:
     """Length of :func:`noc_flows`' ``cnt`` for phases of up to ``max_pkt`` packets: clusters whose arrival
-    times span up to that many cycles are merged by counting sort, longer ones (rare: a cluster's packets arrive one
+    times span fewer cycles are merged by counting sort, longer ones (rare: a cluster's packets arrive one
     per cycle or closer, unless flows of very different ready times meet) by scanning the flows' heads."""
     return 2 * int(max_pkt) + 64
 
@@ -279,7 +279,7 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
     Flow ``f`` (``0 .. nf-1``, in packet-id order) is ``f_n[f] > 0`` packets ready at ``f_ready[f]`` at the
     first link of path ``f_path[f]``; its packets have consecutive ids.  Work arrays (int64): ``w``
     ``[>= 11, >= nf]``, ``tbuf`` [>= total packets], ``cnt`` (any length: clusters whose arrival times span
-    up to that many cycles are merged by counting sort, see below and :func:`sort_span_for`), ``lw``
+    fewer cycles are merged by counting sort, see below and :func:`sort_span_for`), ``lw``
     ``[4, n_links]`` (a link's entries are valid when its stamp ``lw[0]`` equals ``epoch``, so no reset is
     needed between calls with distinct epochs).  ``deliver`` [total packets] receives every packet's delivery time
     if ``want_deliver``.
@@ -397,18 +397,12 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
                 else:
                     total = 0
                     lo = np.int64(1 << 62)
-                    for c in range(c0, i):  # explicit times (a burst: all at first; a run: first + j)
+                    for c in range(c0, i):
                         g = rf[c]
                         total += f_n[g]
                         lo = min(lo, f_first[g])
-                        if f_expl[g] == 0:
-                            b0 = f_base[g]
-                            step = 0 if f_prev[g] < 0 else 1
-                            for j in range(f_n[g]):
-                                tbuf[b0 + j] = f_first[g] + step * j
-                            f_expl[g] = 1
                     span = hi - lo + 1
-                    if m > 1 and span <= cnt.shape[0]:
+                    if m > 1 and span < cnt.shape[0]:
                         # a counting sort of the cluster's packets by (arrival, id), O(packets + span): the
                         # packets arriving at one time leave consecutively, in id order, from max(time, free)
                         for c in range(c0 + 1, i):  # the cluster's flows in id order (insertion sort)
@@ -418,26 +412,53 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
                                 rf[c2 + 1] = rf[c2]
                                 c2 -= 1
                             rf[c2 + 1] = g
-                        for u in range(span):
+                        for u in range(span + 1):
                             cnt[u] = 0
-                        for c in range(c0, i):
+                        for c in range(c0, i):  # arrivals per time, as differences: a run adds 1 over [first, last]
                             g = rf[c]
-                            for j in range(f_base[g], f_base[g] + f_n[g]):
-                                cnt[tbuf[j] - lo] += 1
-                        for u in range(span):  # cnt[u]: the first departure of the packets arriving at lo + u
-                            if cnt[u] != 0:
+                            if f_expl[g] != 0:
+                                for j in range(f_base[g], f_base[g] + f_n[g]):
+                                    cnt[tbuf[j] - lo] += 1
+                                    cnt[tbuf[j] - lo + 1] -= 1
+                            elif f_prev[g] >= 0:
+                                cnt[f_first[g] - lo] += 1
+                                cnt[f_last[g] - lo + 1] -= 1
+                            else:  # a burst: all at first
+                                cnt[f_first[g] - lo] += f_n[g]
+                                cnt[f_first[g] - lo + 1] -= f_n[g]
+                        k = 0
+                        for u in range(span):  # cnt[u] becomes the first departure of the k arrivals at lo + u
+                            k += cnt[u]
+                            if k != 0:
                                 d = max(lo + u, free)
-                                free = d + cnt[u]
+                                free = d + k
                                 cnt[u] = d
                         for c in range(c0, i):
                             g = rf[c]
-                            for j in range(f_base[g], f_base[g] + f_n[g]):
-                                u = tbuf[j] - lo
-                                tbuf[j] = cnt[u] + lat
-                                cnt[u] += 1
+                            b0 = f_base[g]
+                            if f_expl[g] != 0:
+                                for j in range(b0, b0 + f_n[g]):
+                                    u = tbuf[j] - lo
+                                    tbuf[j] = cnt[u] + lat
+                                    cnt[u] += 1
+                            else:
+                                u = f_first[g] - lo
+                                step = 0 if f_prev[g] < 0 else 1
+                                for j in range(b0, b0 + f_n[g]):
+                                    tbuf[j] = cnt[u] + lat
+                                    cnt[u] += 1
+                                    u += step
+                                f_expl[g] = 1
                     else:  # packet by packet: the earliest head of the m flows, ties to the lower id
                         for c in range(c0, i):
                             cj[c] = 0
+                            g = rf[c]
+                            if f_expl[g] == 0:  # explicit times (a burst: all at first; a run: first + j)
+                                b0 = f_base[g]
+                                step = 0 if f_prev[g] < 0 else 1
+                                for j in range(f_n[g]):
+                                    tbuf[b0 + j] = f_first[g] + step * j
+                                f_expl[g] = 1
                         for _ in range(total):
                             bc = -1
                             bt = np.int64(0)

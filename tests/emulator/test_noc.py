@@ -224,3 +224,46 @@ def test_flow_model_in_python_equals_packets(seed):
     for span in (None, 0):
         got = simulate_flows(ready, path, off, link, lat, t.ranks(), sort_span=span, python=True)
         np.testing.assert_array_equal(got, packets)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_flows_equal_packets_on_paths_that_start_mid_way(seed):
+    """Paths of any acyclic link order (not XY routes): a link can be the first link of some paths and a later
+    one of others, so bursts (all packets ready at once) meet runs and explicit arrivals in one cluster."""
+    rng = np.random.default_rng(3000 + seed)
+    n_links = int(rng.integers(3, 9))
+    link_lat = rng.integers(1, 4, n_links)  # a link has one latency on every path
+    paths = [np.sort(rng.choice(n_links, size=int(rng.integers(1, min(n_links, 4) + 1)), replace=False))
+             for _ in range(int(rng.integers(2, 7)))]
+    off = np.r_[0, np.cumsum([len(p) for p in paths])].astype(np.int64)
+    link = np.concatenate(paths).astype(np.int64)
+    lat = link_lat[link].astype(np.int64)
+    ready, path = [], []
+    for _ in range(int(rng.integers(2, 12))):
+        n, r, p = int(rng.integers(1, 7)), int(rng.integers(0, 6)), int(rng.integers(len(paths)))
+        ready += [r] * n
+        path += [p] * n
+    ready, path = np.array(ready, np.int64), np.array(path, np.int64)
+    packets = simulate(ready, path, off, link, lat)
+    np.testing.assert_array_equal(simulate_per_cycle(ready, path, off, link, lat), packets)
+    np.testing.assert_array_equal(simulate_heap(ready, path, off, link, lat), packets)
+    for span in (None, 0):
+        np.testing.assert_array_equal(simulate_flows(ready, path, off, link, lat, sort_span=span), packets)
+        if seed < 10:
+            np.testing.assert_array_equal(simulate_flows(ready, path, off, link, lat, sort_span=span, python=True),
+                                          packets)
+
+
+def test_burst_meets_a_run_by_hand():
+    # link 0 then link 1 (path 0), link 1 alone (path 1); every latency 1.  Packets 0-2 (path 0, ready 0) cross
+    # link 0 at 0, 1, 2 and reach link 1 at 1, 2, 3; packets 3, 4 (path 1) are ready at link 1 at 2.  Link 1
+    # serves by (time, id): 0 at 1 (delivered 2); at time 2 packets 1, 3, 4 in id order, leaving at 2, 3, 4
+    # (delivered 3, 4, 5); packet 2 (arrived at 3) leaves at 5 (delivered 6).
+    off, link, lat = np.array([0, 2, 3]), np.array([0, 1, 1]), np.array([1, 1, 1])
+    ready, path = np.array([0, 0, 0, 2, 2]), np.array([0, 0, 0, 1, 1])
+    for m in MODELS:
+        assert m(ready, path, off, link, lat).tolist() == [2, 3, 6, 4, 5]
+    for span in (None, 0):
+        for python in (False, True):
+            got = simulate_flows(ready, path, off, link, lat, sort_span=span, python=python)
+            assert got.tolist() == [2, 3, 6, 4, 5]
