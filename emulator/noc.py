@@ -25,7 +25,8 @@ Four implementations, which the tests demand to agree exactly:
   one *flow*; links are visited once each, in an order in which every link comes after the links that
   feed it (XY routes: inject, X links, Y links, eject), and a flow's arrivals at a link are kept as one
   run ``t0, t0 + 1, ...`` (closed form) until it meets another flow whose arrivals overlap its own;
-  only then are the packets of the overlapping flows merged one by one, in ``(time, id)`` order;
+  only then are the packets of the overlapping flows put in ``(time, id)`` order, by a counting sort
+  over the span of their arrival times;
 * :func:`simulate` (Numba, event driven with a binary heap over packets; :func:`noc_run`),
 * :func:`simulate_heap` (Python ``heapq``, event driven; used by ``emulator/reference.py``),
 * :func:`simulate_per_cycle` (slow and obviously correct: loops over cycles and, for every link,
