@@ -151,8 +151,10 @@ def main(argv=None) -> None:
           f"packets {int(ev['packet'].sum()):,}")
     runs = lambda v: " ".join(f"{t:.4f}" for t in v)  # noqa: E731
     print(f"best CPU time of {len(nmc_cpu)} alternating runs each (all CPU times; wall times):")
-    print(f"bare Numba loop : {t_bare:8.4f} s  {ev_bare / t_bare:12.3e} events/s  ({runs(bare_cpu)}; {runs(bare_wall)})")
-    print(f"nmc (jobs={args.jobs})   : {t_nmc:8.4f} s  {ev_bare / t_nmc:12.3e} events/s  ({runs(nmc_cpu)}; {runs(nmc_wall)})")
+    print(f"bare Numba loop : {t_bare:8.4f} s  {ev_bare / t_bare:12.3e} events/s  "
+          f"({runs(bare_cpu)}; {runs(bare_wall)})")
+    print(f"nmc (jobs={args.jobs})   : {t_nmc:8.4f} s  {ev_bare / t_nmc:12.3e} events/s  "
+          f"({runs(nmc_cpu)}; {runs(nmc_wall)})")
     print(f"  (timing, NoC, energy and report on; warm-up incl. compile/cache load {t_warm:.2f} s; with jobs > 1 "
           f"the CPU time is summed over threads)")
     print(f"ratio nmc / bare: {t_nmc / t_bare:.1f}x;  latency {res.report['latency_s'] * 1e3:.3f} ms and "

@@ -267,8 +267,8 @@ def simulate(ready, path, path_off, path_link, path_lat) -> np.ndarray:
 # --------------------------------------------------------------------------- flows (Numba)
 def sort_span_for(max_pkt: int) -> int:
     """Length of :func:`noc_flows`' ``cnt`` for phases of up to ``max_pkt`` packets: clusters whose arrival
-    times span fewer cycles are merged by counting sort, longer ones (rare: a cluster's packets arrive one
-    per cycle or closer, unless flows of very different ready times meet) by scanning the flows' heads."""
+    times span fewer cycles are merged by counting sort, longer ones (only when the arrivals of a cluster's
+    flows have long gaps) by scanning the flows' heads."""
     return 2 * int(max_pkt) + 64
 
 
@@ -282,16 +282,16 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
     ``[>= 11, >= nf]``, ``tbuf`` [>= total packets], ``cnt`` (any length: clusters whose arrival times span
     fewer cycles are merged by counting sort, see below and :func:`sort_span_for`), ``lw``
     ``[4, n_links]`` (a link's entries are valid when its stamp ``lw[0]`` equals ``epoch``, so no reset is
-    needed between calls with distinct epochs).  ``deliver`` [total packets] receives every packet's delivery time
-    if ``want_deliver``.
+    needed between calls with distinct epochs).  ``deliver`` [total packets] receives every packet's
+    delivery time if ``want_deliver``.
 
     A flow's arrival times at its current link are kept as its first and last arrival and, when
     ``expl = 0``, in closed form: a *burst* (every packet at ``first``; a flow at its first link) or a
     *run* ``first, first + 1, .., last`` (after a link); when ``expl = 1`` they are explicit in
     ``tbuf[base .. base + n - 1]``.  Links are processed by increasing rank (every link after the links
     that feed it: a flow that moves on joins its next link's list, and a link the list of its rank); the
-    flows of one link in ``(first arrival, flow)`` order, cut into *clusters*: a flow
-    joins the cluster before it when it arrives before that cluster's last arrival.  A cluster of one flow
+    flows of one link in ``(first arrival, flow)`` order, cut into *clusters*: a flow joins the cluster
+    before it when it arrives before that cluster's last arrival.  A cluster of one flow
     (a run or a burst leaves the link consecutively from ``max(first, free)``), of bursts only (served
     whole, one after the other) or of flows from one previous link that finds the link free (its packets
     arrive at distinct times: none waits) is served in closed form; any other is merged in ``(time, id)``
