@@ -25,7 +25,8 @@ Four implementations, which the tests demand to agree exactly:
   one *flow*; links are visited once each, in an order in which every link comes after the links that
   feed it (XY routes: inject, X links, Y links, eject), and a flow's arrivals at a link are kept as one
   run ``t0, t0 + 1, ...`` (closed form) until it meets another flow whose arrivals overlap its own;
-  only then are the packets of the overlapping flows merged one by one, in ``(time, id)`` order;
+  only then are the packets of the overlapping flows put in ``(time, id)`` order, by a counting sort
+  over the span of their arrival times;
 * :func:`simulate` (Numba, event driven with a binary heap over packets; :func:`noc_run`),
 * :func:`simulate_heap` (Python ``heapq``, event driven; used by ``emulator/reference.py``),
 * :func:`simulate_per_cycle` (slow and obviously correct: loops over cycles and, for every link,
@@ -47,7 +48,7 @@ from ._jit import NJIT
 
 __all__ = [
     "LINK_KINDS", "grid_shape", "n_links", "link_path", "PathTable", "simulate", "simulate_heap",
-    "simulate_per_cycle", "noc_run", "noc_flows", "simulate_flows", "link_ranks",
+    "simulate_per_cycle", "noc_run", "noc_flows", "simulate_flows", "link_ranks", "sort_span_for",
 ]
 
 #: link kinds: core port (inject/eject), router hop inside a chip, chip-to-chip link, host I/O link
@@ -264,196 +265,258 @@ def simulate(ready, path, path_off, path_link, path_lat) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- flows (Numba)
+def sort_span_for(max_pkt: int) -> int:
+    """Length of :func:`noc_flows`' ``cnt`` for phases of up to ``max_pkt`` packets: clusters whose arrival
+    times span fewer cycles are merged by counting sort, longer ones (only when the arrivals of a cluster's
+    flows have long gaps) by scanning the flows' heads."""
+    return 2 * int(max_pkt) + 64
+
+
 @njit(**NJIT)
 def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank, n_ranks,
-              w, tbuf, link_stamp, link_head, epoch, deliver, want_deliver):
+              w, tbuf, cnt, lw, epoch, deliver, want_deliver):
     """Flow-level contention model, equal to :func:`noc_run` packet for packet; returns the last delivery.
 
     Flow ``f`` (``0 .. nf-1``, in packet-id order) is ``f_n[f] > 0`` packets ready at ``f_ready[f]`` at the
-    first link of path ``f_path[f]``; its packets have consecutive ids.  ``w`` is an int64 work matrix
-    ``[>= 10, >= nf]``, ``tbuf`` [>= total packets], ``link_stamp``/``link_head`` [n_links] (a link's list is
-    valid when its stamp equals ``epoch``, so no reset is needed between calls with distinct epochs),
-    ``deliver`` [total packets] receives every packet's delivery time if ``want_deliver``.
+    first link of path ``f_path[f]``; its packets have consecutive ids.  Work arrays (int64): ``w``
+    ``[>= 11, >= nf]``, ``tbuf`` [>= total packets], ``cnt`` (any length: clusters whose arrival times span
+    fewer cycles are merged by counting sort, see below and :func:`sort_span_for`), ``lw``
+    ``[4, n_links]`` (a link's entries are valid when its stamp ``lw[0]`` equals ``epoch``, so no reset is
+    needed between calls with distinct epochs).  ``deliver`` [total packets] receives every packet's
+    delivery time if ``want_deliver``.
 
-    A flow's arrival times at its current link are a run ``t0 .. t0 + n - 1`` (``expl = 0``) or explicit
-    in ``tbuf[base .. base + n - 1]`` (``expl = 1``, strictly increasing).  Links are processed by
-    increasing rank (every link after the links that feed it); the flows of one link in ``(first arrival,
-    flow)`` order.  At a first link every packet of a flow has the same ready time, so the flows there
-    leave one after the other.  Elsewhere, flows whose arrival spans do not overlap are served one after
-    the other in closed form; overlapping ones packet by packet in ``(time, id)`` order, as the
-    per-packet model does.
+    A flow's arrival times at its current link are kept as its first and last arrival and, when
+    ``expl = 0``, in closed form: a *burst* (every packet at ``first``; a flow at its first link) or a
+    *run* ``first, first + 1, .., last`` (after a link); when ``expl = 1`` they are explicit in
+    ``tbuf[base .. base + n - 1]``.  Links are processed by increasing rank (every link after the links
+    that feed it: a flow that moves on joins its next link's list, and a link the list of its rank); the
+    flows of one link in ``(first arrival, flow)`` order, cut into *clusters*: a flow joins the cluster
+    before it when it arrives before that cluster's last arrival.  A cluster of one flow
+    (a run or a burst leaves the link consecutively from ``max(first, free)``), of bursts only (served
+    whole, one after the other) or of flows from one previous link that finds the link free (its packets
+    arrive at distinct times: none waits) is served in closed form; any other is merged in ``(time, id)``
+    order by a counting sort over its span of arrival times (``O(packets + span)``; beyond ``cnt``'s
+    length, by scanning the flows' heads), as the per-packet model serves it.
 
-    A flow's first and last arrival (``tbuf[f_base[f]] if f_expl[f] else f_t0[f]`` and its counterpart) are
-    written out where they are used: as helper functions, their calls' reference counting on the arrays took
-    most of the NoC's time (perf, 2026-12-03).
+    Everything is written out in this one function: helper calls cost reference-count updates on their
+    arrays, which once made up most of the NoC's time (perf, 2026-12-03).
     """
     if nf == 0:
         return 0
-    f_base, f_hop, f_t0, f_expl, f_next, f_lnext, links, cl, cj = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]
-    f_prev = w[9]
-    bucket = np.full(n_ranks, -1, np.int64)
+    f_base, f_pos, f_end, f_first, f_last, f_expl, f_next, f_prev = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]
+    rf, rk, cj = w[8], w[9], w[10]
+    l_stamp, l_head, l_cnt, l_next = lw[0], lw[1], lw[2], lw[3]
+    rank_head = np.full(n_ranks, -1, np.int64)  # a rank's links with flows waiting: a list through l_next
     base = 0
     for f in range(nf):
         f_base[f] = base
         base += f_n[f]
-        f_hop[f] = 0
-        f_t0[f] = f_ready[f]
+        f_pos[f] = path_off[f_path[f]]  # the flow's position on its path (path_link index)
+        f_end[f] = path_off[f_path[f] + 1]
+        f_first[f] = f_ready[f]  # a burst
+        f_last[f] = f_ready[f]
         f_expl[f] = 0
-        f_prev[f] = -1
-        r = path_rank[path_off[f_path[f]]]
-        f_next[f] = bucket[r]
-        bucket[r] = f
+        f_prev[f] = -1  # the previous link (-1: at the first link)
+        link = path_link[f_pos[f]]  # the flow waits at its link: in the link's list (and the link in its rank's)
+        if l_stamp[link] != epoch:
+            l_stamp[link] = epoch
+            l_head[link] = -1
+            l_cnt[link] = 0
+            r = path_rank[f_pos[f]]
+            l_next[link] = rank_head[r]
+            rank_head[r] = link
+        f_next[f] = l_head[link]
+        l_head[link] = f
+        l_cnt[link] += 1
     last = 0
     for R in range(n_ranks):
-        f = bucket[R]
-        bucket[R] = -1
-        nl = 0
-        while f >= 0:  # group the flows of this rank by link, each list sorted by (first arrival, flow)
-            nxt = f_next[f]
-            link = path_link[path_off[f_path[f]] + f_hop[f]]
-            if link_stamp[link] != epoch:
-                link_stamp[link] = epoch
-                link_head[link] = -1
-                links[nl] = link
-                nl += 1
-            a = (tbuf[f_base[f]] if f_expl[f] else f_t0[f])
-            prev = -1
-            q = link_head[link]
-            while q >= 0:
-                b = (tbuf[f_base[q]] if f_expl[q] else f_t0[q])
-                if b > a or (b == a and q > f):
-                    break
-                prev = q
-                q = f_lnext[q]
-            f_lnext[f] = q
-            if prev < 0:
-                link_head[link] = f
-            else:
-                f_lnext[prev] = f
-            f = nxt
-        for li in range(nl):
-            link = links[li]
+        link = rank_head[R]
+        while link >= 0:
+            # the link's flows, in the order they came (its list from the end: nearly sorted), sorted by
+            # (first arrival, flow)
+            s0 = 0
+            s1 = l_cnt[link]
+            f = l_head[link]
+            p = s1
+            while f >= 0:
+                p -= 1
+                rf[p] = f
+                rk[p] = f_first[f]
+                f = f_next[f]
+            for i in range(s0 + 1, s1):  # insertion sort
+                g = rf[i]
+                a = rk[i]
+                i2 = i - 1
+                while i2 >= s0 and (rk[i2] > a or (rk[i2] == a and rf[i2] > g)):
+                    rf[i2 + 1] = rf[i2]
+                    rk[i2 + 1] = rk[i2]
+                    i2 -= 1
+                rf[i2 + 1] = g
+                rk[i2 + 1] = a
+            lat = path_lat[f_pos[rf[s0]]]  # a link's latency: the same on every path
             free = np.int64(-(1 << 62))
-            f = link_head[link]
-            first_hop = True
-            while f >= 0:
-                if f_hop[f] != 0:
-                    first_hop = False
-                f = f_lnext[f]
-            f = link_head[link]
-            if not first_hop:  # a link that is the first of some paths only: its bursts become explicit times
-                while f >= 0:
-                    if f_hop[f] == 0 and f_expl[f] == 0:
-                        for j in range(f_n[f]):
-                            tbuf[f_base[f] + j] = f_t0[f]
-                        f_expl[f] = 1
-                    f = f_lnext[f]
-                f = link_head[link]
-            while f >= 0:
-                k = path_off[f_path[f]] + f_hop[f]
-                lat = path_lat[k]
-                if first_hop:  # a burst: every packet ready at t0, served in id order
-                    d0 = max(f_t0[f], free)
-                    f_t0[f] = d0 + lat
-                    free = d0 + f_n[f]
-                    cl[0] = f
-                    m = 1
-                    f = f_lnext[f]
+            i = s0
+            while i < s1:
+                # the cluster rf[c0:i]: following flows whose first arrival is not after the latest arrival so far
+                c0 = i
+                hi = f_last[rf[i]]
+                bursts = f_prev[rf[i]] < 0
+                pv = f_prev[rf[i]]
+                same_prev = pv >= 0
+                i += 1
+                while i < s1 and f_first[rf[i]] <= hi:
+                    g = rf[i]
+                    hi = max(hi, f_last[g])
+                    bursts = bursts and f_prev[g] < 0
+                    same_prev = same_prev and f_prev[g] == pv
+                    i += 1
+                m = i - c0
+                if m == 1 and f_expl[rf[c0]] == 0:  # a run or a burst: consecutive from max(first, free)
+                    g = rf[c0]
+                    d0 = max(f_first[g], free)
+                    free = d0 + f_n[g]
+                    f_first[g] = d0 + lat
+                    f_last[g] = d0 + lat + f_n[g] - 1
+                elif bursts:  # bursts (explicit or not: all their packets at their first arrival), whole in order
+                    for c in range(c0, i):
+                        g = rf[c]
+                        d0 = max(f_first[g], free)
+                        free = d0 + f_n[g]
+                        f_first[g] = d0 + lat
+                        f_last[g] = d0 + lat + f_n[g] - 1
+                        f_expl[g] = 0
+                elif same_prev and free <= f_first[rf[c0]]:
+                    # every packet comes from one link, so no two arrive at once: none waits
+                    for c in range(c0, i):
+                        g = rf[c]
+                        f_first[g] += lat
+                        f_last[g] += lat
+                        if f_expl[g] != 0:
+                            for j in range(f_base[g], f_base[g] + f_n[g]):
+                                tbuf[j] += lat
+                    free = hi + 1
                 else:
-                    # the cluster: following flows whose first arrival is not after the latest arrival so far
-                    m = 0
-                    hi = np.int64(-(1 << 62))
-                    while f >= 0 and (m == 0 or (tbuf[f_base[f]] if f_expl[f] else f_t0[f]) <= hi):
-                        cl[m] = f
-                        m += 1
-                        hi = max(hi, (tbuf[f_base[f] + f_n[f] - 1] if f_expl[f] else f_t0[f] + f_n[f] - 1))
-                        f = f_lnext[f]
-                    # do all the cluster's flows come from one link?  (written out: a helper call would cost
-                    # reference-count updates on its arrays, which made up most of the NoC's time)
-                    same_prev = m > 1 and f_prev[cl[0]] >= 0
-                    for i in range(1, m if same_prev else 0):
-                        if f_prev[cl[i]] != f_prev[cl[0]]:
-                            same_prev = False
-                            break
-                    if m == 1:
-                        g = cl[0]
-                        if f_expl[g] == 0:
-                            d0 = max(f_t0[g], free)
-                            f_t0[g] = d0 + lat
-                            free = d0 + f_n[g]
-                        else:
-                            b0 = f_base[g]
-                            for j in range(f_n[g]):
-                                d = max(tbuf[b0 + j], free)
-                                free = d + 1
-                                tbuf[b0 + j] = d + lat
-                    elif same_prev and free <= (tbuf[f_base[cl[0]]] if f_expl[cl[0]] else f_t0[cl[0]]):
-                        # every packet comes from one link, so no two arrive at once: none waits
-                        for i in range(m):
-                            g = cl[i]
-                            if f_expl[g] == 0:
-                                f_t0[g] += lat
-                            else:
+                    total = 0
+                    lo = np.int64(1 << 62)
+                    for c in range(c0, i):
+                        g = rf[c]
+                        total += f_n[g]
+                        lo = min(lo, f_first[g])
+                    span = hi - lo + 1
+                    if m > 1 and span < cnt.shape[0]:
+                        # a counting sort of the cluster's packets by (arrival, id), O(packets + span): the
+                        # packets arriving at one time leave consecutively, in id order, from max(time, free)
+                        for c in range(c0 + 1, i):  # the cluster's flows in id order (insertion sort)
+                            g = rf[c]
+                            c2 = c - 1
+                            while c2 >= c0 and rf[c2] > g:
+                                rf[c2 + 1] = rf[c2]
+                                c2 -= 1
+                            rf[c2 + 1] = g
+                        for u in range(span + 1):
+                            cnt[u] = 0
+                        for c in range(c0, i):  # arrivals per time, as differences: a run adds 1 over [first, last]
+                            g = rf[c]
+                            if f_expl[g] != 0:
                                 for j in range(f_base[g], f_base[g] + f_n[g]):
-                                    tbuf[j] += lat
-                        free = hi + 1
-                    else:
-                        total = 0
-                        for i in range(m):
-                            g = cl[i]
-                            cj[i] = 0
-                            total += f_n[g]
-                            if f_expl[g] == 0:
+                                    cnt[tbuf[j] - lo] += 1
+                                    cnt[tbuf[j] - lo + 1] -= 1
+                            elif f_prev[g] >= 0:
+                                cnt[f_first[g] - lo] += 1
+                                cnt[f_last[g] - lo + 1] -= 1
+                            else:  # a burst: all at first
+                                cnt[f_first[g] - lo] += f_n[g]
+                                cnt[f_first[g] - lo + 1] -= f_n[g]
+                        k = 0
+                        for u in range(span):  # cnt[u] becomes the first departure of the k arrivals at lo + u
+                            k += cnt[u]
+                            if k != 0:
+                                d = max(lo + u, free)
+                                free = d + k
+                                cnt[u] = d
+                        for c in range(c0, i):
+                            g = rf[c]
+                            b0 = f_base[g]
+                            if f_expl[g] != 0:
+                                for j in range(b0, b0 + f_n[g]):
+                                    u = tbuf[j] - lo
+                                    tbuf[j] = cnt[u] + lat
+                                    cnt[u] += 1
+                            else:
+                                u = f_first[g] - lo
+                                step = 0 if f_prev[g] < 0 else 1
+                                for j in range(b0, b0 + f_n[g]):
+                                    tbuf[j] = cnt[u] + lat
+                                    cnt[u] += 1
+                                    u += step
+                                f_expl[g] = 1
+                    else:  # packet by packet: the earliest head of the m flows, ties to the lower id
+                        for c in range(c0, i):
+                            cj[c] = 0
+                            g = rf[c]
+                            if f_expl[g] == 0:  # explicit times (a burst: all at first; a run: first + j)
                                 b0 = f_base[g]
+                                step = 0 if f_prev[g] < 0 else 1
                                 for j in range(f_n[g]):
-                                    tbuf[b0 + j] = f_t0[g] + j
+                                    tbuf[b0 + j] = f_first[g] + step * j
                                 f_expl[g] = 1
                         for _ in range(total):
-                            bi = -1
+                            bc = -1
                             bt = np.int64(0)
-                            for i in range(m):
-                                g = cl[i]
-                                if cj[i] < f_n[g]:
-                                    t = tbuf[f_base[g] + cj[i]]
-                                    if bi < 0 or t < bt or (t == bt and g < cl[bi]):
-                                        bi = i
+                            for c in range(c0, i):
+                                g = rf[c]
+                                if cj[c] < f_n[g]:
+                                    t = tbuf[f_base[g] + cj[c]]
+                                    if bc < 0 or t < bt or (t == bt and g < rf[bc]):
+                                        bc = c
                                         bt = t
-                            g = cl[bi]
+                            g = rf[bc]
                             d = max(bt, free)
                             free = d + 1
-                            tbuf[f_base[g] + cj[bi]] = d + lat
-                            cj[bi] += 1
-                        for i in range(m):  # back to a run when the times are consecutive
-                            g = cl[i]
-                            b0 = f_base[g]
-                            if tbuf[b0 + f_n[g] - 1] - tbuf[b0] == f_n[g] - 1:
-                                f_expl[g] = 0
-                                f_t0[g] = tbuf[b0]
+                            tbuf[f_base[g] + cj[bc]] = d + lat
+                            cj[bc] += 1
+                    for c in range(c0, i):  # back to a run when the times are consecutive
+                        g = rf[c]
+                        b0 = f_base[g]
+                        f_first[g] = tbuf[b0]
+                        f_last[g] = tbuf[b0 + f_n[g] - 1]
+                        if f_last[g] - f_first[g] == f_n[g] - 1:
+                            f_expl[g] = 0
                 # the cluster's flows move on to their next link (or are delivered)
-                for i in range(m):
-                    g = cl[i]
+                for c in range(c0, i):
+                    g = rf[c]
                     f_prev[g] = link
-                    f_hop[g] += 1
-                    p = f_path[g]
-                    if path_off[p] + f_hop[g] == path_off[p + 1]:
-                        t = (tbuf[f_base[g] + f_n[g] - 1] if f_expl[g] else f_t0[g] + f_n[g] - 1)
-                        if t > last:
-                            last = t
+                    f_pos[g] += 1
+                    if f_pos[g] == f_end[g]:
+                        if f_last[g] > last:
+                            last = f_last[g]
                         if want_deliver:
                             b0 = f_base[g]
                             for j in range(f_n[g]):
-                                deliver[b0 + j] = tbuf[b0 + j] if f_expl[g] else f_t0[g] + j
+                                deliver[b0 + j] = tbuf[b0 + j] if f_expl[g] else f_first[g] + j
                     else:
-                        r = path_rank[path_off[p] + f_hop[g]]
-                        f_next[g] = bucket[r]
-                        bucket[r] = g
+                        nxt = path_link[f_pos[g]]
+                        if l_stamp[nxt] != epoch:
+                            l_stamp[nxt] = epoch
+                            l_head[nxt] = -1
+                            l_cnt[nxt] = 0
+                            r = path_rank[f_pos[g]]
+                            l_next[nxt] = rank_head[r]
+                            rank_head[r] = nxt
+                        f_next[g] = l_head[nxt]
+                        l_head[nxt] = g
+                        l_cnt[nxt] += 1
+            link = l_next[link]
     return last
 
 
-def simulate_flows(ready, path, path_off, path_link, path_lat, path_rank=None) -> np.ndarray:
+def simulate_flows(ready, path, path_off, path_link, path_lat, path_rank=None, sort_span=None,
+                   python: bool = False) -> np.ndarray:
     """Delivery time of every packet (flow model, Numba): consecutive packets with the same ready time
     and path form one flow.  ``path_rank`` (rank of every path position) defaults to ranks derived from
-    the path order (valid for any set of paths whose link order is acyclic)."""
+    the path order (valid for any set of paths whose link order is acyclic).  ``sort_span``: the longest
+    span of arrival times merged by counting sort (default :func:`sort_span_for`; tests set it to 0 to
+    exercise the packet-by-packet merge).  ``python``: run the kernel's Python source instead (tests)."""
     ready = np.ascontiguousarray(ready, dtype=np.int64)
     path = np.ascontiguousarray(path, dtype=np.int64)
     path_off = np.ascontiguousarray(path_off, dtype=np.int64)
@@ -470,9 +533,11 @@ def simulate_flows(ready, path, path_off, path_link, path_lat, path_rank=None) -
     f_n = np.diff(np.r_[starts, P]).astype(np.int64)
     nf = starts.shape[0]
     deliver = np.zeros(P, np.int64)
-    noc_flows(nf, ready[starts].copy(), path[starts].copy(), f_n, path_off, path_link, path_lat, path_rank,
-              int(path_rank.max()) + 1 if path_rank.size else 1, np.zeros((10, nf), np.int64), np.zeros(P, np.int64),
-              np.zeros(nl, np.int64), np.zeros(nl, np.int64), 1, deliver, True)
+    span = sort_span_for(P) if sort_span is None else int(sort_span)
+    (noc_flows.py_func if python else noc_flows)(
+        nf, ready[starts].copy(), path[starts].copy(), f_n, path_off, path_link, path_lat, path_rank,
+        int(path_rank.max()) + 1 if path_rank.size else 1, np.zeros((11, nf), np.int64), np.zeros(P, np.int64),
+        np.zeros(span, np.int64), np.zeros((4, nl), np.int64), 1, deliver, True)
     return deliver
 
 
