@@ -97,7 +97,7 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
     for li, cis in by_layer.items():
         l = lg.layers[li]
         n_cols = np.array([pieces[ci].cols.shape[0] for ci in cis], np.int64)
-        cols = np.concatenate([pieces[ci].cols for ci in cis]).astype(np.int64) if cis else np.zeros(0, np.int64)
+        cols = np.concatenate([pieces[ci].cols for ci in cis]).astype(np.int64, copy=False) if cis else np.zeros(0, np.int64)
         start = np.cumsum(n_cols) - n_cols
         axons_all = np.repeat(axon_off[np.asarray(cis, np.int64)] - start, n_cols) + np.arange(cols.shape[0])
         col_off = np.concatenate([[0], np.cumsum(l.in_sizes)]).astype(np.int64)
@@ -127,7 +127,7 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
                                    "a graph input; membrane and count states cannot feed other layers")
 
     def cat(xs, dt):
-        return np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)
+        return np.concatenate(xs).astype(dt, copy=False) if xs else np.zeros(0, dt)
 
     if f_dst:  # feeds in piece order, then input order, then axon order (as the cores read them)
         ti_of = np.concatenate([np.full(x.shape[0], i, np.int64) for i, x in enumerate(f_dst)])

@@ -165,7 +165,8 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
             state_init[n0:n0 + nn, :q.state_init.shape[1]] = q.state_init[p.neurons]
 
     t = routes.table
-    # copies: the core map is the caller's to change; the earlier results stay as their passes returned them
+    # the large per-axon and per-route arrays are the Fit's own (np.asarray: no copies; at ResNet-50's size they are
+    # about 1 GB): a caller who edits them in place edits that pass's result too
     tables = dict(
         cores=Cores(layer=cores["layer"].astype(np.int32), x=pos[:, 0].astype(np.int32), y=pos[:, 1].astype(np.int32),
                     stage=cores["stage"].astype(np.int8), phase=cores["phase"].astype(np.int32),
@@ -176,12 +177,12 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
                     axon_off=np.array(wiring.axon_off, np.int64), w_off=np.asarray(w_off, np.int64),
                     w_fmt=w_fmt),
         neurons=Neurons(bias=bias, param=nparam, state_init=state_init),
-        axons=Axons(init=np.array(wiring.axon_init, np.int64)),
+        axons=Axons(init=np.asarray(wiring.axon_init, np.int64)),
         weights=Weights(data=w_data),
-        routes=Routes(src=np.array(wiring.route_src, np.int64), dst=np.array(wiring.route_dst, np.int64),
-                      delayed=np.array(wiring.route_delayed, np.int8)),
-        router=Router(off=np.array(t.rt_off, np.int64), dst=np.array(t.rt_dst, np.int64),
-                      route_off=np.array(t.rt_route_off, np.int64)),
+        routes=Routes(src=np.asarray(wiring.route_src, np.int64), dst=np.asarray(wiring.route_dst, np.int64),
+                      delayed=np.asarray(wiring.route_delayed, np.int8)),
+        router=Router(off=np.asarray(t.rt_off, np.int64), dst=np.asarray(t.rt_dst, np.int64),
+                      route_off=np.asarray(t.rt_route_off, np.int64)),
         feeds=Feeds(input=np.array(wiring.feed_input, np.int32), elem=np.array(wiring.feed_elem, np.int64),
                     dst=np.array(wiring.feed_dst, np.int64)),
         kblocks=KBlocks(core=np.array(kb_core, np.int32), w_off=np.array(kb_woff, np.int64),

@@ -514,6 +514,9 @@ def _kernel_form(l, s_in: np.ndarray, in_max: np.ndarray):
             return None
         s_ch = np.where(np.isfinite(s_ch), s_ch, 0.0)
         im = np.where(valid, in_max[np.maximum(cols, 0)].reshape(C, -1), 0).max(axis=1)
+        if b.group == 1:  # every output channel reads every input channel: views, not [co, ci] copies
+            parts.append((b, np.broadcast_to(s_ch[None, :], (co, C)), np.broadcast_to(im[None, :], (co, C))))
+            continue
         ci = (np.arange(co)[:, None] // b.co_g) * b.ci_g + np.arange(b.ci_g)[None, :]
         parts.append((b, s_ch[ci], im[ci]))
     return B[:, 0].astype(np.float64), hw, parts
