@@ -136,8 +136,16 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
         o = np.lexsort((fd, ti_of, core))
         f_in, f_el, f_dst = [cat(f_in, np.int32)[o]], [cat(f_el, np.int64)[o]], [fd[o]]
 
-    route_src, route_dst, route_delayed, dag, pairs = dataflow(neuron_off, axon_off, cat(r_src, np.int64),
-                                                              cat(r_dst, np.int64), cat(r_del, np.int8))
+    # joined and sorted here, each array replaced as it goes (at ResNet-50's size each is 0.3 GB)
+    rd = cat(r_dst, np.int64)
+    del r_dst
+    order = _route_order(neuron_off, axon_off, (rs := cat(r_src, np.int64)), rd)
+    del r_src
+    rs, rd = rs[order], rd[order]
+    rl = cat(r_del, np.int8)[order]
+    del r_del, order
+    route_src, route_dst, route_delayed, dag, pairs = dataflow(neuron_off, axon_off, rs, rd, rl, is_sorted=True)
+    del rs, rd, rl
     stage = [lg.layers[p.layer].stage for p in pieces]
     try:
         phase = phases_of(C, stage, pairs)
@@ -151,19 +159,32 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
                   host_inputs=host_inputs, phase=phase, dag=dag, out_taps=out_taps)
 
 
+def _route_order(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndarray, route_dst: np.ndarray):
+    """The order sorting routes by (source core, destination core, destination axon): one axon has one writer
+    and an axon's core grows with the axon, so (source core, destination axon) orders them; one 1-D key."""
+    key = np.searchsorted(neuron_off, route_src, side="right") - 1
+    key *= int(axon_off[-1]) + 1
+    key += route_dst
+    return np.argsort(key, kind="stable")
+
+
 def dataflow(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndarray, route_dst: np.ndarray,
-             route_delayed: np.ndarray):
+             route_delayed: np.ndarray, is_sorted: bool = False):
     """Routes sorted by (source core, destination core, destination axon), the core dataflow graph (edge
-    weight = values routed) and the distinct (source core, destination core, delayed) triples ``[3, K]``."""
+    weight = values routed) and the distinct (source core, destination core, delayed) triples ``[3, K]``
+    (``is_sorted``: the routes are in that order already)."""
     C = neuron_off.shape[0] - 1
-    src_core = np.searchsorted(neuron_off, route_src, side="right") - 1
-    dst_core = np.searchsorted(axon_off, route_dst, side="right") - 1
-    order = np.lexsort((route_dst, dst_core, src_core))
-    route_src, route_dst, route_delayed = route_src[order], route_dst[order], route_delayed[order]
-    src_core, dst_core = src_core[order], dst_core[order]
+    if not is_sorted:
+        order = _route_order(neuron_off, axon_off, route_src, route_dst)
+        route_src, route_dst, route_delayed = route_src[order], route_dst[order], route_delayed[order]
+        del order
+    # core indices as int32 (at most nmc.chip.MAX_SYSTEM_CORES = 2^22)
+    src_core = (np.searchsorted(neuron_off, route_src, side="right") - 1).astype(np.int32)
+    dst_core = (np.searchsorted(axon_off, route_dst, side="right") - 1).astype(np.int32)
     dag = nx.DiGraph()
     dag.add_nodes_from(range(C))
-    pairs, counts = _distinct_pairs(src_core, dst_core, route_delayed.astype(np.int64), C)
+    pairs, counts = _distinct_pairs(src_core, dst_core, route_delayed, C)
+    del src_core, dst_core
     if pairs.shape[1]:  # one edge per (source, destination), delayed or not, weight = its routes, in pair order
         sd = pairs[0] * C + pairs[1]
         new = np.concatenate([[True], sd[1:] != sd[:-1]])
@@ -211,7 +232,12 @@ def _distinct_pairs(src: np.ndarray, dst: np.ndarray, delayed: np.ndarray, C: in
     routes each has (one sort of a 1-D key)."""
     if not src.size:
         return np.zeros((3, 0), np.int64), np.zeros(0, np.int64)
-    key = np.sort((src * C + dst) * 2 + delayed)
+    key = src.astype(np.int64)  # (in place: no temporaries of the routes' size)
+    key *= C
+    key += dst
+    key *= 2
+    key += delayed
+    key.sort()
     new = np.concatenate([[True], key[1:] != key[:-1]])
     u = key[new]
     counts = np.diff(np.concatenate([np.flatnonzero(new), [key.shape[0]]]))
