@@ -41,7 +41,7 @@ from nmc.resources import core_usage, neuron_bytes
 from nmc.rules import rounds_needed
 
 from .lower import Plan, plan
-from .partition import TILE_MIN_SYNAPSES
+from .partition import tile_auto
 
 __all__ = ["LayerBound", "Bounds", "bounds", "check_bounds", "HOST_BYTES_PER_SYNAPSE", "EARLY_SYNAPSES"]
 
@@ -325,7 +325,7 @@ def bounds(g: Graph, chip: ChipSpec, chips: Any = None, host_budget: int | None 
         nb = neuron_bytes(chip, soma)
         # structured layers this large are tiled (mapper/partition.py): their cores store shared kernels, at least
         # the kernel once; the others store dense blocks holding at least their synapses
-        tiled = st.kind == "linear" and syn.synapses > TILE_MIN_SYNAPSES and soma != "lut"
+        tiled = st.kind == "linear" and tile_auto(syn.synapses, size, chip) and soma != "lut"
         kernel = (sum(int(np.count_nonzero(nd.params["W"])) for nd in [n] + _absorbed(n, pl) if "W" in nd.params)
                   if n.op in ("conv", "dense", "add") else 0)
         sram = -(-(kernel if tiled else syn.synapses) * wb // 8) + size * nb

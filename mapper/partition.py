@@ -24,7 +24,8 @@ from .lower import Layer
 from .structured import Tile, block_out_shape, choose_tiles, merge_geom, tile_geoms, tile_patch, tiles_of
 from .quantize import TQ, Quantized
 
-__all__ = ["Piece", "partition", "layer_in_bytes", "use_tiles", "piece_kernel_bytes", "TILE_MIN_SYNAPSES"]
+__all__ = ["Piece", "partition", "layer_in_bytes", "use_tiles", "piece_kernel_bytes", "TILE_MIN_SYNAPSES",
+           "TILE_MIN_NEURONS", "TILE_MIN_DENSE", "tile_auto"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,16 +55,34 @@ def layer_in_bytes(l: Layer, tq: dict[str, TQ]) -> int:
     return max(bytes_of_bits(tq[t].bits) for t in l.inputs)
 
 
-#: structured layers with more unfolded synapses than this are cut into tiles (``tiles="auto"``)
+#: structured layers with more unfolded synapses than this, or at least this many neurons, are cut into tiles
+#: (``tiles="auto"``): packed neuron by neuron, a large layer's cores would each store a dense block (a per-channel
+#: scale of 1024 neurons: a 1 MB diagonal)
 TILE_MIN_SYNAPSES = 1 << 22
+TILE_MIN_NEURONS = 1 << 16
 
 
-def use_tiles(l: Layer, ql, tiles: str = "auto") -> bool:
+#: ... or whose cores, packed neuron by neuron, would hold more dense weight entries than this in all
+TILE_MIN_DENSE = 1 << 24
+
+
+def tile_auto(synapses: int, neurons: int, chip: ChipSpec) -> bool:
+    """``tiles="auto"``: whether a structured layer of this size is tiled (:data:`TILE_MIN_SYNAPSES`,
+    :data:`TILE_MIN_NEURONS`, :data:`TILE_MIN_DENSE`: its dense blocks, up to ``neurons x core.axons``)."""
+    return (synapses > TILE_MIN_SYNAPSES or neurons >= TILE_MIN_NEURONS
+            or neurons * chip.core.axons > TILE_MIN_DENSE)
+
+
+def use_tiles(l: Layer, ql, tiles: str = "auto", chip: ChipSpec | None = None) -> bool:
     """Whether layer ``l`` (quantised as ``ql``) is cut into tiles of shared kernels (``tiles``: "auto" for layers
-    over :data:`TILE_MIN_SYNAPSES` synapses, "on" for every structured layer, "off" for none)."""
+    over :data:`TILE_MIN_SYNAPSES` synapses or of :data:`TILE_MIN_NEURONS` neurons, "on" for every structured
+    layer, "off" for none)."""
     if l.blocks is None or ql.wk is None or tiles == "off":
         return False
-    return tiles == "on" or l.synapse_count() > TILE_MIN_SYNAPSES
+    if tiles == "on":
+        return True
+    return tile_auto(l.synapse_count(), l.n, chip) if chip is not None else \
+        l.synapse_count() > TILE_MIN_SYNAPSES or l.n >= TILE_MIN_NEURONS
 
 
 def piece_kernel_bytes(p: Piece, l: Layer, w_bits: int) -> int | None:
@@ -82,7 +101,7 @@ def partition(q: Quantized, chip: ChipSpec, reserve: Mapping[int, int] | None = 
     pieces: list[Piece] = []
     for li, l in enumerate(q.lg.layers):
         rr = int((reserve or {}).get(li, 0))
-        if use_tiles(l, q.layers[li], tiles):
+        if use_tiles(l, q.layers[li], tiles, chip):
             ps = _tile_layer(li, l, q.layers[li].w_bits, chip, q.tq, rr)
         else:
             ps = _partition_layer(li, l, q.layers[li].w_bits, chip, q.tq, rr)
