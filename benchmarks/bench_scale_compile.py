@@ -108,7 +108,11 @@ def _peak() -> float:
 
 def run(kind: str, arg: int, chip: str) -> dict:
     p = subprocess.run([sys.executable, __file__, "--child", kind, str(arg), "--chip", chip], capture_output=True,
-                       text=True, check=True)
+                       text=True)
+    if p.returncode != 0:  # e.g. killed by the operating system for memory: say so, go on with the next
+        tail = (p.stderr.strip().splitlines() or [""])[-1][:200]
+        return dict(error=f"the measuring process exited with {p.returncode} (negative: killed by signal; -9 is "
+                          f"usually out of memory) {tail}")
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
@@ -141,7 +145,7 @@ def main() -> int:
     for name in a.light:
         r = run(f"light:{name}", 0, a.chip)
         if "error" in r:
-            print(f"{name} (224x224): not imported: {r['error']}")
+            print(f"{name} (224x224): {r['error']}")
             continue
         head = (f"{name} (224x224, as shipped) on {a.chip} --chips auto: {r['layers']} layers, {r['synapses']:,} "
                 f"synapses (bound >= {r['bound_cores']:,} cores); load {r['load_s']:.1f} s, check {r['check_s']:.1f} s, "

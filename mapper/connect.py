@@ -13,6 +13,7 @@ import networkx as nx
 import numpy as np
 
 from nmc.errors import MappingError
+from nmc.rules import owner
 
 from .lower import LayerGraph
 from .partition import Piece
@@ -162,7 +163,7 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
 def _route_order(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndarray, route_dst: np.ndarray):
     """The order sorting routes by (source core, destination core, destination axon): one axon has one writer
     and an axon's core grows with the axon, so (source core, destination axon) orders them; one 1-D key."""
-    key = np.searchsorted(neuron_off, route_src, side="right") - 1
+    key = owner(neuron_off, route_src)
     key *= int(axon_off[-1]) + 1
     key += route_dst
     return np.argsort(key, kind="stable")
@@ -179,8 +180,8 @@ def dataflow(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndarray
         route_src, route_dst, route_delayed = route_src[order], route_dst[order], route_delayed[order]
         del order
     # core indices as int32 (at most nmc.chip.MAX_SYSTEM_CORES = 2^22)
-    src_core = (np.searchsorted(neuron_off, route_src, side="right") - 1).astype(np.int32)
-    dst_core = (np.searchsorted(axon_off, route_dst, side="right") - 1).astype(np.int32)
+    src_core = owner(neuron_off, route_src).astype(np.int32)
+    dst_core = owner(axon_off, route_dst).astype(np.int32)
     dag = nx.DiGraph()
     dag.add_nodes_from(range(C))
     pairs, counts = _distinct_pairs(src_core, dst_core, route_delayed, C)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nmc.errors import PassError
-from nmc.rules import count_router_entries
+from nmc.rules import count_router_entries, owner
 
 from .place import Placement
 
@@ -48,8 +48,8 @@ def route_table(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndar
     the neurons whose values go to the host (``tap_neurons``)."""
     C = neuron_off.shape[0] - 1
     R = route_src.shape[0]
-    src = np.searchsorted(neuron_off, route_src, side="right") - 1
-    dst = np.searchsorted(axon_off, route_dst, side="right") - 1
+    src = owner(neuron_off, route_src)
+    dst = owner(axon_off, route_dst)
     if R > 1 and np.any((src[1:] < src[:-1]) | ((src[1:] == src[:-1]) & (dst[1:] < dst[:-1]))):
         raise AssertionError("routes are not sorted by (source core, destination core)")  # connect sorts them
     first = np.ones(R, bool)

@@ -707,7 +707,11 @@ def in_bytes(cm: CoreMap) -> np.ndarray:
     """
     out = np.ones(cm.num_cores, dtype=np.int64)
     if cm.routes.src.shape[0]:
-        np.maximum.at(out, cm.axon_core()[cm.routes.dst], value_bytes(cm.cores.out_bits[cm.neuron_core()[cm.routes.src]]))
+        vb = value_bytes(cm.cores.out_bits)[cm.neuron_core()[cm.routes.src]]
+        dst = cm.axon_core()[cm.routes.dst]
+        for b in np.unique(vb):  # (a few widths: assignments, not a ufunc.at over every route)
+            hit = dst[vb == b]
+            out[hit] = np.maximum(out[hit], b)
     return out
 
 

@@ -15,7 +15,7 @@ from .coremap import CoreMap, in_bytes
 from .neurons import by_code
 from .resources import core_usages
 
-__all__ = ["RULES", "check_coremap", "rounds_needed", "stage_phases", "stage_rounds", "router_entries",
+__all__ = ["owner", "RULES", "check_coremap", "rounds_needed", "stage_phases", "stage_rounds", "router_entries",
            "count_router_entries", "route_pairs", "in_bytes"]
 
 Rule = Callable[[CoreMap], list[str]]
@@ -37,15 +37,29 @@ def _who(cm: CoreMap, c: int) -> str:
     return f"layer '{name}' core {c}"
 
 
+def owner(off: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """The core ``c`` with ``off[c] <= i < off[c+1]`` of every index ``i`` (int64): a gather from a table of
+    owners when there are many indices (at ResNet-50's 36M routes, 10x faster than a binary search each)."""
+    idx = np.asarray(idx)
+    if idx.size > 4 * off.shape[0] and int(off[-1]) <= 4 * idx.size:
+        table = np.repeat(np.arange(off.shape[0] - 1, dtype=np.int32), np.diff(off))
+        return table[idx].astype(np.int64)
+    return np.searchsorted(off, idx, side="right") - 1
+
+
 def route_pairs(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndarray,
                 route_dst: np.ndarray) -> np.ndarray:
     """Distinct (source core, destination core) pairs of the routes, ``[2, P]``."""
     if not route_src.size:
         return np.zeros((2, 0), np.int64)
-    src = np.searchsorted(neuron_off, route_src, side="right") - 1
-    dst = np.searchsorted(axon_off, route_dst, side="right") - 1
     n_dst = max(int(axon_off.shape[0]) - 1, 1)
-    key = np.unique(src.astype(np.int64) * n_dst + dst)  # one 1-D sort: (source, destination) ascending
+    key = owner(neuron_off, route_src)
+    key *= n_dst
+    key += owner(axon_off, route_dst)
+    if np.all(key[1:] >= key[:-1]):  # routes sorted by (source, destination core), as connect and core maps keep them
+        key = key[np.concatenate([[True], key[1:] != key[:-1]])]
+    else:
+        key = np.unique(key)  # one 1-D sort: (source, destination) ascending
     return np.stack([key // n_dst, key % n_dst])
 
 
@@ -57,7 +71,7 @@ def count_router_entries(neuron_off: np.ndarray, axon_off: np.ndarray, route_src
     pairs = route_pairs(neuron_off, axon_off, route_src, route_dst)
     n = np.bincount(pairs[0], minlength=len(neuron_off) - 1).astype(np.int64)
     if tap_neurons.size:
-        n[np.unique(np.searchsorted(neuron_off, tap_neurons, side="right") - 1)] += 1
+        n[np.unique(owner(neuron_off, tap_neurons))] += 1
     return n
 
 

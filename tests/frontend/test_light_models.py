@@ -1,8 +1,8 @@
 """The nine ``light`` CNNs the onnx wheel ships (onnx/backend/test/data/light: AlexNet, DenseNet-121, Inception
 v1/v2, ResNet-50, ShuffleNet, SqueezeNet, VGG-19, ZFNet-512; opset 9, weights made by ConstantOfShape, every
-initializer also listed as a graph input, a fixed batch of 1) import as shipped.  Lowering them is measured by
-``benchmarks/onnx_backend_models.py --set light --lower`` (the unfolded lowering refuses their 224 x 224 first
-layers: over 2^26 synapses each)."""
+initializer also listed as a graph input, a fixed batch of 1) import as shipped and lower: their convolutions,
+pooling, scales and dense layers stay structured (mapper/structured.py), nothing is unfolded.  Compiling three of
+them is measured by ``benchmarks/bench_scale_compile.py``."""
 from __future__ import annotations
 
 from collections import Counter
@@ -13,6 +13,8 @@ import pytest
 
 from nmc.errors import UnsupportedOpError
 from nmc.frontend import load_onnx
+from nmc.mapper.host_encoders import split_host_encoders
+from nmc.mapper.lower import MAX_SYNAPSES, lower
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 NAMES = ["bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet", "squeezenet",
@@ -39,6 +41,13 @@ def test_light_model_imports_as_shipped(name):
         assert ir["index"] == ops["Transpose"] + ops["Concat"]  # channel shuffles and concatenations: views
     if name in WITH_LRN:
         assert "LRN" in g.metadata["nmc.approximated"]
+    # lowering: one layer per conv/dense at least, nothing unfolded yet, and every layer the mapper would have to
+    # unfold (no blocks) small enough to unfold (the large ones are structured)
+    lg = lower(split_host_encoders(g))
+    assert len(lg.layers) >= ops["Conv"] + ops["Gemm"] - ops["Add"] - ops["Sum"]  # (sums absorb their convolutions)
+    assert all(l.coo is not None or "coo" not in l._cache for l in lg.layers)
+    big = [l.name for l in lg.layers if l.blocks is None and l.synapse_count() > MAX_SYNAPSES]
+    assert big == []
 
 
 def test_lrn_models_are_refused_without_the_approximation_with_every_lrn_listed():
