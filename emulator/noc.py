@@ -96,21 +96,19 @@ def link_path(chip: ChipSpec, width: int, height: int, src, dst) -> list[tuple[i
         x, y = int(src[0]), int(src[1])
         links.append((_router_link(width, x, y, _INJECT), noc.port_latency_cycles, _PORT))
     tx, ty = (0, 0) if dst is None else (int(dst[0]), int(dst[1]))
-
-    def hop(x0, y0, x1, y1, k):
-        same = (x0 // chip.cores_x == x1 // chip.cores_x) and (y0 // chip.cores_y == y1 // chip.cores_y)
-        if same:
-            links.append((_router_link(width, x0, y0, k), noc.hop_latency_cycles, _HOP))
-        else:
-            links.append((_router_link(width, x0, y0, k), noc.chip_link_latency_cycles, _CHIP))
-
+    # a hop inside a chip, or across chips (chip = (x // cores_x, y // cores_y)); attributes read once
+    cx, cy = chip.cores_x, chip.cores_y
+    hop_ = (noc.hop_latency_cycles, _HOP)
+    cross = (noc.chip_link_latency_cycles, _CHIP)
     while x != tx:
         nx = x + (1 if tx > x else -1)
-        hop(x, y, nx, y, _XP if nx > x else _XM)
+        lt, kind = hop_ if x // cx == nx // cx else cross
+        links.append(((y * width + x) * _LINKS_PER_ROUTER + (_XP if nx > x else _XM), lt, kind))
         x = nx
     while y != ty:
         ny = y + (1 if ty > y else -1)
-        hop(x, y, x, ny, _YP if ny > y else _YM)
+        lt, kind = hop_ if y // cy == ny // cy else cross
+        links.append(((y * width + x) * _LINKS_PER_ROUTER + (_YP if ny > y else _YM), lt, kind))
         y = ny
     if dst is None:
         links.append((io_out, noc.io_latency_cycles, _IO))
@@ -130,6 +128,7 @@ class PathTable:
         self.chip, self.width, self.height = chip, width, height
         self._index: dict = {}
         self._paths: list[list[tuple[int, int, int]]] = []
+        self._arrays = None  # arrays() of the paths so far
 
     def add(self, src, dst) -> int:
         """Index of the path from ``src`` to ``dst`` (``(x, y)`` or ``None`` for I/O), added if new."""
@@ -137,17 +136,22 @@ class PathTable:
         if key not in self._index:
             self._index[key] = len(self._paths)
             self._paths.append(link_path(self.chip, self.width, self.height, key[0], key[1]))
+            self._arrays = None
         return self._index[key]
 
     def arrays(self):
-        """``(off, link, lat, hops, crossings)`` int64 arrays."""
-        off = np.zeros(len(self._paths) + 1, dtype=np.int64)
-        off[1:] = np.cumsum([len(p) for p in self._paths])
-        link = np.array([l for p in self._paths for (l, _, _) in p], dtype=np.int64)
-        lat = np.array([t for p in self._paths for (_, t, _) in p], dtype=np.int64)
-        hops = np.array([sum(k == _HOP for (_, _, k) in p) for p in self._paths], dtype=np.int64)
-        cross = np.array([sum(k in (_CHIP, _IO) for (_, _, k) in p) for p in self._paths], dtype=np.int64)
-        return off, link, lat, hops, cross
+        """``(off, link, lat, hops, crossings)`` int64 arrays, kept until a path is added (callers do not write them)."""
+        if self._arrays is None:
+            off = np.zeros(len(self._paths) + 1, dtype=np.int64)
+            off[1:] = np.cumsum([len(p) for p in self._paths])
+            flat = np.array([e for p in self._paths for e in p], dtype=np.int64).reshape(-1, 3)
+            link, lat, kind = flat[:, 0].copy(), flat[:, 1].copy(), flat[:, 2]
+            which = np.repeat(np.arange(len(self._paths)), np.diff(off))
+            hops = np.bincount(which, weights=kind == _HOP, minlength=len(self._paths)).astype(np.int64)
+            cross = np.bincount(which, weights=(kind == _CHIP) | (kind == _IO),
+                                minlength=len(self._paths)).astype(np.int64)
+            self._arrays = (off, link, lat, hops, cross)
+        return self._arrays
 
     @property
     def n_links(self) -> int:
@@ -168,15 +172,14 @@ def link_ranks(width: int, height: int) -> np.ndarray:
     the path (XY routes): inject and I/O-in 0, X links ``1 .. width`` in the direction of travel, Y links
     ``width + 2 .. width + height + 1``, eject and I/O-out ``width + height + 2``."""
     r = np.zeros(n_links(width, height), np.int64)
-    for y in range(height):
-        for x in range(width):
-            b = (y * width + x) * _LINKS_PER_ROUTER
-            r[b + _INJECT] = 0
-            r[b + _EJECT] = width + height + 2
-            r[b + _XP] = 1 + x
-            r[b + _XM] = 1 + width - x
-            r[b + _YP] = width + 2 + y
-            r[b + _YM] = width + 2 + height - y
+    y, x = np.divmod(np.arange(width * height), width)
+    b = (y * width + x) * _LINKS_PER_ROUTER
+    r[b + _INJECT] = 0
+    r[b + _EJECT] = width + height + 2
+    r[b + _XP] = 1 + x
+    r[b + _XM] = 1 + width - x
+    r[b + _YP] = width + 2 + y
+    r[b + _YM] = width + 2 + height - y
     r[-2] = 0
     r[-1] = width + height + 2
     return r
