@@ -164,7 +164,7 @@ def _make_soma():
         lines.append(f"    if code == {m.code}:\n        return step_{m.code}({args})")
     lines.append("    return 0")
     exec(compile("\n".join(lines), f"<nmc soma dispatch of {len(MODELS)} neuron models>", "exec"), env)
-    return njit(nogil=True)(env["_soma"])  # not cached itself: _run, which inlines it, is
+    return njit(nogil=True, inline="always")(env["_soma"])  # not cached itself: _run, which inlines it, is
 
 
 _soma = _make_soma()
