@@ -42,6 +42,20 @@ def test_self_packet_is_inject_plus_eject(chip):
     assert _run_all(t, [0], [p]).tolist() == [2]
 
 
+
+def test_path_table_arrays_follow_added_paths(chip):
+    """``arrays()`` is kept between calls: a path added later is in the next call's arrays."""
+    t = PathTable(chip, 12, 13)
+    a = t.add((0, 0), (1, 1))  # links 0, 2, 10, 79 (test_xy_order_x_first)
+    off, link, lat, hops, cross = t.arrays()
+    assert off.tolist() == [0, 4] and link.tolist() == [0, 2, 10, 79] and lat.tolist() == [1, 2, 2, 1]
+    assert t.add((0, 0), (1, 1)) == a and t.arrays()[1] is link  # nothing new: the same arrays
+    b = t.add(None, (0, 0))  # I/O in (6 * 12 * 13 = 936), eject of router (0, 0)
+    off, link, lat, hops, cross = t.arrays()
+    assert b == 1 and off.tolist() == [0, 4, 6] and link.tolist() == [0, 2, 10, 79, 936, 1]
+    assert lat.tolist() == [1, 2, 2, 1, 40, 1] and hops.tolist() == [2, 0] and cross.tolist() == [0, 1]
+    assert t.ranks().tolist() == [0, 1, 12 + 2 + 0, 12 + 13 + 2, 0, 12 + 13 + 2]
+
 def test_xy_order_x_first(chip):
     links = link_path(chip, 12, 13, (0, 0), (1, 1))
     # inject of router 0, +x link of router (0,0), +y link of router (1,0), eject of router (1,1)
