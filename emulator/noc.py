@@ -406,7 +406,40 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
                         total += f_n[g]
                         lo = min(lo, f_first[g])
                     span = hi - lo + 1
-                    if m > 1 and span < cnt.shape[0]:
+                    final = m > 1 and span < cnt.shape[0] and not want_deliver
+                    if final:
+                        for c in range(c0, i):
+                            if f_pos[rf[c]] + 1 != f_end[rf[c]]:
+                                final = False
+                                break
+                    if final:
+                        # the last link of every flow of the cluster, and only the phase's last delivery wanted: the
+                        # last departure follows from the arrivals per time, without any packet's own time
+                        for u in range(span + 1):
+                            cnt[u] = 0
+                        for c in range(c0, i):
+                            g = rf[c]
+                            if f_expl[g] != 0:
+                                for j in range(f_base[g], f_base[g] + f_n[g]):
+                                    cnt[tbuf[j] - lo] += 1
+                                    cnt[tbuf[j] - lo + 1] -= 1
+                            elif f_prev[g] >= 0:
+                                cnt[f_first[g] - lo] += 1
+                                cnt[f_last[g] - lo + 1] -= 1
+                            else:
+                                cnt[f_first[g] - lo] += f_n[g]
+                                cnt[f_first[g] - lo + 1] -= f_n[g]
+                        k = 0
+                        for u in range(span):
+                            k += cnt[u]
+                            if k != 0:
+                                free = max(lo + u, free) + k
+                        for c in range(c0, i):
+                            g = rf[c]
+                            f_last[g] = free - 1 + lat  # (the cluster's last delivery, for every flow of it)
+                            f_first[g] = f_last[g]
+                            f_expl[g] = 0
+                    elif m > 1 and span < cnt.shape[0]:
                         # a counting sort of the cluster's packets by (arrival, id), O(packets + span): the
                         # packets arriving at one time leave consecutively, in id order, from max(time, free)
                         for c in range(c0 + 1, i):  # the cluster's flows in id order (insertion sort)
@@ -479,6 +512,8 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
                             tbuf[f_base[g] + cj[bc]] = d + lat
                             cj[bc] += 1
                     for c in range(c0, i):  # back to a run when the times are consecutive
+                        if final:
+                            break
                         g = rf[c]
                         b0 = f_base[g]
                         f_first[g] = tbuf[b0]
@@ -514,12 +549,14 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
 
 
 def simulate_flows(ready, path, path_off, path_link, path_lat, path_rank=None, sort_span=None,
-                   python: bool = False) -> np.ndarray:
+                   python: bool = False, last_only: bool = False):
     """Delivery time of every packet (flow model, Numba): consecutive packets with the same ready time
     and path form one flow.  ``path_rank`` (rank of every path position) defaults to ranks derived from
     the path order (valid for any set of paths whose link order is acyclic).  ``sort_span``: the longest
     span of arrival times merged by counting sort (default :func:`sort_span_for`; tests set it to 0 to
-    exercise the packet-by-packet merge).  ``python``: run the kernel's Python source instead (tests)."""
+    exercise the packet-by-packet merge).  ``python``: run the kernel's Python source instead (tests).
+    ``last_only``: return only the last delivery (an int), as the emulator asks for it: a cluster on the last
+    link of all its flows is then served without the packets' own times."""
     ready = np.ascontiguousarray(ready, dtype=np.int64)
     path = np.ascontiguousarray(path, dtype=np.int64)
     path_off = np.ascontiguousarray(path_off, dtype=np.int64)
@@ -531,17 +568,17 @@ def simulate_flows(ready, path, path_off, path_link, path_lat, path_rank=None, s
     path_rank = np.ascontiguousarray(path_rank, dtype=np.int64)
     P = ready.shape[0]
     if P == 0:
-        return np.zeros(0, np.int64)
+        return 0 if last_only else np.zeros(0, np.int64)
     starts = np.flatnonzero(np.r_[True, (ready[1:] != ready[:-1]) | (path[1:] != path[:-1])])
     f_n = np.diff(np.r_[starts, P]).astype(np.int64)
     nf = starts.shape[0]
     deliver = np.zeros(P, np.int64)
     span = sort_span_for(P) if sort_span is None else int(sort_span)
-    (noc_flows.py_func if python else noc_flows)(
+    last = (noc_flows.py_func if python else noc_flows)(
         nf, ready[starts].copy(), path[starts].copy(), f_n, path_off, path_link, path_lat, path_rank,
         int(path_rank.max()) + 1 if path_rank.size else 1, np.zeros((11, nf), np.int64), np.zeros(P, np.int64),
-        np.zeros(span, np.int64), np.zeros((4, nl), np.int64), 1, deliver, True)
-    return deliver
+        np.zeros(span, np.int64), np.zeros((4, nl), np.int64), 1, deliver, not last_only)
+    return int(last) if last_only else deliver
 
 
 def _ranks_from_paths(path_off, path_link, nl):

@@ -169,6 +169,7 @@ def test_flows_equal_packets_and_per_cycle_with_congestion(seed):
     packets = simulate(ready, path, off, link, lat)
     np.testing.assert_array_equal(simulate_flows(ready, path, off, link, lat, t.ranks()), packets)
     np.testing.assert_array_equal(simulate_flows(ready, path, off, link, lat), packets)  # ranks from the paths
+    assert simulate_flows(ready, path, off, link, lat, t.ranks(), last_only=True) == packets.max()
     np.testing.assert_array_equal(simulate_heap(ready, path, off, link, lat), packets)
     if seed < 20:
         np.testing.assert_array_equal(simulate_per_cycle(ready, path, off, link, lat), packets)
@@ -224,6 +225,9 @@ def test_flows_equal_packets_where_many_flows_converge(seed):
     # merged by counting sort (the default), and packet by packet (no span fits the merge buffer)
     np.testing.assert_array_equal(simulate_flows(ready, path, off, link, lat, t.ranks()), packets)
     np.testing.assert_array_equal(simulate_flows(ready, path, off, link, lat, t.ranks(), sort_span=0), packets)
+    # the emulator's call: only the last delivery (clusters on their flows' last link served without packet times)
+    for span in (None, 0):
+        assert simulate_flows(ready, path, off, link, lat, t.ranks(), sort_span=span, last_only=True) == packets.max()
     free_flight = ready + np.array([lat[off[p]:off[p + 1]].sum() for p in path], np.int64)
     assert (packets > free_flight).sum() > len(ready) // 4  # congested: many packets waited
 
@@ -238,6 +242,8 @@ def test_flow_model_in_python_equals_packets(seed):
     for span in (None, 0):
         got = simulate_flows(ready, path, off, link, lat, t.ranks(), sort_span=span, python=True)
         np.testing.assert_array_equal(got, packets)
+        assert simulate_flows(ready, path, off, link, lat, t.ranks(), sort_span=span, python=True,
+                              last_only=True) == packets.max()
 
 
 @pytest.mark.parametrize("seed", range(30))
@@ -263,6 +269,7 @@ def test_flows_equal_packets_on_paths_that_start_mid_way(seed):
     np.testing.assert_array_equal(simulate_heap(ready, path, off, link, lat), packets)
     for span in (None, 0):
         np.testing.assert_array_equal(simulate_flows(ready, path, off, link, lat, sort_span=span), packets)
+        assert simulate_flows(ready, path, off, link, lat, sort_span=span, last_only=True) == packets.max()
         if seed < 10:
             np.testing.assert_array_equal(simulate_flows(ready, path, off, link, lat, sort_span=span, python=True),
                                           packets)
@@ -281,3 +288,4 @@ def test_burst_meets_a_run_by_hand():
         for python in (False, True):
             got = simulate_flows(ready, path, off, link, lat, sort_span=span, python=python)
             assert got.tolist() == [2, 3, 6, 4, 5]
+            assert simulate_flows(ready, path, off, link, lat, sort_span=span, python=python, last_only=True) == 6
