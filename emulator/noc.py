@@ -299,7 +299,9 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
     whole, one after the other) or of flows from one previous link that finds the link free (its packets
     arrive at distinct times: none waits) is served in closed form; any other is merged in ``(time, id)``
     order by a counting sort over its span of arrival times (``O(packets + span)``; beyond ``cnt``'s
-    length, by scanning the flows' heads), as the per-packet model serves it.
+    length, by scanning the flows' heads), as the per-packet model serves it.  Without ``want_deliver`` (the
+    emulator, which needs only the last delivery) a merged cluster on the last link of all its flows is served
+    by counting its arrivals per time only: its last departure, not every packet's.
 
     Everything is written out in this one function: helper calls cost reference-count updates on their
     arrays, which once made up most of the NoC's time (perf, 2026-12-03).
