@@ -96,21 +96,19 @@ def link_path(chip: ChipSpec, width: int, height: int, src, dst) -> list[tuple[i
         x, y = int(src[0]), int(src[1])
         links.append((_router_link(width, x, y, _INJECT), noc.port_latency_cycles, _PORT))
     tx, ty = (0, 0) if dst is None else (int(dst[0]), int(dst[1]))
-
-    def hop(x0, y0, x1, y1, k):
-        same = (x0 // chip.cores_x == x1 // chip.cores_x) and (y0 // chip.cores_y == y1 // chip.cores_y)
-        if same:
-            links.append((_router_link(width, x0, y0, k), noc.hop_latency_cycles, _HOP))
-        else:
-            links.append((_router_link(width, x0, y0, k), noc.chip_link_latency_cycles, _CHIP))
-
+    # a hop inside a chip, or across chips (chip = (x // cores_x, y // cores_y)); attributes read once
+    cx, cy = chip.cores_x, chip.cores_y
+    hop_ = (noc.hop_latency_cycles, _HOP)
+    cross = (noc.chip_link_latency_cycles, _CHIP)
     while x != tx:
         nx = x + (1 if tx > x else -1)
-        hop(x, y, nx, y, _XP if nx > x else _XM)
+        lt, kind = hop_ if x // cx == nx // cx else cross
+        links.append(((y * width + x) * _LINKS_PER_ROUTER + (_XP if nx > x else _XM), lt, kind))
         x = nx
     while y != ty:
         ny = y + (1 if ty > y else -1)
-        hop(x, y, x, ny, _YP if ny > y else _YM)
+        lt, kind = hop_ if y // cy == ny // cy else cross
+        links.append(((y * width + x) * _LINKS_PER_ROUTER + (_YP if ny > y else _YM), lt, kind))
         y = ny
     if dst is None:
         links.append((io_out, noc.io_latency_cycles, _IO))
@@ -130,6 +128,7 @@ class PathTable:
         self.chip, self.width, self.height = chip, width, height
         self._index: dict = {}
         self._paths: list[list[tuple[int, int, int]]] = []
+        self._arrays = None  # arrays() of the paths so far
 
     def add(self, src, dst) -> int:
         """Index of the path from ``src`` to ``dst`` (``(x, y)`` or ``None`` for I/O), added if new."""
@@ -137,17 +136,22 @@ class PathTable:
         if key not in self._index:
             self._index[key] = len(self._paths)
             self._paths.append(link_path(self.chip, self.width, self.height, key[0], key[1]))
+            self._arrays = None
         return self._index[key]
 
     def arrays(self):
-        """``(off, link, lat, hops, crossings)`` int64 arrays."""
-        off = np.zeros(len(self._paths) + 1, dtype=np.int64)
-        off[1:] = np.cumsum([len(p) for p in self._paths])
-        link = np.array([l for p in self._paths for (l, _, _) in p], dtype=np.int64)
-        lat = np.array([t for p in self._paths for (_, t, _) in p], dtype=np.int64)
-        hops = np.array([sum(k == _HOP for (_, _, k) in p) for p in self._paths], dtype=np.int64)
-        cross = np.array([sum(k in (_CHIP, _IO) for (_, _, k) in p) for p in self._paths], dtype=np.int64)
-        return off, link, lat, hops, cross
+        """``(off, link, lat, hops, crossings)`` int64 arrays, kept until a path is added (callers do not write them)."""
+        if self._arrays is None:
+            off = np.zeros(len(self._paths) + 1, dtype=np.int64)
+            off[1:] = np.cumsum([len(p) for p in self._paths])
+            flat = np.array([e for p in self._paths for e in p], dtype=np.int64).reshape(-1, 3)
+            link, lat, kind = flat[:, 0].copy(), flat[:, 1].copy(), flat[:, 2]
+            which = np.repeat(np.arange(len(self._paths)), np.diff(off))
+            hops = np.bincount(which, weights=kind == _HOP, minlength=len(self._paths)).astype(np.int64)
+            cross = np.bincount(which, weights=(kind == _CHIP) | (kind == _IO),
+                                minlength=len(self._paths)).astype(np.int64)
+            self._arrays = (off, link, lat, hops, cross)
+        return self._arrays
 
     @property
     def n_links(self) -> int:
@@ -168,15 +172,14 @@ def link_ranks(width: int, height: int) -> np.ndarray:
     the path (XY routes): inject and I/O-in 0, X links ``1 .. width`` in the direction of travel, Y links
     ``width + 2 .. width + height + 1``, eject and I/O-out ``width + height + 2``."""
     r = np.zeros(n_links(width, height), np.int64)
-    for y in range(height):
-        for x in range(width):
-            b = (y * width + x) * _LINKS_PER_ROUTER
-            r[b + _INJECT] = 0
-            r[b + _EJECT] = width + height + 2
-            r[b + _XP] = 1 + x
-            r[b + _XM] = 1 + width - x
-            r[b + _YP] = width + 2 + y
-            r[b + _YM] = width + 2 + height - y
+    y, x = np.divmod(np.arange(width * height), width)
+    b = (y * width + x) * _LINKS_PER_ROUTER
+    r[b + _INJECT] = 0
+    r[b + _EJECT] = width + height + 2
+    r[b + _XP] = 1 + x
+    r[b + _XM] = 1 + width - x
+    r[b + _YP] = width + 2 + y
+    r[b + _YM] = width + 2 + height - y
     r[-2] = 0
     r[-1] = width + height + 2
     return r
@@ -296,7 +299,9 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
     whole, one after the other) or of flows from one previous link that finds the link free (its packets
     arrive at distinct times: none waits) is served in closed form; any other is merged in ``(time, id)``
     order by a counting sort over its span of arrival times (``O(packets + span)``; beyond ``cnt``'s
-    length, by scanning the flows' heads), as the per-packet model serves it.
+    length, by scanning the flows' heads), as the per-packet model serves it.  Without ``want_deliver`` (the
+    emulator, which needs only the last delivery) a merged cluster on the last link of all its flows is served
+    by counting its arrivals per time only: its last departure, not every packet's.
 
     Everything is written out in this one function: helper calls cost reference-count updates on their
     arrays, which once made up most of the NoC's time (perf, 2026-12-03).
@@ -403,7 +408,40 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
                         total += f_n[g]
                         lo = min(lo, f_first[g])
                     span = hi - lo + 1
-                    if m > 1 and span < cnt.shape[0]:
+                    final = m > 1 and span < cnt.shape[0] and not want_deliver
+                    if final:
+                        for c in range(c0, i):
+                            if f_pos[rf[c]] + 1 != f_end[rf[c]]:
+                                final = False
+                                break
+                    if final:
+                        # the last link of every flow of the cluster, and only the phase's last delivery wanted: the
+                        # last departure follows from the arrivals per time, without any packet's own time
+                        for u in range(span + 1):
+                            cnt[u] = 0
+                        for c in range(c0, i):
+                            g = rf[c]
+                            if f_expl[g] != 0:
+                                for j in range(f_base[g], f_base[g] + f_n[g]):
+                                    cnt[tbuf[j] - lo] += 1
+                                    cnt[tbuf[j] - lo + 1] -= 1
+                            elif f_prev[g] >= 0:
+                                cnt[f_first[g] - lo] += 1
+                                cnt[f_last[g] - lo + 1] -= 1
+                            else:
+                                cnt[f_first[g] - lo] += f_n[g]
+                                cnt[f_first[g] - lo + 1] -= f_n[g]
+                        k = 0
+                        for u in range(span):
+                            k += cnt[u]
+                            if k != 0:
+                                free = max(lo + u, free) + k
+                        for c in range(c0, i):
+                            g = rf[c]
+                            f_last[g] = free - 1 + lat  # (the cluster's last delivery, for every flow of it)
+                            f_first[g] = f_last[g]
+                            f_expl[g] = 0
+                    elif m > 1 and span < cnt.shape[0]:
                         # a counting sort of the cluster's packets by (arrival, id), O(packets + span): the
                         # packets arriving at one time leave consecutively, in id order, from max(time, free)
                         for c in range(c0 + 1, i):  # the cluster's flows in id order (insertion sort)
@@ -476,6 +514,8 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
                             tbuf[f_base[g] + cj[bc]] = d + lat
                             cj[bc] += 1
                     for c in range(c0, i):  # back to a run when the times are consecutive
+                        if final:
+                            break
                         g = rf[c]
                         b0 = f_base[g]
                         f_first[g] = tbuf[b0]
@@ -511,12 +551,14 @@ def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank
 
 
 def simulate_flows(ready, path, path_off, path_link, path_lat, path_rank=None, sort_span=None,
-                   python: bool = False) -> np.ndarray:
+                   python: bool = False, last_only: bool = False):
     """Delivery time of every packet (flow model, Numba): consecutive packets with the same ready time
     and path form one flow.  ``path_rank`` (rank of every path position) defaults to ranks derived from
     the path order (valid for any set of paths whose link order is acyclic).  ``sort_span``: the longest
     span of arrival times merged by counting sort (default :func:`sort_span_for`; tests set it to 0 to
-    exercise the packet-by-packet merge).  ``python``: run the kernel's Python source instead (tests)."""
+    exercise the packet-by-packet merge).  ``python``: run the kernel's Python source instead (tests).
+    ``last_only``: return only the last delivery (an int), as the emulator asks for it: a cluster on the last
+    link of all its flows is then served without the packets' own times."""
     ready = np.ascontiguousarray(ready, dtype=np.int64)
     path = np.ascontiguousarray(path, dtype=np.int64)
     path_off = np.ascontiguousarray(path_off, dtype=np.int64)
@@ -528,17 +570,17 @@ def simulate_flows(ready, path, path_off, path_link, path_lat, path_rank=None, s
     path_rank = np.ascontiguousarray(path_rank, dtype=np.int64)
     P = ready.shape[0]
     if P == 0:
-        return np.zeros(0, np.int64)
+        return 0 if last_only else np.zeros(0, np.int64)
     starts = np.flatnonzero(np.r_[True, (ready[1:] != ready[:-1]) | (path[1:] != path[:-1])])
     f_n = np.diff(np.r_[starts, P]).astype(np.int64)
     nf = starts.shape[0]
     deliver = np.zeros(P, np.int64)
     span = sort_span_for(P) if sort_span is None else int(sort_span)
-    (noc_flows.py_func if python else noc_flows)(
+    last = (noc_flows.py_func if python else noc_flows)(
         nf, ready[starts].copy(), path[starts].copy(), f_n, path_off, path_link, path_lat, path_rank,
         int(path_rank.max()) + 1 if path_rank.size else 1, np.zeros((11, nf), np.int64), np.zeros(P, np.int64),
-        np.zeros(span, np.int64), np.zeros((4, nl), np.int64), 1, deliver, True)
-    return deliver
+        np.zeros(span, np.int64), np.zeros((4, nl), np.int64), 1, deliver, not last_only)
+    return int(last) if last_only else deliver
 
 
 def _ranks_from_paths(path_off, path_link, nl):

@@ -42,6 +42,20 @@ def test_self_packet_is_inject_plus_eject(chip):
     assert _run_all(t, [0], [p]).tolist() == [2]
 
 
+
+def test_path_table_arrays_follow_added_paths(chip):
+    """``arrays()`` is kept between calls: a path added later is in the next call's arrays."""
+    t = PathTable(chip, 12, 13)
+    a = t.add((0, 0), (1, 1))  # links 0, 2, 10, 79 (test_xy_order_x_first)
+    off, link, lat, hops, cross = t.arrays()
+    assert off.tolist() == [0, 4] and link.tolist() == [0, 2, 10, 79] and lat.tolist() == [1, 2, 2, 1]
+    assert t.add((0, 0), (1, 1)) == a and t.arrays()[1] is link  # nothing new: the same arrays
+    b = t.add(None, (0, 0))  # I/O in (6 * 12 * 13 = 936), eject of router (0, 0)
+    off, link, lat, hops, cross = t.arrays()
+    assert b == 1 and off.tolist() == [0, 4, 6] and link.tolist() == [0, 2, 10, 79, 936, 1]
+    assert lat.tolist() == [1, 2, 2, 1, 40, 1] and hops.tolist() == [2, 0] and cross.tolist() == [0, 1]
+    assert t.ranks().tolist() == [0, 1, 12 + 2 + 0, 12 + 13 + 2, 0, 12 + 13 + 2]
+
 def test_xy_order_x_first(chip):
     links = link_path(chip, 12, 13, (0, 0), (1, 1))
     # inject of router 0, +x link of router (0,0), +y link of router (1,0), eject of router (1,1)
@@ -155,6 +169,7 @@ def test_flows_equal_packets_and_per_cycle_with_congestion(seed):
     packets = simulate(ready, path, off, link, lat)
     np.testing.assert_array_equal(simulate_flows(ready, path, off, link, lat, t.ranks()), packets)
     np.testing.assert_array_equal(simulate_flows(ready, path, off, link, lat), packets)  # ranks from the paths
+    assert simulate_flows(ready, path, off, link, lat, t.ranks(), last_only=True) == packets.max()
     np.testing.assert_array_equal(simulate_heap(ready, path, off, link, lat), packets)
     if seed < 20:
         np.testing.assert_array_equal(simulate_per_cycle(ready, path, off, link, lat), packets)
@@ -210,6 +225,9 @@ def test_flows_equal_packets_where_many_flows_converge(seed):
     # merged by counting sort (the default), and packet by packet (no span fits the merge buffer)
     np.testing.assert_array_equal(simulate_flows(ready, path, off, link, lat, t.ranks()), packets)
     np.testing.assert_array_equal(simulate_flows(ready, path, off, link, lat, t.ranks(), sort_span=0), packets)
+    # the emulator's call: only the last delivery (clusters on their flows' last link served without packet times)
+    for span in (None, 0):
+        assert simulate_flows(ready, path, off, link, lat, t.ranks(), sort_span=span, last_only=True) == packets.max()
     free_flight = ready + np.array([lat[off[p]:off[p + 1]].sum() for p in path], np.int64)
     assert (packets > free_flight).sum() > len(ready) // 4  # congested: many packets waited
 
@@ -224,6 +242,8 @@ def test_flow_model_in_python_equals_packets(seed):
     for span in (None, 0):
         got = simulate_flows(ready, path, off, link, lat, t.ranks(), sort_span=span, python=True)
         np.testing.assert_array_equal(got, packets)
+        assert simulate_flows(ready, path, off, link, lat, t.ranks(), sort_span=span, python=True,
+                              last_only=True) == packets.max()
 
 
 @pytest.mark.parametrize("seed", range(30))
@@ -249,6 +269,7 @@ def test_flows_equal_packets_on_paths_that_start_mid_way(seed):
     np.testing.assert_array_equal(simulate_heap(ready, path, off, link, lat), packets)
     for span in (None, 0):
         np.testing.assert_array_equal(simulate_flows(ready, path, off, link, lat, sort_span=span), packets)
+        assert simulate_flows(ready, path, off, link, lat, sort_span=span, last_only=True) == packets.max()
         if seed < 10:
             np.testing.assert_array_equal(simulate_flows(ready, path, off, link, lat, sort_span=span, python=True),
                                           packets)
@@ -267,3 +288,4 @@ def test_burst_meets_a_run_by_hand():
         for python in (False, True):
             got = simulate_flows(ready, path, off, link, lat, sort_span=span, python=python)
             assert got.tolist() == [2, 3, 6, 4, 5]
+            assert simulate_flows(ready, path, off, link, lat, sort_span=span, python=python, last_only=True) == 6
