@@ -163,7 +163,7 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
 def _route_order(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndarray, route_dst: np.ndarray):
     """The order sorting routes by (source core, destination core, destination axon): one axon has one writer
     and an axon's core grows with the axon, so (source core, destination axon) orders them; one 1-D key."""
-    key = owner(neuron_off, route_src)
+    key = owner(neuron_off, route_src).astype(np.int64)
     key *= int(axon_off[-1]) + 1
     key += route_dst
     return np.argsort(key, kind="stable")

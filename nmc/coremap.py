@@ -707,8 +707,9 @@ def in_bytes(cm: CoreMap) -> np.ndarray:
     """
     out = np.ones(cm.num_cores, dtype=np.int64)
     if cm.routes.src.shape[0]:
-        vb = value_bytes(cm.cores.out_bits)[cm.neuron_core()[cm.routes.src]]
-        dst = cm.axon_core()[cm.routes.dst]
+        c = cm.cores  # (per-neuron bytes as int8 and axon owners as int32: small temporaries at 36M routes)
+        vb = np.repeat(value_bytes(c.out_bits).astype(np.int8), np.diff(c.neuron_off))[cm.routes.src]
+        dst = np.repeat(np.arange(cm.num_cores, dtype=np.int32), np.diff(c.axon_off))[cm.routes.dst]
         for b in np.unique(vb):  # (a few widths: assignments, not a ufunc.at over every route)
             hit = dst[vb == b]
             out[hit] = np.maximum(out[hit], b)

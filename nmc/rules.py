@@ -38,12 +38,12 @@ def _who(cm: CoreMap, c: int) -> str:
 
 
 def owner(off: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """The core ``c`` with ``off[c] <= i < off[c+1]`` of every index ``i`` (int64): a gather from a table of
-    owners when there are many indices (at ResNet-50's 36M routes, 10x faster than a binary search each)."""
+    """The core ``c`` with ``off[c] <= i < off[c+1]`` of every index ``i`` (int32 or int64: cast before
+    arithmetic that may exceed 2^31): a gather from a table of owners when there are many indices (at ResNet-50's
+    36M routes, 10x faster than a binary search each)."""
     idx = np.asarray(idx)
     if idx.size > 4 * off.shape[0] and int(off[-1]) <= 4 * idx.size:
-        table = np.repeat(np.arange(off.shape[0] - 1, dtype=np.int32), np.diff(off))
-        return table[idx].astype(np.int64)
+        return np.repeat(np.arange(off.shape[0] - 1, dtype=np.int32), np.diff(off))[idx]
     return np.searchsorted(off, idx, side="right") - 1
 
 
@@ -53,7 +53,7 @@ def route_pairs(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndar
     if not route_src.size:
         return np.zeros((2, 0), np.int64)
     n_dst = max(int(axon_off.shape[0]) - 1, 1)
-    key = owner(neuron_off, route_src)
+    key = owner(neuron_off, route_src).astype(np.int64)
     key *= n_dst
     key += owner(axon_off, route_dst)
     if np.all(key[1:] >= key[:-1]):  # routes sorted by (source, destination core), as connect and core maps keep them
