@@ -63,7 +63,7 @@ from nmc.frontend.builder import ModelBuilder  # noqa: E402
 
 import nets  # noqa: E402
 
-KINDS = ("onnx", "npz", "nmc")
+KINDS = ("onnx", "npz", "nmc", "kmap", "tiles")
 OUTCOMES = ("ok", "error", "traceback", "hang", "memory", "slip")
 MEM_LIMIT = 4 << 30
 CASE_TIMEOUT = 20.0
@@ -100,6 +100,52 @@ def zoo_model() -> onnx.ModelProto:
     return b.build()
 
 
+TILED_SPLIT = {"core.axons": 48, "core.neurons": 32}
+
+
+def random_cnn(seed: int, steps: int | None = None):
+    """A seeded random small CNN and calibration inputs: convolutions of random kernel sizes, strides, paddings,
+    dilations and groups, ReLUs, max/average pools, residual sums, a LIF layer on some (``steps`` > 1), a dense
+    head.  Returns ``(model, calib)``."""
+    rng = np.random.default_rng([99, seed])
+    T = int(rng.choice([1, 1, 3])) if steps is None else steps
+    b = ModelBuilder(f"cnn{seed}", num_steps=T)
+    C, H, W = int(rng.integers(1, 5)), int(rng.integers(4, 11)), int(rng.integers(4, 11))
+    calib = {"x": np.round(rng.uniform(0, 1, size=(6, C, H, W)) * 8) / 8}
+    h = b.input("x", (C, H, W))
+    for i in range(int(rng.integers(1, 4))):
+        groups = [g for g in (1, 2, 3, 4) if C % g == 0]
+        g = int(rng.choice(groups))
+        co = g * int(rng.integers(1, 4))
+        kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        dh, dw = int(rng.choice([1, 1, 2])), int(rng.choice([1, 1, 2]))
+        sh, sw = int(rng.choice([1, 1, 2])), int(rng.choice([1, 2]))
+        pads = tuple(int(v) for v in rng.integers(0, 3, 4))
+        oh = (H + pads[0] + pads[2] - (kh - 1) * dh - 1) // sh + 1
+        ow = (W + pads[1] + pads[3] - (kw - 1) * dw - 1) // sw + 1
+        if oh < 1 or ow < 1:
+            continue
+        wq = rng.integers(-4, 5, size=(co, C // g, kh, kw)) / 4.0  # coarse weights: few rounding ties
+        bias = rng.integers(-2, 3, size=co) / 4.0 if rng.random() < 0.5 else None
+        h2 = b.relu(b.conv(h, wq, bias, strides=(sh, sw), pads=pads, dilations=(dh, dw), group=g, name=f"conv{i}"))
+        if (co, oh, ow) == (C, H, W) and rng.random() < 0.6:
+            h2 = b.relu(b.add(h2, h, name=f"res{i}"))
+        h, C, H, W = h2, co, oh, ow
+        if min(H, W) >= 2 and rng.random() < 0.4:
+            k = int(rng.choice([2, 2, 3])) if min(H, W) >= 3 else 2
+            st = int(rng.choice([1, k]))
+            h = (b.maxpool if rng.random() < 0.5 else b.avgpool)(h, (k, k), strides=(st, st), name=f"pool{i}")
+            H, W = (H - k) // st + 1, (W - k) // st + 1
+    m = int(rng.integers(3, 12))
+    h = b.gemm(b.flatten(h), rng.integers(-4, 5, size=(m, C * H * W)) / 8.0, name="fc")
+    if T > 1:
+        s, _ = b.lif(h, "lif", beta=0.75, threshold=1.0)
+        b.output(b.gemm(b.spike_count(s, "count"), rng.integers(-4, 5, size=(4, m)) / 4.0, name="head"))
+    else:
+        b.output(b.gemm(b.relu(h), rng.integers(-4, 5, size=(4, m)) / 4.0, name="head"))
+    return b.build(), calib
+
+
 class Seeds:
     """The unmutated material, built once per worker."""
 
@@ -115,12 +161,24 @@ class Seeds:
             "scan": (nets.scan_model(), {"x": rng.normal(size=(6, 2, 3))}),
             "zoo": (zoo_model(), {"img": rng.normal(size=(4, 2, 6, 6))}),
         }
+        # tiled maps (core-map format 3, shared-kernel cores): a CNN with grouped, strided, dilated, padded
+        # convolutions, a residual sum and pools, mapped whole and split over small cores (partial + merge cores)
+        self.models["tiled"] = random_cnn(8, steps=1)  # a residual sum, dilations
+        self.models["tiled_split"] = random_cnn(10, steps=1)  # strides, dilations, a max pool
+        self.models["tiled_lif"] = random_cnn(13, steps=3)  # an average pool, a LIF layer
+        kw = {"tiled": dict(tiles="on"), "tiled_split": dict(tiles="on", overrides=TILED_SPLIT, chips="auto"),
+              "tiled_lif": dict(tiles="on", overrides={"core.neurons": 64}, chips="auto")}
         self.compiled = {}
-        for name in ("digits", "hybrid", "lossless", "zoo"):
+        self.tiled = ("tiled", "tiled_split", "tiled_lif")
+        for name in ("digits", "hybrid", "lossless", "zoo") + self.tiled:
             m, calib = self.models[name]
-            cm = nmc.compile(m, calib=calib)
+            cm = nmc.compile(m, calib=calib, **kw.get(name, {}))
+            if name in self.tiled:
+                assert np.any(cm.cores.w_fmt == 1), name
             if name == "digits":
                 x = {"image": np.load(ROOT / "examples" / "digits_inputs.npz")["image"][:2]}
+            elif name in self.tiled:
+                x = {k: np.asarray(v[:1]) for k, v in calib.items()}
             else:
                 x = {k: np.asarray(v[:, :1] if cm.meta["inputs"][0]["kind"] == "step" else v[:1])
                      for k, v in calib.items()}
@@ -961,7 +1019,240 @@ def nmc_case(rng, work: Path):
     return f"{action} {name}", lambda: _cli(argv, work)
 
 
-CASES = {"onnx": onnx_case, "npz": npz_case, "nmc": nmc_case}
+# ----------------------------------------------------------------------------- kmap cases (shared-kernel cores)
+HUGE_INTS = [2 ** 31 - 1, 2 ** 30, 65536, 46341, 10 ** 5, 10 ** 9, -2 ** 31, -1, 0, 1]
+
+
+def _int_value(rng, a: np.ndarray, old: int) -> int:
+    info = np.iinfo(a.dtype)
+    v = _pick(rng, NASTY_INTS + HUGE_INTS + [old + 1, old - 1, old * 2, old * 1000, -old])
+    return int(np.clip(v, info.min, info.max))
+
+
+def _kgeom_scaled(rng, arrays: dict, header: dict) -> None:
+    """A block whose sizes grow together so that the covering checks still pass: a tile and patch of huge
+    height/width, channels or kernel (what would make its expansion allocate gigabytes)."""
+    from nmc.coremap import KGEOM
+    g = arrays["kblocks.geom"].astype(np.int64).copy()
+    k = int(rng.integers(g.shape[0]))
+    f = int(_pick(rng, [2, 100, 10 ** 4, 46341, 2 ** 20]))
+    idx = {n: i for i, n in enumerate(KGEOM)}
+    which = _pick(rng, ["tile", "patch", "kernel", "channels", "dilation"])
+    cols = {"tile": ["th", "tw", "ph", "pw"], "patch": ["pc", "ph", "pw"], "kernel": ["kh", "kw", "ph", "pw"],
+            "channels": ["tc", "kc", "co_g", "ci_g"], "dilation": ["dh", "dw", "ph", "pw"]}[which]
+    for n in cols:
+        g[k, idx[n]] = g[k, idx[n]] * f
+    arrays["kblocks.geom"] = np.clip(g, -2 ** 31, 2 ** 31 - 1).astype(np.int32)
+    if rng.random() < 0.5:  # keep the patch map's size consistent
+        sizes = np.diff(arrays["kblocks.ax_off"])
+        tc, th, tw, kc, kh, kw, pc, ph, pw = (int(v) for v in g[k, :9])
+        need = pc * ph * pw
+        if 0 <= need <= 1 << 26:
+            ax = arrays["kpatch.ax"]
+            off = arrays["kblocks.ax_off"]
+            new = rng.integers(-1, 4, need).astype(np.int32)
+            arrays["kpatch.ax"] = np.concatenate([ax[:off[k]], new, ax[off[k + 1]:]])
+            sizes[k] = need
+            arrays["kblocks.ax_off"] = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+
+
+def _kmap_mutation(rng, arrays: dict, header: dict) -> str:
+    """One targeted edit of the shared-kernel tables or of what they depend on; returns its name."""
+    kb = arrays["kblocks.core"]
+    K = kb.shape[0]
+    r = int(rng.integers(14))
+    if r == 0:  # cores.w_fmt: flip one core, or a value other than 0/1
+        a = arrays["cores.w_fmt"].copy()
+        i = int(rng.integers(a.size))
+        a[i] = _pick(rng, [0, 1, 2, -1, 127, 1 - int(a[i])])
+        arrays["cores.w_fmt"] = a
+        return "w_fmt"
+    if r == 1:  # kblocks.core: out of range, negative, unsorted, moved to another core
+        a = kb.copy()
+        t = rng.random()
+        if t < 0.3 and K > 1:
+            i = int(rng.integers(K - 1))
+            a[i], a[i + 1] = a[i + 1], a[i]
+            if a[i] == a[i + 1]:
+                a = a[::-1].copy()
+        else:
+            i = int(rng.integers(K))
+            a[i] = _int_value(rng, a, int(a[i]))
+        arrays["kblocks.core"] = a
+        return "kblocks.core"
+    if r == 2:  # kblocks.w_off
+        a = arrays["kblocks.w_off"].copy()
+        i = int(rng.integers(K))
+        W = arrays["weights.data"].shape[0]
+        a[i] = _pick(rng, [W, W - 1, W + 1, -1, -2 ** 63, 2 ** 63 - 1, 2 ** 62, int(a[i]) + 1, int(a[i]) - 1,
+                           int(arrays["cores.w_off"][-1]) - 1, 0])
+        arrays["kblocks.w_off"] = a
+        return "kblocks.w_off"
+    if r in (3, 4, 5):  # kblocks.geom: one or a few entries
+        a = arrays["kblocks.geom"].copy()
+        for _ in range(int(rng.integers(1, 4))):
+            i, j = int(rng.integers(K)), int(rng.integers(a.shape[1]))
+            a[i, j] = _int_value(rng, a, int(a[i, j]))
+        arrays["kblocks.geom"] = a
+        return "kblocks.geom"
+    if r == 6:
+        _kgeom_scaled(rng, arrays, header)
+        return "kblocks.geom scaled"
+    if r == 7:  # kblocks.ax_off
+        a = arrays["kblocks.ax_off"].copy()
+        i = int(rng.integers(a.size))
+        a[i] = _int_value(rng, a, int(a[i]))
+        arrays["kblocks.ax_off"] = a
+        return "kblocks.ax_off"
+    if r == 8:  # kpatch.ax
+        a = arrays["kpatch.ax"].copy()
+        for _ in range(int(rng.integers(1, 4))):
+            i = int(rng.integers(a.size))
+            na = int(np.max(np.diff(arrays["cores.axon_off"])))
+            a[i] = _pick(rng, [-1, -2, na, na - 1, 2 ** 31 - 1, -2 ** 31, int(a[i]) + 1, 0])
+        arrays["kpatch.ax"] = a
+        return "kpatch.ax"
+    if r == 9:  # inconsistent sizes: drop, duplicate or truncate a kblocks/kpatch column or row
+        t = _pick(rng, ["drop_row", "dup_row", "col", "kpatch"])
+        if t in ("drop_row", "dup_row"):
+            i = int(rng.integers(K))
+            for col in ("kblocks.core", "kblocks.w_off", "kblocks.geom"):
+                a = arrays[col]
+                arrays[col] = np.delete(a, i, axis=0) if t == "drop_row" else np.insert(a, i, a[i], axis=0)
+            if rng.random() < 0.5:
+                sz = np.diff(arrays["kblocks.ax_off"])
+                sz = np.delete(sz, i) if t == "drop_row" else np.insert(sz, i, sz[i])
+                arrays["kblocks.ax_off"] = np.concatenate([[0], np.cumsum(sz)]).astype(np.int64)
+        elif t == "col":
+            col = _pick(rng, ["kblocks.core", "kblocks.w_off", "kblocks.geom", "kblocks.ax_off", "cores.w_fmt"])
+            a = arrays[col]
+            arrays[col] = a[: int(rng.integers(0, a.shape[0] + 1))] if rng.random() < 0.5 else \
+                np.concatenate([a, a[:1]])
+            if col == "kblocks.geom" and rng.random() < 0.3:
+                arrays[col] = arrays[col][:, : int(rng.integers(0, arrays[col].shape[1] + 2))] \
+                    if arrays[col].ndim == 2 else arrays[col]
+        else:
+            a = arrays["kpatch.ax"]
+            arrays["kpatch.ax"] = a[:-int(rng.integers(1, 5))] if rng.random() < 0.5 else np.concatenate([a, a[:3]])
+        return "sizes " + t
+    if r == 10:  # the weights the kernels live in: truncated or extended, or a dense core's block moved
+        a = arrays["weights.data"]
+        t = rng.random()
+        if t < 0.4:
+            arrays["weights.data"] = a[: int(rng.integers(0, a.size))]
+        elif t < 0.6:
+            arrays["weights.data"] = np.concatenate([a, a[:7]])
+        else:
+            a = a.copy()
+            a[int(rng.integers(a.size))] = _pick(rng, [-128, 127, 0, 1])
+            arrays["weights.data"] = a
+        return "weights.data"
+    if r == 11:  # a shared-kernel core's neurons/axons: counts no longer match its tile, or huge
+        col = _pick(rng, ["cores.neuron_off", "cores.axon_off"])
+        a = arrays[col].copy()
+        i = int(rng.integers(1, a.size))
+        d = int(_pick(rng, [1, -1, 10 ** 6, 2 ** 31, 2 ** 40]))
+        a[i:] += d
+        arrays[col] = a
+        return col
+    if r == 12:  # blocks on a dense core / a dense core made shared-kernel
+        a = arrays["cores.w_fmt"].copy()
+        dense = np.flatnonzero(a == 0)
+        c = int(_pick(rng, dense)) if dense.size else int(rng.integers(a.size))
+        kc = arrays["kblocks.core"].copy()
+        kc[int(rng.integers(K))] = c
+        arrays["kblocks.core"] = np.sort(kc) if rng.random() < 0.7 else kc
+        if rng.random() < 0.5:
+            a[c] = 1
+            arrays["cores.w_fmt"] = a
+        return "blocks on a dense core"
+    # dtype / ndim damage of a kernel-block column
+    col = _pick(rng, ["kblocks.core", "kblocks.w_off", "kblocks.geom", "kblocks.ax_off", "kpatch.ax", "cores.w_fmt"])
+    a = arrays[col]
+    t = rng.random()
+    if t < 0.5:
+        with warnings_off(), np.errstate(all="ignore"):
+            arrays[col] = a.astype(_pick(rng, [np.int8, np.int16, np.int32, np.int64, np.float64, np.uint32]))
+    elif t < 0.75:
+        arrays[col] = a.reshape(-1)
+    else:
+        arrays[col] = a.reshape(a.shape + (1,))
+    return "dtype " + col
+
+
+def kmap_case(rng, work: Path):
+    """A tiled core map (shared-kernel cores) with its kernel-block tables damaged and re-hashed."""
+    name = _pick(rng, seeds().tiled)
+    cm, cm_bytes, x, x_bytes = seeds().compiled[name]
+    header, arrays = _header_and_arrays(cm)
+    what = []
+    for _ in range(int(_pick(rng, [1, 1, 1, 2, 3]))):
+        try:
+            what.append(_kmap_mutation(rng, arrays, header))
+        except (TypeError, ValueError, IndexError, KeyError, OverflowError):  # an earlier edit left nothing this one can edit
+            what.append("-")
+    data = _write_nmc(header, arrays, rehash=rng.random() < 0.97)
+    p = work / "m.nmc"
+    p.write_bytes(data)
+    (work / "in.npz").write_bytes(x_bytes)
+    action = _pick(rng, ["load", "load_nocheck", "emulate", "emulate", "info", "reference"])
+    label = f"{action} {name} ({', '.join(what)})"
+    if action == "load":
+        return label, lambda: corefile.load(p)
+    if action == "load_nocheck":
+        def run():  # structure only, then every core's weights expanded (what the emulator and tools read)
+            m = corefile.load(p, check=False)
+            for c in range(m.num_cores):
+                m.core_weights(c)
+        return label, run
+    if action == "info":
+        return label, lambda: _cli(["info", str(p)], work)
+
+    def run():
+        res = nmc.emulate(p, work / "in.npz", backend="reference" if action == "reference" else "numba")
+        _check_result(res)
+    return label, run
+
+
+# ----------------------------------------------------------------------------- tiles cases (on vs off)
+def tiles_case(rng, work: Path):
+    """A seeded random small CNN compiled with every structured layer tiled (``tiles="on"``) and unfolded
+    (``tiles="off"``) on a chip of small cores: both must emulate (numba) to identical outputs, or both refuse
+    with an NmcError.  A difference is a ``slip``; one side refusing alone is counted as a clean error whose
+    message starts with ``one-sided``."""
+    seed = int(rng.integers(2 ** 31))
+    model, calib = random_cnn(seed)
+    over = {}
+    if rng.random() < 0.8:
+        over["core.neurons"] = int(_pick(rng, [8, 16, 24, 32, 64, 128]))
+    if rng.random() < 0.8:
+        over["core.axons"] = int(_pick(rng, [8, 16, 27, 32, 48, 64, 128]))
+    if rng.random() < 0.3:
+        over["core.memory_bytes"] = int(_pick(rng, [1000, 2000, 4000, 8000]))
+    feed = {k: v[:2] for k, v in calib.items()}
+
+    def run():
+        outs, errs = {}, {}
+        for tiles in ("off", "on"):
+            try:
+                cm = nmc.compile(model, calib=calib, tiles=tiles, overrides=over or None, chips="auto")
+                outs[tiles] = nmc.emulate(cm, feed).outputs
+            except NmcError as e:
+                errs[tiles] = f"{type(e).__name__}: {str(e)[:200]}"
+        if len(errs) == 2:
+            raise CleanExit(f"both refuse: {errs['off']}")
+        if errs:
+            (side, msg), = errs.items()
+            raise CleanExit(f"one-sided: tiles={side} refuses: {msg}")
+        for k in outs["off"]:
+            a, b = np.asarray(outs["off"][k]), np.asarray(outs["on"][k])
+            if a.shape != b.shape or not np.array_equal(a, b):
+                raise Slip(f"tiles on/off outputs differ: output '{k}' (model seed {seed}, overrides {over}): "
+                           f"max |diff| {np.max(np.abs(a - b)) if a.shape == b.shape else 'shape'}")
+    return f"tiles cnn{seed} {over}", run
+
+
+CASES = {"onnx": onnx_case, "npz": npz_case, "nmc": nmc_case, "kmap": kmap_case, "tiles": tiles_case}
 
 
 # ----------------------------------------------------------------------------- running one case

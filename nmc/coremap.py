@@ -63,7 +63,8 @@ from .errors import CoreMapError
 from .neurons import MODELS, by_code, max_core_params, max_neuron_params, max_state_words
 
 __all__ = ["CoreMap", "Cores", "Neurons", "Axons", "Weights", "Routes", "Router", "Feeds", "Taps", "KBlocks", "KPatch",
-           "KGEOM", "kblock_taps", "kblock_bytes", "TABLES",
+           "KGEOM", "kblock_taps", "kblock_bytes", "kblock_tap_bound", "TABLES", "MAX_CORE_WEIGHTS",
+           "MAX_CORE_KBLOCKS", "MAX_CORE_TAPS",
            "FORMAT", "FORMAT_VERSION", "STAGE", "DENDRITE", "SOMA", "HEADER", "check_coremap", "check_header",
            "chips_of", "input_kind_codes", "value_bytes", "in_bytes", "n_elems"]
 
@@ -276,17 +277,32 @@ class CoreMap:
         return int(self.cores.axon_off[c + 1] - self.cores.axon_off[c])
 
     def core_weights(self, c: int) -> np.ndarray:
-        """Weights of core c as ``[n_axons, n_neurons]`` (a shared-kernel core's blocks expanded)."""
+        """Weights of core c as ``[n_axons, n_neurons]`` (a shared-kernel core's blocks expanded).
+
+        A shared-kernel core is refused (:class:`CoreMapError`) before anything is allocated when its dense block
+        would exceed :data:`MAX_CORE_WEIGHTS` weights, it has more than :data:`MAX_CORE_KBLOCKS` blocks or its
+        blocks would read more than :data:`MAX_CORE_TAPS` taps: a damaged map, whose shared kernels no longer
+        bound what the expansion costs."""
         w = self.cores.w_off
         if self.cores.w_fmt[c] == 0:
             return self.weights.data[w[c]:w[c + 1]].reshape(self.n_axons(c), self.n_neurons(c))
         kb = self.kblocks
-        lo, hi = np.searchsorted(kb.core, [c, c + 1])
-        out = np.zeros((self.n_axons(c), self.n_neurons(c)), np.int16)
-        for k in range(int(lo), int(hi)):
-            a, slot, val = kblock_taps(kb.geom[k], self.weights.data, int(kb.w_off[k]),
-                                       self.kpatch.ax[kb.ax_off[k]:kb.ax_off[k + 1]])
-            np.add.at(out, (a, slot), val)
+        lo, hi = (int(v) for v in np.searchsorted(kb.core, [c, c + 1]))
+        na, nn = self.n_axons(c), self.n_neurons(c)
+        fix = "the core map is damaged or was not written by 'nmc compile': recompile the model"
+        if na * nn > MAX_CORE_WEIGHTS:
+            raise CoreMapError(f"core {c}: its shared kernels expand to a dense block of {na} axons x {nn} neurons "
+                               f"({na * nn} weights), more than the {MAX_CORE_WEIGHTS} a core can hold; {fix}")
+        if hi - lo > MAX_CORE_KBLOCKS:
+            raise CoreMapError(f"core {c} has {hi - lo} kernel blocks, more than {MAX_CORE_KBLOCKS}; {fix}")
+        taps = sum(kblock_tap_bound(kb.geom[k]) for k in range(lo, hi))
+        if taps > MAX_CORE_TAPS:
+            raise CoreMapError(f"core {c}: its kernel blocks read up to {taps} taps, more than {MAX_CORE_TAPS}; {fix}")
+        out = np.zeros((na, nn), np.int32)  # a block's patch axons are distinct (check_coremap): it adds one tap a weight
+        for k in range(lo, hi):
+            for a, slot, val in _kblock_chunks(kb.geom[k], self.weights.data, int(kb.w_off[k]),
+                                               self.kpatch.ax[kb.ax_off[k]:kb.ax_off[k + 1]]):
+                np.add.at(out, (a, slot), val)
         if out.size and (out.min() < -128 or out.max() > 127):
             raise CoreMapError(f"core {c}: its kernel blocks add up to weights in [{int(out.min())}, {int(out.max())}], "
                                "beyond int8")
@@ -346,8 +362,24 @@ HEADER: dict[str, Any] = {
 }
 
 
-def kblock_taps(geom: np.ndarray, data: np.ndarray, w_off: int, ax: np.ndarray):
-    """The taps of one kernel block (module doc): ``(axon, neuron slot, weight)`` arrays, core-local."""
+#: a shared-kernel core's dense block, its kernel blocks and the taps they read at most (:meth:`CoreMap.core_weights`;
+#: a core of the largest preset holds 4,096 x 16,384 = 2^26 weights)
+MAX_CORE_WEIGHTS = 1 << 28
+MAX_CORE_KBLOCKS = 1 << 16
+MAX_CORE_TAPS = 1 << 28
+_TAP_CHUNK = 1 << 22  # taps expanded at once
+
+
+def kblock_tap_bound(geom) -> int:
+    """Taps a kernel block reads at most (before dropping zero weights and patch elements the core does not
+    hold): its tile's neurons times the kernel taps whose channel lies in its patch."""
+    tc, th, tw, kc, kh, kw, pc = (int(v) for v in geom[:7])
+    return tc * th * tw * min(kc, pc) * kh * kw
+
+
+def _kblock_chunks(geom: np.ndarray, data: np.ndarray, w_off: int, ax: np.ndarray):
+    """The taps of one kernel block (module doc) as ``(axon, neuron slot, weight)`` arrays, core-local, in chunks
+    of about :data:`_TAP_CHUNK` taps."""
     tc, th, tw, kc, kh, kw, pc, ph, pw, sh, sw, dh, dw, co_g, ci_g, oc0, kc0, pc0 = (int(v) for v in geom)
     K = data[w_off:w_off + tc * kc * kh * kw].reshape(tc, kc, kh, kw)
     t, k, ky, kx = (a.reshape(-1) for a in np.meshgrid(np.arange(tc), np.arange(kc), np.arange(kh), np.arange(kw),
@@ -358,13 +390,22 @@ def kblock_taps(geom: np.ndarray, data: np.ndarray, w_off: int, ax: np.ndarray):
     t, k, ky, kx, pci, val = t[ok], k[ok], ky[ok], kx[ok], pci[ok], val[ok]
     ty, tx = np.meshgrid(np.arange(th), np.arange(tw), indexing="ij")
     ty, tx = ty.reshape(1, -1), tx.reshape(1, -1)
-    py = ty * sh + (ky * dh)[:, None]
-    px = tx * sw + (kx * dw)[:, None]
-    a = ax[(pci[:, None] * ph + py) * pw + px]
-    slot = (t[:, None] * th + ty) * tw + tx
-    v = np.broadcast_to(val[:, None], a.shape)
-    keep = a >= 0
-    return a[keep].astype(np.int64), slot[keep].astype(np.int64), v[keep].astype(np.int16)
+    step = max(1, _TAP_CHUNK // max(1, th * tw))
+    for i in range(0, max(1, t.shape[0]), step):
+        j = slice(i, i + step)
+        py = ty * sh + (ky[j] * dh)[:, None]
+        px = tx * sw + (kx[j] * dw)[:, None]
+        a = ax[(pci[j, None] * ph + py) * pw + px]
+        slot = (t[j, None] * th + ty) * tw + tx
+        v = np.broadcast_to(val[j, None], a.shape)
+        keep = a >= 0
+        yield a[keep].astype(np.int64), slot[keep].astype(np.int64), v[keep].astype(np.int16)
+
+
+def kblock_taps(geom: np.ndarray, data: np.ndarray, w_off: int, ax: np.ndarray):
+    """The taps of one kernel block (module doc): ``(axon, neuron slot, weight)`` arrays, core-local."""
+    parts = list(_kblock_chunks(geom, data, w_off, ax))
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
 
 
 def kblock_bytes(geom: np.ndarray, w_bits) -> np.ndarray:
@@ -570,32 +611,66 @@ def _check_kblocks(cm: CoreMap, d: dict[str, int]) -> None:
             raise CoreMapError(f"core {int(np.argmax(c.w_fmt == 1))} has shared kernels (cores.w_fmt 1) but no kblocks")
         return
     core = kb.core.astype(np.int64)
-    if core.min() < 0 or core.max() >= d["C"] or np.any(np.diff(core) < 0):
-        raise CoreMapError("core map kblocks.core is not ascending core indices")
-    if np.any(c.w_fmt[core] != 1) or np.any(np.bincount(core, minlength=d["C"])[c.w_fmt == 1] == 0):
-        raise CoreMapError("core map kblocks do not sit exactly on the cores with cores.w_fmt 1")
+    bad = (core < 0) | (core >= d["C"]) | np.concatenate([[False], np.diff(core) < 0])
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise CoreMapError(f"core map kblocks.core is not ascending core indices 0 .. {d['C'] - 1}: kblocks.core[{i}] = "
+                           f"{int(core[i])}" + (f" after {int(core[i - 1])}" if i else ""))
+    if np.any(c.w_fmt[core] != 1):
+        i = int(np.argmax(c.w_fmt[core] != 1))
+        raise CoreMapError(f"kernel block {i} sits on core {int(core[i])}, a dense core (cores.w_fmt 0): kernel blocks "
+                           "sit exactly on the cores with cores.w_fmt 1")
+    lacking = np.flatnonzero((np.bincount(core, minlength=d["C"]) == 0) & (c.w_fmt == 1))
+    if lacking.size:
+        raise CoreMapError(f"core {int(lacking[0])} has shared kernels (cores.w_fmt 1) but no kernel block")
     g = kb.geom.astype(np.int64)
-    tc, th, tw, kc, kh, kw, pc, ph, pw, sh, sw, dh, dw, co_g, ci_g, oc0, kc0, pc0 = g.T
     if np.any(g[:, :15] < 1) or np.any(g[:, 15:] < 0):
         i = int(np.argmax(np.any(g[:, :15] < 1, axis=1) | np.any(g[:, 15:] < 0, axis=1)))
         raise CoreMapError(f"kernel block {i}: geometry {dict(zip(KGEOM, g[i].tolist()))} has a size below 1")
+    # sizes multiply in float64: exact below 2^53, and a product of huge values stays huge instead of wrapping
+    # around int64 to a small one that matches the tables
+    tc, th, tw, kc, kh, kw, pc, ph, pw, sh, sw, dh, dw, co_g, ci_g, oc0, kc0, pc0 = g.T.astype(np.float64)
     bad = (ph < (th - 1) * sh + (kh - 1) * dh + 1) | (pw < (tw - 1) * sw + (kw - 1) * dw + 1)
     if bad.any():
-        raise CoreMapError(f"kernel block {int(np.argmax(bad))}: its patch does not cover its tile's receptive field")
-    if np.any(np.diff(kb.ax_off) != pc * ph * pw):
-        raise CoreMapError(f"kernel block {int(np.argmax(np.diff(kb.ax_off) != pc * ph * pw))}: patch map size is not "
-                           "pc x ph x pw")
-    ksize = tc * kc * kh * kw
-    nn, na = np.diff(c.neuron_off), np.diff(c.axon_off)
-    if np.any(tc * th * tw != nn[core]):
-        raise CoreMapError(f"kernel block {int(np.argmax(tc * th * tw != nn[core]))}: its tile is not its core's neurons")
-    bad = (kb.w_off < c.w_off[-1]) | (kb.w_off + ksize > d["W"])
+        i = int(np.argmax(bad))
+        raise CoreMapError(f"kernel block {i}: its patch ({int(g[i, 7])} x {int(g[i, 8])}) does not cover its tile's "
+                           f"receptive field (geometry {dict(zip(KGEOM, g[i].tolist()))})")
+    patch = pc * ph * pw
+    bad = np.diff(kb.ax_off) != patch
     if bad.any():
-        raise CoreMapError(f"kernel block {int(np.argmax(bad))}: its kernel lies outside the kernels of weights.data")
+        i = int(np.argmax(bad))
+        raise CoreMapError(f"kernel block {i}: patch map size {int(np.diff(kb.ax_off)[i])} is not pc x ph x pw = "
+                           f"{int(g[i, 6]) * int(g[i, 7]) * int(g[i, 8])}")
+    nn, na = np.diff(c.neuron_off), np.diff(c.axon_off)
+    bad = tc * th * tw != nn[core]
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise CoreMapError(f"kernel block {i}: its tile tc x th x tw = {int(g[i, 0]) * int(g[i, 1]) * int(g[i, 2])} "
+                           f"neurons is not its core's {int(nn[core[i]])} neurons (core {int(core[i])})")
+    ksize = tc * kc * kh * kw
+    lo, W = int(c.w_off[-1]), d["W"]
+    w_off = kb.w_off
+    bad = (w_off < lo) | (w_off > W) | (ksize > W - np.clip(w_off, lo, W))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise CoreMapError(f"kernel block {i}: its kernel of {int(g[i, 0]) * int(g[i, 3]) * int(g[i, 4]) * int(g[i, 5])} "
+                           f"weights at kblocks.w_off = {int(w_off[i])} lies outside the kernels of weights.data "
+                           f"({lo} .. {W})")
     ax = cm.kpatch.ax.astype(np.int64)
     owner = np.repeat(core, np.diff(kb.ax_off))
     if ax.size and (ax.min() < -1 or np.any(ax >= na[owner])):
-        raise CoreMapError("core map kpatch.ax names an axon outside its core")
+        i = int(np.argmax((ax < -1) | (ax >= na[owner])))
+        raise CoreMapError(f"core map kpatch.ax[{i}] = {int(ax[i])} names an axon outside its core "
+                           f"({int(owner[i])}, axons 0 .. {int(na[owner[i]]) - 1}, or -1)")
+    held = ax >= 0
+    blk = np.repeat(np.arange(K), np.diff(kb.ax_off))[held]
+    order = np.lexsort((ax[held], blk))
+    b_s, a_s = blk[order], ax[held][order]
+    dup = np.flatnonzero((b_s[1:] == b_s[:-1]) & (a_s[1:] == a_s[:-1]))
+    if dup.size:
+        i = int(dup[0])
+        raise CoreMapError(f"kernel block {int(b_s[i])}: kpatch.ax names axon {int(a_s[i])} twice (each patch element "
+                           "is one input element, held by one axon)")
 
 
 def _check_references(cm: CoreMap, d: dict[str, int]) -> None:
