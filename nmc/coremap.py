@@ -42,8 +42,10 @@ neuron model used needs).  All indices are 0-based and global.
   ``(t * th + ty) * tw + tx`` of the core is output channel ``oc0 + t`` at tile position ``(ty, tx)``; its weight
   from patch element ``(ci - pc0, ty * sh + ky * dh, tx * sw + kx * dw)`` is ``K[t, k, ky, kx]`` with
   ``ci = ((oc0 + t) // co_g) * ci_g + kc0 + k`` (taps whose patch channel lies outside ``0 .. pc - 1`` are not
-  the core's).  :meth:`CoreMap.core_weights` expands it to the dense ``[n_axons, n_neurons]`` block (taps on
-  one weight add up).  A shared-kernel core has no dense block (``w_off[c+1] == w_off[c]``); kernels live after
+  the core's).  The axons a block's patch names are distinct (each patch element is one input element).
+  :meth:`CoreMap.core_weights` expands it to the dense ``[n_axons, n_neurons]`` block (taps of several blocks on
+  one weight add up; at most :data:`MAX_CORE_WEIGHTS` weights, :data:`MAX_CORE_KBLOCKS` blocks and
+  :data:`MAX_CORE_TAPS` taps per core, else the map is refused as damaged before anything is allocated).  A shared-kernel core has no dense block (``w_off[c+1] == w_off[c]``); kernels live after
   the dense blocks (from ``w_off[C]``), and cores with equal slices of one kernel point to one copy (each core
   still holds it in its own SRAM: ``nmc.resources``).
 
@@ -298,7 +300,8 @@ class CoreMap:
         taps = sum(kblock_tap_bound(kb.geom[k]) for k in range(lo, hi))
         if taps > MAX_CORE_TAPS:
             raise CoreMapError(f"core {c}: its kernel blocks read up to {taps} taps, more than {MAX_CORE_TAPS}; {fix}")
-        out = np.zeros((na, nn), np.int32)  # a block's patch axons are distinct (check_coremap): it adds one tap a weight
+        # a block's patch axons are distinct (check_coremap): it adds at most one tap (|w| <= 128) to a weight
+        out = np.zeros((na, nn), np.int32)
         for k in range(lo, hi):
             for a, slot, val in _kblock_chunks(kb.geom[k], self.weights.data, int(kb.w_off[k]),
                                                self.kpatch.ax[kb.ax_off[k]:kb.ax_off[k + 1]]):
@@ -614,8 +617,8 @@ def _check_kblocks(cm: CoreMap, d: dict[str, int]) -> None:
     bad = (core < 0) | (core >= d["C"]) | np.concatenate([[False], np.diff(core) < 0])
     if bad.any():
         i = int(np.argmax(bad))
-        raise CoreMapError(f"core map kblocks.core is not ascending core indices 0 .. {d['C'] - 1}: kblocks.core[{i}] = "
-                           f"{int(core[i])}" + (f" after {int(core[i - 1])}" if i else ""))
+        raise CoreMapError(f"core map kblocks.core is not ascending core indices 0 .. {d['C'] - 1}: "
+                           f"kblocks.core[{i}] = {int(core[i])}" + (f" after {int(core[i - 1])}" if i else ""))
     if np.any(c.w_fmt[core] != 1):
         i = int(np.argmax(c.w_fmt[core] != 1))
         raise CoreMapError(f"kernel block {i} sits on core {int(core[i])}, a dense core (cores.w_fmt 0): kernel blocks "
@@ -653,9 +656,9 @@ def _check_kblocks(cm: CoreMap, d: dict[str, int]) -> None:
     bad = (w_off < lo) | (w_off > W) | (ksize > W - np.clip(w_off, lo, W))
     if bad.any():
         i = int(np.argmax(bad))
-        raise CoreMapError(f"kernel block {i}: its kernel of {int(g[i, 0]) * int(g[i, 3]) * int(g[i, 4]) * int(g[i, 5])} "
-                           f"weights at kblocks.w_off = {int(w_off[i])} lies outside the kernels of weights.data "
-                           f"({lo} .. {W})")
+        size = int(g[i, 0]) * int(g[i, 3]) * int(g[i, 4]) * int(g[i, 5])
+        raise CoreMapError(f"kernel block {i}: its kernel of {size} weights at kblocks.w_off = {int(w_off[i])} lies "
+                           f"outside the kernels of weights.data ({lo} .. {W})")
     ax = cm.kpatch.ax.astype(np.int64)
     owner = np.repeat(core, np.diff(kb.ax_off))
     if ax.size and (ax.min() < -1 or np.any(ax >= na[owner])):
