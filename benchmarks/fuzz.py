@@ -151,6 +151,29 @@ def random_cnn(seed: int, steps: int | None = None):
     return b.build(), calib
 
 
+def densify(cm, which):
+    """``cm`` with the shared-kernel cores ``which`` stored as dense blocks (their expanded weights): a map that
+    mixes dense and shared-kernel cores, as ``tiles="auto"`` makes of a model with large and small layers."""
+    import dataclasses
+    c, kb = cm.cores, cm.kblocks
+    which = np.asarray(sorted(which), np.int64)
+    fmt = c.w_fmt.copy()
+    fmt[which] = 0
+    blocks = [cm.core_weights(i).reshape(-1) if fmt[i] == 0 else np.zeros(0, np.int8) for i in range(cm.num_cores)]
+    w_off = np.concatenate([[0], np.cumsum([b.size for b in blocks])]).astype(np.int64)
+    kernels = cm.weights.data[int(c.w_off[-1]):]
+    keep = ~np.isin(kb.core, which)
+    sizes = np.diff(kb.ax_off)[keep]
+    ax = np.concatenate([cm.kpatch.ax[kb.ax_off[k]:kb.ax_off[k + 1]] for k in np.flatnonzero(keep)] or
+                        [np.zeros(0, np.int32)])
+    return cm.replace(
+        cores=dataclasses.replace(c, w_fmt=fmt, w_off=w_off),
+        weights=dataclasses.replace(cm.weights, data=np.concatenate(blocks + [kernels]).astype(np.int8)),
+        kblocks=dataclasses.replace(kb, core=kb.core[keep], w_off=kb.w_off[keep] - int(c.w_off[-1]) + int(w_off[-1]),
+                                    geom=kb.geom[keep], ax_off=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)),
+        kpatch=dataclasses.replace(cm.kpatch, ax=ax.astype(np.int32)))
+
+
 class Seeds:
     """The unmutated material, built once per worker."""
 
@@ -180,6 +203,9 @@ class Seeds:
             cm = nmc.compile(m, calib=calib, **kw.get(name, {}))
             if name in self.tiled:
                 assert np.any(cm.cores.w_fmt == 1), name
+            if name == "tiled_split":  # every third core dense: blocks beside dense cores
+                cm = densify(cm, range(0, cm.num_cores, 3))
+                corefile.validate(cm)
             if name == "digits":
                 x = {"image": np.load(ROOT / "examples" / "digits_inputs.npz")["image"][:2]}
             elif name in self.tiled:

@@ -65,7 +65,7 @@ from .errors import CoreMapError
 from .neurons import MODELS, by_code, max_core_params, max_neuron_params, max_state_words
 
 __all__ = ["CoreMap", "Cores", "Neurons", "Axons", "Weights", "Routes", "Router", "Feeds", "Taps", "KBlocks", "KPatch",
-           "KGEOM", "kblock_taps", "kblock_bytes", "kblock_tap_bound", "TABLES", "MAX_CORE_WEIGHTS",
+           "KGEOM", "kblock_taps", "kblock_bytes", "kblock_tap_bound", "kblock_ranges", "TABLES", "MAX_CORE_WEIGHTS",
            "MAX_CORE_KBLOCKS", "MAX_CORE_TAPS",
            "FORMAT", "FORMAT_VERSION", "STAGE", "DENDRITE", "SOMA", "HEADER", "check_coremap", "check_header",
            "chips_of", "input_kind_codes", "value_bytes", "in_bytes", "n_elems"]
@@ -411,6 +411,32 @@ def kblock_taps(geom: np.ndarray, data: np.ndarray, w_off: int, ax: np.ndarray):
     return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
 
 
+def kblock_ranges(cm: "CoreMap") -> tuple[np.ndarray, np.ndarray]:
+    """``(lo, hi)`` [C]: the smallest and largest stored kernel weight of every shared-kernel core (0, 0 for the
+    others), reading each distinct kernel slice once (not once per block that shares it)."""
+    kb, C = cm.kblocks, cm.num_cores
+    lo, hi = np.zeros(C, np.int64), np.zeros(C, np.int64)
+    K = kb.core.shape[0]
+    if not K:
+        return lo, hi
+    size = np.prod(kb.geom[:, [0, 3, 4, 5]].astype(np.int64), axis=1)
+    pairs, inv = np.unique(np.stack([kb.w_off.astype(np.int64), size]), axis=1, return_inverse=True)
+    inv = inv.reshape(-1)
+    s, n = pairs
+    data = np.concatenate([cm.weights.data, np.zeros(1, np.int8)])  # reduceat needs an index past each slice
+    idx = np.stack([s, s + n], axis=1).reshape(-1)
+    mn = np.minimum.reduceat(data, idx)[::2].astype(np.int64)
+    mx = np.maximum.reduceat(data, idx)[::2].astype(np.int64)
+    mn[n == 0], mx[n == 0] = 0, 0
+    core = kb.core.astype(np.int64)
+    has = np.zeros(C, bool)
+    has[core] = True
+    lo[has], hi[has] = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+    np.minimum.at(lo, core, mn[inv])
+    np.maximum.at(hi, core, mx[inv])
+    return lo, hi
+
+
 def kblock_bytes(geom: np.ndarray, w_bits) -> np.ndarray:
     """SRAM bytes of kernel blocks (``geom`` [K, G]) at ``w_bits`` per weight: each output channel's kernel
     slice rounded up to whole bytes."""
@@ -659,6 +685,13 @@ def _check_kblocks(cm: CoreMap, d: dict[str, int]) -> None:
         size = int(g[i, 0]) * int(g[i, 3]) * int(g[i, 4]) * int(g[i, 5])
         raise CoreMapError(f"kernel block {i}: its kernel of {size} weights at kblocks.w_off = {int(w_off[i])} lies "
                            f"outside the kernels of weights.data ({lo} .. {W})")
+    # kernels are stored once and shared: the distinct slices the blocks read fit in the pool (so reading every
+    # block's kernel costs at most one pass over the pool: nmc.rules, kblock_ranges)
+    pool = W - lo
+    starts, size = np.unique(np.stack([w_off, ksize.astype(np.int64)]), axis=1)
+    if int(size.sum()) > pool:
+        raise CoreMapError(f"core map kernel blocks read {int(size.sum())} weights in {starts.shape[0]} distinct kernel "
+                           f"slices, more than the {pool} weights of the kernel pool of weights.data (slices overlap)")
     ax = cm.kpatch.ax.astype(np.int64)
     owner = np.repeat(core, np.diff(kb.ax_off))
     if ax.size and (ax.min() < -1 or np.any(ax >= na[owner])):

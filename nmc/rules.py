@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from .coremap import CoreMap, in_bytes
+from .coremap import CoreMap, in_bytes, kblock_ranges
 from .neurons import by_code
 from .resources import core_usages
 
@@ -122,6 +122,7 @@ def _weights(cm: CoreMap) -> list[str]:
     out = []
     allowed = cm.chip.core.weight_bits
     rng = {8: (-128, 127), 2: (-1, 1), 1: (0, 1)}
+    kmin = kmax = None
     for c in range(cm.num_cores):
         wb = int(cm.cores.w_bits[c])
         if wb not in allowed:
@@ -129,15 +130,17 @@ def _weights(cm: CoreMap) -> list[str]:
                        f"{list(allowed)} (core.weight_bits); fix: recompile for this chip")
             continue
         if cm.cores.w_fmt[c]:  # shared kernels: the stored kernels (the dense block sums overlapping taps)
-            kb = cm.kblocks
-            lo, hi = np.searchsorted(kb.core, [c, c + 1])
-            w = np.concatenate([cm.weights.data[kb.w_off[k]:kb.w_off[k] + int(np.prod(kb.geom[k][[0, 3, 4, 5]]))]
-                                for k in range(int(lo), int(hi))] or [np.zeros(0, np.int8)])
+            if kmin is None:
+                kmin, kmax = kblock_ranges(cm)  # every distinct kernel slice read once
+            wmin, wmax = int(kmin[c]), int(kmax[c])
         else:
             w = cm.core_weights(c)
+            if not w.size:
+                continue
+            wmin, wmax = int(w.min()), int(w.max())
         lo, hi = rng[wb]
-        if w.size and (int(w.min()) < lo or int(w.max()) > hi):
-            out.append(f"weight-precision: {_who(cm, c)} has weights in [{int(w.min())}, {int(w.max())}] but declares "
+        if wmin < lo or wmax > hi:
+            out.append(f"weight-precision: {_who(cm, c)} has weights in [{wmin}, {wmax}] but declares "
                        f"{wb}-bit weights ([{lo}, {hi}]); fix: recompile")
     return out
 

@@ -168,3 +168,65 @@ def test_emulate_counts_the_expanded_blocks_and_refuses_before_expanding(tiled, 
     with pytest.raises(InputError, match="needs about .* of memory, more than the limit"):
         nmc.emulate(cm, x, max_memory=est - 1)
     assert not called
+
+
+def test_many_blocks_over_one_large_kernel_are_checked_without_copying_it_per_block(tiled):
+    # 1,024 blocks on core 0, each a 1 x 1 tile of a kernel of 2^20 input channels (only the first lies in the
+    # one-element patch): a file of well under 1 MiB whose kernels, copied block by block for the weight-precision
+    # rule, were 1 GiB.  The rule reads the kernel pool once; one weight beyond int8's 2-bit range is named
+    cm, _ = tiled
+    kb, co = cm.kblocks, cm.cores
+    n, kc = 1024, 2 ** 20
+    c0 = int(np.sum(kb.core == 0))
+    g = np.zeros((n, len(KGEOM)), np.int32)
+    for name, v in dict(tc=1, th=1, tw=1, kc=kc, kh=1, kw=1, pc=1, ph=1, pw=1, sh=1, sw=1, dh=1, dw=1, co_g=1,
+                        ci_g=kc).items():
+        g[:, G[name]] = v
+    nn = cm.n_neurons(0)
+    kernel = np.zeros(kc, np.int8)
+    kernel[-1] = 5
+    W0 = cm.weights.data.shape[0]
+    # core 0 keeps its own blocks' neurons: it gets one neuron (tile 1 x 1 x 1) and one axon instead
+    dn, da = 1 - nn, 1 - cm.n_axons(0)
+    keep = kb.core != 0
+    sizes = np.concatenate([np.ones(n, np.int64), np.diff(kb.ax_off)[keep]])
+    rest_ax = np.concatenate([cm.kpatch.ax[kb.ax_off[k]:kb.ax_off[k + 1]] for k in np.flatnonzero(keep)])
+    big = cm.replace(
+        cores=dataclasses.replace(co, neuron_off=np.concatenate([[0], co.neuron_off[1:] + dn]),
+                                  axon_off=np.concatenate([[0], co.axon_off[1:] + da]), w_bits=np.full_like(co.w_bits, 2)),
+        weights=dataclasses.replace(cm.weights, data=np.concatenate([cm.weights.data, kernel])),
+        kblocks=dataclasses.replace(kb, core=np.concatenate([np.zeros(n, np.int32), kb.core[keep]]),
+                                    w_off=np.concatenate([np.full(n, W0), kb.w_off[keep]]),
+                                    geom=np.concatenate([g, kb.geom[keep]]),
+                                    ax_off=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)),
+        kpatch=dataclasses.replace(cm.kpatch, ax=np.concatenate([np.zeros(n, np.int32), rest_ax])))
+    assert c0 >= 1
+    from nmc.rules import RULES
+    import resource
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = RULES["weight-precision"](big)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 256, grown_mib
+    assert any("core 0 has weights in [" in v and ", 5]" in v and "2-bit" in v for v in out), out
+
+
+def test_kernel_slices_that_overlap_beyond_the_pool_are_refused(tiled):
+    # kernels are stored once, so the distinct slices the blocks read fit in the kernel pool (reading them all
+    # is one pass over it); here block 0 is repeated on its core reading its kernel shifted by one weight: every
+    # slice of the pool plus one more of s0 weights, which must overlap the others
+    cm, _ = tiled
+    kb = cm.kblocks
+    lo, W = int(cm.cores.w_off[-1]), cm.weights.data.shape[0]
+    s0 = int(np.prod(kb.geom[0, [0, 3, 4, 5]].astype(np.int64)))
+    o0 = int(kb.w_off[0])
+    shifted = o0 + 1 if o0 + 1 + s0 <= W else o0 - 1
+    patch = cm.kpatch.ax[kb.ax_off[0]:kb.ax_off[1]]
+    bad = cm.replace(
+        kblocks=dataclasses.replace(kb, core=np.concatenate([kb.core[:1], kb.core]),
+                                    w_off=np.concatenate([[shifted], kb.w_off]),
+                                    geom=np.concatenate([kb.geom[:1], kb.geom]),
+                                    ax_off=np.concatenate([[0], kb.ax_off + patch.size])),
+        kpatch=dataclasses.replace(cm.kpatch, ax=np.concatenate([patch, cm.kpatch.ax])))
+    with pytest.raises(CoreMapError, match=rf"kernel blocks read {W - lo + s0} weights in .* distinct kernel slices, "
+                                           rf"more than the {W - lo} weights of the kernel pool"):
+        check_coremap(bad)
