@@ -1,6 +1,6 @@
 """Seeded fuzz campaign: hostile files and numbers into nmc's readers.
 
-Three kinds of case, each reproducible from ``(kind, seed)``:
+Five kinds of case, each reproducible from ``(kind, seed)``:
 
 - ``onnx``: a model of the repository (``examples/digits_hybrid.onnx`` and ``tests/nets.py`` builders, a
   Scan model, an op zoo) mutated at the protobuf level (attributes, dims, data types, initializer values,
@@ -11,7 +11,17 @@ Three kinds of case, each reproducible from ``(kind, seed)``:
   header, a decompression bomb, huge ``steps``) into ``nmc.emulate`` / ``nmc run``.
 - ``nmc``: a damaged ``.nmc`` core map (header or arrays edited and re-hashed with nmc's own format,
   raw byte damage, zip structure damage, a decompression bomb) into ``nmc.load`` / ``nmc info`` /
-  ``nmc run`` / ``nmc profile`` (also with output paths that are folders or unwritable).
+  ``nmc run`` / ``nmc profile`` (also with output paths that are folders or unwritable); the seeds include tiled
+  maps (shared-kernel cores, core-map format 3).
+- ``kmap``: a tiled core map (seeded random CNNs compiled with ``tiles="on"``, whole, split over small cores with
+  every third core stored dense, and with LIF layers) with its shared-kernel tables damaged and re-hashed
+  (``cores.w_fmt``, every ``kblocks``/``kpatch`` column: out of range, negative, huge, geometry scaled so the
+  covering checks pass, offsets beyond the data, axons beyond the core's, blocks on dense cores, unsorted,
+  inconsistent sizes) into ``nmc.load`` (with and without the design rules, then every core's weights
+  expanded) / ``nmc info`` / ``nmc.emulate`` (both backends).
+- ``tiles``: a seeded random small CNN on a chip of small cores compiled with ``tiles="on"`` and ``"off"``:
+  both must emulate (numba) to identical outputs or both refuse; a difference is a ``slip``, one side refusing
+  alone a clean error counted as ``one-sided``.
 
 Every case runs in a worker subprocess capped with ``RLIMIT_AS`` (4 GB) and a per-case timeout (20 s);
 a worker runs cases one after the other and is restarted after a hang or a memory failure.  Outcomes:
