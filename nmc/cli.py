@@ -114,6 +114,10 @@ def _routing_line(meta) -> str:
     r = meta.get("routing") or {}
     if "traffic_hops" not in r:
         return "placement: (no measures in this core map)"
+    num = ("traffic_hops", "max_link_load", "chip_crossings", "pairs", "mean_pair_hops", "max_table_entries")
+    if not all(isinstance(r.get(k), (int, float)) and not isinstance(r.get(k), bool) for k in num) or \
+            not isinstance(r.get("relay_cores", 0), int):
+        return "placement: (the routing summary in this core map is incomplete or damaged)"
     return (f"placement {r.get('placement') or '?'}: traffic x hops {r['traffic_hops']:,.0f}, max link load "
             f"{r['max_link_load']:,.0f}, chip crossings {r['chip_crossings']:,.0f} (values per step; "
             f"{r['pairs']} core pairs, mean {r['mean_pair_hops']:.2f} hops, largest router table "

@@ -995,3 +995,14 @@ def test_an_empty_output_range_is_refused(snn):
     bad = tampered(snn, cores__out_lo=(0, 3), cores__out_hi=(0, 2))
     with pytest.raises(CoreMapError, match=r"core 0: output range cores.out_lo = 3 > cores.out_hi = 2"):
         validate(bad)
+
+
+@pytest.mark.parametrize("routing", [{"traffic_hops": 5.0}, {"traffic_hops": 5.0, "max_link_load": "x", "pairs": None,
+                                                              "chip_crossings": 0, "mean_pair_hops": 1.0,
+                                                              "max_table_entries": 2}])
+def test_info_of_a_core_map_whose_routing_summary_was_edited(snn, tmp_path, capsys, routing):
+    # found by the fuzz campaign (nmc:10778): a meta.routing without 'pairs' made `nmc info` end in a KeyError.
+    # The summary is informational: info prints the rest and says the summary is damaged
+    p = save_coremap(snn.replace(meta={**snn.meta, "routing": routing}), tmp_path / "m.nmc")
+    assert cli.main(["info", str(p)]) == 0
+    assert "placement: (the routing summary in this core map is incomplete or damaged)" in capsys.readouterr().out
