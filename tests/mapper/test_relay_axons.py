@@ -2,7 +2,7 @@
 holds one axon per value of its source core, so a source with more neurons than a core has axons
 (``core.axons`` < ``core.neurons``) gets a relay that breaks ``axons-per-core``; emit's design rules then refuse
 the model (a clean DesignRuleError, but a model that fits is refused).  Seen with ``tiles="on"`` and
-``tiles="off"`` alike: 5 of 1,700 random CNNs on small cores.  Marked xfail until mapper/relay.py splits a
+``tiles="off"`` alike: 19 of 7,800 random CNNs on small cores.  Marked xfail until mapper/relay.py splits a
 relay by axons (the mapper's owner's file)."""
 from __future__ import annotations
 
