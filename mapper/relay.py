@@ -46,6 +46,7 @@ def add_relays(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring) -> 
     """``pieces`` and ``w`` with relay cores appended (indices ``len(pieces)`` ...) for every core whose
     routing table would exceed ``chip.core.router_table_entries``; unchanged when none does."""
     E = chip.core.router_table_entries
+    cap = min(chip.core.axons, chip.core.neurons)  # values one relay core can forward
     C = len(pieces)
     ents = count_router_entries(w.neuron_off, w.axon_off, w.route_src, w.route_dst, w.tap_neurons())
     over = [int(c) for c in np.flatnonzero(ents > E)]
@@ -79,14 +80,28 @@ def add_relays(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring) -> 
         sel_of = {int(d): to[bounds[i]:bounds[i + 1]] for i, d in enumerate(dests.tolist())}
         # children of the source: ("core", d) leaves or ("relay", [children]) nodes, grouped until they fit
         children: list = [("core", int(d)) for d in dests.tolist()]
-        while len(children) + fixed > E:
-            groups = [children[i:i + E] for i in range(0, len(children), E)]
-            children = [g[0] if len(g) == 1 else ("relay", g) for g in groups]  # a lone child needs no relay
         need = {d: np.unique(route_src[sel]) for d, sel in sel_of.items()}
 
         def needs(node) -> np.ndarray:
             kind, v = node
             return need[v] if kind == "core" else np.unique(np.concatenate([needs(c) for c in v]))
+
+        while len(children) + fixed > E:
+            # groups of at most E children whose values fit one relay core (an axon and a neuron per value)
+            groups: list[list] = []
+            held = np.zeros(0, np.int64)
+            for ch in children:
+                u = needs(ch)
+                both = np.union1d(held, u)
+                if groups and len(groups[-1]) < E and both.shape[0] <= cap:
+                    groups[-1].append(ch)
+                    held = both
+                else:
+                    groups.append([ch])
+                    held = u
+            if len(groups) >= len(children):
+                break  # no grouping fits a relay core: the design rules name the core
+            children = [g[0] if len(g) == 1 else ("relay", g) for g in groups]  # a lone child needs no relay
 
         def expand(holder: np.ndarray, kids: list) -> None:
             """Route ``kids`` from the neurons in ``holder`` (global neuron of the parent holding each of the
