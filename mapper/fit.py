@@ -179,3 +179,4 @@ def fit(q: Quantized, chip: ChipSpec, objective: str = "latency", tiles: str = "
             return Fit(quant=q, chip=chip, pieces=pieces, wiring=wiring, reserve=dict(reserve),
                        folds=folds if any(len(g) > 1 for g in folds) else [])
         reserve.update(grown)
+        del pieces, wiring  # (freed before partitioning again: at DenseNet-121's size they are 3 GB)

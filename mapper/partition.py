@@ -58,7 +58,7 @@ def layer_in_bytes(l: Layer, tq: dict[str, TQ]) -> int:
 #: structured layers with more unfolded synapses than this, or at least this many neurons, are cut into tiles
 #: (``tiles="auto"``): packed neuron by neuron, a large layer's cores would each store a dense block (a per-channel
 #: scale of 1024 neurons: a 1 MB diagonal)
-TILE_MIN_SYNAPSES = 1 << 22
+TILE_MIN_SYNAPSES = 1 << 20
 TILE_MIN_NEURONS = 1 << 16
 
 

@@ -96,7 +96,7 @@ def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips
     objective : ``latency`` (no folding), ``cores`` (fold as many logical cores per physical core as memory,
         router table and phase budget allow), ``balanced`` (at most 2), ``energy`` (the least folding that
         reaches the chip count of ``cores``); nmc/mapper/fold.py.
-    tiles : ``auto`` (convolutions and dense layers of over 4M unfolded synapses or 64k neurons are cut into tiles
+    tiles : ``auto`` (convolutions and dense layers of over 1M unfolded synapses or 64k neurons are cut into tiles
         whose cores store shared kernels; smaller layers are packed neuron by neuron into dense weight blocks),
         ``on`` (every such layer tiled) or ``off`` (none; a layer over 2^26 synapses then cannot be mapped);
         nmc/mapper/structured.py.

@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="placement strategy: greedy, zigzag (= linear), locality, profile (needs --profile-inputs)")
     c.add_argument("--tiles", default="auto", choices=["auto", "on", "off"],
                    help="cut convolutions and dense layers into tiles whose cores store shared kernels: auto (layers "
-                        "over 4M synapses or of 64k neurons), on (all), off (none: neuron by neuron)")
+                        "over 1M synapses or of 64k neurons), on (all), off (none: neuron by neuron)")
     c.add_argument("--objective", default="latency", choices=["latency", "cores", "balanced", "energy"],
                    help="folding trade-off: latency (no folding, default), cores (fold logical cores onto as few physical "
                         "cores as memory and phases allow), balanced (at most 2 per core), energy")
