@@ -116,7 +116,7 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
                 kb_core.append(ci)
                 kb_woff.append(pool[("eye", eyes[ci][0])])
                 kb_geom.append(eyes[ci])
-                kb_ax.append(j * nn + np.arange(nn))
+                kb_ax.append(np.arange(j * nn, (j + 1) * nn, dtype=np.int32))
         elif ci in geoms:  # shared kernels: each block's kernel slice (in the pool) and its patch's axons
             w_fmt[ci] = 1
             for bi, gm in geoms[ci]:
@@ -131,7 +131,7 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
                 kb_core.append(ci)
                 kb_woff.append(at)
                 kb_geom.append(gm)
-                kb_ax.append(np.where(hit, ax, -1))
+                kb_ax.append(np.where(hit, ax, -1).astype(np.int32))  # (int32 as kpatch.ax: half the list)
         elif kind == "relay":
             block[np.arange(nn), np.arange(nn)] = 1
         elif kind == "merge":
