@@ -49,9 +49,12 @@ __all__ = ["LayerBound", "Bounds", "bounds", "check_bounds", "HOST_BYTES_PER_SYN
 #: (measured: benchmarks/bench_scale_compile.py, 80-85 B above the interpreter for 8.5M and 20M synapses; with a
 #: margin, docs/performance.md)
 HOST_BYTES_PER_SYNAPSE = 120
-#: peak host bytes per output neuron of a tiled layer (its neurons, patch axons, routes and kernel blocks; measured
-#: in benchmarks/bench_scale_compile.py on the light models, with a margin: docs/performance.md)
+#: peak host bytes of a tiled layer: the larger of these per output neuron and per unfolded synapse (its neurons,
+#: patch axons, routes and kernel blocks; the axons, hence routes, grow with the synapses a core's patch covers).
+#: Measured in benchmarks/bench_scale_compile.py: ResNet-50 3.0 GB (11M neurons x 400 = 4.4 GB, 3.95e9
+#: synapses x 1.2 = 4.7 GB), DenseNet-121 4.4 GB (4.0 / 3.4 GB), VGG-19 21 GB (6.2 / 22.8 GB): docs/performance.md
 HOST_BYTES_PER_TILED_NEURON = 400
+HOST_BYTES_PER_TILED_SYNAPSE = 1.2
 #: models with at least this many unfolded synapses (about a second of mapping) are refused as soon as their
 #: lower bound breaks a limit; smaller ones are mapped on, so the design rules name every core at fault
 EARLY_SYNAPSES = 1_000_000
@@ -348,8 +351,8 @@ def bounds(g: Graph, chip: ChipSpec, chips: Any = None, host_budget: int | None 
                 made[t] = len(layers)
         layers.append(lb)
     phases = {s: max((l.phase_end for l in layers if l.stage == s), default=0) for s in ("static", "step", "readout")}
-    host = sum(HOST_BYTES_PER_TILED_NEURON * l.neurons if l.tiled else HOST_BYTES_PER_SYNAPSE * l.synapses
-               for l in layers)
+    host = int(sum(max(HOST_BYTES_PER_TILED_NEURON * l.neurons, HOST_BYTES_PER_TILED_SYNAPSE * l.synapses) if l.tiled
+                   else HOST_BYTES_PER_SYNAPSE * l.synapses for l in layers))
     b = Bounds(model=g.name, chip=chip, chips=chips, layers=layers, phases=phases, host_bytes=host,
                host_budget=host_budget, depth=depth)
     b.problems.extend(_problems(b))
@@ -381,10 +384,12 @@ def _problems(b: Bounds) -> list[str]:
                        f"core.phases_per_step={n}, a shallower network per timestep, or a chip with larger cores")
     if b.host_budget is not None and b.host_bytes > b.host_budget:
         heavy = sorted(b.layers, key=lambda l: -l.synapses)[:3]
-        out.append(f"host memory: mapping unfolds {b.synapses:,} synapses (largest: "
+        tiled = sum(l.tiled for l in b.layers)
+        how = (f"{tiled} of its {len(b.layers)} layers tiled, the others unfolded" if tiled else "every layer unfolded")
+        out.append(f"host memory: mapping {b.synapses:,} synapses ({how}; largest: "
                    + ", ".join(f"'{l.name}' {l.synapses:,}" for l in heavy)
-                   + f"), about {size_text(b.host_bytes)}, more than the {size_text(b.host_budget)} this process can "
-                   "spare; fix: a machine with more memory, a smaller input resolution or narrower layers")
+                   + f") takes about {size_text(b.host_bytes)}, more than the {size_text(b.host_budget)} this process "
+                   "can spare; fix: a machine with more memory, a smaller input resolution or narrower layers")
     return out
 
 
