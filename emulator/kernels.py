@@ -452,9 +452,11 @@ def _i64(x) -> np.ndarray:
 SPARSE_DENSITY = 0.25
 
 
-def _sparse_rows(cm: CoreMap):
+def _sparse_rows(cm: CoreMap, dense: tuple[np.ndarray, np.ndarray] | None = None):
     """``(sparse [C], row_off [A+1], row_col, row_w)``: the nonzero weights, row by row, of the mac cores
-    whose density is below :data:`SPARSE_DENSITY` (the rows of the other cores are empty)."""
+    whose density is below :data:`SPARSE_DENSITY` (the rows of the other cores are empty); ``dense``: the
+    ``(data, w_off)`` of :meth:`CoreMap.dense_weights`, when the caller has expanded them already."""
+    data, w_off = cm.dense_weights() if dense is None else dense
     c = cm.cores
     C, A = cm.num_cores, cm.num_axons
     sparse = np.zeros(C, np.int64)
@@ -463,7 +465,7 @@ def _sparse_rows(cm: CoreMap):
     for k in range(C):
         if c.dendrite[k] != 0 or c.axon_off[k + 1] == c.axon_off[k] or c.neuron_off[k + 1] == c.neuron_off[k]:
             continue
-        W = cm.core_weights(k)
+        W = data[w_off[k]:w_off[k + 1]].reshape(cm.n_axons(k), cm.n_neurons(k))
         if np.count_nonzero(W) >= SPARSE_DENSITY * W.size:
             continue
         sparse[k] = 1
@@ -478,8 +480,8 @@ def _sparse_rows(cm: CoreMap):
 
 def _net(cm: CoreMap) -> Net:
     c, n = cm.cores, cm.neurons
-    sparse, row_off, row_col, row_w = _sparse_rows(cm)
-    data, w_off = cm.dense_weights()  # shared-kernel cores expanded to dense blocks
+    data, w_off = cm.dense_weights()  # shared-kernel cores expanded to dense blocks, once
+    sparse, row_off, row_col, row_w = _sparse_rows(cm, (data, w_off))
     return Net(n_off=_i64(c.neuron_off), a_off=_i64(c.axon_off), w_off=_i64(w_off),
                weights=np.ascontiguousarray(data, dtype=np.int8), dend=_i64(c.dendrite),
                spike_in=_i64(c.spike_in), model=_i64(c.model), out_bits=_i64(c.out_bits), out_lo=_i64(c.out_lo),
