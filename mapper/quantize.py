@@ -544,6 +544,40 @@ def _put(wk: list, parts, c0: int, c1: int, wq: np.ndarray) -> None:
         o += m
 
 
+def _unit_soma(l, tq: dict, nonneg: set, chip: ChipSpec, rep: dict):
+    """A layer of unit weights: max pooling (``dendrite == "max"``: a mask; multiplier 1, shift 0, floor 0) or a
+    spike count.  Sets its output's TQ; returns ``(bias, lo, hi, lossless, k, cparam, nparam, state_init)``."""
+    c = chip.core
+    if l.dendrite == "max":
+        q_in = tq[l.inputs[0]]
+        tq[l.out] = TQ(q_in.scale, q_in.lo if not l.relu else max(0, q_in.lo), q_in.hi, 8, "value")
+        nparam = np.stack([np.ones(l.n, np.int64), np.zeros(l.n, np.int64)], axis=1)  # multiplier 1, shift 0
+        rep.update(lossless=True, weight_rel_err=0.0, out_scale=tq[l.out].scale)
+        return (np.zeros(l.n, np.int64), tq[l.out].lo, tq[l.out].hi, True, 1.0, np.zeros(1, np.int64), nparam,
+                np.zeros((l.n, 0), np.int64))
+    _check_spike_inputs(l, tq)
+    hi = 2 ** c.activation_bits - 1
+    tq[l.out] = TQ(1.0, 0, hi, 8, "count")
+    nonneg.add(l.out)
+    lossless = bool(np.all(_is_int(l.init)))  # a count starts from whole spikes
+    rep.update(lossless=lossless, count_max=hi)
+    return (np.zeros(l.n, np.int64), 0, hi, lossless, 1.0, np.zeros(0, np.int64), np.zeros((l.n, 0), np.int64),
+            _state_int(l.init, l.model, l, c))
+
+
+def _ann_bias(l, s_row: np.ndarray, chip: ChipSpec) -> np.ndarray:
+    """An ANN layer's integer biases at its per-neuron weight scales, refused beyond the accumulator."""
+    c = chip.core
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        bias = _to_int(l.bias / s_row, "bias", l.where())
+    if np.any(np.abs(bias) >= 2 ** (c.accumulator_bits - 1)):
+        k = int(np.argmax(np.abs(bias)))
+        raise QuantizationError(f"{l.where()}: bias of neuron {k} quantises to {int(bias[k])}, beyond the "
+                                f"{c.accumulator_bits}-bit accumulator (core.accumulator_bits); recalibrate "
+                                "or rescale the layer")
+    return bias
+
+
 def _quantize_structured(l, kf, chip: ChipSpec, ranges, tq: dict, nonneg: set, in_nonneg: bool, rep: dict) -> QLayer:
     """The :class:`QLayer` of a structured layer: as the per-synapse quantisation, with one weight scale per output
     channel over its whole kernel (docs/numerics.md), integer kernels ``wk`` instead of per-synapse weights."""
@@ -552,7 +586,7 @@ def _quantize_structured(l, kf, chip: ChipSpec, ranges, tq: dict, nonneg: set, i
     co = Bch.shape[0]
     wk = [np.zeros(b.W.shape, np.int8) for b, _, _ in parts]
     bound = np.zeros(co)
-    stats = dict(absmax=0.0, allint=True, err=0.0)
+    stats = dict(absmax=0.0, allint=True, err=0.0, exact=True)  # allint: scaled weights; exact: their integers
 
     def scan(gain: float = 1.0) -> None:  # the largest scaled weight, and whether all are integers
         for _, _, E, _ in _kernel_chunks(parts, co, gain):
@@ -566,23 +600,7 @@ def _quantize_structured(l, kf, chip: ChipSpec, ranges, tq: dict, nonneg: set, i
             _put(wk, parts, c0, c1, wq)
             bound[c0:c1] = (wq * IM).sum(axis=1)
         w_bits = _w_bits(np.ones(1, np.int64), chip)
-        if l.dendrite == "max":
-            q_in = tq[l.inputs[0]]
-            tq[l.out] = TQ(q_in.scale, q_in.lo if not l.relu else max(0, q_in.lo), q_in.hi, 8, "value")
-            bias, lo, hi, lossless = np.zeros(l.n, np.int64), tq[l.out].lo, tq[l.out].hi, True
-            k, cparam, state_init = 1.0, np.zeros(1, np.int64), np.zeros((l.n, 0), np.int64)
-            nparam = np.stack([np.ones(l.n, np.int64), np.zeros(l.n, np.int64)], axis=1)
-            rep.update(lossless=True, weight_rel_err=0.0, out_scale=tq[l.out].scale)
-        else:
-            _check_spike_inputs(l, tq)
-            hi = 2 ** c.activation_bits - 1
-            tq[l.out] = TQ(1.0, 0, hi, 8, "count")
-            nonneg.add(l.out)
-            bias, lo, k = np.zeros(l.n, np.int64), 0, 1.0
-            cparam, nparam = np.zeros(0, np.int64), np.zeros((l.n, 0), np.int64)
-            state_init = _state_int(l.init, l.model, l, c)
-            lossless = bool(np.all(_is_int(l.init)))
-            rep.update(lossless=lossless, count_max=hi)
+        bias, lo, hi, lossless, k, cparam, nparam, state_init = _unit_soma(l, tq, nonneg, chip, rep)
     elif l.soma == "ann":
         nn = l.relu or (in_nonneg and l.op in ("avgpool", "add") and all(bool(np.all(b.W >= 0)) for b, _, _ in parts))
         out_q = _act_tq(ranges.get(l.out), nn, l.out, l.where(), c.activation_bits)
@@ -605,18 +623,12 @@ def _quantize_structured(l, kf, chip: ChipSpec, ranges, tq: dict, nonneg: set, i
             _put(wk, parts, c0, c1, wq)
             bound[c0:c1] = (np.abs(wq) * IM).sum(axis=1)
             if E.size:
+                err = np.abs(wq * s_ch[c0:c1, None] - E)
                 stats["absmax"] = max(stats["absmax"], float(np.abs(E).max()))
-                stats["err"] = max(stats["err"], float(np.abs(wq * s_ch[c0:c1, None] - E).max()))
-                stats["allint"] &= bool(np.all(np.abs(wq * s_ch[c0:c1, None] - E) <= _EPS * np.maximum(1, np.abs(E))))
+                stats["err"] = max(stats["err"], float(err.max()))
+                stats["exact"] &= bool(np.all(err <= _EPS * np.maximum(1, np.abs(E))))
         s_row = np.repeat(s_ch, hw)
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            bias = _to_int(l.bias / s_row, "bias", l.where())
-        acc_lim = 2 ** (c.accumulator_bits - 1)
-        if np.any(np.abs(bias) >= acc_lim):
-            kk = int(np.argmax(np.abs(bias)))
-            raise QuantizationError(f"{l.where()}: bias of neuron {kk} quantises to {int(bias[kk])}, beyond the "
-                                    f"{c.accumulator_bits}-bit accumulator (core.accumulator_bits); recalibrate "
-                                    "or rescale the layer")
+        bias = _ann_bias(l, s_row, chip)
         tq[l.out] = out_q
         if nn:
             nonneg.add(l.out)
@@ -625,7 +637,7 @@ def _quantize_structured(l, kf, chip: ChipSpec, ranges, tq: dict, nonneg: set, i
         else:
             m_ch, sh_ch = requant_params(s_ch / out_q.scale, c.requant_mult_bits, l.where())
             mult, shift = np.repeat(m_ch, hw), np.repeat(sh_ch, hw)
-        lossless = bool(stats["allint"] and np.all(s_ch == 1.0) and out_q.scale == 1.0 and np.all(_is_int(l.bias)))
+        lossless = bool(stats["exact"] and np.all(s_ch == 1.0) and out_q.scale == 1.0 and np.all(_is_int(l.bias)))
         lo, hi = out_q.lo, out_q.hi
         w_bits = max(_w_bits(k, chip) for k in wk) if wk else 8
         k, cparam, state_init = 1.0, np.array([int(floor4)], np.int64), np.zeros((l.n, 0), np.int64)
@@ -656,6 +668,7 @@ def _quantize_structured(l, kf, chip: ChipSpec, ranges, tq: dict, nonneg: set, i
     return QLayer(wq=None, wk=tuple(wk), bias=bias, lo=lo, hi=hi, w_bits=w_bits, lossless=lossless,
                   acc_bound=acc_bound, report=rep, cparam=cparam, nparam=nparam, state_init=state_init, k=k)
 
+
 def _act_tq(r: Range | None, nonneg: bool, name: str, what: str, bits: int) -> TQ:
     if r is None:
         raise QuantizationError(f"{what}: no calibration range for tensor '{name}'; pass calibration inputs "
@@ -674,7 +687,6 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
     """Quantise every layer: its :class:`QLayer` and each routable tensor's :class:`TQ`."""
     g = lg.graph
     c = chip.core
-    acc_lim = 2 ** (c.accumulator_bits - 1)
     tq: dict[str, TQ] = {}
     qlayers: list[QLayer] = []
     spike_t = {l.out for l in lg.layers if l.model.spiking}
@@ -719,14 +731,9 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
                 continue
             l = l.unstructured()  # (input scales that vary inside a channel, table somas: per synapse)
         layers.append(l)
-        if l.dendrite == "max":
-            q_in = tq[l.inputs[0]]
-            tq[l.out] = TQ(q_in.scale, q_in.lo if not l.relu else max(0, q_in.lo), q_in.hi, 8, "value")
-            wq, bias, lo, hi = np.ones_like(l.rows, dtype=np.int64), np.zeros(l.n, np.int64), tq[l.out].lo, tq[l.out].hi
-            w_bits, lossless = _w_bits(np.ones(1, np.int64), chip), True
-            k, cparam, state_init = 1.0, np.zeros(1, np.int64), np.zeros((l.n, 0), np.int64)  # floor 0 (shift 0)
-            nparam = np.stack([np.ones(l.n, np.int64), np.zeros(l.n, np.int64)], axis=1)  # multiplier 1, shift 0
-            rep.update(lossless=True, weight_rel_err=0.0, out_scale=tq[l.out].scale)
+        if l.dendrite == "max" or l.soma == "count":  # unit weights: a mask (max) or an identity (count)
+            wq, w_bits = np.ones_like(l.rows, dtype=np.int64), _w_bits(np.ones(1, np.int64), chip)
+            bias, lo, hi, lossless, k, cparam, nparam, state_init = _unit_soma(l, tq, nonneg, chip, rep)
         elif l.soma == "ann":
             E = l.vals * s_in[l.cols]
             nn = l.relu or (in_nonneg and l.op in ("avgpool", "add") and bool(np.all(l.vals >= 0)))
@@ -740,12 +747,7 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
                 s_row = _row_scales(l.rows, E, l.n, l.bias)
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 wq = _to_int(E / s_row[l.rows], "weight", l.where())
-                bias = _to_int(l.bias / s_row, "bias", l.where())
-            if np.any(np.abs(bias) >= acc_lim):
-                k = int(np.argmax(np.abs(bias)))
-                raise QuantizationError(f"{l.where()}: bias of neuron {k} quantises to {int(bias[k])}, beyond the "
-                                        f"{c.accumulator_bits}-bit accumulator (core.accumulator_bits); recalibrate "
-                                        "or rescale the layer")
+            bias = _ann_bias(l, s_row, chip)
             tq[l.out] = out_q
             if nn:
                 nonneg.add(l.out)
@@ -779,17 +781,6 @@ def quantize(lg: LayerGraph, chip: ChipSpec, ranges: Mapping[str, Range]) -> Qua
             bias, lo, hi, w_bits, lossless, cparam, nparam, state_init = _lif_rest(
                 l, k, exact, gain * l.bias, _w_bits(wq, chip), chip, tq, rep,
                 float(err.max() / max(absmax, 1e-30)) if E.size else 0.0)
-        elif l.soma == "count":
-            _check_spike_inputs(l, tq)
-            hi = 2 ** c.activation_bits - 1
-            tq[l.out] = TQ(1.0, 0, hi, 8, "count")
-            nonneg.add(l.out)
-            wq, bias, lo = np.ones_like(l.rows, dtype=np.int64), np.zeros(l.n, np.int64), 0
-            w_bits = _w_bits(np.ones(1, np.int64), chip)
-            k, cparam, nparam = 1.0, np.zeros(0, np.int64), np.zeros((l.n, 0), np.int64)
-            state_init = _state_int(l.init, l.model, l, c)
-            lossless = bool(np.all(_is_int(l.init)))  # a count starts from whole spikes
-            rep.update(lossless=lossless, count_max=hi)
         else:
             raise AssertionError(l.soma)
         if wq.size and (wq.min() < -W_MAX - 1 or wq.max() > W_MAX):
