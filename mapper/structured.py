@@ -206,6 +206,20 @@ def merge_geom(t: Tile) -> tuple:
     return tuple(g[k] for k in KGEOM)
 
 
+def _axons_per_channel(b: Block, th, tw):
+    """Axons per input channel of a ``th x tw`` tile's patch inside the input (an upper bound: tiles at the border
+    hold fewer); ``th``, ``tw`` numbers or arrays."""
+    ph, pw = patch_dims(b, th, tw)
+    return np.minimum(ph, b.in_shape[1]) * np.minimum(pw, b.in_shape[2])
+
+
+def _patch_channels(b: Block, tc):
+    """Input channels the patch of ``tc`` output channels reads (every channel, or their groups': at most one
+    group more when the channels do not start at a group boundary); ``tc`` a number or an array."""
+    groups = np.where(b.group == 1, 1, -(-tc // b.co_g) + np.where(tc % b.co_g == 0, 0, 1))
+    return np.minimum(groups * b.ci_g, b.in_shape[0])
+
+
 def _tile_sizes(n: int) -> np.ndarray:
     """The distinct tile sizes along an axis of ``n``: ``ceil(n / k)`` for every count ``k``."""
     return np.unique(-(-n // np.arange(1, n + 1)))
@@ -223,18 +237,11 @@ def choose_tiles(blocks, out_shape: tuple[int, int, int], chip: ChipSpec, usage,
     n = tc * th * tw
     keep = n <= c.neurons
     tc, th, tw, n = tc[keep], th[keep], tw[keep], n[keep]
-    # axons of an interior tile (an upper bound of every tile's) and its kernels' bytes
-    ax = np.zeros(tc.shape, np.int64)
-    kent = np.zeros(tc.shape, np.int64)
-    for b in blocks:
-        kh, kw = b.W.shape[2:]
-        C, H, W = b.in_shape
-        ph = np.minimum((th - 1) * b.strides[0] + (kh - 1) * b.dilations[0] + 1, H)
-        pw = np.minimum((tw - 1) * b.strides[1] + (kw - 1) * b.dilations[1] + 1, W)
-        groups = np.where(b.group == 1, 1, -(-tc // b.co_g) + np.where(tc % b.co_g == 0, 0, 1))
-        pc = np.minimum(groups * b.ci_g, C)
-        ax += pc * ph * pw
-        kent += tc * ((((b.ci_g if b.group == 1 else np.minimum(b.ci_g, pc)) * kh * kw * w_bits) + 7) // 8)
+    # per block: channels and axons per channel of an interior tile's patch (upper bounds of every tile's)
+    per_block = [(_patch_channels(b, tc), _axons_per_channel(b, th, tw)) for b in blocks]
+    ax = sum(pc * a for pc, a in per_block)
+    kent = sum(tc * ((((b.ci_g if b.group == 1 else np.minimum(b.ci_g, pc)) * int(np.prod(b.W.shape[2:])) * w_bits)
+                      + 7) // 8) for b, (pc, _) in zip(blocks, per_block))  # its kernels' bytes
     cores = (-(-co // tc)) * (-(-OH // th)) * (-(-OW // tw))
     ok = (ax <= c.axons) & (usage(ax, n, kent) <= c.memory_bytes)
     if ok.any():
@@ -245,22 +252,12 @@ def choose_tiles(blocks, out_shape: tuple[int, int, int], chip: ChipSpec, usage,
         return None  # (a max cannot be split into partial sums)
     # partial cores: the tile's input channels (of every block, in order) packed into chunks of at most ``budget``
     # axons; a merge core per tile adds the chunks' partial sums
-    tot = np.zeros(tc.shape, np.int64)
-    amax = np.zeros(tc.shape, np.int64)
-    ratio = np.zeros(tc.shape, np.float64)  # kernel bytes per axon (the worst block)
-    per_block = []  # (channels, axons per channel) of each block
-    for b in blocks:
-        kh, kw = b.W.shape[2:]
-        ph = np.minimum((th - 1) * b.strides[0] + (kh - 1) * b.dilations[0] + 1, b.in_shape[1])
-        pw = np.minimum((tw - 1) * b.strides[1] + (kw - 1) * b.dilations[1] + 1, b.in_shape[2])
-        groups = np.where(b.group == 1, 1, -(-tc // b.co_g) + np.where(tc % b.co_g == 0, 0, 1))
-        pc = np.minimum(groups * b.ci_g, b.in_shape[0])
-        a = ph * pw
-        per_block.append((pc, a))
-        tot += pc * a
-        amax = np.maximum(amax, a)
-        per_ch = np.minimum(tc, b.co_g if b.group > 1 else tc) * ((kh * kw * w_bits + 7) // 8)
-        ratio = np.maximum(ratio, per_ch / a)
+    tot = sum(pc * a for pc, a in per_block)
+    amax = np.maximum.reduce([a for _, a in per_block])
+    # kernel bytes per axon (the worst block)
+    ratio = np.maximum.reduce([np.minimum(tc, b.co_g if b.group > 1 else tc) * ((int(np.prod(b.W.shape[2:])) * w_bits + 7)
+                                                                            // 8) / a
+                               for b, (_, a) in zip(blocks, per_block)])
     best = None
     for frac in (1.0, 0.75, 0.5, 0.375, 0.25, 0.125):
         budget = max(1, int(c.axons * frac))
@@ -287,8 +284,7 @@ def _pack(blocks, chans, th: int, tw: int, budget: int) -> list[tuple[tuple[int,
     cur = [(0, 0)] * len(blocks)
     used = 0
     for bi, (b, (c0, cn)) in enumerate(zip(blocks, chans)):
-        ph, pw = patch_dims(b, th, tw)
-        a = min(ph, b.in_shape[1]) * min(pw, b.in_shape[2])  # (an upper bound of the patch's axons per channel)
+        a = int(_axons_per_channel(b, th, tw))
         ch = c0
         while ch < c0 + cn:
             take = min(c0 + cn - ch, (budget - used) // a)
