@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import nmc  # noqa: E402
 from nmc import rules  # noqa: E402
@@ -30,6 +31,7 @@ from nmc.chip import load_chip  # noqa: E402
 from nmc.frontend.builder import ModelBuilder  # noqa: E402
 from nmc.mapper import fit as fit_mod  # noqa: E402
 from nmc.mapper import passes  # noqa: E402
+from bench_placement import mlp_snn  # noqa: E402  (the same LIF MLP as the placement benchmark)
 
 PARTS: dict[str, float] = {}
 
@@ -58,16 +60,6 @@ for n in list(rules.RULES):
         finally:
             PARTS[f"rule.{n}"] = PARTS.get(f"rule.{n}", 0.0) + time.perf_counter() - t0
     rules.RULES[n] = timed
-
-
-def mlp_snn(sizes, seed=0):
-    rng = np.random.default_rng(seed)
-    b = ModelBuilder(f"mlp_{'_'.join(map(str, sizes))}", num_steps=4)
-    h = b.input("spikes", (sizes[0],), kind="step")
-    for i, (a, o) in enumerate(zip(sizes[:-2], sizes[1:-1])):
-        h, _ = b.lif(b.gemm(h, rng.normal(size=(o, a)) * 0.1, name=f"fc{i}"), f"lif{i}", beta=0.9)
-    b.output(b.gemm(b.spike_count(h, "count"), rng.normal(size=(sizes[-1], sizes[-2])), name="head"))
-    return b.build(), {"spikes": (rng.random((4, 2, sizes[0])) < 0.2).astype(float)}
 
 
 def deep_conv(layers=30, ch=4, size=64, seed=0):
