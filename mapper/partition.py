@@ -73,16 +73,12 @@ def tile_auto(synapses: int, neurons: int, chip: ChipSpec) -> bool:
             or neurons * chip.core.axons > TILE_MIN_DENSE)
 
 
-def use_tiles(l: Layer, ql, tiles: str = "auto", chip: ChipSpec | None = None) -> bool:
-    """Whether layer ``l`` (quantised as ``ql``) is cut into tiles of shared kernels (``tiles``: "auto" for layers
-    over :data:`TILE_MIN_SYNAPSES` synapses or of :data:`TILE_MIN_NEURONS` neurons, "on" for every structured
-    layer, "off" for none)."""
+def use_tiles(l: Layer, ql, chip: ChipSpec, tiles: str = "auto") -> bool:
+    """Whether layer ``l`` (quantised as ``ql``) is cut into tiles of shared kernels on ``chip`` (``tiles``:
+    "auto" as :func:`tile_auto` says, "on" for every structured layer, "off" for none)."""
     if l.blocks is None or ql.wk is None or tiles == "off":
         return False
-    if tiles == "on":
-        return True
-    return tile_auto(l.synapse_count(), l.n, chip) if chip is not None else \
-        l.synapse_count() > TILE_MIN_SYNAPSES or l.n >= TILE_MIN_NEURONS
+    return tiles == "on" or tile_auto(l.synapse_count(), l.n, chip)
 
 
 def piece_kernel_bytes(p: Piece, l: Layer, w_bits: int) -> int | None:
@@ -101,7 +97,7 @@ def partition(q: Quantized, chip: ChipSpec, reserve: Mapping[int, int] | None = 
     pieces: list[Piece] = []
     for li, l in enumerate(q.lg.layers):
         rr = int((reserve or {}).get(li, 0))
-        if use_tiles(l, q.layers[li], tiles, chip):
+        if use_tiles(l, q.layers[li], chip, tiles):
             ps = _tile_layer(li, l, q.layers[li].w_bits, chip, q.tq, rr)
         else:
             ps = _partition_layer(li, l, q.layers[li].w_bits, chip, q.tq, rr)
