@@ -108,8 +108,7 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
         elif kind != "partial":
             cparam[ci, :q.cparam.shape[0]] = q.cparam
         # weights [n_axons, n_neurons]
-        block = w_data[w_off[-1]:w_off[-1] + na * nn].reshape(na, nn) if w_size[ci] or not (ci in geoms or ci in eyes) \
-            else None
+        block = None if ci in geoms or ci in eyes else w_data[w_off[-1]:w_off[-1] + na * nn].reshape(na, nn)
         if ci in eyes:  # a merge core of a tiled layer: one identity kernel per partial sum
             w_fmt[ci] = 1
             for j in range(len(p.partials)):
