@@ -17,6 +17,7 @@ from nmc.mapper.partition import Piece, _csr, _partition_layer, layer_in_bytes
 from nmc.mapper.quantize import requant_params
 from nmc.frontend import load_onnx
 from nmc.resources import core_usage, unit_weight_bits
+from nmc.rules import owner
 
 from nets import hybrid, lossless_snn, spike_inputs
 from test_mapper import run_passes
@@ -364,3 +365,15 @@ def test_bounds_of_table_activations_fused_and_standalone():
                                                                   ("twice", "lut", 10)]
     assert [l["name"] for l in cm.meta["layers"]] == ["sig0", "fc", "twice"]
     assert cm.meta["phases"]["static"] == lb.phases["static"] == 3
+
+
+def test_owner_of_indices_by_hand_and_by_both_paths():
+    # cores of 2, 0 and 3 neurons: neurons 0-1 on core 0, 2-4 on core 2 (core 1 is empty)
+    off = np.array([0, 2, 2, 5])
+    assert owner(off, np.array([0, 1, 2, 3, 4])).tolist() == [0, 0, 2, 2, 2]
+    long = np.array([4, 0, 2, 1, 3] * 10)  # long enough for the owner-table gather
+    assert owner(off, long).tolist() == [2, 0, 2, 0, 2] * 10
+    rng = np.random.default_rng(0)
+    off = np.concatenate([[0], np.cumsum(rng.integers(0, 5, 300))])
+    idx = rng.integers(0, off[-1], 5000)
+    np.testing.assert_array_equal(owner(off, idx), np.searchsorted(off, idx, side="right") - 1)
