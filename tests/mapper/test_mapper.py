@@ -794,6 +794,9 @@ def test_design_rules_read_the_table_from_the_core_map():
     assert any(s.startswith("router-table: layer 'fc2' core 3 sends to") for s in v), v
     # memory just large enough for the real tables: the inflated one no longer fits beside core 3's configuration
     ib = drc.in_bytes(cm)
+    # by hand: the two partial cores read the host's 8-bit inputs (1 byte), the merge core their 32-bit partial sums
+    # (4 bytes), fc2 the merge core's 8-bit values (1 byte)
+    assert [m.name for m in cm.models()] == ["partial", "partial", "ann", "ann"] and ib.tolist() == [1, 1, 4, 1]
     need = max(core_usage(cm.chip, cm.n_axons(c), cm.n_neurons(c), int(cm.cores.w_bits[c]), cm.models()[c].name,
                           int(ib[c]), has_bias=cm.models()[c].name != "partial", router_entries=1).total
                for c in range(cm.num_cores))
