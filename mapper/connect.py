@@ -32,11 +32,19 @@ class Wiring:
     feed_input: np.ndarray  #: index into the list of host inputs
     feed_elem: np.ndarray
     feed_dst: np.ndarray
-    axon_init: np.ndarray
+    init_axons: np.ndarray  #: the axons with a nonzero value before step 0 (delayed spike state), ascending
+    init_values: np.ndarray  #: their values
     host_inputs: list[str]  #: static/step graph inputs, in feed index order
     phase: np.ndarray  #: [C]
     dag: nx.DiGraph  #: core dataflow graph (edge weight = values routed)
     out_taps: list[np.ndarray]  #: neurons of each reported graph output that is not a membrane, in report order
+
+    def axon_init(self) -> np.ndarray:
+        """Every axon's value before step 0 (the core-map ``axons.init``; most are zero, so the wiring keeps only
+        the others until emit)."""
+        init = np.zeros(int(self.axon_off[-1]), np.int64)
+        init[self.init_axons] = self.init_values
+        return init
 
     def tap_neurons(self) -> np.ndarray:
         """Every neuron whose output register is sent to the host (the core-map ``out_src``)."""
@@ -82,7 +90,7 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
 
     r_src, r_dst, r_del = [], [], []
     f_in, f_el, f_dst = [], [], []
-    axon_init = np.zeros(int(axon_off[-1]), np.int64)
+    i_ax, i_val = [], []
     # merge pieces read their partials' sums (routes are sorted by dataflow() below, so their order here is free)
     for ci, p in enumerate(pieces):
         if p.kind == "merge":
@@ -118,7 +126,9 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
                 r_src.append(elem_neuron[out][elems])
                 r_dst.append(axons)
                 r_del.append(np.ones(sel.size, np.int8))
-                axon_init[axons] = np.round(init[elems]).astype(np.int64)
+                v = np.round(init[elems]).astype(np.int64)
+                i_ax.append(axons[v != 0])
+                i_val.append(v[v != 0])
             elif t in host_index:
                 f_in.append(np.full(sel.size, host_index[t], np.int32))
                 f_el.append(elems)
@@ -142,7 +152,8 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
     del r_dst
     order = _route_order(neuron_off, axon_off, (rs := cat(r_src, np.int64)), rd)
     del r_src
-    rs, rd = rs[order], rd[order]
+    rs = rs[order]  # (one at a time: at most one array of the routes' size more than the routes)
+    rd = rd[order]
     rl = cat(r_del, np.int8)[order]
     del r_del, order
     route_src, route_dst, route_delayed, dag, pairs = dataflow(neuron_off, axon_off, rs, rd, rl, is_sorted=True)
@@ -154,9 +165,12 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
         names = sorted({lg.layers[pieces[s].layer].name for s, _ in e.args[1]})
         raise MappingError(f"layers {names} form a loop inside one timestep; a recurrence must go through a "
                            "spike state pair (previous step's spikes)") from None
+    i_ax = cat(i_ax, np.int64)
+    o = np.argsort(i_ax, kind="stable")
     return Wiring(neuron_off=neuron_off, axon_off=axon_off, elem_neuron=elem_neuron, route_src=route_src,
                   route_dst=route_dst, route_delayed=route_delayed, feed_input=cat(f_in, np.int32),
-                  feed_elem=cat(f_el, np.int64), feed_dst=cat(f_dst, np.int64), axon_init=axon_init,
+                  feed_elem=cat(f_el, np.int64), feed_dst=cat(f_dst, np.int64), init_axons=i_ax[o],
+                  init_values=cat(i_val, np.int64)[o],
                   host_inputs=host_inputs, phase=phase, dag=dag, out_taps=out_taps)
 
 

@@ -163,6 +163,11 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
             nparam[n0:n0 + nn, :q.nparam.shape[1]] = q.nparam[p.neurons]
             state_init[n0:n0 + nn, :q.state_init.shape[1]] = q.state_init[p.neurons]
 
+    held.clear()
+    group = None
+    kb_ax_off = np.concatenate([[0], np.cumsum([a.shape[0] for a in kb_ax])]).astype(np.int64)
+    kpatch_ax = np.concatenate(kb_ax).astype(np.int32, copy=False) if kb_ax else np.zeros(0, np.int32)
+    del kb_ax  # (before the axons' table: DenseNet-121's patches are 0.17 GB)
     t = routes.table
     # the large per-axon and per-route arrays are the Fit's own (np.asarray: no copies; at ResNet-50's size they are
     # about 1 GB): a caller who edits them in place edits that pass's result too
@@ -176,7 +181,7 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
                     axon_off=np.array(wiring.axon_off, np.int64), w_off=np.asarray(w_off, np.int64),
                     w_fmt=w_fmt),
         neurons=Neurons(bias=bias, param=nparam, state_init=state_init),
-        axons=Axons(init=np.asarray(wiring.axon_init, np.int64)),
+        axons=Axons(init=wiring.axon_init()),
         weights=Weights(data=w_data),
         routes=Routes(src=np.asarray(wiring.route_src, np.int64), dst=np.asarray(wiring.route_dst, np.int64),
                       delayed=np.asarray(wiring.route_delayed, np.int8)),
@@ -186,8 +191,8 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
                     dst=np.array(wiring.feed_dst, np.int64)),
         kblocks=KBlocks(core=np.array(kb_core, np.int32), w_off=np.array(kb_woff, np.int64),
                         geom=np.array(kb_geom, np.int32).reshape(-1, len(KGEOM)),
-                        ax_off=np.concatenate([[0], np.cumsum([a.shape[0] for a in kb_ax])]).astype(np.int64)),
-        kpatch=KPatch(ax=np.concatenate(kb_ax).astype(np.int32) if kb_ax else np.zeros(0, np.int32)),
+                        ax_off=kb_ax_off),
+        kpatch=KPatch(ax=kpatch_ax),
     )
 
     # ------------------------------------------------------------------ header

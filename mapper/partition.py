@@ -260,9 +260,13 @@ def _tile_layer(li: int, l: Layer, w_bits: int, chip: ChipSpec, tq: dict[str, TQ
             "use smaller kernels or fewer input channels, or a chip with larger cores")
     shape, budget = pick
     _, OH, OW = out
+    # int32 indices where they fit: the tiled layers are the largest, and their cores' columns are most of a compile's
+    # memory (DenseNet-121: 38M)
+    n_dt = np.int32 if l.n < 2 ** 31 else np.int64
+    c_dt = np.int32 if l.n_cols < 2 ** 31 else np.int64
     pieces: list[Piece] = []
     for group in tiles_of(l.blocks, out, shape, budget):
-        neurons = group[0].neurons(OH, OW)
+        neurons = group[0].neurons(OH, OW).astype(n_dt)
         base = len(pieces)
         k = len(group)
         for t in group:
@@ -270,7 +274,8 @@ def _tile_layer(li: int, l: Layer, w_bits: int, chip: ChipSpec, tq: dict[str, TQ
             cols = cols[cols >= 0]
             if cols.size > 1 and not np.all(cols[1:] > cols[:-1]):  # (views, or blocks out of column order)
                 cols = np.unique(cols)
-            pieces.append(Piece(layer=li, kind="full" if k == 1 else "partial", neurons=neurons, cols=cols, tile=t))
+            pieces.append(Piece(layer=li, kind="full" if k == 1 else "partial", neurons=neurons, cols=cols.astype(c_dt),
+                                tile=t))
         if k > 1:  # (its tile: it stores identity kernels, mapper/structured.merge_geom)
             pieces.append(Piece(layer=li, kind="merge", neurons=neurons, cols=np.zeros(0, np.int64),
                                 partials=list(range(base, base + k)), tile=group[0]))

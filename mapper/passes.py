@@ -22,7 +22,10 @@ between passes, as the tests do.  Passes hold no global state.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -99,6 +102,25 @@ class Run:
         return self.results[name]
 
 
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim`` (None elsewhere)."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_TRIM = _malloc_trim() if sys.platform.startswith("linux") else None
+
+
+def _return_freed_heap() -> None:
+    """Give the memory a pass freed back to the system.  glibc keeps freed blocks under its mmap threshold (which
+    grows to 32 MiB as large arrays come and go) in the heap, so a pass's temporaries stay in the process's
+    footprint: 0.6 GB after DenseNet-121's fit.  ``malloc_trim(0)`` releases every free page (a few ms)."""
+    if _TRIM is not None:
+        _TRIM(0)
+
+
 class PassManager:
     def __init__(self, passes: list[Pass], lint: bool = False):
         self.passes = list(passes)
@@ -126,6 +148,7 @@ class PassManager:
                     raise PassError(f"mapper pass '{p.name}' returned a {type(out).__name__} that breaks its "
                                     f"invariants: {e}") from e
             run.results[p.gives] = out
+            _return_freed_heap()
             run.log.append(f"{p.name}: {p.gives}")
             done.append(p.name)
         return run
@@ -192,6 +215,7 @@ def _emit(ctx: Context, r: Routes) -> CoreMap:
         cm.meta["rounds"] = {st: drc.rounds_needed(n, lim) for st, n in drc.stage_phases(cm).items()}
     else:  # "refuse": one round per stage, so the design rule refuses a stage deeper than the budget
         cm.meta["rounds"] = {st: 1 for st in drc.STAGES}
+    _return_freed_heap()  # (emit's temporaries, before the check's)
     violations = drc.check_coremap(cm)
     if violations:
         raise DesignRuleError(violations)

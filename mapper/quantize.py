@@ -632,8 +632,8 @@ def _quantize_structured(l, kf, chip: ChipSpec, ranges, tq: dict, nonneg: set, i
         tq[l.out] = out_q
         if nn:
             nonneg.add(l.out)
-        if floor4:
-            mult, shift = np.ones(l.n, np.int64), np.full(l.n, 2 * k4, np.int64)
+        if floor4:  # (one (mult, shift) for every neuron: a read-only broadcast, no array of the layer's size)
+            mult, shift = np.broadcast_to(np.int64(1), (l.n,)), np.broadcast_to(np.int64(2 * k4), (l.n,))
         else:
             m_ch, sh_ch = requant_params(s_ch / out_q.scale, c.requant_mult_bits, l.where())
             mult, shift = np.repeat(m_ch, hw), np.repeat(sh_ch, hw)
@@ -641,7 +641,8 @@ def _quantize_structured(l, kf, chip: ChipSpec, ranges, tq: dict, nonneg: set, i
         lo, hi = out_q.lo, out_q.hi
         w_bits = max(_w_bits(k, chip) for k in wk) if wk else 8
         k, cparam, state_init = 1.0, np.array([int(floor4)], np.int64), np.zeros((l.n, 0), np.int64)
-        nparam = np.stack([mult, shift], axis=1).astype(np.int64)
+        nparam = (np.broadcast_to(np.array([1, 2 * k4], np.int64), (l.n, 2)) if floor4 else
+                  np.stack([mult, shift], axis=1).astype(np.int64))
         rep.update(requant_mode=c.requant_mode, **requant_report(s_row, out_q.scale, mult, shift, floor4))
         rep.update(lossless=lossless, weight_rel_err=stats["err"] / max(stats["absmax"], 1e-30),
                    out_scale=out_q.scale, weight_scale_min=float(s_ch.min()), weight_scale_max=float(s_ch.max()))

@@ -138,7 +138,6 @@ def add_relays(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring) -> 
     stage = [q.lg.layers[pc.layer].stage for pc in all_pieces]
     r_src, r_dst, r_del, dag, pairs = dataflow(neuron_off, axon_off, r_src, r_dst, r_del)
     phase = phases_of(len(all_pieces), stage, pairs)
-    axon_init = np.concatenate([w.axon_init, np.zeros(int(sizes.sum()), np.int64)])
     return all_pieces, replace(w, neuron_off=neuron_off, axon_off=axon_off, route_src=r_src, route_dst=r_dst,
-                               route_delayed=r_del, axon_init=axon_init, phase=phase, dag=dag)
+                               route_delayed=r_del, phase=phase, dag=dag)
 

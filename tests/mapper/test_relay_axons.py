@@ -82,3 +82,25 @@ def test_the_same_models_map_when_the_relays_fit():
     _compiles_or_does_not_fit(model, calib, tiles="on", overrides={"core.axons": 48})
     model, calib = _fuzz_cnn(1803628062)
     _compiles_or_does_not_fit(model, calib, tiles="off", overrides={"core.axons": 64, "core.memory_bytes": 8000})
+
+
+def test_a_spike_state_s_initial_value_is_the_value_of_exactly_its_delayed_axons():
+    """axons.init, by hand: the state 'rec' = [1, 0, 1] before step 0 is read by fc_rec (one core), so the two axons
+    holding elements 0 and 2 start at 1 and every other axon at 0 (the wiring keeps only the nonzero ones)."""
+    b = ModelBuilder("rec_init", num_steps=4)
+    x = b.input("x", (2,), kind="step")
+    prev = b.state("rec", (3,), init=[1.0, 0.0, 1.0])
+    h = b.add(b.gemm(x, np.ones((3, 2)), name="fc_in"), b.gemm(prev, np.eye(3), name="fc_rec"), name="sum")
+    s, _ = b.lif(h, "lif", beta=1.0, threshold=1.0, reset_mode="subtract", v_reset=0.0)
+    b.bind_state("rec", s)
+    b.output(s)
+    cm = nmc.compile(b.build(), chip="tianjic", calib={"x": np.ones((4, 1, 2))})
+    delayed = cm.routes.delayed == 1
+    assert delayed.sum() == 3
+    src, dst = cm.routes.src[delayed], cm.routes.dst[delayed]
+    elem = src - src.min()  # (the lif layer: one core, its neurons in element order)
+    init = cm.axons.init
+    assert sorted(elem.tolist()) == [0, 1, 2]
+    assert init[dst[elem == 0]].tolist() == [1] and init[dst[elem == 1]].tolist() == [0]
+    assert init[dst[elem == 2]].tolist() == [1]
+    assert int(np.count_nonzero(init)) == 2
