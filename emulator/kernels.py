@@ -20,7 +20,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from nmc.coremap import CoreMap, check_coremap
+from nmc.coremap import KGEOM, CoreMap, check_coremap, kblock_overlap_cores
 from nmc.errors import InputError
 from nmc.neurons import MODELS
 
@@ -64,10 +64,15 @@ class Net(NamedTuple):
     rt_off: np.ndarray
     rt_dst: np.ndarray
     rt_route_off: np.ndarray
-    sparse: np.ndarray  #: [C] 1: the core's mac dendrite reads its weights as rows of nonzeros (below)
+    sparse: np.ndarray  #: [C] how the dendrite reads its weights: 0 dense block, 1 rows of nonzeros (below), 2 kernels
     row_off: np.ndarray  #: [A+1] nonzero weights of axon a (global index) of a sparse core: row_off[a]:row_off[a+1]
     row_col: np.ndarray  #: int32 neuron index within the core
     row_w: np.ndarray  #: int64 weight
+    kb_off: np.ndarray  #: [C+1] kernel blocks of a shared-kernel core (sparse == 2): kb_off[c]:kb_off[c+1]
+    kb_geom: np.ndarray  #: [K, G] nmc.coremap.KGEOM
+    kb_w: np.ndarray  #: [K] its kernel at weights[kb_w[k]:]
+    kb_ax_off: np.ndarray  #: [K+1] its patch map kb_ax[kb_ax_off[k]:kb_ax_off[k+1]] (core-local axon or -1)
+    kb_ax: np.ndarray
 
 
 class IO(NamedTuple):
@@ -194,6 +199,37 @@ def _prefetch(typingctx, arr, idx):
 # one array or another in a loop: the packets of a router entry (a flow) are therefore written out where made
 # (measured: kernel CPU time 0.355-0.362 s -> 0.330-0.338 s on benchmarks/bench_emulator.py).
 @njit(**NJIT)
+def _kblock(g, weights, w0, kb_ax, x0, axons, a0, acc, mac):
+    """Add one kernel block's taps (nmc.coremap module doc) to ``acc``: ``x * w`` for a mac dendrite, the largest
+    ``x`` of a nonzero weight for a max dendrite.  The dense block of a core whose blocks read distinct axons
+    holds exactly these taps, one per weight (``_net`` expands the others), so the result is the same."""
+    tc, th, tw, kc, kh, kw, pc, ph, pw = g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8]
+    sh, sw, dh, dw, co_g, ci_g, oc0, kc0, pc0 = g[9], g[10], g[11], g[12], g[13], g[14], g[15], g[16], g[17]
+    for t in range(tc):
+        cb = ((oc0 + t) // co_g) * ci_g + kc0 - pc0
+        for kk in range(kc):
+            pci = cb + kk
+            if pci < 0 or pci >= pc:
+                continue
+            for ky in range(kh):
+                for kx in range(kw):
+                    w = np.int64(weights[w0 + ((t * kc + kk) * kh + ky) * kw + kx])
+                    if w == 0:
+                        continue
+                    for ty in range(th):
+                        r0 = x0 + (pci * ph + ty * sh + ky * dh) * pw + kx * dw
+                        s0 = (t * th + ty) * tw
+                        for tx in range(tw):
+                            a = kb_ax[r0 + tx * sw]
+                            if a >= 0:
+                                x = axons[a0 + a]
+                                if mac:
+                                    acc[s0 + tx] += w * x
+                                elif x > acc[s0 + tx]:
+                                    acc[s0 + tx] = x
+
+
+@njit(**NJIT)
 def _run(B, T, t0, t1, net, sch, io, k, res, tr):
     """Run steps ``t0 .. t1-1`` of ``B`` tasks of ``T`` steps: the static stage when ``t0 == 0`` (after a
     reset), the readout stage when ``t1 == T``; state, axons and output registers carry over between calls.
@@ -203,7 +239,7 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
     model's ``nb_step``), its events, and its compute cycles (``timing.core_cycles``)."""
     (n_off, a_off, w_off, weights, dend, spike_in, model, out_bits, out_lo, out_hi, cparam, bias, nparam,
      state_init, axon_init, route_src, route_dst, rt_off, rt_dst, rt_route_off, sparse, row_off, row_col,
-     row_w) = net
+     row_w, kb_off, kb_geom, kb_w, kb_ax_off, kb_ax) = net
     ph_off, ph_cores, ph_r_off, ph_routes, dl_routes = sch.ph_off, sch.ph_cores, sch.ph_r_off, sch.ph_routes, sch.dl_routes
     ent_path, tp_off, tp_neur, stage_ph = sch.ent_path, sch.tp_off, sch.tp_neur, sch.stage_ph
     path_off, path_link, path_lat, path_rank = sch.path_off, sch.path_link, sch.path_lat, sch.path_rank
@@ -315,7 +351,18 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                         na = a_off[c + 1] - a0
                         w0 = w_off[c]
                         nz = 0
-                        if dend[c] == 0:  # mac
+                        if sparse[c] == 2:  # shared kernels: each block's taps, as the dense block would add them
+                            mac = dend[c] == 0
+                            for j in range(nn):
+                                acc[j] = bias[n0 + j] if mac else _I64_MIN
+                            for i in range(na):
+                                nz += axons[a0 + i] != 0
+                            for kb in range(kb_off[c], kb_off[c + 1]):
+                                _kblock(kb_geom[kb], weights, kb_w[kb], kb_ax, kb_ax_off[kb], axons, a0, acc, mac)
+                            if mac:
+                                for j in range(nn):
+                                    acc[j] = min(max(acc[j], amin), amax)
+                        elif dend[c] == 0:  # mac
                             for j in range(nn):
                                 acc[j] = bias[n0 + j]
                             if sparse[c]:  # few nonzero weights (e.g. a merge core): visit only those; same sum
@@ -452,20 +499,24 @@ def _i64(x) -> np.ndarray:
 SPARSE_DENSITY = 0.25
 
 
-def _sparse_rows(cm: CoreMap, dense: tuple[np.ndarray, np.ndarray] | None = None):
+def _sparse_rows(cm: CoreMap, dense: tuple[np.ndarray, np.ndarray] | None = None, native: np.ndarray | None = None):
     """``(sparse [C], row_off [A+1], row_col, row_w)``: the nonzero weights, row by row, of the mac cores
     whose density is below :data:`SPARSE_DENSITY` (the rows of the other cores are empty); ``dense``: the
-    ``(data, w_off)`` of :meth:`CoreMap.dense_weights`, when the caller has expanded them already."""
+    ``(data, w_off)`` of the cores' dense blocks (default: :meth:`CoreMap.dense_weights`); ``native``: [C] the
+    shared-kernel cores the kernel reads as kernels (they have no dense block; ``sparse`` 2)."""
     data, w_off = cm.dense_weights() if dense is None else dense
     c = cm.cores
     C, A = cm.num_cores, cm.num_axons
     sparse = np.zeros(C, np.int64)
+    if native is not None:
+        sparse[native] = 2
     counts = np.zeros(A + 1, np.int64)
     cols, vals = [], []
     for k in range(C):
-        if c.dendrite[k] != 0 or c.axon_off[k + 1] == c.axon_off[k] or c.neuron_off[k + 1] == c.neuron_off[k]:
+        if sparse[k] or c.dendrite[k] != 0 or c.axon_off[k + 1] == c.axon_off[k] or c.neuron_off[k + 1] == c.neuron_off[k]:
             continue
-        W = data[w_off[k]:w_off[k + 1]].reshape(cm.n_axons(k), cm.n_neurons(k))
+        na, nn = cm.n_axons(k), cm.n_neurons(k)
+        W = data[w_off[k]:w_off[k] + na * nn].reshape(na, nn)  # (an expanded core's block is not before w_off[k+1])
         if np.count_nonzero(W) >= SPARSE_DENSITY * W.size:
             continue
         sparse[k] = 1
@@ -478,17 +529,45 @@ def _sparse_rows(cm: CoreMap, dense: tuple[np.ndarray, np.ndarray] | None = None
             np.concatenate(vals) if vals else np.zeros(0, np.int64))
 
 
+def shared_kernel_cores(cm: CoreMap) -> np.ndarray:
+    """[C] the shared-kernel cores the kernel reads as kernels (no dense block): those whose blocks read distinct
+    axons, so that every weight of the dense block is one tap.  The others (:func:`nmc.coremap.kblock_overlap_cores`:
+    taps of two blocks may add up on one weight) are expanded to dense blocks, as the reference expands them."""
+    return (cm.cores.w_fmt == 1) & ~kblock_overlap_cores(cm)
+
+
+def _weights(cm: CoreMap) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(data, w_off, native)``: the core map's weights with the dense blocks of the shared-kernel cores that are
+    not read as kernels appended (``w_off[c]``: where core c's dense block of ``n_axons x n_neurons`` starts), and the
+    cores read as kernels [C]."""
+    c = cm.cores
+    native = shared_kernel_cores(cm)
+    expand = np.flatnonzero((c.w_fmt == 1) & ~native)
+    if not expand.size:
+        return cm.weights.data, c.w_off, native
+    w_off = np.array(c.w_off, np.int64)
+    blocks, at = [], int(cm.weights.data.shape[0])
+    for k in expand:
+        blocks.append(cm.core_weights(int(k)).reshape(-1))
+        w_off[k] = at
+        at += blocks[-1].shape[0]
+    return np.concatenate([cm.weights.data] + blocks).astype(np.int8, copy=False), w_off, native
+
+
 def _net(cm: CoreMap) -> Net:
-    c, n = cm.cores, cm.neurons
-    data, w_off = cm.dense_weights()  # shared-kernel cores expanded to dense blocks, once
-    sparse, row_off, row_col, row_w = _sparse_rows(cm, (data, w_off))
+    c, n, kb = cm.cores, cm.neurons, cm.kblocks
+    data, w_off, native = _weights(cm)  # shared-kernel cores are read as kernels (no dense blocks), see _kblock
+    sparse, row_off, row_col, row_w = _sparse_rows(cm, (data, w_off), native)
+    kb_off = np.searchsorted(kb.core, np.arange(cm.num_cores + 1)).astype(np.int64)
     return Net(n_off=_i64(c.neuron_off), a_off=_i64(c.axon_off), w_off=_i64(w_off),
                weights=np.ascontiguousarray(data, dtype=np.int8), dend=_i64(c.dendrite),
                spike_in=_i64(c.spike_in), model=_i64(c.model), out_bits=_i64(c.out_bits), out_lo=_i64(c.out_lo),
                out_hi=_i64(c.out_hi), cparam=_i64(c.param), bias=_i64(n.bias), nparam=_i64(n.param),
                state_init=_i64(n.state_init), axon_init=_i64(cm.axons.init), route_src=_i64(cm.routes.src),
                route_dst=_i64(cm.routes.dst), rt_off=_i64(cm.router.off), rt_dst=_i64(cm.router.dst),
-               rt_route_off=_i64(cm.router.route_off), sparse=sparse, row_off=row_off, row_col=row_col, row_w=row_w)
+               rt_route_off=_i64(cm.router.route_off), sparse=sparse, row_off=row_off, row_col=row_col, row_w=row_w,
+               kb_off=kb_off, kb_geom=_i64(kb.geom.reshape(-1, len(KGEOM))), kb_w=_i64(kb.w_off),
+               kb_ax_off=_i64(kb.ax_off), kb_ax=np.ascontiguousarray(cm.kpatch.ax, dtype=np.int32))
 
 
 def _consts(cm: CoreMap) -> ChipConsts:

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from nmc.coremap import CoreMap, n_elems
+from nmc.coremap import CoreMap, kblock_overlap_cores, n_elems
 from nmc.errors import InputError
 
 __all__ = ["estimate_bytes", "check_memory", "physical_memory", "format_bytes"]
@@ -31,8 +31,10 @@ def estimate_bytes(cm: CoreMap, batch: int, steps: int, stream: bool = False) ->
     per_step = (4 * n_step_in + (0 if stream else 2 * n_step_out + 1)) * _I8  # inputs given, quantised, packed;
     # outputs (raw, float) and cycles unless streamed
     per_sample = (N * S + A + C * 12 + 2 * n_static_in) * _I8
-    dense = int(np.sum(np.diff(cm.cores.axon_off) * np.diff(cm.cores.neuron_off))) if np.any(cm.cores.w_fmt) else \
-        int(cm.weights.data.nbytes)  # shared-kernel cores run as dense blocks
+    # the Numba kernel reads shared-kernel cores as kernels, except those whose blocks share axons (expanded to dense
+    # blocks; the reference expands one core at a time)
+    exp = (cm.cores.w_fmt == 1) & kblock_overlap_cores(cm) if np.any(cm.cores.w_fmt) else np.zeros(C, bool)
+    dense = int(cm.weights.data.nbytes) + int(np.sum((np.diff(cm.cores.axon_off) * np.diff(cm.cores.neuron_off))[exp]))
     constants = dense * 2 + (N * (S + 8) + A * 2 + int(cm.routes.src.shape[0]) * 3) * _I8
     return B * T * per_step + B * per_sample + constants
 

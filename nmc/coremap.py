@@ -65,7 +65,7 @@ from .errors import CoreMapError
 from .neurons import MODELS, by_code, max_core_params, max_neuron_params, max_state_words
 
 __all__ = ["CoreMap", "Cores", "Neurons", "Axons", "Weights", "Routes", "Router", "Feeds", "Taps", "KBlocks", "KPatch",
-           "KGEOM", "kblock_taps", "kblock_bytes", "kblock_tap_bound", "kblock_ranges", "TABLES", "MAX_CORE_WEIGHTS",
+           "KGEOM", "kblock_taps", "kblock_overlap_cores", "kblock_bytes", "kblock_tap_bound", "kblock_ranges", "TABLES", "MAX_CORE_WEIGHTS",
            "MAX_CORE_KBLOCKS", "MAX_CORE_TAPS",
            "FORMAT", "FORMAT_VERSION", "STAGE", "DENDRITE", "SOMA", "HEADER", "check_coremap", "check_header",
            "chips_of", "input_kind_codes", "value_bytes", "in_bytes", "n_elems"]
@@ -435,6 +435,26 @@ def kblock_ranges(cm: "CoreMap") -> tuple[np.ndarray, np.ndarray]:
     np.minimum.at(lo, core, mn[inv])
     np.maximum.at(hi, core, mx[inv])
     return lo, hi
+
+
+def kblock_overlap_cores(cm: "CoreMap") -> np.ndarray:
+    """[C] the shared-kernel cores two of whose blocks read one axon (nmc compile gives every block its own axons,
+    so none of its maps has one; a valid map may): their dense block may add two taps on one weight."""
+    c, kb = cm.cores, cm.kblocks
+    out = np.zeros(cm.num_cores, bool)
+    n_kb = np.bincount(kb.core, minlength=cm.num_cores)
+    multi = np.flatnonzero((c.w_fmt == 1) & (n_kb > 1))
+    if not multi.size:
+        return out
+    blk = np.flatnonzero(np.isin(kb.core, multi))
+    lens = kb.ax_off[blk + 1] - kb.ax_off[blk]
+    idx = np.repeat(kb.ax_off[blk] - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
+    ax = cm.kpatch.ax[idx].astype(np.int64)
+    span = int(np.diff(c.axon_off).max()) + 1
+    key = np.repeat(kb.core[blk].astype(np.int64), lens) * span + ax
+    key = np.sort(key[ax >= 0])
+    out[np.unique(key[1:][key[1:] == key[:-1]] // span)] = True
+    return out
 
 
 def kblock_bytes(geom: np.ndarray, w_bits) -> np.ndarray:

@@ -221,3 +221,48 @@ def test_lowering_keeps_convolutions_structured_without_unfolding():
     (l,) = lg.layers
     assert l.coo is None and len(l.blocks) == 1 and "coo" not in l._cache
     assert l.synapse_count() == 32 * 128 * 128 * 64 * 9
+
+
+def test_the_emulator_reads_shared_kernels_without_dense_blocks_and_expands_only_overlapping_ones(monkeypatch):
+    """The Numba kernel computes a shared-kernel core from its kernels (no dense block in memory).  A core whose
+    blocks read the same axons (two kernels on one tensor whose taps fall on one weight: not what nmc compile
+    writes, which gives each block its own axons, but a valid map) is expanded to its dense block instead, as the
+    reference does.  Both agree with the reference and with the kernel fed every core as a dense block."""
+    import dataclasses
+    from nmc.emulator import kernels
+    rng = np.random.default_rng(3)
+    b = ModelBuilder("two_kernels", num_steps=1)
+    x = b.input("x", (4, 6, 6))
+    h = b.relu(b.conv(x, rng.normal(size=(8, 4, 3, 3)), rng.normal(size=8), pads=(1, 1, 1, 1)))
+    h = b.add(b.conv(h, rng.normal(size=(8, 8, 3, 3)) * 0.2, None, pads=(1, 1, 1, 1)),
+              b.conv(h, rng.normal(size=(8, 8, 1, 1)) * 0.2, None))  # core 1: a 3x3 and a 1x1 block on h
+    b.output(b.gemm(b.flatten(b.maxpool(h, (2, 2))), rng.normal(size=(5, 72)) * 0.3, None))
+    X = rng.uniform(0, 1, size=(8, 4, 6, 6))
+    cm = nmc.compile(b.build(), "tianjicx", calib={"x": X}, tiles="on")
+    kb = cm.kblocks
+    assert kernels.shared_kernel_cores(cm).tolist() == [True] * 4  # (nmc compile: every block its own axons)
+    k3, k1 = np.flatnonzero(kb.core == 1)
+    assert kb.geom[k3, 4] == 3 and kb.geom[k1, 4] == 1
+    # point the 1x1 block's patch (8 x 6 x 6) at the 3x3 block's axons (its padded patch is 8 x 8 x 8) and keep
+    # the sums of two taps within int8
+    ax = cm.kpatch.ax.copy()
+    ax[kb.ax_off[k1]:kb.ax_off[k1 + 1]] = ax[kb.ax_off[k3]:kb.ax_off[k3 + 1]].reshape(8, 8, 8)[:, 1:7, 1:7].reshape(-1)
+    w = cm.weights.data.copy()
+    w[kb.w_off[k3]:kb.w_off[k3] + 8 * 8 * 9] = np.clip(w[kb.w_off[k3]:kb.w_off[k3] + 8 * 8 * 9], -100, 100)
+    w[kb.w_off[k1]:kb.w_off[k1] + 8 * 8] = rng.integers(-20, 21, size=64)
+    cm = dataclasses.replace(cm, kpatch=dataclasses.replace(cm.kpatch, ax=ax),
+                             weights=dataclasses.replace(cm.weights, data=w))
+    native = kernels.shared_kernel_cores(cm)
+    assert native.tolist() == [True, False, True, True]
+    data, w_off, _ = kernels._weights(cm)
+    assert data.shape[0] == w.shape[0] + cm.n_axons(1) * cm.n_neurons(1) and w_off[1] == w.shape[0]
+    feed = {"x": X[:3]}
+    ref = nmc.emulate(cm, feed, backend="reference")
+    got = nmc.emulate(cm, feed, backend="numba")
+    monkeypatch.setattr(kernels, "shared_kernel_cores", lambda m: np.zeros(m.num_cores, bool))  # all dense
+    dense = nmc.emulate(cm, feed, backend="numba")
+    for r in (got, dense):
+        for o in ref.outputs:
+            np.testing.assert_array_equal(np.asarray(r.outputs[o]), np.asarray(ref.outputs[o]))
+        np.testing.assert_array_equal(r.result.events, ref.result.events)
+        np.testing.assert_array_equal(r.result.core_cycles, ref.result.core_cycles)
