@@ -64,11 +64,11 @@ class Net(NamedTuple):
     rt_off: np.ndarray
     rt_dst: np.ndarray
     rt_route_off: np.ndarray
-    sparse: np.ndarray  #: [C] how the dendrite reads its weights: 0 dense block, 1 rows of nonzeros (below), 2 kernels
+    sparse: np.ndarray  #: [C] how the dendrite reads its weights: 0 dense block, 1 rows of nonzeros (below), 3 kernels
     row_off: np.ndarray  #: [A+1] nonzero weights of axon a (global index) of a sparse core: row_off[a]:row_off[a+1]
     row_col: np.ndarray  #: int32 neuron index within the core
     row_w: np.ndarray  #: int64 weight
-    kb_off: np.ndarray  #: [C+1] kernel blocks of a shared-kernel core (sparse == 2): kb_off[c]:kb_off[c+1]
+    kb_off: np.ndarray  #: [C+1] kernel blocks of a shared-kernel core (sparse == 3): kb_off[c]:kb_off[c+1]
     kb_geom: np.ndarray  #: [K, G] nmc.coremap.KGEOM
     kb_w: np.ndarray  #: [K] its kernel at weights[kb_w[k]:]
     kb_ax_off: np.ndarray  #: [K+1] its patch map kb_ax[kb_ax_off[k]:kb_ax_off[k+1]] (core-local axon or -1)
@@ -351,7 +351,7 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                         na = a_off[c + 1] - a0
                         w0 = w_off[c]
                         nz = 0
-                        if sparse[c] == 2:  # shared kernels: each block's taps, as the dense block would add them
+                        if sparse[c] == 3:  # shared kernels: each block's taps, as the dense block would add them
                             mac = dend[c] == 0
                             for j in range(nn):
                                 acc[j] = bias[n0 + j] if mac else _I64_MIN
@@ -503,13 +503,13 @@ def _sparse_rows(cm: CoreMap, dense: tuple[np.ndarray, np.ndarray] | None = None
     """``(sparse [C], row_off [A+1], row_col, row_w)``: the nonzero weights, row by row, of the mac cores
     whose density is below :data:`SPARSE_DENSITY` (the rows of the other cores are empty); ``dense``: the
     ``(data, w_off)`` of the cores' dense blocks (default: :meth:`CoreMap.dense_weights`); ``native``: [C] the
-    shared-kernel cores the kernel reads as kernels (they have no dense block; ``sparse`` 2)."""
+    shared-kernel cores the kernel reads as kernels (they have no dense block; ``sparse`` 3)."""
     data, w_off = cm.dense_weights() if dense is None else dense
     c = cm.cores
     C, A = cm.num_cores, cm.num_axons
     sparse = np.zeros(C, np.int64)
     if native is not None:
-        sparse[native] = 2
+        sparse[native] = 3
     counts = np.zeros(A + 1, np.int64)
     cols, vals = [], []
     for k in range(C):
