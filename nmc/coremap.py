@@ -720,13 +720,18 @@ def _check_kblocks(cm: CoreMap, d: dict[str, int]) -> None:
                            f"({int(owner[i])}, axons 0 .. {int(na[owner[i]]) - 1}, or -1)")
     held = ax >= 0
     blk = np.repeat(np.arange(K), np.diff(kb.ax_off))[held]
-    order = np.lexsort((ax[held], blk))
-    b_s, a_s = blk[order], ax[held][order]
-    dup = np.flatnonzero((b_s[1:] == b_s[:-1]) & (a_s[1:] == a_s[:-1]))
-    if dup.size:
-        i = int(dup[0])
-        raise CoreMapError(f"kernel block {int(b_s[i])}: kpatch.ax names axon {int(a_s[i])} twice (each patch element "
-                           "is one input element, held by one axon)")
+    a_h = ax[held]
+    del ax, owner
+    if a_h.size > 1 and not np.all((blk[1:] != blk[:-1]) | (a_h[1:] > a_h[:-1])):
+        # (nmc compile writes each block's axons ascending, which shows there are no repeats in one pass; others
+        # are sorted by one key)
+        key = blk * (int(na.max(initial=0)) + 1) + a_h
+        key.sort()
+        dup = np.flatnonzero(key[1:] == key[:-1])
+        if dup.size:
+            b, a = divmod(int(key[dup[0]]), int(na.max(initial=0)) + 1)
+            raise CoreMapError(f"kernel block {b}: kpatch.ax names axon {a} twice (each patch element is one input "
+                               "element, held by one axon)")
 
 
 def _check_references(cm: CoreMap, d: dict[str, int]) -> None:
