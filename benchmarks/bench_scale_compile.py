@@ -4,6 +4,7 @@ the onnx wheel's light ResNet-50 / VGG-19 / DenseNet-121 (224 x 224, imported as
 multi-chip tianjicx system (``--chips auto``; calibrated on one random image).
 
     python benchmarks/bench_scale_compile.py [--chip tianjicx] [--sizes 32 48 64] [--light resnet50 vgg19 densenet121]
+        [--light-emulate]
 
 Each measurement runs in a fresh process (peak RSS is per process, ``ru_maxrss``).  Prints one table; the
 figures in docs/performance.md come from it.
@@ -73,6 +74,13 @@ def _child(kind: str, arg: int, chip: str) -> dict:
             res = dict(result=f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
         out = dict(load_s=t_load, check_s=t_check, compile_s=time.perf_counter() - t0, layers=len(b.layers),
                    synapses=b.synapses, bound_cores=b.cores, **res)
+        if arg and res["result"] == "compiled":  # then emulate one random image (shared-kernel cores as kernels)
+            out["compile_peak_mib"] = _peak()
+            x = {k: rng.random((1,) + tuple(model.tensors[k].shape)) for k in model.inputs}
+            t0 = time.perf_counter()
+            r = nmc.emulate(cm, x)
+            out.update(emulate_s=time.perf_counter() - t0, latency_ms=1e3 * r.report["latency_s"],
+                       energy_mj=1e3 * r.report["energy_j"])
     elif kind == "mlp":  # 784-4096-4096-10 LIF
         rng = np.random.default_rng(0)
         b = ModelBuilder("mlp", num_steps=4)
@@ -123,6 +131,7 @@ def main() -> int:
     ap.add_argument("--wide", type=int, default=100_000)
     ap.add_argument("--light", nargs="*", default=["resnet50", "vgg19", "densenet121"])
     ap.add_argument("--light-chips", type=int, default=4, help="a square system of N x N chips for the light models")
+    ap.add_argument("--light-emulate", action="store_true", help="also emulate one random image of each light model")
     ap.add_argument("--child", nargs=2, default=None)
     a = ap.parse_args()
     if a.child:
@@ -143,7 +152,7 @@ def main() -> int:
     print(f"784-4096-4096-10 LIF on tianjic (--chips auto): {r['result']} after {r['seconds']:.1f} s, peak "
           f"{r['peak_mib']:.0f} MiB")
     for name in a.light:
-        r = run(f"light:{name}", 0, a.chip)
+        r = run(f"light:{name}", int(a.light_emulate), a.chip)
         if "error" in r:
             print(f"{name} (224x224): {r['error']}")
             continue
@@ -153,6 +162,10 @@ def main() -> int:
         if r["result"] == "compiled":
             print(head + f"{r['cores']:,} cores ({r['tiled']:,} with shared kernels) on {r['chips'][0]}x{r['chips'][1]} "
                   f"chips, phases {r['phases']}, rounds {r['rounds']}, weights {r['weights_mib']:.0f} MiB")
+            if "emulate_s" in r:
+                print(f"    emulated one image in {r['emulate_s']:.1f} s (compile peak {r['compile_peak_mib']:.0f} MiB, "
+                      f"with the emulation {r['peak_mib']:.0f} MiB): {r['latency_ms']:.3f} ms, {r['energy_mj']:.1f} mJ "
+                      "per image")
         else:
             print(head + r["result"])
     return 0

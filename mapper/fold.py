@@ -2,7 +2,8 @@
 
 The cores of a layer that run in the same phase are grouped, in index order, into *folds* of up to ``cap``
 cores whose configurations fit one core's SRAM together (``core.memory_bytes``, every logical core's weights,
-neurons, axon buffer and routing table counted) and whose routing tables fit one router
+neurons, axon buffer and routing table counted; a kernel slice that several tiles of a convolution share is
+stored once, ``nmc.resources.shared_kernel_bytes``) and whose routing tables fit one router
 (``core.router_table_entries`` in total).  The members of a fold run one after the other: member ``j`` runs
 ``j`` phases after the first, and the layers after it wait for the last member.  In the core map the members
 are ordinary cores at the same router position in distinct (stage, phase) slots, so the emulators run them
@@ -32,13 +33,17 @@ from nmc.resources import core_usage, unit_weight_bits
 from nmc.rules import count_router_entries, rounds_needed
 
 from .connect import Wiring, dataflow, phases_of
-from .partition import Piece, layer_in_bytes, piece_kernel_bytes
+from .partition import Piece, layer_in_bytes, piece_kernel_bytes, piece_kernel_slices
 from .quantize import Quantized
 
 __all__ = ["OBJECTIVES", "fold", "fold_groups"]
 
 OBJECTIVES = ("latency", "cores", "balanced", "energy")
 _STAGE = {"static": 0, "step": 1, "readout": 2}
+
+
+def _w_bits(q: Quantized, chip: ChipSpec, p: Piece) -> int:
+    return unit_weight_bits(chip) if p.kind in ("merge", "relay") else q.layers[p.layer].w_bits
 
 
 def _usage(q: Quantized, chip: ChipSpec, p: Piece, entries: int) -> int:
@@ -55,20 +60,28 @@ def _usage(q: Quantized, chip: ChipSpec, p: Piece, entries: int) -> int:
                       router_entries=entries, kernel_bytes=piece_kernel_bytes(p, l, w_bits)).total
 
 
-def _costs(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring) -> tuple[list[int], list[int]]:
-    """Routing-table entries and memory of every core (the same for every fold size: computed once)."""
+def _costs(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring):
+    """Routing-table entries, memory besides shared kernels, and the shared kernels (per core: slice -> (blocks,
+    bytes)) of every core (the same for every fold size: computed once)."""
     ents = count_router_entries(w.neuron_off, w.axon_off, w.route_src, w.route_dst, w.tap_neurons()).tolist()
     seen: dict[tuple, int] = {}  # cores of one shape share their usage
-    mem = []
+    mem, kern = [], []
     for c, p in enumerate(pieces):
-        if p.tile is not None:  # a tile's shared kernels depend on its place in the layer
-            mem.append(int(_usage(q, chip, p, ents[c])))
+        if p.tile is not None:  # a tile's shared kernels depend on its place in the layer; folded tiles of one
+            # kernel slice store it once (nmc.resources.shared_kernel_bytes)
+            slices = piece_kernel_slices(p, q.lg.layers[p.layer], _w_bits(q, chip, p))
+            ks: dict[tuple, tuple[int, int]] = {}
+            for key, b in slices:
+                ks[key] = (ks.get(key, (0, b))[0] + 1, b)
+            mem.append(int(_usage(q, chip, p, ents[c])) - sum(b for _, b in slices))
+            kern.append(ks)
             continue
         key = (p.layer, p.kind, p.n_axons, p.n_neurons, ents[c])
         if key not in seen:
             seen[key] = int(_usage(q, chip, p, ents[c]))
         mem.append(seen[key])
-    return ents, mem
+        kern.append({})
+    return ents, mem, kern
 
 
 def fold_groups(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring, cap: int,
@@ -78,7 +91,7 @@ def fold_groups(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring, ca
     C = len(pieces)
     if cap <= 1:
         return [[c] for c in range(C)]
-    ents, mem = costs if costs is not None else _costs(q, chip, pieces, w)
+    ents, mem, kern = costs if costs is not None else _costs(q, chip, pieces, w)
     groups: list[list[int]] = []
     slot: dict[tuple, list[int]] = {}
     for c, p in enumerate(pieces):
@@ -86,13 +99,18 @@ def fold_groups(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring, ca
     for cores in slot.values():
         cur: list[int] = []
         m = e = 0  # memory and table entries of the fold so far
+        most: dict[tuple, int] = {}  # blocks of each kernel slice the fold stores (once: the most any member reads)
         for c in cores:
-            if cur and (len(cur) >= cap or m + mem[c] > chip.core.memory_bytes
+            more = sum(b * max(0, n - most.get(key, 0)) for key, (n, b) in kern[c].items())
+            if cur and (len(cur) >= cap or m + mem[c] + more > chip.core.memory_bytes
                         or e + ents[c] > chip.core.router_table_entries):
                 groups.append(cur)
-                cur, m, e = [], 0, 0
+                cur, m, e, most = [], 0, 0, {}
+                more = sum(b * n for n, b in kern[c].values())
             cur.append(c)
-            m, e = m + mem[c], e + ents[c]
+            m, e = m + mem[c] + more, e + ents[c]
+            for key, (n, _) in kern[c].items():
+                most[key] = max(most.get(key, 0), n)
         if cur:
             groups.append(cur)
     return sorted(groups)

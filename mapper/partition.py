@@ -17,7 +17,7 @@ import numpy as np
 from nmc.chip import ChipSpec
 from nmc.errors import DoesNotFitError
 
-from nmc.coremap import kblock_bytes
+from nmc.coremap import KGEOM, kblock_bytes
 from nmc.resources import bytes_of_bits, core_usage, unit_weight_bits
 
 from .lower import Layer
@@ -81,14 +81,26 @@ def use_tiles(l: Layer, ql, chip: ChipSpec, tiles: str = "auto") -> bool:
     return tiles == "on" or tile_auto(l.synapse_count(), l.n, chip)
 
 
-def piece_kernel_bytes(p: Piece, l: Layer, w_bits: int) -> int | None:
-    """SRAM of a tile's shared kernels (None: the piece stores a dense weight block)."""
+def piece_kernel_slices(p: Piece, l: Layer, w_bits: int) -> list[tuple[tuple, int]] | None:
+    """A tile's kernel blocks as ``(kernel slice, SRAM bytes)`` (None: the piece stores a dense weight block).  The
+    slice ``(layer, block, oc0, tc, kc0, kc)``, or ``("eye", tc)`` for a merge core's identity kernel (one per
+    partial sum), is the one emit stores once in the core map."""
     if p.tile is None:
         return None
-    if p.kind == "merge":  # one identity block per partial sum
-        return len(p.partials) * int(kblock_bytes(np.array(merge_geom(p.tile)), w_bits).sum())
-    g = [gm for _, gm in tile_geoms(l.blocks, p.tile)]
-    return int(kblock_bytes(np.array(g), w_bits).sum()) if g else 0
+    if p.kind == "merge":
+        gm = merge_geom(p.tile)
+        return [(("eye", gm[0]), int(kblock_bytes(np.array(gm), w_bits)[0]))] * len(p.partials)
+    out = []
+    for bi, gm in tile_geoms(l.blocks, p.tile):
+        G = dict(zip(KGEOM, gm))
+        out.append(((p.layer, bi, G["oc0"], G["tc"], G["kc0"], G["kc"]), int(kblock_bytes(np.array(gm), w_bits)[0])))
+    return out
+
+
+def piece_kernel_bytes(p: Piece, l: Layer, w_bits: int) -> int | None:
+    """SRAM of a tile's shared kernels (None: the piece stores a dense weight block)."""
+    s = piece_kernel_slices(p, l, w_bits)
+    return None if s is None else sum(b for _, b in s)
 
 
 def partition(q: Quantized, chip: ChipSpec, reserve: Mapping[int, int] | None = None, tiles: str = "auto") -> list[Piece]:

@@ -10,7 +10,8 @@ from .chip import ChipSpec
 from .coremap import CoreMap, in_bytes, kblock_bytes
 from .neurons import by_code, get_model
 
-__all__ = ["CoreUsage", "neuron_bytes", "core_usage", "core_usages", "bytes_of_bits", "unit_weight_bits"]
+__all__ = ["CoreUsage", "neuron_bytes", "core_usage", "core_usages", "bytes_of_bits", "unit_weight_bits",
+           "shared_kernel_bytes", "position_bytes"]
 
 
 def bytes_of_bits(bits: int) -> int:
@@ -73,3 +74,37 @@ def core_usages(cm: CoreMap) -> list[CoreUsage]:
                               has_bias=m.name != "partial", router_entries=int(ents[i]),
                               kernel_bytes=int(kbytes[i]) if c.w_fmt[i] else None))
     return out
+
+
+def shared_kernel_bytes(slices) -> int:
+    """SRAM of the kernels of several logical cores folded onto one physical core (mapper/fold.py), each a list of
+    ``(kernel slice key, bytes)`` per kernel block: a slice is stored once for all of them, as often as the one
+    among them that reads it most (a merge core reads its identity kernel once per partial sum)."""
+    most: dict = {}
+    for blocks in slices:
+        count: dict = {}
+        for key, b in blocks:
+            count[key] = count.get(key, 0) + 1
+            most[key] = (max(most.get(key, (0, b))[0], count[key]), b)
+    return int(sum(n * b for n, b in most.values()))
+
+
+def position_bytes(cm: CoreMap, cores, usages: list[CoreUsage] | None = None) -> int:
+    """SRAM of the cores ``cores`` folded onto one router position: their usages, with the kernel slices they share
+    stored once (:func:`shared_kernel_bytes`; a slice is its place in ``weights.data`` and its size)."""
+    us = core_usages(cm) if usages is None else usages
+    c, kb = cm.cores, cm.kblocks
+    cores = [int(x) for x in cores]
+    total = sum(us[i].total for i in cores)
+    tiled = [i for i in cores if c.w_fmt[i]]
+    if not tiled:
+        return total
+    lo, hi = np.searchsorted(kb.core, tiled), np.searchsorted(kb.core, tiled, side="right")
+    slices = []
+    for i, a, z in zip(tiled, lo.tolist(), hi.tolist()):
+        g = kb.geom[a:z].astype(np.int64)
+        size = g[:, 0] * g[:, 3] * g[:, 4] * g[:, 5]
+        b = kblock_bytes(g, int(c.w_bits[i]))
+        slices.append([((int(w), int(n), int(c.w_bits[i])), int(x)) for w, n, x in zip(kb.w_off[a:z], size, b)])
+        total -= us[i].weight_bytes
+    return total + shared_kernel_bytes(slices)

@@ -13,7 +13,7 @@ import numpy as np
 
 from .coremap import CoreMap, in_bytes, kblock_ranges
 from .neurons import by_code
-from .resources import core_usages
+from .resources import core_usages, position_bytes
 
 __all__ = ["owner", "RULES", "check_coremap", "rounds_needed", "stage_phases", "stage_rounds", "router_entries",
            "count_router_entries", "route_pairs", "in_bytes"]
@@ -109,7 +109,7 @@ def _memory(cm: CoreMap) -> list[str]:
     us = None
     for cs in shared_positions(cm):
         us = core_usages(cm) if us is None else us
-        total = sum(us[int(c)].total for c in cs)
+        total = position_bytes(cm, cs, us)  # (kernel slices they share stored once)
         if total > lim:
             out.append(f"memory-per-core: {' and '.join(_who(cm, int(c)) for c in cs)}, folded on one core at "
                        f"({int(cm.cores.x[cs[0]])}, {int(cm.cores.y[cs[0]])}), need {total} B together > {lim} B "

@@ -10,6 +10,7 @@ import pytest
 import nmc
 from nmc import rules as drc
 from nmc.errors import InputError
+from nmc.frontend.builder import ModelBuilder
 from nets import lossless_snn, spike_inputs
 from test_mapper import TINY, dense_chain, int_calib
 from test_relay import same_outputs
@@ -131,3 +132,44 @@ def test_folding_adds_no_round():
     assert (positions(four), four.cores.phase.tolist(), four.meta["rounds"]["static"]) == (3, [0, 1, 2, 3, 1, 2], 1)
     two = nmc.compile(model, calib=int_calib(16), overrides={**TINY, "core.phases_per_step": 2}, objective="cores")
     assert (positions(two), two.cores.phase.tolist(), two.meta["rounds"]["static"]) == (6, [0, 1, 1, 1, 1, 1], 1)
+
+
+def test_folded_tiles_of_one_convolution_store_its_kernel_once():
+    """16 tiles (16 channels x 2 x 2 positions) of a 3x3 convolution over 8 x 8 x 8, on 64-neuron, 128-axon cores of
+    4,096 B.  By hand: a tile's kernel is 16 x 8 x 9 = 1,152 B; its 64 neurons 64 x 7 B (32-bit bias, 16-bit mult,
+    8-bit shift) = 448 B; its axons 1 B each: 8 channels x 3 x 3 = 72 at a corner, 8 x 3 x 4 = 96 on an edge,
+    8 x 4 x 4 = 128 inside; one routing entry, 4 B.  A corner tile needs 1,676 B, so without sharing the kernel
+    two tiles fold (1,676 + 1,700 = 3,376 B; a third would need 5,076 B).  Stored once, five fold: the first row
+    (corner, edge, edge, corner) and the next tile (an edge): 5 x (448 + 4) + 72 + 96 + 96 + 72 + 96 + 1,152 =
+    3,844 B; a sixth (an inside tile, 584 B more) would need 4,428 B."""
+    from nmc.resources import core_usages, position_bytes
+    from nmc.rules import shared_positions
+    rng = np.random.default_rng(0)
+    b = ModelBuilder("fold_kernels", num_steps=1)
+    x = b.input("x", (8, 8, 8))
+    b.output(b.relu(b.conv(x, rng.normal(size=(16, 8, 3, 3)), None, pads=(1, 1, 1, 1), name="conv")))
+    g = b.build()
+    X = rng.uniform(0, 1, size=(4, 8, 8, 8))
+    ov = {"core.neurons": 64, "core.axons": 128, "core.memory_bytes": 4096}
+    runs = {}
+    for obj in ("latency", "cores"):
+        cm = nmc.compile(g, "tianjicx", calib={"x": X}, tiles="on", objective=obj, overrides=ov)
+        assert cm.num_cores == 16 and np.all(cm.cores.w_fmt == 1)
+        runs[obj] = (cm, nmc.emulate(cm, {"x": X[:2]}))
+    cm = runs["cores"][0]
+    us = core_usages(cm)
+    assert [us[c].total for c in range(5)] == [1676, 1700, 1700, 1676, 1700]
+    shared = shared_positions(cm)
+    assert shared[0].tolist() == [0, 1, 2, 3, 4]
+    assert position_bytes(cm, shared[0], us) == 3844
+    assert len({(int(a), int(b_)) for a, b_ in zip(cm.cores.x, cm.cores.y)}) == 4  # 5 + 5 + 5 + 1 tiles
+    for o, v in runs["latency"][1].outputs.items():  # folding changes when cores run, not what they compute
+        np.testing.assert_array_equal(np.asarray(runs["cores"][1].outputs[o]), np.asarray(v))
+
+
+def test_shared_kernel_bytes_by_hand():
+    from nmc.resources import shared_kernel_bytes
+    # A (100 B) and B (50 B) on one core, A again on another: 150; an identity kernel E (10 B) read twice by one
+    # merge core and once by another: stored twice, 20
+    assert shared_kernel_bytes([[("A", 100), ("B", 50)], [("A", 100)], [("E", 10), ("E", 10)], [("E", 10)]]) == 170
+    assert shared_kernel_bytes([]) == 0
