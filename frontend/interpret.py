@@ -23,7 +23,9 @@ Op semantics (per sample, shapes without batch)::
                  else alpha*(exp(x)-1)), softplus log(1+exp(x)), softsign x/(1+|x|), thresholdedrelu x if
                  x > alpha else 0, celu max(0,x) + min(0, alpha*(exp(x/alpha)-1)), mish x*tanh(softplus(x)),
                  gelu x/2*(1+erf(x/sqrt 2)), gelu_tanh x/2*(1+tanh(sqrt(2/pi)*(x+0.044715x^3))),
-                 hardswish x*max(0, min(1, x/6+1/2))
+                 hardswish x*max(0, min(1, x/6+1/2)); and the links of ONNX LRN's chain (frontend/onnx_ops.py):
+                 square x^2, log log(max(alpha*x, LOG_EPS)) (alpha = 1 or -1: the positive or negative part),
+                 exp alpha*exp(x), lrn_scale -beta*log(bias + x) (the log of LRN's factor (bias + x)^-beta)
     index        y.flat = concat(x1.flat, x2.flat, ...)[idx], 0 where idx = -1
     softmax      exp(x - max) / sum(exp(x - max)) along ``axis`` (host op)
     logsoftmax   x - max - log(sum(exp(x - max))) along ``axis`` (host op)
@@ -43,7 +45,7 @@ from nmc.ir import Graph, Node
 from nmc.encoders import ENCODERS, STEP_INDEX, step_index
 from nmc.neurons import MODELS
 
-__all__ = ["run_float", "OP_IMPLS", "conv2d", "pool2d", "ACTIVATIONS", "activation", "host_op", "run_host_ops"]
+__all__ = ["run_float", "OP_IMPLS", "conv2d", "pool2d", "ACTIVATIONS", "LOG_EPS", "activation", "host_op", "run_host_ops"]
 
 
 # ----------------------------------------------------------------- kernels
@@ -163,6 +165,12 @@ def _sigmoid(x):
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
+#: the smallest argument of the table function ``log`` (``log(max(alpha*x, LOG_EPS))``): LRN's chain computes
+#: ``x * d`` as ``exp(log(max(x, LOG_EPS)) + log d)``, so an input below it counts as LOG_EPS (an absolute error
+#: below ``LOG_EPS * d``, d <= bias^-beta, in float; on the chip the table's lower bound is set by quantisation)
+LOG_EPS = 1e-30
+
+
 def _erf(x):  # NumPy has no erf; math.erf per element (tables and calibration grids are small)
     return np.frompyfunc(math.erf, 1, 1)(x).astype(np.float64)
 
@@ -184,6 +192,11 @@ ACTIVATIONS: dict[str, Callable] = {
     "gelu": lambda x, a: 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0))),
     "gelu_tanh": lambda x, a: 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3))),
     "hardswish": lambda x, a: x * np.clip(x / 6.0 + 0.5, 0.0, 1.0),
+    # the links of LRN's chain (frontend/onnx_ops.py ``_lrn``)
+    "square": lambda x, a: x * x,
+    "log": lambda x, a: np.log(np.maximum(a["alpha"] * x, LOG_EPS)),
+    "exp": lambda x, a: a["alpha"] * np.exp(np.minimum(x, 700.0)),
+    "lrn_scale": lambda x, a: -a["beta"] * np.log(np.maximum(a["bias"] + x, LOG_EPS)),
 }
 
 

@@ -37,7 +37,7 @@ DATA_MOVEMENT_OPS: dict[str, tuple[int, ...] | None] = {
 MAX_VIEW = 1 << 24
 
 # op -> the approximations ``load_onnx(approximate={op: name})`` / ``nmc compile --approximate OP=NAME`` allow
-APPROXIMATIONS.update({"LRN": ("identity",)})
+APPROXIMATIONS.update({"LRN": ("identity",)})  # (LRN runs on the cores by default: ``_lrn``)
 
 
 def _numbered(shape, n_before: int, per_sample: int, B: int) -> np.ndarray:
@@ -472,16 +472,97 @@ def _conv_transpose(ctx: _Ctx, node, a):
 
 
 # ----------------------------------------------------------------- ops the cores cannot run
+def _nonneg(ctx: _Ctx, t: str, depth: int = 0) -> bool:
+    """Whether IR tensor ``t`` is >= 0 by construction: a ReLU's output, or pooling, reshaping or data movement of
+    such outputs (a look through a few producers; False when unknown)."""
+    p = ctx.producer(t)
+    if p is None or depth > 16:
+        return False
+    if p.op == "relu":
+        return True
+    if p.op == "lut":
+        fn, at = p.attrs.get("fn"), p.attrs
+        return (fn in ("square", "sigmoid", "softplus", "hardsigmoid") or (fn == "exp" and at.get("alpha", 0) >= 0)
+                or (fn == "clip" and at.get("min", -1) >= 0))
+    if p.op in ("maxpool", "avgpool", "reshape", "identity", "index"):
+        return all(_nonneg(ctx, i, depth + 1) for i in p.inputs)
+    return False
+
+
 @register_converter("LRN")
 def _lrn(ctx: _Ctx, node, a):
+    """ONNX LRN, ``y[c] = x[c] * d[c]``, ``d = (bias + alpha/size * sum_{j in window(c)} x[j]^2)^-beta``, as a chain
+    of layers the cores compute (every link a linear layer or a look-up-table soma; docs/numerics.md, "LRN")::
+
+        q = square(x)                       identity synapse, table x^2
+        t = lrn_scale(conv(q))              the channel window as a (size x 1) convolution of weights alpha/size
+                                            over x viewed as [1, C, H*W], table -beta*log(bias + s) = log d
+        u = log(max(x, LOG_EPS))            identity synapse, table log
+        y = exp(u + t)                      the sum of two tensors, table exp
+
+    For an ``x`` not known to be >= 0 (not after a ReLU) the positive and negative parts go separately:
+    ``y = exp(log(max(x, eps)) + t) - exp(log(max(-x, eps)) + t)`` (two more layers and a sum).  alpha = 0 or
+    beta = 0 make d the constant bias^-beta: one per-element scale.  ``approximate={'LRN': 'identity'}`` keeps
+    the old approximation (y = x, reported)."""
     how = ctx.approximate.get("LRN")
-    if how is None:
-        raise _Unsupported("local response normalisation divides by a power of a sum of squares, which the MAC "
-                           "cores cannot compute; it could run on the host or in a lookup-table soma of a "
-                           "dedicated core. Remove it (retrain without it), or accept an approximation: "
-                           "approximate={'LRN': 'identity'} in nmc.compile / --approximate LRN=identity")
-    ctx.emit(node, "identity", [node.input[0]], [node.output[0]], [ctx.shape(node.input[0])])
-    ctx.approximated.append({"node": node.name, "op": "LRN", "as": how})
+    x = node.input[0]
+    xs = ctx.shape(x)
+    if how is not None:
+        ctx.emit(node, "identity", [x], [node.output[0]], [xs])
+        ctx.approximated.append({"node": node.name, "op": "LRN", "as": how})
+        return
+    if "size" not in a:
+        raise ModelError(f"{ctx.where(node)}: attribute 'size' is required (ONNX LRN)")
+    size = int(a["size"])
+    alpha, beta, bias = float(a.get("alpha", 1e-4)), float(a.get("beta", 0.75)), float(a.get("bias", 1.0))
+    if size < 1 or not len(xs):
+        raise _Unsupported(f"size={size} on an input of shape [N, {', '.join(map(str, xs))}]; ONNX LRN needs "
+                           "size >= 1 and a channel axis")
+    if not (bias > 0 and alpha >= 0 and np.isfinite(beta) and np.isfinite(alpha) and np.isfinite(bias)):
+        raise _Unsupported(f"bias={bias:g}, alpha={alpha:g}, beta={beta:g}: the cores compute LRN for bias > 0 "
+                           "and alpha >= 0 only (then bias + alpha/size * sum >= bias > 0); or accept an "
+                           "approximation: approximate={'LRN': 'identity'} in nmc.compile / --approximate "
+                           "LRN=identity")
+    y = node.output[0]
+    C = xs[0]
+    M = int(np.prod(xs[1:], dtype=np.int64))
+    if alpha == 0.0 or beta == 0.0:  # d = bias^-beta for every element: a constant scale, exact
+        ctx.emit(node, "batchnorm", [x], [y], [xs],
+                 params={"scale": np.full(C, bias ** -beta), "bias": np.zeros(C)})
+        return
+    vs = (1, C, M)  # x viewed as a one-channel image of C rows: the channel window is a (size x 1) convolution
+    tag = f"{y}::lrn"
+    t_max = -beta * np.log(bias)  # log d is at most this (the window's sum of squares is >= 0)
+    lut = {"alpha": 0.0, "beta": beta, "bias": bias, "min": -np.inf, "max": np.inf, "span": 1.0, "lrn": node.name}
+
+    def emit(op, ins, out, shape=vs, **kw):
+        ctx.emit(node, op, ins, [out], [shape], **kw)
+        return out
+
+    xv = emit("reshape", [x], f"{tag}.x", attrs={"shape": list(vs)})
+    q = emit("lut", [xv], f"{tag}.q", attrs={**lut, "fn": "square"})
+    signs = (1.0,) if _nonneg(ctx, x) else (1.0, -1.0)
+    t = f"{tag}.t"
+    us = []
+    for i, sign in enumerate(signs):  # (the first log before t: t's step is a whole fraction of its step)
+        k = "+" if sign > 0 else "-"
+        us.append((u := f"{tag}.u{k}", f"{tag}.y{k}", sign))
+        if i == 0:
+            emit("lut", [xv], u, attrs={**lut, "fn": "log", "alpha": sign, "exp_out": us[0][1], "t_max": t_max})
+            w = np.full((1, 1, size, 1), alpha / size)
+            s = emit("conv", [q], f"{tag}.s", attrs={"strides": [1, 1], "pads": [(size - 1) // 2, 0, size // 2, 0],
+                                                     "dilations": [1, 1], "group": 1},
+                     params={"W": w, "b": np.zeros(1)})
+            emit("lut", [s], t, attrs={**lut, "fn": "lrn_scale", "u": u})
+        else:
+            emit("lut", [xv], u, attrs={**lut, "fn": "log", "alpha": sign, "exp_out": us[-1][1], "t": t,
+                                        "t_max": t_max})
+    parts = []
+    for u, yk, sign in us:
+        v = emit("add", [u, t], f"{u}+t")
+        parts.append(emit("lut", [v], yk, attrs={**lut, "fn": "exp", "alpha": sign}))
+    yv = parts[0] if len(parts) == 1 else emit("add", parts, f"{tag}.y")
+    emit("reshape", [yv], y, shape=xs, attrs={"shape": list(xs)})
 
 
 # ----------------------------------------------------------------- read-out ops run on the host

@@ -256,13 +256,28 @@ def _quantize_lut(l, s_in: np.ndarray, ranges: Mapping[str, Range], chip: ChipSp
     the requantiser maps the accumulator onto a signed index of ``core.lut_index_bits`` bits that covers the
     pre-activation's calibrated range; entry ``i`` holds ``f`` at the value index ``i`` stands for, in the output
     tensor's scale.  Returns weights, bias, output range, weight bits, lossless, neuron and core parameters and
-    the report entries (index and output scales, the worst error of the table over the calibrated range)."""
+    the report entries (index and output scales, the worst error of the table over the calibrated range).
+
+    A table with attribute ``span`` (the links of LRN's chain) covers the pre-activation's range ``[lo, hi]``
+    itself, not ``[-max|.|, max|.|]``: the bias shifts it by ``c`` (entry ``i`` stands for ``c + i * step``), one
+    more bit for a one-sided range (an 8-bit input read with index step = its own step: every value exact).  In
+    that chain ``exp`` starts its index at ``log(out_scale / 4)`` (below, every entry would be 0) and ``log``'s
+    output starts at ``min(log(s_x / 2), log(s_y / 4) - t_max)`` (s_x its input's step, s_y the step of the
+    ``exp`` it feeds, t_max the largest log-factor): the calibrated ``log(LOG_EPS)`` of a zero input would waste
+    the table's range, and a zero input still gives ``exp(.) < s_y / 4``, an output of 0."""
     c = chip.core
     where = l.where()
     I = c.lut_index_bits
+    fn = l.attrs["fn"]
     if I == 0:
+        if "lrn" in l.attrs:
+            raise QuantizationError(f"{where}: chip '{chip.name}' has no activation look-up table (core.lut_index_bits "
+                                    f"= 0), so ONNX LRN node '{l.attrs['lrn']}' (a chain of tables, this layer its "
+                                    f"{fn}) cannot run on a core; choose a chip with a table (tianjic, tianjicx) or "
+                                    "accept an approximation: approximate={'LRN': 'identity'} in nmc.compile / "
+                                    "--approximate LRN=identity")
         raise QuantizationError(f"{where}: chip '{chip.name}' has no activation look-up table (core.lut_index_bits "
-                                f"= 0), so its {l.attrs['fn']} cannot run on a core; choose a chip with a table "
+                                f"= 0), so its {fn} cannot run on a core; choose a chip with a table "
                                 "(tianjic, tianjicx) or compute the activation on the host after the last layer")
     f = activation(l.attrs)
     half = 2 ** (I - 1)
@@ -270,23 +285,57 @@ def _quantize_lut(l, s_in: np.ndarray, ranges: Mapping[str, Range], chip: ChipSp
     if r_pre is None:
         raise QuantizationError(f"{where}: no calibration range for its input '{l.attrs['pre']}'; pass calibration "
                                 "inputs (nmc compile --calib inputs.npz) or ship 'nmc.ranges' metadata in the model")
-    m_pre = max(abs(r_pre.lo), abs(r_pre.hi))
-    s_idx = 1.0 if (r_pre.integer and m_pre <= half - 1) else (m_pre / (half - 1) if m_pre > 0 else 1.0)
+    span = bool(l.attrs.get("span"))
     r_out = ranges.get(l.out)
+    f_ref = f
+    if span and fn == "log" and r_out is not None and "exp_out" in l.attrs:
+        r_y = ranges.get(l.attrs["exp_out"])
+        if r_y is not None:  # below this, exp(u + t) < s_y / 4 for every t: an output of 0
+            s_y = _act_tq(r_y, r_y.lo >= 0, l.attrs["exp_out"], where, c.activation_bits).scale
+            floor = math.log(s_y / 4) - float(l.attrs["t_max"])
+            if r_out.lo < floor:
+                r_out = Range(floor, max(r_out.hi, floor), False)
+                f_ref = (lambda g, lo: lambda x: np.maximum(g(x), lo))(f, floor)  # what the table can hold
     out_q = _act_tq(r_out, r_out is not None and r_out.lo >= 0, l.out, where, c.activation_bits)
+    # LRN's exp sums u + t: steps of whole ratios make its weights exact (t quantised after the first u, at a
+    # step u's / k, at least its own; a later u at a whole multiple of t's)
+    u_q, t_q = tq.get(l.attrs.get("u", "")), tq.get(l.attrs.get("t", ""))
+    if span and fn == "lrn_scale" and u_q is not None:
+        k = max(1, min(W_MAX, math.floor(u_q.scale / out_q.scale + 1e-9)))
+        out_q = TQ(u_q.scale / k, out_q.lo, out_q.hi, out_q.bits, out_q.kind)
+    if span and fn == "log" and t_q is not None:
+        k = max(1, math.ceil(out_q.scale / t_q.scale - 1e-9))
+        if k <= W_MAX:
+            out_q = TQ(k * t_q.scale, out_q.lo, out_q.hi, out_q.bits, out_q.kind)
     tq[l.out] = out_q
+    p_lo, p_hi = r_pre.lo, r_pre.hi
+    if span and fn == "exp":  # exp(x) < 0.45 out_scale rounds to 0 in the output: the index need not go lower
+        p_lo = max(p_lo, min(p_hi, math.log(0.45 * out_q.scale / max(abs(float(l.attrs["alpha"])), 1e-300))))
+    if span:
+        width = p_hi - p_lo
+        s_idx = 1.0 if (r_pre.integer and p_lo == r_pre.lo and width <= 2 * half - 1) else \
+            (width / (2 * half - 1) if width > 0 else 1.0)
+    else:
+        m_pre = max(abs(p_lo), abs(p_hi))
+        s_idx = 1.0 if (r_pre.integer and m_pre <= half - 1) else (m_pre / (half - 1) if m_pre > 0 else 1.0)
     E = l.vals * s_in[l.cols]
     floor4 = c.requant_mode == "floor4"
     if floor4:
-        s_w, s_idx, k4 = floor4_scales(E, s_idx)
+        s_w, s_idx, k4 = _floor4_exact(E, s_idx) if span else floor4_scales(E, s_idx)
         s_row = np.full(l.n, s_w)
         mult, shift = np.ones(l.n, np.int64), np.full(l.n, 2 * k4, np.int64)
     else:
         s_row = _row_scales(l.rows, E, l.n)
         mult, shift = requant_params(s_row / s_idx, c.requant_mult_bits, where)
+    # the index's origin: entry i stands for c0 + i * s_idx; c0 a whole number of every row's accumulator steps
+    c0 = 0.0
+    if span and l.n:
+        c0 = round((p_lo + half * s_idx) / s_row[0]) * s_row[0]
+        if not np.all(_is_int(c0 / s_row)):  # rows of other steps: the symmetric index (no shift)
+            c0 = 0.0
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         wq = _to_int(E / s_row[l.rows], "weight", where)
-        bias = _to_int(l.bias / s_row, "bias", where)
+        bias = _to_int((l.bias - c0) / s_row, "bias", where)
     if np.any(np.abs(bias) >= 2 ** (c.accumulator_bits - 1)):
         raise QuantizationError(f"{where}: a bias quantises beyond the {c.accumulator_bits}-bit accumulator "
                                 "(core.accumulator_bits); recalibrate or rescale the layer")
@@ -295,7 +344,9 @@ def _quantize_lut(l, s_in: np.ndarray, ranges: Mapping[str, Range], chip: ChipSp
     e = np.arange(2 ** I)
     i = np.where(e < half, e, e - 2 ** I)
     mid = 0.5 if (floor4 and np.any(shift > 0)) else 0.0
-    y = f((i + mid) * s_idx) / out_q.scale
+    if mid and span and l.n and np.all(wq % 4 ** int(shift[0] // 2) == 0) and np.all(bias % 4 ** int(shift[0] // 2) == 0):
+        mid = 0.0  # every accumulator a whole number of index steps (an identity synapse): the floor is exact
+    y = f(c0 + (i + mid) * s_idx) / out_q.scale
     table = np.clip(np.round(y), out_q.lo, out_q.hi).astype(np.int64)
     cparam = np.zeros(len(get_model("lut").core_params), np.int64)
     cparam[0], cparam[1] = int(floor4), I
@@ -306,21 +357,40 @@ def _quantize_lut(l, s_in: np.ndarray, ranges: Mapping[str, Range], chip: ChipSp
     step = float(s_row.min()) if l.n else 1.0
     a0, a1 = math.ceil(r_pre.lo / step - _EPS), math.floor(r_pre.hi / step + _EPS)
     x = np.arange(a0, a1 + 1) * step if 0 <= a1 - a0 <= 200_000 else np.linspace(r_pre.lo, r_pre.hi, 200_001)
-    idx = np.clip(np.floor(x / s_idx) if mid else np.floor(x / s_idx + 0.5), -half, half - 1).astype(np.int64)
+    xi = (x - c0) / s_idx
+    idx = np.clip(np.floor(xi) if mid else np.floor(xi + 0.5), -half, half - 1).astype(np.int64)
     chip_y = table[idx & (2 ** I - 1)] * out_q.scale
-    err = float(np.abs(chip_y - f(x)).max())
+    err = float(np.abs(chip_y - f_ref(x)).max())
     w_err = np.abs(wq * s_row[l.rows] - E)
-    in_lo, in_hi = int(np.floor(r_pre.lo / s_idx)), int(np.ceil(r_pre.hi / s_idx))
+    in_lo, in_hi = int(np.floor((r_pre.lo - c0) / s_idx)), int(np.ceil((r_pre.hi - c0) / s_idx))
     used = np.arange(max(in_lo, -half), min(in_hi, half - 1) + 1)
-    exact = bool(np.all(_is_int(f(used * s_idx) / out_q.scale)))
+    exact = bool(np.all(_is_int(f(c0 + used * s_idx) / out_q.scale)))
     lossless = bool(np.all(w_err <= _EPS * np.maximum(1, np.abs(E))) and np.all(s_row == 1.0) and s_idx == 1.0
-                    and out_q.scale == 1.0 and np.all(_is_int(l.bias)) and exact and mid == 0.0)
-    rep = {"lossless": lossless, "out_scale": out_q.scale, "lut_fn": l.attrs["fn"], "lut_index_bits": I,
+                    and out_q.scale == 1.0 and np.all(_is_int(l.bias)) and exact and mid == 0.0 and f_ref is f)
+    rep = {"lossless": lossless, "out_scale": out_q.scale, "lut_fn": fn, "lut_index_bits": I,
            "lut_index_scale": s_idx, "lut_err_max": err, "requant_mode": c.requant_mode,
            "weight_rel_err": float(w_err.max() / max(np.abs(E).max(), 1e-30)) if E.size else 0.0,
            **requant_report(s_row, s_idx, mult, shift, floor4)}
+    if span:
+        rep["lut_index_origin"] = float(c0)
     return (wq, bias, out_q.lo, out_q.hi, _w_bits(wq, chip), lossless, np.stack([mult, shift], axis=1).astype(np.int64),
             cparam, rep)
+
+
+def _floor4_exact(E: np.ndarray, s_idx: float) -> tuple[float, float, int]:
+    """Scales of a table layer on a ``floor4`` chip that keep the index step ``s_idx`` itself: the weight scale is
+    ``s_idx / 4^k`` with the largest ``k`` whose weights still fit int8 (at least 32 / 127 of the range: relative
+    weight error <= 1/64), instead of :func:`floor4_scales`'s up to 4 times coarser index.  Falls back to that when
+    even ``k = 0`` overflows."""
+    absmax = float(np.abs(E).max()) if E.size else 0.0
+    if absmax == 0.0 or absmax / s_idx > W_MAX + 0.5:
+        return floor4_scales(E, s_idx)
+    if s_idx == 1.0 and bool(np.all(_is_int(E))):
+        return 1.0, 1.0, 0
+    k = 0
+    while k < 31 and absmax * 4.0 ** (k + 1) / s_idx <= W_MAX + 0.5:
+        k += 1
+    return s_idx / 4.0 ** k, s_idx, k
 
 
 def _is_int(a: np.ndarray) -> np.ndarray:
