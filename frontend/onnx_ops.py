@@ -492,11 +492,12 @@ def _nonneg(ctx: _Ctx, t: str, depth: int = 0) -> bool:
 @register_converter("LRN")
 def _lrn(ctx: _Ctx, node, a):
     """ONNX LRN, ``y[c] = x[c] * d[c]``, ``d = (bias + alpha/size * sum_{j in window(c)} x[j]^2)^-beta``, as a chain
-    of layers the cores compute (every link a linear layer or a look-up-table soma; docs/numerics.md, "LRN")::
+    of layers the cores compute (every link a linear layer or a look-up-table soma; docs/numerics.md, "LRN"), on
+    ``x`` viewed position-major as ``[1, H*W, C]`` (a free view; ``y`` viewed back)::
 
         q = square(x)                       identity synapse, table x^2
-        t = lrn_scale(conv(q))              the channel window as a (size x 1) convolution of weights alpha/size
-                                            over x viewed as [1, C, H*W], table -beta*log(bias + s) = log d
+        t = lrn_scale(conv(q))              the channel window as a (1 x size) convolution of weights alpha/size,
+                                            table -beta*log(bias + s) = log d
         u = log(max(x, LOG_EPS))            identity synapse, table log
         y = exp(u + t)                      the sum of two tensors, table exp
 
@@ -530,7 +531,9 @@ def _lrn(ctx: _Ctx, node, a):
         ctx.emit(node, "batchnorm", [x], [y], [xs],
                  params={"scale": np.full(C, bias ** -beta), "bias": np.zeros(C)})
         return
-    vs = (1, C, M)  # x viewed as a one-channel image of C rows: the channel window is a (size x 1) convolution
+    # x viewed position-major, [1, H*W, C] (a free view): a core holding every channel of a few positions reads
+    # just those positions' values, and the channel window is a (1 x size) convolution along the last axis
+    vs = (1, M, C)
     tag = f"{y}::lrn"
     t_max = -beta * np.log(bias)  # log d is at most this (the window's sum of squares is >= 0)
     lut = {"alpha": 0.0, "beta": beta, "bias": bias, "min": -np.inf, "max": np.inf, "span": 1.0, "lrn": node.name}
@@ -539,7 +542,8 @@ def _lrn(ctx: _Ctx, node, a):
         ctx.emit(node, op, ins, [out], [shape], **kw)
         return out
 
-    xv = emit("reshape", [x], f"{tag}.x", attrs={"shape": list(vs)})
+    xv = emit("index", [x], f"{tag}.x", attrs={"shape": list(vs)},
+              params={"idx": np.arange(C * M).reshape(C, M).T.reshape(-1)})
     q = emit("lut", [xv], f"{tag}.q", attrs={**lut, "fn": "square"})
     signs = (1.0,) if _nonneg(ctx, x) else (1.0, -1.0)
     t = f"{tag}.t"
@@ -547,22 +551,19 @@ def _lrn(ctx: _Ctx, node, a):
     for i, sign in enumerate(signs):  # (the first log before t: t's step is a whole fraction of its step)
         k = "+" if sign > 0 else "-"
         us.append((u := f"{tag}.u{k}", f"{tag}.y{k}", sign))
+        at = {**lut, "fn": "log", "alpha": sign, "exp_out": us[-1][1], "t_max": t_max}
+        emit("lut", [xv], u, attrs=at if i == 0 else {**at, "t": t})
         if i == 0:
-            emit("lut", [xv], u, attrs={**lut, "fn": "log", "alpha": sign, "exp_out": us[0][1], "t_max": t_max})
-            w = np.full((1, 1, size, 1), alpha / size)
-            s = emit("conv", [q], f"{tag}.s", attrs={"strides": [1, 1], "pads": [(size - 1) // 2, 0, size // 2, 0],
-                                                     "dilations": [1, 1], "group": 1},
-                     params={"W": w, "b": np.zeros(1)})
+            s = emit("conv", [q], f"{tag}.s", params={"W": np.full((1, 1, 1, size), alpha / size), "b": np.zeros(1)},
+                     attrs={"strides": [1, 1], "pads": [0, (size - 1) // 2, 0, size // 2], "dilations": [1, 1],
+                            "group": 1})
             emit("lut", [s], t, attrs={**lut, "fn": "lrn_scale", "u": u})
-        else:
-            emit("lut", [xv], u, attrs={**lut, "fn": "log", "alpha": sign, "exp_out": us[-1][1], "t": t,
-                                        "t_max": t_max})
     parts = []
     for u, yk, sign in us:
         v = emit("add", [u, t], f"{u}+t")
         parts.append(emit("lut", [v], yk, attrs={**lut, "fn": "exp", "alpha": sign}))
     yv = parts[0] if len(parts) == 1 else emit("add", parts, f"{tag}.y")
-    emit("reshape", [yv], y, shape=xs, attrs={"shape": list(xs)})
+    emit("index", [yv], y, shape=xs, attrs={"shape": list(xs)}, params={"idx": np.arange(C * M).reshape(M, C).T.reshape(-1)})
 
 
 # ----------------------------------------------------------------- read-out ops run on the host
