@@ -536,7 +536,8 @@ def _lrn(ctx: _Ctx, node, a):
     vs = (1, M, C)
     tag = f"{y}::lrn"
     t_max = -beta * np.log(bias)  # log d is at most this (the window's sum of squares is >= 0)
-    lut = {"alpha": 0.0, "beta": beta, "bias": bias, "min": -np.inf, "max": np.inf, "span": 1.0, "lrn": node.name}
+    lut = {"alpha": 0.0, "beta": beta, "bias": bias, "min": -np.inf, "max": np.inf, "span": 1.0, "lrn": node.name,
+           "t_max": t_max}
 
     def emit(op, ins, out, shape=vs, **kw):
         ctx.emit(node, op, ins, [out], [shape], **kw)
@@ -551,7 +552,7 @@ def _lrn(ctx: _Ctx, node, a):
     for i, sign in enumerate(signs):  # (the first log before t: t's step is a whole fraction of its step)
         k = "+" if sign > 0 else "-"
         us.append((u := f"{tag}.u{k}", f"{tag}.y{k}", sign))
-        at = {**lut, "fn": "log", "alpha": sign, "exp_out": us[-1][1], "t_max": t_max}
+        at = {**lut, "fn": "log", "alpha": sign, "exp_out": us[-1][1]}
         emit("lut", [xv], u, attrs=at if i == 0 else {**at, "t": t})
         if i == 0:
             s = emit("conv", [q], f"{tag}.s", params={"W": np.full((1, 1, 1, size), alpha / size), "b": np.zeros(1)},
@@ -561,7 +562,7 @@ def _lrn(ctx: _Ctx, node, a):
     parts = []
     for u, yk, sign in us:
         v = emit("add", [u, t], f"{u}+t")
-        parts.append(emit("lut", [v], yk, attrs={**lut, "fn": "exp", "alpha": sign}))
+        parts.append(emit("lut", [v], yk, attrs={**lut, "fn": "exp", "alpha": sign, "u": u}))
     yv = parts[0] if len(parts) == 1 else emit("add", parts, f"{tag}.y")
     emit("index", [yv], y, shape=xs, attrs={"shape": list(xs)}, params={"idx": np.arange(C * M).reshape(M, C).T.reshape(-1)})
 

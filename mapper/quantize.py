@@ -52,6 +52,8 @@ class TQ:
     hi: int
     bits: int  #: 1 spike, 8 value, 32 wide
     kind: str  #: "spike" | "value" | "count" | "word" (a state word in the output register: LI, FirstSpikeTime)
+    #: float value = offset + scale * integer: only LRN's internal log values (read by its exp layer alone)
+    offset: float = 0.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,6 +133,9 @@ class Quantized:
             missing = [t for t in (*l.inputs, l.out) if t not in self.tq]
             if missing:
                 raise PassError(f"quantized: {l.where()} tensors {missing} have no representation")
+            if l.soma != "lut" and any(self.tq[t].offset for t in l.inputs):
+                raise PassError(f"quantized: {l.where()} reads a tensor held with an offset (LRN's log values); only a "
+                                "table layer adds offsets to its bias")
 
 
 def calibrate(graph: Graph, inputs: Mapping[str, np.ndarray], steps: int | None = None) -> dict[str, Range]:
@@ -293,28 +298,24 @@ def _quantize_lut(l, s_in: np.ndarray, ranges: Mapping[str, Range], chip: ChipSp
         if r_y is not None:  # below this, exp(u + t) < s_y / 4 for every t: an output of 0
             s_y = _act_tq(r_y, r_y.lo >= 0, l.attrs["exp_out"], where, c.activation_bits).scale
             floor = math.log(s_y / 4) - float(l.attrs["t_max"])
-            if r_out.lo < floor:
-                r_out = Range(floor, max(r_out.hi, floor), False)
-                f_ref = (lambda g, lo: lambda x: np.maximum(g(x), lo))(f, floor)  # what the table can hold
+            r_out = Range(floor, max(r_out.hi, floor), False)  # (from the floor: smaller inputs than calibrated too)
+            f_ref = (lambda g, lo: lambda x: np.maximum(g(x), lo))(f, floor)  # what the table can hold
     out_q = _act_tq(r_out, r_out is not None and r_out.lo >= 0, l.out, where, c.activation_bits)
-    # LRN's exp sums u + t: steps of whole ratios make its weights exact (t quantised after the first u, at a
-    # step u's / k, at least its own; a later u at a whole multiple of t's)
-    u_q, t_q = tq.get(l.attrs.get("u", "")), tq.get(l.attrs.get("t", ""))
-    if span and fn == "lrn_scale" and u_q is not None:
-        k = max(1, min(W_MAX, math.floor(u_q.scale / out_q.scale + 1e-9)))
-        out_q = TQ(u_q.scale / k, out_q.lo, out_q.hi, out_q.bits, out_q.kind)
-    if span and fn == "log" and t_q is not None:
-        k = max(1, math.ceil(out_q.scale / t_q.scale - 1e-9))
-        if k <= W_MAX:
-            out_q = TQ(k * t_q.scale, out_q.lo, out_q.hi, out_q.bits, out_q.kind)
+    if span and fn in ("log", "lrn_scale") and r_out is not None:
+        out_q = _lrn_log_tq(l, r_out, tq, c.activation_bits)
     tq[l.out] = out_q
-    p_lo, p_hi = r_pre.lo, r_pre.hi
-    if span and fn == "exp":  # exp(x) < 0.45 out_scale rounds to 0 in the output: the index need not go lower
-        p_lo = max(p_lo, min(p_hi, math.log(0.45 * out_q.scale / max(abs(float(l.attrs["alpha"])), 1e-300))))
+    p_lo, p_hi = min(r_pre.lo, 0.0), max(r_pre.hi, 0.0)  # (0 in range, as every 8-bit tensor's)
+    if span and fn == "exp":  # exp(x) < 0.45 out_scale rounds to 0 in the output: the index starts there
+        p_lo = min(r_pre.hi, math.log(0.45 * out_q.scale / max(abs(float(l.attrs["alpha"])), 1e-300)))
+        p_hi = r_pre.hi
+    u_q = tq.get(l.attrs.get("u", "")) if span and fn == "exp" else None
     if span:
         width = p_hi - p_lo
-        s_idx = 1.0 if (r_pre.integer and p_lo == r_pre.lo and width <= 2 * half - 1) else \
+        s_idx = 1.0 if (r_pre.integer and fn != "exp" and width <= 2 * half - 1) else \
             (width / (2 * half - 1) if width > 0 else 1.0)
+        m = math.floor(u_q.scale / s_idx + 1e-9) if u_q is not None else 0
+        if m >= 1 and u_q.scale / m <= 1.25 * s_idx:  # (not much coarser than its own step)
+            s_idx = u_q.scale / m  # LRN's exp on u's own grid (a whole fraction of its step): u is rounded once
     else:
         m_pre = max(abs(p_lo), abs(p_hi))
         s_idx = 1.0 if (r_pre.integer and m_pre <= half - 1) else (m_pre / (half - 1) if m_pre > 0 else 1.0)
@@ -333,9 +334,16 @@ def _quantize_lut(l, s_in: np.ndarray, ranges: Mapping[str, Range], chip: ChipSp
         c0 = round((p_lo + half * s_idx) / s_row[0]) * s_row[0]
         if not np.all(_is_int(c0 / s_row)):  # rows of other steps: the symmetric index (no shift)
             c0 = 0.0
+    # inputs held with an offset (LRN's u and t: value = offset + scale * code): the offsets join the bias
+    off = np.concatenate([np.full(sz, tq[t].offset) for t, sz in zip(l.inputs, l.in_sizes)])
+    b_f = l.bias + np.bincount(l.rows, weights=l.vals * off[l.cols], minlength=l.n) if np.any(off) else l.bias
+    if u_q is not None and _is_int(u_q.scale / s_idx) and l.n:  # the origin on u's grid, when the bias stays exact
+        c_u = u_q.offset + round((p_lo + half * s_idx - u_q.offset) / s_idx) * s_idx
+        if np.all(_is_int((b_f - c_u) / s_row)):
+            c0 = c_u
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         wq = _to_int(E / s_row[l.rows], "weight", where)
-        bias = _to_int((l.bias - c0) / s_row, "bias", where)
+        bias = _to_int((b_f - c0) / s_row, "bias", where)
     if np.any(np.abs(bias) >= 2 ** (c.accumulator_bits - 1)):
         raise QuantizationError(f"{where}: a bias quantises beyond the {c.accumulator_bits}-bit accumulator "
                                 "(core.accumulator_bits); recalibrate or rescale the layer")
@@ -346,7 +354,7 @@ def _quantize_lut(l, s_in: np.ndarray, ranges: Mapping[str, Range], chip: ChipSp
     mid = 0.5 if (floor4 and np.any(shift > 0)) else 0.0
     if mid and span and l.n and np.all(wq % 4 ** int(shift[0] // 2) == 0) and np.all(bias % 4 ** int(shift[0] // 2) == 0):
         mid = 0.0  # every accumulator a whole number of index steps (an identity synapse): the floor is exact
-    y = f(c0 + (i + mid) * s_idx) / out_q.scale
+    y = (f(c0 + (i + mid) * s_idx) - out_q.offset) / out_q.scale
     table = np.clip(np.round(y), out_q.lo, out_q.hi).astype(np.int64)
     cparam = np.zeros(len(get_model("lut").core_params), np.int64)
     cparam[0], cparam[1] = int(floor4), I
@@ -359,22 +367,50 @@ def _quantize_lut(l, s_in: np.ndarray, ranges: Mapping[str, Range], chip: ChipSp
     x = np.arange(a0, a1 + 1) * step if 0 <= a1 - a0 <= 200_000 else np.linspace(r_pre.lo, r_pre.hi, 200_001)
     xi = (x - c0) / s_idx
     idx = np.clip(np.floor(xi) if mid else np.floor(xi + 0.5), -half, half - 1).astype(np.int64)
-    chip_y = table[idx & (2 ** I - 1)] * out_q.scale
+    chip_y = out_q.offset + table[idx & (2 ** I - 1)] * out_q.scale
     err = float(np.abs(chip_y - f_ref(x)).max())
     w_err = np.abs(wq * s_row[l.rows] - E)
     in_lo, in_hi = int(np.floor((r_pre.lo - c0) / s_idx)), int(np.ceil((r_pre.hi - c0) / s_idx))
     used = np.arange(max(in_lo, -half), min(in_hi, half - 1) + 1)
-    exact = bool(np.all(_is_int(f(c0 + used * s_idx) / out_q.scale)))
+    exact = bool(np.all(_is_int((f(c0 + used * s_idx) - out_q.offset) / out_q.scale)))
     lossless = bool(np.all(w_err <= _EPS * np.maximum(1, np.abs(E))) and np.all(s_row == 1.0) and s_idx == 1.0
-                    and out_q.scale == 1.0 and np.all(_is_int(l.bias)) and exact and mid == 0.0 and f_ref is f)
+                    and out_q.scale == 1.0 and np.all(_is_int(b_f)) and exact and mid == 0.0 and f_ref is f
+                    and out_q.offset == 0.0)
     rep = {"lossless": lossless, "out_scale": out_q.scale, "lut_fn": fn, "lut_index_bits": I,
            "lut_index_scale": s_idx, "lut_err_max": err, "requant_mode": c.requant_mode,
            "weight_rel_err": float(w_err.max() / max(np.abs(E).max(), 1e-30)) if E.size else 0.0,
            **requant_report(s_row, s_idx, mult, shift, floor4)}
     if span:
         rep["lut_index_origin"] = float(c0)
+        if out_q.offset:
+            rep["out_offset"] = out_q.offset
     return (wq, bias, out_q.lo, out_q.hi, _w_bits(wq, chip), lossless, np.stack([mult, shift], axis=1).astype(np.int64),
             cparam, rep)
+
+
+def _lrn_log_tq(l, r_out: Range, tq: dict[str, TQ], bits: int) -> TQ:
+    """The representation of LRN's log values ``u`` (from the floor up) and ``t`` (up to ``t_max``, the log-factor
+    of a zero window): every code of ``bits`` used, ``value = offset + scale * code`` (only LRN's exp layer reads
+    them; it adds the offsets to its bias).  Their sum ``u + t`` gets exact weights from steps of whole ratios: t,
+    quantised after the first u, at u's step / k (at least its own), a later u at a whole multiple of t's."""
+    lo_c, hi_c = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    lo, hi = r_out.lo, r_out.hi
+    if l.attrs["fn"] == "lrn_scale":
+        hi = float(l.attrs["t_max"])
+        lo = min(lo, hi)
+    scale = (hi - lo) / (hi_c - lo_c) if hi > lo else 0.0
+    u_q, t_q = tq.get(l.attrs.get("u", "")), tq.get(l.attrs.get("t", ""))
+    if l.attrs["fn"] == "lrn_scale" and u_q is not None:
+        k = max(1, min(W_MAX, math.floor(u_q.scale / scale + 1e-9))) if scale > 0 else W_MAX
+        scale = u_q.scale / k
+    if l.attrs["fn"] == "log" and t_q is not None:
+        k = max(1, math.ceil(scale / t_q.scale - 1e-9))
+        if k <= W_MAX:
+            scale = k * t_q.scale
+    scale = scale if scale > 0 else 1.0
+    # (t's offset a whole number of its steps: with u's, the exp layer's origin and bias stay exact)
+    offset = (math.ceil(hi / scale - 1e-9) - hi_c) * scale if l.attrs["fn"] == "lrn_scale" else lo - lo_c * scale
+    return TQ(scale, lo_c, hi_c, bits, "value", offset)
 
 
 def _floor4_exact(E: np.ndarray, s_idx: float) -> tuple[float, float, int]:
