@@ -9,8 +9,8 @@ integers of the test input's range), compiled for tianjic (``chips="auto"``), em
 compared with the shipped output: it *matches* when the largest error is within ``TOL`` (3 %) of the output's
 largest magnitude.  The shipped output is what onnxruntime computes (within 1e-6) for 79 models: 59 as shipped, 20
 of opsets 1-6 once converted to opset 13; the three old PRelu models with one slope per channel run faithfully in no
-current onnxruntime, their reference is the shipped output alone (tests/frontend/test_onnx_backend_models.py).  light: each model is imported as shipped (LRN approximated as identity where asked
-for: ``--approximate-lrn``), and with ``--lower`` also lowered (nmc's lower pass).  Prints one line per model
+current onnxruntime, their reference is the shipped output alone (tests/frontend/test_onnx_backend_models.py).  light: each model is imported as shipped (LRN on the cores, or approximated as
+identity where asked for: ``--approximate-lrn``), and with ``--lower`` also lowered (nmc's lower pass).  Prints one line per model
 and the totals; exits 0.
 """
 from __future__ import annotations
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     ap.add_argument("--set", choices=["pytorch-converted", "light", "both"], default="both")
     ap.add_argument("--only", help="one model (directory name, e.g. test_Conv2d, or light_squeezenet)")
     ap.add_argument("--lower", action="store_true", help="light: also run nmc's lower pass")
-    ap.add_argument("--approximate-lrn", action="store_true", help="light: LRN as identity (else refused)")
+    ap.add_argument("--approximate-lrn", action="store_true", help="light: LRN as identity (else on the cores)")
     a = ap.parse_args(argv)
     if a.set in ("pytorch-converted", "both"):
         names = sorted(p.name for p in (DATA / "pytorch-converted").iterdir() if p.is_dir())

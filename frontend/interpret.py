@@ -45,7 +45,8 @@ from nmc.ir import Graph, Node
 from nmc.encoders import ENCODERS, STEP_INDEX, step_index
 from nmc.neurons import MODELS
 
-__all__ = ["run_float", "OP_IMPLS", "conv2d", "pool2d", "ACTIVATIONS", "LOG_EPS", "activation", "host_op", "run_host_ops"]
+__all__ = ["run_float", "OP_IMPLS", "conv2d", "pool2d", "ACTIVATIONS", "LOG_EPS", "activation", "host_op",
+           "run_host_ops"]
 
 
 # ----------------------------------------------------------------- kernels

@@ -1180,7 +1180,7 @@ def load_onnx(model_or_path, *, fold_bn: bool = True, approximate: Mapping[str, 
     Raises :class:`ModelError` (malformed model or convention), :class:`UnsupportedOpError`
     (listing every unsupported node), :class:`AttributeSchemaError` or :class:`ShapeError`.
 
-    ``approximate``: ops that cannot run on the cores, replaced by a named approximation (``{"LRN": "identity"}``);
+    ``approximate``: ops replaced by a named approximation instead of their on-core form (``{"LRN": "identity"}``);
     each use is recorded in the graph's metadata ``nmc.approximated`` (and so in the compile report).
     """
     for op, how in (approximate or {}).items():

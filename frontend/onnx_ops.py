@@ -564,7 +564,8 @@ def _lrn(ctx: _Ctx, node, a):
         v = emit("add", [u, t], f"{u}+t")
         parts.append(emit("lut", [v], yk, attrs={**lut, "fn": "exp", "alpha": sign, "u": u}))
     yv = parts[0] if len(parts) == 1 else emit("add", parts, f"{tag}.y")
-    emit("index", [yv], y, shape=xs, attrs={"shape": list(xs)}, params={"idx": np.arange(C * M).reshape(M, C).T.reshape(-1)})
+    emit("index", [yv], y, shape=xs, attrs={"shape": list(xs)},
+         params={"idx": np.arange(C * M).reshape(M, C).T.reshape(-1)})
 
 
 # ----------------------------------------------------------------- read-out ops run on the host

@@ -352,7 +352,8 @@ def _quantize_lut(l, s_in: np.ndarray, ranges: Mapping[str, Range], chip: ChipSp
     e = np.arange(2 ** I)
     i = np.where(e < half, e, e - 2 ** I)
     mid = 0.5 if (floor4 and np.any(shift > 0)) else 0.0
-    if mid and span and l.n and np.all(wq % 4 ** int(shift[0] // 2) == 0) and np.all(bias % 4 ** int(shift[0] // 2) == 0):
+    grid = 4 ** int(shift[0] // 2) if l.n else 1
+    if mid and span and np.all(wq % grid == 0) and np.all(bias % grid == 0):
         mid = 0.0  # every accumulator a whole number of index steps (an identity synapse): the floor is exact
     y = (f(c0 + (i + mid) * s_idx) - out_q.offset) / out_q.scale
     table = np.clip(np.round(y), out_q.lo, out_q.hi).astype(np.int64)

@@ -105,7 +105,7 @@ def compile(model: Any, chip: str | ChipSpec | os.PathLike = "tianjic", *, chips
         timing.round_overhead_cycles`` (outputs unchanged; docs/numerics.md, "Rounds"); ``refuse``: such a stage
         is refused (design rule ``phases-per-step``).
     lint : check every mapper pass's result between passes (for tests; slower).
-    approximate : ops the cores cannot run, replaced by a named approximation, e.g. ``{"LRN": "identity"}``
+    approximate : ops replaced by a named approximation instead of their on-core form, e.g. ``{"LRN": "identity"}``
         (``nmc compile --approximate LRN=identity``); each use is a warning in the core map's compile report.
     """
     spec = chip if isinstance(chip, ChipSpec) else load_chip(chip)

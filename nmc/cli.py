@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inputs the emulator measures traffic on, for --placement profile")
     c.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a chip field, e.g. core.neurons=64")
     c.add_argument("--approximate", action="append", metavar="OP=NAME",
-                   help="accept an approximation of an op the cores cannot run, e.g. LRN=identity (reported)")
+                   help="accept an approximation of an op instead of its on-core form, e.g. LRN=identity (reported)")
     c.add_argument("-o", "--output", required=True, help="core-map file to write")
     c.add_argument("--lift", action="store_true",
                    help="plain step export: replace neurons spelt with standard ops (Mul/Add/Greater/...) by nmc::LIF "

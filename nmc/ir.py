@@ -31,7 +31,8 @@ reshape    x -> y                      shape (output shape, batch excluded)
 batchnorm  x -> y                      params scale [C], bias [C]: y = x*scale + bias per channel
 identity   x -> y                      -
 lut        x -> y                      fn (sigmoid, tanh, hardsigmoid, leakyrelu, clip, elu, selu, softplus,
-                                       softsign, thresholdedrelu, celu, mish, gelu, gelu_tanh, hardswish),
+                                       softsign, thresholdedrelu, celu, mish, gelu, gelu_tanh, hardswish; square,
+                                       log, exp, lrn_scale: the links of ONNX LRN's chain, with bias, span, ...),
                                        alpha, beta, min, max (selu: gamma too): an activation the soma's
                                        look-up table computes (float semantics: frontend/interpret.py)
 softmax    x -> y                      attrs axis (per sample, negative: from the end): host op (below)

@@ -1,5 +1,5 @@
 """``lut``: the ANN soma with a look-up table activation (Sigmoid, Tanh, HardSigmoid, LeakyRelu, PRelu, Clip,
-Elu, Selu, Softplus, Softsign, ThresholdedRelu, Celu, Mish, Gelu, HardSwish).
+Elu, Selu, Softplus, Softsign, ThresholdedRelu, Celu, Mish, Gelu, HardSwish; the links of ONNX LRN's chain).
 
 The requantiser of ``ann`` (per-neuron ``mult``, ``shift``; core parameter ``floor``) turns the
 accumulator into a signed table index of ``I = core.lut_index_bits`` bits, clamped; the table entry at
