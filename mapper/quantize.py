@@ -263,13 +263,14 @@ def _quantize_lut(l, s_in: np.ndarray, ranges: Mapping[str, Range], chip: ChipSp
     tensor's scale.  Returns weights, bias, output range, weight bits, lossless, neuron and core parameters and
     the report entries (index and output scales, the worst error of the table over the calibrated range).
 
-    A table with attribute ``span`` (the links of LRN's chain) covers the pre-activation's range ``[lo, hi]``
-    itself, not ``[-max|.|, max|.|]``: the bias shifts it by ``c`` (entry ``i`` stands for ``c + i * step``), one
-    more bit for a one-sided range (an 8-bit input read with index step = its own step: every value exact).  In
-    that chain ``exp`` starts its index at ``log(out_scale / 4)`` (below, every entry would be 0) and ``log``'s
-    output starts at ``min(log(s_x / 2), log(s_y / 4) - t_max)`` (s_x its input's step, s_y the step of the
-    ``exp`` it feeds, t_max the largest log-factor): the calibrated ``log(LOG_EPS)`` of a zero input would waste
-    the table's range, and a zero input still gives ``exp(.) < s_y / 4``, an output of 0."""
+    A table with attribute ``span`` (the links of LRN's chain; docs/numerics.md, "LRN") covers the
+    pre-activation's range ``[min(lo, 0), max(hi, 0)]`` itself, not ``[-max|.|, max|.|]``: the bias shifts it by
+    ``c0`` (entry ``i`` stands for ``c0 + i * step``), one more bit for a one-sided range (an 8-bit input read at
+    its own step: every value exact).  In that chain ``exp`` starts its index at ``log(0.45 * out_scale)`` (below,
+    every entry would be 0), on ``u``'s grid where that is not much coarser; ``log``'s output starts at
+    ``log(s_y / 4) - t_max`` (s_y the step of the ``exp`` it feeds, t_max the largest log-factor: the calibrated
+    ``log(LOG_EPS)`` of a zero input would waste the table's range, and a zero input still gives
+    ``exp(.) < s_y / 4``, an output of 0); ``u`` and ``t`` are held with offsets (:func:`_lrn_log_tq`)."""
     c = chip.core
     where = l.where()
     I = c.lut_index_bits
@@ -420,12 +421,12 @@ def _floor4_exact(E: np.ndarray, s_idx: float) -> tuple[float, float, int]:
     weight error <= 1/64), instead of :func:`floor4_scales`'s up to 4 times coarser index.  Falls back to that when
     even ``k = 0`` overflows."""
     absmax = float(np.abs(E).max()) if E.size else 0.0
-    if absmax == 0.0 or absmax / s_idx > W_MAX + 0.5:
+    if absmax == 0.0 or absmax / s_idx > W_MAX:
         return floor4_scales(E, s_idx)
     if s_idx == 1.0 and bool(np.all(_is_int(E))):
         return 1.0, 1.0, 0
     k = 0
-    while k < 31 and absmax * 4.0 ** (k + 1) / s_idx <= W_MAX + 0.5:
+    while k < 31 and absmax * 4.0 ** (k + 1) / s_idx <= W_MAX:
         k += 1
     return s_idx / 4.0 ** k, s_idx, k
 
