@@ -493,7 +493,7 @@ def _nonneg(ctx: _Ctx, t: str, depth: int = 0) -> bool:
 def _lrn(ctx: _Ctx, node, a):
     """ONNX LRN, ``y[c] = x[c] * d[c]``, ``d = (bias + alpha/size * sum_{j in window(c)} x[j]^2)^-beta``, as a chain
     of layers the cores compute (every link a linear layer or a look-up-table soma; docs/numerics.md, "LRN"), on
-    ``x`` viewed position-major as ``[1, H*W, C]`` (a free view; ``y`` viewed back)::
+    ``x`` viewed position-major as ``[1, H*W, C]`` (a free view; the exp reads u and t viewed back)::
 
         q = square(x)                       identity synapse, table x^2
         t = lrn_scale(conv(q))              the channel window as a (1 x size) convolution of weights alpha/size,
@@ -551,7 +551,7 @@ def _lrn(ctx: _Ctx, node, a):
     us = []
     for i, sign in enumerate(signs):  # (the first log before t: t's step is a whole fraction of its step)
         k = "+" if sign > 0 else "-"
-        us.append((u := f"{tag}.u{k}", f"{tag}.y{k}", sign))
+        us.append((u := f"{tag}.u{k}", y if len(signs) == 1 else f"{tag}.y{k}", sign))
         at = {**lut, "fn": "log", "alpha": sign, "exp_out": us[-1][1]}
         emit("lut", [xv], u, attrs=at if i == 0 else {**at, "t": t})
         if i == 0:
@@ -559,13 +559,16 @@ def _lrn(ctx: _Ctx, node, a):
                      attrs={"strides": [1, 1], "pads": [0, (size - 1) // 2, 0, size // 2], "dilations": [1, 1],
                             "group": 1})
             emit("lut", [s], t, attrs={**lut, "fn": "lrn_scale", "u": u})
+    # exp's sum reads u and t viewed back in x's layout: y is written in it (no view of the output to materialise)
+    back = {"attrs": {"shape": list(xs)}, "params": {"idx": np.arange(C * M).reshape(M, C).T.reshape(-1)}}
+    tb = emit("index", [t], f"{t}.b", shape=xs, **back)
     parts = []
     for u, yk, sign in us:
-        v = emit("add", [u, t], f"{u}+t")
-        parts.append(emit("lut", [v], yk, attrs={**lut, "fn": "exp", "alpha": sign, "u": u}))
-    yv = parts[0] if len(parts) == 1 else emit("add", parts, f"{tag}.y")
-    emit("index", [yv], y, shape=xs, attrs={"shape": list(xs)},
-         params={"idx": np.arange(C * M).reshape(M, C).T.reshape(-1)})
+        v = emit("add", [emit("index", [u], f"{u}.b", shape=xs, **back), tb], f"{u}+t", shape=xs)
+        parts.append(emit("lut", [v], yk, shape=xs,
+                          attrs={**lut, "fn": "exp", "alpha": sign, "u": u}))
+    if len(parts) > 1:
+        emit("add", parts, y, shape=xs)
 
 
 # ----------------------------------------------------------------- read-out ops run on the host

@@ -303,7 +303,7 @@ def _quantize_lut(l, s_in: np.ndarray, ranges: Mapping[str, Range], chip: ChipSp
             f_ref = (lambda g, lo: lambda x: np.maximum(g(x), lo))(f, floor)  # what the table can hold
     out_q = _act_tq(r_out, r_out is not None and r_out.lo >= 0, l.out, where, c.activation_bits)
     if span and fn in ("log", "lrn_scale") and r_out is not None:
-        out_q = _lrn_log_tq(l, r_out, tq, c.activation_bits)
+        out_q = _lrn_log_tq(l, r_out, tq, c.activation_bits, c.requant_mode == "floor4")
     tq[l.out] = out_q
     p_lo, p_hi = min(r_pre.lo, 0.0), max(r_pre.hi, 0.0)  # (0 in range, as every 8-bit tensor's)
     if span and fn == "exp":  # exp(x) < 0.45 out_scale rounds to 0 in the output: the index starts there
@@ -317,6 +317,10 @@ def _quantize_lut(l, s_in: np.ndarray, ranges: Mapping[str, Range], chip: ChipSp
         m = math.floor(u_q.scale / s_idx + 1e-9) if u_q is not None else 0
         if m >= 1 and u_q.scale / m <= 1.25 * s_idx:  # (not much coarser than its own step)
             s_idx = u_q.scale / m  # LRN's exp on u's own grid (a whole fraction of its step): u is rounded once
+        e0 = float(s_in[l.cols[0]] * l.vals[0]) if l.rows.size else 0.0
+        if (fn != "exp" and l.rows.size == l.n and e0 > 0 and e0 * (2 * half - 1) >= width
+                and np.all(l.vals * s_in[l.cols] == e0)):
+            s_idx = e0  # an identity synapse of an input's step: the index is its value, exactly
     else:
         m_pre = max(abs(p_lo), abs(p_hi))
         s_idx = 1.0 if (r_pre.integer and m_pre <= half - 1) else (m_pre / (half - 1) if m_pre > 0 else 1.0)
@@ -345,6 +349,8 @@ def _quantize_lut(l, s_in: np.ndarray, ranges: Mapping[str, Range], chip: ChipSp
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         wq = _to_int(E / s_row[l.rows], "weight", where)
         bias = _to_int((b_f - c0) / s_row, "bias", where)
+    if floor4 and span and l.n and shift[0] > 0:  # half an index step in the bias: the floor rounds
+        bias = bias + (1 << (int(shift[0]) - 1))
     if np.any(np.abs(bias) >= 2 ** (c.accumulator_bits - 1)):
         raise QuantizationError(f"{where}: a bias quantises beyond the {c.accumulator_bits}-bit accumulator "
                                 "(core.accumulator_bits); recalibrate or rescale the layer")
@@ -352,10 +358,7 @@ def _quantize_lut(l, s_in: np.ndarray, ranges: Mapping[str, Range], chip: ChipSp
     # [i - 1/2, i + 1/2): the table holds f at the middle
     e = np.arange(2 ** I)
     i = np.where(e < half, e, e - 2 ** I)
-    mid = 0.5 if (floor4 and np.any(shift > 0)) else 0.0
-    grid = 4 ** int(shift[0] // 2) if l.n else 1
-    if mid and span and np.all(wq % grid == 0) and np.all(bias % grid == 0):
-        mid = 0.0  # every accumulator a whole number of index steps (an identity synapse): the floor is exact
+    mid = 0.5 if (floor4 and np.any(shift > 0) and not span) else 0.0
     y = (f(c0 + (i + mid) * s_idx) - out_q.offset) / out_q.scale
     table = np.clip(np.round(y), out_q.lo, out_q.hi).astype(np.int64)
     cparam = np.zeros(len(get_model("lut").core_params), np.int64)
@@ -390,11 +393,12 @@ def _quantize_lut(l, s_in: np.ndarray, ranges: Mapping[str, Range], chip: ChipSp
             cparam, rep)
 
 
-def _lrn_log_tq(l, r_out: Range, tq: dict[str, TQ], bits: int) -> TQ:
+def _lrn_log_tq(l, r_out: Range, tq: dict[str, TQ], bits: int, floor4: bool) -> TQ:
     """The representation of LRN's log values ``u`` (from the floor up) and ``t`` (up to ``t_max``, the log-factor
     of a zero window): every code of ``bits`` used, ``value = offset + scale * code`` (only LRN's exp layer reads
     them; it adds the offsets to its bias).  Their sum ``u + t`` gets exact weights from steps of whole ratios: t,
-    quantised after the first u, at u's step / k (at least its own), a later u at a whole multiple of t's."""
+    quantised after the first u, at u's step / k (at least its own), a later u at a whole multiple of t's; on a
+    ``floor4`` chip k is at most 16 (the exp layer's weights, k * n and n, leave n room: :func:`_floor4_exact`)."""
     lo_c, hi_c = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     lo, hi = r_out.lo, r_out.hi
     if l.attrs["fn"] == "lrn_scale":
@@ -402,12 +406,13 @@ def _lrn_log_tq(l, r_out: Range, tq: dict[str, TQ], bits: int) -> TQ:
         lo = min(lo, hi)
     scale = (hi - lo) / (hi_c - lo_c) if hi > lo else 0.0
     u_q, t_q = tq.get(l.attrs.get("u", "")), tq.get(l.attrs.get("t", ""))
+    k_max = 16 if floor4 else W_MAX
     if l.attrs["fn"] == "lrn_scale" and u_q is not None:
-        k = max(1, min(W_MAX, math.floor(u_q.scale / scale + 1e-9))) if scale > 0 else W_MAX
+        k = max(1, min(k_max, math.floor(u_q.scale / scale + 1e-9))) if scale > 0 else k_max
         scale = u_q.scale / k
     if l.attrs["fn"] == "log" and t_q is not None:
         k = max(1, math.ceil(scale / t_q.scale - 1e-9))
-        if k <= W_MAX:
+        if k <= k_max:
             scale = k * t_q.scale
     scale = scale if scale > 0 else 1.0
     # (t's offset a whole number of its steps: with u's, the exp layer's origin and bias stay exact)
@@ -416,15 +421,27 @@ def _lrn_log_tq(l, r_out: Range, tq: dict[str, TQ], bits: int) -> TQ:
 
 
 def _floor4_exact(E: np.ndarray, s_idx: float) -> tuple[float, float, int]:
-    """Scales of a table layer on a ``floor4`` chip that keep the index step ``s_idx`` itself: the weight scale is
-    ``s_idx / 4^k`` with the largest ``k`` whose weights still fit int8 (at least 32 / 127 of the range: relative
-    weight error <= 1/64), instead of :func:`floor4_scales`'s up to 4 times coarser index.  Falls back to that when
-    even ``k = 0`` overflows."""
+    """Scales of a table layer on a ``floor4`` chip with an index step near ``s_idx`` (instead of
+    :func:`floor4_scales`'s up to 4 times coarser one): when every weight is a whole multiple of the smallest,
+    ``b``, the weight scale is ``b / n`` (exact integer weights) and the index step ``b * 4^k / n``, the
+    smallest such step >= ``s_idx``; else ``s_idx / 4^k`` with the largest ``k`` whose weights still fit int8
+    (relative weight error <= 1/64).  Falls back to :func:`floor4_scales` when even ``k = 0`` overflows."""
     absmax = float(np.abs(E).max()) if E.size else 0.0
     if absmax == 0.0 or absmax / s_idx > W_MAX:
         return floor4_scales(E, s_idx)
     if s_idx == 1.0 and bool(np.all(_is_int(E))):
         return 1.0, 1.0, 0
+    b = float(np.abs(E[E != 0]).min())
+    if np.all(_is_int(E / b)) and absmax / b <= W_MAX:
+        best = None
+        for k in range(32):
+            n = math.floor(b * 4.0 ** k / s_idx * (1 + 1e-12))
+            if n >= 1 and n * absmax / b <= W_MAX + 1e-9:
+                step = b * 4.0 ** k / n
+                if best is None or step < best[1]:
+                    best = (b / n, step, k)
+        if best is not None:
+            return best
     k = 0
     while k < 31 and absmax * 4.0 ** (k + 1) / s_idx <= W_MAX:
         k += 1
