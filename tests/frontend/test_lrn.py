@@ -178,3 +178,16 @@ def test_lrn_with_unusable_parameters_is_refused_naming_the_approximation():
         load_onnx(lrn_model(3, 1e-4, 0.75, 0.0, relu=True))
     g = load_onnx(lrn_model(3, 1e-4, 0.75, 0.0, relu=True), approximate={"LRN": "identity"})
     assert [n.op for n in g.nodes] == ["relu", "identity"]
+
+
+def test_floor4_table_scales_by_hand():
+    """Under floor4 the chain's index step is b * 4^k / n (weights whole multiples of b, weight scale b / n)."""
+    from nmc.mapper.quantize import _floor4_exact
+    # an identity synapse of an input of step 0.5 read at that step: weight 1, no shift
+    assert _floor4_exact(np.array([0.5, 0.5, 0.5]), 0.5) == (0.5, 0.5, 0)
+    # u : t = 3 : 1 (b = 0.1), a step of at least 0.25: k = 3, n = floor(6.4 / 0.25) = 25 (weights 75, 25 <= 127;
+    # k = 4 would need n = 102, weights 306): step 6.4 / 25 = 0.256
+    s_w, step, k = _floor4_exact(np.array([0.3, 0.1]), 0.25)
+    assert (k, round(s_w, 12), round(step, 12)) == (3, 0.004, 0.256)
+    # no common base: the step itself, weight scale step / 4^k with 0.3 * 4^k / 0.25 <= 127: k = 3
+    assert _floor4_exact(np.array([0.3, 0.1414]), 0.25) == (0.25 / 64, 0.25, 3)
