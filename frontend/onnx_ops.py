@@ -1,5 +1,6 @@
 """Converters of the ANN ops beyond the core set: data movement, arithmetic with constants, reductions,
-transposed convolution, and ops that need the user's consent (LRN) or run on the host.
+transposed convolution, LRN (a chain of look-up tables, or the identity with the user's consent), and ops that
+run on the host.
 
 Data-movement ops (Concat, Split, Slice, Transpose, Pad, Squeeze, Unsqueeze, Gather with constant indices,
 Expand, Tile, DepthToSpace, SpaceToDepth) all become one IR op, ``index``: ``y.flat = concat(inputs).flat[idx]``
