@@ -42,7 +42,9 @@ neuron model used needs).  All indices are 0-based and global.
   ``(t * th + ty) * tw + tx`` of the core is output channel ``oc0 + t`` at tile position ``(ty, tx)``; its weight
   from patch element ``(ci - pc0, ty * sh + ky * dh, tx * sw + kx * dw)`` is ``K[t, k, ky, kx]`` with
   ``ci = ((oc0 + t) // co_g) * ci_g + kc0 + k`` (taps whose patch channel lies outside ``0 .. pc - 1`` are not
-  the core's).  The axons a block's patch names are distinct (each patch element is one input element).
+  the core's).  A patch may name one axon at several elements (a view, e.g. the windows of a wide max pooling
+  gathered by ``nmc.ir.split_wide_maxpools``, reads one input element at several positions): its taps on one
+  weight add up, like those of several blocks.
   :meth:`CoreMap.core_weights` expands it to the dense ``[n_axons, n_neurons]`` block (taps of several blocks on
   one weight add up; at most :data:`MAX_CORE_WEIGHTS` weights, :data:`MAX_CORE_KBLOCKS` blocks and
   :data:`MAX_CORE_TAPS` taps per core, else the map is refused as damaged before anything is allocated).  A shared-kernel core has no dense block (``w_off[c+1] == w_off[c]``); kernels live after
@@ -300,8 +302,9 @@ class CoreMap:
         taps = sum(kblock_tap_bound(kb.geom[k]) for k in range(lo, hi))
         if taps > MAX_CORE_TAPS:
             raise CoreMapError(f"core {c}: its kernel blocks read up to {taps} taps, more than {MAX_CORE_TAPS}; {fix}")
-        # a block's patch axons are distinct (check_coremap): it adds at most one tap (|w| <= 128) to a weight
-        out = np.zeros((na, nn), np.int32)
+        # every tap adds |w| <= 128 to one weight: int32 holds the sums of up to 2^24 taps (a block's patch may name
+        # an axon more than once: a view that reads one input element at several patch positions)
+        out = np.zeros((na, nn), np.int32 if taps <= 1 << 24 else np.int64)
         for k in range(lo, hi):
             for a, slot, val in _kblock_chunks(kb.geom[k], self.weights.data, int(kb.w_off[k]),
                                                self.kpatch.ax[kb.ax_off[k]:kb.ax_off[k + 1]]):
@@ -438,15 +441,29 @@ def kblock_ranges(cm: "CoreMap") -> tuple[np.ndarray, np.ndarray]:
 
 
 def kblock_overlap_cores(cm: "CoreMap") -> np.ndarray:
-    """[C] the shared-kernel cores two of whose blocks read one axon (nmc compile gives every block its own axons,
-    so none of its maps has one; a valid map may): their dense block may add two taps on one weight."""
+    """[C] the shared-kernel cores whose blocks' patches name one axon twice (in one block: a view that reads an
+    input element at several patch positions; or in two), so that taps may add up on one weight of the dense
+    block.  nmc compile gives every block its own axons, in ascending order, so this reads each block once and
+    sorts only the others."""
     c, kb = cm.cores, cm.kblocks
     out = np.zeros(cm.num_cores, bool)
-    n_kb = np.bincount(kb.core, minlength=cm.num_cores)
-    multi = np.flatnonzero((c.w_fmt == 1) & (n_kb > 1))
-    if not multi.size:
+    K = kb.core.shape[0]
+    if not K or not np.any(c.w_fmt == 1):
         return out
-    blk = np.flatnonzero(np.isin(kb.core, multi))
+    ax = cm.kpatch.ax
+    n_kb = np.bincount(kb.core, minlength=cm.num_cores)
+    # blocks whose held axons are not strictly ascending (a repeat is possible only there, within a block)
+    held = ax >= 0
+    e = np.flatnonzero(held)
+    blk_e = np.searchsorted(kb.ax_off, e, side="right") - 1
+    a_e = ax[e]
+    down = np.flatnonzero((blk_e[1:] == blk_e[:-1]) & (a_e[1:] <= a_e[:-1]))
+    suspect = np.unique(np.concatenate([kb.core[blk_e[down]].astype(np.int64),
+                                        np.flatnonzero((c.w_fmt == 1) & (n_kb > 1))]))
+    del e, blk_e, a_e, held
+    if not suspect.size:
+        return out
+    blk = np.flatnonzero(np.isin(kb.core, suspect))
     lens = kb.ax_off[blk + 1] - kb.ax_off[blk]
     idx = np.repeat(kb.ax_off[blk] - np.cumsum(lens) + lens, lens) + np.arange(int(lens.sum()))
     ax = cm.kpatch.ax[idx].astype(np.int64)
@@ -718,20 +735,6 @@ def _check_kblocks(cm: CoreMap, d: dict[str, int]) -> None:
         i = int(np.argmax((ax < -1) | (ax >= na[owner])))
         raise CoreMapError(f"core map kpatch.ax[{i}] = {int(ax[i])} names an axon outside its core "
                            f"({int(owner[i])}, axons 0 .. {int(na[owner[i]]) - 1}, or -1)")
-    held = ax >= 0
-    blk = np.repeat(np.arange(K), np.diff(kb.ax_off))[held]
-    a_h = ax[held]
-    del ax, owner
-    if a_h.size > 1 and not np.all((blk[1:] != blk[:-1]) | (a_h[1:] > a_h[:-1])):
-        # (nmc compile writes each block's axons ascending, which shows there are no repeats in one pass; others
-        # are sorted by one key)
-        key = blk * (int(na.max(initial=0)) + 1) + a_h
-        key.sort()
-        dup = np.flatnonzero(key[1:] == key[:-1])
-        if dup.size:
-            b, a = divmod(int(key[dup[0]]), int(na.max(initial=0)) + 1)
-            raise CoreMapError(f"kernel block {b}: kpatch.ax names axon {a} twice (each patch element is one input "
-                               "element, held by one axon)")
 
 
 def _check_references(cm: CoreMap, d: dict[str, int]) -> None:

@@ -266,3 +266,25 @@ def test_the_emulator_reads_shared_kernels_without_dense_blocks_and_expands_only
             np.testing.assert_array_equal(np.asarray(r.outputs[o]), np.asarray(ref.outputs[o]))
         np.testing.assert_array_equal(r.result.events, ref.result.events)
         np.testing.assert_array_equal(r.result.core_cycles, ref.result.core_cycles)
+
+
+def test_a_wide_max_pooling_whose_gathered_windows_overlap_compiles_and_emulates():
+    """A 1 x 20 max pooling of stride 4 on 16-axon cores: nmc.ir.split_wide_maxpools gathers each window as rows of
+    10 elements (a view), and overlapping windows read one input element at several patch positions, so a tile's
+    patch names one axon twice.  Such a map was refused by its own core-map check; the taps add up (max: the
+    same value), both backends agree, and every output is the window's maximum (within the input's 8-bit step)."""
+    from nmc.coremap import kblock_overlap_cores
+    b = ModelBuilder("wide_pool", num_steps=1)
+    x = b.input("x", (2, 1, 60))
+    b.output(b.maxpool(x, (1, 20), strides=(1, 4), pads=(0, 2, 0, 2)))
+    X = np.random.default_rng(0).uniform(0, 1, size=(4, 2, 1, 60))
+    cm = nmc.compile(b.build(), "tianjicx", calib={"x": X}, tiles="on", overrides={"core.axons": 16})
+    assert kblock_overlap_cores(cm).any()
+    ref = nmc.emulate(cm, {"x": X[:2]}, backend="reference")
+    got = nmc.emulate(cm, {"x": X[:2]})
+    (name, y), = got.outputs.items()
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(ref.outputs[name]))
+    np.testing.assert_array_equal(got.result.events, ref.result.events)
+    xp = np.pad(X[:2], ((0, 0), (0, 0), (0, 0), (2, 2)), constant_values=-np.inf)
+    want = np.stack([xp[..., 4 * o:4 * o + 20].max(axis=-1) for o in range(12)], axis=-1)  # (60 + 4 - 20) / 4 + 1
+    np.testing.assert_allclose(np.asarray(y).reshape(want.shape), want, atol=1 / 255 + 1e-9)
