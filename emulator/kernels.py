@@ -26,7 +26,7 @@ from nmc.neurons import MODELS
 
 from . import noc, result, schedule, timing
 from ._jit import NJIT, guard_caches
-from .noc import noc_flows
+from .noc import noc_program
 from .prepare import prepare_inputs
 from .result import EVENT_INDEX, EVENT_KINDS, RawResult
 from .schedule import build_schedule, pack_inputs
@@ -144,18 +144,23 @@ def no_trace() -> TraceBuf:
 
 
 @njit(inline="always", **NJIT)
-def _trace_phase(tr, row, slot, pc, cmax, last, npk, f_ready, f_path, f_n):
+def _trace_phase(tr, row, slot, pc, cmax, last, npk, f_ready, s_path, f_n):
+    """Record phase ``slot``'s latency and its flows: the slots ``0 .. npk-1`` that sent packets (path
+    ``s_path[i]``)."""
     tr.ph[row, slot] = pc
     tr.cmax[row, slot] = cmax
     tr.last[row, slot] = last
     f0 = tr.nflow[0]
     tr.fo[row, slot] = f0
-    tr.fn[row, slot] = npk
+    nf = 0
     for i in range(npk):
-        tr.flows[f0 + i, 0] = f_ready[i]
-        tr.flows[f0 + i, 1] = f_path[i]
-        tr.flows[f0 + i, 2] = f_n[i]
-    tr.nflow[0] = f0 + npk
+        if f_n[i] > 0:
+            tr.flows[f0 + nf, 0] = f_ready[i]
+            tr.flows[f0 + nf, 1] = s_path[i]
+            tr.flows[f0 + nf, 2] = f_n[i]
+            nf += 1
+    tr.fn[row, slot] = nf
+    tr.nflow[0] = f0 + nf
 
 
 # --------------------------------------------------------------------------- soma dispatch
@@ -242,12 +247,12 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
      row_w, kb_off, kb_geom, kb_w, kb_ax_off, kb_ax) = net
     ph_off, ph_cores, ph_r_off, ph_routes, dl_routes = sch.ph_off, sch.ph_cores, sch.ph_r_off, sch.ph_routes, sch.dl_routes
     ent_path, tp_off, tp_neur, stage_ph = sch.ent_path, sch.tp_off, sch.tp_neur, sch.stage_ph
-    path_off, path_link, path_lat, path_rank = sch.path_off, sch.path_link, sch.path_lat, sch.path_rank
     path_hops, path_cross = sch.path_hops, sch.path_cross
+    pg_s_off, pg_s_path, pg_g_off, pg_v_off = sch.pg_s_off, sch.pg_s_path, sch.pg_g_off, sch.pg_v_off
+    pg_v_slot, pg_v_prev, pg_v_tail, pg_v_fin = sch.pg_v_slot, sch.pg_v_prev, sch.pg_v_tail, sch.pg_v_fin
     in_b, st_b, w_row_b, soma_cyc, lut_rd = sch.in_b, sch.st_b, sch.w_row_b, sch.soma_cyc, sch.lut_rd
     sf_dst, sf_col, sp_core, sp_n, sp_path = sch.sf_dst, sch.sf_col, sch.sp_core, sch.sp_n, sch.sp_path
     tf_dst, tf_col, tp_core_in, tp_n_in, tp_path_in = sch.tf_dst, sch.tf_col, sch.tp_core_in, sch.tp_n_in, sch.tp_path_in
-    n_ranks = sch.n_ranks
     S_in, St_in, once_src, once_stage, step_src = io.S, io.St, io.once_src, io.once_stage, io.step_src
     rec_once, rec_step, state_fin, axon_fin, events = res.rec_once, res.rec_step, res.state_final, res.axon_final, res.events
     core_cyc, stage_cyc, step_cyc, phase_cyc, phase_comp = (res.core_cycles, res.stage_cycles, res.step_cycles,
@@ -268,15 +273,12 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
     acc = np.zeros(max_nn, np.int64)
     ev_ax = np.zeros(max_na + 1, np.int64)  # a core's nonzero axons (event list)
     comp = np.zeros(C, np.int64)
-    f_ready = np.zeros(sch.max_flow, np.int64)
-    f_path = np.zeros(sch.max_flow, np.int64)
+    f_ready = np.zeros(sch.max_flow, np.int64)  # a phase's slots (noc.FlowProgram): ready time and packets
     f_n = np.zeros(sch.max_flow, np.int64)
-    fw = np.zeros((11, sch.max_flow), np.int64)
+    fw = np.zeros((8, sch.max_flow), np.int64)
     tbuf = np.zeros(sch.max_pkt, np.int64)
     cnt = np.zeros(2 * sch.max_pkt + 64, np.int64)  # noc.sort_span_for(sch.max_pkt)
     deliver = np.zeros(1, np.int64)
-    lw = np.zeros((4, sch.n_links), np.int64)  # the NoC's per-link work arrays
-    epoch = 0
     P8 = 8 * k.payload
     in_bits, aer = k.in_bits, k.aer
     for b in range(B):
@@ -308,11 +310,9 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                         for q in range(sp_core.shape[0]):
                             n = cdiv(sp_n[q] * in_bits, P8)
                             pth = sp_path[q]
-                            if n > 0:  # n packets ready at 0 on path pth, charged to core c: one flow
-                                f_ready[npk] = 0
-                                f_path[npk] = pth
-                                f_n[npk] = n
-                                npk += 1
+                            f_ready[npk] = 0  # slot q: n packets ready at 0 on path pth, charged to core c
+                            f_n[npk] = n
+                            npk += 1
                             c = sp_core[q]
                             ev[c, _PKT] += n
                             ev[c, _HOP] += n * path_hops[pth]
@@ -323,22 +323,20 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                         for q in range(tp_core_in.shape[0]):
                             n = cdiv(tp_n_in[q] * in_bits, P8)
                             pth = tp_path_in[q]
-                            if n > 0:
-                                f_ready[npk] = 0
-                                f_path[npk] = pth
-                                f_n[npk] = n
-                                npk += 1
+                            f_ready[npk] = 0
+                            f_n[npk] = n
+                            npk += 1
                             c = tp_core_in[q]
                             ev[c, _PKT] += n
                             ev[c, _HOP] += n * path_hops[pth]
                             ev[c, _CROSS] += n * path_cross[pth]
-                    epoch += 1
-                    last = noc_flows(npk, f_ready, f_path, f_n, path_off, path_link, path_lat,
-                                     path_rank, n_ranks, fw, tbuf, cnt, lw, epoch, deliver, False)
+                    last = noc_program(n_ph + s, npk, f_ready, f_n, pg_g_off, pg_v_off, pg_v_slot, pg_v_prev,
+                                       pg_v_tail, pg_v_fin, fw, tbuf, cnt, deliver, False)
                     cyc += last + barrier
                     phase_cyc[b, n_ph + s] += last + barrier
                     if row >= 0:
-                        _trace_phase(tr, row, n_ph + s, last + barrier, 0, last, npk, f_ready, f_path, f_n)
+                        _trace_phase(tr, row, n_ph + s, last + barrier, 0, last, npk, f_ready,
+                                     pg_s_path[pg_s_off[n_ph + s]:], f_n)
                 # ---- the stage's phases
                 for ph in range(stage_ph[s], stage_ph[s + 1]):
                     cmax = 0
@@ -450,17 +448,14 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                             else:
                                 n = cdiv((i1 - i0) * vb, P8)
                             pth = ent_path[e]
-                            if n > 0:
-                                f_ready[npk] = comp[c]
-                                f_path[npk] = pth
-                                f_n[npk] = n
-                                npk += 1
+                            f_ready[npk] = comp[c]  # the phase's slot npk (noc.FlowProgram)
+                            f_n[npk] = n
+                            npk += 1
                             ev[c, _PKT] += n
                             ev[c, _HOP] += n * path_hops[pth]
                             ev[c, _CROSS] += n * path_cross[pth]
-                    epoch += 1
-                    last = noc_flows(npk, f_ready, f_path, f_n, path_off, path_link, path_lat,
-                                     path_rank, n_ranks, fw, tbuf, cnt, lw, epoch, deliver, False)
+                    last = noc_program(ph, npk, f_ready, f_n, pg_g_off, pg_v_off, pg_v_slot, pg_v_prev, pg_v_tail,
+                                       pg_v_fin, fw, tbuf, cnt, deliver, False)
                     for q in range(ph_r_off[ph], ph_r_off[ph + 1]):
                         r = np.uint64(ph_routes[q])  # (indices are never negative: no wraparound checks)
                         axons[np.uint64(route_dst[r])] = out[np.uint64(route_src[r])]
@@ -469,7 +464,7 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                     phase_cyc[b, ph] += pc
                     phase_comp[b, ph] += cmax
                     if row >= 0:
-                        _trace_phase(tr, row, ph, pc, cmax, last, npk, f_ready, f_path, f_n)
+                        _trace_phase(tr, row, ph, pc, cmax, last, npk, f_ready, pg_s_path[pg_s_off[ph]:], f_n)
                 if s == 1:
                     for q in range(dl_routes.shape[0]):
                         r = dl_routes[q]

@@ -38,6 +38,7 @@ Packets are given as ``ready[p]`` (cycle the packet is ready at its first link) 
 from __future__ import annotations
 
 import heapq
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -48,7 +49,8 @@ from ._jit import NJIT
 
 __all__ = [
     "LINK_KINDS", "grid_shape", "n_links", "link_path", "PathTable", "simulate", "simulate_heap",
-    "simulate_per_cycle", "noc_run", "noc_flows", "simulate_flows", "link_ranks", "sort_span_for",
+    "simulate_per_cycle", "noc_run", "noc_program", "simulate_flows", "link_ranks", "sort_span_for",
+    "FlowProgram", "flow_program",
 ]
 
 #: link kinds: core port (inject/eject), router hop inside a chip, chip-to-chip link, host I/O link
@@ -269,284 +271,328 @@ def simulate(ready, path, path_off, path_link, path_lat) -> np.ndarray:
 
 # --------------------------------------------------------------------------- flows (Numba)
 def sort_span_for(max_pkt: int) -> int:
-    """Length of :func:`noc_flows`' ``cnt`` for phases of up to ``max_pkt`` packets: clusters whose arrival
+    """Length of :func:`noc_program`'s ``cnt`` for phases of up to ``max_pkt`` packets: clusters whose arrival
     times span fewer cycles are merged by counting sort, longer ones (only when the arrivals of a cluster's
     flows have long gaps) by scanning the flows' heads."""
     return 2 * int(max_pkt) + 64
 
 
+class FlowProgram(NamedTuple):
+    """The links the flows of each phase visit, fixed before any packet is sent (:func:`flow_program`).
+
+    Phase ``p`` has *slots* ``0 .. S-1`` (``S = s_off[p+1] - s_off[p]``; slot ``s`` sends its packets on path
+    ``s_path[s_off[p] + s]``; slots are in packet-id order) and *link groups* ``g_off[p] .. g_off[p+1]-1`` in
+    rank order (every link after the links that feed it); group ``g`` is the *visits* ``v_off[g] ..
+    v_off[g+1]-1`` of one link, in slot order.  A visit of slot ``v_slot`` has its previous link on the path
+    ``v_prev`` (-1: the path's first link), ``v_tail``: the cycles from leaving the link to arriving at the
+    slot's next visited link (the link's latency plus those of the links skipped after it), and ``v_fin`` = 1
+    when the path has no visited link after it (``v_tail`` then leads to the delivery).
+
+    Skipped (never visited): a link whose flows all come from one and the same previous link.  That link
+    delivers at most one packet per cycle (it serves one per cycle), so on the next link the packets arrive at
+    distinct cycles and none waits: crossing it adds its latency, whatever the traffic."""
+
+    s_off: np.ndarray
+    s_path: np.ndarray
+    g_off: np.ndarray
+    v_off: np.ndarray
+    v_slot: np.ndarray
+    v_prev: np.ndarray
+    v_tail: np.ndarray
+    v_fin: np.ndarray
+
+
+def flow_program(phase_paths, path_off, path_link, path_lat, path_rank) -> FlowProgram:
+    """The :class:`FlowProgram` of phases whose slots send on the paths ``phase_paths[p]`` (int arrays, slot
+    order).  ``path_rank``: the rank of every path position's link (a link's rank above the ranks of the links
+    before it on every path: :func:`link_ranks` for XY routes)."""
+    path_off, path_link = np.asarray(path_off, np.int64), np.asarray(path_link, np.int64)
+    path_lat, path_rank = np.asarray(path_lat, np.int64), np.asarray(path_rank, np.int64)
+    s_off, g_off, v_off = [0], [0], [0]
+    parts: list[tuple] = []
+    nv = 0
+    for sp in phase_paths:
+        sp = np.asarray(sp, np.int64)
+        s_off.append(s_off[-1] + sp.shape[0])
+        L = path_off[sp + 1] - path_off[sp]
+        total = int(L.sum())
+        if total == 0:
+            g_off.append(g_off[-1])
+            continue
+        first = np.cumsum(L) - L  # a slot's first visit (every path has a link)
+        vslot = np.repeat(np.arange(sp.shape[0], dtype=np.int64), L)
+        vpos = path_off[sp][vslot] + np.arange(total, dtype=np.int64) - first[vslot]
+        vlink = path_link[vpos]
+        is_first = np.zeros(total, bool)
+        is_first[first] = True
+        vprev = np.where(is_first, -1, path_link[vpos - 1])
+        links, inv = np.unique(vlink, return_inverse=True)
+        lo = np.full(links.shape[0], np.iinfo(np.int64).max)
+        hi = np.full(links.shape[0], -2, np.int64)
+        np.minimum.at(lo, inv, vprev)
+        np.maximum.at(hi, inv, vprev)
+        kept = ~((lo == hi) & (lo >= 0))[inv]  # a first visit is always kept
+        K = np.flatnonzero(kept)
+        cs = np.r_[0, np.cumsum(path_lat[vpos])]
+        nxt = np.r_[K[1:], total]
+        cont = np.r_[vslot[K[1:]] == vslot[K[:-1]], False]  # the slot visits another link after this one
+        end = first[vslot[K]] + L[vslot[K]]
+        upto = np.where(cont, nxt, end)
+        tail = cs[upto] - cs[K]
+        order = np.lexsort((vslot[K], vlink[K], path_rank[vpos[K]]))
+        K, tail, fin = K[order], tail[order], (~cont)[order].astype(np.int64)
+        glink = vlink[K]
+        starts = np.flatnonzero(np.r_[True, glink[1:] != glink[:-1]])
+        g_off.append(g_off[-1] + starts.shape[0])
+        v_off.extend((nv + starts[1:]).tolist() + [nv + K.shape[0]])
+        nv += K.shape[0]
+        parts.append((vslot[K], vprev[K], tail, fin))
+    cat = [np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, np.int64) for i in range(4)]
+    s_path = np.concatenate([np.asarray(sp, np.int64) for sp in phase_paths]) if len(phase_paths) else np.zeros(0, np.int64)
+    i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
+    return FlowProgram(i64(s_off), i64(s_path), i64(g_off), i64(v_off), *(i64(a) for a in cat))
+
+
 @njit(**NJIT)
-def noc_flows(nf, f_ready, f_path, f_n, path_off, path_link, path_lat, path_rank, n_ranks,
-              w, tbuf, cnt, lw, epoch, deliver, want_deliver):
-    """Flow-level contention model, equal to :func:`noc_run` packet for packet; returns the last delivery.
+def noc_program(p, ns, f_ready, f_n, g_off, v_off, v_slot, v_prev, v_tail, v_fin, w, tbuf, cnt, deliver, want_deliver):
+    """Flow-level contention model of phase ``p`` of a :class:`FlowProgram`, equal to :func:`noc_run` packet for
+    packet; returns the last delivery.
 
-    Flow ``f`` (``0 .. nf-1``, in packet-id order) is ``f_n[f] > 0`` packets ready at ``f_ready[f]`` at the
-    first link of path ``f_path[f]``; its packets have consecutive ids.  Work arrays (int64): ``w``
-    ``[>= 11, >= nf]``, ``tbuf`` [>= total packets], ``cnt`` (any length: clusters whose arrival times span
-    fewer cycles are merged by counting sort, see below and :func:`sort_span_for`), ``lw``
-    ``[4, n_links]`` (a link's entries are valid when its stamp ``lw[0]`` equals ``epoch``, so no reset is
-    needed between calls with distinct epochs).  ``deliver`` [total packets] receives every packet's
-    delivery time if ``want_deliver``.
+    Slot ``s`` (``0 .. ns-1``) sends ``f_n[s] >= 0`` packets ready at ``f_ready[s]`` at its path's first link (its packets have
+    consecutive ids, after those of the slots before it).  Work arrays (int64): ``w`` ``[>= 8, >= slots]``,
+    ``tbuf`` [>= total packets], ``cnt`` (any length: clusters whose arrival times span fewer cycles are merged
+    by counting sort, see below and :func:`sort_span_for`).  ``deliver`` [total packets] receives every
+    packet's delivery time if ``want_deliver``.
 
-    A flow's arrival times at its current link are kept as its first and last arrival and, when
+    A flow's arrival times at the link of its current visit are kept as its first and last arrival and, when
     ``expl = 0``, in closed form: a *burst* (every packet at ``first``; a flow at its first link) or a
     *run* ``first, first + 1, .., last`` (after a link); when ``expl = 1`` they are explicit in
-    ``tbuf[base .. base + n - 1]``.  Links are processed by increasing rank (every link after the links
-    that feed it: a flow that moves on joins its next link's list, and a link the list of its rank); the
-    flows of one link in ``(first arrival, flow)`` order, cut into *clusters*: a flow joins the cluster
-    before it when it arrives before that cluster's last arrival.  A cluster of one flow
-    (a run or a burst leaves the link consecutively from ``max(first, free)``), of bursts only (served
-    whole, one after the other) or of flows from one previous link that finds the link free (its packets
-    arrive at distinct times: none waits) is served in closed form; any other is merged in ``(time, id)``
-    order by a counting sort over its span of arrival times (``O(packets + span)``; beyond ``cnt``'s
-    length, by scanning the flows' heads), as the per-packet model serves it.  Without ``want_deliver`` (the
-    emulator, which needs only the last delivery) a merged cluster on the last link of all its flows is served
-    by counting its arrivals per time only: its last departure, not every packet's.
+    ``tbuf[base .. base + n - 1]``.  The program's link groups are visited in order; the flows of one link in
+    ``(first arrival, slot)`` order, cut into *clusters*: a flow joins the cluster before it when it arrives
+    before that cluster's last arrival.  A cluster of one flow (a run or a burst leaves the link consecutively
+    from ``max(first, free)``), of bursts only (served whole, one after the other) or of flows from one
+    previous link that finds the link free (its packets arrive at distinct times: none waits) is served in
+    closed form; any other is merged in ``(time, id)`` order by a counting sort over its span of arrival times
+    (``O(packets + span)``; beyond ``cnt``'s length, by scanning the flows' heads), as the per-packet model
+    serves it.  Leaving a link, a flow's times advance by its visit's ``v_tail`` (the links skipped after it
+    cannot delay it).  Without ``want_deliver`` (the emulator, which needs only the last delivery) a merged
+    cluster whose flows all end with the same tail after this link is served by counting its arrivals per
+    time only: its last departure, not every packet's.
 
     Everything is written out in this one function: helper calls cost reference-count updates on their
     arrays, which once made up most of the NoC's time (perf, 2026-12-03).
     """
-    if nf == 0:
-        return 0
-    f_base, f_pos, f_end, f_first, f_last, f_expl, f_next, f_prev = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]
-    rf, rk, cj = w[8], w[9], w[10]
-    l_stamp, l_head, l_cnt, l_next = lw[0], lw[1], lw[2], lw[3]
-    rank_head = np.full(n_ranks, -1, np.int64)  # a rank's links with flows waiting: a list through l_next
+    f_base, f_first, f_last, f_expl, rf, rv, rk, cj = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]
     base = 0
-    for f in range(nf):
-        f_base[f] = base
-        base += f_n[f]
-        f_pos[f] = path_off[f_path[f]]  # the flow's position on its path (path_link index)
-        f_end[f] = path_off[f_path[f] + 1]
-        f_first[f] = f_ready[f]  # a burst
-        f_last[f] = f_ready[f]
-        f_expl[f] = 0
-        f_prev[f] = -1  # the previous link (-1: at the first link)
-        link = path_link[f_pos[f]]  # the flow waits at its link: in the link's list (and the link in its rank's)
-        if l_stamp[link] != epoch:
-            l_stamp[link] = epoch
-            l_head[link] = -1
-            l_cnt[link] = 0
-            r = path_rank[f_pos[f]]
-            l_next[link] = rank_head[r]
-            rank_head[r] = link
-        f_next[f] = l_head[link]
-        l_head[link] = f
-        l_cnt[link] += 1
     last = 0
-    for R in range(n_ranks):
-        link = rank_head[R]
-        while link >= 0:
-            # the link's flows, in the order they came (its list from the end: nearly sorted), sorted by
-            # (first arrival, flow)
-            s0 = 0
-            s1 = l_cnt[link]
-            f = l_head[link]
-            p = s1
-            while f >= 0:
-                p -= 1
-                rf[p] = f
-                rk[p] = f_first[f]
-                f = f_next[f]
-            for i in range(s0 + 1, s1):  # insertion sort
+    for s in range(ns):
+        f_base[s] = base
+        base += f_n[s]
+        f_first[s] = f_ready[s]  # a burst
+        f_last[s] = f_ready[s]
+        f_expl[s] = 0
+    if base == 0:
+        return 0
+    for g in range(g_off[p], g_off[p + 1]):
+        # the link's flows with packets, sorted by (first arrival, slot) as they are gathered (insertion)
+        s1 = 0
+        for v in range(v_off[g], v_off[g + 1]):
+            s = v_slot[v]
+            if f_n[s] == 0:
+                continue
+            a = f_first[s]
+            i2 = s1 - 1
+            while i2 >= 0 and (rk[i2] > a or (rk[i2] == a and rf[i2] > s)):
+                rf[i2 + 1] = rf[i2]
+                rv[i2 + 1] = rv[i2]
+                rk[i2 + 1] = rk[i2]
+                i2 -= 1
+            rf[i2 + 1] = s
+            rv[i2 + 1] = v
+            rk[i2 + 1] = a
+            s1 += 1
+        free = np.int64(-(1 << 62))
+        i = 0
+        while i < s1:
+            # the cluster rf[c0:i]: following flows whose first arrival is not after the latest arrival so far
+            c0 = i
+            hi = f_last[rf[i]]
+            pv = v_prev[rv[i]]
+            bursts = pv < 0
+            same_prev = pv >= 0
+            i += 1
+            while i < s1 and f_first[rf[i]] <= hi:
                 g = rf[i]
-                a = rk[i]
-                i2 = i - 1
-                while i2 >= s0 and (rk[i2] > a or (rk[i2] == a and rf[i2] > g)):
-                    rf[i2 + 1] = rf[i2]
-                    rk[i2 + 1] = rk[i2]
-                    i2 -= 1
-                rf[i2 + 1] = g
-                rk[i2 + 1] = a
-            lat = path_lat[f_pos[rf[s0]]]  # a link's latency: the same on every path
-            free = np.int64(-(1 << 62))
-            i = s0
-            while i < s1:
-                # the cluster rf[c0:i]: following flows whose first arrival is not after the latest arrival so far
-                c0 = i
-                hi = f_last[rf[i]]
-                bursts = f_prev[rf[i]] < 0
-                pv = f_prev[rf[i]]
-                same_prev = pv >= 0
+                hi = max(hi, f_last[g])
+                bursts = bursts and v_prev[rv[i]] < 0
+                same_prev = same_prev and v_prev[rv[i]] == pv
                 i += 1
-                while i < s1 and f_first[rf[i]] <= hi:
-                    g = rf[i]
-                    hi = max(hi, f_last[g])
-                    bursts = bursts and f_prev[g] < 0
-                    same_prev = same_prev and f_prev[g] == pv
-                    i += 1
-                m = i - c0
-                if m == 1 and f_expl[rf[c0]] == 0:  # a run or a burst: consecutive from max(first, free)
-                    g = rf[c0]
+            m = i - c0
+            if m == 1 and f_expl[rf[c0]] == 0:  # a run or a burst: consecutive from max(first, free)
+                g = rf[c0]
+                lat = v_tail[rv[c0]]
+                d0 = max(f_first[g], free)
+                free = d0 + f_n[g]
+                f_first[g] = d0 + lat
+                f_last[g] = d0 + lat + f_n[g] - 1
+            elif bursts:  # bursts (explicit or not: all their packets at their first arrival), whole in order
+                for c in range(c0, i):
+                    g = rf[c]
+                    lat = v_tail[rv[c]]
                     d0 = max(f_first[g], free)
                     free = d0 + f_n[g]
                     f_first[g] = d0 + lat
                     f_last[g] = d0 + lat + f_n[g] - 1
-                elif bursts:  # bursts (explicit or not: all their packets at their first arrival), whole in order
-                    for c in range(c0, i):
-                        g = rf[c]
-                        d0 = max(f_first[g], free)
-                        free = d0 + f_n[g]
-                        f_first[g] = d0 + lat
-                        f_last[g] = d0 + lat + f_n[g] - 1
-                        f_expl[g] = 0
-                elif same_prev and free <= f_first[rf[c0]]:
-                    # every packet comes from one link, so no two arrive at once: none waits
-                    for c in range(c0, i):
-                        g = rf[c]
-                        f_first[g] += lat
-                        f_last[g] += lat
-                        if f_expl[g] != 0:
-                            for j in range(f_base[g], f_base[g] + f_n[g]):
-                                tbuf[j] += lat
-                    free = hi + 1
-                else:
-                    total = 0
-                    lo = np.int64(1 << 62)
-                    for c in range(c0, i):
-                        g = rf[c]
-                        total += f_n[g]
-                        lo = min(lo, f_first[g])
-                    span = hi - lo + 1
-                    final = m > 1 and span < cnt.shape[0] and not want_deliver
-                    if final:
-                        for c in range(c0, i):
-                            if f_pos[rf[c]] + 1 != f_end[rf[c]]:
-                                final = False
-                                break
-                    if final:
-                        # the last link of every flow of the cluster, and only the phase's last delivery wanted: the
-                        # last departure follows from the arrivals per time, without any packet's own time
-                        for u in range(span + 1):
-                            cnt[u] = 0
-                        for c in range(c0, i):
-                            g = rf[c]
-                            if f_expl[g] != 0:
-                                for j in range(f_base[g], f_base[g] + f_n[g]):
-                                    cnt[tbuf[j] - lo] += 1
-                                    cnt[tbuf[j] - lo + 1] -= 1
-                            elif f_prev[g] >= 0:
-                                cnt[f_first[g] - lo] += 1
-                                cnt[f_last[g] - lo + 1] -= 1
-                            else:
-                                cnt[f_first[g] - lo] += f_n[g]
-                                cnt[f_first[g] - lo + 1] -= f_n[g]
-                        k = 0
-                        for u in range(span):
-                            k += cnt[u]
-                            if k != 0:
-                                free = max(lo + u, free) + k
-                        for c in range(c0, i):
-                            g = rf[c]
-                            f_last[g] = free - 1 + lat  # (the cluster's last delivery, for every flow of it)
-                            f_first[g] = f_last[g]
-                            f_expl[g] = 0
-                    elif m > 1 and span < cnt.shape[0]:
-                        # a counting sort of the cluster's packets by (arrival, id), O(packets + span): the
-                        # packets arriving at one time leave consecutively, in id order, from max(time, free)
-                        for c in range(c0 + 1, i):  # the cluster's flows in id order (insertion sort)
-                            g = rf[c]
-                            c2 = c - 1
-                            while c2 >= c0 and rf[c2] > g:
-                                rf[c2 + 1] = rf[c2]
-                                c2 -= 1
-                            rf[c2 + 1] = g
-                        for u in range(span + 1):
-                            cnt[u] = 0
-                        for c in range(c0, i):  # arrivals per time, as differences: a run adds 1 over [first, last]
-                            g = rf[c]
-                            if f_expl[g] != 0:
-                                for j in range(f_base[g], f_base[g] + f_n[g]):
-                                    cnt[tbuf[j] - lo] += 1
-                                    cnt[tbuf[j] - lo + 1] -= 1
-                            elif f_prev[g] >= 0:
-                                cnt[f_first[g] - lo] += 1
-                                cnt[f_last[g] - lo + 1] -= 1
-                            else:  # a burst: all at first
-                                cnt[f_first[g] - lo] += f_n[g]
-                                cnt[f_first[g] - lo + 1] -= f_n[g]
-                        k = 0
-                        for u in range(span):  # cnt[u] becomes the first departure of the k arrivals at lo + u
-                            k += cnt[u]
-                            if k != 0:
-                                d = max(lo + u, free)
-                                free = d + k
-                                cnt[u] = d
-                        for c in range(c0, i):
-                            g = rf[c]
-                            b0 = f_base[g]
-                            if f_expl[g] != 0:
-                                for j in range(b0, b0 + f_n[g]):
-                                    u = tbuf[j] - lo
-                                    tbuf[j] = cnt[u] + lat
-                                    cnt[u] += 1
-                            else:
-                                u = f_first[g] - lo
-                                step = 0 if f_prev[g] < 0 else 1
-                                for j in range(b0, b0 + f_n[g]):
-                                    tbuf[j] = cnt[u] + lat
-                                    cnt[u] += 1
-                                    u += step
-                                f_expl[g] = 1
-                    else:  # packet by packet: the earliest head of the m flows, ties to the lower id
-                        for c in range(c0, i):
-                            cj[c] = 0
-                            g = rf[c]
-                            if f_expl[g] == 0:  # explicit times (a burst: all at first; a run: first + j)
-                                b0 = f_base[g]
-                                step = 0 if f_prev[g] < 0 else 1
-                                for j in range(f_n[g]):
-                                    tbuf[b0 + j] = f_first[g] + step * j
-                                f_expl[g] = 1
-                        for _ in range(total):
-                            bc = -1
-                            bt = np.int64(0)
-                            for c in range(c0, i):
-                                g = rf[c]
-                                if cj[c] < f_n[g]:
-                                    t = tbuf[f_base[g] + cj[c]]
-                                    if bc < 0 or t < bt or (t == bt and g < rf[bc]):
-                                        bc = c
-                                        bt = t
-                            g = rf[bc]
-                            d = max(bt, free)
-                            free = d + 1
-                            tbuf[f_base[g] + cj[bc]] = d + lat
-                            cj[bc] += 1
-                    for c in range(c0, i):  # back to a run when the times are consecutive
-                        if final:
-                            break
-                        g = rf[c]
-                        b0 = f_base[g]
-                        f_first[g] = tbuf[b0]
-                        f_last[g] = tbuf[b0 + f_n[g] - 1]
-                        if f_last[g] - f_first[g] == f_n[g] - 1:
-                            f_expl[g] = 0
-                # the cluster's flows move on to their next link (or are delivered)
+                    f_expl[g] = 0
+            elif same_prev and free <= f_first[rf[c0]]:
+                # every packet comes from one link, so no two arrive at once: none waits
                 for c in range(c0, i):
                     g = rf[c]
-                    f_prev[g] = link
-                    f_pos[g] += 1
-                    if f_pos[g] == f_end[g]:
-                        if f_last[g] > last:
-                            last = f_last[g]
-                        if want_deliver:
+                    lat = v_tail[rv[c]]
+                    f_first[g] += lat
+                    f_last[g] += lat
+                    if f_expl[g] != 0:
+                        for j in range(f_base[g], f_base[g] + f_n[g]):
+                            tbuf[j] += lat
+                free = hi + 1
+            else:
+                total = 0
+                lo = np.int64(1 << 62)
+                for c in range(c0, i):
+                    g = rf[c]
+                    total += f_n[g]
+                    lo = min(lo, f_first[g])
+                span = hi - lo + 1
+                final = m > 1 and span < cnt.shape[0] and not want_deliver
+                if final:
+                    lat = v_tail[rv[c0]]
+                    for c in range(c0, i):
+                        if v_fin[rv[c]] == 0 or v_tail[rv[c]] != lat:
+                            final = False
+                            break
+                if final:
+                    # the last visit of every flow of the cluster, all with one tail, and only the phase's last
+                    # delivery wanted: the last departure follows from the arrivals per time, without any
+                    # packet's own time
+                    for u in range(span + 1):
+                        cnt[u] = 0
+                    for c in range(c0, i):
+                        g = rf[c]
+                        if f_expl[g] != 0:
+                            for j in range(f_base[g], f_base[g] + f_n[g]):
+                                cnt[tbuf[j] - lo] += 1
+                                cnt[tbuf[j] - lo + 1] -= 1
+                        elif v_prev[rv[c]] >= 0:
+                            cnt[f_first[g] - lo] += 1
+                            cnt[f_last[g] - lo + 1] -= 1
+                        else:
+                            cnt[f_first[g] - lo] += f_n[g]
+                            cnt[f_first[g] - lo + 1] -= f_n[g]
+                    k = 0
+                    for u in range(span):
+                        k += cnt[u]
+                        if k != 0:
+                            free = max(lo + u, free) + k
+                    for c in range(c0, i):
+                        g = rf[c]
+                        f_last[g] = free - 1 + lat  # (the cluster's last delivery, for every flow of it)
+                        f_first[g] = f_last[g]
+                        f_expl[g] = 0
+                elif m > 1 and span < cnt.shape[0]:
+                    # a counting sort of the cluster's packets by (arrival, id), O(packets + span): the
+                    # packets arriving at one time leave consecutively, in id order, from max(time, free)
+                    for c in range(c0 + 1, i):  # the cluster's flows in id order (insertion sort)
+                        g = rf[c]
+                        vg = rv[c]
+                        c2 = c - 1
+                        while c2 >= c0 and rf[c2] > g:
+                            rf[c2 + 1] = rf[c2]
+                            rv[c2 + 1] = rv[c2]
+                            c2 -= 1
+                        rf[c2 + 1] = g
+                        rv[c2 + 1] = vg
+                    for u in range(span + 1):
+                        cnt[u] = 0
+                    for c in range(c0, i):  # arrivals per time, as differences: a run adds 1 over [first, last]
+                        g = rf[c]
+                        if f_expl[g] != 0:
+                            for j in range(f_base[g], f_base[g] + f_n[g]):
+                                cnt[tbuf[j] - lo] += 1
+                                cnt[tbuf[j] - lo + 1] -= 1
+                        elif v_prev[rv[c]] >= 0:
+                            cnt[f_first[g] - lo] += 1
+                            cnt[f_last[g] - lo + 1] -= 1
+                        else:  # a burst: all at first
+                            cnt[f_first[g] - lo] += f_n[g]
+                            cnt[f_first[g] - lo + 1] -= f_n[g]
+                    k = 0
+                    for u in range(span):  # cnt[u] becomes the first departure of the k arrivals at lo + u
+                        k += cnt[u]
+                        if k != 0:
+                            d = max(lo + u, free)
+                            free = d + k
+                            cnt[u] = d
+                    for c in range(c0, i):
+                        g = rf[c]
+                        lat = v_tail[rv[c]]
+                        b0 = f_base[g]
+                        if f_expl[g] != 0:
+                            for j in range(b0, b0 + f_n[g]):
+                                u = tbuf[j] - lo
+                                tbuf[j] = cnt[u] + lat
+                                cnt[u] += 1
+                        else:
+                            u = f_first[g] - lo
+                            step = 0 if v_prev[rv[c]] < 0 else 1
+                            for j in range(b0, b0 + f_n[g]):
+                                tbuf[j] = cnt[u] + lat
+                                cnt[u] += 1
+                                u += step
+                            f_expl[g] = 1
+                else:  # packet by packet: the earliest head of the m flows, ties to the lower id
+                    for c in range(c0, i):
+                        cj[c] = 0
+                        g = rf[c]
+                        if f_expl[g] == 0:  # explicit times (a burst: all at first; a run: first + j)
                             b0 = f_base[g]
+                            step = 0 if v_prev[rv[c]] < 0 else 1
                             for j in range(f_n[g]):
-                                deliver[b0 + j] = tbuf[b0 + j] if f_expl[g] else f_first[g] + j
-                    else:
-                        nxt = path_link[f_pos[g]]
-                        if l_stamp[nxt] != epoch:
-                            l_stamp[nxt] = epoch
-                            l_head[nxt] = -1
-                            l_cnt[nxt] = 0
-                            r = path_rank[f_pos[g]]
-                            l_next[nxt] = rank_head[r]
-                            rank_head[r] = nxt
-                        f_next[g] = l_head[nxt]
-                        l_head[nxt] = g
-                        l_cnt[nxt] += 1
-            link = l_next[link]
+                                tbuf[b0 + j] = f_first[g] + step * j
+                            f_expl[g] = 1
+                    for _ in range(total):
+                        bc = -1
+                        bt = np.int64(0)
+                        for c in range(c0, i):
+                            g = rf[c]
+                            if cj[c] < f_n[g]:
+                                t = tbuf[f_base[g] + cj[c]]
+                                if bc < 0 or t < bt or (t == bt and g < rf[bc]):
+                                    bc = c
+                                    bt = t
+                        g = rf[bc]
+                        d = max(bt, free)
+                        free = d + 1
+                        tbuf[f_base[g] + cj[bc]] = d + v_tail[rv[bc]]
+                        cj[bc] += 1
+                for c in range(c0, i):  # back to a run when the times are consecutive
+                    if final:
+                        break
+                    g = rf[c]
+                    b0 = f_base[g]
+                    f_first[g] = tbuf[b0]
+                    f_last[g] = tbuf[b0 + f_n[g] - 1]
+                    if f_last[g] - f_first[g] == f_n[g] - 1:
+                        f_expl[g] = 0
+            # the cluster's flows that end here are delivered (the others wait for their next visit)
+            for c in range(c0, i):
+                if v_fin[rv[c]] != 0:
+                    g = rf[c]
+                    if f_last[g] > last:
+                        last = f_last[g]
+                    if want_deliver:
+                        b0 = f_base[g]
+                        for j in range(f_n[g]):
+                            deliver[b0 + j] = tbuf[b0 + j] if f_expl[g] else f_first[g] + j
     return last
 
 
@@ -574,12 +620,12 @@ def simulate_flows(ready, path, path_off, path_link, path_lat, path_rank=None, s
     starts = np.flatnonzero(np.r_[True, (ready[1:] != ready[:-1]) | (path[1:] != path[:-1])])
     f_n = np.diff(np.r_[starts, P]).astype(np.int64)
     nf = starts.shape[0]
+    pg = flow_program([path[starts]], path_off, path_link, path_lat, path_rank)
     deliver = np.zeros(P, np.int64)
     span = sort_span_for(P) if sort_span is None else int(sort_span)
-    last = (noc_flows.py_func if python else noc_flows)(
-        nf, ready[starts].copy(), path[starts].copy(), f_n, path_off, path_link, path_lat, path_rank,
-        int(path_rank.max()) + 1 if path_rank.size else 1, np.zeros((11, nf), np.int64), np.zeros(P, np.int64),
-        np.zeros(span, np.int64), np.zeros((4, nl), np.int64), 1, deliver, not last_only)
+    last = (noc_program.py_func if python else noc_program)(
+        0, nf, ready[starts].copy(), f_n, pg.g_off, pg.v_off, pg.v_slot, pg.v_prev, pg.v_tail, pg.v_fin,
+        np.zeros((8, nf), np.int64), np.zeros(P, np.int64), np.zeros(span, np.int64), deliver, not last_only)
     return int(last) if last_only else deliver
 
 

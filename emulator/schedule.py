@@ -24,7 +24,7 @@ from nmc.coremap import CoreMap, chips_of, in_bytes, input_kind_codes, n_elems, 
 from nmc.neurons import by_code, soma_cycles
 from nmc.rules import stage_rounds
 
-from .noc import PathTable, grid_shape
+from .noc import PathTable, flow_program, grid_shape
 
 __all__ = ["Schedule", "build_schedule", "pack_inputs", "phase_slots", "STAGE_NAMES", "stage_rounds_of",
            "round_boundary_cycles", "round_cycles"]
@@ -48,10 +48,19 @@ class Schedule(NamedTuple):
     path_hops: np.ndarray
     path_cross: np.ndarray
     path_rank: np.ndarray  #: rank of every path position's link (``noc.link_ranks``: the flow model's order)
-    n_links: int
-    n_ranks: int
     max_pkt: int  #: most packets one phase (or input phase) can send
     max_flow: int  #: most flows (router entries, or input destination cores) of one phase
+    # the flow model's program (``noc.FlowProgram``) of phases ``0 .. n_ph-1`` and the static (``n_ph``) and step
+    # (``n_ph + 1``) input phases: slot ``s`` of a phase is its ``s``-th router entry (cores in phase order, entries
+    # in table order) or input destination core (``sp_core``/``tp_core_in`` order)
+    pg_s_off: np.ndarray
+    pg_s_path: np.ndarray
+    pg_g_off: np.ndarray
+    pg_v_off: np.ndarray
+    pg_v_slot: np.ndarray
+    pg_v_prev: np.ndarray
+    pg_v_tail: np.ndarray
+    pg_v_fin: np.ndarray
     sf_dst: np.ndarray  #: static feeds: destination axon and column of the packed static input matrix
     sf_col: np.ndarray
     sp_core: np.ndarray  #: static input packets: per destination core, values and path from the host
@@ -201,14 +210,22 @@ def build_schedule(cm: CoreMap) -> Schedule:
 
     models = [by_code(int(m)) for m in c.model]
     path_off, path_link, path_lat, path_hops, path_cross = paths.arrays()
+    path_rank = _i64(paths.ranks())
     (sf_dst, sf_col, sp_core, sp_n, sp_path), (tf_dst, tf_col, tpc, tpn, tpp) = inp
+    # the NoC's flow program: per phase its router entries' paths (slot order), then the two input phases
+    ph_paths = []
+    for ph in range(len(ph_off) - 1):
+        cores = np.asarray(ph_cores[ph_off[ph]:ph_off[ph + 1]], np.int64)
+        ents = np.concatenate([np.arange(rt.off[k], rt.off[k + 1]) for k in cores]) if cores.size else []
+        ph_paths.append(ent_path[np.asarray(ents, np.int64)])
+    pg = flow_program(ph_paths + [sp_path, tpp], path_off, path_link, path_lat, path_rank)
     return Schedule(
         stage_ph=stage_ph, ph_off=_i64(ph_off), ph_cores=_i64(ph_cores), ph_r_off=_i64(ph_r_off),
         ph_routes=_i64(ph_routes), dl_routes=_i64(np.flatnonzero(~nd)), ent_path=_i64(ent_path), tp_off=_i64(tp_off),
         tp_neur=_i64(cm.taps.src[t_order]), path_off=path_off, path_link=path_link, path_lat=path_lat,
-        path_hops=path_hops, path_cross=path_cross, path_rank=_i64(paths.ranks()), n_links=int(paths.n_links),
-        n_ranks=int(paths.n_ranks), max_pkt=max(max_pkt, 1),
-        max_flow=max(int(rt.dst.shape[0]), int(inp[0][2].shape[0]), int(inp[1][2].shape[0]), 1),
+        path_hops=path_hops, path_cross=path_cross, path_rank=path_rank, max_pkt=max(max_pkt, 1),
+        max_flow=max(int(np.diff(pg.s_off).max()), 1), pg_s_off=pg.s_off, pg_s_path=pg.s_path, pg_g_off=pg.g_off,
+        pg_v_off=pg.v_off, pg_v_slot=pg.v_slot, pg_v_prev=pg.v_prev, pg_v_tail=pg.v_tail, pg_v_fin=pg.v_fin,
         sf_dst=sf_dst, sf_col=sf_col, sp_core=sp_core, sp_n=sp_n, sp_path=sp_path,
         tf_dst=tf_dst, tf_col=tf_col, tp_core_in=tpc, tp_n_in=tpn, tp_path_in=tpp,
         in_b=_i64(in_bytes(cm)), st_b=_i64([m.state_bytes(chip.core) for m in models]),

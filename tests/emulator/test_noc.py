@@ -6,7 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from nmc.emulator.noc import PathTable, link_path, simulate, simulate_flows, simulate_heap, simulate_per_cycle
+from nmc.emulator.noc import (PathTable, flow_program, link_path, simulate, simulate_flows, simulate_heap,
+                              simulate_per_cycle)
 from nmc.chip import load_chip
 
 MODELS = (simulate, simulate_heap, simulate_per_cycle, simulate_flows)
@@ -289,3 +290,37 @@ def test_burst_meets_a_run_by_hand():
             got = simulate_flows(ready, path, off, link, lat, sort_span=span, python=python)
             assert got.tolist() == [2, 3, 6, 4, 5]
             assert simulate_flows(ready, path, off, link, lat, sort_span=span, python=python, last_only=True) == 6
+
+
+def test_flow_program_skips_a_link_fed_by_one_link_by_hand():
+    # path 0: links 0, 1, 2 (latencies 1, 2, 1); path 1: links 3, 2 (latencies 3, 1).  Link 1 carries only packets
+    # that left link 0, one per cycle at most, so none waits there: it is skipped and its latency added to link 0's
+    # (tail 1 + 2 = 3).  Link 2 is fed by links 1 and 3: visited, the last link of both paths (fin).
+    off, link, lat = np.array([0, 3, 5]), np.array([0, 1, 2, 3, 2]), np.array([1, 2, 1, 3, 1])
+    rank = np.array([0, 1, 2, 0, 2])
+    pg = flow_program([np.array([0, 1])], off, link, lat, rank)
+    assert pg.s_off.tolist() == [0, 2] and pg.s_path.tolist() == [0, 1]
+    assert pg.g_off.tolist() == [0, 3]  # links 0 and 3 (rank 0), link 2 (rank 2)
+    assert pg.v_off.tolist() == [0, 1, 2, 4]
+    assert pg.v_slot.tolist() == [0, 1, 0, 1]
+    assert pg.v_prev.tolist() == [-1, -1, 1, 3]
+    assert pg.v_tail.tolist() == [3, 3, 1, 1]
+    assert pg.v_fin.tolist() == [0, 0, 1, 1]
+    # packets 0-2 (path 0, ready 0) leave link 0 at 0, 1, 2, link 1 at 1, 2, 3 and reach link 2 at 3, 4, 5;
+    # packets 3, 4 (path 1, ready 1) leave link 3 at 1, 2 and reach link 2 at 4, 5.  Link 2 by (arrival, id):
+    # 0 at 3 (delivered 4); at 4 packets 1, 3 leave at 4, 5 (delivered 5, 6); at 5 packets 2, 4 leave at 6, 7
+    # (delivered 7, 8)
+    ready, path = np.array([0, 0, 0, 1, 1]), np.array([0, 0, 0, 1, 1])
+    for m in MODELS:
+        assert m(ready, path, off, link, lat).tolist() == [4, 5, 7, 6, 8]
+    for python in (False, True):
+        assert simulate_flows(ready, path, off, link, lat, rank, python=python).tolist() == [4, 5, 7, 6, 8]
+        assert simulate_flows(ready, path, off, link, lat, rank, python=python, last_only=True) == 8
+
+
+def test_flow_program_of_no_packets_and_empty_phases():
+    off, link, lat = np.array([0, 2]), np.array([0, 1]), np.array([1, 1])
+    pg = flow_program([np.zeros(0, np.int64), np.array([0, 0])], off, link, lat, np.array([0, 1]))
+    assert pg.s_off.tolist() == [0, 0, 2] and pg.g_off.tolist() == [0, 0, 1] and pg.v_off.tolist() == [0, 2]
+    # link 1 is fed by link 0 only (skipped): one group (link 0) with a visit per slot, with the whole path's latency
+    assert pg.v_slot.tolist() == [0, 1] and pg.v_tail.tolist() == [2, 2] and pg.v_fin.tolist() == [1, 1]
