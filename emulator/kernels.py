@@ -245,7 +245,8 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
     (n_off, a_off, w_off, weights, dend, spike_in, model, out_bits, out_lo, out_hi, cparam, bias, nparam,
      state_init, axon_init, route_src, route_dst, rt_off, rt_dst, rt_route_off, sparse, row_off, row_col,
      row_w, kb_off, kb_geom, kb_w, kb_ax_off, kb_ax) = net
-    ph_off, ph_cores, ph_r_off, ph_routes, dl_routes = sch.ph_off, sch.ph_cores, sch.ph_r_off, sch.ph_routes, sch.dl_routes
+    ph_off, ph_cores, ph_r_off, ph_rdst, ph_rsrc = sch.ph_off, sch.ph_cores, sch.ph_r_off, sch.ph_rdst, sch.ph_rsrc
+    dl_dst, dl_src = sch.dl_dst, sch.dl_src
     ent_path, tp_off, tp_neur, stage_ph = sch.ent_path, sch.tp_off, sch.tp_neur, sch.stage_ph
     path_hops, path_cross = sch.path_hops, sch.path_cross
     pg_s_off, pg_s_path, pg_g_off, pg_v_off = sch.pg_s_off, sch.pg_s_path, sch.pg_g_off, sch.pg_v_off
@@ -318,8 +319,9 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                             ev[c, _HOP] += n * path_hops[pth]
                             ev[c, _CROSS] += n * path_cross[pth]
                     else:
+                        tt = t - t0
                         for f in range(tf_dst.shape[0]):
-                            axons[tf_dst[f]] = St_in[b, t - t0, tf_col[f]]
+                            axons[np.uint64(tf_dst[np.uint64(f)])] = St_in[b, tt, np.uint64(tf_col[np.uint64(f)])]
                         for q in range(tp_core_in.shape[0]):
                             n = cdiv(tp_n_in[q] * in_bits, P8)
                             pth = tp_path_in[q]
@@ -456,9 +458,9 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                             ev[c, _CROSS] += n * path_cross[pth]
                     last = noc_program(ph, npk, f_ready, f_n, pg_g_off, pg_v_off, pg_v_slot, pg_v_prev, pg_v_tail,
                                        pg_v_fin, fw, tbuf, cnt, deliver, False)
-                    for q in range(ph_r_off[ph], ph_r_off[ph + 1]):
-                        r = np.uint64(ph_routes[q])  # (indices are never negative: no wraparound checks)
-                        axons[np.uint64(route_dst[r])] = out[np.uint64(route_src[r])]
+                    for q in range(ph_r_off[ph], ph_r_off[ph + 1]):  # by destination axon
+                        # (indices are never negative: no wraparound checks)
+                        axons[np.uint64(ph_rdst[np.uint64(q)])] = out[np.uint64(ph_rsrc[np.uint64(q)])]
                     pc = max(cmax, last) + barrier
                     cyc += pc
                     phase_cyc[b, ph] += pc
@@ -466,9 +468,8 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                     if row >= 0:
                         _trace_phase(tr, row, ph, pc, cmax, last, npk, f_ready, pg_s_path[pg_s_off[ph]:], f_n)
                 if s == 1:
-                    for q in range(dl_routes.shape[0]):
-                        r = dl_routes[q]
-                        axons[route_dst[r]] = out[route_src[r]]
+                    for q in range(dl_dst.shape[0]):
+                        axons[np.uint64(dl_dst[np.uint64(q)])] = out[np.uint64(dl_src[np.uint64(q)])]
                     step_cyc[b, t - t0] = cyc
                     for j in range(step_src.shape[0]):
                         rec_step[b, t - t0, j] = out[step_src[j]]

@@ -39,6 +39,12 @@ class Schedule(NamedTuple):
     ph_r_off: np.ndarray  #: [n_ph+1] non-delayed routes written after phase p
     ph_routes: np.ndarray
     dl_routes: np.ndarray  #: delayed routes, written at the end of every step
+    #: the same routes as (destination axon, source neuron) pairs, each phase's (and the delayed ones) sorted by
+    #: destination, stably (sequential writes; two routes to one axon keep their order, so the last one wins)
+    ph_rdst: np.ndarray
+    ph_rsrc: np.ndarray
+    dl_dst: np.ndarray
+    dl_src: np.ndarray
     ent_path: np.ndarray  #: [E] path of router-table entry e's packets
     tp_off: np.ndarray  #: [C+1] taps of core c: tp_neur[tp_off[c]:tp_off[c+1]]
     tp_neur: np.ndarray
@@ -170,6 +176,15 @@ def build_schedule(cm: CoreMap) -> Schedule:
             ph_r_off.append(len(ph_routes))
         stage_ph[s + 1] = len(ph_off) - 1
 
+    def by_dst(routes):
+        routes = np.asarray(routes, np.int64)
+        routes = routes[np.argsort(cm.routes.dst[routes], kind="stable")]
+        return _i64(cm.routes.dst[routes]), _i64(cm.routes.src[routes])
+
+    rdst, rsrc = zip(*[by_dst(ph_routes[ph_r_off[i]:ph_r_off[i + 1]]) for i in range(len(ph_r_off) - 1)]) \
+        if len(ph_r_off) > 1 else ((), ())
+    dl_dst, dl_src = by_dst(np.flatnonzero(~nd))
+
     # output taps per core, in tap order
     tap_core = cm.neuron_core()[cm.taps.src]
     t_order = np.argsort(tap_core, kind="stable")
@@ -198,6 +213,7 @@ def build_schedule(cm: CoreMap) -> Schedule:
     max_pkt = 0
     for kind in (0, 1):
         f = np.flatnonzero(feed_kind == kind)
+        f = f[np.argsort(cm.feeds.dst[f], kind="stable")]  # by destination axon (sequential writes)
         dst = cm.feeds.dst[f]
         col = col0_arr[cm.feeds.input[f]] + cm.feeds.elem[f]
         cores, counts = np.unique(axon_core[dst], return_counts=True)
@@ -221,7 +237,9 @@ def build_schedule(cm: CoreMap) -> Schedule:
     pg = flow_program(ph_paths + [sp_path, tpp], path_off, path_link, path_lat, path_rank)
     return Schedule(
         stage_ph=stage_ph, ph_off=_i64(ph_off), ph_cores=_i64(ph_cores), ph_r_off=_i64(ph_r_off),
-        ph_routes=_i64(ph_routes), dl_routes=_i64(np.flatnonzero(~nd)), ent_path=_i64(ent_path), tp_off=_i64(tp_off),
+        ph_routes=_i64(ph_routes), dl_routes=_i64(np.flatnonzero(~nd)),
+        ph_rdst=_i64(np.concatenate(rdst)) if rdst else _i64([]), ph_rsrc=_i64(np.concatenate(rsrc)) if rsrc else _i64([]),
+        dl_dst=dl_dst, dl_src=dl_src, ent_path=_i64(ent_path), tp_off=_i64(tp_off),
         tp_neur=_i64(cm.taps.src[t_order]), path_off=path_off, path_link=path_link, path_lat=path_lat,
         path_hops=path_hops, path_cross=path_cross, path_rank=path_rank, max_pkt=max(max_pkt, 1),
         max_flow=max(int(np.diff(pg.s_off).max()), 1), pg_s_off=pg.s_off, pg_s_path=pg.s_path, pg_g_off=pg.g_off,
