@@ -64,7 +64,8 @@ class Net(NamedTuple):
     rt_off: np.ndarray
     rt_dst: np.ndarray
     rt_route_off: np.ndarray
-    sparse: np.ndarray  #: [C] how the dendrite reads its weights: 0 dense block, 1 rows of nonzeros (below), 3 kernels
+    sparse: np.ndarray  #: [C] how the dendrite reads its weights: 0 dense block, 1 rows of nonzeros (below), 2 one
+    #: nonzero per row (a merge core: axon a's weight is row_col/row_w[row_off[a]]), 3 kernels
     row_off: np.ndarray  #: [A+1] nonzero weights of axon a (global index) of a sparse core: row_off[a]:row_off[a+1]
     row_col: np.ndarray  #: int32 neuron index within the core
     row_w: np.ndarray  #: int64 weight
@@ -365,7 +366,14 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                         elif dend[c] == 0:  # mac
                             for j in range(nn):
                                 acc[j] = bias[n0 + j]
-                            if sparse[c]:  # few nonzero weights (e.g. a merge core): visit only those; same sum
+                            if sparse[c] == 2:  # one nonzero weight per axon (a merge core): no loop per row
+                                r0 = np.uint64(row_off[a0])
+                                for i in range(na):
+                                    x = axons[a0 + i]
+                                    nz += x != 0
+                                    r = r0 + np.uint64(i)
+                                    acc[np.uint64(row_col[r])] += x * row_w[r]
+                            elif sparse[c]:  # few nonzero weights: visit only those; same sum
                                 for i in range(na):
                                     x = axons[a0 + i]
                                     if x != 0:
@@ -497,9 +505,10 @@ SPARSE_DENSITY = 0.25
 
 def _sparse_rows(cm: CoreMap, dense: tuple[np.ndarray, np.ndarray] | None = None, native: np.ndarray | None = None):
     """``(sparse [C], row_off [A+1], row_col, row_w)``: the nonzero weights, row by row, of the mac cores
-    whose density is below :data:`SPARSE_DENSITY` (the rows of the other cores are empty); ``dense``: the
-    ``(data, w_off)`` of the cores' dense blocks (default: :meth:`CoreMap.dense_weights`); ``native``: [C] the
-    shared-kernel cores the kernel reads as kernels (they have no dense block; ``sparse`` 3)."""
+    whose density is below :data:`SPARSE_DENSITY` (the rows of the other cores are empty; ``sparse`` is 2 for a
+    core with exactly one nonzero weight in every row, else 1); ``dense``: the ``(data, w_off)`` of the cores' dense
+    blocks (default: :meth:`CoreMap.dense_weights`); ``native``: [C] the shared-kernel cores the kernel reads as
+    kernels (they have no dense block; ``sparse`` 3)."""
     data, w_off = cm.dense_weights() if dense is None else dense
     c = cm.cores
     C, A = cm.num_cores, cm.num_axons
@@ -515,9 +524,10 @@ def _sparse_rows(cm: CoreMap, dense: tuple[np.ndarray, np.ndarray] | None = None
         W = data[w_off[k]:w_off[k] + na * nn].reshape(na, nn)  # (an expanded core's block is not before w_off[k+1])
         if np.count_nonzero(W) >= SPARSE_DENSITY * W.size:
             continue
-        sparse[k] = 1
         r, j = np.nonzero(W)
-        counts[c.axon_off[k] + 1:c.axon_off[k + 1] + 1] = np.bincount(r, minlength=W.shape[0])
+        per_row = np.bincount(r, minlength=W.shape[0])
+        sparse[k] = 2 if (per_row == 1).all() else 1
+        counts[c.axon_off[k] + 1:c.axon_off[k + 1] + 1] = per_row
         cols.append(j.astype(np.int32))
         vals.append(W[r, j].astype(np.int64))
     row_off = np.cumsum(counts)

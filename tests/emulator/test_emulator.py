@@ -464,7 +464,31 @@ def test_sparse_rows_equal_reference(seed, monkeypatch):
     """Every mac core read as rows of nonzeros (normally only cores under 25% dense): same results."""
     monkeypatch.setattr(kernels, "SPARSE_DENSITY", 2.0)
     cm = random_coremap(300 + seed, SHAPES[seed % len(SHAPES)])
-    assert kernels._sparse_rows(cm)[0].sum() == (cm.cores.dendrite == 0).sum()
+    assert (kernels._sparse_rows(cm)[0] > 0).sum() == (cm.cores.dendrite == 0).sum()
+    T = cm.meta["num_steps"]
+    static, step = random_inputs(cm, batch=2, steps=T, seed=seed)
+    run_both(cm, static, step, T)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_one_weight_per_row_equals_reference(seed, monkeypatch):
+    """Mac cores with exactly one nonzero weight in every axon row (as a merge core's) read as such (``sparse``
+    2): same results as the reference."""
+    monkeypatch.setattr(kernels, "SPARSE_DENSITY", 2.0)
+    cm = random_coremap(500 + seed, SHAPES[seed % len(SHAPES)])
+    rng = np.random.default_rng(seed)
+    c = cm.cores
+    made = []
+    for k in range(cm.num_cores):
+        na, nn = cm.n_axons(k), cm.n_neurons(k)
+        if c.dendrite[k] != 0 or c.w_fmt[k] != 0 or na == 0 or nn == 0:
+            continue
+        W = np.zeros((na, nn), np.int8)
+        W[np.arange(na), rng.integers(nn, size=na)] = rng.choice([-128, -3, 1, 2, 127], size=na)
+        cm.weights.data[c.w_off[k]:c.w_off[k] + na * nn] = W.reshape(-1)
+        made.append(k)
+    assert made
+    assert (kernels._sparse_rows(cm)[0][made] == 2).all()
     T = cm.meta["num_steps"]
     static, step = random_inputs(cm, batch=2, steps=T, seed=seed)
     run_both(cm, static, step, T)
