@@ -74,6 +74,7 @@ class Net(NamedTuple):
     kb_w: np.ndarray  #: [K] its kernel at weights[kb_w[k]:]
     kb_ax_off: np.ndarray  #: [K+1] its patch map kb_ax[kb_ax_off[k]:kb_ax_off[k+1]] (core-local axon or -1)
     kb_ax: np.ndarray
+    ent_whole: np.ndarray  #: [E] 1: router entry e's routes read every neuron of its core once (AER: one count a core)
 
 
 class IO(NamedTuple):
@@ -245,7 +246,7 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
     model's ``nb_step``), its events, and its compute cycles (``timing.core_cycles``)."""
     (n_off, a_off, w_off, weights, dend, spike_in, model, out_bits, out_lo, out_hi, cparam, bias, nparam,
      state_init, axon_init, route_src, route_dst, rt_off, rt_dst, rt_route_off, sparse, row_off, row_col,
-     row_w, kb_off, kb_geom, kb_w, kb_ax_off, kb_ax) = net
+     row_w, kb_off, kb_geom, kb_w, kb_ax_off, kb_ax, ent_whole) = net
     ph_off, ph_cores, ph_r_off, ph_rdst, ph_rsrc = sch.ph_off, sch.ph_cores, sch.ph_r_off, sch.ph_rdst, sch.ph_rsrc
     dl_dst, dl_src = sch.dl_dst, sch.dl_src
     ent_path, tp_off, tp_neur, stage_ph = sch.ent_path, sch.tp_off, sch.tp_neur, sch.stage_ph
@@ -441,6 +442,10 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                         c = ph_cores[q]
                         bits = out_bits[c]
                         aer_spikes = bits == 1 and aer
+                        nzc = -1  # the core's nonzero outputs, counted once for its entries that send them all
+                        pk = 0
+                        hp = 0
+                        cr = 0
                         for e in range(rt_off[c], rt_off[c + 1]):
                             # packets: one per nonzero spike under AER, else the values packed P8 bits a packet
                             if rt_dst[e] >= 0:
@@ -449,7 +454,13 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                                 i0, i1, vb = tp_off[c], tp_off[c + 1], 8 * ((bits + 7) // 8)
                             if aer_spikes:  # (two loops: an array chosen at run time costs reference counting)
                                 n = 0
-                                if rt_dst[e] >= 0:
+                                if ent_whole[e] != 0:
+                                    if nzc < 0:
+                                        nzc = 0
+                                        for j in range(n_off[c], n_off[c + 1]):
+                                            nzc += out[np.uint64(j)] != 0
+                                    n = nzc
+                                elif rt_dst[e] >= 0:
                                     for r in range(i0, i1):
                                         n += out[np.uint64(route_src[np.uint64(r)])] != 0
                                 else:
@@ -461,9 +472,12 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                             f_ready[npk] = comp[c]  # the phase's slot npk (noc.FlowProgram)
                             f_n[npk] = n
                             npk += 1
-                            ev[c, _PKT] += n
-                            ev[c, _HOP] += n * path_hops[pth]
-                            ev[c, _CROSS] += n * path_cross[pth]
+                            pk += n
+                            hp += n * path_hops[pth]
+                            cr += n * path_cross[pth]
+                        ev[c, _PKT] += pk
+                        ev[c, _HOP] += hp
+                        ev[c, _CROSS] += cr
                     last = noc_program(ph, npk, f_ready, f_n, pg_g_off, pg_v_off, pg_v_slot, pg_v_prev, pg_v_tail,
                                        pg_v_fin, fw, tbuf, cnt, deliver, False)
                     for q in range(ph_r_off[ph], ph_r_off[ph + 1]):  # by destination axon
@@ -565,6 +579,17 @@ def _net(cm: CoreMap) -> Net:
     data, w_off, native = _weights(cm)  # shared-kernel cores are read as kernels (no dense blocks), see _kblock
     sparse, row_off, row_col, row_w = _sparse_rows(cm, (data, w_off), native)
     kb_off = np.searchsorted(kb.core, np.arange(cm.num_cores + 1)).astype(np.int64)
+    # router entries (to a core) whose routes read every neuron of their core exactly once
+    rt, E = cm.router, cm.router.dst.shape[0]
+    cnt = np.diff(rt.route_off)
+    ent_core = np.repeat(np.arange(cm.num_cores, dtype=np.int64), np.diff(rt.off))
+    n0, nn = c.neuron_off[:-1][ent_core], np.diff(c.neuron_off)[ent_core]
+    re = np.repeat(np.arange(E, dtype=np.int64), cnt)
+    src = cm.routes.src[np.repeat(rt.route_off[:-1] - (np.cumsum(cnt) - cnt), cnt) + np.arange(cnt.sum())]
+    outside = np.bincount(re, weights=(src < n0[re]) | (src >= n0[re] + nn[re]), minlength=E)
+    N = max(cm.num_neurons, 1)
+    uniq = np.bincount(np.unique(re * N + src) // N, minlength=E)
+    ent_whole = ((rt.dst >= 0) & (cnt == nn) & (outside == 0) & (uniq == cnt)).astype(np.int64)
     return Net(n_off=_i64(c.neuron_off), a_off=_i64(c.axon_off), w_off=_i64(w_off),
                weights=np.ascontiguousarray(data, dtype=np.int8), dend=_i64(c.dendrite),
                spike_in=_i64(c.spike_in), model=_i64(c.model), out_bits=_i64(c.out_bits), out_lo=_i64(c.out_lo),
@@ -573,7 +598,8 @@ def _net(cm: CoreMap) -> Net:
                route_dst=_i64(cm.routes.dst), rt_off=_i64(cm.router.off), rt_dst=_i64(cm.router.dst),
                rt_route_off=_i64(cm.router.route_off), sparse=sparse, row_off=row_off, row_col=row_col, row_w=row_w,
                kb_off=kb_off, kb_geom=_i64(kb.geom.reshape(-1, len(KGEOM))), kb_w=_i64(kb.w_off),
-               kb_ax_off=_i64(kb.ax_off), kb_ax=np.ascontiguousarray(cm.kpatch.ax, dtype=np.int32))
+               kb_ax_off=_i64(kb.ax_off), kb_ax=np.ascontiguousarray(cm.kpatch.ax, dtype=np.int32),
+               ent_whole=ent_whole)
 
 
 def _consts(cm: CoreMap) -> ChipConsts:
