@@ -671,7 +671,7 @@ def _chunks(B: int, T: int, jobs: int, n_rec: int, chunked: bool, progress: bool
 
 def run_numba(cm: CoreMap, static_inputs, step_inputs, steps: int, *, batch: int | None = None,
               jobs: int = 1, trace: TraceBuf | None = None, step_out: dict | None = None,
-              step_cycles_out: np.ndarray | None = None, progress=None) -> RawResult:
+              step_cycles_out: np.ndarray | None = None, progress=None, checked: bool = False) -> RawResult:
     """Run every sample of the inputs on the core map with the Numba emulator.
 
     Same parameters and result as :func:`emulator.reference.run_reference`, equal bit for bit.  ``jobs``
@@ -682,10 +682,12 @@ def run_numba(cm: CoreMap, static_inputs, step_inputs, steps: int, *, batch: int
     writable ``[B, T, n]`` array, e.g. a view of a memory-mapped file) and ``step_cycles_out`` (``[B, T]``)
     receive the per-step outputs and cycles instead of arrays in memory: the run then goes in chunks of
     steps (:data:`CHUNK_BYTES`).  ``progress``: called with the number of sample-steps done after each chunk
-    (the run goes in about :data:`PROGRESS_PIECES` chunks).  Chunks change no result.
+    (the run goes in about :data:`PROGRESS_PIECES` chunks).  Chunks change no result.  ``checked``: the caller
+    has run :func:`nmc.coremap.check_coremap` on ``cm`` already (``nmc.emulate`` validates every core map it runs).
     """
     jobs = check_jobs(jobs)
-    check_coremap(cm)
+    if not checked:
+        check_coremap(cm)
     B, T, static, step = prepare_inputs(cm, static_inputs, step_inputs, steps, batch)
     sch = build_schedule(cm)
     S, St = pack_inputs(cm, static, step, B, T)

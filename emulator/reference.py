@@ -194,7 +194,7 @@ class _Task:
 
 
 def run_reference(cm: CoreMap, static_inputs, step_inputs, steps: int, *, batch: int | None = None,
-                  jobs: int = 1) -> RawResult:
+                  jobs: int = 1, checked: bool = False) -> RawResult:
     """Run every sample of the inputs on the core map with the reference (NumPy) emulator.
 
     Parameters
@@ -210,8 +210,12 @@ def run_reference(cm: CoreMap, static_inputs, step_inputs, steps: int, *, batch:
         Number of samples when the model has no inputs (default 1).
     jobs : int
         Accepted for the runners' common signature; the reference runs one sample after another.
+    checked : bool
+        The caller has run :func:`nmc.coremap.check_coremap` on ``cm`` already (``nmc.emulate`` validates every
+        core map it runs); else it runs here.
     """
-    check_coremap(cm)
+    if not checked:
+        check_coremap(cm)
     B, T, static, step = prepare_inputs(cm, static_inputs, step_inputs, steps, batch)
     sch = build_schedule(cm)
     S, St = pack_inputs(cm, static, step, B, T)

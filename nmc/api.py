@@ -525,7 +525,7 @@ def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarr
         else:
             if tb is not None:
                 kw["trace"] = tb
-            res = run(cm, static, step, T, jobs=jobs, **kw)
+            res = run(cm, static, step, T, jobs=jobs, checked=True, **kw)  # validated above: not checked twice
     finally:
         if bar is not None:
             bar.close()

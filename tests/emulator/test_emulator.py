@@ -514,3 +514,29 @@ def test_one_weight_per_row_equals_reference(seed, monkeypatch):
     T = cm.meta["num_steps"]
     static, step = random_inputs(cm, batch=2, steps=T, seed=seed)
     run_both(cm, static, step, T)
+
+
+def test_emulate_checks_the_core_map_once(chip, monkeypatch):
+    """``nmc.emulate`` validates the core map (structure and design rules) and runs it without checking its
+    structure a second time; ``run_numba`` and ``run_reference`` called on their own still check it."""
+    import nmc.corefile
+    calls = []
+    real = nmc.corefile.check_coremap
+
+    def counting(cm):
+        calls.append(1)
+        return real(cm)
+
+    for mod in (nmc.corefile, kernels, reference):
+        monkeypatch.setattr(mod, "check_coremap", counting)
+    cm = random_coremap(7, "tiny")
+    T = cm.meta["num_steps"]
+    static, step = random_inputs(cm, batch=1, steps=T, seed=0)
+    run_numba(cm, static, step, T)
+    run_reference(cm, static, step, T)
+    assert len(calls) == 2
+    cm = _if_map(chip)
+    for backend in ("numba", "reference"):
+        calls.clear()
+        nmc.emulate(cm, {"s": np.ones((2, 1, 1))}, backend=backend)
+        assert len(calls) == 1
