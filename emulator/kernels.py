@@ -587,9 +587,14 @@ def _net(cm: CoreMap) -> Net:
     re = np.repeat(np.arange(E, dtype=np.int64), cnt)
     src = cm.routes.src[np.repeat(rt.route_off[:-1] - (np.cumsum(cnt) - cnt), cnt) + np.arange(cnt.sum())]
     outside = np.bincount(re, weights=(src < n0[re]) | (src >= n0[re] + nn[re]), minlength=E)
-    N = max(cm.num_neurons, 1)
-    uniq = np.bincount(np.unique(re * N + src) // N, minlength=E)
-    ent_whole = ((rt.dst >= 0) & (cnt == nn) & (outside == 0) & (uniq == cnt)).astype(np.int64)
+    cand = (rt.dst >= 0) & (cnt == nn) & (outside == 0)  # as many routes as neurons, all of the core's
+    # ... and each neuron once: every neuron of the core hit (counted in a slot per candidate entry and neuron)
+    base = np.cumsum(np.where(cand, nn, 0)) - np.where(cand, nn, 0)
+    on = cand[re]
+    hits = np.bincount((base[re] + src - n0[re])[on], minlength=int(np.where(cand, nn, 0).sum()))
+    slot_ent = np.repeat(np.arange(E, dtype=np.int64), np.where(cand, nn, 0))
+    missed = np.bincount(slot_ent, weights=hits == 0, minlength=E)
+    ent_whole = (cand & (missed == 0)).astype(np.int64)
     return Net(n_off=_i64(c.neuron_off), a_off=_i64(c.axon_off), w_off=_i64(w_off),
                weights=np.ascontiguousarray(data, dtype=np.int8), dend=_i64(c.dendrite),
                spike_in=_i64(c.spike_in), model=_i64(c.model), out_bits=_i64(c.out_bits), out_lo=_i64(c.out_lo),

@@ -376,25 +376,28 @@ def test_packet_counts(enc, bits, packets):
 
 
 def test_aer_packets_of_entries_that_send_a_whole_core_or_part_of_it():
-    # core 0's 10 spikes go to core 1 (all 10 neurons, in reversed order: the core's spike count is used) and to
-    # core 2 (neurons 0-4 only: counted over those routes).  Spikes at neurons 0, 3, 4, 8: 4 packets to core 1
-    # (2 hops away), 3 to core 2 (1 hop away)
+    # core 0's 10 spikes go to core 1 (all 10 neurons, in reversed order: the core's spike count is used), to
+    # core 2 (neurons 0-4 only: counted over those routes) and to core 3 (10 routes, but neuron 0 twice and
+    # neuron 9 not at all: counted over the routes).  Spikes at neurons 0, 3, 4, 8: 4 packets to core 1 (2 hops
+    # away), 3 to core 2 (1 hop away), 5 to core 3 (neuron 0's spike twice; 1 hop away)
     chip = hand_chip(**{"noc.spike_encoding": "aer"})
     cores = [dict(W=np.eye(10, dtype=int), x=0, y=0, stage=0, phase=0, bits=1, lo=0, hi=1),
              dict(W=np.ones((10, 1), dtype=int), x=2, y=0, stage=0, phase=1, bits=8),
-             dict(W=np.ones((5, 1), dtype=int), x=0, y=1, stage=0, phase=1, bits=8)]
+             dict(W=np.ones((5, 1), dtype=int), x=0, y=1, stage=0, phase=1, bits=8),
+             dict(W=np.ones((10, 1), dtype=int), x=1, y=0, stage=0, phase=1, bits=8)]
     cm = build_coremap(chip, cores,
                        inputs=[{"name": "x", "kind": "static", "shape": [10], "scale": 1.0, "lo": 0, "hi": 1}],
                        feeds=[(0, i, 0, i) for i in range(10)],
-                       routes=[(0, i, 1, 9 - i, 0) for i in range(10)] + [(0, i, 2, i, 0) for i in range(5)],
-                       outputs=[("y", "static", [(1, 0), (2, 0)])])
+                       routes=[(0, i, 1, 9 - i, 0) for i in range(10)] + [(0, i, 2, i, 0) for i in range(5)]
+                       + [(0, n, 3, a, 0) for a, n in enumerate([0, 0, 1, 2, 3, 4, 5, 6, 7, 8])],
+                       outputs=[("y", "static", [(1, 0), (2, 0), (3, 0)])])
     whole = kernels._net(cm).ent_whole
     dst = cm.router.dst[cm.router.off[0]:cm.router.off[1]].tolist()
-    assert sorted(zip(dst, whole[cm.router.off[0]:cm.router.off[1]].tolist())) == [(1, 1), (2, 0)]
+    assert sorted(zip(dst, whole[cm.router.off[0]:cm.router.off[1]].tolist())) == [(1, 1), (2, 0), (3, 0)]
     r = run_both(cm, {0: np.array([[1, 0, 0, 1, 1, 0, 0, 0, 1, 0]])}, {}, 0)
-    assert r.outputs["y"].tolist() == [[4, 3]]
-    assert r.events[0, 0, EV["packet"]] == 2 + 4 + 3  # 2 input packets from the host, then the spikes
-    assert r.events[0, 0, EV["hop"]] == 4 * 2 + 3 * 1
+    assert r.outputs["y"].tolist() == [[4, 3, 5]]
+    assert r.events[0, 0, EV["packet"]] == 2 + 4 + 3 + 5  # 2 input packets from the host, then the spikes
+    assert r.events[0, 0, EV["hop"]] == 4 * 2 + 3 * 1 + 5 * 1
 
 
 # --------------------------------------------------------------------------- energy
