@@ -369,8 +369,9 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                                 acc[j] = bias[n0 + j]
                             if sparse[c] == 2:  # one nonzero weight per axon (a merge core): no loop per row
                                 r0 = np.uint64(row_off[a0])
+                                ua0 = np.uint64(a0)  # (unsigned indices: no negative-index wraparound code)
                                 for i in range(na):
-                                    x = axons[a0 + i]
+                                    x = axons[ua0 + np.uint64(i)]
                                     nz += x != 0
                                     r = r0 + np.uint64(i)
                                     acc[np.uint64(row_col[r])] += x * row_w[r]
@@ -385,9 +386,10 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                                 # the nonzero axons first (an event list, without a branch per axon), a request for
                                 # each of their rows, then the rows: the rows are scattered cache lines, whose misses
                                 # cost more than the additions (measured: 8% of the kernel's time on the bench)
+                                ua0 = np.uint64(a0)
                                 for i in range(na):
                                     ev_ax[nz] = i
-                                    nz += axons[a0 + i] != 0
+                                    nz += axons[ua0 + np.uint64(i)] != 0
                                 for u in range(nz):
                                     _prefetch(weights, np.uint64(w0 + ev_ax[u] * nn))
                                 for u in range(nz):
