@@ -348,7 +348,8 @@ def flow_program(phase_paths, path_off, path_link, path_lat, path_rank) -> FlowP
         nv += K.shape[0]
         parts.append((vslot[K], vprev[K], tail, fin))
     cat = [np.concatenate([p[i] for p in parts]) if parts else np.zeros(0, np.int64) for i in range(4)]
-    s_path = np.concatenate([np.asarray(sp, np.int64) for sp in phase_paths]) if len(phase_paths) else np.zeros(0, np.int64)
+    s_path = (np.concatenate([np.asarray(sp, np.int64) for sp in phase_paths]) if len(phase_paths)
+              else np.zeros(0, np.int64))
     i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)  # noqa: E731
     return FlowProgram(i64(s_off), i64(s_path), i64(g_off), i64(v_off), *(i64(a) for a in cat))
 
@@ -358,8 +359,8 @@ def noc_program(p, ns, f_ready, f_n, g_off, v_off, v_slot, v_prev, v_tail, v_fin
     """Flow-level contention model of phase ``p`` of a :class:`FlowProgram`, equal to :func:`noc_run` packet for
     packet; returns the last delivery.
 
-    Slot ``s`` (``0 .. ns-1``) sends ``f_n[s] >= 0`` packets ready at ``f_ready[s]`` at its path's first link (its packets have
-    consecutive ids, after those of the slots before it).  Work arrays (int64): ``w`` ``[>= 8, >= slots]``,
+    Slot ``s`` (``0 .. ns-1``) sends ``f_n[s] >= 0`` packets ready at ``f_ready[s]`` at its path's first link (its
+    packets have consecutive ids, after those of the slots before it).  Work arrays (int64): ``w`` ``[>= 8, >= slots]``,
     ``tbuf`` [>= total packets], ``cnt`` (any length: clusters whose arrival times span fewer cycles are merged
     by counting sort, see below and :func:`sort_span_for`).  ``deliver`` [total packets] receives every
     packet's delivery time if ``want_deliver``.
@@ -380,94 +381,97 @@ def noc_program(p, ns, f_ready, f_n, g_off, v_off, v_slot, v_prev, v_tail, v_fin
     time only: its last departure, not every packet's.
 
     Everything is written out in this one function: helper calls cost reference-count updates on their
-    arrays, which once made up most of the NoC's time (perf, 2026-12-03).
+    arrays, which once made up most of the NoC's time (perf, 2026-12-03).  Every index is cast to ``np.uint64``
+    (none is negative): with a signed index Numba emits code for negative-index wraparound on every access,
+    which made the model about 30% slower (replayed phases of benchmarks/bench_emulator.py).
     """
     f_base, f_first, f_last, f_expl, rf, rv, rk, cj = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]
     base = 0
     last = 0
     for s in range(ns):
-        f_base[s] = base
-        base += f_n[s]
-        f_first[s] = f_ready[s]  # a burst
-        f_last[s] = f_ready[s]
-        f_expl[s] = 0
+        f_base[np.uint64(s)] = base
+        base += f_n[np.uint64(s)]
+        f_first[np.uint64(s)] = f_ready[np.uint64(s)]  # a burst
+        f_last[np.uint64(s)] = f_ready[np.uint64(s)]
+        f_expl[np.uint64(s)] = 0
     if base == 0:
         return 0
-    for g in range(g_off[p], g_off[p + 1]):
+    for gl in range(g_off[np.uint64(p)], g_off[np.uint64(p + 1)]):  # the phase's link groups
         # the link's flows with packets, sorted by (first arrival, slot) as they are gathered (insertion)
         s1 = 0
-        for v in range(v_off[g], v_off[g + 1]):
-            s = v_slot[v]
-            if f_n[s] == 0:
+        for v in range(v_off[np.uint64(gl)], v_off[np.uint64(gl + 1)]):
+            s = v_slot[np.uint64(v)]
+            if f_n[np.uint64(s)] == 0:
                 continue
-            a = f_first[s]
+            a = f_first[np.uint64(s)]
             i2 = s1 - 1
-            while i2 >= 0 and (rk[i2] > a or (rk[i2] == a and rf[i2] > s)):
-                rf[i2 + 1] = rf[i2]
-                rv[i2 + 1] = rv[i2]
-                rk[i2 + 1] = rk[i2]
+            while i2 >= 0 and (rk[np.uint64(i2)] > a or (rk[np.uint64(i2)] == a and rf[np.uint64(i2)] > s)):
+                rf[np.uint64(i2 + 1)] = rf[np.uint64(i2)]
+                rv[np.uint64(i2 + 1)] = rv[np.uint64(i2)]
+                rk[np.uint64(i2 + 1)] = rk[np.uint64(i2)]
                 i2 -= 1
-            rf[i2 + 1] = s
-            rv[i2 + 1] = v
-            rk[i2 + 1] = a
+            rf[np.uint64(i2 + 1)] = s
+            rv[np.uint64(i2 + 1)] = v
+            rk[np.uint64(i2 + 1)] = a
             s1 += 1
         free = np.int64(-(1 << 62))
         i = 0
         while i < s1:
             # the cluster rf[c0:i]: following flows whose first arrival is not after the latest arrival so far
             c0 = i
-            hi = f_last[rf[i]]
-            pv = v_prev[rv[i]]
+            hi = f_last[np.uint64(rf[np.uint64(i)])]
+            pv = v_prev[np.uint64(rv[np.uint64(i)])]
             bursts = pv < 0
             same_prev = pv >= 0
             i += 1
-            while i < s1 and f_first[rf[i]] <= hi:
-                g = rf[i]
-                hi = max(hi, f_last[g])
-                bursts = bursts and v_prev[rv[i]] < 0
-                same_prev = same_prev and v_prev[rv[i]] == pv
+            while i < s1 and f_first[np.uint64(rf[np.uint64(i)])] <= hi:
+                g = rf[np.uint64(i)]
+                hi = max(hi, f_last[np.uint64(g)])
+                bursts = bursts and v_prev[np.uint64(rv[np.uint64(i)])] < 0
+                same_prev = same_prev and v_prev[np.uint64(rv[np.uint64(i)])] == pv
                 i += 1
             m = i - c0
-            if m == 1 and f_expl[rf[c0]] == 0:  # a run or a burst: consecutive from max(first, free)
-                g = rf[c0]
-                lat = v_tail[rv[c0]]
-                d0 = max(f_first[g], free)
-                free = d0 + f_n[g]
-                f_first[g] = d0 + lat
-                f_last[g] = d0 + lat + f_n[g] - 1
+            if m == 1 and f_expl[np.uint64(rf[np.uint64(c0)])] == 0:
+                # a run or a burst: consecutive from max(first, free)
+                g = rf[np.uint64(c0)]
+                lat = v_tail[np.uint64(rv[np.uint64(c0)])]
+                d0 = max(f_first[np.uint64(g)], free)
+                free = d0 + f_n[np.uint64(g)]
+                f_first[np.uint64(g)] = d0 + lat
+                f_last[np.uint64(g)] = d0 + lat + f_n[np.uint64(g)] - 1
             elif bursts:  # bursts (explicit or not: all their packets at their first arrival), whole in order
                 for c in range(c0, i):
-                    g = rf[c]
-                    lat = v_tail[rv[c]]
-                    d0 = max(f_first[g], free)
-                    free = d0 + f_n[g]
-                    f_first[g] = d0 + lat
-                    f_last[g] = d0 + lat + f_n[g] - 1
-                    f_expl[g] = 0
-            elif same_prev and free <= f_first[rf[c0]]:
+                    g = rf[np.uint64(c)]
+                    lat = v_tail[np.uint64(rv[np.uint64(c)])]
+                    d0 = max(f_first[np.uint64(g)], free)
+                    free = d0 + f_n[np.uint64(g)]
+                    f_first[np.uint64(g)] = d0 + lat
+                    f_last[np.uint64(g)] = d0 + lat + f_n[np.uint64(g)] - 1
+                    f_expl[np.uint64(g)] = 0
+            elif same_prev and free <= f_first[np.uint64(rf[np.uint64(c0)])]:
                 # every packet comes from one link, so no two arrive at once: none waits
                 for c in range(c0, i):
-                    g = rf[c]
-                    lat = v_tail[rv[c]]
-                    f_first[g] += lat
-                    f_last[g] += lat
-                    if f_expl[g] != 0:
-                        for j in range(f_base[g], f_base[g] + f_n[g]):
-                            tbuf[j] += lat
+                    g = rf[np.uint64(c)]
+                    lat = v_tail[np.uint64(rv[np.uint64(c)])]
+                    f_first[np.uint64(g)] += lat
+                    f_last[np.uint64(g)] += lat
+                    if f_expl[np.uint64(g)] != 0:
+                        for j in range(f_base[np.uint64(g)], f_base[np.uint64(g)] + f_n[np.uint64(g)]):
+                            tbuf[np.uint64(j)] += lat
                 free = hi + 1
             else:
                 total = 0
                 lo = np.int64(1 << 62)
                 for c in range(c0, i):
-                    g = rf[c]
-                    total += f_n[g]
-                    lo = min(lo, f_first[g])
+                    g = rf[np.uint64(c)]
+                    total += f_n[np.uint64(g)]
+                    lo = min(lo, f_first[np.uint64(g)])
                 span = hi - lo + 1
                 final = m > 1 and span < cnt.shape[0] and not want_deliver
                 if final:
-                    lat = v_tail[rv[c0]]
+                    lat = v_tail[np.uint64(rv[np.uint64(c0)])]
                     for c in range(c0, i):
-                        if v_fin[rv[c]] == 0 or v_tail[rv[c]] != lat:
+                        if v_fin[np.uint64(rv[np.uint64(c)])] == 0 or v_tail[np.uint64(rv[np.uint64(c)])] != lat:
                             final = False
                             break
                 if final:
@@ -475,124 +479,126 @@ def noc_program(p, ns, f_ready, f_n, g_off, v_off, v_slot, v_prev, v_tail, v_fin
                     # delivery wanted: the last departure follows from the arrivals per time, without any
                     # packet's own time
                     for u in range(span + 1):
-                        cnt[u] = 0
+                        cnt[np.uint64(u)] = 0
                     for c in range(c0, i):
-                        g = rf[c]
-                        if f_expl[g] != 0:
-                            for j in range(f_base[g], f_base[g] + f_n[g]):
-                                cnt[tbuf[j] - lo] += 1
-                                cnt[tbuf[j] - lo + 1] -= 1
-                        elif v_prev[rv[c]] >= 0:
-                            cnt[f_first[g] - lo] += 1
-                            cnt[f_last[g] - lo + 1] -= 1
+                        g = rf[np.uint64(c)]
+                        if f_expl[np.uint64(g)] != 0:
+                            for j in range(f_base[np.uint64(g)], f_base[np.uint64(g)] + f_n[np.uint64(g)]):
+                                cnt[np.uint64(tbuf[np.uint64(j)] - lo)] += 1
+                                cnt[np.uint64(tbuf[np.uint64(j)] - lo + 1)] -= 1
+                        elif v_prev[np.uint64(rv[np.uint64(c)])] >= 0:
+                            cnt[np.uint64(f_first[np.uint64(g)] - lo)] += 1
+                            cnt[np.uint64(f_last[np.uint64(g)] - lo + 1)] -= 1
                         else:
-                            cnt[f_first[g] - lo] += f_n[g]
-                            cnt[f_first[g] - lo + 1] -= f_n[g]
+                            cnt[np.uint64(f_first[np.uint64(g)] - lo)] += f_n[np.uint64(g)]
+                            cnt[np.uint64(f_first[np.uint64(g)] - lo + 1)] -= f_n[np.uint64(g)]
                     k = 0
                     for u in range(span):
-                        k += cnt[u]
+                        k += cnt[np.uint64(u)]
                         if k != 0:
                             free = max(lo + u, free) + k
                     for c in range(c0, i):
-                        g = rf[c]
-                        f_last[g] = free - 1 + lat  # (the cluster's last delivery, for every flow of it)
-                        f_first[g] = f_last[g]
-                        f_expl[g] = 0
+                        g = rf[np.uint64(c)]
+                        f_last[np.uint64(g)] = free - 1 + lat  # (the cluster's last delivery, for every flow of it)
+                        f_first[np.uint64(g)] = f_last[np.uint64(g)]
+                        f_expl[np.uint64(g)] = 0
                 elif m > 1 and span < cnt.shape[0]:
                     # a counting sort of the cluster's packets by (arrival, id), O(packets + span): the
                     # packets arriving at one time leave consecutively, in id order, from max(time, free)
                     for c in range(c0 + 1, i):  # the cluster's flows in id order (insertion sort)
-                        g = rf[c]
-                        vg = rv[c]
+                        g = rf[np.uint64(c)]
+                        vg = rv[np.uint64(c)]
                         c2 = c - 1
-                        while c2 >= c0 and rf[c2] > g:
-                            rf[c2 + 1] = rf[c2]
-                            rv[c2 + 1] = rv[c2]
+                        while c2 >= c0 and rf[np.uint64(c2)] > g:
+                            rf[np.uint64(c2 + 1)] = rf[np.uint64(c2)]
+                            rv[np.uint64(c2 + 1)] = rv[np.uint64(c2)]
                             c2 -= 1
-                        rf[c2 + 1] = g
-                        rv[c2 + 1] = vg
+                        rf[np.uint64(c2 + 1)] = g
+                        rv[np.uint64(c2 + 1)] = vg
                     for u in range(span + 1):
-                        cnt[u] = 0
+                        cnt[np.uint64(u)] = 0
                     for c in range(c0, i):  # arrivals per time, as differences: a run adds 1 over [first, last]
-                        g = rf[c]
-                        if f_expl[g] != 0:
-                            for j in range(f_base[g], f_base[g] + f_n[g]):
-                                cnt[tbuf[j] - lo] += 1
-                                cnt[tbuf[j] - lo + 1] -= 1
-                        elif v_prev[rv[c]] >= 0:
-                            cnt[f_first[g] - lo] += 1
-                            cnt[f_last[g] - lo + 1] -= 1
+                        g = rf[np.uint64(c)]
+                        if f_expl[np.uint64(g)] != 0:
+                            for j in range(f_base[np.uint64(g)], f_base[np.uint64(g)] + f_n[np.uint64(g)]):
+                                cnt[np.uint64(tbuf[np.uint64(j)] - lo)] += 1
+                                cnt[np.uint64(tbuf[np.uint64(j)] - lo + 1)] -= 1
+                        elif v_prev[np.uint64(rv[np.uint64(c)])] >= 0:
+                            cnt[np.uint64(f_first[np.uint64(g)] - lo)] += 1
+                            cnt[np.uint64(f_last[np.uint64(g)] - lo + 1)] -= 1
                         else:  # a burst: all at first
-                            cnt[f_first[g] - lo] += f_n[g]
-                            cnt[f_first[g] - lo + 1] -= f_n[g]
+                            cnt[np.uint64(f_first[np.uint64(g)] - lo)] += f_n[np.uint64(g)]
+                            cnt[np.uint64(f_first[np.uint64(g)] - lo + 1)] -= f_n[np.uint64(g)]
                     k = 0
-                    for u in range(span):  # cnt[u] becomes the first departure of the k arrivals at lo + u
-                        k += cnt[u]
+                    for u in range(span):  # cnt[np.uint64(u)] becomes the first departure of the k arrivals at lo + u
+                        k += cnt[np.uint64(u)]
                         if k != 0:
                             d = max(lo + u, free)
                             free = d + k
-                            cnt[u] = d
+                            cnt[np.uint64(u)] = d
                     for c in range(c0, i):
-                        g = rf[c]
-                        lat = v_tail[rv[c]]
-                        b0 = f_base[g]
-                        if f_expl[g] != 0:
-                            for j in range(b0, b0 + f_n[g]):
-                                u = tbuf[j] - lo
-                                tbuf[j] = cnt[u] + lat
-                                cnt[u] += 1
+                        g = rf[np.uint64(c)]
+                        lat = v_tail[np.uint64(rv[np.uint64(c)])]
+                        b0 = f_base[np.uint64(g)]
+                        if f_expl[np.uint64(g)] != 0:
+                            for j in range(b0, b0 + f_n[np.uint64(g)]):
+                                u = tbuf[np.uint64(j)] - lo
+                                tbuf[np.uint64(j)] = cnt[np.uint64(u)] + lat
+                                cnt[np.uint64(u)] += 1
                         else:
-                            u = f_first[g] - lo
-                            step = 0 if v_prev[rv[c]] < 0 else 1
-                            for j in range(b0, b0 + f_n[g]):
-                                tbuf[j] = cnt[u] + lat
-                                cnt[u] += 1
+                            u = f_first[np.uint64(g)] - lo
+                            step = 0 if v_prev[np.uint64(rv[np.uint64(c)])] < 0 else 1
+                            for j in range(b0, b0 + f_n[np.uint64(g)]):
+                                tbuf[np.uint64(j)] = cnt[np.uint64(u)] + lat
+                                cnt[np.uint64(u)] += 1
                                 u += step
-                            f_expl[g] = 1
+                            f_expl[np.uint64(g)] = 1
                 else:  # packet by packet: the earliest head of the m flows, ties to the lower id
                     for c in range(c0, i):
-                        cj[c] = 0
-                        g = rf[c]
-                        if f_expl[g] == 0:  # explicit times (a burst: all at first; a run: first + j)
-                            b0 = f_base[g]
-                            step = 0 if v_prev[rv[c]] < 0 else 1
-                            for j in range(f_n[g]):
-                                tbuf[b0 + j] = f_first[g] + step * j
-                            f_expl[g] = 1
+                        cj[np.uint64(c)] = 0
+                        g = rf[np.uint64(c)]
+                        if f_expl[np.uint64(g)] == 0:  # explicit times (a burst: all at first; a run: first + j)
+                            b0 = f_base[np.uint64(g)]
+                            step = 0 if v_prev[np.uint64(rv[np.uint64(c)])] < 0 else 1
+                            for j in range(f_n[np.uint64(g)]):
+                                tbuf[np.uint64(b0 + j)] = f_first[np.uint64(g)] + step * j
+                            f_expl[np.uint64(g)] = 1
                     for _ in range(total):
                         bc = -1
                         bt = np.int64(0)
                         for c in range(c0, i):
-                            g = rf[c]
-                            if cj[c] < f_n[g]:
-                                t = tbuf[f_base[g] + cj[c]]
-                                if bc < 0 or t < bt or (t == bt and g < rf[bc]):
+                            g = rf[np.uint64(c)]
+                            if cj[np.uint64(c)] < f_n[np.uint64(g)]:
+                                t = tbuf[np.uint64(f_base[np.uint64(g)] + cj[np.uint64(c)])]
+                                if bc < 0 or t < bt or (t == bt and g < rf[np.uint64(bc)]):
                                     bc = c
                                     bt = t
-                        g = rf[bc]
+                        g = rf[np.uint64(bc)]
                         d = max(bt, free)
                         free = d + 1
-                        tbuf[f_base[g] + cj[bc]] = d + v_tail[rv[bc]]
-                        cj[bc] += 1
+                        tj = np.uint64(f_base[np.uint64(g)] + cj[np.uint64(bc)])
+                        tbuf[tj] = d + v_tail[np.uint64(rv[np.uint64(bc)])]
+                        cj[np.uint64(bc)] += 1
                 for c in range(c0, i):  # back to a run when the times are consecutive
                     if final:
                         break
-                    g = rf[c]
-                    b0 = f_base[g]
-                    f_first[g] = tbuf[b0]
-                    f_last[g] = tbuf[b0 + f_n[g] - 1]
-                    if f_last[g] - f_first[g] == f_n[g] - 1:
-                        f_expl[g] = 0
+                    g = rf[np.uint64(c)]
+                    b0 = f_base[np.uint64(g)]
+                    f_first[np.uint64(g)] = tbuf[np.uint64(b0)]
+                    f_last[np.uint64(g)] = tbuf[np.uint64(b0 + f_n[np.uint64(g)] - 1)]
+                    if f_last[np.uint64(g)] - f_first[np.uint64(g)] == f_n[np.uint64(g)] - 1:
+                        f_expl[np.uint64(g)] = 0
             # the cluster's flows that end here are delivered (the others wait for their next visit)
             for c in range(c0, i):
-                if v_fin[rv[c]] != 0:
-                    g = rf[c]
-                    if f_last[g] > last:
-                        last = f_last[g]
+                if v_fin[np.uint64(rv[np.uint64(c)])] != 0:
+                    g = rf[np.uint64(c)]
+                    if f_last[np.uint64(g)] > last:
+                        last = f_last[np.uint64(g)]
                     if want_deliver:
-                        b0 = f_base[g]
-                        for j in range(f_n[g]):
-                            deliver[b0 + j] = tbuf[b0 + j] if f_expl[g] else f_first[g] + j
+                        b0 = f_base[np.uint64(g)]
+                        for j in range(f_n[np.uint64(g)]):
+                            uj = np.uint64(b0 + j)
+                            deliver[uj] = tbuf[uj] if f_expl[np.uint64(g)] else f_first[np.uint64(g)] + j
     return last
 
 
