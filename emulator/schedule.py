@@ -55,7 +55,7 @@ class Schedule(NamedTuple):
     path_cross: np.ndarray
     path_rank: np.ndarray  #: rank of every path position's link (``noc.link_ranks``: the flow model's order)
     max_pkt: int  #: most packets one phase (or input phase) can send
-    max_flow: int  #: most flows (router entries, or input destination cores) of one phase
+    max_flow: int  #: most slots of one phase: its router entries, or input destination cores
     # the flow model's program (``noc.FlowProgram``) of phases ``0 .. n_ph-1`` and the static (``n_ph``) and step
     # (``n_ph + 1``) input phases: slot ``s`` of a phase is its ``s``-th router entry (cores in phase order, entries
     # in table order) or input destination core (``sp_core``/``tp_core_in`` order)
