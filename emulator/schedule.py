@@ -238,7 +238,8 @@ def build_schedule(cm: CoreMap) -> Schedule:
     return Schedule(
         stage_ph=stage_ph, ph_off=_i64(ph_off), ph_cores=_i64(ph_cores), ph_r_off=_i64(ph_r_off),
         ph_routes=_i64(ph_routes), dl_routes=_i64(np.flatnonzero(~nd)),
-        ph_rdst=_i64(np.concatenate(rdst)) if rdst else _i64([]), ph_rsrc=_i64(np.concatenate(rsrc)) if rsrc else _i64([]),
+        ph_rdst=_i64(np.concatenate(rdst)) if rdst else _i64([]),
+        ph_rsrc=_i64(np.concatenate(rsrc)) if rsrc else _i64([]),
         dl_dst=dl_dst, dl_src=dl_src, ent_path=_i64(ent_path), tp_off=_i64(tp_off),
         tp_neur=_i64(cm.taps.src[t_order]), path_off=path_off, path_link=path_link, path_lat=path_lat,
         path_hops=path_hops, path_cross=path_cross, path_rank=path_rank, max_pkt=max(max_pkt, 1),
