@@ -129,35 +129,105 @@ class PathTable:
     def __init__(self, chip: ChipSpec, width: int, height: int):
         self.chip, self.width, self.height = chip, width, height
         self._index: dict = {}
-        self._paths: list[list[tuple[int, int, int]]] = []
+        self._n = 0  # paths so far
+        self._chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []  # (lengths, link, lat, kind)
         self._arrays = None  # arrays() of the paths so far
 
     def add(self, src, dst) -> int:
         """Index of the path from ``src`` to ``dst`` (``(x, y)`` or ``None`` for I/O), added if new."""
         key = (None if src is None else (int(src[0]), int(src[1])), None if dst is None else (int(dst[0]), int(dst[1])))
         if key not in self._index:
-            self._index[key] = len(self._paths)
-            self._paths.append(link_path(self.chip, self.width, self.height, key[0], key[1]))
-            self._arrays = None
+            links = np.array(link_path(self.chip, self.width, self.height, key[0], key[1]), np.int64).reshape(-1, 3)
+            self._push(np.array([links.shape[0]], np.int64), links[:, 0], links[:, 1], links[:, 2])
+            self._index[key] = self._n - 1
         return self._index[key]
+
+    def add_many(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        """Indices of the paths from ``src[i]`` to ``dst[i]`` (``[n, 2]`` router coordinates; a row of -1: the host
+        I/O port), the new ones added, each computed as :func:`link_path` does, all at once."""
+        src, dst = np.asarray(src, np.int64).reshape(-1, 2), np.asarray(dst, np.int64).reshape(-1, 2)
+        n = src.shape[0]
+        if not n:
+            return np.zeros(0, np.int64)
+        for p, name in ((src, "src"), (dst, "dst")):
+            ok = (p[:, 0] < 0) | ((p[:, 0] < self.width) & (p[:, 1] >= 0) & (p[:, 1] < self.height))
+            if not ok.all():
+                raise ValueError(f"router {tuple(p[int(np.argmin(ok))].tolist())} is outside the {self.width} x "
+                                 f"{self.height} grid")
+        if np.any((src[:, 0] < 0) & (dst[:, 0] < 0)):
+            raise ValueError("a packet needs a core at one end at least")
+        W1, H1 = self.width + 1, self.height + 1  # (a coordinate + 1: 0 is the host)
+        code = (((src[:, 0] + 1) * H1 + src[:, 1] + 1) * W1 + dst[:, 0] + 1) * H1 + dst[:, 1] + 1
+        u, first, inv = np.unique(code, return_index=True, return_inverse=True)
+        keys = [((int(a), int(b)) if a >= 0 else None, (int(c_), int(d)) if c_ >= 0 else None)
+                for a, b, c_, d in np.concatenate([src[first], dst[first]], axis=1).tolist()]
+        idx = np.array([self._index.get(k, -1) for k in keys], np.int64)
+        new = np.flatnonzero(idx < 0)
+        new = new[np.argsort(first[new], kind="stable")]  # numbered in the order of first use, as add() one by one
+        if new.size:
+            idx[new] = self._n + np.arange(new.size)
+            self._push(*self._xy_paths(src[first[new]], dst[first[new]]))
+            for k, i in zip(new.tolist(), idx[new].tolist()):
+                self._index[keys[k]] = i
+        return idx[inv.reshape(-1)]
+
+    def _xy_paths(self, src: np.ndarray, dst: np.ndarray):
+        """``(lengths, link, lat, kind)`` of XY routes (module doc, :func:`link_path`), vectorised."""
+        noc, L, width = self.chip.noc, _LINKS_PER_ROUTER, self.width
+        cx, cy = self.chip.cores_x, self.chip.cores_y
+        io_in, io_out = L * width * self.height, L * width * self.height + 1
+        s_io, d_io = src[:, 0] < 0, dst[:, 0] < 0
+        x0, y0 = np.where(s_io, 0, src[:, 0]), np.where(s_io, 0, src[:, 1])
+        tx, ty = np.where(d_io, 0, dst[:, 0]), np.where(d_io, 0, dst[:, 1])
+        nx, ny = np.abs(tx - x0), np.abs(ty - y0)
+        lens = nx + ny + 2
+        total = int(lens.sum())
+        path = np.repeat(np.arange(src.shape[0]), lens)
+        p = np.arange(total) - np.repeat(np.cumsum(lens) - lens, lens)  # position in its path
+        link, lat, kind = np.zeros(total, np.int64), np.zeros(total, np.int64), np.zeros(total, np.int64)
+        # the x hops (positions 1 .. nx), then the y hops at column tx
+        dx, dy = np.sign(tx - x0)[path], np.sign(ty - y0)[path]
+        is_x = (p >= 1) & (p <= nx[path])
+        is_y = (p > nx[path]) & (p < lens[path] - 1)
+        cur_x = x0[path] + (p - 1) * dx
+        cur_y = y0[path] + (p - 1 - nx[path]) * dy
+        same_x = (cur_x // cx) == ((cur_x + dx) // cx)
+        same_y = (cur_y // cy) == ((cur_y + dy) // cy)
+        link = np.where(is_x, (y0[path] * width + cur_x) * L + np.where(dx > 0, _XP, _XM), link)
+        link = np.where(is_y, (cur_y * width + tx[path]) * L + np.where(dy > 0, _YP, _YM), link)
+        hop = np.where(is_x, same_x, same_y)
+        lat = np.where(is_x | is_y, np.where(hop, noc.hop_latency_cycles, noc.chip_link_latency_cycles), lat)
+        kind = np.where(is_x | is_y, np.where(hop, _HOP, _CHIP), kind)
+        # the first link (the host's or the source's injection port) and the last (the destination's ejection port,
+        # or the host's)
+        first, last = p == 0, p == lens[path] - 1
+        fi, la = s_io[path], d_io[path]
+        link = np.where(first, np.where(fi, io_in, (y0[path] * width + x0[path]) * L + _INJECT), link)
+        link = np.where(last, np.where(la, io_out, (ty[path] * width + tx[path]) * L + _EJECT), link)
+        lat = np.where(first, np.where(fi, noc.io_latency_cycles, noc.port_latency_cycles), lat)
+        lat = np.where(last, np.where(la, noc.io_latency_cycles, noc.port_latency_cycles), lat)
+        kind = np.where(first, np.where(fi, _IO, _PORT), kind)
+        kind = np.where(last, np.where(la, _IO, _PORT), kind)
+        return lens, link, lat, kind
+
+    def _push(self, lens, link, lat, kind) -> None:
+        self._chunks.append((np.asarray(lens, np.int64), np.asarray(link, np.int64), np.asarray(lat, np.int64),
+                             np.asarray(kind, np.int64)))
+        self._n += int(lens.shape[0])
+        self._arrays = None
 
     def arrays(self):
         """``(off, link, lat, hops, crossings)`` int64 arrays, kept until a path is added (callers do not write them)."""
         if self._arrays is None:
-            off = np.zeros(len(self._paths) + 1, dtype=np.int64)
-            off[1:] = np.cumsum([len(p) for p in self._paths])
-            flat = np.array([e for p in self._paths for e in p], dtype=np.int64).reshape(-1, 3)
-            link, lat, kind = flat[:, 0].copy(), flat[:, 1].copy(), flat[:, 2]
-            which = np.repeat(np.arange(len(self._paths)), np.diff(off))
-            hops = np.bincount(which, weights=kind == _HOP, minlength=len(self._paths)).astype(np.int64)
-            cross = np.bincount(which, weights=(kind == _CHIP) | (kind == _IO),
-                                minlength=len(self._paths)).astype(np.int64)
+            cat = [np.concatenate([ch[i] for ch in self._chunks]) if self._chunks else np.zeros(0, np.int64)
+                   for i in range(4)]
+            lens, link, lat, kind = cat
+            off = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+            which = np.repeat(np.arange(self._n), lens)
+            hops = np.bincount(which, weights=kind == _HOP, minlength=self._n).astype(np.int64)
+            cross = np.bincount(which, weights=(kind == _CHIP) | (kind == _IO), minlength=self._n).astype(np.int64)
             self._arrays = (off, link, lat, hops, cross)
         return self._arrays
-
-    @property
-    def n_links(self) -> int:
-        return n_links(self.width, self.height)
 
     def ranks(self) -> np.ndarray:
         """Rank (:func:`link_ranks`) of every link of every path, aligned with ``arrays()[1]``."""

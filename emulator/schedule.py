@@ -160,30 +160,36 @@ def build_schedule(cm: CoreMap) -> Schedule:
     axon_core = cm.axon_core()
     width, height = grid_shape(chip, chips_of(cm))
     paths = PathTable(chip, width, height)
-    pos = [(int(c.x[i]), int(c.y[i])) for i in range(C)]
     out_bits = c.out_bits.astype(np.int64)
     route_src_core = cm.neuron_core()[cm.routes.src]
 
     phases = stage_phases(cm)
     stage_ph = np.zeros(4, np.int64)
-    ph_cores, ph_off, ph_routes, ph_r_off = [], [0], [], [0]
-    nd = cm.routes.delayed == 0
+    ph_cores, ph_off = [], [0]
+    slot_of_core = np.full(C, -1, np.int64)  # the phase each core runs in (a core runs in one)
     for s in range(3):
         for _, cores in phases[s]:
+            slot_of_core[cores] = len(ph_off) - 1
             ph_cores += cores.tolist()
             ph_off.append(len(ph_cores))
-            ph_routes += np.flatnonzero(nd & np.isin(route_src_core, cores)).tolist()
-            ph_r_off.append(len(ph_routes))
         stage_ph[s + 1] = len(ph_off) - 1
-
-    def by_dst(routes):
-        routes = np.asarray(routes, np.int64)
-        routes = routes[np.argsort(cm.routes.dst[routes], kind="stable")]
-        return _i64(cm.routes.dst[routes]), _i64(cm.routes.src[routes])
-
-    rdst, rsrc = zip(*[by_dst(ph_routes[ph_r_off[i]:ph_r_off[i + 1]]) for i in range(len(ph_r_off) - 1)]) \
-        if len(ph_r_off) > 1 else ((), ())
-    dl_dst, dl_src = by_dst(np.flatnonzero(~nd))
+    n_ph = len(ph_off) - 1
+    nd = cm.routes.delayed == 0
+    # the non-delayed routes written after each phase (those of its cores), ascending; and the same as (destination
+    # axon, source neuron) pairs sorted by destination within each phase, stably (sequential writes; two routes to
+    # one axon keep their order, so the last one wins)
+    r_slot = slot_of_core[route_src_core]
+    sel = np.flatnonzero(nd & (r_slot >= 0))
+    ph_routes = sel[np.argsort(r_slot[sel], kind="stable")]
+    ph_r_off = np.concatenate([[0], np.cumsum(np.bincount(r_slot[sel], minlength=n_ph))]).astype(np.int64)
+    key = r_slot[ph_routes] * (int(cm.num_axons) + 1) + cm.routes.dst[ph_routes]
+    by = ph_routes[np.argsort(key, kind="stable")]
+    del key, r_slot, sel
+    ph_rdst, ph_rsrc = _i64(cm.routes.dst[by]), _i64(cm.routes.src[by])
+    del by
+    dl = np.flatnonzero(~nd)
+    dl = dl[np.argsort(cm.routes.dst[dl], kind="stable")]
+    dl_dst, dl_src = _i64(cm.routes.dst[dl]), _i64(cm.routes.src[dl])
 
     # output taps per core, in tap order
     tap_core = cm.neuron_core()[cm.taps.src]
@@ -195,8 +201,9 @@ def build_schedule(cm: CoreMap) -> Schedule:
 
     # router entries: the path of each, and the most packets a core's entries send in one phase
     ent_core = np.repeat(np.arange(C), np.diff(rt.off))
-    ent_path = np.array([paths.add(pos[s], pos[d] if d >= 0 else None) for s, d in zip(ent_core.tolist(), rt.dst.tolist())],
-                        dtype=np.int64)
+    xy = np.stack([c.x, c.y], axis=1).astype(np.int64)
+    dst_xy = np.where((rt.dst >= 0)[:, None], xy[np.maximum(rt.dst, 0)], -1) if rt.dst.size else np.zeros((0, 2), np.int64)
+    ent_path = paths.add_many(xy[ent_core], dst_xy)
     n_val = np.where(rt.dst >= 0, np.diff(rt.route_off), n_tap[ent_core] if ent_core.size else 0)
     bits = out_bits[ent_core]
     val_bits = np.where(rt.dst >= 0, bits, 8 * value_bytes(bits))
@@ -217,7 +224,7 @@ def build_schedule(cm: CoreMap) -> Schedule:
         dst = cm.feeds.dst[f]
         col = col0_arr[cm.feeds.input[f]] + cm.feeds.elem[f]
         cores, counts = np.unique(axon_core[dst], return_counts=True)
-        pth = np.array([paths.add(None, pos[int(k)]) for k in cores], dtype=np.int64)
+        pth = paths.add_many(np.full((cores.shape[0], 2), -1, np.int64), xy[cores])
         inp.append((_i64(dst), _i64(col), _i64(cores), _i64(counts), _i64(pth)))
         max_pkt = max(max_pkt, int(sum(-(-int(n) * in_bits // P8) for n in counts)))
     for s in range(3):
@@ -238,8 +245,7 @@ def build_schedule(cm: CoreMap) -> Schedule:
     return Schedule(
         stage_ph=stage_ph, ph_off=_i64(ph_off), ph_cores=_i64(ph_cores), ph_r_off=_i64(ph_r_off),
         ph_routes=_i64(ph_routes), dl_routes=_i64(np.flatnonzero(~nd)),
-        ph_rdst=_i64(np.concatenate(rdst)) if rdst else _i64([]),
-        ph_rsrc=_i64(np.concatenate(rsrc)) if rsrc else _i64([]),
+        ph_rdst=ph_rdst, ph_rsrc=ph_rsrc,
         dl_dst=dl_dst, dl_src=dl_src, ent_path=_i64(ent_path), tp_off=_i64(tp_off),
         tp_neur=_i64(cm.taps.src[t_order]), path_off=path_off, path_link=path_link, path_lat=path_lat,
         path_hops=path_hops, path_cross=path_cross, path_rank=path_rank, max_pkt=max(max_pkt, 1),

@@ -324,3 +324,29 @@ def test_flow_program_of_no_packets_and_empty_phases():
     assert pg.s_off.tolist() == [0, 0, 2] and pg.g_off.tolist() == [0, 0, 1] and pg.v_off.tolist() == [0, 2]
     # link 1 is fed by link 0 only (skipped): one group (link 0) with a visit per slot, with the whole path's latency
     assert pg.v_slot.tolist() == [0, 1] and pg.v_tail.tolist() == [2, 2] and pg.v_fin.tolist() == [1, 1]
+
+
+@pytest.mark.parametrize("chip_name", ["tianjic", "tianjicx", "loihi"])
+def test_paths_added_at_once_are_link_path_s_routes_numbered_in_order_of_first_use(chip_name):
+    """PathTable.add_many (vectorised XY routes, used for large maps) against link_path one path at a time: the
+    same links, latencies, hop and crossing counts and path numbers, with host ends and chip boundaries."""
+    from nmc.chip import load_chip
+    from nmc.emulator.noc import PathTable
+    chip = load_chip(chip_name)
+    rng = np.random.default_rng(0)
+    W, H = chip.cores_x * 3, chip.cores_y * 2
+    n = 2000
+    src = np.stack([rng.integers(0, W, n), rng.integers(0, H, n)], 1)
+    dst = np.stack([rng.integers(0, W, n), rng.integers(0, H, n)], 1)
+    src[rng.random(n) < 0.1] = -1
+    dst[(src[:, 0] >= 0) & (rng.random(n) < 0.1)] = -1
+    one, many = PathTable(chip, W, H), PathTable(chip, W, H)
+    want = [one.add(None if s[0] < 0 else tuple(s), None if d[0] < 0 else tuple(d)) for s, d in zip(src, dst)]
+    got = np.concatenate([many.add_many(src[:700], dst[:700]), many.add_many(src[700:], dst[700:])])
+    np.testing.assert_array_equal(got, want)
+    for a, b in zip(one.arrays(), many.arrays()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="outside"):
+        many.add_many(np.array([[W, 0]]), np.array([[0, 0]]))
+    with pytest.raises(ValueError, match="one end"):
+        many.add_many(np.array([[-1, -1]]), np.array([[-1, -1]]))
