@@ -323,7 +323,14 @@ def tiles_of(blocks, out_shape, shape: tuple[int, int, int], budget: int) -> lis
                 # the core map (at most four sizes: inside, right and bottom edge, corner)
                 key = (oc0, nth, ntw)
                 if key not in chunks:
-                    packs = _pack(blocks, chans, nth, ntw, budget)
+                    bud = budget
+                    if (nth, ntw) != (th, tw):  # an edge tile's patch has fewer axons per channel: as many channels
+                        # per chunk as an inside tile's, no more (choose_tiles sized the partial cores' kernels for
+                        # those), so its budget shrinks with its axons per channel
+                        a_in = [_axons_per_channel(b, th, tw) for b in blocks]
+                        a_edge = [_axons_per_channel(b, nth, ntw) for b in blocks]
+                        bud = max(int(budget * min(e / i for e, i in zip(a_edge, a_in))), int(max(a_edge)), 1)
+                    packs = _pack(blocks, chans, nth, ntw, bud)
                     if len(packs) == 1 and sum(n for _, n in chans) > 1:  # (partial cores were asked for: two)
                         packs = _pack(blocks, chans, nth, ntw, max(1, -(-sum(
                             n * min(patch_dims(b, nth, ntw)[0], b.in_shape[1]) *

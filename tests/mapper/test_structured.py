@@ -288,3 +288,26 @@ def test_a_wide_max_pooling_whose_gathered_windows_overlap_compiles_and_emulates
     xp = np.pad(X[:2], ((0, 0), (0, 0), (0, 0), (2, 2)), constant_values=-np.inf)
     want = np.stack([xp[..., 4 * o:4 * o + 20].max(axis=-1) for o in range(12)], axis=-1)  # (60 + 4 - 20) / 4 + 1
     np.testing.assert_allclose(np.asarray(y).reshape(want.shape), want, atol=1 / 255 + 1e-9)
+
+
+def test_edge_tiles_hold_no_more_input_channels_per_partial_core_than_inside_tiles():
+    """Inception v2's 3x3 stride-2 convolution 128 -> 192 channels over 15 x 15 (out 7 x 7) on tianjicx: tiles of
+    192 channels x 1 x 2 outputs, cut by input channels.  By hand: an inside tile's patch is 3 x 5 = 15 axons per
+    channel, so 1,024 axons take 68 channels and a kernel slice of 192 x 68 x 9 = 117,504 B (under 147,456 B); the
+    last column's tiles are 1 x 1 (3 x 3 = 9 axons per channel), which packed 113 channels (1,017 axons) and a
+    195,264-B kernel, refused by the memory rule.  Edge tiles now take at most an inside tile's 68 channels."""
+    from nmc.resources import core_usages
+    rng = np.random.default_rng(0)
+    b = ModelBuilder("edge_tiles", num_steps=1)
+    x = b.input("x", (128, 15, 15))
+    b.output(b.relu(b.conv(x, rng.normal(size=(192, 128, 3, 3)) * 0.05, None, strides=(2, 2), name="conv")))
+    X = rng.uniform(0, 1, size=(2, 128, 15, 15))
+    cm = nmc.compile(b.build(), "tianjicx", calib={"x": X}, tiles="on")
+    kb = cm.kblocks
+    part = kb.geom[:, 0] == 192  # (the merge cores' identity blocks have kc 1)
+    assert kb.geom[part, 3].max() == 68 and set(kb.geom[part, 2].tolist()) == {1, 2}
+    assert max(u.total for u in core_usages(cm)) <= 147456
+    ref = nmc.emulate(cm, {"x": X[:1]}, backend="reference")
+    got = nmc.emulate(cm, {"x": X[:1]})
+    for o in ref.outputs:
+        np.testing.assert_array_equal(np.asarray(got.outputs[o]), np.asarray(ref.outputs[o]))
