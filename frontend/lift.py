@@ -434,7 +434,9 @@ def lift_step(model_or_path, states: list[tuple[str, str]] | None = None, *, see
         states = [(i, o) for i, o, _ in read_convention(model).states]
         if not states:
             raise ModelError("the model declares no state pairs (metadata nmc.state, or outputs named '<input>.next'); "
-                             "pass them: lift_step(model, states=[('mem', 'mem_out'), ...])")
+                             "pass them in Python, lift_step(model, states=[('mem', 'mem_out'), ...]), or, for nmc "
+                             "compile --lift, name the outputs '<state input>.next' or add the nmc.state metadata "
+                             "(docs/onnx_convention.md)")
     g = model.graph
     consts = _consts(g)
     conv = read_convention(model)

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from nmc.errors import ModelError, NmcError, UnsupportedOpError
+from nmc.errors import InputError, ModelError, NmcError, UnsupportedOpError
 from nmc.ir import Graph
 
 from . import nmc_ops
@@ -424,7 +424,13 @@ def nir_to_onnx(path_or_graph, *, dt: float | None = None, discretisation: str =
     preds: dict[str, list[str]] = {n: [a for a, b in edges if b == n] for n in names}
     succs: dict[str, list[str]] = {n: [b for a, b in edges if a == n] for n in names}
 
-    # neurons: discretise
+    # neurons: discretise (continuous-time neurons need the timestep: said first, as the one thing to give)
+    timed = [n for n, k in kinds.items() if k in ("LIF", "IF", "CubaLIF", "LI", "I")]
+    if timed and dt is None:
+        raise InputError(f"NIR is continuous-time and this graph has {len(timed)} neuron node(s) ("
+                         + ", ".join(f"{kinds[n]} '{n}'" for n in timed[:3]) + (", ..." if len(timed) > 3 else "")
+                         + "): give the timestep in seconds, nmc.load_nir(..., dt=1e-4) or nmc compile model.nir "
+                         "--dt 1e-4 (snnTorch's NIR export assumes 1e-4)")
     mode = reset_mode or "zero"
     neurons: dict[str, _Neuron] = {}
     for n, node in nodes.items():

@@ -556,8 +556,7 @@ def emulate(core_map: CoreMap | str | os.PathLike, inputs: Mapping[str, np.ndarr
             f"input '{name}': {n} of {total} values ({100 * n / total:.2g} %) lie outside the range [{lo:.4g}, "
             f"{hi:.4g}] its calibration gave it and were saturated to it; recalibrate with representative inputs"
             + (" (a step input without calibration is taken as spikes, 0 or 1)" if lo == 0 and hi == 1 else ""))
-    if saturated:
-        report["inputs_saturated"] = {k: v[0] for k, v in saturated.items()}
+    report["inputs_saturated"] = {k: v[0] for k, v in saturated.items()}  # (empty: none)
     trace = chrome_trace(cm, res, tb, int(trace_sample), T) if tb is not None else None
     return EmulationResult(outputs=outputs, raw=raw, report=report, result=res, trace=trace, stream_dir=sdir)
 

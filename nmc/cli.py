@@ -177,6 +177,8 @@ def cmd_run(a: argparse.Namespace) -> int:
           + (f"; outputs -> {a.output}" if a.output else "")
           + (f"; per-step outputs {sorted(streamed)} streamed -> {res.stream_dir}/<name>.npy" if streamed else "")
           + (f"; report -> {a.report}" if a.report else "") + _write_trace(a, res))
+    for w in r.get("warnings", []):  # (e.g. inputs saturated to their calibrated range: counted, never silent)
+        print(f"warning: {w}", file=sys.stderr)
     return 0
 
 

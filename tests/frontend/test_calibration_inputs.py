@@ -30,7 +30,7 @@ def test_a_spiking_model_with_spike_step_inputs_compiles_without_calibration():
     x = (np.random.default_rng(0).random((6, 3, 4)) < 0.5).astype(float)
     res = nmc.emulate(cm, {"spikes": x})
     np.testing.assert_array_equal(res.outputs[out], run_float(load_onnx(m), {"spikes": x})[out])
-    assert "inputs_saturated" not in res.report
+    assert res.report["inputs_saturated"] == {}  # (always there: none saturated)
 
 
 def test_values_outside_the_calibrated_range_are_counted_and_reported():
@@ -43,6 +43,18 @@ def test_values_outside_the_calibrated_range_are_counted_and_reported():
     assert rep["inputs_saturated"] == {"spikes": 2}
     w = [w for w in rep["warnings"] if w.startswith("input 'spikes'")]
     assert w and "2 of 48 values" in w[0] and "[0, 1]" in w[0] and "taken as spikes" in w[0]
+
+
+def test_nmc_run_prints_the_saturation_warning(tmp_path, capsys):
+    from nmc.cli import main
+    m, out = _snn()
+    nmc.save(nmc.compile(m), tmp_path / "m.nmc")
+    x = np.zeros((6, 2, 4))
+    x[0, 0, 0] = 3.0
+    np.savez(tmp_path / "x.npz", spikes=x)
+    assert main(["run", str(tmp_path / "m.nmc"), "--input", str(tmp_path / "x.npz")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: input 'spikes': 1 of 48 values" in err and "saturated" in err
 
 
 def test_an_ann_input_beyond_its_calibration_is_reported():
