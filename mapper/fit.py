@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nmc.chip import ChipSpec
-from nmc.errors import PassError
+from nmc.errors import DoesNotFitError, PassError
+from nmc.files import size_text
 from nmc.resources import core_usage, unit_weight_bits
 from nmc.rules import count_router_entries
 
@@ -164,12 +165,55 @@ def routing_shortfall(q: Quantized, chip: ChipSpec, pieces: list[Piece], wiring:
     return out
 
 
-def fit(q: Quantized, chip: ChipSpec, objective: str = "latency", tiles: str = "auto") -> Fit:
+#: peak host memory of the rest of a compile from its partition: a base, bytes per axon (its route, patch entry,
+#: initial value, the wiring's and placement's copies) and per dense weight (the block, emit's and the rules'
+#: copies).  Fitted (non-negative least squares, then scaled so that none of them is underestimated) on five of
+#: the onnx wheel's light models compiled for tianjicx (ResNet-50, SqueezeNet, AlexNet, Inception v2, VGG-19) and
+#: tested on four others (DenseNet-121, ShuffleNet, Inception v1, ZFNet-512): estimates 1.13-1.95x their peaks
+#: (docs/performance.md).
+HOST_BASE_BYTES = 350 << 20
+HOST_BYTES_PER_AXON = 160
+HOST_BYTES_PER_DENSE_WEIGHT = 2.5
+
+
+def host_estimate(q: Quantized, pieces: list[Piece]) -> tuple[int, dict[int, int]]:
+    """Estimated peak host bytes of compiling these pieces, and each layer's share (module constants)."""
+    per: dict[int, int] = {}
+    for p in pieces:
+        b = HOST_BYTES_PER_AXON * p.n_axons + (HOST_BYTES_PER_DENSE_WEIGHT * p.n_axons * p.n_neurons
+                                                if p.tile is None else 0)
+        per[p.layer] = per.get(p.layer, 0) + int(b)
+    return HOST_BASE_BYTES + sum(per.values()), per
+
+
+def check_host(q: Quantized, pieces: list[Piece], budget: int | None) -> None:
+    """Refuse (:class:`DoesNotFitError`) a partition whose mapping would take more host memory than ``budget``,
+    before the passes that take it, naming the layers that take most."""
+    if budget is None:
+        return
+    est, per = host_estimate(q, pieces)
+    if est <= budget:
+        return
+    top = sorted(per.items(), key=lambda kv: -kv[1])[:3]
+    n_dense = sum(1 for p in pieces if p.tile is None)
+    raise DoesNotFitError(
+        f"mapping '{q.lg.graph.name}' onto {len(pieces):,} cores ({n_dense:,} of them dense weight blocks) would take "
+        f"about {size_text(est)} of host memory, more than the {size_text(budget)} this process can spare; most in "
+        + ", ".join(f"layer '{q.lg.layers[li].name}' ({size_text(b)})" for li, b in top)
+        + ". Fix: compile on a machine with more memory, or make those layers smaller; layers kept as dense blocks "
+          "cost about 2.5 B per weight of their blocks, tiled ones (--tiles on) about 160 B per axon")
+
+
+def fit(q: Quantized, chip: ChipSpec, objective: str = "latency", tiles: str = "auto",
+        host_budget: int | None = None) -> Fit:
     """Partition and connect, reserving routing-table entries until every table fits, add relay cores, and
-    fold cores for ``objective`` (module doc; mapper/fold.py)."""
+    fold cores for ``objective`` (module doc; mapper/fold.py); ``host_budget``: host bytes the mapping may take
+    (refused after partitioning, before connecting, when :func:`host_estimate` says more)."""
     reserve: dict[int, int] = {}
     while True:
         pieces = partition(q, chip, reserve, tiles)
+        if not reserve:
+            check_host(q, pieces, host_budget)
         wiring = connect(q.lg, pieces)
         short = routing_shortfall(q, chip, pieces, wiring)
         grown = {li: n for li, n in short.items() if n > reserve.get(li, 0)}

@@ -194,7 +194,7 @@ def _quantize(ctx: Context, layers: LayerGraph, ranges: Ranges) -> Quantized:
 
 
 def _fit(ctx: Context, q: Quantized) -> Fit:
-    return fit(q, ctx.chip, ctx.options.get("objective", "latency"), ctx.options.get("tiles", "auto"))
+    return fit(q, ctx.chip, ctx.options.get("objective", "latency"), ctx.options.get("tiles", "auto"), ctx.host_budget)
 
 
 def _place(ctx: Context, f: Fit) -> Placement:

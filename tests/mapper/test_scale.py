@@ -377,3 +377,21 @@ def test_owner_of_indices_by_hand_and_by_both_paths():
     off = np.concatenate([[0], np.cumsum(rng.integers(0, 5, 300))])
     idx = rng.integers(0, off[-1], 5000)
     np.testing.assert_array_equal(owner(off, idx), np.searchsorted(off, idx, side="right") - 1)
+
+
+def test_the_partition_is_refused_when_its_mapping_would_exceed_the_host_budget():
+    """After partitioning, before connecting: a dense 4 -> 8 layer on tianjic is one core of 4 axons and a dense
+    block of 4 x 8 weights, so by hand the estimate is 350 MiB + 160 B x 4 + 2.5 B x 32 = 367,002,320 B
+    (mapper/fit.py's constants).  One byte less is refused, naming the layer; that much is mapped."""
+    from nmc.chip import load_chip
+    from nmc.frontend import load_onnx
+    from nmc.mapper.passes import map_graph
+    b = ModelBuilder("tiny", num_steps=1)
+    x = b.input("x", (4,))
+    b.output(b.gemm(x, np.arange(32.0).reshape(8, 4) / 32, name="fc"))
+    g = load_onnx(b.build())
+    chip = load_chip("tianjic")
+    calib = {"x": np.ones((2, 4))}
+    with pytest.raises(DoesNotFitError, match=r"would take about .* of host memory, more than .*layer 'fc'"):
+        map_graph(g, chip, calib, host_budget=367_002_319)
+    assert map_graph(g, chip, calib, host_budget=367_002_320).num_cores == 1
