@@ -33,7 +33,7 @@ def estimate_bytes(cm: CoreMap, batch: int, steps: int, stream: bool = False) ->
     per_sample = (N * S + A + C * 12 + 2 * n_static_in) * _I8
     # the Numba kernel reads shared-kernel cores as kernels, except those whose blocks share axons (expanded to dense
     # blocks; the reference expands one core at a time)
-    exp = (cm.cores.w_fmt == 1) & kblock_overlap_cores(cm) if np.any(cm.cores.w_fmt) else np.zeros(C, bool)
+    exp = kblock_overlap_cores(cm)  # (no shared-kernel core: none)
     dense = int(cm.weights.data.nbytes) + int(np.sum((np.diff(cm.cores.axon_off) * np.diff(cm.cores.neuron_off))[exp]))
     constants = dense * 2 + (N * (S + 8) + A * 2 + int(cm.routes.src.shape[0]) * 3) * _I8
     return B * T * per_step + B * per_sample + constants

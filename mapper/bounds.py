@@ -51,8 +51,10 @@ __all__ = ["LayerBound", "Bounds", "bounds", "check_bounds", "HOST_BYTES_PER_SYN
 HOST_BYTES_PER_SYNAPSE = 120
 #: peak host bytes of a tiled layer: the larger of these per output neuron and per unfolded synapse (its neurons,
 #: patch axons, routes and kernel blocks; the axons, hence routes, grow with the synapses a core's patch covers).
-#: Measured in benchmarks/bench_scale_compile.py: ResNet-50 3.0 GB (11M neurons x 400 = 4.4 GB, 3.95e9
-#: synapses x 1.2 = 4.7 GB), DenseNet-121 4.4 GB (4.0 / 3.4 GB), VGG-19 21 GB (6.2 / 22.8 GB): docs/performance.md
+#: Set when ResNet-50 peaked at 3.0 GB (11M neurons x 400 = 4.4 GB, 3.95e9 synapses x 1.2 = 4.7 GB),
+#: DenseNet-121 at 4.4 GB (4.0 / 3.4 GB) and VGG-19 at 21 GB (6.2 / 22.8 GB); they now peak at 2.5, 3.4 and 19.7
+#: GiB, and models with large untiled layers above this estimate (AlexNet 4.0 GiB against 1.2): the partition is
+#: checked again with its own axons and dense blocks (mapper/fit.check_host; docs/performance.md).
 HOST_BYTES_PER_TILED_NEURON = 400
 HOST_BYTES_PER_TILED_SYNAPSE = 1.2
 #: models with at least this many unfolded synapses (about a second of mapping) are refused as soon as their
