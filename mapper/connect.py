@@ -18,7 +18,72 @@ from nmc.rules import owner
 from .lower import LayerGraph
 from .partition import Piece
 
-__all__ = ["Wiring", "connect", "dataflow", "phases_of"]
+__all__ = ["RouteGroups", "Wiring", "connect", "dataflow", "phases_of", "route_groups"]
+
+
+@dataclass(frozen=True, eq=False)
+class RouteGroups:
+    """The routes of every (source core, destination core) pair.  Routes are sorted by (source core, destination
+    core, destination axon), so a pair's routes are one run ``off[k]:off[k+1]``; pairs ascend."""
+
+    src: np.ndarray  #: [K] source core (int32)
+    dst: np.ndarray  #: [K] destination core (int32)
+    off: np.ndarray  #: [K+1] route offsets (int64)
+    n_delayed: np.ndarray  #: [K] how many of the run's routes are delayed (cross a spike state pair)
+
+    def pairs(self) -> np.ndarray:
+        """Distinct (source core, destination core, delayed) triples, ascending, ``[3, P]``."""
+        n = np.diff(self.off)
+        now, later = self.n_delayed < n, self.n_delayed > 0
+        k = np.flatnonzero(now).tolist() + np.flatnonzero(later).tolist()
+        d = np.concatenate([np.zeros(int(now.sum()), np.int64), np.ones(int(later.sum()), np.int64)])
+        k = np.asarray(k, np.int64)
+        o = np.lexsort((d, k))
+        return np.stack([self.src[k[o]].astype(np.int64), self.dst[k[o]].astype(np.int64), d[o]])
+
+    def entries(self, C: int) -> np.ndarray:
+        """Destination cores of every core's routes (its routing-table entries, without the host port)."""
+        return np.bincount(self.src, minlength=C).astype(np.int64)
+
+    def of_core(self, c: int) -> slice:
+        """The pairs (indices into ``src``, ``dst``, ``off``) whose source is core ``c``."""
+        return slice(int(np.searchsorted(self.src, c)), int(np.searchsorted(self.src, c, side="right")))
+
+
+#: routes scanned at a time by :func:`route_groups` (temporaries of this many int64s)
+GROUP_CHUNK = 1 << 22
+
+
+def route_groups(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndarray, route_dst: np.ndarray,
+                 route_delayed: np.ndarray) -> RouteGroups:
+    """The :class:`RouteGroups` of routes sorted by (source core, destination core): one linear scan, a chunk of
+    :data:`GROUP_CHUNK` routes at a time (at VGG-19's 170M routes, no array of the routes' size)."""
+    R = int(route_src.shape[0])
+    n_dst = max(int(axon_off.shape[0]) - 1, 1)
+    src, dst, start = [], [], []
+    prev = -1
+    for i0 in range(0, R, GROUP_CHUNK):
+        s = np.searchsorted(neuron_off, route_src[i0:i0 + GROUP_CHUNK], side="right") - 1
+        d = np.searchsorted(axon_off, route_dst[i0:i0 + GROUP_CHUNK], side="right") - 1
+        key = s * n_dst + d
+        new = np.empty(key.shape[0], bool)
+        new[0] = key[0] != prev
+        np.not_equal(key[1:], key[:-1], out=new[1:])
+        if key[0] < prev or np.any(key[1:] < key[:-1]):
+            raise AssertionError("routes are not sorted by (source core, destination core)")  # internal invariant
+        i = np.flatnonzero(new)
+        src.append(s[i].astype(np.int32))
+        dst.append(d[i].astype(np.int32))
+        start.append(i + i0)
+        prev = int(key[-1])
+
+    def cat(xs, dt):
+        return np.concatenate(xs).astype(dt, copy=False) if xs else np.zeros(0, dt)
+
+    starts = cat(start, np.int64)
+    nd = np.add.reduceat(route_delayed, starts, dtype=np.int64) if R else np.zeros(0, np.int64)
+    return RouteGroups(src=cat(src, np.int32), dst=cat(dst, np.int32), off=np.append(starts, R).astype(np.int64),
+                       n_delayed=nd)
 
 
 @dataclass(frozen=True, eq=False)
@@ -37,6 +102,7 @@ class Wiring:
     host_inputs: list[str]  #: static/step graph inputs, in feed index order
     phase: np.ndarray  #: [C]
     dag: nx.DiGraph  #: core dataflow graph (edge weight = values routed)
+    groups: RouteGroups  #: the routes of every (source core, destination core) pair
     out_taps: list[np.ndarray]  #: neurons of each reported graph output that is not a membrane, in report order
 
     def axon_init(self) -> np.ndarray:
@@ -45,6 +111,15 @@ class Wiring:
         init = np.zeros(int(self.axon_off[-1]), np.int64)
         init[self.init_axons] = self.init_values
         return init
+
+    def router_entries(self) -> np.ndarray:
+        """Every core's routing-table entries: its destination cores, +1 for the host port when it holds an output
+        tap (what ``nmc.rules.count_router_entries`` counts from the routes)."""
+        n = self.groups.entries(int(self.neuron_off.shape[0]) - 1)
+        taps = self.tap_neurons()
+        if taps.size:
+            n[np.unique(owner(self.neuron_off, taps))] += 1
+        return n
 
     def tap_neurons(self) -> np.ndarray:
         """Every neuron whose output register is sent to the host (the core-map ``out_src``)."""
@@ -156,11 +231,11 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
     rd = rd[order]
     rl = cat(r_del, np.int8)[order]
     del r_del, order
-    route_src, route_dst, route_delayed, dag, pairs = dataflow(neuron_off, axon_off, rs, rd, rl, is_sorted=True)
+    route_src, route_dst, route_delayed, dag, groups = dataflow(neuron_off, axon_off, rs, rd, rl, is_sorted=True)
     del rs, rd, rl
     stage = [lg.layers[p.layer].stage for p in pieces]
     try:
-        phase = phases_of(C, stage, pairs)
+        phase = phases_of(C, stage, groups.pairs())
     except nx.NetworkXUnfeasible as e:
         names = sorted({lg.layers[pieces[s].layer].name for s, _ in e.args[1]})
         raise MappingError(f"layers {names} form a loop inside one timestep; a recurrence must go through a "
@@ -171,7 +246,7 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
                   route_dst=route_dst, route_delayed=route_delayed, feed_input=cat(f_in, np.int32),
                   feed_elem=cat(f_el, np.int64), feed_dst=cat(f_dst, np.int64), init_axons=i_ax[o],
                   init_values=cat(i_val, np.int64)[o],
-                  host_inputs=host_inputs, phase=phase, dag=dag, out_taps=out_taps)
+                  host_inputs=host_inputs, phase=phase, dag=dag, groups=groups, out_taps=out_taps)
 
 
 def _route_order(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndarray, route_dst: np.ndarray):
@@ -186,27 +261,18 @@ def _route_order(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.nda
 def dataflow(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndarray, route_dst: np.ndarray,
              route_delayed: np.ndarray, is_sorted: bool = False):
     """Routes sorted by (source core, destination core, destination axon), the core dataflow graph (edge
-    weight = values routed) and the distinct (source core, destination core, delayed) triples ``[3, K]``
-    (``is_sorted``: the routes are in that order already)."""
+    weight = values routed) and the routes' :class:`RouteGroups` (``is_sorted``: the routes are in that order
+    already)."""
     C = neuron_off.shape[0] - 1
     if not is_sorted:
         order = _route_order(neuron_off, axon_off, route_src, route_dst)
         route_src, route_dst, route_delayed = route_src[order], route_dst[order], route_delayed[order]
         del order
-    # core indices as int32 (at most nmc.chip.MAX_SYSTEM_CORES = 2^22)
-    src_core = owner(neuron_off, route_src).astype(np.int32)
-    dst_core = owner(axon_off, route_dst).astype(np.int32)
+    groups = route_groups(neuron_off, axon_off, route_src, route_dst, route_delayed)
     dag = nx.DiGraph()
     dag.add_nodes_from(range(C))
-    pairs, counts = _distinct_pairs(src_core, dst_core, route_delayed, C)
-    del src_core, dst_core
-    if pairs.shape[1]:  # one edge per (source, destination), delayed or not, weight = its routes, in pair order
-        sd = pairs[0] * C + pairs[1]
-        new = np.concatenate([[True], sd[1:] != sd[:-1]])
-        start = np.flatnonzero(new)
-        w = np.add.reduceat(counts, start)
-        dag.add_weighted_edges_from(zip(pairs[0, start].tolist(), pairs[1, start].tolist(), w.tolist()))
-    return route_src, route_dst, route_delayed, dag, pairs
+    dag.add_weighted_edges_from(zip(groups.src.tolist(), groups.dst.tolist(), np.diff(groups.off).tolist()))
+    return route_src, route_dst, route_delayed, dag, groups
 
 
 def phases_of(C: int, stage: list[str], pairs: np.ndarray) -> np.ndarray:
@@ -240,20 +306,3 @@ def phases_of(C: int, stage: list[str], pairs: np.ndarray) -> np.ndarray:
         sub.add_edges_from(zip(src.tolist(), dst.tolist()))
         raise nx.NetworkXUnfeasible("a loop inside one timestep", nx.find_cycle(sub))
     return phase
-
-
-def _distinct_pairs(src: np.ndarray, dst: np.ndarray, delayed: np.ndarray, C: int) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct (source core, destination core, delayed) triples in ascending order, ``[3, P]``, and how many
-    routes each has (one sort of a 1-D key)."""
-    if not src.size:
-        return np.zeros((3, 0), np.int64), np.zeros(0, np.int64)
-    key = src.astype(np.int64)  # (in place: no temporaries of the routes' size)
-    key *= C
-    key += dst
-    key *= 2
-    key += delayed
-    key.sort()
-    new = np.concatenate([[True], key[1:] != key[:-1]])
-    u = key[new]
-    counts = np.diff(np.concatenate([np.flatnonzero(new), [key.shape[0]]]))
-    return np.stack([u // 2 // C, u // 2 % C, u % 2]), counts

@@ -19,7 +19,6 @@ from nmc.chip import ChipSpec
 from nmc.errors import DoesNotFitError, PassError
 from nmc.files import size_text
 from nmc.resources import core_usage, unit_weight_bits
-from nmc.rules import count_router_entries
 
 from .connect import Wiring, connect
 from .partition import Piece, layer_in_bytes, partition, piece_kernel_bytes
@@ -139,8 +138,7 @@ def routing_shortfall(q: Quantized, chip: ChipSpec, pieces: list[Piece], wiring:
     reserve on that layer's cores.  A core's entries are counted as ``nmc.rules.count_router_entries``
     does (distinct destination cores, +1 for the host port when it holds an output tap)."""
     c = chip.core
-    ents = count_router_entries(wiring.neuron_off, wiring.axon_off, wiring.route_src, wiring.route_dst,
-                                wiring.tap_neurons())
+    ents = wiring.router_entries()
     out: dict[int, int] = {}
     n_ent = np.minimum(ents, c.router_table_entries).tolist()  # relay cores (mapper/relay.py) keep tables in it
     layer_in = {}

@@ -30,9 +30,9 @@ import numpy as np
 from nmc.chip import ChipSpec
 from nmc.errors import InputError
 from nmc.resources import core_usage, unit_weight_bits
-from nmc.rules import count_router_entries, rounds_needed
+from nmc.rules import rounds_needed
 
-from .connect import Wiring, dataflow, phases_of
+from .connect import Wiring, phases_of
 from .partition import Piece, layer_in_bytes, piece_kernel_bytes, piece_kernel_slices
 from .quantize import Quantized
 
@@ -63,7 +63,7 @@ def _usage(q: Quantized, chip: ChipSpec, p: Piece, entries: int) -> int:
 def _costs(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring):
     """Routing-table entries, memory besides shared kernels, and the shared kernels (per core: slice -> (blocks,
     bytes)) of every core (the same for every fold size: computed once)."""
-    ents = count_router_entries(w.neuron_off, w.axon_off, w.route_src, w.route_dst, w.tap_neurons()).tolist()
+    ents = w.router_entries().tolist()
     seen: dict[tuple, int] = {}  # cores of one shape share their usage
     mem, kern = [], []
     for c, p in enumerate(pieces):
@@ -118,7 +118,7 @@ def fold_groups(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring, ca
 
 def _phases(q: Quantized, pieces: list[Piece], pairs: np.ndarray, groups: list[list[int]]) -> np.ndarray:
     """Phases with every fold's members serialised (member j after member j - 1); ``pairs``: the wiring's
-    (source, destination, delayed) core triples (:func:`~mapper.connect.dataflow`)."""
+    (source, destination, delayed) core triples (``Wiring.groups.pairs()``)."""
     chain = [(g[i], g[i + 1], 0) for g in groups for i in range(len(g) - 1)]
     if chain:
         pairs = np.concatenate([pairs, np.array(chain, np.int64).T], axis=1)
@@ -144,7 +144,7 @@ def fold(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring, objective
 
     budget = rounds(w.phase)
     costs = _costs(q, chip, pieces, w)
-    _, _, _, _, pairs = dataflow(w.neuron_off, w.axon_off, w.route_src, w.route_dst, w.route_delayed)
+    pairs = w.groups.pairs()
 
     def attempt(cap: int):
         while cap > 1:

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import networkx as nx
 import numpy as np
 
 from nmc.chip import ChipSpec
 from nmc.neurons import get_model
-from nmc.rules import count_router_entries
 
-from .connect import Wiring, dataflow, phases_of
+from .connect import RouteGroups, Wiring, dataflow, phases_of
 from .partition import Piece
 from .quantize import Quantized
 
@@ -48,36 +48,36 @@ def add_relays(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring) -> 
     E = chip.core.router_table_entries
     cap = min(chip.core.axons, chip.core.neurons)  # values one relay core can forward
     C = len(pieces)
-    ents = count_router_entries(w.neuron_off, w.axon_off, w.route_src, w.route_dst, w.tap_neurons())
+    ents = w.router_entries()
     over = [int(c) for c in np.flatnonzero(ents > E)]
     if not over or E < 2:
         return pieces, w
-    src_core = np.searchsorted(w.neuron_off, w.route_src, side="right") - 1
-    dst_core = np.searchsorted(w.axon_off, w.route_dst, side="right") - 1
-    tapped = np.zeros(C, bool)
+    g = w.groups
     taps = w.tap_neurons()
+    tapped = np.zeros(C, bool)
     if taps.size:
         tapped[np.searchsorted(w.neuron_off, taps, side="right") - 1] = True
-    route_src = w.route_src.copy()
-    # the routes of every source core, in route order (one stable sort instead of a scan per source)
-    by_src = np.argsort(src_core, kind="stable")
-    src_off = np.searchsorted(src_core[by_src], np.arange(C + 1))
     new_pieces: list[Piece] = []
     n_sizes: list[int] = []
-    extra_src: list[np.ndarray] = []
-    extra_dst: list[np.ndarray] = []
+    # only the routes of the cores over their tables change: each such core's routes (one run, routes being sorted
+    # by source core) are taken out, given their new sources, and put back with the relays' routes
+    touched: list[tuple[int, int]] = []  # (first, end) route range of every relayed core, ascending
+    t_src: list[np.ndarray] = []  # the touched routes' new sources, destinations and delays, and the relays' routes
+    t_dst: list[np.ndarray] = []
+    t_del: list[np.ndarray] = []
     for s in over:
         p = pieces[s]
         model = q.lg.layers[p.layer].model if p.kind != "partial" else get_model("partial")
         if p.kind == "partial" or relay_model(model.out_bits) is None:
             continue  # the design rules name the core
-        relayed = by_src[src_off[s]:src_off[s + 1]]
+        gs = g.of_core(s)
+        lo, hi = int(g.off[gs.start]), int(g.off[gs.stop])
+        route_src = w.route_src[lo:hi].copy()  # this core's routes, their sources changed below
         fixed = int(tapped[s])
-        # the routes to every destination core, ascending (one stable sort of this source's routes)
-        to = relayed[np.argsort(dst_core[relayed], kind="stable")]
-        dests, first = np.unique(dst_core[to], return_index=True)
-        bounds = np.append(first, to.shape[0])
-        sel_of = {int(d): to[bounds[i]:bounds[i + 1]] for i, d in enumerate(dests.tolist())}
+        # the routes to every destination core (ascending), as positions in route_src
+        sel_of = {int(d): np.arange(int(g.off[k]) - lo, int(g.off[k + 1]) - lo)
+                  for k, d in zip(range(gs.start, gs.stop), g.dst[gs].tolist())}
+        dests = g.dst[gs]
         # children of the source: ("core", d) leaves or ("relay", [children]) nodes, grouped until they fit
         children: list = [("core", int(d)) for d in dests.tolist()]
         need = {d: np.unique(route_src[sel]) for d, sel in sel_of.items()}
@@ -109,7 +109,7 @@ def add_relays(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring) -> 
             for kind, v in kids:
                 if kind == "core":
                     sel = sel_of[v]
-                    route_src[sel] = holder[w.route_src[sel] - w.neuron_off[s]]
+                    route_src[sel] = holder[w.route_src[lo + sel] - w.neuron_off[s]]
                     continue
                 U = needs((kind, v))
                 r = C + len(new_pieces)
@@ -118,26 +118,72 @@ def add_relays(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring) -> 
                 new_pieces.append(Piece(layer=p.layer, kind="relay", neurons=p.neurons[U - w.neuron_off[s]],
                                         cols=np.zeros(0, np.int64), source=s))
                 n_sizes.append(int(U.shape[0]))
-                extra_src.append(holder[U - w.neuron_off[s]])
-                extra_dst.append(a0 + np.arange(U.shape[0], dtype=np.int64))
+                t_src.append(holder[U - w.neuron_off[s]])
+                t_dst.append(a0 + np.arange(U.shape[0], dtype=np.int64))
+                t_del.append(np.zeros(U.shape[0], np.int8))
                 h = holder.copy()
                 h[U - w.neuron_off[s]] = n0 + np.arange(U.shape[0], dtype=np.int64)
                 assert r == C + len(new_pieces) - 1  # internal invariant: relays are appended in order
                 expand(h, v)
 
+        n_before = len(new_pieces)
         expand(np.arange(w.neuron_off[s], w.neuron_off[s + 1], dtype=np.int64), children)
+        if len(new_pieces) > n_before:
+            touched.append((lo, hi))
+            t_src.append(route_src)
+            t_dst.append(w.route_dst[lo:hi])
+            t_del.append(w.route_delayed[lo:hi])
     if not new_pieces:
         return pieces, w
     sizes = np.array(n_sizes, np.int64)
     neuron_off = np.concatenate([w.neuron_off, w.neuron_off[-1] + np.cumsum(sizes)]).astype(np.int64)
     axon_off = np.concatenate([w.axon_off, w.axon_off[-1] + np.cumsum(sizes)]).astype(np.int64)
-    r_src = np.concatenate([route_src] + extra_src).astype(np.int64)
-    r_dst = np.concatenate([w.route_dst] + extra_dst).astype(np.int64)
-    r_del = np.concatenate([w.route_delayed] + [np.zeros(e.shape[0], np.int8) for e in extra_src]).astype(np.int8)
+    # the touched routes and the relays' in (source core, destination core, axon) order, then spliced into the
+    # untouched ones: a relayed core's stay where its run was, the relay cores' (indices C ...) go last
+    ts, td, tl, _, tg = dataflow(neuron_off, axon_off, np.concatenate(t_src).astype(np.int64),
+                                 np.concatenate(t_dst).astype(np.int64), np.concatenate(t_del).astype(np.int8))
+    seg_src, seg_dst, seg_del, seg_groups = [], [], [], []
+    prev = 0
+    for lo, hi in touched + [(int(w.route_src.shape[0]), int(w.route_src.shape[0]))]:
+        s = int(np.searchsorted(w.neuron_off, w.route_src[lo], side="right") - 1) if lo < hi else C
+        seg_src.append(w.route_src[prev:lo])
+        seg_dst.append(w.route_dst[prev:lo])
+        seg_del.append(w.route_delayed[prev:lo])
+        seg_groups.append((g, int(np.searchsorted(g.off, prev)), int(np.searchsorted(g.off, lo))))
+        t0 = int(np.searchsorted(tg.src, s))
+        t1 = int(np.searchsorted(tg.src, s, side="right")) if lo < hi else int(tg.src.shape[0])
+        a, b = int(tg.off[t0]), int(tg.off[t1])
+        seg_src.append(ts[a:b])
+        seg_dst.append(td[a:b])
+        seg_del.append(tl[a:b])
+        seg_groups.append((tg, t0, t1))
+        prev = hi
+    r_src = np.concatenate(seg_src).astype(np.int64, copy=False)
+    del seg_src
+    r_dst = np.concatenate(seg_dst).astype(np.int64, copy=False)
+    del seg_dst
+    r_del = np.concatenate(seg_del).astype(np.int8, copy=False)
+    del seg_del
+    groups = _splice_groups(seg_groups)
     all_pieces = list(pieces) + new_pieces
     stage = [q.lg.layers[pc.layer].stage for pc in all_pieces]
-    r_src, r_dst, r_del, dag, pairs = dataflow(neuron_off, axon_off, r_src, r_dst, r_del)
-    phase = phases_of(len(all_pieces), stage, pairs)
+    dag = nx.DiGraph()
+    dag.add_nodes_from(range(len(all_pieces)))
+    dag.add_weighted_edges_from(zip(groups.src.tolist(), groups.dst.tolist(), np.diff(groups.off).tolist()))
+    phase = phases_of(len(all_pieces), stage, groups.pairs())
     return all_pieces, replace(w, neuron_off=neuron_off, axon_off=axon_off, route_src=r_src, route_dst=r_dst,
-                               route_delayed=r_del, phase=phase, dag=dag)
+                               route_delayed=r_del, phase=phase, dag=dag, groups=groups)
 
+
+def _splice_groups(segs: list[tuple[RouteGroups, int, int]]) -> RouteGroups:
+    """The groups of routes joined from runs of groups ``(groups, first, end)``, in order."""
+    src, dst, nd, n = [], [], [], []
+    for gr, k0, k1 in segs:
+        src.append(gr.src[k0:k1])
+        dst.append(gr.dst[k0:k1])
+        nd.append(gr.n_delayed[k0:k1])
+        n.append(np.diff(gr.off[k0:k1 + 1]))
+    n = np.concatenate(n).astype(np.int64)
+    return RouteGroups(src=np.concatenate(src).astype(np.int32), dst=np.concatenate(dst).astype(np.int32),
+                       off=np.concatenate([[0], np.cumsum(n)]).astype(np.int64),
+                       n_delayed=np.concatenate(nd).astype(np.int64))

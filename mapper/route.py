@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from nmc.errors import PassError
-from nmc.rules import count_router_entries, owner
+from nmc.rules import count_router_entries
 
+from .connect import RouteGroups
 from .place import Placement
 
 __all__ = ["HOST", "RouteTable", "Routes", "route", "route_table"]
@@ -42,24 +43,15 @@ class RouteTable:
         return np.repeat(np.arange(self.rt_off.shape[0] - 1, dtype=np.int64), np.diff(self.rt_off))
 
 
-def route_table(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndarray, route_dst: np.ndarray,
-                tap_neurons: np.ndarray) -> RouteTable:
-    """The routing table of every core from its routes (sorted by source core, then destination core) and
-    the neurons whose values go to the host (``tap_neurons``)."""
+def route_table(groups: RouteGroups, neuron_off: np.ndarray, tap_neurons: np.ndarray) -> RouteTable:
+    """The routing table of every core from its routes' (source core, destination core) runs (``groups``; routes
+    sorted by source core, then destination core) and the neurons whose values go to the host (``tap_neurons``)."""
     C = neuron_off.shape[0] - 1
-    R = route_src.shape[0]
-    src = owner(neuron_off, route_src)
-    dst = owner(axon_off, route_dst)
-    if R > 1 and np.any((src[1:] < src[:-1]) | ((src[1:] == src[:-1]) & (dst[1:] < dst[:-1]))):
-        raise AssertionError("routes are not sorted by (source core, destination core)")  # connect sorts them
-    first = np.ones(R, bool)
-    first[1:] = (src[1:] != src[:-1]) | (dst[1:] != dst[:-1])
-    starts = np.flatnonzero(first)
-    n_routes = np.diff(np.append(starts, R))
+    n_routes = np.diff(groups.off)
     host = np.unique(np.searchsorted(neuron_off, tap_neurons, side="right") - 1) if tap_neurons.size \
         else np.zeros(0, np.int64)
-    core = np.concatenate([src[starts], host]).astype(np.int64)
-    dest = np.concatenate([dst[starts], np.full(host.shape[0], HOST)]).astype(np.int64)
+    core = np.concatenate([groups.src, host]).astype(np.int64)
+    dest = np.concatenate([groups.dst, np.full(host.shape[0], HOST)]).astype(np.int64)
     count = np.concatenate([n_routes, np.zeros(host.shape[0], np.int64)]).astype(np.int64)
     order = np.lexsort((np.where(dest == HOST, C, dest), core))  # per core: ascending, the host port last
     core, dest, count = core[order], dest[order], count[order]
@@ -125,5 +117,4 @@ class Routes:
 
 def route(p: Placement) -> Routes:
     w = p.fit.wiring
-    return Routes(placement=p, table=route_table(w.neuron_off, w.axon_off, w.route_src, w.route_dst,
-                                                 w.tap_neurons()))
+    return Routes(placement=p, table=route_table(w.groups, w.neuron_off, w.tap_neurons()))

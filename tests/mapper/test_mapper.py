@@ -30,6 +30,8 @@ from nmc.coremap import check_coremap as check_structure
 from nmc.corefile import load as load_coremap
 from nmc.errors import CoreMapError, DoesNotFitError, PassError, QuantizationError, RegistryError
 from nmc.mapper.quantize import Range, Ranges
+import nmc.mapper.connect as connect_mod
+from nmc.mapper.connect import route_groups
 from nmc.mapper.route import route_table
 from nets import hybrid, lossless_snn, spike_inputs
 from randmaps import SHAPES, random_coremap, route_table_arrays
@@ -743,6 +745,25 @@ ROUTED_MODELS = [
 ]
 
 
+@pytest.mark.parametrize("chunk", [1 << 22, 3, 1])
+def test_route_groups_hand_example(monkeypatch, chunk):
+    # cores 0, 1, 2 hold neurons 0-2, 3-4, 5-7 and axons 0-1, 2-5, 6-8; routes sorted by (source core, axon):
+    # core 0 -> axons 2, 3 (core 1; the second delayed) and 6, 7 (core 2; the second delayed), core 1 -> axons 0, 1
+    # (core 0), core 2 -> axons 4, 5 (core 1; the second delayed).  A chunk of 3 cuts the run 0 -> 2 in two.
+    monkeypatch.setattr(connect_mod, "GROUP_CHUNK", chunk)
+    off_n, off_a = np.array([0, 3, 5, 8]), np.array([0, 2, 6, 9])
+    src, dst = np.array([0, 1, 2, 0, 3, 4, 5, 6]), np.array([2, 3, 6, 7, 0, 1, 4, 5])
+    dl = np.array([0, 1, 0, 1, 0, 0, 0, 1], np.int8)
+    g = route_groups(off_n, off_a, src, dst, dl)
+    assert (g.src.tolist(), g.dst.tolist(), g.off.tolist(), g.n_delayed.tolist()) == \
+        ([0, 0, 1, 2], [1, 2, 0, 1], [0, 2, 4, 6, 8], [1, 1, 0, 1])
+    assert g.pairs().T.tolist() == [[0, 1, 0], [0, 1, 1], [0, 2, 0], [0, 2, 1], [1, 0, 0], [2, 1, 0], [2, 1, 1]]
+    assert g.entries(3).tolist() == [2, 1, 1]
+    assert (g.of_core(0), g.of_core(2)) == (slice(0, 2), slice(3, 4))
+    with pytest.raises(AssertionError, match="not sorted"):
+        route_groups(off_n, off_a, src[::-1].copy(), dst[::-1].copy(), dl)
+
+
 def test_route_table_hand_example():
     # fc1 split over partial cores 0, 1 and merge core 2; fc2 (the output) on core 3: each partial core sends
     # its 6 partial sums to the merge core, the merge core its 6 values to fc2, and fc2 holds the output
@@ -838,7 +859,8 @@ def test_randmaps_tables_are_valid_and_match_the_mapper_derivation():
         cm = random_coremap(seed, SHAPES[seed % len(SHAPES)])
         check_structure(cm)
         a = cm.arrays()
-        t = route_table(a["cores.neuron_off"], a["cores.axon_off"], a["routes.src"], a["routes.dst"], a["taps.src"])
+        g = route_groups(a["cores.neuron_off"], a["cores.axon_off"], a["routes.src"], a["routes.dst"], a["routes.delayed"])
+        t = route_table(g, a["cores.neuron_off"], a["taps.src"])
         for k in ("off", "dst", "route_off"):
             np.testing.assert_array_equal(getattr(t, f"rt_{k}"), a[f"router.{k}"], err_msg=k)
 
