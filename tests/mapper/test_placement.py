@@ -116,3 +116,85 @@ def test_chips_auto_picks_a_near_square_grid():
     cx, cy = cm.meta["chips"]
     n_chips = -(-cm.num_cores // 4)
     assert n_chips >= 3 and cx * cy >= n_chips and min(cx, cy) >= 2, (cm.num_cores, cx, cy)
+
+
+# ----------------------------------------------------------------------------- greedy: the pruned search
+def _star(n_leaves: int) -> nx.DiGraph:
+    g = nx.DiGraph()
+    g.add_nodes_from(range(n_leaves + 1))
+    g.add_edges_from((0, i, {"weight": 1}) for i in range(1, n_leaves + 1))
+    return g
+
+
+def test_greedy_hand_example_one_chip():
+    # 3 x 3 cores, one chip: core 0 has no placed neighbour (lowest tie-break cost (x + y) 1e-3 + y 1e-6: (0, 0));
+    # 1: next to 0, (1, 0) costs 1 + 1e-3, (0, 1) 1 + 1.001e-3; 2: (0, 1); 3 (a child of 1): (2, 0) and (1, 1) are
+    # both one hop from (1, 0), (2, 0) has the lower tie-break
+    chip = load_chip("tianjic", {"cores_x": 3, "cores_y": 3})
+    g = nx.DiGraph([(0, 1, {"weight": 1}), (0, 2, {"weight": 1}), (1, 3, {"weight": 1})])
+    pos = place(g, chip, (1, 1), "greedy", ["l"] * 4)
+    assert pos.tolist() == [[0, 0], [1, 0], [0, 1], [2, 0]]
+
+
+def test_greedy_hand_example_avoids_a_chip_crossing():
+    # chips of 2 x 2 cores, 2 x 1 chips (W = 4, H = 2); tianjic: a crossing costs 40 / 2 = 20 hops.  A star of 4
+    # leaves around core 0 at (0, 0): leaves 1, 2 at (1, 0), (0, 1); leaf 3 at (1, 1) (2 hops, same chip) rather
+    # than (2, 0) (2 hops + 20); leaf 4 then has only the other chip: (2, 0) costs 2 + 20 + 2e-3, (2, 1) 3 + 20 + ...
+    chip = load_chip("tianjic", {"cores_x": 2, "cores_y": 2})
+    assert chip.noc.chip_link_latency_cycles / chip.noc.hop_latency_cycles == 20
+    pos = place(_star(4), chip, (2, 1), "greedy", ["l"] * 5)
+    assert pos.tolist() == [[0, 0], [1, 0], [0, 1], [1, 1], [2, 0]]
+
+
+def _greedy_full_scan(dag: nx.DiGraph, chip, W: int, H: int) -> list[tuple[int, int]]:
+    """The greedy placement by scanning every free position for every core (the oracle of the pruned search)."""
+    n = dag.number_of_nodes()
+    try:
+        order = list(nx.lexicographical_topological_sort(dag))
+    except nx.NetworkXUnfeasible:
+        order = list(range(n))
+    gx, gy = np.meshgrid(np.arange(W), np.arange(H), indexing="xy")
+    gx, gy = gx.reshape(-1), gy.reshape(-1)
+    k_cross = chip.noc.chip_link_latency_cycles / chip.noc.hop_latency_cycles
+    und = dag.to_undirected()
+    cost = (gx + gy) * 1e-3 + gy * 1e-6
+    free = np.ones(W * H, bool)
+    pos = {}
+    for c in order:
+        total = cost.copy()
+        for m, a in und[c].items():
+            if m in pos:
+                px, py = pos[m]
+                total = total + a.get("weight", 1) * (np.abs(gx - px) + np.abs(gy - py) + k_cross * (
+                    np.abs(gx // chip.cores_x - px // chip.cores_x) + np.abs(gy // chip.cores_y - py // chip.cores_y)))
+        total[~free] = np.inf
+        k = int(np.argmin(total))
+        free[k] = False
+        pos[c] = (int(gx[k]), int(gy[k]))
+    return [pos[c] for c in range(n)]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_greedy_pruned_search_equals_the_full_scan(seed):
+    # integer weights: every cost is exact in float64, so the sum order cannot break a tie differently
+    chip = load_chip("tianjic", {"cores_x": 6, "cores_y": 5})
+    dag, n = random_dag(seed)
+    chips = (-(-n // 30) + seed % 3, 1) if seed % 2 else (2, -(-n // 60) + seed % 2)
+    W, H = chip.grid(*chips)
+    got = place(dag, chip, chips, "greedy", ["l"] * n)
+    assert [tuple(p) for p in got.tolist()] == _greedy_full_scan(dag, chip, W, H)
+
+
+def test_greedy_order_is_networkx_lexicographical_topological_order():
+    from nmc.mapper.place import _topological_order
+    # by hand: 3 -> 1, 0 -> 2, 1 -> 2: ready {0, 3}: 0; then {3}: 3; then {1}: 1; then 2
+    order = _topological_order(4, np.array([3, 0, 1]), np.array([1, 2, 2]))
+    assert order.tolist() == [0, 3, 1, 2]
+    assert _topological_order(3, np.array([0, 1, 2]), np.array([1, 2, 0])).tolist() == [0, 1, 2]  # a cycle
+    for seed in range(6):
+        dag, n = random_dag(seed)
+        relabel = np.random.default_rng(seed).permutation(n)  # edges no longer from lower to higher nodes
+        g = nx.relabel_nodes(dag, {i: int(relabel[i]) for i in range(n)})
+        s = np.array([u for u, v in g.edges()], np.int64)
+        d = np.array([v for u, v in g.edges()], np.int64)
+        assert _topological_order(n, s, d).tolist() == list(nx.lexicographical_topological_sort(g))
