@@ -18,7 +18,7 @@ from nmc.rules import owner
 from .lower import LayerGraph
 from .partition import Piece
 
-__all__ = ["RouteGroups", "Wiring", "connect", "dataflow", "phases_of", "route_groups"]
+__all__ = ["RouteGroups", "Wiring", "connect", "dataflow", "groups_dag", "phases_of", "route_groups"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,9 +101,14 @@ class Wiring:
     init_values: np.ndarray  #: their values
     host_inputs: list[str]  #: static/step graph inputs, in feed index order
     phase: np.ndarray  #: [C]
-    dag: nx.DiGraph  #: core dataflow graph (edge weight = values routed)
     groups: RouteGroups  #: the routes of every (source core, destination core) pair
     out_taps: list[np.ndarray]  #: neurons of each reported graph output that is not a membrane, in report order
+
+    @property
+    def dag(self) -> nx.DiGraph:
+        """The core dataflow graph (edge weight = values routed), a new graph at every call: built only where it is
+        used (placement), since at VGG-19's 172k cores and 2.8M edges building it takes about 4 s."""
+        return groups_dag(int(self.neuron_off.shape[0]) - 1, self.groups)
 
     def axon_init(self) -> np.ndarray:
         """Every axon's value before step 0 (the core-map ``axons.init``; most are zero, so the wiring keeps only
@@ -231,7 +236,7 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
     rd = rd[order]
     rl = cat(r_del, np.int8)[order]
     del r_del, order
-    route_src, route_dst, route_delayed, dag, groups = dataflow(neuron_off, axon_off, rs, rd, rl, is_sorted=True)
+    route_src, route_dst, route_delayed, groups = dataflow(neuron_off, axon_off, rs, rd, rl, is_sorted=True)
     del rs, rd, rl
     stage = [lg.layers[p.layer].stage for p in pieces]
     try:
@@ -246,7 +251,7 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
                   route_dst=route_dst, route_delayed=route_delayed, feed_input=cat(f_in, np.int32),
                   feed_elem=cat(f_el, np.int64), feed_dst=cat(f_dst, np.int64), init_axons=i_ax[o],
                   init_values=cat(i_val, np.int64)[o],
-                  host_inputs=host_inputs, phase=phase, dag=dag, groups=groups, out_taps=out_taps)
+                  host_inputs=host_inputs, phase=phase, groups=groups, out_taps=out_taps)
 
 
 def _route_order(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndarray, route_dst: np.ndarray):
@@ -260,19 +265,23 @@ def _route_order(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.nda
 
 def dataflow(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndarray, route_dst: np.ndarray,
              route_delayed: np.ndarray, is_sorted: bool = False):
-    """Routes sorted by (source core, destination core, destination axon), the core dataflow graph (edge
-    weight = values routed) and the routes' :class:`RouteGroups` (``is_sorted``: the routes are in that order
-    already)."""
-    C = neuron_off.shape[0] - 1
+    """Routes sorted by (source core, destination core, destination axon) and their :class:`RouteGroups`
+    (``is_sorted``: the routes are in that order already)."""
     if not is_sorted:
         order = _route_order(neuron_off, axon_off, route_src, route_dst)
         route_src, route_dst, route_delayed = route_src[order], route_dst[order], route_delayed[order]
         del order
     groups = route_groups(neuron_off, axon_off, route_src, route_dst, route_delayed)
+    return route_src, route_dst, route_delayed, groups
+
+
+def groups_dag(C: int, groups: RouteGroups) -> nx.DiGraph:
+    """The core dataflow graph of ``C`` cores: an edge per (source core, destination core) pair, weight = its
+    routes (values routed per step)."""
     dag = nx.DiGraph()
     dag.add_nodes_from(range(C))
     dag.add_weighted_edges_from(zip(groups.src.tolist(), groups.dst.tolist(), np.diff(groups.off).tolist()))
-    return route_src, route_dst, route_delayed, dag, groups
+    return dag
 
 
 def phases_of(C: int, stage: list[str], pairs: np.ndarray) -> np.ndarray:

@@ -86,7 +86,9 @@ class Placement:
 
     def metrics(self) -> dict[str, float]:
         """:func:`placement_metrics` of this placement on the static traffic (values routed per step)."""
-        return placement_metrics(self.fit.wiring.dag, self.pos, self.fit.chip)
+        g = self.fit.wiring.groups  # the dag's edges, without building it (at VGG-19's size 2.8M edges)
+        return edge_metrics(g.src.astype(np.int64), g.dst.astype(np.int64), np.diff(g.off).astype(np.float64),
+                            self.pos, self.fit.chip)
 
 
 def traffic_graph(f: Fit, traffic: np.ndarray | None = None) -> nx.DiGraph:
@@ -96,7 +98,7 @@ def traffic_graph(f: Fit, traffic: np.ndarray | None = None) -> nx.DiGraph:
     destinations (host port included) in proportion to the values it routes there."""
     w = f.wiring
     C = len(f.pieces)
-    dag = f.wiring.dag.copy()
+    dag = f.wiring.dag  # (a new graph)
     feeds = np.bincount(np.searchsorted(w.axon_off, w.feed_dst, side="right") - 1, minlength=C) if w.feed_dst.size \
         else np.zeros(C, np.int64)
     taps = w.tap_neurons()
@@ -392,8 +394,12 @@ def placement_metrics(dag: nx.DiGraph, pos: np.ndarray, chip: ChipSpec) -> dict[
     * ``max_link_load``: the most traffic one directed link carries under XY routing;
     * ``chip_crossings``: sum of traffic x chip-to-chip links crossed.
     """
+    return edge_metrics(*_edges(dag), pos, chip)
+
+
+def edge_metrics(s: np.ndarray, d: np.ndarray, w: np.ndarray, pos: np.ndarray, chip: ChipSpec) -> dict[str, float]:
+    """:func:`placement_metrics` of the edges ``s -> d`` with traffic ``w``."""
     pos = np.asarray(pos, np.int64).reshape(-1, 2)
-    s, d, w = _edges(dag)
     W = int(pos[:, 0].max(initial=0)) + 1
     H = int(pos[:, 1].max(initial=0)) + 1
     hops = np.abs(pos[s] - pos[d]).sum(axis=1) if s.size else np.zeros(0, np.int64)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import networkx as nx
 import numpy as np
 
 from nmc.chip import ChipSpec
@@ -140,7 +139,7 @@ def add_relays(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring) -> 
     axon_off = np.concatenate([w.axon_off, w.axon_off[-1] + np.cumsum(sizes)]).astype(np.int64)
     # the touched routes and the relays' in (source core, destination core, axon) order, then spliced into the
     # untouched ones: a relayed core's stay where its run was, the relay cores' (indices C ...) go last
-    ts, td, tl, _, tg = dataflow(neuron_off, axon_off, np.concatenate(t_src).astype(np.int64),
+    ts, td, tl, tg = dataflow(neuron_off, axon_off, np.concatenate(t_src).astype(np.int64),
                                  np.concatenate(t_dst).astype(np.int64), np.concatenate(t_del).astype(np.int8))
     seg_src, seg_dst, seg_del, seg_groups = [], [], [], []
     prev = 0
@@ -167,12 +166,9 @@ def add_relays(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring) -> 
     groups = _splice_groups(seg_groups)
     all_pieces = list(pieces) + new_pieces
     stage = [q.lg.layers[pc.layer].stage for pc in all_pieces]
-    dag = nx.DiGraph()
-    dag.add_nodes_from(range(len(all_pieces)))
-    dag.add_weighted_edges_from(zip(groups.src.tolist(), groups.dst.tolist(), np.diff(groups.off).tolist()))
     phase = phases_of(len(all_pieces), stage, groups.pairs())
     return all_pieces, replace(w, neuron_off=neuron_off, axon_off=axon_off, route_src=r_src, route_dst=r_dst,
-                               route_delayed=r_del, phase=phase, dag=dag, groups=groups)
+                               route_delayed=r_del, phase=phase, groups=groups)
 
 
 def _splice_groups(segs: list[tuple[RouteGroups, int, int]]) -> RouteGroups:
