@@ -247,15 +247,15 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
     (n_off, a_off, w_off, weights, dend, spike_in, model, out_bits, out_lo, out_hi, cparam, bias, nparam,
      state_init, axon_init, route_src, route_dst, rt_off, rt_dst, rt_route_off, sparse, row_off, row_col,
      row_w, kb_off, kb_geom, kb_w, kb_ax_off, kb_ax, ent_whole) = net
-    ph_off, ph_cores, ph_r_off, ph_rdst, ph_rsrc = sch.ph_off, sch.ph_cores, sch.ph_r_off, sch.ph_rdst, sch.ph_rsrc
-    dl_dst, dl_src = sch.dl_dst, sch.dl_src
+    ph_off, ph_cores = sch.ph_off, sch.ph_cores
+    cr_off, cr_dst, cr_src, cr_len = sch.cr_off, sch.cr_dst, sch.cr_src, sch.cr_len
     ent_path, tp_off, tp_neur, stage_ph = sch.ent_path, sch.tp_off, sch.tp_neur, sch.stage_ph
     path_hops, path_cross = sch.path_hops, sch.path_cross
     pg_s_off, pg_s_path, pg_g_off, pg_v_off = sch.pg_s_off, sch.pg_s_path, sch.pg_g_off, sch.pg_v_off
     pg_v_slot, pg_v_prev, pg_v_tail, pg_v_fin = sch.pg_v_slot, sch.pg_v_prev, sch.pg_v_tail, sch.pg_v_fin
     in_b, st_b, w_row_b, soma_cyc, lut_rd = sch.in_b, sch.st_b, sch.w_row_b, sch.soma_cyc, sch.lut_rd
-    sf_dst, sf_col, sp_core, sp_n, sp_path = sch.sf_dst, sch.sf_col, sch.sp_core, sch.sp_n, sch.sp_path
-    tf_dst, tf_col, tp_core_in, tp_n_in, tp_path_in = sch.tf_dst, sch.tf_col, sch.tp_core_in, sch.tp_n_in, sch.tp_path_in
+    sp_core, sp_n, sp_path = sch.sp_core, sch.sp_n, sch.sp_path
+    tp_core_in, tp_n_in, tp_path_in = sch.tp_core_in, sch.tp_n_in, sch.tp_path_in
     S_in, St_in, once_src, once_stage, step_src = io.S, io.St, io.once_src, io.once_stage, io.step_src
     rec_once, rec_step, state_fin, axon_fin, events = res.rec_once, res.rec_step, res.state_final, res.axon_final, res.events
     core_cyc, stage_cyc, step_cyc, phase_cyc, phase_comp = (res.core_cycles, res.stage_cycles, res.step_cycles,
@@ -308,8 +308,11 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                 if (s == 0 and io.has_static) or (s == 1 and io.has_step):
                     npk = 0
                     if s == 0:
-                        for f in range(sf_dst.shape[0]):
-                            axons[sf_dst[f]] = S_in[b, sf_col[f]]
+                        for q in range(cr_off[n_ph + 2], cr_off[n_ph + 3]):  # the static feeds, as runs
+                            d = np.uint64(cr_dst[np.uint64(q)])
+                            o = np.uint64(cr_src[np.uint64(q)])
+                            for j in range(np.uint64(cr_len[np.uint64(q)])):
+                                axons[d + j] = S_in[b, o + j]
                         for q in range(sp_core.shape[0]):
                             n = cdiv(sp_n[q] * in_bits, P8)
                             pth = sp_path[q]
@@ -322,8 +325,11 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                             ev[c, _CROSS] += n * path_cross[pth]
                     else:
                         tt = t - t0
-                        for f in range(tf_dst.shape[0]):
-                            axons[np.uint64(tf_dst[np.uint64(f)])] = St_in[b, tt, np.uint64(tf_col[np.uint64(f)])]
+                        for q in range(cr_off[n_ph + 1], cr_off[n_ph + 2]):  # the step feeds, as runs
+                            d = np.uint64(cr_dst[np.uint64(q)])
+                            o = np.uint64(cr_src[np.uint64(q)])
+                            for j in range(np.uint64(cr_len[np.uint64(q)])):
+                                axons[d + j] = St_in[b, tt, o + j]
                         for q in range(tp_core_in.shape[0]):
                             n = cdiv(tp_n_in[q] * in_bits, P8)
                             pth = tp_path_in[q]
@@ -482,9 +488,12 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                         ev[c, _CROSS] += cr
                     last = noc_program(ph, npk, f_ready, f_n, pg_g_off, pg_v_off, pg_v_slot, pg_v_prev, pg_v_tail,
                                        pg_v_fin, fw, tbuf, cnt, deliver, False)
-                    for q in range(ph_r_off[ph], ph_r_off[ph + 1]):  # by destination axon
-                        # (indices are never negative: no wraparound checks)
-                        axons[np.uint64(ph_rdst[np.uint64(q)])] = out[np.uint64(ph_rsrc[np.uint64(q)])]
+                    for q in range(cr_off[ph], cr_off[ph + 1]):  # the routes as runs (schedule.copy_runs)
+                        # (indices are never negative: unsigned, no wraparound checks)
+                        d = np.uint64(cr_dst[np.uint64(q)])
+                        o = np.uint64(cr_src[np.uint64(q)])
+                        for j in range(np.uint64(cr_len[np.uint64(q)])):
+                            axons[d + j] = out[o + j]
                     pc = max(cmax, last) + barrier
                     cyc += pc
                     phase_cyc[b, ph] += pc
@@ -492,8 +501,11 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                     if row >= 0:
                         _trace_phase(tr, row, ph, pc, cmax, last, npk, f_ready, pg_s_path[pg_s_off[ph]:], f_n)
                 if s == 1:
-                    for q in range(dl_dst.shape[0]):
-                        axons[np.uint64(dl_dst[np.uint64(q)])] = out[np.uint64(dl_src[np.uint64(q)])]
+                    for q in range(cr_off[n_ph], cr_off[n_ph + 1]):  # the delayed routes, as runs
+                        d = np.uint64(cr_dst[np.uint64(q)])
+                        o = np.uint64(cr_src[np.uint64(q)])
+                        for j in range(np.uint64(cr_len[np.uint64(q)])):
+                            axons[d + j] = out[o + j]
                     step_cyc[b, t - t0] = cyc
                     for j in range(step_src.shape[0]):
                         rec_step[b, t - t0, j] = out[step_src[j]]
