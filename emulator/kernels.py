@@ -20,7 +20,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from nmc.coremap import KGEOM, CoreMap, check_coremap, kblock_overlap_cores
+from nmc.coremap import KGEOM, CoreMap, check_coremap, kblock_overlap_cores, n_elems
 from nmc.errors import InputError
 from nmc.neurons import MODELS
 
@@ -75,6 +75,8 @@ class Net(NamedTuple):
     kb_ax_off: np.ndarray  #: [K+1] its patch map kb_ax[kb_ax_off[k]:kb_ax_off[k+1]] (core-local axon or -1)
     kb_ax: np.ndarray
     ent_whole: np.ndarray  #: [E] 1: router entry e's routes read every neuron of its core once (AER: one count a core)
+    ev_cls: np.ndarray  #: [C] the event-list class of a dense mac core (:func:`_axon_classes`), or -1
+    ev_off: np.ndarray  #: [K+1] class k's event list at ev_buf[ev_off[k]:ev_off[k+1]] (its cores' axon count)
 
 
 class IO(NamedTuple):
@@ -246,7 +248,7 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
     model's ``nb_step``), its events, and its compute cycles (``timing.core_cycles``)."""
     (n_off, a_off, w_off, weights, dend, spike_in, model, out_bits, out_lo, out_hi, cparam, bias, nparam,
      state_init, axon_init, route_src, route_dst, rt_off, rt_dst, rt_route_off, sparse, row_off, row_col,
-     row_w, kb_off, kb_geom, kb_w, kb_ax_off, kb_ax, ent_whole) = net
+     row_w, kb_off, kb_geom, kb_w, kb_ax_off, kb_ax, ent_whole, ev_cls, ev_off) = net
     ph_off, ph_cores = sch.ph_off, sch.ph_cores
     cr_off, cr_dst, cr_src, cr_len = sch.cr_off, sch.cr_dst, sch.cr_src, sch.cr_len
     ent_path, tp_off, tp_neur, stage_ph = sch.ent_path, sch.tp_off, sch.tp_neur, sch.stage_ph
@@ -274,7 +276,14 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
         max_nn = max(max_nn, n_off[c + 1] - n_off[c])
         max_na = max(max_na, a_off[c + 1] - a_off[c])
     acc = np.zeros(max_nn, np.int64)
-    ev_ax = np.zeros(max_na + 1, np.int64)  # a core's nonzero axons (event list)
+    # the nonzero axons (event list) of a dense mac core: of its class (shared by the cores of one phase whose axons
+    # hold the same values, see _axon_classes), built by the first of them in each phase run, or (class -1) in the
+    # scratch list at the end
+    ev_scr = np.uint64(ev_off[ev_off.shape[0] - 1])
+    ev_buf = np.zeros(ev_off[ev_off.shape[0] - 1] + max_na + 1, np.int64)
+    ev_nz = np.zeros(max(ev_off.shape[0] - 1, 1), np.int64)
+    ev_stamp = np.full(max(ev_off.shape[0] - 1, 1), -1, np.int64)  # the phase run (ps) that built the class's list
+    ps = 0
     comp = np.zeros(C, np.int64)
     f_ready = np.zeros(sch.max_flow, np.int64)  # a phase's slots (noc.FlowProgram): ready time and packets
     f_n = np.zeros(sch.max_flow, np.int64)
@@ -350,6 +359,7 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                 # ---- the stage's phases
                 for ph in range(stage_ph[s], stage_ph[s + 1]):
                     cmax = 0
+                    ps += 1
                     for q in range(ph_off[ph], ph_off[ph + 1]):
                         c = ph_cores[q]
                         # -- the dendrite of core c
@@ -392,14 +402,22 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                                 # the nonzero axons first (an event list, without a branch per axon), a request for
                                 # each of their rows, then the rows: the rows are scattered cache lines, whose misses
                                 # cost more than the additions (measured: 8% of the kernel's time on the bench)
-                                ua0 = np.uint64(a0)
-                                for i in range(na):
-                                    ev_ax[nz] = i
-                                    nz += axons[ua0 + np.uint64(i)] != 0
+                                kc = ev_cls[c]
+                                eo = np.uint64(ev_off[kc]) if kc >= 0 else ev_scr
+                                if kc < 0 or ev_stamp[kc] != ps:
+                                    ua0 = np.uint64(a0)
+                                    for i in range(na):
+                                        ev_buf[eo + np.uint64(nz)] = i
+                                        nz += axons[ua0 + np.uint64(i)] != 0
+                                    if kc >= 0:
+                                        ev_stamp[kc] = ps
+                                        ev_nz[kc] = nz
+                                else:  # a core of this phase with the same axon values built it
+                                    nz = ev_nz[kc]
                                 for u in range(nz):
-                                    _prefetch(weights, np.uint64(w0 + ev_ax[u] * nn))
+                                    _prefetch(weights, np.uint64(w0 + ev_buf[eo + np.uint64(u)] * nn))
                                 for u in range(nz):
-                                    i = ev_ax[u]
+                                    i = ev_buf[eo + np.uint64(u)]
                                     x = axons[a0 + i]
                                     # unsigned offsets: no negative-index wraparound, so contiguous vector loads
                                     o = np.uint64(w0 + i * nn)
@@ -628,6 +646,7 @@ def _net(cm: CoreMap) -> Net:
     slot_ent = np.repeat(np.arange(E, dtype=np.int64), np.where(cand, nn, 0))
     missed = np.bincount(slot_ent, weights=hits == 0, minlength=E)
     ent_whole = (cand & (missed == 0)).astype(np.int64)
+    ev_cls, ev_off = _axon_classes(cm, (sparse == 0) & (c.dendrite == 0))
     return Net(n_off=_i64(c.neuron_off), a_off=_i64(c.axon_off), w_off=_i64(w_off),
                weights=np.ascontiguousarray(data, dtype=np.int8), dend=_i64(c.dendrite),
                spike_in=_i64(c.spike_in), model=_i64(c.model), out_bits=_i64(c.out_bits), out_lo=_i64(c.out_lo),
@@ -637,7 +656,45 @@ def _net(cm: CoreMap) -> Net:
                rt_route_off=_i64(cm.router.route_off), sparse=sparse, row_off=row_off, row_col=row_col, row_w=row_w,
                kb_off=kb_off, kb_geom=_i64(kb.geom.reshape(-1, len(KGEOM))), kb_w=_i64(kb.w_off),
                kb_ax_off=_i64(kb.ax_off), kb_ax=np.ascontiguousarray(cm.kpatch.ax, dtype=np.int32),
-               ent_whole=ent_whole)
+               ent_whole=ent_whole, ev_cls=ev_cls, ev_off=ev_off)
+
+
+def _axon_classes(cm: CoreMap, dense_mac: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(ev_cls [C], ev_off [K+1])``: classes of the dense mac cores (``dense_mac`` [C]) whose axons always hold the
+    same values, axon for axon, within a phase: same axon count and, for every axon, the same initial value and the
+    same single writer (a route from one source neuron, delayed or not, or an input feed of one input element) or
+    none.  Then the axons of two such cores were written by the same writes of the same values, so while a phase
+    runs (no axon is written until its cores are done) their nonzero axons, the event list, are the same: the
+    kernel builds it once per class and phase run.  A core with an axon of two or more writers, and a core alike
+    to no other, gets -1 (its own list, each time)."""
+    c = cm.cores
+    C, A = cm.num_cores, cm.num_axons
+    ev_cls = np.full(C, -1, np.int64)
+    na = np.diff(c.axon_off).astype(np.int64)
+    cores = np.flatnonzero(dense_mac & (na > 0) & (np.diff(c.neuron_off) > 0))
+    if cores.size < 2:
+        return ev_cls, np.zeros(1, np.int64)
+    # every axon's writer as one code: route 2 * src + delayed (>= 0); feed -2 - (its input element's index among
+    # all inputs' elements); none -1; two or more writers: the core is left out
+    e0 = np.concatenate([[0], np.cumsum([n_elems(i) for i in cm.meta["inputs"]])]).astype(np.int64)
+    dst = np.concatenate([cm.routes.dst, cm.feeds.dst]).astype(np.int64)
+    code = np.concatenate([2 * cm.routes.src.astype(np.int64) + (cm.routes.delayed != 0),
+                           -2 - (e0[cm.feeds.input.astype(np.int64)] + cm.feeds.elem.astype(np.int64))])
+    writers = np.bincount(dst, minlength=A)
+    w_code = np.full(A, -1, np.int64)
+    w_code[dst] = code
+    multi = np.bincount(cm.axon_core()[writers > 1], minlength=C) > 0
+    groups: dict[bytes, list[int]] = {}
+    init = cm.axons.init.astype(np.int64)
+    for k in cores[~multi[cores]].tolist():
+        a0, a1 = int(c.axon_off[k]), int(c.axon_off[k + 1])
+        groups.setdefault(w_code[a0:a1].tobytes() + init[a0:a1].tobytes(), []).append(k)
+    off = [0]
+    for ks in groups.values():
+        if len(ks) > 1:
+            ev_cls[ks] = len(off) - 1
+            off.append(off[-1] + int(na[ks[0]]))
+    return ev_cls, np.asarray(off, np.int64)
 
 
 def _consts(cm: CoreMap) -> ChipConsts:
