@@ -20,7 +20,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from nmc.coremap import KGEOM, CoreMap, check_coremap, kblock_overlap_cores
+from nmc.coremap import KGEOM, CoreMap, check_coremap, kblock_overlap_cores, n_elems
 from nmc.errors import InputError
 from nmc.neurons import MODELS
 
@@ -75,6 +75,8 @@ class Net(NamedTuple):
     kb_ax_off: np.ndarray  #: [K+1] its patch map kb_ax[kb_ax_off[k]:kb_ax_off[k+1]] (core-local axon or -1)
     kb_ax: np.ndarray
     ent_whole: np.ndarray  #: [E] 1: router entry e's routes read every neuron of its core once (AER: one count a core)
+    ev_cls: np.ndarray  #: [C] the event-list class of a dense mac core (:func:`_axon_classes`), or -1
+    ev_off: np.ndarray  #: [K+1] class k's event list at ev_buf[ev_off[k]:ev_off[k+1]] (its cores' axon count)
 
 
 class IO(NamedTuple):
@@ -246,16 +248,16 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
     model's ``nb_step``), its events, and its compute cycles (``timing.core_cycles``)."""
     (n_off, a_off, w_off, weights, dend, spike_in, model, out_bits, out_lo, out_hi, cparam, bias, nparam,
      state_init, axon_init, route_src, route_dst, rt_off, rt_dst, rt_route_off, sparse, row_off, row_col,
-     row_w, kb_off, kb_geom, kb_w, kb_ax_off, kb_ax, ent_whole) = net
-    ph_off, ph_cores, ph_r_off, ph_rdst, ph_rsrc = sch.ph_off, sch.ph_cores, sch.ph_r_off, sch.ph_rdst, sch.ph_rsrc
-    dl_dst, dl_src = sch.dl_dst, sch.dl_src
+     row_w, kb_off, kb_geom, kb_w, kb_ax_off, kb_ax, ent_whole, ev_cls, ev_off) = net
+    ph_off, ph_cores = sch.ph_off, sch.ph_cores
+    cr_off, cr_dst, cr_src, cr_len = sch.cr_off, sch.cr_dst, sch.cr_src, sch.cr_len
     ent_path, tp_off, tp_neur, stage_ph = sch.ent_path, sch.tp_off, sch.tp_neur, sch.stage_ph
     path_hops, path_cross = sch.path_hops, sch.path_cross
     pg_s_off, pg_s_path, pg_g_off, pg_v_off = sch.pg_s_off, sch.pg_s_path, sch.pg_g_off, sch.pg_v_off
     pg_v_slot, pg_v_prev, pg_v_tail, pg_v_fin = sch.pg_v_slot, sch.pg_v_prev, sch.pg_v_tail, sch.pg_v_fin
     in_b, st_b, w_row_b, soma_cyc, lut_rd = sch.in_b, sch.st_b, sch.w_row_b, sch.soma_cyc, sch.lut_rd
-    sf_dst, sf_col, sp_core, sp_n, sp_path = sch.sf_dst, sch.sf_col, sch.sp_core, sch.sp_n, sch.sp_path
-    tf_dst, tf_col, tp_core_in, tp_n_in, tp_path_in = sch.tf_dst, sch.tf_col, sch.tp_core_in, sch.tp_n_in, sch.tp_path_in
+    sp_core, sp_n, sp_path = sch.sp_core, sch.sp_n, sch.sp_path
+    tp_core_in, tp_n_in, tp_path_in = sch.tp_core_in, sch.tp_n_in, sch.tp_path_in
     S_in, St_in, once_src, once_stage, step_src = io.S, io.St, io.once_src, io.once_stage, io.step_src
     rec_once, rec_step, state_fin, axon_fin, events = res.rec_once, res.rec_step, res.state_final, res.axon_final, res.events
     core_cyc, stage_cyc, step_cyc, phase_cyc, phase_comp = (res.core_cycles, res.stage_cycles, res.step_cycles,
@@ -274,7 +276,14 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
         max_nn = max(max_nn, n_off[c + 1] - n_off[c])
         max_na = max(max_na, a_off[c + 1] - a_off[c])
     acc = np.zeros(max_nn, np.int64)
-    ev_ax = np.zeros(max_na + 1, np.int64)  # a core's nonzero axons (event list)
+    # the nonzero axons (event list) of a dense mac core: of its class (shared by the cores of one phase whose axons
+    # hold the same values, see _axon_classes), built by the first of them in each phase run, or (class -1) in the
+    # scratch list at the end
+    ev_scr = np.uint64(ev_off[ev_off.shape[0] - 1])
+    ev_buf = np.zeros(ev_off[ev_off.shape[0] - 1] + max_na + 1, np.int64)
+    ev_nz = np.zeros(max(ev_off.shape[0] - 1, 1), np.int64)
+    ev_stamp = np.full(max(ev_off.shape[0] - 1, 1), -1, np.int64)  # the phase run (ps) that built the class's list
+    ps = 0
     comp = np.zeros(C, np.int64)
     f_ready = np.zeros(sch.max_flow, np.int64)  # a phase's slots (noc.FlowProgram): ready time and packets
     f_n = np.zeros(sch.max_flow, np.int64)
@@ -308,8 +317,11 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                 if (s == 0 and io.has_static) or (s == 1 and io.has_step):
                     npk = 0
                     if s == 0:
-                        for f in range(sf_dst.shape[0]):
-                            axons[sf_dst[f]] = S_in[b, sf_col[f]]
+                        for q in range(cr_off[n_ph + 2], cr_off[n_ph + 3]):  # the static feeds, as runs
+                            d = np.uint64(cr_dst[np.uint64(q)])
+                            o = np.uint64(cr_src[np.uint64(q)])
+                            for j in range(np.uint64(cr_len[np.uint64(q)])):
+                                axons[d + j] = S_in[b, o + j]
                         for q in range(sp_core.shape[0]):
                             n = cdiv(sp_n[q] * in_bits, P8)
                             pth = sp_path[q]
@@ -322,8 +334,11 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                             ev[c, _CROSS] += n * path_cross[pth]
                     else:
                         tt = t - t0
-                        for f in range(tf_dst.shape[0]):
-                            axons[np.uint64(tf_dst[np.uint64(f)])] = St_in[b, tt, np.uint64(tf_col[np.uint64(f)])]
+                        for q in range(cr_off[n_ph + 1], cr_off[n_ph + 2]):  # the step feeds, as runs
+                            d = np.uint64(cr_dst[np.uint64(q)])
+                            o = np.uint64(cr_src[np.uint64(q)])
+                            for j in range(np.uint64(cr_len[np.uint64(q)])):
+                                axons[d + j] = St_in[b, tt, o + j]
                         for q in range(tp_core_in.shape[0]):
                             n = cdiv(tp_n_in[q] * in_bits, P8)
                             pth = tp_path_in[q]
@@ -344,6 +359,7 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                 # ---- the stage's phases
                 for ph in range(stage_ph[s], stage_ph[s + 1]):
                     cmax = 0
+                    ps += 1
                     for q in range(ph_off[ph], ph_off[ph + 1]):
                         c = ph_cores[q]
                         # -- the dendrite of core c
@@ -386,14 +402,22 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                                 # the nonzero axons first (an event list, without a branch per axon), a request for
                                 # each of their rows, then the rows: the rows are scattered cache lines, whose misses
                                 # cost more than the additions (measured: 8% of the kernel's time on the bench)
-                                ua0 = np.uint64(a0)
-                                for i in range(na):
-                                    ev_ax[nz] = i
-                                    nz += axons[ua0 + np.uint64(i)] != 0
+                                kc = ev_cls[c]
+                                eo = np.uint64(ev_off[kc]) if kc >= 0 else ev_scr
+                                if kc < 0 or ev_stamp[kc] != ps:
+                                    ua0 = np.uint64(a0)
+                                    for i in range(na):
+                                        ev_buf[eo + np.uint64(nz)] = i
+                                        nz += axons[ua0 + np.uint64(i)] != 0
+                                    if kc >= 0:
+                                        ev_stamp[kc] = ps
+                                        ev_nz[kc] = nz
+                                else:  # a core of this phase with the same axon values built it
+                                    nz = ev_nz[kc]
                                 for u in range(nz):
-                                    _prefetch(weights, np.uint64(w0 + ev_ax[u] * nn))
+                                    _prefetch(weights, np.uint64(w0 + ev_buf[eo + np.uint64(u)] * nn))
                                 for u in range(nz):
-                                    i = ev_ax[u]
+                                    i = ev_buf[eo + np.uint64(u)]
                                     x = axons[a0 + i]
                                     # unsigned offsets: no negative-index wraparound, so contiguous vector loads
                                     o = np.uint64(w0 + i * nn)
@@ -482,9 +506,12 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                         ev[c, _CROSS] += cr
                     last = noc_program(ph, npk, f_ready, f_n, pg_g_off, pg_v_off, pg_v_slot, pg_v_prev, pg_v_tail,
                                        pg_v_fin, fw, tbuf, cnt, deliver, False)
-                    for q in range(ph_r_off[ph], ph_r_off[ph + 1]):  # by destination axon
-                        # (indices are never negative: no wraparound checks)
-                        axons[np.uint64(ph_rdst[np.uint64(q)])] = out[np.uint64(ph_rsrc[np.uint64(q)])]
+                    for q in range(cr_off[ph], cr_off[ph + 1]):  # the routes as runs (schedule.copy_runs)
+                        # (indices are never negative: unsigned, no wraparound checks)
+                        d = np.uint64(cr_dst[np.uint64(q)])
+                        o = np.uint64(cr_src[np.uint64(q)])
+                        for j in range(np.uint64(cr_len[np.uint64(q)])):
+                            axons[d + j] = out[o + j]
                     pc = max(cmax, last) + barrier
                     cyc += pc
                     phase_cyc[b, ph] += pc
@@ -492,8 +519,11 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                     if row >= 0:
                         _trace_phase(tr, row, ph, pc, cmax, last, npk, f_ready, pg_s_path[pg_s_off[ph]:], f_n)
                 if s == 1:
-                    for q in range(dl_dst.shape[0]):
-                        axons[np.uint64(dl_dst[np.uint64(q)])] = out[np.uint64(dl_src[np.uint64(q)])]
+                    for q in range(cr_off[n_ph], cr_off[n_ph + 1]):  # the delayed routes, as runs
+                        d = np.uint64(cr_dst[np.uint64(q)])
+                        o = np.uint64(cr_src[np.uint64(q)])
+                        for j in range(np.uint64(cr_len[np.uint64(q)])):
+                            axons[d + j] = out[o + j]
                     step_cyc[b, t - t0] = cyc
                     for j in range(step_src.shape[0]):
                         rec_step[b, t - t0, j] = out[step_src[j]]
@@ -524,31 +554,50 @@ def _sparse_rows(cm: CoreMap, dense: tuple[np.ndarray, np.ndarray] | None = None
     whose density is below :data:`SPARSE_DENSITY` (the rows of the other cores are empty; ``sparse`` is 2 for a
     core with exactly one nonzero weight in every row, else 1); ``dense``: the ``(data, w_off)`` of the cores' dense
     blocks (default: :meth:`CoreMap.dense_weights`); ``native``: [C] the shared-kernel cores the kernel reads as
-    kernels (they have no dense block; ``sparse`` 3)."""
+    kernels (they have no dense block; ``sparse`` 3).
+
+    It runs before every run, so the work per core is one NumPy call: each candidate block's nonzeros counted
+    (``count_nonzero``), each sparse block searched (``flatnonzero``, row-major as ``np.nonzero``); rows, columns,
+    weights and the one-per-row test are then computed for all sparse cores at once.  (Measured on the bench map:
+    one ``reduceat`` over all blocks, or one search over the sparse blocks gathered into one array, was slower.)"""
     data, w_off = cm.dense_weights() if dense is None else dense
     c = cm.cores
     C, A = cm.num_cores, cm.num_axons
     sparse = np.zeros(C, np.int64)
     if native is not None:
         sparse[native] = 3
+    na, nn = np.diff(c.axon_off).astype(np.int64), np.diff(c.neuron_off).astype(np.int64)
+    size = na * nn
+    cand = np.flatnonzero((sparse == 0) & (c.dendrite == 0) & (size > 0))
     counts = np.zeros(A + 1, np.int64)
-    cols, vals = [], []
-    for k in range(C):
-        if sparse[k] or c.dendrite[k] != 0 or c.axon_off[k + 1] == c.axon_off[k] or c.neuron_off[k + 1] == c.neuron_off[k]:
-            continue
-        na, nn = cm.n_axons(k), cm.n_neurons(k)
-        W = data[w_off[k]:w_off[k] + na * nn].reshape(na, nn)  # (an expanded core's block is not before w_off[k+1])
-        if np.count_nonzero(W) >= SPARSE_DENSITY * W.size:
-            continue
-        r, j = np.nonzero(W)
-        per_row = np.bincount(r, minlength=W.shape[0])
-        sparse[k] = 2 if (per_row == 1).all() else 1
-        counts[c.axon_off[k] + 1:c.axon_off[k + 1] + 1] = per_row
-        cols.append(j.astype(np.int32))
-        vals.append(W[r, j].astype(np.int64))
-    row_off = np.cumsum(counts)
-    return (sparse, row_off, np.concatenate(cols) if cols else np.zeros(0, np.int32),
-            np.concatenate(vals) if vals else np.zeros(0, np.int64))
+    empty = (sparse, np.cumsum(counts), np.zeros(0, np.int32), np.zeros(0, np.int64))
+    if not cand.size:
+        return empty
+    # nonzeros of each candidate block [w0, w0 + size)
+    w0 = np.asarray(w_off, np.int64)[cand]
+    w1 = w0 + size[cand]
+    nnz = np.array([np.count_nonzero(data[a:b]) for a, b in zip(w0.tolist(), w1.tolist())], np.int64)
+    sp = nnz < SPARSE_DENSITY * size[cand]
+    ks, s0, sz = cand[sp], w0[sp], size[cand][sp]
+    if not ks.size:
+        return empty
+    # the sparse blocks' nonzeros, core by core, row-major (as each block's np.nonzero)
+    loc = [np.flatnonzero(data[a:a + n]) for a, n in zip(s0.tolist(), sz.tolist())]
+    kk = np.repeat(np.arange(ks.size), [x.shape[0] for x in loc])  # which sparse core
+    loc = np.concatenate(loc)
+    w = data[s0[kk] + loc]
+    nnk = nn[ks][kk]
+    r = loc // nnk
+    gax = c.axon_off[ks][kk].astype(np.int64) + r  # global axon of each nonzero
+    per_ax = np.bincount(gax, minlength=A)
+    counts[1:] = per_ax
+    # sparse 2: every row (axon) of the core holds exactly one nonzero
+    ax_core = np.repeat(np.arange(ks.size), na[ks])
+    ax_glob = np.repeat(c.axon_off[ks].astype(np.int64), na[ks]) + (np.arange(int(na[ks].sum())) -
+                                                                    np.repeat(np.cumsum(na[ks]) - na[ks], na[ks]))
+    not_one = np.bincount(ax_core, weights=per_ax[ax_glob] != 1, minlength=ks.size)
+    sparse[ks] = np.where(not_one == 0, 2, 1)
+    return sparse, np.cumsum(counts), (loc - r * nnk).astype(np.int32), w.astype(np.int64)
 
 
 def shared_kernel_cores(cm: CoreMap) -> np.ndarray:
@@ -597,6 +646,7 @@ def _net(cm: CoreMap) -> Net:
     slot_ent = np.repeat(np.arange(E, dtype=np.int64), np.where(cand, nn, 0))
     missed = np.bincount(slot_ent, weights=hits == 0, minlength=E)
     ent_whole = (cand & (missed == 0)).astype(np.int64)
+    ev_cls, ev_off = _axon_classes(cm, (sparse == 0) & (c.dendrite == 0))
     return Net(n_off=_i64(c.neuron_off), a_off=_i64(c.axon_off), w_off=_i64(w_off),
                weights=np.ascontiguousarray(data, dtype=np.int8), dend=_i64(c.dendrite),
                spike_in=_i64(c.spike_in), model=_i64(c.model), out_bits=_i64(c.out_bits), out_lo=_i64(c.out_lo),
@@ -606,7 +656,45 @@ def _net(cm: CoreMap) -> Net:
                rt_route_off=_i64(cm.router.route_off), sparse=sparse, row_off=row_off, row_col=row_col, row_w=row_w,
                kb_off=kb_off, kb_geom=_i64(kb.geom.reshape(-1, len(KGEOM))), kb_w=_i64(kb.w_off),
                kb_ax_off=_i64(kb.ax_off), kb_ax=np.ascontiguousarray(cm.kpatch.ax, dtype=np.int32),
-               ent_whole=ent_whole)
+               ent_whole=ent_whole, ev_cls=ev_cls, ev_off=ev_off)
+
+
+def _axon_classes(cm: CoreMap, dense_mac: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(ev_cls [C], ev_off [K+1])``: classes of the dense mac cores (``dense_mac`` [C]) whose axons always hold the
+    same values, axon for axon, within a phase: same axon count and, for every axon, the same initial value and the
+    same single writer (a route from one source neuron, delayed or not, or an input feed of one input element) or
+    none.  Then the axons of two such cores were written by the same writes of the same values, so while a phase
+    runs (no axon is written until its cores are done) their nonzero axons, the event list, are the same: the
+    kernel builds it once per class and phase run.  A core with an axon of two or more writers, and a core alike
+    to no other, gets -1 (its own list, each time)."""
+    c = cm.cores
+    C, A = cm.num_cores, cm.num_axons
+    ev_cls = np.full(C, -1, np.int64)
+    na = np.diff(c.axon_off).astype(np.int64)
+    cores = np.flatnonzero(dense_mac & (na > 0) & (np.diff(c.neuron_off) > 0))
+    if cores.size < 2:
+        return ev_cls, np.zeros(1, np.int64)
+    # every axon's writer as one code: route 2 * src + delayed (>= 0); feed -2 - (its input element's index among
+    # all inputs' elements); none -1; two or more writers: the core is left out
+    e0 = np.concatenate([[0], np.cumsum([n_elems(i) for i in cm.meta["inputs"]])]).astype(np.int64)
+    dst = np.concatenate([cm.routes.dst, cm.feeds.dst]).astype(np.int64)
+    code = np.concatenate([2 * cm.routes.src.astype(np.int64) + (cm.routes.delayed != 0),
+                           -2 - (e0[cm.feeds.input.astype(np.int64)] + cm.feeds.elem.astype(np.int64))])
+    writers = np.bincount(dst, minlength=A)
+    w_code = np.full(A, -1, np.int64)
+    w_code[dst] = code
+    multi = np.bincount(cm.axon_core()[writers > 1], minlength=C) > 0
+    groups: dict[bytes, list[int]] = {}
+    init = cm.axons.init.astype(np.int64)
+    for k in cores[~multi[cores]].tolist():
+        a0, a1 = int(c.axon_off[k]), int(c.axon_off[k + 1])
+        groups.setdefault(w_code[a0:a1].tobytes() + init[a0:a1].tobytes(), []).append(k)
+    off = [0]
+    for ks in groups.values():
+        if len(ks) > 1:
+            ev_cls[ks] = len(off) - 1
+            off.append(off[-1] + int(na[ks[0]]))
+    return ev_cls, np.asarray(off, np.int64)
 
 
 def _consts(cm: CoreMap) -> ChipConsts:

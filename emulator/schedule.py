@@ -27,7 +27,7 @@ from nmc.rules import stage_rounds
 from .noc import PathTable, flow_program, grid_shape
 
 __all__ = ["Schedule", "build_schedule", "pack_inputs", "phase_slots", "STAGE_NAMES", "stage_rounds_of",
-           "round_boundary_cycles", "round_cycles"]
+           "round_boundary_cycles", "round_cycles", "copy_runs"]
 
 STAGE_NAMES = ("static", "step", "readout")
 
@@ -39,12 +39,16 @@ class Schedule(NamedTuple):
     ph_r_off: np.ndarray  #: [n_ph+1] non-delayed routes written after phase p
     ph_routes: np.ndarray
     dl_routes: np.ndarray  #: delayed routes, written at the end of every step
-    #: the same routes as (destination axon, source neuron) pairs, each phase's (and the delayed ones) sorted by
-    #: destination, stably (sequential writes; two routes to one axon keep their order, so the last one wins)
-    ph_rdst: np.ndarray
-    ph_rsrc: np.ndarray
-    dl_dst: np.ndarray
-    dl_src: np.ndarray
+    #: the kernel's copies as runs (:func:`copy_runs`): list ``l`` is ``cr_off[l]:cr_off[l+1]``, run ``r`` writes
+    #: ``axons[cr_dst[r] + j] = src[cr_src[r] + j]`` for ``j < cr_len[r]``, runs in order.  Lists ``0 .. n_ph-1``: the
+    #: non-delayed routes of each phase (source: output registers), ``n_ph``: the delayed routes, ``n_ph + 1``: the
+    #: step-input feeds (source: a column of the step's packed input row), ``n_ph + 2``: the static-input feeds.
+    #: Each list's (destination axon, source) pairs are sorted by destination, stably: two writes to one axon keep
+    #: their order, so the last one wins.
+    cr_off: np.ndarray
+    cr_dst: np.ndarray
+    cr_src: np.ndarray
+    cr_len: np.ndarray
     ent_path: np.ndarray  #: [E] path of router-table entry e's packets
     tp_off: np.ndarray  #: [C+1] taps of core c: tp_neur[tp_off[c]:tp_off[c+1]]
     tp_neur: np.ndarray
@@ -151,6 +155,28 @@ def pack_inputs(cm: CoreMap, static: dict, step: dict, B: int, T: int) -> tuple[
     return S, St
 
 
+def copy_runs(dst, src, off=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Copies ``axons[dst[i]] = values[src[i]]``, done in order ``i = 0, 1, ..``, as runs of consecutive pairs:
+    ``(roff, rdst, rsrc, rlen)``, run ``r`` copies ``rlen[r]`` values from ``rsrc[r]`` to ``rdst[r]`` (both + 1 a
+    value).  A run is the longest stretch of pairs whose destination and source both grow by 1 from one pair to the
+    next, so doing the runs in order does exactly the copies in order (a later write to the same axon still wins).
+    ``off`` (default ``[0, len(dst)]``) cuts the pairs into lists ``off[l]:off[l+1]``; no run crosses a list
+    boundary, and the runs of list ``l`` are ``roff[l]:roff[l+1]``."""
+    dst = np.asarray(dst, np.int64).reshape(-1)
+    src = np.asarray(src, np.int64).reshape(-1)
+    n = dst.shape[0]
+    off = np.array([0, n] if off is None else off, np.int64)
+    brk = np.ones(n, bool)
+    if n > 1:
+        brk[1:] = (dst[1:] != dst[:-1] + 1) | (src[1:] != src[:-1] + 1)
+    heads = off[:-1][off[:-1] < n]
+    brk[heads] = True  # a list starts a run
+    starts = np.flatnonzero(brk)
+    rlen = np.diff(np.r_[starts, n]).astype(np.int64)
+    roff = np.searchsorted(starts, off, side="left").astype(np.int64)
+    return roff, _i64(dst[starts]), _i64(src[starts]), rlen
+
+
 def build_schedule(cm: CoreMap) -> Schedule:
     chip, c, rt = cm.chip, cm.cores, cm.router
     C = cm.num_cores
@@ -185,11 +211,8 @@ def build_schedule(cm: CoreMap) -> Schedule:
     key = r_slot[ph_routes] * (int(cm.num_axons) + 1) + cm.routes.dst[ph_routes]
     by = ph_routes[np.argsort(key, kind="stable")]
     del key, r_slot, sel
-    ph_rdst, ph_rsrc = _i64(cm.routes.dst[by]), _i64(cm.routes.src[by])
-    del by
     dl = np.flatnonzero(~nd)
     dl = dl[np.argsort(cm.routes.dst[dl], kind="stable")]
-    dl_dst, dl_src = _i64(cm.routes.dst[dl]), _i64(cm.routes.src[dl])
 
     # output taps per core, in tap order
     tap_core = cm.neuron_core()[cm.taps.src]
@@ -235,6 +258,12 @@ def build_schedule(cm: CoreMap) -> Schedule:
     path_off, path_link, path_lat, path_hops, path_cross = paths.arrays()
     path_rank = _i64(paths.ranks())
     (sf_dst, sf_col, sp_core, sp_n, sp_path), (tf_dst, tf_col, tpc, tpn, tpp) = inp
+    # the copies as runs: each phase's routes, the delayed routes, the step feeds, the static feeds
+    cr_off, cr_dst, cr_src, cr_len = copy_runs(
+        np.concatenate([cm.routes.dst[by], cm.routes.dst[dl], tf_dst, sf_dst]),
+        np.concatenate([cm.routes.src[by], cm.routes.src[dl], tf_col, sf_col]),
+        np.concatenate([ph_r_off, ph_r_off[-1] + np.cumsum([dl.shape[0], tf_dst.shape[0], sf_dst.shape[0]])]))
+    del by, dl
     # the NoC's flow program: per phase its router entries' paths (slot order), then the two input phases
     ph_paths = []
     for ph in range(len(ph_off) - 1):
@@ -245,8 +274,7 @@ def build_schedule(cm: CoreMap) -> Schedule:
     return Schedule(
         stage_ph=stage_ph, ph_off=_i64(ph_off), ph_cores=_i64(ph_cores), ph_r_off=_i64(ph_r_off),
         ph_routes=_i64(ph_routes), dl_routes=_i64(np.flatnonzero(~nd)),
-        ph_rdst=ph_rdst, ph_rsrc=ph_rsrc,
-        dl_dst=dl_dst, dl_src=dl_src, ent_path=_i64(ent_path), tp_off=_i64(tp_off),
+        cr_off=cr_off, cr_dst=cr_dst, cr_src=cr_src, cr_len=cr_len, ent_path=_i64(ent_path), tp_off=_i64(tp_off),
         tp_neur=_i64(cm.taps.src[t_order]), path_off=path_off, path_link=path_link, path_lat=path_lat,
         path_hops=path_hops, path_cross=path_cross, path_rank=path_rank, max_pkt=max(max_pkt, 1),
         max_flow=max(int(np.diff(pg.s_off).max()), 1), pg_s_off=pg.s_off, pg_s_path=pg.s_path, pg_g_off=pg.g_off,

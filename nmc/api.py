@@ -278,8 +278,9 @@ def _gib(n: float) -> str:
     return size_text(n)
 
 
-def _numeric(name: str, x: Any, what: str) -> np.ndarray:
-    """``x`` as float64, refusing non-numeric, complex and non-finite values (naming the first bad element)."""
+def _numeric(name: str, x: Any, what: str, copy: bool = True) -> np.ndarray:
+    """``x`` as float64, refusing non-numeric, complex and non-finite values (naming the first bad element).
+    ``copy=False``: ``x`` itself when it is a float64 array already (for callers that do not write into it)."""
     try:
         x = np.asarray(x)
     except (ValueError, TypeError) as e:
@@ -290,7 +291,7 @@ def _numeric(name: str, x: Any, what: str) -> np.ndarray:
     if need > budget:
         raise InputError(f"{what} '{name}' has {x.size} elements; quantising it needs about {_gib(need)}, more than "
                          f"the {_gib(budget)} this process can spare; give fewer samples or steps per run")
-    x = x.astype(np.float64)
+    x = x.astype(np.float64, copy=copy)
     bad = ~np.isfinite(x)
     if bad.any():
         where = [int(i) for i in np.argwhere(bad)[0]]
@@ -327,6 +328,23 @@ def _batched(name: str, kind: str, x: np.ndarray, shape: tuple[int, ...], steps:
     return x
 
 
+def _quantised_in_range(x: np.ndarray, spec: Mapping[str, Any]) -> np.ndarray | None:
+    """``round(x / scale)`` as int64 when every value of ``x / scale`` lies in ``[lo, hi]`` and is a whole number
+    (e.g. spikes, 0 or 1, at scale 1): then nothing is saturated and the quantisation is a conversion, checked by a
+    min/max and one comparison instead of rounding, clipping and counting.  ``None`` otherwise (the caller takes
+    the general path, which gives the same integers here)."""
+    if x.size == 0:
+        return None
+    with np.errstate(over="ignore"):
+        y = x / spec["scale"] if spec["scale"] != 1.0 else x
+    if not (spec["lo"] <= y.min() and y.max() <= spec["hi"]):
+        return None
+    q = y.astype(np.int64)  # exact for whole numbers in range (|value| < 2**63)
+    if not (q == y).all():
+        return None
+    return q
+
+
 def prepare_inputs(cm: CoreMap, inputs: Mapping[str, np.ndarray], steps: int,
                    saturated: dict[str, tuple[int, int, float, float]] | None = None):
     """Validate and quantise inputs for ``cm``. Returns (static {idx: int64 [B, n]}, step {idx: int64 [B, T, n]},
@@ -344,7 +362,8 @@ def prepare_inputs(cm: CoreMap, inputs: Mapping[str, np.ndarray], steps: int,
         if name not in inputs:
             raise InputError(f"input '{name}' ({spec['kind']}, shape {spec['shape']}) is missing; inputs.npz needs one "
                              "array per graph input, by name")
-        x = _batched(name, spec["kind"], _numeric(name, inputs[name], "input"), tuple(spec["shape"]), steps)
+        x = _batched(name, spec["kind"], _numeric(name, inputs[name], "input", copy=False), tuple(spec["shape"]),
+                     steps)  # (not copied: only read below)
         if spec["kind"] == "step":
             x = x[:steps]  # the first `steps` of a longer step input
         b = x.shape[1] if spec["kind"] == "step" else x.shape[0]
@@ -353,13 +372,15 @@ def prepare_inputs(cm: CoreMap, inputs: Mapping[str, np.ndarray], steps: int,
         if B is not None and b != B:
             raise InputError(f"input '{name}' has batch size {b} but an earlier input has {B}; all inputs need the same")
         B = b
-        with np.errstate(over="ignore"):
-            r = np.round((x[:steps] if spec["kind"] == "step" else x) / spec["scale"])
-            q = np.clip(r, spec["lo"], spec["hi"]).astype(np.int64)
-        if saturated is not None:
-            n_out = int(np.count_nonzero((r < spec["lo"]) | (r > spec["hi"])))
-            if n_out:
-                saturated[name] = (n_out, int(r.size), spec["lo"] * spec["scale"], spec["hi"] * spec["scale"])
+        q = _quantised_in_range(x[:steps] if spec["kind"] == "step" else x, spec)
+        if q is None:
+            with np.errstate(over="ignore"):
+                r = np.round((x[:steps] if spec["kind"] == "step" else x) / spec["scale"])
+                q = np.clip(r, spec["lo"], spec["hi"]).astype(np.int64)
+            if saturated is not None:
+                n_out = int(np.count_nonzero((r < spec["lo"]) | (r > spec["hi"])))
+                if n_out:
+                    saturated[name] = (n_out, int(r.size), spec["lo"] * spec["scale"], spec["hi"] * spec["scale"])
         if spec["kind"] == "step":
             step[idx] = np.ascontiguousarray(q[:steps].reshape(steps, b, -1).transpose(1, 0, 2))
         else:

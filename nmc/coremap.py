@@ -482,6 +482,10 @@ def kblock_bytes(geom: np.ndarray, w_bits) -> np.ndarray:
     return g[:, 0] * ((per_ch + 7) // 8)
 
 
+#: element types whose exact instances pass :func:`_check` (a list of them is checked in one pass)
+_PLAIN = (int, str)
+
+
 def _check(value: Any, spec: Any, where: str) -> None:
     if isinstance(spec, dict):
         if not isinstance(value, dict):
@@ -498,6 +502,8 @@ def _check(value: Any, spec: Any, where: str) -> None:
     if isinstance(spec, list):
         if not isinstance(value, list):
             raise CoreMapError(f"header {where} is {type(value).__name__}; expected a list")
+        if spec[0] in _PLAIN and all(type(v) is spec[0] for v in value):
+            return  # (plain ints or strings, e.g. neuron lists: no check per element; anything else is checked below)
         for i, v in enumerate(value):
             _check(v, spec[0], f"{where}[{i}]")
         return

@@ -123,10 +123,11 @@ def _nb_step(n0, nn, acc, state, nparam, cp, lo, hi, mem_bits, beta_shift, out):
     ge = cp[5] != 0
     rd = cp[6] != 0
     nspk = 0
-    for j in range(nn):
-        s, state[n0 + j, 0] = nb_lif_update(state[n0 + j, 0], acc[j], thr, vr, vl, bm, mode, ge, rd, beta_shift,
-                                            mmin, mmax)
-        out[n0 + j] = 1 if s else 0
+    for j in range(nn):  # (unsigned indices: no negative-index wraparound code in the emulator's hot loop)
+        uj = np.uint64(n0 + j)
+        s, state[uj, 0] = nb_lif_update(state[uj, 0], acc[np.uint64(j)], thr, vr, vl, bm, mode, ge, rd, beta_shift,
+                                        mmin, mmax)
+        out[uj] = 1 if s else 0
         nspk += 1 if s else 0
     return nspk
 

@@ -1,6 +1,7 @@
 """``partial``: emit the accumulator as it is (a 32-bit partial sum for a merge core to add up)."""
 from __future__ import annotations
 
+import numpy as np
 from numba import njit
 
 from ._int import NJIT
@@ -16,9 +17,11 @@ def _ref_step(acc, state, nparam, cp, lo, hi, core):
 @njit(**NJIT)
 def _nb_step(n0, nn, acc, state, nparam, cp, lo, hi, mem_bits, beta_shift, out):
     nz = 0
+    o = np.uint64(n0)  # (unsigned indices: no negative-index wraparound code)
     for j in range(nn):
-        out[n0 + j] = acc[j]
-        nz += 1 if acc[j] != 0 else 0
+        x = acc[np.uint64(j)]
+        out[o + np.uint64(j)] = x
+        nz += x != 0
     return nz
 
 
