@@ -165,13 +165,13 @@ def routing_shortfall(q: Quantized, chip: ChipSpec, pieces: list[Piece], wiring:
 
 #: peak host memory of the rest of a compile from its partition: a base, bytes per axon (its route, patch entry,
 #: initial value, the wiring's and placement's copies) and per dense weight (the block, emit's and the rules'
-#: copies).  Fitted (non-negative least squares, then scaled so that none of them is underestimated) on five of
-#: the onnx wheel's light models compiled for tianjicx (ResNet-50, SqueezeNet, AlexNet, Inception v2, VGG-19) and
-#: tested on four others (DenseNet-121, ShuffleNet, Inception v1, ZFNet-512): estimates 1.13-1.95x their peaks
-#: (docs/performance.md).
-HOST_BASE_BYTES = 350 << 20
-HOST_BYTES_PER_AXON = 160
-HOST_BYTES_PER_DENSE_WEIGHT = 2.5
+#: copies).  Fitted (non-negative least squares, then scaled so that none of them is underestimated; 2026-12-04)
+#: on five of the onnx wheel's light models compiled for tianjicx (ResNet-50, SqueezeNet, AlexNet, Inception v2,
+#: VGG-19: 1.00-1.28x their peaks) and tested on four others (DenseNet-121, ShuffleNet, Inception v1, ZFNet-512):
+#: estimates 1.05-1.18x their peaks (docs/performance.md).
+HOST_BASE_BYTES = 400 << 20
+HOST_BYTES_PER_AXON = 77
+HOST_BYTES_PER_DENSE_WEIGHT = 3.05
 
 
 def host_estimate(q: Quantized, pieces: list[Piece]) -> tuple[int, dict[int, int]]:
@@ -199,7 +199,7 @@ def check_host(q: Quantized, pieces: list[Piece], budget: int | None) -> None:
         f"about {size_text(est)} of host memory, more than the {size_text(budget)} this process can spare; most in "
         + ", ".join(f"layer '{q.lg.layers[li].name}' ({size_text(b)})" for li, b in top)
         + ". Fix: compile on a machine with more memory, or make those layers smaller; layers kept as dense blocks "
-          "cost about 2.5 B per weight of their blocks, tiled ones (--tiles on) about 160 B per axon")
+          "cost about 3 B per weight of their blocks, tiled ones (--tiles on) about 77 B per axon")
 
 
 def fit(q: Quantized, chip: ChipSpec, objective: str = "latency", tiles: str = "auto",

@@ -764,6 +764,23 @@ def test_route_groups_hand_example(monkeypatch, chunk):
         route_groups(off_n, off_a, src[::-1].copy(), dst[::-1].copy(), dl)
 
 
+@pytest.mark.parametrize("chunk", [1 << 22, 7])
+def test_route_groups_by_owner_tables(monkeypatch, chunk):
+    # many routes for few cores (the owner-table path): cores 0, 1, 2 hold neurons 0-1, 2, 3 and axons 0-39,
+    # 40-79, 80-119.  Core 0's neuron 1 feeds axons 40-79 (core 1), core 1's neuron 2 axons 80-119 (core 2, every
+    # fourth delayed: 80, 84, ... = 10), core 2's neuron 3 axons 0-39 (core 0): three runs of 40
+    monkeypatch.setattr(connect_mod, "GROUP_CHUNK", chunk)
+    off_n, off_a = np.array([0, 2, 3, 4]), np.array([0, 40, 80, 120])
+    src = np.repeat([1, 2, 3], 40)
+    dst = np.concatenate([np.arange(40, 80), np.arange(80, 120), np.arange(40)])
+    dl = np.zeros(120, np.int8)
+    dl[40:80:4] = 1
+    assert 120 > 4 * (4 + 4) and 4 + 120 <= 4 * 120  # (route_groups' condition for the tables)
+    g = route_groups(off_n, off_a, src, dst, dl)
+    assert (g.src.tolist(), g.dst.tolist(), g.off.tolist(), g.n_delayed.tolist()) == \
+        ([0, 1, 2], [1, 2, 0], [0, 40, 80, 120], [0, 10, 0])
+
+
 def test_route_table_hand_example():
     # fc1 split over partial cores 0, 1 and merge core 2; fc2 (the output) on core 3: each partial core sends
     # its 6 partial sums to the merge core, the merge core its 6 values to fc2, and fc2 holds the output
