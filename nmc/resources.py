@@ -10,7 +10,8 @@ from .chip import ChipSpec
 from .coremap import CoreMap, in_bytes, kblock_bytes
 from .neurons import by_code, get_model
 
-__all__ = ["CoreUsage", "neuron_bytes", "core_usage", "core_usages", "core_usage_table", "bytes_of_bits", "unit_weight_bits",
+__all__ = ["CoreUsage", "neuron_bytes", "core_usage", "core_usages", "core_usage_table", "bytes_of_bits",
+           "unit_weight_bits",
            "shared_kernel_bytes", "position_bytes"]
 
 
@@ -78,7 +79,8 @@ def core_usage_table(cm: CoreMap) -> dict[str, np.ndarray]:
     nn, na = nn.astype(np.int64), na.astype(np.int64)
     row = (nn * c.w_bits.astype(np.int64) + 7) // 8
     out = dict(weight_bytes=np.where(c.w_fmt != 0, kbytes, na * row), neuron_bytes=nn * per_nrn[inv],
-               axon_bytes=na * np.asarray(ib, np.int64), router_bytes=ents.astype(np.int64) * cm.chip.core.router_entry_bytes,
+               axon_bytes=na * np.asarray(ib, np.int64),
+               router_bytes=ents.astype(np.int64) * cm.chip.core.router_entry_bytes,
                table_bytes=table[inv])
     out["total"] = sum(out[k] for k in ("weight_bytes", "neuron_bytes", "axon_bytes", "router_bytes", "table_bytes"))
     return out

@@ -120,3 +120,42 @@ def test_core_usage_table_is_core_usage_of_every_core():
             assert [int(tab[k][i]) for k in ("weight_bytes", "neuron_bytes", "axon_bytes", "router_bytes",
                                              "table_bytes", "total")] == [u.weight_bytes, u.neuron_bytes, u.axon_bytes,
                                                                          u.router_bytes, u.table_bytes, u.total]
+
+
+def test_tile_columns_by_hand_drop_padding_and_make_out_of_order_blocks_unique():
+    from nmc.mapper.partition import _tile_columns
+    # block 0: 3 x 3 kernel, padding 1, over (1, 3, 3), columns 10..18; block 1: 1 x 1 kernel over (1, 3, 3) whose
+    # elements are columns 0..8 (before block 0's: the tile's columns are not ascending, so made unique)
+    b0 = Block(np.ones((1, 1, 3, 3)), (1, 3, 3), pads=(1, 1, 1, 1), col0=10)
+    b1 = Block(np.ones((1, 1, 1, 1)), (1, 3, 3), col0=0)
+    t_corner = Tile(0, 1, 0, 1, 0, 1, ((0, 1), (0, 0)))  # block 0 only: rows -1..1, columns -1..1 (padding dropped)
+    t_both = Tile(0, 1, 2, 1, 2, 1, ((0, 1), (0, 1)))  # output (2, 2): block 0 rows 1..3, columns 1..3; block 1: (2, 2)
+    t_one = Tile(0, 1, 1, 1, 0, 1, ((0, 0), (0, 1)))  # block 1 only: element (1, 0)
+    cols, off = _tile_columns([b0, b1], [t_corner, t_both, t_one])
+    got = [cols[off[i]:off[i + 1]] for i in range(3)] if isinstance(off, np.ndarray) else off
+    assert got[0].tolist() == [10, 11, 13, 14]
+    assert got[1].tolist() == [8, 14, 15, 17, 18]  # block 0's 14, 15, 17, 18 then block 1's 8: sorted
+    assert got[2].tolist() == [3]
+    # in order: one array and offsets, int32 when asked
+    cols, off = _tile_columns([b0], [Tile(0, 1, 0, 1, 0, 1, ((0, 1),)), Tile(0, 1, 1, 1, 1, 1, ((0, 1),))], np.int32)
+    assert cols.dtype == np.int32 and off.tolist() == [0, 4, 13] and cols[4:].tolist() == list(range(10, 19))
+
+
+def test_piece_kernel_slices_are_those_of_the_tile_wherever_it_is():
+    from nmc.mapper.partition import Piece, _kernel_slices, piece_kernel_slices
+
+    class L:  # (the layer fields piece_kernel_slices reads)
+        blocks = [Block(np.ones((4, 2, 3, 3)), (4, 6, 6), group=2), Block(np.ones((4, 1, 1, 1)), (4, 6, 6), group=4)]
+    for y0, x0 in ((0, 0), (2, 3), (0, 0)):
+        for chunks in (((0, 4), (0, 4)), ((2, 2), (0, 0))):
+            p = Piece(layer=3, kind="full", neurons=np.arange(4), cols=np.arange(3),
+                      tile=Tile(1, 2, y0, 2, x0, 2, chunks))
+            assert piece_kernel_slices(p, L, 8) == _kernel_slices(p, L, 8)
+            assert piece_kernel_slices(p, L, 2) == _kernel_slices(p, L, 2)
+    # channels 1-2 span both groups of block 0 (every kernel channel: 2), block 1's depthwise kernel 1 channel
+    p = Piece(layer=3, kind="full", neurons=np.arange(4), cols=np.arange(3),
+              tile=Tile(1, 2, 0, 2, 0, 2, ((0, 4), (0, 4))))
+    assert piece_kernel_slices(p, L, 8) == [((3, 0, 1, 2, 0, 2), 2 * 2 * 9), ((3, 1, 1, 2, 0, 1), 2)]
+    m = Piece(layer=3, kind="merge", neurons=np.arange(8), cols=np.zeros(0, np.int64), partials=[0, 1, 2],
+              tile=Tile(1, 2, 0, 2, 0, 2, ((0, 4), (0, 4))))
+    assert piece_kernel_slices(m, L, 1) == [(("eye", 2), 2)] * 3
