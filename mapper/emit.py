@@ -97,7 +97,10 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
         cs = soma[p_layer[soma] == li]
         q = quant.layers[li]
         src = np.concatenate([pieces[c].neurons for c in cs.tolist()]).astype(np.int64, copy=False)
-        dst = _ranges(n_start[cs], p_nn[cs])
+        if cs[-1] - cs[0] + 1 == cs.shape[0]:  # adjacent cores: one range of rows
+            dst = slice(int(n_start[cs[0]]), int(n_start[cs[0]]) + src.shape[0])
+        else:
+            dst = _ranges(n_start[cs], p_nn[cs])
         bias[dst] = q.bias[src]
         nparam[dst, :q.nparam.shape[1]] = q.nparam[src]
         state_init[dst, :q.state_init.shape[1]] = q.state_init[src]
@@ -390,6 +393,7 @@ def _kernel_blocks(pieces, lg, p_layer: np.ndarray, is_merge: np.ndarray, tiled:
         for o, x in zip(out, (core, np.arange(core.shape[0], dtype=np.int64), key, geom, ax, lens)):
             o.append(x)  # (then in order within the layer)
     core, key, geom, flat, lens = _by_core(*out)
+    flat = np.concatenate(flat) if len(flat) > 1 else flat[0]
     ax_off = np.zeros(lens.shape[0] + 1, np.int64)
     np.cumsum(lens, out=ax_off[1:])
     return dict(core=core, key=key, geom=geom, ax=flat, ax_off=ax_off)
@@ -397,19 +401,22 @@ def _kernel_blocks(pieces, lg, p_layer: np.ndarray, is_merge: np.ndarray, tiled:
 
 def _by_core(core, sub, key, geom, ax, lens):
     """Kernel block lists (of arrays: cores, their block or partial sum, slice keys, KGEOM rows, patch maps as one
-    flat list each and their lengths) joined and ordered by core, then block (patch maps moved only when out of
-    order)."""
+    flat list each (or lists of them) and their lengths) joined and ordered by core, then block; the patch maps
+    are returned as a list of flat lists to join (moved only when out of order)."""
     if not core:
         return (np.zeros(0, np.int64), np.zeros((0, 6), np.int64), np.zeros((0, len(KGEOM)), np.int64),
-                np.zeros(0, np.int32), np.zeros(0, np.int64))
+                [np.zeros(0, np.int32)], np.zeros(0, np.int64))
     cat = lambda xs: np.concatenate(xs) if len(xs) > 1 else xs[0]  # noqa: E731
     core, sub, lens, key, geom = cat(core), cat(sub), cat(lens), cat(key), cat(geom)
-    flat = cat(ax)
+    parts = [a for x in ax for a in (x if isinstance(x, list) else [x])]  # (patch maps: joined once, at the end)
     del ax[:]
     if core.shape[0] > 1 and np.any((core[1:] < core[:-1]) | ((core[1:] == core[:-1]) & (sub[1:] <= sub[:-1]))):
         order = np.lexsort((sub, core))
         start = np.zeros(lens.shape[0], np.int64)
         np.cumsum(lens[:-1], out=start[1:])
-        flat = gather_segments(flat, start, lens, order)
+        flat = cat(parts)
+        del parts[:]
+        parts = [gather_segments(flat, start, lens, order)]
+        del flat
         core, key, geom, lens = core[order], key[order], geom[order], lens[order]
-    return core, key, geom, flat, lens
+    return core, key, geom, parts, lens

@@ -109,11 +109,8 @@ class _UsageRows:
 
 
 def _core_neurons(cm: CoreMap, cores: np.ndarray) -> np.ndarray:
-    """The neuron indices of ``cores``, core by core."""
-    off = np.asarray(cm.cores.neuron_off, np.int64)
-    starts, lens = off[cores], off[np.asarray(cores) + 1] - off[cores]
-    ends = np.cumsum(lens)
-    return np.repeat(starts - (ends - lens), lens) + np.arange(int(ends[-1]) if ends.shape[0] else 0)
+    """Which neurons belong to the cores ``cores`` (a mask over cores): a mask over neurons."""
+    return np.repeat(np.asarray(cores, bool), np.diff(np.asarray(cm.cores.neuron_off, np.int64)))
 
 
 @_rule("memory-per-core")
@@ -285,12 +282,12 @@ def _soma(cm: CoreMap) -> list[str]:
                            f"core.beta_shift = {core.beta_shift}); fix: rescale the layer or recompile for this chip")
         if not m.neuron_params:
             continue
-        nrn = _core_neurons(cm, cores)
+        nrn = _core_neurons(cm, cm.cores.model == code)
         for i, p in enumerate(m.neuron_params):
-            v = cm.neurons.param[nrn, i]
-            bad = (v < p.lo(core)) | (v > p.hi(core))
+            v = cm.neurons.param[:, i]
+            bad = nrn & ((v < p.lo(core)) | (v > p.hi(core)))
             if bad.any():
-                n = int(nrn[np.argmax(bad)])
+                n = int(np.argmax(bad))  # (the first, in core order)
                 c = int(np.searchsorted(cm.cores.neuron_off, n, side="right") - 1)
                 out.append(f"soma-parameters: {_who(cm, c)} ({m.name}) neuron {n} has {p.name} "
                            f"{int(cm.neurons.param[n, i])} outside {p.lo(core)} .. {p.hi(core)} ({p.doc}; "
@@ -310,16 +307,16 @@ def _state_words(cm: CoreMap) -> list[str]:
         cores = np.flatnonzero(cm.cores.model == code)
         if not m.state or not cores.size:
             continue
-        nrn = _core_neurons(cm, cores)
+        nrn = _core_neurons(cm, cm.cores.model == code)
         for i, w in enumerate(m.state):
-            if i >= init.shape[1] or not nrn.size:
+            if i >= init.shape[1] or not nrn.any():
                 continue
             bits = w.bits(core)
             lo, hi = -2 ** (bits - 1), 2 ** (bits - 1) - 1
-            v = init[nrn, i]
-            bad = (v < lo) | (v > hi)
+            v = init[:, i]
+            bad = nrn & ((v < lo) | (v > hi))
             if bad.any():
-                n = int(nrn[np.argmax(bad)])
+                n = int(np.argmax(bad))  # (the first, in core order)
                 c = int(np.searchsorted(cm.cores.neuron_off, n, side="right") - 1)
                 out.append(f"state-words: {_who(cm, c)} ({m.name}) neuron {n} starts with {w.name} {int(init[n, i])} "
                            f"outside its {bits}-bit state word {lo} .. {hi}; fix: recompile (a smaller initial state)")
