@@ -330,6 +330,7 @@ def _kernel_blocks(pieces, lg, p_layer: np.ndarray, is_merge: np.ndarray, tiled:
     for li in np.unique(p_layer[tiled]).tolist():
         core, sub, key, geom, ax, lens = [], [], [], [], [], []
         blocks = lg.layers[li].blocks
+        c_dt = np.int32 if lg.layers[li].n_cols < 2 ** 31 else np.int64  # (as the pieces' columns)
         T = np.flatnonzero(tiled & ~is_merge & (p_layer == li))
         if T.shape[0]:
             tl = [pieces[c].tile for c in T.tolist()]
@@ -348,7 +349,7 @@ def _kernel_blocks(pieces, lg, p_layer: np.ndarray, is_merge: np.ndarray, tiled:
                     continue
                 oc0, tc, y0, th, x0, tw = tt[sel].T
                 pc0, pc = ch[sel, bi, 0], ch[sel, bi, 1]
-                cols, off = tile_patches(b, y0, x0, th, tw, pc0, pc)
+                cols, off = tile_patches(b, y0, x0, th, tw, pc0, pc, c_dt)
                 n_el = np.diff(off)
                 valid = cols >= 0
                 if sel.shape[0] == T.shape[0] and int(valid.sum()) == allkeys.shape[0] and np.array_equal(

@@ -336,7 +336,7 @@ def _tile_columns(blocks, tiles: list[Tile], dtype=np.int64) -> tuple[np.ndarray
         if not sel.shape[0]:
             continue
         y0, x0, th, tw = tt[sel].T
-        flat, off = tile_patches(b, y0, x0, th, tw, ch[sel, bi, 0], ch[sel, bi, 1])
+        flat, off = tile_patches(b, y0, x0, th, tw, ch[sel, bi, 0], ch[sel, bi, 1], dtype)
         flats.append(flat)
         seg_tile.append(sel)
         seg_block.append(np.full(sel.shape[0], bi, np.int64))

@@ -198,11 +198,12 @@ def tile_geoms(blocks, t: Tile) -> list[tuple[int, tuple]]:
     return out
 
 
-def tile_patches(b: Block, y0, x0, th, tw, pc0, pc) -> tuple[np.ndarray, np.ndarray]:
+def tile_patches(b: Block, y0, x0, th, tw, pc0, pc, dtype=np.int64) -> tuple[np.ndarray, np.ndarray]:
     """:func:`tile_patch` of many tiles of block ``b`` at once (arrays of their ``y0, x0, th, tw`` and of the
-    block's chunk ``pc0, pc``): every tile's patch columns, concatenated in tile order, and their offsets
-    ``[n + 1]`` (tile ``i``'s patch: ``cols[off[i]:off[i + 1]]``).  Tiles of one ``(th, tw, pc)`` have patches of
-    one shape, computed together (an edge tile's padding is where its rows or columns leave the input)."""
+    block's chunk ``pc0, pc``): every tile's patch columns (as ``dtype``: it must hold the block's columns),
+    concatenated in tile order, and their offsets ``[n + 1]`` (tile ``i``'s patch: ``cols[off[i]:off[i + 1]]``).
+    Tiles of one ``(th, tw, pc)`` have patches of one shape, computed together (an edge tile's padding is where its
+    rows or columns leave the input)."""
     y0, x0, th, tw, pc0, pc = (np.asarray(a, np.int64).reshape(-1) for a in (y0, x0, th, tw, pc0, pc))
     C, H, W = b.in_shape
     sh, sw = b.strides
@@ -210,9 +211,10 @@ def tile_patches(b: Block, y0, x0, th, tw, pc0, pc) -> tuple[np.ndarray, np.ndar
     size = pc * ph * pw
     off = np.zeros(y0.shape[0] + 1, np.int64)
     np.cumsum(size, out=off[1:])
-    out = np.empty(int(off[-1]), np.int64)
+    out = np.empty(int(off[-1]), dtype)
     if not y0.shape[0]:
         return out, off
+    et = np.int32 if b.col0 + C * H * W < 2 ** 31 else np.int64  # (virtual input elements, and col0 + them)
     shapes, inv = np.unique(np.stack([th, tw, pc], axis=1), axis=0, return_inverse=True)
     inv = inv.reshape(-1)
     for s, (sth, stw, spc) in enumerate(shapes.tolist()):
@@ -226,10 +228,18 @@ def tile_patches(b: Block, y0, x0, th, tw, pc0, pc) -> tuple[np.ndarray, np.ndar
             ix = (x0[i] * sw - b.pads[1])[:, None] + np.arange(spw)  # [m, pw]
             c = pc0[i][:, None] + np.arange(spc)  # [m, pc]
             inside = (((iy >= 0) & (iy < H))[:, None, :, None] & ((ix >= 0) & (ix < W))[:, None, None, :])
-            e = ((c[:, :, None, None] * H + np.clip(iy, 0, H - 1)[:, None, :, None]) * W
-                 + np.clip(ix, 0, W - 1)[:, None, None, :])
-            cols = np.where(inside, b.columns_of(e), -1).reshape(i.shape[0], n_el)
-            out[off[i][:, None] + np.arange(n_el)] = cols
+            e = ((c.astype(et)[:, :, None, None] * H + np.clip(iy, 0, H - 1).astype(et)[:, None, :, None]) * W
+                 + np.clip(ix, 0, W - 1).astype(et)[:, None, None, :])
+            cols = b.columns_of(e)
+            cols = np.where(inside, cols, np.asarray(-1, cols.dtype)).reshape(i.shape[0], n_el)
+            # runs of consecutive tiles are one slice of the output (interior tiles of a row); else scattered
+            brk = np.flatnonzero(np.diff(i) != 1) + 1
+            if brk.shape[0] < max(8, i.shape[0] // 4):
+                for r0, r1 in zip([0, *brk.tolist()], [*brk.tolist(), i.shape[0]]):
+                    o = int(off[i[r0]])
+                    out[o:o + (r1 - r0) * n_el] = cols[r0:r1].reshape(-1)
+            else:
+                out[off[i][:, None] + np.arange(n_el)] = cols
     return out, off
 
 
