@@ -357,7 +357,9 @@ def _kernel_blocks(pieces, lg, p_layer: np.ndarray, is_merge: np.ndarray, tiled:
                     # every core holds exactly its patch's columns, in patch order (one block): element k of a
                     # patch reads the core's axon "valid elements before k"
                     hit = valid
-                    local = np.cumsum(valid) - 1 - np.repeat(seg[:-1], n_el)
+                    it = np.int32 if cols.shape[0] < 2 ** 31 else np.int64  # (as kpatch.ax)
+                    local = np.cumsum(valid, dtype=it)
+                    local -= np.repeat(seg[:-1].astype(it) + 1, n_el)
                 else:  # the axon of each patch column in its core's columns (ascending)
                     rk = np.repeat(sel, n_el)
                     q = rk * _SPAN + cols
@@ -378,7 +380,7 @@ def _kernel_blocks(pieces, lg, p_layer: np.ndarray, is_merge: np.ndarray, tiled:
                 key.append(np.stack([np.full(sel.shape[0], li, np.int64), np.full(sel.shape[0], bi, np.int64),
                                      G["oc0"], G["tc"], G["kc0"], G["kc"]], axis=1))
                 geom.append(gm)
-                ax.append(np.where(hit, local, -1).astype(np.int32))  # (int32 as kpatch.ax: half the list)
+                ax.append(np.where(hit, local, np.int32(-1)).astype(np.int32, copy=False))  # (int32 as kpatch.ax)
                 lens.append(n_el)
         for ci in np.flatnonzero(tiled & is_merge & (p_layer == li)).tolist():  # one identity kernel per partial sum
             p = pieces[ci]
