@@ -15,7 +15,7 @@ from nmc.resources import unit_weight_bits
 from nmc.version import __version__
 
 from .relay import RELAY_LIF_PARAMS, relay_model
-from .structured import merge_geom, tile_geoms, tile_patch
+from .structured import gather_segments, merge_geom, tile_geom_rows, tile_patches
 from .route import Routes as RoutedPlacement
 
 __all__ = ["emit"]
@@ -47,91 +47,111 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
         return held[li]
 
     C = len(pieces)
+    KINDS = ("full", "partial", "merge", "relay")
+    kcode = {k: i for i, k in enumerate(KINDS)}
+    p_layer = np.fromiter((p.layer for p in pieces), np.int64, C)
+    p_kind = np.fromiter((kcode[p.kind] for p in pieces), np.int64, C)
+    p_nn = np.diff(np.asarray(wiring.neuron_off, np.int64))  # (p.n_neurons)
+    p_tiled = np.fromiter((p.tile is not None for p in pieces), bool, C)
     cores = {k: np.zeros(C, np.int64) for k in ("layer", "stage", "phase", "dendrite", "spike_in", "model", "out_bits",
                                                "w_bits", "out_lo", "out_hi")}
     cparam = np.zeros((C, W["P"]), np.int64)
     N = int(wiring.neuron_off[-1])
     bias, nparam, state_init = np.zeros(N, np.int64), np.zeros((N, W["Q"]), np.int64), np.zeros((N, W["S"]), np.int64)
-    # every core's dense weight block [n_axons, n_neurons] or its kernel slices (a tile of a structured layer:
-    # mapper/structured.py), written in place (no per-core copies to join)
-    geoms = {ci: tile_geoms(lg.layers[p.layer].blocks, p.tile) for ci, p in enumerate(pieces)
-             if p.tile is not None and p.kind != "merge"}
-    eyes = {ci: merge_geom(p.tile) for ci, p in enumerate(pieces) if p.tile is not None and p.kind == "merge"}
-    w_size = [0 if ci in geoms or ci in eyes else p.n_axons * p.n_neurons for ci, p in enumerate(pieces)]
-    # kernel slices, each stored once however many cores hold it: (layer, block, oc0, tc, kc0, kc) -> offset
-    pool: dict[tuple, int] = {}
-    n_dense = sum(w_size)
-    for ci, gs in geoms.items():
-        for bi, gm in gs:
-            G = dict(zip(KGEOM, gm))
-            pool.setdefault((pieces[ci].layer, bi, G["oc0"], G["tc"], G["kc0"], G["kc"]), -1)  # (placed below)
-    for gm in eyes.values():
-        pool.setdefault(("eye", gm[0]), -1)
-    at = n_dense
-    for key in pool:
-        pool[key] = at
-        at += key[1] if key[0] == "eye" else key[3] * key[5] * int(np.prod(quant.layers[key[0]].wk[key[1]].shape[2:]))
-    w_data = np.zeros(at, np.int8)
-    for key, o in pool.items():
-        if key[0] == "eye":  # a merge core's identity kernel: ones
-            w_data[o:o + key[1]] = 1
-            continue
-        li, bi, oc0, tc, kc0, kc = key
-        K = quant.layers[li].wk[bi][oc0:oc0 + tc, kc0:kc0 + kc]
-        w_data[o:o + K.size] = K.reshape(-1)
-    w_off = [0]
-    w_fmt = np.zeros(C, np.int8)
-    kb_core, kb_woff, kb_geom, kb_ax = [], [], [], []
-    group = None  # (neurons, their synapses' slots, synapse indices and columns, by column)
-    for ci, p in enumerate(pieces):
-        l = lg.layers[p.layer]
-        q = quant.layers[p.layer]
-        kind = p.kind
+    cores["layer"][:] = p_layer
+    cores["phase"][:] = wiring.phase
+    # the per-core fields: one value per (layer, kind)
+    combo = p_layer * len(KINDS) + p_kind
+    u_combo, c_inv = np.unique(combo, return_inverse=True)
+    c_inv = c_inv.reshape(-1)
+    vals = {k: np.zeros(u_combo.shape[0], np.int64) for k in cores if k not in ("layer", "phase")}
+    u_cparam = np.zeros((u_combo.shape[0], W["P"]), np.int64)
+    for u, cb in enumerate(u_combo.tolist()):
+        li, kind = cb // len(KINDS), KINDS[cb % len(KINDS)]
+        l = lg.layers[li]
+        q = quant.layers[li]
         m = get_model("partial") if kind == "partial" else l.model  # a merge core runs the layer's soma
         if kind == "relay":  # forwards its source's values unchanged (mapper/relay.py)
             m = get_model(relay_model(l.model.out_bits))
-        nn, na = p.n_neurons, p.n_axons
-        cores["layer"][ci] = p.layer
-        cores["stage"][ci] = STAGE[l.stage]
-        cores["phase"][ci] = wiring.phase[ci]
-        cores["dendrite"][ci] = DENDRITE[l.dendrite] if kind not in ("merge", "relay") else DENDRITE["mac"]
-        cores["spike_in"][ci] = (int(m.out_bits == 1) if kind == "relay" else
-                                 int(kind != "merge" and all(tq[t].kind == "spike" for t in l.inputs)))
-        cores["model"][ci] = m.code
-        cores["out_bits"][ci] = m.out_bits
-        cores["w_bits"][ci] = unit_weight_bits(chip) if kind in ("merge", "relay") else q.w_bits
-        cores["out_lo"][ci], cores["out_hi"][ci] = (-acc_hi - 1, acc_hi) if kind == "partial" else (q.lo, q.hi)
+        vals["stage"][u] = STAGE[l.stage]
+        vals["dendrite"][u] = DENDRITE[l.dendrite] if kind not in ("merge", "relay") else DENDRITE["mac"]
+        vals["spike_in"][u] = (int(m.out_bits == 1) if kind == "relay" else
+                               int(kind != "merge" and all(tq[t].kind == "spike" for t in l.inputs)))
+        vals["model"][u] = m.code
+        vals["out_bits"][u] = m.out_bits
+        vals["w_bits"][u] = unit_weight_bits(chip) if kind in ("merge", "relay") else q.w_bits
+        vals["out_lo"][u], vals["out_hi"][u] = (-acc_hi - 1, acc_hi) if kind == "partial" else (q.lo, q.hi)
         if kind == "relay":
             names = [par.name for par in m.core_params]
             for k, v in RELAY_LIF_PARAMS.items() if m.name == "lif" else ():
-                cparam[ci, names.index(k)] = v
+                u_cparam[u, names.index(k)] = v
         elif kind != "partial":
-            cparam[ci, :q.cparam.shape[0]] = q.cparam
-        # weights [n_axons, n_neurons]
-        block = None if ci in geoms or ci in eyes else w_data[w_off[-1]:w_off[-1] + na * nn].reshape(na, nn)
-        if ci in eyes:  # a merge core of a tiled layer: one identity kernel per partial sum
-            w_fmt[ci] = 1
-            for j in range(len(p.partials)):
-                kb_core.append(ci)
-                kb_woff.append(pool[("eye", eyes[ci][0])])
-                kb_geom.append(eyes[ci])
-                kb_ax.append(np.arange(j * nn, (j + 1) * nn, dtype=np.int32))
-        elif ci in geoms:  # shared kernels: each block's kernel slice (in the pool) and its patch's axons
-            w_fmt[ci] = 1
-            for bi, gm in geoms[ci]:
-                G = dict(zip(KGEOM, gm))
-                at = pool[(p.layer, bi, G["oc0"], G["tc"], G["kc0"], G["kc"])]
-                cols, _ = tile_patch(lg.layers[p.layer].blocks[bi], p.tile, bi)
-                ax = np.searchsorted(p.cols, cols)
-                hit = (cols >= 0) & (ax < na)
-                hit[hit] = p.cols[ax[hit]] == cols[hit]
-                if np.any(hit != (cols >= 0)):  # internal invariant: the partitioner gave the core its patch
-                    raise AssertionError(f"core {ci}: its patch reads columns it does not hold")
-                kb_core.append(ci)
-                kb_woff.append(at)
-                kb_geom.append(gm)
-                kb_ax.append(np.where(hit, ax, -1).astype(np.int32))  # (int32 as kpatch.ax: half the list)
-        elif kind == "relay":
+            u_cparam[u, :q.cparam.shape[0]] = q.cparam
+    for k, v in vals.items():
+        cores[k][:] = v[c_inv]
+    cparam[:] = u_cparam[c_inv]
+    # the neuron tables: each core's rows (zero unless set here)
+    n_start = np.asarray(wiring.neuron_off, np.int64)[:-1]
+    soma = np.flatnonzero((p_kind == kcode["full"]) | (p_kind == kcode["merge"]))
+    for li in np.unique(p_layer[soma]).tolist():
+        cs = soma[p_layer[soma] == li]
+        q = quant.layers[li]
+        src = np.concatenate([pieces[c].neurons for c in cs.tolist()]).astype(np.int64, copy=False)
+        if cs[-1] - cs[0] + 1 == cs.shape[0]:  # adjacent cores: one range of rows
+            dst = slice(int(n_start[cs[0]]), int(n_start[cs[0]]) + src.shape[0])
+        else:
+            dst = _ranges(n_start[cs], p_nn[cs])
+        bias[dst] = q.bias[src]
+        nparam[dst, :q.nparam.shape[1]] = q.nparam[src]
+        state_init[dst, :q.state_init.shape[1]] = q.state_init[src]
+    for ci in np.flatnonzero(p_kind == kcode["relay"]).tolist():
+        m = get_model(relay_model(lg.layers[pieces[ci].layer].model.out_bits))
+        if m.name == "ann":  # y = acc * 1, no shift
+            n0, nn = int(n_start[ci]), int(p_nn[ci])
+            nparam[n0:n0 + nn, [par.name for par in m.neuron_params].index("mult")] = 1
+
+    # every core's dense weight block [n_axons, n_neurons] or its kernel slices (a tile of a structured layer:
+    # mapper/structured.py), written in place (no per-core copies to join)
+    dense = np.flatnonzero(~p_tiled)
+    w_size = np.zeros(C, np.int64)
+    w_size[dense] = [pieces[ci].n_axons * pieces[ci].n_neurons for ci in dense.tolist()]
+    w_off = np.zeros(C + 1, np.int64)
+    np.cumsum(w_size, out=w_off[1:])
+    n_dense = int(w_off[-1])
+    # kernel blocks, one per (core, block of its layer) or per (merge core, partial sum): built layer by layer
+    kb = _kernel_blocks(pieces, lg, p_layer, p_kind == kcode["merge"], p_tiled, p_nn)
+    # kernel slices, each stored once however many cores hold it, in the order the cores first read them (the tiled
+    # cores' slices, then the merge cores' identity kernels): (layer, block, oc0, tc, kc0, kc) or ("eye", tc)
+    keys, first, k_inv = _first_order(kb["key"])
+    rank = np.lexsort((first, keys[:, 0] < 0))
+    keys, k_inv = keys[rank], np.argsort(rank)[k_inv]
+    size = np.zeros(keys.shape[0], np.int64)
+    for j in range(keys.shape[0]):
+        li, bi, oc0, tc, kc0, kc = keys[j].tolist()
+        size[j] = tc if li < 0 else tc * kc * int(np.prod(quant.layers[li].wk[bi].shape[2:]))
+    slot = np.zeros(keys.shape[0] + 1, np.int64)
+    np.cumsum(size, out=slot[1:])
+    slot += n_dense
+    w_data = np.zeros(int(slot[-1]), np.int8)
+    for j in range(keys.shape[0]):
+        li, bi, oc0, tc, kc0, kc = keys[j].tolist()
+        o = int(slot[j])
+        if li < 0:  # a merge core's identity kernel: ones
+            w_data[o:o + tc] = 1
+            continue
+        K = quant.layers[li].wk[bi][oc0:oc0 + tc, kc0:kc0 + kc]
+        w_data[o:o + K.size] = K.reshape(-1)
+    w_fmt = p_tiled.astype(np.int8)
+    kb_core, kb_woff, kb_geom = kb["core"], slot[:-1][k_inv], kb["geom"]
+    kb_ax_off, kpatch_ax = kb["ax_off"], kb["ax"]
+    del kb
+    group = None  # (neurons, their synapses' slots, synapse indices and columns, by column)
+    for ci in dense.tolist():
+        p = pieces[ci]
+        kind = p.kind
+        nn, na = p.n_neurons, p.n_axons
+        block = w_data[w_off[ci]:w_off[ci] + na * nn].reshape(na, nn)  # weights [n_axons, n_neurons]
+        if kind == "relay":
             block[np.arange(nn), np.arange(nn)] = 1
         elif kind == "merge":
             k = len(p.partials)
@@ -154,20 +174,9 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
                 aslot = np.minimum(np.searchsorted(p.cols, c_sel), na - 1)
                 hit = p.cols[aslot] == c_sel
                 block[aslot[hit], g_slot[a:b][hit]] = wq[g_idx[a:b][hit]].astype(np.int8)
-        w_off.append(w_off[-1] + w_size[ci])
-        n0 = int(wiring.neuron_off[ci])  # this core's rows of the neuron tables (zero unless set here)
-        if kind == "relay" and m.name == "ann":  # y = acc * 1, no shift
-            nparam[n0:n0 + nn, [par.name for par in m.neuron_params].index("mult")] = 1
-        elif kind not in ("partial", "relay"):
-            bias[n0:n0 + nn] = q.bias[p.neurons]
-            nparam[n0:n0 + nn, :q.nparam.shape[1]] = q.nparam[p.neurons]
-            state_init[n0:n0 + nn, :q.state_init.shape[1]] = q.state_init[p.neurons]
 
     held.clear()
     group = None
-    kb_ax_off = np.concatenate([[0], np.cumsum([a.shape[0] for a in kb_ax])]).astype(np.int64)
-    kpatch_ax = np.concatenate(kb_ax).astype(np.int32, copy=False) if kb_ax else np.zeros(0, np.int32)
-    del kb_ax  # (before the axons' table: DenseNet-121's patches are 0.17 GB)
     t = routes.table
     # the large per-axon and per-route arrays are the Fit's own (np.asarray: no copies; at ResNet-50's size they are
     # about 1 GB): a caller who edits them in place edits that pass's result too
@@ -189,9 +198,9 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
                       route_off=np.asarray(t.rt_route_off, np.int64)),
         feeds=Feeds(input=np.array(wiring.feed_input, np.int32), elem=np.array(wiring.feed_elem, np.int64),
                     dst=np.array(wiring.feed_dst, np.int64)),
-        kblocks=KBlocks(core=np.array(kb_core, np.int32), w_off=np.array(kb_woff, np.int64),
-                        geom=np.array(kb_geom, np.int32).reshape(-1, len(KGEOM)),
-                        ax_off=kb_ax_off),
+        kblocks=KBlocks(core=np.asarray(kb_core, np.int32), w_off=np.asarray(kb_woff, np.int64),
+                        geom=np.asarray(kb_geom, np.int32).reshape(-1, len(KGEOM)),
+                        ax_off=np.asarray(kb_ax_off, np.int64)),
         kpatch=KPatch(ax=kpatch_ax),
     )
 
@@ -284,3 +293,133 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
     if "nmc.models" in g.metadata:
         meta["models"] = meta_models
     return CoreMap(chip=chip, meta=meta, **tables)
+
+
+def _ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """``starts[k] .. starts[k] + lens[k] - 1`` for every ``k``, concatenated."""
+    starts, lens = np.asarray(starts, np.int64), np.asarray(lens, np.int64)
+    ends = np.cumsum(lens)
+    return np.repeat(starts - (ends - lens), lens) + np.arange(int(ends[-1]) if ends.shape[0] else 0)
+
+
+def _first_order(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct rows of ``keys`` in the order they first appear, the index of each one's first appearance and
+    every row's distinct row."""
+    if not keys.shape[0]:
+        return keys, np.zeros(0, np.int64), np.zeros(0, np.int64)
+    u, first, inv = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    inv = inv.reshape(-1)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.shape[0])
+    return u[order], first[order], rank[inv]
+
+
+#: columns of a layer's pieces kept apart in one sorted search (piece rank * _SPAN + column)
+_SPAN = 1 << 32
+
+
+def _kernel_blocks(pieces, lg, p_layer: np.ndarray, is_merge: np.ndarray, tiled: np.ndarray,
+                   p_nn: np.ndarray) -> dict[str, np.ndarray]:
+    """The kernel blocks of the tiled cores, ordered by core, then block (a tile: one per block of its layer it
+    reads; a merge core: one identity kernel per partial sum): ``core``, kernel slice ``key`` rows ``(layer,
+    block, oc0, tc, kc0, kc)`` (``(-1, 0, 0, tc, 0, 0)``: a merge core's identity kernel of ``tc`` ones), KGEOM
+    ``geom`` rows, and each block's patch map (the axon of every patch element, -1: none) as ``ax`` and
+    ``ax_off``.  Computed for all tiles of a layer together (mapper/structured.tile_patches)."""
+    out = [[] for _ in range(6)]  # (core, sub, key, geom, ax, lens) of every layer, each ordered by core
+    for li in np.unique(p_layer[tiled]).tolist():
+        core, sub, key, geom, ax, lens = [], [], [], [], [], []
+        blocks = lg.layers[li].blocks
+        c_dt = np.int32 if lg.layers[li].n_cols < 2 ** 31 else np.int64  # (as the pieces' columns)
+        T = np.flatnonzero(tiled & ~is_merge & (p_layer == li))
+        if T.shape[0]:
+            tl = [pieces[c].tile for c in T.tolist()]
+            tt = np.array([(t.oc0, t.tc, t.y0, t.th, t.x0, t.tw) for t in tl], np.int64).reshape(-1, 6)
+            ch = np.array([t.chunks for t in tl], np.int64).reshape(len(tl), len(blocks), 2)
+            pcols = [pieces[c].cols for c in T.tolist()]
+            na = np.fromiter((x.shape[0] for x in pcols), np.int64, len(pcols))
+            seg = np.zeros(na.shape[0] + 1, np.int64)
+            np.cumsum(na, out=seg[1:])
+            allcols = np.concatenate(pcols)
+            del pcols
+            allkeys = allcols.astype(np.int64) + np.repeat(np.arange(na.shape[0], dtype=np.int64) * _SPAN, na)
+            for bi, b in enumerate(blocks):
+                sel = np.flatnonzero(ch[:, bi, 1] > 0)
+                if not sel.shape[0]:
+                    continue
+                oc0, tc, y0, th, x0, tw = tt[sel].T
+                pc0, pc = ch[sel, bi, 0], ch[sel, bi, 1]
+                cols, off = tile_patches(b, y0, x0, th, tw, pc0, pc, c_dt)
+                n_el = np.diff(off)
+                valid = cols >= 0
+                if sel.shape[0] == T.shape[0] and int(valid.sum()) == allkeys.shape[0] and np.array_equal(
+                        cols[valid], allcols):
+                    # every core holds exactly its patch's columns, in patch order (one block): element k of a
+                    # patch reads the core's axon "valid elements before k"
+                    hit = valid
+                    it = np.int32 if cols.shape[0] < 2 ** 31 else np.int64  # (as kpatch.ax)
+                    local = np.cumsum(valid, dtype=it)
+                    local -= np.repeat(seg[:-1].astype(it) + 1, n_el)
+                else:  # the axon of each patch column in its core's columns (ascending)
+                    rk = np.repeat(sel, n_el)
+                    q = rk * _SPAN + cols
+                    pos = np.searchsorted(allkeys, q)
+                    local = pos - seg[rk]
+                    hit = valid & (local < na[rk])
+                    hit[hit] = allkeys[pos[hit]] == q[hit]
+                    del q, pos
+                    bad = hit != valid
+                    if bad.any():  # internal invariant: the partitioner gave the core its patch
+                        ci = int(T[rk[np.argmax(bad)]])
+                        raise AssertionError(f"core {ci}: its patch reads columns it does not hold")
+                del valid
+                gm = tile_geom_rows(b, oc0, tc, th, tw, pc0, pc)
+                G = dict(zip(KGEOM, gm.T))
+                core.append(T[sel])
+                sub.append(np.full(sel.shape[0], bi, np.int64))
+                key.append(np.stack([np.full(sel.shape[0], li, np.int64), np.full(sel.shape[0], bi, np.int64),
+                                     G["oc0"], G["tc"], G["kc0"], G["kc"]], axis=1))
+                geom.append(gm)
+                ax.append(np.where(hit, local, np.int32(-1)).astype(np.int32, copy=False))  # (int32 as kpatch.ax)
+                lens.append(n_el)
+        for ci in np.flatnonzero(tiled & is_merge & (p_layer == li)).tolist():  # one identity kernel per partial sum
+            p = pieces[ci]
+            k, nn = len(p.partials), int(p_nn[ci])
+            gm = merge_geom(p.tile)
+            core.append(np.full(k, ci, np.int64))
+            sub.append(np.arange(k, dtype=np.int64))
+            key.append(np.tile(np.array([[-1, 0, 0, gm[0], 0, 0]], np.int64), (k, 1)))
+            geom.append(np.tile(np.array([gm], np.int64), (k, 1)))
+            ax.append(np.arange(k * nn, dtype=np.int32))
+            lens.append(np.full(k, nn, np.int64))
+        core, key, geom, ax, lens = _by_core(core, sub, key, geom, ax, lens)
+        for o, x in zip(out, (core, np.arange(core.shape[0], dtype=np.int64), key, geom, ax, lens)):
+            o.append(x)  # (then in order within the layer)
+    core, key, geom, flat, lens = _by_core(*out)
+    flat = np.concatenate(flat) if len(flat) > 1 else flat[0]
+    ax_off = np.zeros(lens.shape[0] + 1, np.int64)
+    np.cumsum(lens, out=ax_off[1:])
+    return dict(core=core, key=key, geom=geom, ax=flat, ax_off=ax_off)
+
+
+def _by_core(core, sub, key, geom, ax, lens):
+    """Kernel block lists (of arrays: cores, their block or partial sum, slice keys, KGEOM rows, patch maps as one
+    flat list each (or lists of them) and their lengths) joined and ordered by core, then block; the patch maps
+    are returned as a list of flat lists to join (moved only when out of order)."""
+    if not core:
+        return (np.zeros(0, np.int64), np.zeros((0, 6), np.int64), np.zeros((0, len(KGEOM)), np.int64),
+                [np.zeros(0, np.int32)], np.zeros(0, np.int64))
+    cat = lambda xs: np.concatenate(xs) if len(xs) > 1 else xs[0]  # noqa: E731
+    core, sub, lens, key, geom = cat(core), cat(sub), cat(lens), cat(key), cat(geom)
+    parts = [a for x in ax for a in (x if isinstance(x, list) else [x])]  # (patch maps: joined once, at the end)
+    del ax[:]
+    if core.shape[0] > 1 and np.any((core[1:] < core[:-1]) | ((core[1:] == core[:-1]) & (sub[1:] <= sub[:-1]))):
+        order = np.lexsort((sub, core))
+        start = np.zeros(lens.shape[0], np.int64)
+        np.cumsum(lens[:-1], out=start[1:])
+        flat = cat(parts)
+        del parts[:]
+        parts = [gather_segments(flat, start, lens, order)]
+        del flat
+        core, key, geom, lens = core[order], key[order], geom[order], lens[order]
+    return core, key, geom, parts, lens

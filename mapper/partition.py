@@ -21,7 +21,8 @@ from nmc.coremap import KGEOM, kblock_bytes
 from nmc.resources import bytes_of_bits, core_usage, unit_weight_bits
 
 from .lower import Layer
-from .structured import Tile, block_out_shape, choose_tiles, merge_geom, tile_geoms, tile_patch, tiles_of
+from .structured import (Tile, block_out_shape, choose_tiles, gather_segments, merge_geom, tile_geoms, tile_patches,
+                         tiles_of)
 from .quantize import TQ, Quantized
 
 __all__ = ["Piece", "partition", "layer_in_bytes", "use_tiles", "piece_kernel_bytes", "TILE_MIN_SYNAPSES",
@@ -81,12 +82,33 @@ def use_tiles(l: Layer, ql, chip: ChipSpec, tiles: str = "auto") -> bool:
     return tiles == "on" or tile_auto(l.synapse_count(), l.n, chip)
 
 
+#: piece_kernel_slices' results by value (tile shape and channels, layer, precision, block geometry): the tiles of a
+#: layer that differ only in position share them (bounded: cleared when full)
+_SLICES: dict = {}
+_SLICES_MAX = 1 << 16
+
+
 def piece_kernel_slices(p: Piece, l: Layer, w_bits: int) -> list[tuple[tuple, int]] | None:
     """A tile's kernel blocks as ``(kernel slice, SRAM bytes)`` (None: the piece stores a dense weight block).  The
     slice ``(layer, block, oc0, tc, kc0, kc)``, or ``("eye", tc)`` for a merge core's identity kernel (one per
     partial sum), is the one emit stores once in the core map."""
-    if p.tile is None:
+    t = p.tile
+    if t is None:
         return None
+    merge = p.kind == "merge"
+    key = ((merge, len(p.partials), t.tc, t.th, t.tw, w_bits) if merge else
+           (merge, p.layer, t.oc0, t.tc, t.th, t.tw, t.chunks, w_bits,
+            tuple((b.W.shape, b.strides, b.dilations, b.group) for b in l.blocks)))
+    out = _SLICES.get(key)
+    if out is None:
+        out = _kernel_slices(p, l, w_bits)
+        if len(_SLICES) >= _SLICES_MAX:
+            _SLICES.clear()
+        _SLICES[key] = out
+    return list(out)
+
+
+def _kernel_slices(p: Piece, l: Layer, w_bits: int) -> list[tuple[tuple, int]]:
     if p.kind == "merge":
         gm = merge_geom(p.tile)
         return [(("eye", gm[0]), int(kblock_bytes(np.array(gm), w_bits)[0]))] * len(p.partials)
@@ -276,19 +298,76 @@ def _tile_layer(li: int, l: Layer, w_bits: int, chip: ChipSpec, tq: dict[str, TQ
     # memory (DenseNet-121: 38M)
     n_dt = np.int32 if l.n < 2 ** 31 else np.int64
     c_dt = np.int32 if l.n_cols < 2 ** 31 else np.int64
+    groups = tiles_of(l.blocks, out, shape, budget)
+    tiles = [t for group in groups for t in group]
+    cols, off = _tile_columns(l.blocks, tiles, c_dt)
     pieces: list[Piece] = []
-    for group in tiles_of(l.blocks, out, shape, budget):
-        neurons = group[0].neurons(OH, OW).astype(n_dt)
+    shapes: dict[tuple, np.ndarray] = {}  # a tile shape's neurons at (0, 0, 0), slot order (t, ty, tx)
+    i = 0
+    for group in groups:
+        t0 = group[0]
+        base_n = shapes.get((t0.tc, t0.th, t0.tw))
+        if base_n is None:
+            base_n = shapes[(t0.tc, t0.th, t0.tw)] = Tile(0, t0.tc, 0, t0.th, 0, t0.tw, ()).neurons(OH, OW)
+        neurons = (base_n + (t0.oc0 * OH * OW + t0.y0 * OW + t0.x0)).astype(n_dt)  # (Tile.neurons)
         base = len(pieces)
         k = len(group)
         for t in group:
-            cols = np.concatenate([tile_patch(b, t, bi)[0] for bi, b in enumerate(l.blocks) if t.chunks[bi][1]])
-            cols = cols[cols >= 0]
-            if cols.size > 1 and not np.all(cols[1:] > cols[:-1]):  # (views, or blocks out of column order)
-                cols = np.unique(cols)
-            pieces.append(Piece(layer=li, kind="full" if k == 1 else "partial", neurons=neurons, cols=cols.astype(c_dt),
-                                tile=t))
+            c = cols[off[i]:off[i + 1]] if isinstance(off, np.ndarray) else off[i]
+            pieces.append(Piece(layer=li, kind="full" if k == 1 else "partial", neurons=neurons, cols=c, tile=t))
+            i += 1
         if k > 1:  # (its tile: it stores identity kernels, mapper/structured.merge_geom)
             pieces.append(Piece(layer=li, kind="merge", neurons=neurons, cols=np.zeros(0, np.int64),
                                 partials=list(range(base, base + k)), tile=group[0]))
     return pieces
+
+
+def _tile_columns(blocks, tiles: list[Tile], dtype=np.int64) -> tuple[np.ndarray, np.ndarray | list]:
+    """The layer input columns every tile reads: its blocks' patches (:func:`tile_patch`, in block order) without
+    padding and zeros, ascending (made unique where not: views, or blocks out of column order).  Returns ``(cols,
+    off)``: tile ``i`` reads ``cols[off[i]:off[i + 1]]``; or, when some tile's columns had to be made unique,
+    ``(cols, list of each tile's array)``; columns as ``dtype``."""
+    n = len(tiles)
+    tt = np.array([(t.y0, t.x0, t.th, t.tw) for t in tiles], np.int64).reshape(n, 4)
+    ch = np.array([t.chunks for t in tiles], np.int64).reshape(n, len(blocks), 2)
+    flats, seg_tile, seg_block, seg_len = [], [], [], []
+    for bi, b in enumerate(blocks):
+        sel = np.flatnonzero(ch[:, bi, 1] > 0)
+        if not sel.shape[0]:
+            continue
+        y0, x0, th, tw = tt[sel].T
+        flat, off = tile_patches(b, y0, x0, th, tw, ch[sel, bi, 0], ch[sel, bi, 1], dtype)
+        flats.append(flat)
+        seg_tile.append(sel)
+        seg_block.append(np.full(sel.shape[0], bi, np.int64))
+        seg_len.append(np.diff(off))
+    if not flats:
+        return np.zeros(0, dtype), np.zeros(n + 1, np.int64)
+    flat = np.concatenate(flats) if len(flats) > 1 else flats[0]
+    del flats
+    st, sb, sl = np.concatenate(seg_tile), np.concatenate(seg_block), np.concatenate(seg_len)
+    if st.shape[0] > 1 and np.any((st[1:] < st[:-1]) | ((st[1:] == st[:-1]) & (sb[1:] <= sb[:-1]))):
+        order = np.lexsort((sb, st))  # tile by tile, its blocks in order
+        start = np.zeros(sl.shape[0], np.int64)
+        np.cumsum(sl[:-1], out=start[1:])
+        flat = gather_segments(flat, start, sl, order)
+        st, sl = st[order], sl[order]
+    per_tile = np.bincount(st, weights=sl, minlength=n).astype(np.int64)
+    valid = flat >= 0
+    cv = np.zeros(flat.shape[0] + 1, np.int64)
+    np.cumsum(valid, out=cv[1:])
+    raw = np.zeros(n + 1, np.int64)
+    np.cumsum(per_tile, out=raw[1:])
+    off = cv[raw]  # each tile's columns in the compacted list
+    cols = flat[valid].astype(dtype, copy=False)
+    del flat, valid, cv
+    # a tile whose columns are not strictly ascending: a drop inside its run
+    drop = np.flatnonzero(cols[1:] <= cols[:-1]) + 1  # (position of the second of the pair)
+    ti = np.searchsorted(off, drop, side="right") - 1  # (the tile whose run holds it; empty runs skipped)
+    bad = np.unique(ti[drop > off[ti]])  # (not the first of its tile's run)
+    if not bad.shape[0]:
+        return cols, off
+    out = [cols[off[i]:off[i + 1]] for i in range(n)]
+    for i in bad.tolist():
+        out[i] = np.unique(out[i])
+    return cols, out

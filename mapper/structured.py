@@ -23,7 +23,7 @@ from nmc.coremap import KGEOM
 from nmc.errors import ModelError
 
 __all__ = ["Block", "Tile", "blocks_coo", "block_out_shape", "choose_tiles", "tile_patch", "tile_geoms", "merge_geom",
-           "tiles_of"]
+           "tiles_of", "tile_patches", "tile_geom_rows", "gather_segments"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -195,6 +195,90 @@ def tile_geoms(blocks, t: Tile) -> list[tuple[int, tuple]]:
                     sw=b.strides[1], dh=b.dilations[0], dw=b.dilations[1], co_g=b.co_g, ci_g=b.ci_g, oc0=t.oc0,
                     kc0=kc0, pc0=pc0)
         out.append((bi, tuple(geom[k] for k in KGEOM)))
+    return out
+
+
+def tile_patches(b: Block, y0, x0, th, tw, pc0, pc, dtype=np.int64) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`tile_patch` of many tiles of block ``b`` at once (arrays of their ``y0, x0, th, tw`` and of the
+    block's chunk ``pc0, pc``): every tile's patch columns (as ``dtype``: it must hold the block's columns),
+    concatenated in tile order, and their offsets ``[n + 1]`` (tile ``i``'s patch: ``cols[off[i]:off[i + 1]]``).
+    Tiles of one ``(th, tw, pc)`` have patches of one shape, computed together (an edge tile's padding is where its
+    rows or columns leave the input)."""
+    y0, x0, th, tw, pc0, pc = (np.asarray(a, np.int64).reshape(-1) for a in (y0, x0, th, tw, pc0, pc))
+    C, H, W = b.in_shape
+    sh, sw = b.strides
+    ph, pw = patch_dims(b, th, tw)
+    size = pc * ph * pw
+    off = np.zeros(y0.shape[0] + 1, np.int64)
+    np.cumsum(size, out=off[1:])
+    out = np.empty(int(off[-1]), dtype)
+    if not y0.shape[0]:
+        return out, off
+    et = np.int32 if b.col0 + C * H * W < 2 ** 31 else np.int64  # (virtual input elements, and col0 + them)
+    shapes, inv = np.unique(np.stack([th, tw, pc], axis=1), axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    for s, (sth, stw, spc) in enumerate(shapes.tolist()):
+        idx = np.flatnonzero(inv == s)
+        sph, spw = patch_dims(b, sth, stw)
+        n_el = spc * sph * spw
+        step = max(1, (1 << 22) // max(n_el, 1))  # tiles per chunk (bounded temporaries)
+        for a in range(0, idx.shape[0], step):
+            i = idx[a:a + step]
+            iy = (y0[i] * sh - b.pads[0])[:, None] + np.arange(sph)  # [m, ph]
+            ix = (x0[i] * sw - b.pads[1])[:, None] + np.arange(spw)  # [m, pw]
+            c = pc0[i][:, None] + np.arange(spc)  # [m, pc]
+            inside = (((iy >= 0) & (iy < H))[:, None, :, None] & ((ix >= 0) & (ix < W))[:, None, None, :])
+            e = ((c.astype(et)[:, :, None, None] * H + np.clip(iy, 0, H - 1).astype(et)[:, None, :, None]) * W
+                 + np.clip(ix, 0, W - 1).astype(et)[:, None, None, :])
+            cols = b.columns_of(e)
+            cols = np.where(inside, cols, np.asarray(-1, cols.dtype)).reshape(i.shape[0], n_el)
+            # runs of consecutive tiles are one slice of the output (interior tiles of a row); else scattered
+            brk = np.flatnonzero(np.diff(i) != 1) + 1
+            if brk.shape[0] < max(8, i.shape[0] // 4):
+                for r0, r1 in zip([0, *brk.tolist()], [*brk.tolist(), i.shape[0]]):
+                    o = int(off[i[r0]])
+                    out[o:o + (r1 - r0) * n_el] = cols[r0:r1].reshape(-1)
+            else:
+                out[off[i][:, None] + np.arange(n_el)] = cols
+    return out, off
+
+
+def tile_geom_rows(b: Block, oc0, tc, th, tw, pc0, pc) -> np.ndarray:
+    """The KGEOM rows ``[n, len(KGEOM)]`` of block ``b`` of many tiles (arrays: the tiles' ``oc0, tc, th, tw`` and
+    their chunk ``pc0, pc`` of the block, ``pc > 0``), as :func:`tile_geoms` gives one tile's."""
+    oc0, tc, th, tw, pc0, pc = (np.asarray(a, np.int64).reshape(-1) for a in (oc0, tc, th, tw, pc0, pc))
+    ph, pw = patch_dims(b, th, tw)
+    co_g, ci_g = b.co_g, b.ci_g
+    g0, g1 = oc0 // co_g, (oc0 + tc - 1) // co_g
+    one = g0 == g1  # one group: only the kernel channels of the chunk
+    kc0 = np.where(one, np.maximum(0, pc0 - g0 * ci_g), 0)
+    kc1 = np.where(one, np.minimum(ci_g, pc0 + pc - g0 * ci_g), ci_g)
+    kh, kw = b.W.shape[2:]
+    n = oc0.shape[0]
+    full = lambda v: np.full(n, v, np.int64)  # noqa: E731
+    geom = dict(tc=tc, th=th, tw=tw, kc=kc1 - kc0, kh=full(kh), kw=full(kw), pc=pc, ph=ph, pw=pw,
+                sh=full(b.strides[0]), sw=full(b.strides[1]), dh=full(b.dilations[0]), dw=full(b.dilations[1]),
+                co_g=full(co_g), ci_g=full(ci_g), oc0=oc0, kc0=kc0, pc0=pc0)
+    return np.stack([geom[k] for k in KGEOM], axis=1) if n else np.zeros((0, len(KGEOM)), np.int64)
+
+
+def gather_segments(flat: np.ndarray, start: np.ndarray, lens: np.ndarray, order: np.ndarray,
+                    chunk: int = 1 << 22) -> np.ndarray:
+    """The segments ``flat[start[k]:start[k] + lens[k]]`` for ``k`` in ``order``, concatenated (in chunks of
+    about ``chunk`` elements: bounded index temporaries)."""
+    start, lens, order = (np.asarray(a, np.int64) for a in (start, lens, order))
+    ls = lens[order]
+    out = np.empty(int(ls.sum()), flat.dtype)
+    new = np.zeros(order.shape[0] + 1, np.int64)
+    np.cumsum(ls, out=new[1:])
+    a = 0
+    while a < order.shape[0]:
+        z = max(a + 1, int(np.searchsorted(new, new[a] + chunk, side="right")) - 1)
+        z = min(z, order.shape[0])
+        o = order[a:z]
+        idx = np.repeat(start[o] - new[a:z], ls[a:z]) + np.arange(new[a], new[z])
+        out[new[a]:new[z]] = flat[idx]
+        a = z
     return out
 
 

@@ -10,7 +10,8 @@ from .chip import ChipSpec
 from .coremap import CoreMap, in_bytes, kblock_bytes
 from .neurons import by_code, get_model
 
-__all__ = ["CoreUsage", "neuron_bytes", "core_usage", "core_usages", "bytes_of_bits", "unit_weight_bits",
+__all__ = ["CoreUsage", "neuron_bytes", "core_usage", "core_usages", "core_usage_table", "bytes_of_bits",
+           "unit_weight_bits",
            "shared_kernel_bytes", "position_bytes"]
 
 
@@ -60,20 +61,36 @@ def core_usage(chip: ChipSpec, n_axons: int, n_neurons: int, w_bits: int, model:
     )
 
 
-def core_usages(cm: CoreMap) -> list[CoreUsage]:
-    """What every core of ``cm`` needs, with its routing table's entries (``cm.router``)."""
+def core_usage_table(cm: CoreMap) -> dict[str, np.ndarray]:
+    """What every core of ``cm`` needs (:func:`core_usage` of each core, with its routing table's entries), as
+    arrays [C] of the :class:`CoreUsage` fields and their ``total``."""
     c = cm.cores
     nn, na, ib, ents = np.diff(c.neuron_off), np.diff(c.axon_off), in_bytes(cm), np.diff(cm.router.off)
     kb = cm.kblocks
     kbytes = np.bincount(kb.core.astype(np.int64), weights=kblock_bytes(kb.geom, c.w_bits[kb.core]),
                          minlength=cm.num_cores).astype(np.int64)
-    out = []
-    for i in range(cm.num_cores):
-        m = by_code(int(c.model[i]))
-        out.append(core_usage(cm.chip, int(na[i]), int(nn[i]), int(c.w_bits[i]), m.name, int(ib[i]),
-                              has_bias=m.name != "partial", router_entries=int(ents[i]),
-                              kernel_bytes=int(kbytes[i]) if c.w_fmt[i] else None))
+    codes, inv = np.unique(np.asarray(c.model, np.int64), return_inverse=True)
+    inv = inv.reshape(-1)
+    per_nrn, table = np.zeros(codes.shape[0], np.int64), np.zeros(codes.shape[0], np.int64)
+    for k, code in enumerate(codes.tolist()):
+        m = by_code(int(code))
+        per_nrn[k] = neuron_bytes(cm.chip, m.name, m.name != "partial")
+        table[k] = get_model(m.name).table_bytes(cm.chip.core)
+    nn, na = nn.astype(np.int64), na.astype(np.int64)
+    row = (nn * c.w_bits.astype(np.int64) + 7) // 8
+    out = dict(weight_bytes=np.where(c.w_fmt != 0, kbytes, na * row), neuron_bytes=nn * per_nrn[inv],
+               axon_bytes=na * np.asarray(ib, np.int64),
+               router_bytes=ents.astype(np.int64) * cm.chip.core.router_entry_bytes,
+               table_bytes=table[inv])
+    out["total"] = sum(out[k] for k in ("weight_bytes", "neuron_bytes", "axon_bytes", "router_bytes", "table_bytes"))
     return out
+
+
+def core_usages(cm: CoreMap) -> list[CoreUsage]:
+    """What every core of ``cm`` needs, with its routing table's entries (``cm.router``)."""
+    t = core_usage_table(cm)
+    cols = [t[k].tolist() for k in ("weight_bytes", "neuron_bytes", "axon_bytes", "router_bytes", "table_bytes")]
+    return [CoreUsage(*u) for u in zip(*cols)]
 
 
 def shared_kernel_bytes(slices) -> int:

@@ -13,7 +13,7 @@ import numpy as np
 
 from .coremap import CoreMap, in_bytes, kblock_ranges
 from .neurons import by_code
-from .resources import core_usages, position_bytes
+from .resources import CoreUsage, core_usage_table, position_bytes
 
 __all__ = ["owner", "RULES", "check_coremap", "rounds_needed", "stage_phases", "stage_rounds", "router_entries",
            "count_router_entries", "route_pairs", "in_bytes"]
@@ -96,19 +96,37 @@ def _axons(cm: CoreMap) -> list[str]:
             "fix: recompile so the layer's fan-in is split" for c in np.flatnonzero(n > lim)]
 
 
+class _UsageRows:
+    """Core ``i``'s :class:`CoreUsage` as ``rows[i]``, from :func:`nmc.resources.core_usage_table`'s arrays."""
+
+    FIELDS = ("weight_bytes", "neuron_bytes", "axon_bytes", "router_bytes", "table_bytes")
+
+    def __init__(self, tab: dict[str, np.ndarray]):
+        self.tab = tab
+
+    def __getitem__(self, i: int) -> CoreUsage:
+        return CoreUsage(*(int(self.tab[k][i]) for k in self.FIELDS))
+
+
+def _core_neurons(cm: CoreMap, cores: np.ndarray) -> np.ndarray:
+    """Which neurons belong to the cores ``cores`` (a mask over cores): a mask over neurons."""
+    return np.repeat(np.asarray(cores, bool), np.diff(np.asarray(cm.cores.neuron_off, np.int64)))
+
+
 @_rule("memory-per-core")
 def _memory(cm: CoreMap) -> list[str]:
     lim = cm.chip.core.memory_bytes
     out = []
-    for c, u in enumerate(core_usages(cm)):
+    tab = core_usage_table(cm)
+    for c in np.flatnonzero(tab["total"] > lim).tolist():
+        u = _UsageRows(tab)[c]
         if u.total > lim:
             out.append(f"memory-per-core: {_who(cm, c)} needs {u.total} B (weights {u.weight_bytes}, neurons "
                        f"{u.neuron_bytes}, axon buffer {u.axon_bytes}, routing {u.router_bytes}) > {lim} B "
                        f"(core.memory_bytes of '{cm.chip.name}'); fix: recompile (the partitioner sizes cores) or "
                        "use lower-precision weights")
-    us = None
+    us = _UsageRows(tab)
     for cs in shared_positions(cm):
-        us = core_usages(cm) if us is None else us
         total = position_bytes(cm, cs, us)  # (kernel slices they share stored once)
         if total > lim:
             out.append(f"memory-per-core: {' and '.join(_who(cm, int(c)) for c in cs)}, folded on one core at "
@@ -264,12 +282,12 @@ def _soma(cm: CoreMap) -> list[str]:
                            f"core.beta_shift = {core.beta_shift}); fix: rescale the layer or recompile for this chip")
         if not m.neuron_params:
             continue
-        nrn = np.concatenate([np.arange(cm.cores.neuron_off[c], cm.cores.neuron_off[c + 1]) for c in cores])
+        nrn = _core_neurons(cm, cm.cores.model == code)
         for i, p in enumerate(m.neuron_params):
-            v = cm.neurons.param[nrn, i]
-            bad = (v < p.lo(core)) | (v > p.hi(core))
+            v = cm.neurons.param[:, i]
+            bad = nrn & ((v < p.lo(core)) | (v > p.hi(core)))
             if bad.any():
-                n = int(nrn[np.argmax(bad)])
+                n = int(np.argmax(bad))  # (the first, in core order)
                 c = int(np.searchsorted(cm.cores.neuron_off, n, side="right") - 1)
                 out.append(f"soma-parameters: {_who(cm, c)} ({m.name}) neuron {n} has {p.name} "
                            f"{int(cm.neurons.param[n, i])} outside {p.lo(core)} .. {p.hi(core)} ({p.doc}; "
@@ -289,16 +307,16 @@ def _state_words(cm: CoreMap) -> list[str]:
         cores = np.flatnonzero(cm.cores.model == code)
         if not m.state or not cores.size:
             continue
-        nrn = np.concatenate([np.arange(cm.cores.neuron_off[c], cm.cores.neuron_off[c + 1]) for c in cores])
+        nrn = _core_neurons(cm, cm.cores.model == code)
         for i, w in enumerate(m.state):
-            if i >= init.shape[1] or not nrn.size:
+            if i >= init.shape[1] or not nrn.any():
                 continue
             bits = w.bits(core)
             lo, hi = -2 ** (bits - 1), 2 ** (bits - 1) - 1
-            v = init[nrn, i]
-            bad = (v < lo) | (v > hi)
+            v = init[:, i]
+            bad = nrn & ((v < lo) | (v > hi))
             if bad.any():
-                n = int(nrn[np.argmax(bad)])
+                n = int(np.argmax(bad))  # (the first, in core order)
                 c = int(np.searchsorted(cm.cores.neuron_off, n, side="right") - 1)
                 out.append(f"state-words: {_who(cm, c)} ({m.name}) neuron {n} starts with {w.name} {int(init[n, i])} "
                            f"outside its {bits}-bit state word {lo} .. {hi}; fix: recompile (a smaller initial state)")
