@@ -200,27 +200,34 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
         start = np.cumsum(n_cols) - n_cols
         axons_all = np.repeat(axon_off[np.asarray(cis, np.int64)] - start, n_cols) + np.arange(cols.shape[0])
         col_off = np.concatenate([[0], np.cumsum(l.in_sizes)]).astype(np.int64)
-        which = np.searchsorted(col_off, cols, side="right") - 1
+        # one input and no padding column: every column is an element of it (no selection: at VGG-19's size that
+        # saves five passes over 156M columns)
+        one = len(l.inputs) == 1 and (cols.size == 0 or int(cols.min()) >= 0)
+        which = None if one else np.searchsorted(col_off, cols, side="right") - 1
         for ti, t in enumerate(l.inputs):
-            sel = np.flatnonzero(which == ti)
-            if sel.size == 0:
+            if one:
+                elems, axons = cols, axons_all
+            else:
+                sel = np.flatnonzero(which == ti)
+                elems = cols[sel] - col_off[ti]
+                axons = axons_all[sel]
+            n = int(elems.shape[0])
+            if n == 0:
                 continue
-            elems = cols[sel] - col_off[ti]
-            axons = axons_all[sel]
             if t in elem_neuron:
                 r_src.append(elem_neuron[t][elems])
                 r_dst.append(axons)
-                r_del.append(np.zeros(sel.size, np.int8))
+                r_del.append(np.zeros(n, np.int8))
             elif t in spike_state:
                 out, init = spike_state[t]
                 r_src.append(elem_neuron[out][elems])
                 r_dst.append(axons)
-                r_del.append(np.ones(sel.size, np.int8))
+                r_del.append(np.ones(n, np.int8))
                 v = np.round(init[elems]).astype(np.int64)
                 i_ax.append(axons[v != 0])
                 i_val.append(v[v != 0])
             elif t in host_index:
-                f_in.append(np.full(sel.size, host_index[t], np.int32))
+                f_in.append(np.full(n, host_index[t], np.int32))
                 f_el.append(elems)
                 f_dst.append(axons)
             else:
