@@ -212,10 +212,8 @@ def place_greedy(dag: nx.DiGraph, chip: ChipSpec, W: int, H: int) -> list[tuple[
     scanning the whole grid per core was ``O(cores x positions)`` (VGG-19's 172,501 cores on 172,800
     positions: 77 s)."""
     n = dag.number_of_nodes()
-    m = dag.number_of_edges()
-    src = np.fromiter((u for u, nbrs in dag.adj.items() for _ in nbrs), np.int64, m)
-    dst = np.fromiter((v for nbrs in dag.adj.values() for v in nbrs), np.int64, m)
-    wt = np.fromiter((a.get("weight", 1) for nbrs in dag.adj.values() for a in nbrs.values()), np.float64, m)
+    src, dst, wt = _edges(dag)
+    m = src.shape[0]
     order = _topological_order(n, src, dst)  # nx.lexicographical_topological_sort, or 0..n-1 on a cycle
     # neighbours and weights as ``dag.to_undirected()`` has them (an edge in both directions: the later one's)
     lo, hi = np.minimum(src, dst), np.maximum(src, dst)
@@ -247,10 +245,7 @@ def _topological_order(n, src, dst):  # pragma: no cover - compiled
         ptr[src[e] + 1] += 1
     for i in range(n):
         ptr[i + 1] += ptr[i]
-    heap = [np.int64(x) for x in range(0)]
-    for i in range(n):
-        if indeg[i] == 0:
-            heap.append(np.int64(i))  # ascending: already a heap
+    heap = [np.int64(i) for i in range(n) if indeg[i] == 0]  # ascending: already a heap
     out = np.empty(n, np.int64)
     k = 0
     while len(heap) > 0:
@@ -290,13 +285,13 @@ def _greedy_kernel(order, ptr, nb, w, W, H, cx, cy, crossing_cost):  # pragma: n
     """Positions ``[n, 2]`` of :func:`place_greedy`.  A free position's cost is ``base + (fy[y] + fx[x])`` with
     ``base = (x + y) 1e-3 + y 1e-6`` (the tie-break towards the host port) and ``fx[x] = sum_nb w (|x - x_nb| +
     crossing_cost |x // cx - x_nb // cx|)`` (``fy`` alike; from the neighbours' weight per position and per chip
-    column, :func:`_abs_dev`: exact for integer weights, and within rounding otherwise); the lowest cost wins, ties the lowest ``y W + x``.
+    column, :func:`_abs_dev`: exact for integer weights, and within rounding otherwise); the lowest cost wins, ties
+    the lowest ``y W + x``.
     Positions are visited by ``x`` in increasing ``fx``, and for each by ``y`` in increasing ``fy``; since
     ``base >= 0`` and rounding is monotone, a sum ``fx[x] + fy[y]`` above the best cost so far ends the row (and
     a row whose ``fx[x] + min fy`` is above it ends the search)."""
     n = order.shape[0]
-    pos = np.full((n, 2), -1, np.int64)
-    done = np.zeros(n, np.bool_)
+    pos = np.full((n, 2), -1, np.int64)  # (-1: not placed yet)
     taken = np.zeros(W * H, np.bool_)
     fx = np.zeros(W, np.float64)
     fy = np.zeros(H, np.float64)
@@ -311,7 +306,7 @@ def _greedy_kernel(order, ptr, nb, w, W, H, cx, cy, crossing_cost):  # pragma: n
         acy[:] = 0.0
         for e in range(ptr[c], ptr[c + 1]):
             m = nb[e]
-            if done[m]:
+            if pos[m, 0] >= 0:
                 ax[pos[m, 0]] += w[e]
                 ay[pos[m, 1]] += w[e]
                 acx[pos[m, 0] // cx] += w[e]
@@ -347,7 +342,6 @@ def _greedy_kernel(order, ptr, nb, w, W, H, cx, cy, crossing_cost):  # pragma: n
                     best = cost
                     bk = k
         taken[bk] = True
-        done[c] = True
         pos[c, 0] = bk % W
         pos[c, 1] = bk // W
     return pos
@@ -355,11 +349,11 @@ def _greedy_kernel(order, ptr, nb, w, W, H, cx, cy, crossing_cost):  # pragma: n
 
 # ----------------------------------------------------------------------------- metrics
 def _edges(dag: nx.DiGraph) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    if dag.number_of_edges() == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float64)
-    e = [(s, d, float(a.get("weight", 1))) for s, d, a in dag.edges(data=True)]
-    return (np.array([x[0] for x in e], np.int64), np.array([x[1] for x in e], np.int64),
-            np.array([x[2] for x in e], np.float64))
+    """Sources, destinations and weights (default 1) of the edges of ``dag``, in its adjacency order."""
+    m = dag.number_of_edges()
+    return (np.fromiter((u for u, nbrs in dag.adj.items() for _ in nbrs), np.int64, m),
+            np.fromiter((v for nbrs in dag.adj.values() for v in nbrs), np.int64, m),
+            np.fromiter((a.get("weight", 1) for nbrs in dag.adj.values() for a in nbrs.values()), np.float64, m))
 
 
 def _max_link_load(pos: np.ndarray, s: np.ndarray, d: np.ndarray, w: np.ndarray, W: int, H: int) -> float:
