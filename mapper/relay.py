@@ -79,28 +79,26 @@ def add_relays(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring) -> 
         dests = g.dst[gs]
         # children of the source: ("core", d) leaves or ("relay", [children]) nodes, grouped until they fit
         children: list = [("core", int(d)) for d in dests.tolist()]
-        need = {d: np.unique(route_src[sel]) for d, sel in sel_of.items()}
-
-        def needs(node) -> np.ndarray:
-            kind, v = node
-            return need[v] if kind == "core" else np.unique(np.concatenate([needs(c) for c in v]))
-
-        base, n_s = int(w.neuron_off[s]), int(w.neuron_off[s + 1] - w.neuron_off[s])
+        n_s = int(w.neuron_off[s + 1] - w.neuron_off[s])
         masks: dict[int, np.ndarray] = {}
 
         def needs_mask(node) -> np.ndarray:
-            """:func:`needs` as a mask over the source's neurons (unions by ``|``: a union1d per child was 2.5 s
-            at VGG-19's size)."""
+            """The source's neurons a node's destinations read, as a mask over them (unions by ``|``: a union1d per
+            child was 2.5 s at VGG-19's size)."""
             kind, v = node
             if kind == "core":
                 if v not in masks:
                     masks[v] = np.zeros(n_s, bool)
-                    masks[v][need[v] - base] = True
+                    masks[v][w.route_src[lo + sel_of[v]] - w.neuron_off[s]] = True
                 return masks[v]
             out = np.zeros(n_s, bool)
             for c in v:
                 out |= needs_mask(c)
             return out
+
+        def needs(node) -> np.ndarray:
+            """The same as global neuron indices, ascending."""
+            return w.neuron_off[s] + np.flatnonzero(needs_mask(node))
 
         while len(children) + fixed > E:
             # groups of at most E children whose values fit one relay core (an axon and a neuron per value)
