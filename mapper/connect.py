@@ -13,7 +13,7 @@ import networkx as nx
 import numpy as np
 
 from nmc.errors import MappingError
-from nmc.rules import owner
+from nmc.rules import owner, owner_table
 
 from .lower import LayerGraph
 from .partition import Piece
@@ -66,8 +66,7 @@ def route_groups(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.nda
     # VGG-19's 170M routes 4.5 s of binary searches), else by binary search
     tables = R > 4 * (neuron_off.shape[0] + axon_off.shape[0]) and int(neuron_off[-1]) + int(axon_off[-1]) <= 4 * R
     if tables:
-        s_tab = np.repeat(np.arange(neuron_off.shape[0] - 1, dtype=np.int32), np.diff(neuron_off))
-        d_tab = np.repeat(np.arange(axon_off.shape[0] - 1, dtype=np.int32), np.diff(axon_off))
+        s_tab, d_tab = owner_table(neuron_off), owner_table(axon_off)
     for i0 in range(0, R, GROUP_CHUNK):
         if tables:
             s = s_tab[route_src[i0:i0 + GROUP_CHUNK]].astype(np.int64)

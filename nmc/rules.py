@@ -15,7 +15,7 @@ from .coremap import CoreMap, in_bytes, kblock_ranges
 from .neurons import by_code
 from .resources import CoreUsage, core_usage_table, position_bytes
 
-__all__ = ["owner", "RULES", "check_coremap", "rounds_needed", "stage_phases", "stage_rounds", "router_entries",
+__all__ = ["owner", "owner_table", "RULES", "check_coremap", "rounds_needed", "stage_phases", "stage_rounds", "router_entries",
            "count_router_entries", "route_pairs", "in_bytes"]
 
 Rule = Callable[[CoreMap], list[str]]
@@ -43,8 +43,13 @@ def owner(off: np.ndarray, idx: np.ndarray) -> np.ndarray:
     36M routes, 10x faster than a binary search each)."""
     idx = np.asarray(idx)
     if idx.size > 4 * off.shape[0] and int(off[-1]) <= 4 * idx.size:
-        return np.repeat(np.arange(off.shape[0] - 1, dtype=np.int32), np.diff(off))[idx]
+        return owner_table(off)[idx]
     return np.searchsorted(off, idx, side="right") - 1
+
+
+def owner_table(off: np.ndarray) -> np.ndarray:
+    """The core of every index ``0 .. off[-1] - 1`` (int32): what :func:`owner` gathers from."""
+    return np.repeat(np.arange(off.shape[0] - 1, dtype=np.int32), np.diff(off))
 
 
 def route_pairs(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndarray,
@@ -118,14 +123,13 @@ def _memory(cm: CoreMap) -> list[str]:
     lim = cm.chip.core.memory_bytes
     out = []
     tab = core_usage_table(cm)
-    for c in np.flatnonzero(tab["total"] > lim).tolist():
-        u = _UsageRows(tab)[c]
-        if u.total > lim:
-            out.append(f"memory-per-core: {_who(cm, c)} needs {u.total} B (weights {u.weight_bytes}, neurons "
-                       f"{u.neuron_bytes}, axon buffer {u.axon_bytes}, routing {u.router_bytes}) > {lim} B "
-                       f"(core.memory_bytes of '{cm.chip.name}'); fix: recompile (the partitioner sizes cores) or "
-                       "use lower-precision weights")
     us = _UsageRows(tab)
+    for c in np.flatnonzero(tab["total"] > lim).tolist():
+        u = us[c]
+        out.append(f"memory-per-core: {_who(cm, c)} needs {u.total} B (weights {u.weight_bytes}, neurons "
+                   f"{u.neuron_bytes}, axon buffer {u.axon_bytes}, routing {u.router_bytes}) > {lim} B "
+                   f"(core.memory_bytes of '{cm.chip.name}'); fix: recompile (the partitioner sizes cores) or "
+                   "use lower-precision weights")
     for cs in shared_positions(cm):
         total = position_bytes(cm, cs, us)  # (kernel slices they share stored once)
         if total > lim:
