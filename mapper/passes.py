@@ -18,7 +18,8 @@ design rules (``nmc.rules``) on it.
 Results are frozen dataclasses; no pass edits an earlier result, so every result stays what its pass
 returned.  A :class:`PassManager` runs the passes in order; a failure names the pass that failed and
 the passes before it.  With ``lint=True`` it also checks every result's invariants (``.lint()``)
-between passes, as the tests do.  Passes hold no global state.
+between passes, as the tests do.  Passes hold no global state, except one bounded cache of results that depend
+only on their key (``partition.piece_kernel_slices``: a tile's kernel slices by its shape and geometry).
 """
 from __future__ import annotations
 
