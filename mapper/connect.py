@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
+from numba import njit
 
 from nmc.errors import MappingError
 from nmc.rules import owner, owner_table
@@ -177,6 +178,8 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
         if out in elem_neuron:
             spike_state[s.input] = (out, np.broadcast_to(np.asarray(s.init, float), g.tensors[s.input].shape).reshape(-1))
 
+    # routes are int32 while they are unsorted when neurons and axons allow (sort_routes widens them)
+    rt = np.int32 if max(int(neuron_off[-1]), int(axon_off[-1])) < 2 ** 31 else np.int64
     r_src, r_dst, r_del = [], [], []
     f_in, f_el, f_dst = [], [], []
     i_ax, i_val = [], []
@@ -184,8 +187,8 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
     for ci, p in enumerate(pieces):
         if p.kind == "merge":
             k = np.arange(len(p.partials) * p.n_neurons, dtype=np.int64)
-            r_src.append(neuron_off[np.asarray(p.partials, np.int64)][k // p.n_neurons] + k % p.n_neurons)
-            r_dst.append(axon_off[ci] + k)
+            r_src.append((neuron_off[np.asarray(p.partials, np.int64)][k // p.n_neurons] + k % p.n_neurons).astype(rt))
+            r_dst.append((axon_off[ci] + k).astype(rt))
             r_del.append(np.zeros(k.shape[0], np.int8))
     # the other pieces read their columns: one pass per layer over all its pieces' columns
     by_layer: dict[int, list[int]] = {}
@@ -214,13 +217,13 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
             if n == 0:
                 continue
             if t in elem_neuron:
-                r_src.append(elem_neuron[t][elems])
-                r_dst.append(axons)
+                r_src.append(elem_neuron[t][elems].astype(rt))
+                r_dst.append(axons.astype(rt))
                 r_del.append(np.zeros(n, np.int8))
             elif t in spike_state:
                 out, init = spike_state[t]
-                r_src.append(elem_neuron[out][elems])
-                r_dst.append(axons)
+                r_src.append(elem_neuron[out][elems].astype(rt))
+                r_dst.append(axons.astype(rt))
                 r_del.append(np.ones(n, np.int8))
                 v = np.round(init[elems]).astype(np.int64)
                 i_ax.append(axons[v != 0])
@@ -243,16 +246,9 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
         o = np.lexsort((fd, ti_of, core))
         f_in, f_el, f_dst = [cat(f_in, np.int32)[o]], [cat(f_el, np.int64)[o]], [fd[o]]
 
-    # joined and sorted here, each array replaced as it goes (at ResNet-50's size each is 0.3 GB)
-    rd = cat(r_dst, np.int64)
-    del r_dst
-    rs = cat(r_src, np.int64)
-    del r_src
-    order = _route_order(neuron_off, axon_off, rs, rd)
-    rs = rs[order]  # (one at a time: at most one array of the routes' size more than the routes)
-    rd = rd[order]
-    rl = cat(r_del, np.int8)[order]
-    del r_del, order
+    routes = [cat(r_src, rt), cat(r_dst, rt), cat(r_del, np.int8)]
+    del r_src, r_dst, r_del
+    rs, rd, rl = sort_routes(neuron_off, axon_off, routes)
     route_src, route_dst, route_delayed, groups = dataflow(neuron_off, axon_off, rs, rd, rl, is_sorted=True)
     del rs, rd, rl
     stage = [lg.layers[p.layer].stage for p in pieces]
@@ -272,12 +268,67 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
 
 
 def _route_order(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndarray, route_dst: np.ndarray):
-    """The order sorting routes by (source core, destination core, destination axon): one axon has one writer
-    and an axon's core grows with the axon, so (source core, destination axon) orders them; one 1-D key."""
+    """The order sorting routes by (source core, destination core, destination axon): an axon's core grows with
+    the axon, so (source core, destination axon) orders them; one 1-D key, stable for two writes to one axon."""
     key = owner(neuron_off, route_src).astype(np.int64)
     key *= int(axon_off[-1]) + 1
     key += route_dst
     return np.argsort(key, kind="stable")
+
+
+@njit(cache=True, nogil=True)
+def _axon_slots(route_dst, slot):
+    """``slot[a] = r`` for the route ``r`` that writes axon ``a`` (slots start at -1); False if an axon has two
+    writers."""
+    for r in range(route_dst.shape[0]):
+        a = route_dst[r]
+        if slot[a] >= 0:
+            return False
+        slot[a] = r
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _scatter_by_source(slot, s_tab, route_src, route_delayed, n_cores):
+    """Routes in (source core, destination axon) order: a counting sort by source core, visiting the routes in
+    axon order (``slot``)."""
+    R = route_src.shape[0]
+    start = np.zeros(n_cores + 1, np.int64)
+    for r in range(R):
+        start[s_tab[route_src[r]] + 1] += 1
+    for c in range(n_cores):
+        start[c + 1] += start[c]
+    out_src = np.empty(R, np.int64)
+    out_dst = np.empty(R, np.int64)
+    out_del = np.empty(R, np.int8)
+    for a in range(slot.shape[0]):
+        r = slot[a]
+        if r < 0:
+            continue
+        c = s_tab[route_src[r]]
+        p = start[c]
+        start[c] = p + 1
+        out_src[p] = route_src[r]
+        out_dst[p] = a
+        out_del[p] = route_delayed[r]
+    return out_src, out_dst, out_del
+
+
+def sort_routes(neuron_off: np.ndarray, axon_off: np.ndarray, routes: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Routes ``[src, dst, delayed]`` (any integer types) sorted by (source core, destination axon), as int64, int64,
+    int8.  The list's arrays are released as they are read (at VGG-19's 156M routes, a stable argsort of a 1-D key
+    took 8 s and five arrays of the routes' size; this is a counting sort by source core in axon order, O(routes +
+    axons)).  When an axon has two writers, which no mapping makes, the argsort orders them stably."""
+    rs, rd, rl = routes
+    routes.clear()
+    A = int(axon_off[-1])
+    slot = np.full(A, -1, np.int32 if rd.shape[0] < 2 ** 31 - 1 else np.int64)
+    if not _axon_slots(rd, slot):
+        del slot
+        o = _route_order(neuron_off, axon_off, rs, rd)
+        return rs[o].astype(np.int64, copy=False), rd[o].astype(np.int64, copy=False), rl[o].astype(np.int8, copy=False)
+    del rd
+    return _scatter_by_source(slot, owner_table(neuron_off), rs, rl, int(neuron_off.shape[0]) - 1)
 
 
 def dataflow(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndarray, route_dst: np.ndarray,
@@ -285,9 +336,7 @@ def dataflow(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndarray
     """Routes sorted by (source core, destination core, destination axon) and their :class:`RouteGroups`
     (``is_sorted``: the routes are in that order already)."""
     if not is_sorted:
-        order = _route_order(neuron_off, axon_off, route_src, route_dst)
-        route_src, route_dst, route_delayed = route_src[order], route_dst[order], route_delayed[order]
-        del order
+        route_src, route_dst, route_delayed = sort_routes(neuron_off, axon_off, [route_src, route_dst, route_delayed])
     groups = route_groups(neuron_off, axon_off, route_src, route_dst, route_delayed)
     return route_src, route_dst, route_delayed, groups
 

@@ -26,7 +26,7 @@ def split_host_encoders(graph: Graph) -> Graph:
     encs = [n for n in graph.nodes if by_ir_op(n.op) is not None]
     if not encs:
         return graph
-    g = graph.copy()
+    g = graph.copy(params=False)
     bad = []
     specs = host_encoder_specs(g)
     try:

@@ -466,12 +466,19 @@ def _add_synapse(g: Graph, n: Node, prod: dict[str, Node], absorbed: set[str], r
     return ins, tuple(blocks), bias, tuple(shp), "mac", n_abs
 
 
+def _float_weights(W) -> np.ndarray:
+    """A layer's float weights as the model holds them when they are float32 or float64 (no copy: at VGG-19's size
+    a float64 copy of float32 weights is 1.1 GB); every reader casts them to float64 before arithmetic."""
+    W = np.asarray(W)
+    return W if W.dtype in (np.float32, np.float64) else W.astype(np.float64)
+
+
 def _synapse(g: Graph, n: Node, ins: list[str]):
     """``(synapse, bias, out_shape, dendrite)``; the synapse is a tuple of :class:`Block` (structured) or the COO
     ``(rows, cols, vals)``."""
     shp = g.tensors[n.inputs[0]].shape  # the shape the op sees (its input may be a reshape of the root)
     if n.op == "dense":
-        W = np.asarray(n.params["W"], np.float64)
+        W = _float_weights(n.params["W"])
         out_n, in_n = W.shape
         if in_n != g.tensors[ins[0]].size:
             raise ModelError(f"{n.where()}: weight has {in_n} inputs, input tensor has {g.tensors[ins[0]].size} elements")
@@ -479,7 +486,7 @@ def _synapse(g: Graph, n: Node, ins: list[str]):
         return ((Block(W.reshape(out_n, in_n, 1, 1), (in_n, 1, 1)),), np.asarray(b, float).reshape(-1), (out_n,),
                 "mac")
     if n.op == "conv":
-        W = np.asarray(n.params["W"], np.float64)
+        W = _float_weights(n.params["W"])
         a = n.attrs
         if len(shp) != 3:
             raise ModelError(f"{n.where()}: convolution input has shape {list(shp)}; expected (C, H, W)")
@@ -600,7 +607,7 @@ def split_host(g: Graph) -> Graph:
                      "attrs": {**n.attrs, "shape": list(g.tensors[n.outputs[0]].shape),
                                "in_rank": len(g.tensors[n.inputs[0]].shape)}} for n in host],
             "outputs": list(g.outputs), "chip_only": [t for t in dict.fromkeys(chip_out) if t not in g.outputs]}
-    h = g.copy()
+    h = g.copy(params=False)
     h.nodes = [n for n in h.nodes if n.name not in on_host]
     h.outputs = outputs
     for t in made:

@@ -653,7 +653,7 @@ def _kernel_chunks(parts, co: int, gain: float = 1.0):
     step = max(1, (1 << 21) // max(per, 1))
     for c0 in range(0, co, step):
         c1 = min(co, c0 + step)
-        E = np.concatenate([(gain * b.W[c0:c1] * sp[c0:c1, :, None, None]).reshape(c1 - c0, -1)
+        E = np.concatenate([(gain * b.W[c0:c1].astype(np.float64) * sp[c0:c1, :, None, None]).reshape(c1 - c0, -1)
                             for b, sp, _ in parts], axis=1)
         IM = np.concatenate([np.broadcast_to(im[c0:c1, :, None, None], b.W[c0:c1].shape).reshape(c1 - c0, -1)
                              for b, _, im in parts], axis=1)

@@ -781,6 +781,46 @@ def test_route_groups_by_owner_tables(monkeypatch, chunk):
         ([0, 1, 2], [1, 2, 0], [0, 40, 80, 120], [0, 10, 0])
 
 
+@pytest.mark.parametrize("dt", [np.int32, np.int64])
+def test_sort_routes_hand_example(dt):
+    # cores 0, 1 hold neurons 0-1, 2-3 and axons 0-2, 3-5.  Routes (src, dst, delayed), unsorted:
+    # (3, 0, 0) (0, 5, 1) (1, 1, 0) (2, 4, 1) (0, 2, 0).  Core 0's (sources 0, 1) by axon: (1, 1) (0, 2) (0, 5);
+    # then core 1's: (3, 0) (2, 4); each delay travels with its route
+    off_n, off_a = np.array([0, 2, 4]), np.array([0, 3, 6])
+    routes = [np.array([3, 0, 1, 2, 0], dt), np.array([0, 5, 1, 4, 2], dt), np.array([0, 1, 0, 1, 0], np.int8)]
+    s, d, l = connect_mod.sort_routes(off_n, off_a, routes)
+    assert (s.tolist(), d.tolist(), l.tolist()) == ([1, 0, 0, 3, 2], [1, 2, 5, 0, 4], [0, 0, 1, 0, 1])
+    assert (s.dtype, d.dtype, l.dtype) == (np.int64, np.int64, np.int8) and routes == []
+
+
+def test_sort_routes_keeps_two_writers_of_one_axon_in_their_order():
+    # no mapping writes an axon twice; if one did, the two routes keep their order (as a stable sort): axon 1 is
+    # written by neuron 1 then neuron 0 (both core 0), axon 4 by neuron 3 then neuron 2 (core 1)
+    off_n, off_a = np.array([0, 2, 4]), np.array([0, 3, 6])
+    routes = [np.array([3, 1, 2, 0]), np.array([4, 1, 4, 1]), np.zeros(4, np.int8)]
+    s, d, _ = connect_mod.sort_routes(off_n, off_a, routes)
+    assert (s.tolist(), d.tolist()) == ([1, 0, 3, 2], [1, 1, 4, 4])
+
+
+def test_lowering_shares_the_models_weights():
+    # lowering (and the host-op split before it) edits the graph's structure, never its arrays: the layers' kernels
+    # are views of the model's weights, not copies (at VGG-19's size a copy is 1.1 GB)
+    b = ModelBuilder("w")
+    x = b.input("x", (4,))
+    W = np.arange(12, dtype=float).reshape(3, 4)
+    y = b.gemm(x, W, name="fc")
+    b.output(b._node("Softmax", [y], "sm", (3,), "sm", axis=-1))  # a host op: lowering splits it off
+    g = load_onnx(b.build())
+    lg = lower(g)
+    assert "nmc.host_ops" in lg.graph.metadata
+    w_model = next(n for n in g.nodes if n.op == "dense").params["W"]
+    (blk,) = lg.layers[0].blocks
+    assert np.shares_memory(blk.W, w_model) and blk.W.reshape(3, 4).tolist() == W.tolist()
+    h = g.copy(params=False)
+    assert all(h.nodes[i].params[k] is g.nodes[i].params[k] for i in range(len(g.nodes)) for k in g.nodes[i].params)
+    assert not np.shares_memory(g.copy().nodes[0].params.get("W", np.zeros(1)), w_model)
+
+
 def test_route_table_hand_example():
     # fc1 split over partial cores 0, 1 and merge core 2; fc2 (the output) on core 3: each partial core sends
     # its 6 partial sums to the merge core, the merge core its 6 values to fc2, and fc2 holds the output
