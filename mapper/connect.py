@@ -14,6 +14,7 @@ import numpy as np
 from numba import njit
 
 from nmc.errors import MappingError
+from nmc.coremap import AXON_INIT_RANGE, MAX_INDEX
 from nmc.rules import owner, owner_table
 
 from .lower import LayerGraph
@@ -123,7 +124,7 @@ class Wiring:
     def axon_init(self) -> np.ndarray:
         """Every axon's value before step 0 (the core-map ``axons.init``; most are zero, so the wiring keeps only
         the others until emit)."""
-        init = np.zeros(int(self.axon_off[-1]), np.int64)
+        init = np.zeros(int(self.axon_off[-1]), np.int16)  # (values checked in connect: AXON_INIT_RANGE)
         init[self.init_axons] = self.init_values
         return init
 
@@ -178,8 +179,7 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
         if out in elem_neuron:
             spike_state[s.input] = (out, np.broadcast_to(np.asarray(s.init, float), g.tensors[s.input].shape).reshape(-1))
 
-    # routes are int32 while they are unsorted when neurons and axons allow (sort_routes widens them)
-    rt = np.int32 if max(int(neuron_off[-1]), int(axon_off[-1])) < 2 ** 31 else np.int64
+    rt = route_dtype(neuron_off, axon_off)  # (int32, as the core map holds them)
     r_src, r_dst, r_del = [], [], []
     f_in, f_el, f_dst = [], [], []
     i_ax, i_val = [], []
@@ -226,6 +226,12 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
                 r_dst.append(axons.astype(rt))
                 r_del.append(np.ones(n, np.int8))
                 v = np.round(init[elems]).astype(np.int64)
+                lo, hi = AXON_INIT_RANGE
+                if v.size and (int(v.min()) < lo or int(v.max()) > hi):
+                    k = int(np.argmax((v < lo) | (v > hi)))
+                    raise MappingError(f"{l.where()}: state '{t}' starts at {int(v[k])} (element {int(elems[k])}), "
+                                       f"beyond an axon's initial value range [{lo}, {hi}] (core-map axons.init); "
+                                       "a state pair's initial value is a spike or an activation: rescale it")
                 i_ax.append(axons[v != 0])
                 i_val.append(v[v != 0])
             elif t in host_index:
@@ -289,18 +295,15 @@ def _axon_slots(route_dst, slot):
 
 
 @njit(cache=True, nogil=True)
-def _scatter_by_source(slot, s_tab, route_src, route_delayed, n_cores):
-    """Routes in (source core, destination axon) order: a counting sort by source core, visiting the routes in
-    axon order (``slot``)."""
+def _scatter_by_source(slot, s_tab, route_src, route_delayed, n_cores, out_src, out_dst, out_del):
+    """Routes in (source core, destination axon) order into ``out_*``: a counting sort by source core, visiting the
+    routes in axon order (``slot``)."""
     R = route_src.shape[0]
     start = np.zeros(n_cores + 1, np.int64)
     for r in range(R):
         start[s_tab[route_src[r]] + 1] += 1
     for c in range(n_cores):
         start[c + 1] += start[c]
-    out_src = np.empty(R, np.int64)
-    out_dst = np.empty(R, np.int64)
-    out_del = np.empty(R, np.int8)
     for a in range(slot.shape[0]):
         r = slot[a]
         if r < 0:
@@ -311,24 +314,34 @@ def _scatter_by_source(slot, s_tab, route_src, route_delayed, n_cores):
         out_src[p] = route_src[r]
         out_dst[p] = a
         out_del[p] = route_delayed[r]
-    return out_src, out_dst, out_del
+
+
+def route_dtype(neuron_off: np.ndarray, axon_off: np.ndarray):
+    """The type of route indices: int32, the core map's (``nmc.coremap.MAX_INDEX``), while neurons and axons fit it
+    (emit refuses a map that does not)."""
+    return np.int32 if max(int(neuron_off[-1]), int(axon_off[-1])) <= MAX_INDEX else np.int64
 
 
 def sort_routes(neuron_off: np.ndarray, axon_off: np.ndarray, routes: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Routes ``[src, dst, delayed]`` (any integer types) sorted by (source core, destination axon), as int64, int64,
-    int8.  The list's arrays are released as they are read (at VGG-19's 156M routes, a stable argsort of a 1-D key
-    took 8 s and five arrays of the routes' size; this is a counting sort by source core in axon order, O(routes +
-    axons)).  When an axon has two writers, which no mapping makes, the argsort orders them stably."""
+    """Routes ``[src, dst, delayed]`` (any integer types) sorted by (source core, destination axon), their indices as
+    :func:`route_dtype` says, delays int8.  The list's arrays are released as they are read (at VGG-19's 156M routes,
+    a stable argsort of a 1-D key took 8 s and five arrays of the routes' size; this is a counting sort by source
+    core in axon order, O(routes + axons)).  When an axon has two writers, which no mapping makes, the argsort
+    orders them stably."""
     rs, rd, rl = routes
     routes.clear()
+    dt = route_dtype(neuron_off, axon_off)
     A = int(axon_off[-1])
     slot = np.full(A, -1, np.int32 if rd.shape[0] < 2 ** 31 - 1 else np.int64)
     if not _axon_slots(rd, slot):
         del slot
         o = _route_order(neuron_off, axon_off, rs, rd)
-        return rs[o].astype(np.int64, copy=False), rd[o].astype(np.int64, copy=False), rl[o].astype(np.int8, copy=False)
+        return rs[o].astype(dt, copy=False), rd[o].astype(dt, copy=False), rl[o].astype(np.int8, copy=False)
     del rd
-    return _scatter_by_source(slot, owner_table(neuron_off), rs, rl, int(neuron_off.shape[0]) - 1)
+    R = int(rs.shape[0])
+    out = (np.empty(R, dt), np.empty(R, dt), np.empty(R, np.int8))
+    _scatter_by_source(slot, owner_table(neuron_off), rs, rl, int(neuron_off.shape[0]) - 1, *out)
+    return out
 
 
 def dataflow(neuron_off: np.ndarray, axon_off: np.ndarray, route_src: np.ndarray, route_dst: np.ndarray,

@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from nmc.coremap import (DENDRITE, KGEOM, STAGE, Axons, CoreMap, Cores, Feeds, KBlocks, KPatch, Neurons, Router, Routes,
+from nmc.coremap import (DENDRITE, FORMAT_VERSION, KGEOM, MAX_INDEX, STAGE, Axons, CoreMap, Cores, Feeds, KBlocks, KPatch, Neurons, Router, Routes,
                          Taps, Weights, widths)
+from nmc.errors import MappingError
 from nmc.ir import MODEL_SEP
 from nmc.neurons import get_model
 from nmc.resources import unit_weight_bits
@@ -30,6 +31,11 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
     lg, pieces, tq, wiring, pos, chip, chips = quant.lg, f.pieces, quant.tq, f.wiring, placement.pos, f.chip, placement.chips
     g = lg.graph
     num_steps = g.num_steps
+    big = max(int(wiring.neuron_off[-1]), int(wiring.axon_off[-1]))
+    if big > MAX_INDEX:
+        raise MappingError(f"the mapping has {int(wiring.neuron_off[-1]):,} neurons and {int(wiring.axon_off[-1]):,} "
+                           f"axons; a core map indexes at most {MAX_INDEX:,} of each (int32, format "
+                           f"{FORMAT_VERSION}): compile the model in parts")
     acc_hi = 2 ** (chip.core.accumulator_bits - 1) - 1
     used = {l.model.name for l in lg.layers} | {"partial" for p in f.pieces if p.kind == "partial"}
     used |= {relay_model(lg.layers[p.layer].model.out_bits) for p in f.pieces if p.kind == "relay"}
@@ -192,7 +198,7 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
         neurons=Neurons(bias=bias, param=nparam, state_init=state_init),
         axons=Axons(init=wiring.axon_init()),
         weights=Weights(data=w_data),
-        routes=Routes(src=np.asarray(wiring.route_src, np.int64), dst=np.asarray(wiring.route_dst, np.int64),
+        routes=Routes(src=np.asarray(wiring.route_src, np.int32), dst=np.asarray(wiring.route_dst, np.int32),
                       delayed=np.asarray(wiring.route_delayed, np.int8)),
         router=Router(off=np.asarray(t.rt_off, np.int64), dst=np.asarray(t.rt_dst, np.int64),
                       route_off=np.asarray(t.rt_route_off, np.int64)),

@@ -26,7 +26,7 @@ import numpy as np
 from nmc.chip import ChipSpec
 from nmc.neurons import get_model
 
-from .connect import RouteGroups, Wiring, dataflow, phases_of
+from .connect import RouteGroups, Wiring, dataflow, phases_of, route_dtype
 from .partition import Piece
 from .quantize import Quantized
 
@@ -154,8 +154,9 @@ def add_relays(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring) -> 
     axon_off = np.concatenate([w.axon_off, w.axon_off[-1] + np.cumsum(sizes)]).astype(np.int64)
     # the touched routes and the relays' in (source core, destination core, axon) order, then spliced into the
     # untouched ones: a relayed core's stay where its run was, the relay cores' (indices C ...) go last
-    ts, td, tl, tg = dataflow(neuron_off, axon_off, np.concatenate(t_src).astype(np.int64),
-                                 np.concatenate(t_dst).astype(np.int64), np.concatenate(t_del).astype(np.int8))
+    dt = route_dtype(neuron_off, axon_off)
+    ts, td, tl, tg = dataflow(neuron_off, axon_off, np.concatenate(t_src).astype(dt),
+                                 np.concatenate(t_dst).astype(dt), np.concatenate(t_del).astype(np.int8))
     seg_src, seg_dst, seg_del, seg_groups = [], [], [], []
     prev = 0
     for lo, hi in touched + [(int(w.route_src.shape[0]), int(w.route_src.shape[0]))]:
@@ -172,9 +173,9 @@ def add_relays(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring) -> 
         seg_del.append(tl[a:b])
         seg_groups.append((tg, t0, t1))
         prev = hi
-    r_src = np.concatenate(seg_src).astype(np.int64, copy=False)
+    r_src = np.concatenate(seg_src).astype(dt, copy=False)
     del seg_src
-    r_dst = np.concatenate(seg_dst).astype(np.int64, copy=False)
+    r_dst = np.concatenate(seg_dst).astype(dt, copy=False)
     del seg_dst
     r_del = np.concatenate(seg_del).astype(np.int8, copy=False)
     del seg_del

@@ -26,7 +26,7 @@ except ImportError:  # not on Windows
 from .chip import MAX_SYSTEM_CORES, ChipSpec, load_chip
 from .corefile import load as load_coremap
 from .corefile import validate
-from .coremap import CoreMap
+from .coremap import AXON_INIT_RANGE, CoreMap
 from .emulator import BACKENDS
 from .emulator.cost import check_schedule
 from .emulator.kernels import trace_buffers
@@ -457,7 +457,13 @@ def _with_states(cm: CoreMap, states: Mapping[str, np.ndarray], b: int) -> CoreM
         if s["target"] == "neuron":
             init[np.asarray(s["neurons"], np.int64), s["word"]] = np.round(x / s["scale"]).astype(np.int64)
         elif s["target"] == "axon":
-            axon_init[np.asarray(s["axons"], np.int64)] = np.round(x[np.asarray(s["elems"], np.int64)]).astype(np.int64)
+            v = np.round(x[np.asarray(s["elems"], np.int64)])
+            lo, hi = AXON_INIT_RANGE
+            if v.size and not (np.all(v >= lo) and np.all(v <= hi)):
+                bad = float(v[~((v >= lo) & (v <= hi))][0])
+                raise InputError(f"state input '{s['input']}' (sample {b}) holds {bad}, beyond an axon's initial value "
+                                 f"range [{lo}, {hi}]: it is read as spikes or activations (at most 8 bits)")
+            axon_init[np.asarray(s["axons"], np.int64)] = v.astype(np.int16)
     return cm.replace(neurons=dataclasses.replace(cm.neurons, state_init=init),
                       axons=dataclasses.replace(cm.axons, init=axon_init))
 

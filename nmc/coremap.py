@@ -23,8 +23,10 @@ neuron model used needs).  All indices are 0-based and global.
   core sends (1 spike, 8 value, 32 partial sum); ``out_lo``/``out_hi`` the soma's output range.
 * ``neurons``: ``bias``, ``param`` (the model's per-neuron parameters, e.g. the ANN requantiser) and
   ``state_init`` (the model's state words before step 0, e.g. the membrane).
-* ``axons``: ``init``, the axon buffer before step 0 (recurrent spikes of a state pair's init).
-* ``routes``: neuron ``src[r]``'s output register is written to axon ``dst[r]`` at the end of the source
+* ``axons``: ``init``, the axon buffer before step 0 (recurrent spikes of a state pair's init; int16: an axon
+  holds a neuron's output, at most 8 bits, or a partial sum, which starts at 0).
+* ``routes`` (format 4: int32 neuron and axon indices, so a core map holds at most 2**31 - 1 neurons and axons;
+  VGG-19 at 224 x 224 has 156M): neuron ``src[r]``'s output register is written to axon ``dst[r]`` at the end of the source
   core's phase (``delayed == 0``) or at the end of the timestep (``delayed == 1``: recurrence through a
   spike state pair).  Routes are sorted by (source core, destination core, destination axon).
 * ``router``: the routing table of every core: entries ``off[c]:off[c+1]``, each a destination core
@@ -68,12 +70,20 @@ from .neurons import MODELS, by_code, max_core_params, max_neuron_params, max_st
 
 __all__ = ["CoreMap", "Cores", "Neurons", "Axons", "Weights", "Routes", "Router", "Feeds", "Taps", "KBlocks", "KPatch",
            "KGEOM", "kblock_taps", "kblock_overlap_cores", "kblock_bytes", "kblock_tap_bound", "kblock_ranges", "TABLES", "MAX_CORE_WEIGHTS",
-           "MAX_CORE_KBLOCKS", "MAX_CORE_TAPS",
+           "MAX_CORE_KBLOCKS", "MAX_CORE_TAPS", "MAX_INDEX", "AXON_INIT_RANGE",
            "FORMAT", "FORMAT_VERSION", "STAGE", "DENDRITE", "SOMA", "HEADER", "check_coremap", "check_header",
            "chips_of", "input_kind_codes", "value_bytes", "in_bytes", "n_elems"]
 
 FORMAT = "nmc-coremap"
-FORMAT_VERSION = 3  #: 3: shared-kernel cores (kblocks); 2: typed tables, neuron models, router tables (1: flat arrays)
+#: 4: int32 routes, int16 axons.init (9 B per route and 2 B per axon instead of 17 B and 8 B); 3: shared-kernel cores
+#: (kblocks); 2: typed tables, neuron models, router tables (1: flat arrays)
+FORMAT_VERSION = 4
+#: routes and everything that indexes neurons or axons in a core map are int32 (format 4): at most this many of each
+MAX_INDEX = 2 ** 31 - 1
+#: routes checked at a time by :func:`check_coremap` (temporaries of this many int64s)
+ROUTE_CHUNK = 1 << 22
+#: the range of an axon's initial value (``axons.init``: int16)
+AXON_INIT_RANGE = (-2 ** 15, 2 ** 15 - 1)
 
 STAGE = {"static": 0, "step": 1, "readout": 2}
 DENDRITE = {"mac": 0, "max": 1}
@@ -132,7 +142,7 @@ class Neurons(_Table):
 @dataclass(frozen=True, eq=False)
 class Axons(_Table):
     NAME: ClassVar[str] = "axons"
-    init: np.ndarray = col("int64", "A")
+    init: np.ndarray = col("int16", "A")
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,8 +154,8 @@ class Weights(_Table):
 @dataclass(frozen=True, eq=False)
 class Routes(_Table):
     NAME: ClassVar[str] = "routes"
-    src: np.ndarray = col("int64", "R", doc="source neuron")
-    dst: np.ndarray = col("int64", "R", doc="destination axon")
+    src: np.ndarray = col("int32", "R", doc="source neuron")
+    dst: np.ndarray = col("int32", "R", doc="destination axon")
     delayed: np.ndarray = col("int8", "R")
 
 
@@ -831,10 +841,14 @@ def _check_router(cm: CoreMap, d: dict[str, int]) -> None:
         raise CoreMapError(f"core map router: core {c} {'lacks' if tapped[c] else 'has'} a host-port entry but "
                            f"{'holds' if tapped[c] else 'holds no'} output taps; host-port entries must sit exactly on "
                            "the cores that hold output taps")
-    if R:
-        r_src = np.searchsorted(cm.cores.neuron_off, cm.routes.src, side="right") - 1
-        r_dst = np.searchsorted(cm.cores.axon_off, cm.routes.dst, side="right") - 1
-        entry = np.repeat(np.arange(E), n_r)
+    for i0 in range(0, R, ROUTE_CHUNK):  # a chunk of routes at a time (at VGG-19's 156M, five int64 arrays were 6 GB)
+        i1 = min(R, i0 + ROUTE_CHUNK)
+        e0 = int(np.searchsorted(rt.route_off, i0, side="right")) - 1
+        e1 = int(np.searchsorted(rt.route_off, i1, side="left"))
+        n = np.minimum(rt.route_off[e0 + 1:e1 + 1], i1) - np.maximum(rt.route_off[e0:e1], i0)
+        entry = np.repeat(np.arange(e0, e1), n)
+        r_src = np.searchsorted(cm.cores.neuron_off, cm.routes.src[i0:i1], side="right") - 1
+        r_dst = np.searchsorted(cm.cores.axon_off, cm.routes.dst[i0:i1], side="right") - 1
         if np.any(src_core[entry] != r_src) or np.any(rt.dst[entry] != r_dst):
             raise CoreMapError("core map router: an entry's routes do not go from its core to its destination")
 

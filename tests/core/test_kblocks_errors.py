@@ -161,7 +161,7 @@ def test_a_huge_shared_kernel_core_is_refused_before_its_dense_block_is_allocate
         cores=dataclasses.replace(co, neuron_off=np.concatenate([co.neuron_off[:-1], [co.neuron_off[-1] + dn]]),
                                   axon_off=np.concatenate([co.axon_off[:-1], [co.axon_off[-1] + da]]),
                                   dendrite=np.concatenate([co.dendrite[:-1], [1]]).astype(np.int8)),
-        neurons=neurons, axons=dataclasses.replace(cm.axons, init=np.zeros(cm.num_axons + da, np.int64)),
+        neurons=neurons, axons=dataclasses.replace(cm.axons, init=np.zeros(cm.num_axons + da, np.int16)),
         weights=dataclasses.replace(cm.weights, data=np.concatenate([cm.weights.data, np.ones(nn, np.int8)])),
         kblocks=dataclasses.replace(kb, geom=g, w_off=np.concatenate([kb.w_off[:-1], [cm.weights.data.shape[0]]]),
                                     ax_off=np.concatenate([kb.ax_off[:-1], [n0 + 1]])),

@@ -790,7 +790,7 @@ def test_sort_routes_hand_example(dt):
     routes = [np.array([3, 0, 1, 2, 0], dt), np.array([0, 5, 1, 4, 2], dt), np.array([0, 1, 0, 1, 0], np.int8)]
     s, d, l = connect_mod.sort_routes(off_n, off_a, routes)
     assert (s.tolist(), d.tolist(), l.tolist()) == ([1, 0, 0, 3, 2], [1, 2, 5, 0, 4], [0, 0, 1, 0, 1])
-    assert (s.dtype, d.dtype, l.dtype) == (np.int64, np.int64, np.int8) and routes == []
+    assert (s.dtype, d.dtype, l.dtype) == (np.int32, np.int32, np.int8) and routes == []  # (the core map's types)
 
 
 def test_sort_routes_keeps_two_writers_of_one_axon_in_their_order():
@@ -905,8 +905,13 @@ def _retable(cm, **arrays):
     (dict(off=[0, 1, 2, 4, 5], dst=[2, 2, -1, 3, -1], route_off=[0, 6, 12, 12, 18, 18]), r"\(host last\)"),
     (dict(off=[0, 1, 3, 4, 5], dst=[2, 2, 2, 3, -1], route_off=[0, 6, 9, 12, 18, 18]), "distinct and ascending"),
 ])
-def test_coremap_structure_check_refuses_a_broken_routing_table(change, match):
+@pytest.mark.parametrize("chunk", [1 << 22, 5, 1])
+def test_coremap_structure_check_refuses_a_broken_routing_table(change, match, chunk, monkeypatch):
+    # (the route check runs a chunk of routes at a time: chunks of 5 and 1 cut the 18 routes inside entries)
+    import nmc.coremap as coremap_mod
     cm = compile_lint(dense_chain([40, 6, 4]), calib=int_calib(40), overrides={"core.axons": 20})
+    monkeypatch.setattr(coremap_mod, "ROUTE_CHUNK", chunk)
+    check_structure(cm)
     with pytest.raises(CoreMapError, match=match):
         check_structure(_retable(cm, **change))
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import nmc
-from nmc.errors import DoesNotFitError
+from nmc.errors import DoesNotFitError, InputError, MappingError
 from nmc.frontend.builder import ModelBuilder
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,3 +104,38 @@ def test_a_spike_state_s_initial_value_is_the_value_of_exactly_its_delayed_axons
     assert init[dst[elem == 0]].tolist() == [1] and init[dst[elem == 1]].tolist() == [0]
     assert init[dst[elem == 2]].tolist() == [1]
     assert int(np.count_nonzero(init)) == 2
+
+
+def _rec_model(init):
+    b = ModelBuilder("rec_init", num_steps=4)
+    x = b.input("x", (2,), kind="step")
+    prev = b.state("rec", (3,), init=init)
+    h = b.add(b.gemm(x, np.ones((3, 2)), name="fc_in"), b.gemm(prev, np.eye(3), name="fc_rec"), name="sum")
+    s, _ = b.lif(h, "lif", beta=1.0, threshold=1.0, reset_mode="subtract", v_reset=0.0)
+    b.bind_state("rec", s)
+    b.output(s)
+    return b.build()
+
+
+def test_a_state_s_initial_value_beyond_an_axon_s_range_is_refused_naming_it():
+    # axons.init is int16 (core-map format 4): 40000 before step 0 cannot be an axon's value; element 1 is named
+    with pytest.raises(MappingError, match=r"state 'rec' starts at 40000 \(element 1\).*\[-32768, 32767\]"):
+        nmc.compile(_rec_model([1.0, 40000.0, 1.0]), chip="tianjic", calib={"x": np.ones((4, 1, 2))})
+
+
+def test_a_state_input_beyond_an_axon_s_range_is_refused_at_emulation():
+    cm = nmc.compile(_rec_model([1.0, 0.0, 1.0]), chip="tianjic", calib={"x": np.ones((4, 1, 2))})
+    x = np.ones((4, 1, 2))
+    ok = nmc.emulate(cm, {"x": x, "rec": np.array([[0.0, 1.0, 1.0]])}, backend="reference")
+    assert ok.outputs  # (a state given as an input in range runs)
+    with pytest.raises(InputError, match=r"state input 'rec' \(sample 0\) holds 70000.0, beyond .*\[-32768, 32767\]"):
+        nmc.emulate(cm, {"x": x, "rec": np.array([[0.0, 70000.0, 1.0]])}, backend="reference")
+
+
+def test_a_mapping_beyond_the_core_map_s_index_range_is_refused(monkeypatch):
+    # the core map's routes are int32 (MAX_INDEX neurons and axons); shrunk to 4 here, a 2-3-3 network (6 axons)
+    # is refused by emit, naming both counts
+    import nmc.mapper.emit as emit_mod
+    monkeypatch.setattr(emit_mod, "MAX_INDEX", 4)
+    with pytest.raises(MappingError, match=r"has \d+ neurons and \d+ axons; a core map indexes at most 4 of each"):
+        nmc.compile(_rec_model([1.0, 0.0, 1.0]), chip="tianjic", calib={"x": np.ones((4, 1, 2))})
