@@ -379,6 +379,20 @@ def test_owner_of_indices_by_hand_and_by_both_paths():
     np.testing.assert_array_equal(owner(off, idx), np.searchsorted(off, idx, side="right") - 1)
 
 
+def test_the_host_estimate_before_lowering_by_hand():
+    # one tiled conv, 64 -> 64 channels, 3 x 3, pads 1, on 32 x 32: 65,536 neurons (tiled: >= 2^16); taps inside the
+    # input per output row 2 + 30 x 3 + 2 = 94, per column likewise: 64 x 64 x 94 x 94 = 36,192,256 synapses.  The
+    # estimate: max(100 B x 65,536, 0.35 B x 36,192,256) = 12,667,289.6 -> 12,667,289 B (mapper/bounds.py)
+    rng = np.random.default_rng(0)
+    b = ModelBuilder("conv64")
+    x = b.input("x", (64, 32, 32))
+    b.output(b.conv(x, rng.normal(size=(64, 64, 3, 3)) + 0.01, np.zeros(64), name="c", pads=[1, 1, 1, 1]))
+    bd = nmc.check(b.build(), chip="tianjicx")
+    (l,) = bd.layers
+    assert (l.neurons, l.synapses, l.tiled) == (65_536, 36_192_256, True)
+    assert bd.host_bytes == 12_667_289
+
+
 def test_the_partition_is_refused_when_its_mapping_would_exceed_the_host_budget():
     """After partitioning, before connecting: a dense 4 -> 8 layer on tianjic is one core of 4 axons and a dense
     block of 4 x 8 weights, so by hand the estimate is 400 MiB + 77 B x 4 + 3.05 B x 32 = 419,430,400 + 405.6 B,
