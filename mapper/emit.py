@@ -388,16 +388,23 @@ def _kernel_blocks(pieces, lg, p_layer: np.ndarray, is_merge: np.ndarray, tiled:
                 geom.append(gm)
                 ax.append(np.where(hit, local, np.int32(-1)).astype(np.int32, copy=False))  # (int32 as kpatch.ax)
                 lens.append(n_el)
-        for ci in np.flatnonzero(tiled & is_merge & (p_layer == li)).tolist():  # one identity kernel per partial sum
-            p = pieces[ci]
-            k, nn = len(p.partials), int(p_nn[ci])
-            gm = merge_geom(p.tile)
-            core.append(np.full(k, ci, np.int64))
-            sub.append(np.arange(k, dtype=np.int64))
-            key.append(np.tile(np.array([[-1, 0, 0, gm[0], 0, 0]], np.int64), (k, 1)))
-            geom.append(np.tile(np.array([gm], np.int64), (k, 1)))
-            ax.append(np.arange(k * nn, dtype=np.int32))
-            lens.append(np.full(k, nn, np.int64))
+        M = np.flatnonzero(tiled & is_merge & (p_layer == li))
+        if M.shape[0]:  # one identity kernel per partial sum: merge core m's k[m] blocks, each of nn[m] patch axons
+            k = np.fromiter((len(pieces[ci].partials) for ci in M.tolist()), np.int64, M.shape[0])
+            nn = p_nn[M].astype(np.int64)
+            gm = np.array([merge_geom(pieces[ci].tile) for ci in M.tolist()], np.int64).reshape(M.shape[0], len(KGEOM))
+            n_rows = int(k.sum())
+            core.append(np.repeat(M.astype(np.int64), k))
+            sub.append(np.arange(n_rows, dtype=np.int64) - np.repeat(np.cumsum(k) - k, k))
+            kk = np.zeros((n_rows, 6), np.int64)
+            kk[:, 0] = -1
+            kk[:, 3] = np.repeat(gm[:, 0], k)
+            key.append(kk)
+            geom.append(np.repeat(gm, k, axis=0))
+            n_ax = k * nn  # (each merge core's patch map: its axons 0 .. k * nn - 1 in order)
+            ax.append((np.arange(int(n_ax.sum()), dtype=np.int64) - np.repeat(np.cumsum(n_ax) - n_ax, n_ax))
+                      .astype(np.int32))
+            lens.append(np.repeat(nn, k))
         core, key, geom, ax, lens = _by_core(core, sub, key, geom, ax, lens)
         for o, x in zip(out, (core, np.arange(core.shape[0], dtype=np.int64), key, geom, ax, lens)):
             o.append(x)  # (then in order within the layer)
