@@ -152,13 +152,19 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
 
     # which neuron holds each element of each layer's output
     elem_neuron: dict[str, np.ndarray] = {}
+    holders: dict[int, list[int]] = {}  # layer -> the pieces that hold its outputs (all but partial cores), in order
     for ci, p in enumerate(pieces):
-        if p.kind == "partial":
-            continue
-        l = lg.layers[p.layer]
+        if p.kind != "partial":
+            holders.setdefault(p.layer, []).append(ci)
+    for li, cis in holders.items():  # one assignment per layer, in piece order (at VGG-19, 143k pieces)
+        l = lg.layers[li]
         if l.out not in elem_neuron:
             elem_neuron[l.out] = np.full(l.n, -1, np.int64)
-        elem_neuron[l.out][p.neurons] = neuron_off[ci] + np.arange(p.n_neurons)
+        c = np.asarray(cis, np.int64)
+        nn = n_n[c]
+        neurons = np.concatenate([pieces[ci].neurons for ci in cis])
+        elem_neuron[l.out][neurons] = (np.repeat(neuron_off[c], nn) + np.arange(int(nn.sum()), dtype=np.int64)
+                                       - np.repeat(np.cumsum(nn) - nn, nn))
     for t, arr in elem_neuron.items():
         assert np.all(arr >= 0), f"tensor {t} has unplaced elements"  # internal invariant
     membranes = lg.membranes()
@@ -184,12 +190,20 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
     f_in, f_el, f_dst = [], [], []
     i_ax, i_val = [], []
     # merge pieces read their partials' sums (routes are sorted by dataflow() below, so their order here is free)
-    for ci, p in enumerate(pieces):
-        if p.kind == "merge":
-            k = np.arange(len(p.partials) * p.n_neurons, dtype=np.int64)
-            r_src.append((neuron_off[np.asarray(p.partials, np.int64)][k // p.n_neurons] + k % p.n_neurons).astype(rt))
-            r_dst.append((axon_off[ci] + k).astype(rt))
-            r_del.append(np.zeros(k.shape[0], np.int8))
+    # (all at once: merge core m's axon j * n + t reads neuron t of its j-th partial core, n its neurons)
+    M = np.fromiter((ci for ci, p in enumerate(pieces) if p.kind == "merge"), np.int64)
+    if M.shape[0]:
+        parts = [pieces[ci].partials for ci in M.tolist()]
+        n_p = np.fromiter((len(x) for x in parts), np.int64, M.shape[0])
+        P = np.fromiter((j for x in parts for j in x), np.int64, int(n_p.sum()))
+        n_rep = np.repeat(n_n[M], n_p)  # (each partial's neurons: its merge core's)
+        within = np.arange(int(n_rep.sum()), dtype=np.int64) - np.repeat(np.cumsum(n_rep) - n_rep, n_rep)
+        r_src.append((np.repeat(neuron_off[P], n_rep) + within).astype(rt))
+        del within
+        k_m = n_p * n_n[M]
+        r_dst.append((np.repeat(axon_off[M], k_m) + np.arange(int(k_m.sum()), dtype=np.int64)
+                      - np.repeat(np.cumsum(k_m) - k_m, k_m)).astype(rt))
+        r_del.append(np.zeros(int(k_m.sum()), np.int8))
     # the other pieces read their columns: one pass per layer over all its pieces' columns
     by_layer: dict[int, list[int]] = {}
     for ci, p in enumerate(pieces):
