@@ -19,6 +19,7 @@ from nmc.rules import owner, owner_table
 
 from .lower import LayerGraph
 from .partition import Piece
+from .structured import concat_ranges
 
 __all__ = ["RouteGroups", "Wiring", "connect", "dataflow", "groups_dag", "phases_of", "route_groups"]
 
@@ -161,10 +162,8 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
         if l.out not in elem_neuron:
             elem_neuron[l.out] = np.full(l.n, -1, np.int64)
         c = np.asarray(cis, np.int64)
-        nn = n_n[c]
         neurons = np.concatenate([pieces[ci].neurons for ci in cis])
-        elem_neuron[l.out][neurons] = (np.repeat(neuron_off[c], nn) + np.arange(int(nn.sum()), dtype=np.int64)
-                                       - np.repeat(np.cumsum(nn) - nn, nn))
+        elem_neuron[l.out][neurons] = concat_ranges(neuron_off[c], n_n[c])
     for t, arr in elem_neuron.items():
         assert np.all(arr >= 0), f"tensor {t} has unplaced elements"  # internal invariant
     membranes = lg.membranes()
@@ -196,14 +195,9 @@ def connect(lg: LayerGraph, pieces: list[Piece]) -> Wiring:
         parts = [pieces[ci].partials for ci in M.tolist()]
         n_p = np.fromiter((len(x) for x in parts), np.int64, M.shape[0])
         P = np.fromiter((j for x in parts for j in x), np.int64, int(n_p.sum()))
-        n_rep = np.repeat(n_n[M], n_p)  # (each partial's neurons: its merge core's)
-        within = np.arange(int(n_rep.sum()), dtype=np.int64) - np.repeat(np.cumsum(n_rep) - n_rep, n_rep)
-        r_src.append((np.repeat(neuron_off[P], n_rep) + within).astype(rt))
-        del within
-        k_m = n_p * n_n[M]
-        r_dst.append((np.repeat(axon_off[M], k_m) + np.arange(int(k_m.sum()), dtype=np.int64)
-                      - np.repeat(np.cumsum(k_m) - k_m, k_m)).astype(rt))
-        r_del.append(np.zeros(int(k_m.sum()), np.int8))
+        r_src.append(concat_ranges(neuron_off[P], np.repeat(n_n[M], n_p)).astype(rt))  # (a partial: its merge's n)
+        r_dst.append(concat_ranges(axon_off[M], n_p * n_n[M]).astype(rt))
+        r_del.append(np.zeros(r_dst[-1].shape[0], np.int8))
     # the other pieces read their columns: one pass per layer over all its pieces' columns
     by_layer: dict[int, list[int]] = {}
     for ci, p in enumerate(pieces):

@@ -16,7 +16,7 @@ from nmc.resources import unit_weight_bits
 from nmc.version import __version__
 
 from .relay import RELAY_LIF_PARAMS, relay_model
-from .structured import gather_segments, merge_geom, tile_geom_rows, tile_patches
+from .structured import concat_ranges, gather_segments, merge_geom, tile_geom_rows, tile_patches
 from .route import Routes as RoutedPlacement
 
 __all__ = ["emit"]
@@ -106,7 +106,7 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
         if cs[-1] - cs[0] + 1 == cs.shape[0]:  # adjacent cores: one range of rows
             dst = slice(int(n_start[cs[0]]), int(n_start[cs[0]]) + src.shape[0])
         else:
-            dst = _ranges(n_start[cs], p_nn[cs])
+            dst = concat_ranges(n_start[cs], p_nn[cs])
         bias[dst] = q.bias[src]
         nparam[dst, :q.nparam.shape[1]] = q.nparam[src]
         state_init[dst, :q.state_init.shape[1]] = q.state_init[src]
@@ -301,13 +301,6 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
     return CoreMap(chip=chip, meta=meta, **tables)
 
 
-def _ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """``starts[k] .. starts[k] + lens[k] - 1`` for every ``k``, concatenated."""
-    starts, lens = np.asarray(starts, np.int64), np.asarray(lens, np.int64)
-    ends = np.cumsum(lens)
-    return np.repeat(starts - (ends - lens), lens) + np.arange(int(ends[-1]) if ends.shape[0] else 0)
-
-
 def _first_order(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The distinct rows of ``keys`` in the order they first appear, the index of each one's first appearance and
     every row's distinct row."""
@@ -395,15 +388,13 @@ def _kernel_blocks(pieces, lg, p_layer: np.ndarray, is_merge: np.ndarray, tiled:
             gm = np.array([merge_geom(pieces[ci].tile) for ci in M.tolist()], np.int64).reshape(M.shape[0], len(KGEOM))
             n_rows = int(k.sum())
             core.append(np.repeat(M.astype(np.int64), k))
-            sub.append(np.arange(n_rows, dtype=np.int64) - np.repeat(np.cumsum(k) - k, k))
+            sub.append(concat_ranges(np.zeros_like(k), k))
             kk = np.zeros((n_rows, 6), np.int64)
             kk[:, 0] = -1
             kk[:, 3] = np.repeat(gm[:, 0], k)
             key.append(kk)
             geom.append(np.repeat(gm, k, axis=0))
-            n_ax = k * nn  # (each merge core's patch map: its axons 0 .. k * nn - 1 in order)
-            ax.append((np.arange(int(n_ax.sum()), dtype=np.int64) - np.repeat(np.cumsum(n_ax) - n_ax, n_ax))
-                      .astype(np.int32))
+            ax.append(concat_ranges(np.zeros_like(k), k * nn).astype(np.int32))  # (merge core m's axons, in order)
             lens.append(np.repeat(nn, k))
         core, key, geom, ax, lens = _by_core(core, sub, key, geom, ax, lens)
         for o, x in zip(out, (core, np.arange(core.shape[0], dtype=np.int64), key, geom, ax, lens)):

@@ -22,7 +22,7 @@ from nmc.chip import ChipSpec
 from nmc.coremap import KGEOM
 from nmc.errors import ModelError
 
-__all__ = ["Block", "Tile", "blocks_coo", "block_out_shape", "choose_tiles", "tile_patch", "tile_geoms", "merge_geom",
+__all__ = ["Block", "Tile", "blocks_coo", "concat_ranges", "block_out_shape", "choose_tiles", "tile_patch", "tile_geoms", "merge_geom",
            "tiles_of", "tile_patches", "tile_geom_rows", "gather_segments"]
 
 
@@ -260,6 +260,13 @@ def tile_geom_rows(b: Block, oc0, tc, th, tw, pc0, pc) -> np.ndarray:
                 sh=full(b.strides[0]), sw=full(b.strides[1]), dh=full(b.dilations[0]), dw=full(b.dilations[1]),
                 co_g=full(co_g), ci_g=full(ci_g), oc0=oc0, kc0=kc0, pc0=pc0)
     return np.stack([geom[k] for k in KGEOM], axis=1) if n else np.zeros((0, len(KGEOM)), np.int64)
+
+
+def concat_ranges(starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """``starts[k] .. starts[k] + lens[k] - 1`` for every ``k``, concatenated (int64)."""
+    starts, lens = np.asarray(starts, np.int64), np.asarray(lens, np.int64)
+    ends = np.cumsum(lens)
+    return np.repeat(starts - (ends - lens), lens) + np.arange(int(ends[-1]) if ends.shape[0] else 0)
 
 
 def gather_segments(flat: np.ndarray, start: np.ndarray, lens: np.ndarray, order: np.ndarray,

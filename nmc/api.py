@@ -459,8 +459,9 @@ def _with_states(cm: CoreMap, states: Mapping[str, np.ndarray], b: int) -> CoreM
         elif s["target"] == "axon":
             v = np.round(x[np.asarray(s["elems"], np.int64)])
             lo, hi = AXON_INIT_RANGE
-            if v.size and not (np.all(v >= lo) and np.all(v <= hi)):
-                bad = float(v[~((v >= lo) & (v <= hi))][0])
+            out = ~((v >= lo) & (v <= hi))  # (NaN too)
+            if out.any():
+                bad = float(v[out][0])
                 raise InputError(f"state input '{s['input']}' (sample {b}) holds {bad}, beyond an axon's initial value "
                                  f"range [{lo}, {hi}]: it is read as spikes or activations (at most 8 bits)")
             axon_init[np.asarray(s["axons"], np.int64)] = v.astype(np.int16)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from nmc.coremap import KGEOM
-from nmc.mapper.emit import _first_order, _ranges
+from nmc.mapper.emit import _first_order
+from nmc.mapper.structured import concat_ranges
 from nmc.mapper.structured import Block, Tile, gather_segments, tile_geom_rows, tile_geoms, tile_patch, tile_patches
 
 
@@ -84,8 +85,8 @@ def test_gather_segments_by_hand():
 
 
 def test_ranges_and_first_order_by_hand():
-    assert _ranges(np.array([5, 0, 9]), np.array([2, 0, 3])).tolist() == [5, 6, 9, 10, 11]
-    assert _ranges(np.zeros(0, np.int64), np.zeros(0, np.int64)).tolist() == []
+    assert concat_ranges(np.array([5, 0, 9]), np.array([2, 0, 3])).tolist() == [5, 6, 9, 10, 11]
+    assert concat_ranges(np.zeros(0, np.int64), np.zeros(0, np.int64)).tolist() == []
     keys = np.array([[3, 1], [0, 2], [3, 1], [1, 1], [0, 2]])
     u, first, inv = _first_order(keys)
     assert u.tolist() == [[3, 1], [0, 2], [1, 1]] and first.tolist() == [0, 1, 3] and inv.tolist() == [0, 1, 0, 2, 1]
