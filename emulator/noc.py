@@ -443,7 +443,9 @@ def noc_program(p, ns, f_ready, f_n, g_off, v_off, v_slot, v_prev, v_tail, v_fin
     before that cluster's last arrival.  A cluster of one flow (a run or a burst leaves the link consecutively
     from ``max(first, free)``), of bursts only (served whole, one after the other) or of flows from one
     previous link that finds the link free (its packets arrive at distinct times: none waits) is served in
-    closed form; any other is merged in ``(time, id)`` order by a counting sort over its span of arrival times
+    closed form (and without sorting or clustering on a link where every flow starts and the flows with packets are
+    ready in slot order, e.g. a core's inject link in the emulator: bursts served whole in slot order); any other is
+    merged in ``(time, id)`` order by a counting sort over its span of arrival times
     (``O(packets + span)``; beyond ``cnt``'s length, by scanning the flows' heads), as the per-packet model
     serves it.  Leaving a link, a flow's times advance by its visit's ``v_tail`` (the links skipped after it
     cannot delay it).  Without ``want_deliver`` (the emulator, which needs only the last delivery) a merged
@@ -467,6 +469,41 @@ def noc_program(p, ns, f_ready, f_n, g_off, v_off, v_slot, v_prev, v_tail, v_fin
     if base == 0:
         return 0
     for gl in range(g_off[np.uint64(p)], g_off[np.uint64(p + 1)]):  # the phase's link groups
+        # a link where every flow starts (a core's inject link: bursts) and whose flows with packets are ready in
+        # slot order (the emulator: all of a core's slots at once): served whole, one after the other, in slot
+        # order, as the clusters below would serve them; else (a visit with a previous link, or a flow ready
+        # before the one of a lower slot) the general path
+        va = v_off[np.uint64(gl)]
+        vb = v_off[np.uint64(gl + 1)]
+        in_order = True
+        a = np.int64(-(1 << 62))
+        for v in range(va, vb):
+            s = v_slot[np.uint64(v)]
+            if v_prev[np.uint64(v)] >= 0 or (f_n[np.uint64(s)] != 0 and f_first[np.uint64(s)] < a):
+                in_order = False
+                break
+            if f_n[np.uint64(s)] != 0:
+                a = f_first[np.uint64(s)]
+        if in_order:
+            free = np.int64(-(1 << 62))
+            for v in range(va, vb):
+                s = v_slot[np.uint64(v)]
+                n = f_n[np.uint64(s)]
+                if n == 0:
+                    continue
+                lat = v_tail[np.uint64(v)]
+                d0 = max(f_first[np.uint64(s)], free)
+                free = d0 + n
+                f_first[np.uint64(s)] = d0 + lat
+                f_last[np.uint64(s)] = d0 + lat + n - 1
+                if v_fin[np.uint64(v)] != 0:
+                    if d0 + lat + n - 1 > last:
+                        last = d0 + lat + n - 1
+                    if want_deliver:
+                        b0 = f_base[np.uint64(s)]
+                        for j in range(n):
+                            deliver[np.uint64(b0 + j)] = d0 + lat + j
+            continue
         # the link's flows with packets, sorted by (first arrival, slot) as they are gathered (insertion)
         s1 = 0
         for v in range(v_off[np.uint64(gl)], v_off[np.uint64(gl + 1)]):
@@ -659,16 +696,20 @@ def noc_program(p, ns, f_ready, f_n, g_off, v_off, v_slot, v_prev, v_tail, v_fin
                     if f_last[np.uint64(g)] - f_first[np.uint64(g)] == f_n[np.uint64(g)] - 1:
                         f_expl[np.uint64(g)] = 0
             # the cluster's flows that end here are delivered (the others wait for their next visit)
-            for c in range(c0, i):
-                if v_fin[np.uint64(rv[np.uint64(c)])] != 0:
-                    g = rf[np.uint64(c)]
-                    if f_last[np.uint64(g)] > last:
-                        last = f_last[np.uint64(g)]
-                    if want_deliver:
+            if want_deliver:
+                for c in range(c0, i):
+                    if v_fin[np.uint64(rv[np.uint64(c)])] != 0:
+                        g = rf[np.uint64(c)]
+                        if f_last[np.uint64(g)] > last:
+                            last = f_last[np.uint64(g)]
                         b0 = f_base[np.uint64(g)]
                         for j in range(f_n[np.uint64(g)]):
                             uj = np.uint64(b0 + j)
                             deliver[uj] = tbuf[uj] if f_expl[np.uint64(g)] else f_first[np.uint64(g)] + j
+            else:  # only the last delivery, without a branch per flow: one that does not end here counts 0 (v_fin is
+                # 0 or 1; last starts at 0)
+                for c in range(c0, i):
+                    last = max(last, f_last[np.uint64(rf[np.uint64(c)])] * v_fin[np.uint64(rv[np.uint64(c)])])
     return last
 
 

@@ -318,6 +318,25 @@ def test_flow_program_skips_a_link_fed_by_one_link_by_hand():
         assert simulate_flows(ready, path, off, link, lat, rank, python=python, last_only=True) == 8
 
 
+def test_flows_starting_on_one_link_by_hand():
+    # Three paths share their first link 0 (latency 1), then go to links 1, 2 and 1 (latency 1, their last).  Link 0
+    # serves bursts whole, by (ready, id).  With the slots ready in slot order (0, 0, 1) the flow model serves link 0
+    # without sorting: packets 0, 1 (slot 0) leave at 0, 1; packet 2 (slot 1) at 2; packets 3, 4 (slot 2) at 3, 4.
+    # Link 1 (fed by link 0 only, skipped) adds 1: deliveries 2, 3 | 4 | 5, 6 (link 2 likewise).
+    off, link, lat = np.array([0, 2, 4, 6]), np.array([0, 1, 0, 2, 0, 1]), np.array([1, 1, 1, 1, 1, 1])
+    path = np.array([0, 0, 1, 2, 2])
+    in_order = np.array([0, 0, 0, 1, 1])
+    # Ready out of slot order (slot 0 at 2, slot 1 at 0, slot 2 at 1): the general path sorts them: packet 2 (slot
+    # 1, ready 0) leaves at 0; packets 3, 4 (slot 2, ready 1) at 1, 2; packets 0, 1 (slot 0, ready 2) at 3, 4.
+    out_of_order = np.array([2, 2, 0, 1, 1])
+    for ready, want in ((in_order, [2, 3, 4, 5, 6]), (out_of_order, [5, 6, 2, 3, 4])):
+        for m in MODELS:
+            assert m(ready, path, off, link, lat).tolist() == want
+        for python in (False, True):
+            assert simulate_flows(ready, path, off, link, lat, python=python).tolist() == want
+            assert simulate_flows(ready, path, off, link, lat, python=python, last_only=True) == max(want)
+
+
 def test_flow_program_of_no_packets_and_empty_phases():
     off, link, lat = np.array([0, 2]), np.array([0, 1]), np.array([1, 1])
     pg = flow_program([np.zeros(0, np.int64), np.array([0, 0])], off, link, lat, np.array([0, 1]))
