@@ -600,10 +600,10 @@ def noc_program(p, ns, f_ready, f_n, g_off, v_off, v_slot, v_prev, v_tail, v_fin
                             cnt[np.uint64(f_first[np.uint64(g)] - lo)] += f_n[np.uint64(g)]
                             cnt[np.uint64(f_first[np.uint64(g)] - lo + 1)] -= f_n[np.uint64(g)]
                     k = 0
-                    for u in range(span):
+                    for u in range(span):  # (no branch on k: with no arrival at lo + u, k = 0 and free may become
+                        # lo + u, which delays no later arrival; the last time of the span, hi, has arrivals)
                         k += cnt[np.uint64(u)]
-                        if k != 0:
-                            free = max(lo + u, free) + k
+                        free = max(lo + u, free) + k
                     for c in range(c0, i):
                         g = rf[np.uint64(c)]
                         f_last[np.uint64(g)] = free - 1 + lat  # (the cluster's last delivery, for every flow of it)
@@ -638,11 +638,10 @@ def noc_program(p, ns, f_ready, f_n, g_off, v_off, v_slot, v_prev, v_tail, v_fin
                             cnt[np.uint64(f_first[np.uint64(g)] - lo + 1)] -= f_n[np.uint64(g)]
                     k = 0
                     for u in range(span):  # cnt[np.uint64(u)] becomes the first departure of the k arrivals at lo + u
-                        k += cnt[np.uint64(u)]
-                        if k != 0:
-                            d = max(lo + u, free)
-                            free = d + k
-                            cnt[np.uint64(u)] = d
+                        k += cnt[np.uint64(u)]  # (no branch on k, as above: a time with none is not read back)
+                        d = max(lo + u, free)
+                        free = d + k
+                        cnt[np.uint64(u)] = d
                     for c in range(c0, i):
                         g = rf[np.uint64(c)]
                         lat = v_tail[np.uint64(rv[np.uint64(c)])]
