@@ -447,10 +447,12 @@ def noc_program(p, ns, f_ready, f_n, g_off, v_off, v_slot, v_prev, v_tail, v_fin
     ready in slot order, e.g. a core's inject link in the emulator: bursts served whole in slot order); any other is
     merged in ``(time, id)`` order by a counting sort over its span of arrival times
     (``O(packets + span)``; beyond ``cnt``'s length, by scanning the flows' heads), as the per-packet model
-    serves it.  Leaving a link, a flow's times advance by its visit's ``v_tail`` (the links skipped after it
+    serves it, except a cluster of two runs: a cluster of runs (closed form, after a link) leaves no time from its
+    first to its last arrival without one, so the link is busy from ``max(first, free)`` until all have left and a
+    packet's departure is that plus the packets before it by ``(time, id)``, counted in closed form.  Leaving a link, a flow's times advance by its visit's ``v_tail`` (the links skipped after it
     cannot delay it).  Without ``want_deliver`` (the emulator, which needs only the last delivery) a merged
     cluster whose flows all end with the same tail after this link is served by counting its arrivals per
-    time only: its last departure, not every packet's.
+    time only: its last departure, not every packet's (for a cluster of runs, ``max(first, free)`` + its packets).
 
     Everything is written out in this one function: helper calls cost reference-count updates on their
     arrays, which once made up most of the NoC's time (perf, 2026-12-03).  Every index is cast to ``np.uint64``
@@ -569,10 +571,12 @@ def noc_program(p, ns, f_ready, f_n, g_off, v_off, v_slot, v_prev, v_tail, v_fin
             else:
                 total = 0
                 lo = np.int64(1 << 62)
+                runs = True  # every flow a run (closed form, after a link): the arrivals cover [lo, hi] without a gap
                 for c in range(c0, i):
                     g = rf[np.uint64(c)]
                     total += f_n[np.uint64(g)]
                     lo = min(lo, f_first[np.uint64(g)])
+                    runs = runs and f_expl[np.uint64(g)] == 0 and v_prev[np.uint64(rv[np.uint64(c)])] >= 0
                 span = hi - lo + 1
                 final = m > 1 and span < cnt.shape[0] and not want_deliver
                 if final:
@@ -581,7 +585,15 @@ def noc_program(p, ns, f_ready, f_n, g_off, v_off, v_slot, v_prev, v_tail, v_fin
                         if v_fin[np.uint64(rv[np.uint64(c)])] == 0 or v_tail[np.uint64(rv[np.uint64(c)])] != lat:
                             final = False
                             break
-                if final:
+                if final and runs:
+                    # runs whose arrivals leave no time empty from lo to hi: the link is busy from max(lo, free) until
+                    # all have left (the k-th packet by (time, id) arrives by lo + k and leaves at max(lo, free) + k)
+                    free = max(lo, free) + total
+                    for c in range(c0, i):
+                        g = rf[np.uint64(c)]
+                        f_last[np.uint64(g)] = free - 1 + lat
+                        f_first[np.uint64(g)] = f_last[np.uint64(g)]
+                elif final:
                     # the last visit of every flow of the cluster, all with one tail, and only the phase's last
                     # delivery wanted: the last departure follows from the arrivals per time, without any
                     # packet's own time
@@ -609,6 +621,42 @@ def noc_program(p, ns, f_ready, f_n, g_off, v_off, v_slot, v_prev, v_tail, v_fin
                         f_last[np.uint64(g)] = free - 1 + lat  # (the cluster's last delivery, for every flow of it)
                         f_first[np.uint64(g)] = f_last[np.uint64(g)]
                         f_expl[np.uint64(g)] = 0
+                elif m == 2 and runs:
+                    # two runs x (the earlier first arrival) and y: the link is busy from d0 = max(lo, free) (as above);
+                    # a packet leaves at d0 + the packets before it by (time, id): its own earlier ones, the other
+                    # run's earlier ones and, at the same time, the other's if that has the lower id (slot)
+                    gx = rf[np.uint64(c0)]
+                    gy = rf[np.uint64(c0 + 1)]
+                    d0 = max(lo, free)
+                    fx, nx, lx = f_first[np.uint64(gx)], f_n[np.uint64(gx)], f_last[np.uint64(gx)]
+                    fy, ny, ly = f_first[np.uint64(gy)], f_n[np.uint64(gy)], f_last[np.uint64(gy)]
+                    # x: alone before fy; then one y packet before each of its packets at or after fy (while y
+                    # lasts), plus the y packet of the same time when y has the lower id; after ly all ny before it
+                    lat = v_tail[np.uint64(rv[np.uint64(c0)])]
+                    b0 = f_base[np.uint64(gx)]
+                    tie = 1 if gy < gx else 0
+                    for j in range(nx):
+                        t = fx + j
+                        if t < fy:
+                            r = j
+                        elif t <= ly:
+                            r = j + t - fy + tie
+                        else:
+                            r = j + ny
+                        tbuf[np.uint64(b0 + j)] = d0 + r + lat
+                    lat = v_tail[np.uint64(rv[np.uint64(c0 + 1)])]
+                    b0 = f_base[np.uint64(gy)]
+                    tie = 1 - tie
+                    for j in range(ny):  # (fy >= fx)
+                        t = fy + j
+                        if t <= lx:
+                            r = j + t - fx + tie
+                        else:
+                            r = j + nx
+                        tbuf[np.uint64(b0 + j)] = d0 + r + lat
+                    f_expl[np.uint64(gx)] = 1
+                    f_expl[np.uint64(gy)] = 1
+                    free = d0 + total
                 elif m > 1 and span < cnt.shape[0]:
                     # a counting sort of the cluster's packets by (arrival, id), O(packets + span): the
                     # packets arriving at one time leave consecutively, in id order, from max(time, free)
