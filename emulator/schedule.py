@@ -144,12 +144,16 @@ def input_columns(cm: CoreMap) -> tuple[dict[int, int], list[int]]:
 
 def pack_inputs(cm: CoreMap, static: dict, step: dict, B: int, T: int) -> tuple[np.ndarray, np.ndarray]:
     """The quantised inputs (graph-input index -> ``[B, n]`` / ``[B, T, n]``) packed into the two matrices the
-    schedule's feed columns index: ``S`` ``[B, static columns]`` and ``St`` ``[B, T, step columns]``."""
+    schedule's feed columns index: ``S`` ``[B, static columns]`` and ``St`` ``[B, T, step columns]`` (the given
+    array itself when it is the only step input, int64 and contiguous: the emulators only read it)."""
     col0, ncols = input_columns(cm)
     S = np.zeros((B, ncols[0]), np.int64)
-    St = np.zeros((B, T, ncols[1]), np.int64)
     for k, v in static.items():
         S[:, col0[k]:col0[k] + v.shape[1]] = v
+    whole = [v for k, v in step.items() if col0[k] == 0 and v.shape == (B, T, ncols[1])]
+    if len(step) == 1 and whole and whole[0].dtype == np.int64 and whole[0].flags.c_contiguous:
+        return S, whole[0]  # one step input with every step column: it is the matrix (not copied; read only)
+    St = np.zeros((B, T, ncols[1]), np.int64)
     for k, v in step.items():
         St[:, :, col0[k]:col0[k] + v.shape[2]] = v
     return S, St
