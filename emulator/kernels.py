@@ -170,16 +170,24 @@ def _trace_phase(tr, row, slot, pc, cmax, last, npk, f_ready, s_path, f_n):
 
 # --------------------------------------------------------------------------- soma dispatch
 def _make_soma():
-    """``_soma(code, ...)``: call the ``nb_step`` of the neuron model with that code (generated from the registry)."""
+    """``_soma(code, n0, nn, acc, state, nparam, cparam, c, ...)``: call the ``nb_step`` of the neuron model with that
+    code, with core ``c``'s parameters ``cparam[c]`` (generated from the registry).
+
+    A function of its own without reference counting (``_nrt=False``), called by ``_run``: inlined (it was
+    ``inline="always"``), its array arguments became variables of ``_run``, each counted up and down (atomically) at
+    every call, and so was the row ``cparam[c]``: about 1,600 of the 1,900 count updates per step of
+    benchmarks/bench_emulator.py (``NUMBA_DEBUG_NRT``), about 8% of its time.  The models' steps count none either
+    when they are compiled with ``neurons._int.NJIT_STEP``."""
     args = "n0, nn, acc, state, nparam, cp, lo, hi, mem_bits, beta_shift, out"
-    lines = [f"def _soma(code, {args}):"]
+    lines = ["def _soma(code, n0, nn, acc, state, nparam, cparam, c, lo, hi, mem_bits, beta_shift, out):",
+             "    cp = cparam[c]"]
     env = {}
     for m in MODELS.values():
         env[f"step_{m.code}"] = m.nb_step
         lines.append(f"    if code == {m.code}:\n        return step_{m.code}({args})")
     lines.append("    return 0")
     exec(compile("\n".join(lines), f"<nmc soma dispatch of {len(MODELS)} neuron models>", "exec"), env)
-    return njit(nogil=True, inline="always")(env["_soma"])  # not cached itself: _run, which inlines it, is
+    return njit(nogil=True, _nrt=False)(env["_soma"])  # not cached itself: _run, which calls it, is
 
 
 _soma = _make_soma()
@@ -447,7 +455,7 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                         # -- the soma, the events, the cycles
                         spiking = spike_in[c] != 0
                         rows = nz if spiking else na
-                        nspk = _soma(model[c], n0, nn, acc, state, nparam, cparam[c], out_lo[c], out_hi[c],
+                        nspk = _soma(model[c], n0, nn, acc, state, nparam, cparam, c, out_lo[c], out_hi[c],
                                      mem_bits, beta_shift, out)
                         bits = out_bits[c]
                         if spiking:

@@ -424,7 +424,7 @@ def flow_program(phase_paths, path_off, path_link, path_lat, path_rank) -> FlowP
     return FlowProgram(i64(s_off), i64(s_path), i64(g_off), i64(v_off), *(i64(a) for a in cat))
 
 
-@njit(**NJIT)
+@njit(**NJIT, _nrt=False)
 def noc_program(p, ns, f_ready, f_n, g_off, v_off, v_slot, v_prev, v_tail, v_fin, w, tbuf, cnt, deliver, want_deliver):
     """Flow-level contention model of phase ``p`` of a :class:`FlowProgram`, equal to :func:`noc_run` packet for
     packet; returns the last delivery.
@@ -455,7 +455,9 @@ def noc_program(p, ns, f_ready, f_n, g_off, v_off, v_slot, v_prev, v_tail, v_fin
     time only: its last departure, not every packet's (for a cluster of runs, ``max(first, free)`` + its packets).
 
     Everything is written out in this one function: helper calls cost reference-count updates on their
-    arrays, which once made up most of the NoC's time (perf, 2026-12-03).  Every index is cast to ``np.uint64``
+    arrays, which once made up most of the NoC's time (perf, 2026-12-03); and it is compiled without reference
+    counting (``_nrt=False``: it allocates nothing), which saves the count updates of its arguments and of the rows
+    of ``w`` at every call.  Every index is cast to ``np.uint64``
     (none is negative): with a signed index Numba emits code for negative-index wraparound on every access,
     which made the model about 30% slower (replayed phases of benchmarks/bench_emulator.py).
     """
