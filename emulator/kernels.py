@@ -681,8 +681,8 @@ def _net(cm: CoreMap) -> Net:
 
 
 def _axon_classes(cm: CoreMap, dense_mac: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(ev_cls [C], ev_off [K+1], ev_a0 [K])``: classes of the dense mac cores (``dense_mac`` [C]) whose axons always hold the
-    same values, axon for axon, within a phase: same axon count and, for every axon, the same initial value and the
+    """``(ev_cls [C], ev_off [K+1], ev_a0 [K])``: classes of the dense mac cores (``dense_mac`` [C]) whose axons
+    always hold the same values, axon for axon, within a phase: same axon count and, for every axon, the same initial value and the
     same single writer (a route from one source neuron, delayed or not, or an input feed of one input element) or
     none.  Then the axons of two such cores were written by the same writes of the same values, so while a phase
     runs (no axon is written until its cores are done) their nonzero axons, the event list, are the same: the

@@ -445,14 +445,15 @@ def noc_program(p, ns, f_ready, f_n, g_off, v_off, v_slot, v_prev, v_tail, v_fin
     previous link that finds the link free (its packets arrive at distinct times: none waits) is served in
     closed form (and without sorting or clustering on a link where every flow starts and the flows with packets are
     ready in slot order, e.g. a core's inject link in the emulator: bursts served whole in slot order); any other is
-    merged in ``(time, id)`` order by a counting sort over its span of arrival times
-    (``O(packets + span)``; beyond ``cnt``'s length, by scanning the flows' heads), as the per-packet model
-    serves it, except a cluster of two runs: a cluster of runs (closed form, after a link) leaves no time from its
-    first to its last arrival without one, so the link is busy from ``max(first, free)`` until all have left and a
-    packet's departure is that plus the packets before it by ``(time, id)``, counted in closed form.  Leaving a link, a flow's times advance by its visit's ``v_tail`` (the links skipped after it
-    cannot delay it).  Without ``want_deliver`` (the emulator, which needs only the last delivery) a merged
-    cluster whose flows all end with the same tail after this link is served by counting its arrivals per
-    time only: its last departure, not every packet's (for a cluster of runs, ``max(first, free)`` + its packets).
+    merged in ``(time, id)`` order by a counting sort over its span of arrival times (``O(packets + span)``; beyond
+    ``cnt``'s length, by scanning the flows' heads), as the per-packet model serves it, except a cluster of two
+    runs: a cluster of runs (closed form, after a link) leaves no time from its first to its last arrival without
+    one, so the link is busy from ``max(first, free)`` until all have left and a packet's departure is that plus the
+    packets before it by ``(time, id)``, counted in closed form.  Leaving a link, a flow's times advance by its
+    visit's ``v_tail`` (the links skipped after it cannot delay it).  Without ``want_deliver`` (the emulator, which
+    needs only the last delivery) a merged cluster whose flows all end with the same tail after this link is served
+    by counting its arrivals per time only: its last departure, not every packet's (for a cluster of runs,
+    ``max(first, free)`` + its packets).
 
     Everything is written out in this one function: helper calls cost reference-count updates on their
     arrays, which once made up most of the NoC's time (perf, 2026-12-03); and it is compiled without reference

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["NJIT", "NJIT_STEP", "sat", "leak", "nb_clamp", "nb_fire", "nb_reset", "nb_limits", "nb_leak", "fire", "reset",
-           "mem_limits"]
+__all__ = ["NJIT", "NJIT_STEP", "sat", "leak", "nb_clamp", "nb_fire", "nb_reset", "nb_limits", "nb_leak", "fire",
+           "reset", "mem_limits"]
 
 #: options of every Numba function of the emulator and the neuron models (integer code: no fastmath)
 NJIT: dict = {"cache": True, "nogil": True}
