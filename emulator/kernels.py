@@ -77,6 +77,7 @@ class Net(NamedTuple):
     ent_whole: np.ndarray  #: [E] 1: router entry e's routes read every neuron of its core once (AER: one count a core)
     ev_cls: np.ndarray  #: [C] the event-list class of a dense mac core (:func:`_axon_classes`), or -1
     ev_off: np.ndarray  #: [K+1] class k's event list at ev_buf[ev_off[k]:ev_off[k+1]] (its cores' axon count)
+    ev_a0: np.ndarray  #: [K] the first axon of class k's first core: the axons its cores read (see _run)
 
 
 class IO(NamedTuple):
@@ -169,16 +170,24 @@ def _trace_phase(tr, row, slot, pc, cmax, last, npk, f_ready, s_path, f_n):
 
 # --------------------------------------------------------------------------- soma dispatch
 def _make_soma():
-    """``_soma(code, ...)``: call the ``nb_step`` of the neuron model with that code (generated from the registry)."""
+    """``_soma(code, n0, nn, acc, state, nparam, cparam, c, ...)``: call the ``nb_step`` of the neuron model with that
+    code, with core ``c``'s parameters ``cparam[c]`` (generated from the registry).
+
+    A function of its own without reference counting (``_nrt=False``), called by ``_run``: inlined (it was
+    ``inline="always"``), its array arguments became variables of ``_run``, each counted up and down (atomically) at
+    every call, and so was the row ``cparam[c]``: about 1,600 of the 1,900 count updates per step of
+    benchmarks/bench_emulator.py (``NUMBA_DEBUG_NRT``), about 8% of its time.  The models' steps count none either
+    when they are compiled with ``neurons._int.NJIT_STEP``."""
     args = "n0, nn, acc, state, nparam, cp, lo, hi, mem_bits, beta_shift, out"
-    lines = [f"def _soma(code, {args}):"]
+    lines = ["def _soma(code, n0, nn, acc, state, nparam, cparam, c, lo, hi, mem_bits, beta_shift, out):",
+             "    cp = cparam[c]"]
     env = {}
     for m in MODELS.values():
         env[f"step_{m.code}"] = m.nb_step
         lines.append(f"    if code == {m.code}:\n        return step_{m.code}({args})")
     lines.append("    return 0")
     exec(compile("\n".join(lines), f"<nmc soma dispatch of {len(MODELS)} neuron models>", "exec"), env)
-    return njit(nogil=True, inline="always")(env["_soma"])  # not cached itself: _run, which inlines it, is
+    return njit(nogil=True, _nrt=False)(env["_soma"])  # not cached itself: _run, which calls it, is
 
 
 _soma = _make_soma()
@@ -248,7 +257,7 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
     model's ``nb_step``), its events, and its compute cycles (``timing.core_cycles``)."""
     (n_off, a_off, w_off, weights, dend, spike_in, model, out_bits, out_lo, out_hi, cparam, bias, nparam,
      state_init, axon_init, route_src, route_dst, rt_off, rt_dst, rt_route_off, sparse, row_off, row_col,
-     row_w, kb_off, kb_geom, kb_w, kb_ax_off, kb_ax, ent_whole, ev_cls, ev_off) = net
+     row_w, kb_off, kb_geom, kb_w, kb_ax_off, kb_ax, ent_whole, ev_cls, ev_off, ev_a0) = net
     ph_off, ph_cores = sch.ph_off, sch.ph_cores
     cr_off, cr_dst, cr_src, cr_len = sch.cr_off, sch.cr_dst, sch.cr_src, sch.cr_len
     ent_path, tp_off, tp_neur, stage_ph = sch.ent_path, sch.tp_off, sch.tp_neur, sch.stage_ph
@@ -404,8 +413,11 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                                 # cost more than the additions (measured: 8% of the kernel's time on the bench)
                                 kc = ev_cls[c]
                                 eo = np.uint64(ev_off[kc]) if kc >= 0 else ev_scr
+                                # a class's cores read the axons of its first core (the others' are not written
+                                # during the run, see the end of this function)
+                                xa = ev_a0[kc] if kc >= 0 else a0
                                 if kc < 0 or ev_stamp[kc] != ps:
-                                    ua0 = np.uint64(a0)
+                                    ua0 = np.uint64(xa)
                                     for i in range(na):
                                         ev_buf[eo + np.uint64(nz)] = i
                                         nz += axons[ua0 + np.uint64(i)] != 0
@@ -418,7 +430,7 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                                     _prefetch(weights, np.uint64(w0 + ev_buf[eo + np.uint64(u)] * nn))
                                 for u in range(nz):
                                     i = ev_buf[eo + np.uint64(u)]
-                                    x = axons[a0 + i]
+                                    x = axons[xa + i]
                                     # unsigned offsets: no negative-index wraparound, so contiguous vector loads
                                     o = np.uint64(w0 + i * nn)
                                     if x == 1:  # a spike: add the row
@@ -443,7 +455,7 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                         # -- the soma, the events, the cycles
                         spiking = spike_in[c] != 0
                         rows = nz if spiking else na
-                        nspk = _soma(model[c], n0, nn, acc, state, nparam, cparam[c], out_lo[c], out_hi[c],
+                        nspk = _soma(model[c], n0, nn, acc, state, nparam, cparam, c, out_lo[c], out_hi[c],
                                      mem_bits, beta_shift, out)
                         bits = out_bits[c]
                         if spiking:
@@ -533,6 +545,15 @@ def _run(B, T, t0, t1, net, sch, io, k, res, tr):
                 for j in range(once_src.shape[0]):
                     if once_stage[j] == s:
                         rec_once[b, j] = out[once_src[j]]
+        # the axons of a class's other cores, which the run did not write (build_schedule(skip_axons=)): the values
+        # of its first core's, which their writers gave the same values at the same times
+        for c in range(C):
+            kc = ev_cls[c]
+            if kc >= 0 and ev_a0[kc] != a_off[c]:
+                u_src = np.uint64(ev_a0[kc])
+                u_dst = np.uint64(a_off[c])
+                for j in range(np.uint64(a_off[c + 1] - a_off[c])):
+                    axons[u_dst + j] = axons[u_src + j]
 
 
 # every cached function the kernels inline: the neuron models' steps, the NoC model, the cycle formula
@@ -646,7 +667,7 @@ def _net(cm: CoreMap) -> Net:
     slot_ent = np.repeat(np.arange(E, dtype=np.int64), np.where(cand, nn, 0))
     missed = np.bincount(slot_ent, weights=hits == 0, minlength=E)
     ent_whole = (cand & (missed == 0)).astype(np.int64)
-    ev_cls, ev_off = _axon_classes(cm, (sparse == 0) & (c.dendrite == 0))
+    ev_cls, ev_off, ev_a0 = _axon_classes(cm, (sparse == 0) & (c.dendrite == 0))
     return Net(n_off=_i64(c.neuron_off), a_off=_i64(c.axon_off), w_off=_i64(w_off),
                weights=np.ascontiguousarray(data, dtype=np.int8), dend=_i64(c.dendrite),
                spike_in=_i64(c.spike_in), model=_i64(c.model), out_bits=_i64(c.out_bits), out_lo=_i64(c.out_lo),
@@ -656,24 +677,25 @@ def _net(cm: CoreMap) -> Net:
                rt_route_off=_i64(cm.router.route_off), sparse=sparse, row_off=row_off, row_col=row_col, row_w=row_w,
                kb_off=kb_off, kb_geom=_i64(kb.geom.reshape(-1, len(KGEOM))), kb_w=_i64(kb.w_off),
                kb_ax_off=_i64(kb.ax_off), kb_ax=np.ascontiguousarray(cm.kpatch.ax, dtype=np.int32),
-               ent_whole=ent_whole, ev_cls=ev_cls, ev_off=ev_off)
+               ent_whole=ent_whole, ev_cls=ev_cls, ev_off=ev_off, ev_a0=ev_a0)
 
 
-def _axon_classes(cm: CoreMap, dense_mac: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(ev_cls [C], ev_off [K+1])``: classes of the dense mac cores (``dense_mac`` [C]) whose axons always hold the
-    same values, axon for axon, within a phase: same axon count and, for every axon, the same initial value and the
+def _axon_classes(cm: CoreMap, dense_mac: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(ev_cls [C], ev_off [K+1], ev_a0 [K])``: classes of the dense mac cores (``dense_mac`` [C]) whose axons
+    always hold the same values, axon for axon, within a phase: same axon count and, for every axon, the same initial value and the
     same single writer (a route from one source neuron, delayed or not, or an input feed of one input element) or
     none.  Then the axons of two such cores were written by the same writes of the same values, so while a phase
     runs (no axon is written until its cores are done) their nonzero axons, the event list, are the same: the
     kernel builds it once per class and phase run.  A core with an axon of two or more writers, and a core alike
-    to no other, gets -1 (its own list, each time)."""
+    to no other, gets -1 (its own list, each time).  ``ev_a0[k]``: the first axon of class k's first core, whose axons
+    the kernel reads for all of them (so the copies into the others' axons can be left out of the run)."""
     c = cm.cores
     C, A = cm.num_cores, cm.num_axons
     ev_cls = np.full(C, -1, np.int64)
     na = np.diff(c.axon_off).astype(np.int64)
     cores = np.flatnonzero(dense_mac & (na > 0) & (np.diff(c.neuron_off) > 0))
     if cores.size < 2:
-        return ev_cls, np.zeros(1, np.int64)
+        return ev_cls, np.zeros(1, np.int64), np.zeros(0, np.int64)
     # every axon's writer as one code: route 2 * src + delayed (>= 0); feed -2 - (its input element's index among
     # all inputs' elements); none -1; two or more writers: the core is left out
     e0 = np.concatenate([[0], np.cumsum([n_elems(i) for i in cm.meta["inputs"]])]).astype(np.int64)
@@ -689,12 +711,23 @@ def _axon_classes(cm: CoreMap, dense_mac: np.ndarray) -> tuple[np.ndarray, np.nd
     for k in cores[~multi[cores]].tolist():
         a0, a1 = int(c.axon_off[k]), int(c.axon_off[k + 1])
         groups.setdefault(w_code[a0:a1].tobytes() + init[a0:a1].tobytes(), []).append(k)
-    off = [0]
+    off, a0s = [0], []
     for ks in groups.values():
         if len(ks) > 1:
             ev_cls[ks] = len(off) - 1
             off.append(off[-1] + int(na[ks[0]]))
-    return ev_cls, np.asarray(off, np.int64)
+            a0s.append(int(c.axon_off[ks[0]]))  # (ks in core order: its first core)
+    return ev_cls, np.asarray(off, np.int64), np.asarray(a0s, np.int64)
+
+
+def class_members(net: Net) -> np.ndarray:
+    """[A] bool: the axons of the event-list classes' cores other than the first, which ``_run`` reads from the first
+    core's axons and does not write during the run (they are restored at the end of every kernel call)."""
+    member = np.zeros(int(net.a_off[-1]), bool)
+    for c in np.flatnonzero(net.ev_cls >= 0).tolist():
+        if net.ev_a0[net.ev_cls[c]] != net.a_off[c]:
+            member[net.a_off[c]:net.a_off[c + 1]] = True
+    return member
 
 
 def _consts(cm: CoreMap) -> ChipConsts:
@@ -784,7 +817,8 @@ def run_numba(cm: CoreMap, static_inputs, step_inputs, steps: int, *, batch: int
     if not checked:
         check_coremap(cm)
     B, T, static, step = prepare_inputs(cm, static_inputs, step_inputs, steps, batch)
-    sch = build_schedule(cm)
+    net, k = _net(cm), _consts(cm)
+    sch = build_schedule(cm, skip_axons=class_members(net))
     S, St = pack_inputs(cm, static, step, B, T)
     outs = cm.meta["outputs"]
     once_src, once_stage, step_src, cols = [], [], [], []
@@ -821,7 +855,6 @@ def run_numba(cm: CoreMap, static_inputs, step_inputs, steps: int, *, batch: int
                 given = (step_out or {}).get(o["name"])
                 rec_dest[o["name"]] = given if given is not None else np.zeros((B, T, n), np.int64)
         cyc_dest = step_cycles_out if step_cycles_out is not None else np.zeros((B, T), np.int64)
-    net, k = _net(cm), _consts(cm)
     trace = trace if trace is not None else no_trace()
     done = 0
     for b0, b1 in blocks:

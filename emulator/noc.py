@@ -424,7 +424,7 @@ def flow_program(phase_paths, path_off, path_link, path_lat, path_rank) -> FlowP
     return FlowProgram(i64(s_off), i64(s_path), i64(g_off), i64(v_off), *(i64(a) for a in cat))
 
 
-@njit(**NJIT)
+@njit(**NJIT, _nrt=False)
 def noc_program(p, ns, f_ready, f_n, g_off, v_off, v_slot, v_prev, v_tail, v_fin, w, tbuf, cnt, deliver, want_deliver):
     """Flow-level contention model of phase ``p`` of a :class:`FlowProgram`, equal to :func:`noc_run` packet for
     packet; returns the last delivery.
@@ -443,15 +443,22 @@ def noc_program(p, ns, f_ready, f_n, g_off, v_off, v_slot, v_prev, v_tail, v_fin
     before that cluster's last arrival.  A cluster of one flow (a run or a burst leaves the link consecutively
     from ``max(first, free)``), of bursts only (served whole, one after the other) or of flows from one
     previous link that finds the link free (its packets arrive at distinct times: none waits) is served in
-    closed form; any other is merged in ``(time, id)`` order by a counting sort over its span of arrival times
-    (``O(packets + span)``; beyond ``cnt``'s length, by scanning the flows' heads), as the per-packet model
-    serves it.  Leaving a link, a flow's times advance by its visit's ``v_tail`` (the links skipped after it
-    cannot delay it).  Without ``want_deliver`` (the emulator, which needs only the last delivery) a merged
-    cluster whose flows all end with the same tail after this link is served by counting its arrivals per
-    time only: its last departure, not every packet's.
+    closed form (and without sorting or clustering on a link where every flow starts and the flows with packets are
+    ready in slot order, e.g. a core's inject link in the emulator: bursts served whole in slot order); any other is
+    merged in ``(time, id)`` order by a counting sort over its span of arrival times (``O(packets + span)``; beyond
+    ``cnt``'s length, by scanning the flows' heads), as the per-packet model serves it, except a cluster of two
+    runs: a cluster of runs (closed form, after a link) leaves no time from its first to its last arrival without
+    one, so the link is busy from ``max(first, free)`` until all have left and a packet's departure is that plus the
+    packets before it by ``(time, id)``, counted in closed form.  Leaving a link, a flow's times advance by its
+    visit's ``v_tail`` (the links skipped after it cannot delay it).  Without ``want_deliver`` (the emulator, which
+    needs only the last delivery) a merged cluster whose flows all end with the same tail after this link is served
+    by counting its arrivals per time only: its last departure, not every packet's (for a cluster of runs,
+    ``max(first, free)`` + its packets).
 
     Everything is written out in this one function: helper calls cost reference-count updates on their
-    arrays, which once made up most of the NoC's time (perf, 2026-12-03).  Every index is cast to ``np.uint64``
+    arrays, which once made up most of the NoC's time (perf, 2026-12-03); and it is compiled without reference
+    counting (``_nrt=False``: it allocates nothing), which saves the count updates of its arguments and of the rows
+    of ``w`` at every call.  Every index is cast to ``np.uint64``
     (none is negative): with a signed index Numba emits code for negative-index wraparound on every access,
     which made the model about 30% slower (replayed phases of benchmarks/bench_emulator.py).
     """
@@ -467,6 +474,41 @@ def noc_program(p, ns, f_ready, f_n, g_off, v_off, v_slot, v_prev, v_tail, v_fin
     if base == 0:
         return 0
     for gl in range(g_off[np.uint64(p)], g_off[np.uint64(p + 1)]):  # the phase's link groups
+        # a link where every flow starts (a core's inject link: bursts) and whose flows with packets are ready in
+        # slot order (the emulator: all of a core's slots at once): served whole, one after the other, in slot
+        # order, as the clusters below would serve them; else (a visit with a previous link, or a flow ready
+        # before the one of a lower slot) the general path
+        va = v_off[np.uint64(gl)]
+        vb = v_off[np.uint64(gl + 1)]
+        in_order = True
+        a = np.int64(-(1 << 62))
+        for v in range(va, vb):
+            s = v_slot[np.uint64(v)]
+            if v_prev[np.uint64(v)] >= 0 or (f_n[np.uint64(s)] != 0 and f_first[np.uint64(s)] < a):
+                in_order = False
+                break
+            if f_n[np.uint64(s)] != 0:
+                a = f_first[np.uint64(s)]
+        if in_order:
+            free = np.int64(-(1 << 62))
+            for v in range(va, vb):
+                s = v_slot[np.uint64(v)]
+                n = f_n[np.uint64(s)]
+                if n == 0:
+                    continue
+                lat = v_tail[np.uint64(v)]
+                d0 = max(f_first[np.uint64(s)], free)
+                free = d0 + n
+                f_first[np.uint64(s)] = d0 + lat
+                f_last[np.uint64(s)] = d0 + lat + n - 1
+                if v_fin[np.uint64(v)] != 0:
+                    if d0 + lat + n - 1 > last:
+                        last = d0 + lat + n - 1
+                    if want_deliver:
+                        b0 = f_base[np.uint64(s)]
+                        for j in range(n):
+                            deliver[np.uint64(b0 + j)] = d0 + lat + j
+            continue
         # the link's flows with packets, sorted by (first arrival, slot) as they are gathered (insertion)
         s1 = 0
         for v in range(v_off[np.uint64(gl)], v_off[np.uint64(gl + 1)]):
@@ -532,10 +574,12 @@ def noc_program(p, ns, f_ready, f_n, g_off, v_off, v_slot, v_prev, v_tail, v_fin
             else:
                 total = 0
                 lo = np.int64(1 << 62)
+                runs = True  # every flow a run (closed form, after a link): the arrivals cover [lo, hi] without a gap
                 for c in range(c0, i):
                     g = rf[np.uint64(c)]
                     total += f_n[np.uint64(g)]
                     lo = min(lo, f_first[np.uint64(g)])
+                    runs = runs and f_expl[np.uint64(g)] == 0 and v_prev[np.uint64(rv[np.uint64(c)])] >= 0
                 span = hi - lo + 1
                 final = m > 1 and span < cnt.shape[0] and not want_deliver
                 if final:
@@ -544,7 +588,15 @@ def noc_program(p, ns, f_ready, f_n, g_off, v_off, v_slot, v_prev, v_tail, v_fin
                         if v_fin[np.uint64(rv[np.uint64(c)])] == 0 or v_tail[np.uint64(rv[np.uint64(c)])] != lat:
                             final = False
                             break
-                if final:
+                if final and runs:
+                    # runs whose arrivals leave no time empty from lo to hi: the link is busy from max(lo, free) until
+                    # all have left (the k-th packet by (time, id) arrives by lo + k and leaves at max(lo, free) + k)
+                    free = max(lo, free) + total
+                    for c in range(c0, i):
+                        g = rf[np.uint64(c)]
+                        f_last[np.uint64(g)] = free - 1 + lat
+                        f_first[np.uint64(g)] = f_last[np.uint64(g)]
+                elif final:
                     # the last visit of every flow of the cluster, all with one tail, and only the phase's last
                     # delivery wanted: the last departure follows from the arrivals per time, without any
                     # packet's own time
@@ -563,15 +615,51 @@ def noc_program(p, ns, f_ready, f_n, g_off, v_off, v_slot, v_prev, v_tail, v_fin
                             cnt[np.uint64(f_first[np.uint64(g)] - lo)] += f_n[np.uint64(g)]
                             cnt[np.uint64(f_first[np.uint64(g)] - lo + 1)] -= f_n[np.uint64(g)]
                     k = 0
-                    for u in range(span):
+                    for u in range(span):  # (no branch on k: with no arrival at lo + u, k = 0 and free may become
+                        # lo + u, which delays no later arrival; the last time of the span, hi, has arrivals)
                         k += cnt[np.uint64(u)]
-                        if k != 0:
-                            free = max(lo + u, free) + k
+                        free = max(lo + u, free) + k
                     for c in range(c0, i):
                         g = rf[np.uint64(c)]
                         f_last[np.uint64(g)] = free - 1 + lat  # (the cluster's last delivery, for every flow of it)
                         f_first[np.uint64(g)] = f_last[np.uint64(g)]
                         f_expl[np.uint64(g)] = 0
+                elif m == 2 and runs:
+                    # two runs x (the earlier first arrival) and y: the link is busy from d0 = max(lo, free) (as above);
+                    # a packet leaves at d0 + the packets before it by (time, id): its own earlier ones, the other
+                    # run's earlier ones and, at the same time, the other's if that has the lower id (slot)
+                    gx = rf[np.uint64(c0)]
+                    gy = rf[np.uint64(c0 + 1)]
+                    d0 = max(lo, free)
+                    fx, nx, lx = f_first[np.uint64(gx)], f_n[np.uint64(gx)], f_last[np.uint64(gx)]
+                    fy, ny, ly = f_first[np.uint64(gy)], f_n[np.uint64(gy)], f_last[np.uint64(gy)]
+                    # x: alone before fy; then one y packet before each of its packets at or after fy (while y
+                    # lasts), plus the y packet of the same time when y has the lower id; after ly all ny before it
+                    lat = v_tail[np.uint64(rv[np.uint64(c0)])]
+                    b0 = f_base[np.uint64(gx)]
+                    tie = 1 if gy < gx else 0
+                    for j in range(nx):
+                        t = fx + j
+                        if t < fy:
+                            r = j
+                        elif t <= ly:
+                            r = j + t - fy + tie
+                        else:
+                            r = j + ny
+                        tbuf[np.uint64(b0 + j)] = d0 + r + lat
+                    lat = v_tail[np.uint64(rv[np.uint64(c0 + 1)])]
+                    b0 = f_base[np.uint64(gy)]
+                    tie = 1 - tie
+                    for j in range(ny):  # (fy >= fx)
+                        t = fy + j
+                        if t <= lx:
+                            r = j + t - fx + tie
+                        else:
+                            r = j + nx
+                        tbuf[np.uint64(b0 + j)] = d0 + r + lat
+                    f_expl[np.uint64(gx)] = 1
+                    f_expl[np.uint64(gy)] = 1
+                    free = d0 + total
                 elif m > 1 and span < cnt.shape[0]:
                     # a counting sort of the cluster's packets by (arrival, id), O(packets + span): the
                     # packets arriving at one time leave consecutively, in id order, from max(time, free)
@@ -601,11 +689,10 @@ def noc_program(p, ns, f_ready, f_n, g_off, v_off, v_slot, v_prev, v_tail, v_fin
                             cnt[np.uint64(f_first[np.uint64(g)] - lo + 1)] -= f_n[np.uint64(g)]
                     k = 0
                     for u in range(span):  # cnt[np.uint64(u)] becomes the first departure of the k arrivals at lo + u
-                        k += cnt[np.uint64(u)]
-                        if k != 0:
-                            d = max(lo + u, free)
-                            free = d + k
-                            cnt[np.uint64(u)] = d
+                        k += cnt[np.uint64(u)]  # (no branch on k, as above: a time with none is not read back)
+                        d = max(lo + u, free)
+                        free = d + k
+                        cnt[np.uint64(u)] = d
                     for c in range(c0, i):
                         g = rf[np.uint64(c)]
                         lat = v_tail[np.uint64(rv[np.uint64(c)])]
@@ -659,16 +746,20 @@ def noc_program(p, ns, f_ready, f_n, g_off, v_off, v_slot, v_prev, v_tail, v_fin
                     if f_last[np.uint64(g)] - f_first[np.uint64(g)] == f_n[np.uint64(g)] - 1:
                         f_expl[np.uint64(g)] = 0
             # the cluster's flows that end here are delivered (the others wait for their next visit)
-            for c in range(c0, i):
-                if v_fin[np.uint64(rv[np.uint64(c)])] != 0:
-                    g = rf[np.uint64(c)]
-                    if f_last[np.uint64(g)] > last:
-                        last = f_last[np.uint64(g)]
-                    if want_deliver:
+            if want_deliver:
+                for c in range(c0, i):
+                    if v_fin[np.uint64(rv[np.uint64(c)])] != 0:
+                        g = rf[np.uint64(c)]
+                        if f_last[np.uint64(g)] > last:
+                            last = f_last[np.uint64(g)]
                         b0 = f_base[np.uint64(g)]
                         for j in range(f_n[np.uint64(g)]):
                             uj = np.uint64(b0 + j)
                             deliver[uj] = tbuf[uj] if f_expl[np.uint64(g)] else f_first[np.uint64(g)] + j
+            else:  # only the last delivery, without a branch per flow: one that does not end here counts 0 (v_fin is
+                # 0 or 1; last starts at 0)
+                for c in range(c0, i):
+                    last = max(last, f_last[np.uint64(rf[np.uint64(c)])] * v_fin[np.uint64(rv[np.uint64(c)])])
     return last
 
 

@@ -50,7 +50,8 @@ def build_report(cm: CoreMap, res: RawResult, steps: int, backend: str, schedule
     # sums stay below 2**53), in one pass instead of a mean per core and kind
     ev_core = (res.events.sum(axis=0) / B).tolist() if B else [[0.0] * len(EVENT_KINDS)] * C
     cyc_core = (res.core_cycles.sum(axis=0) / B).tolist() if B else [0.0] * C
-    e_core = [mean(core_energy[:, c]) for c in range(C)]  # (floats: np.mean's own summation order)
+    # (floats: np.mean's own summation order; of one sample, the value itself)
+    e_core = core_energy[0].tolist() if B == 1 else [mean(core_energy[:, c]) for c in range(C)]
     xs, ys, sts, phs = (cm.cores.x.tolist(), cm.cores.y.tolist(), cm.cores.stage.tolist(), cm.cores.phase.tolist())
     names = [layers_meta[int(li)]["name"] for li in core_layer.tolist()]
     for c in range(C):

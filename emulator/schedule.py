@@ -144,12 +144,16 @@ def input_columns(cm: CoreMap) -> tuple[dict[int, int], list[int]]:
 
 def pack_inputs(cm: CoreMap, static: dict, step: dict, B: int, T: int) -> tuple[np.ndarray, np.ndarray]:
     """The quantised inputs (graph-input index -> ``[B, n]`` / ``[B, T, n]``) packed into the two matrices the
-    schedule's feed columns index: ``S`` ``[B, static columns]`` and ``St`` ``[B, T, step columns]``."""
+    schedule's feed columns index: ``S`` ``[B, static columns]`` and ``St`` ``[B, T, step columns]`` (the given
+    array itself when it is the only step input, int64 and contiguous: the emulators only read it)."""
     col0, ncols = input_columns(cm)
     S = np.zeros((B, ncols[0]), np.int64)
-    St = np.zeros((B, T, ncols[1]), np.int64)
     for k, v in static.items():
         S[:, col0[k]:col0[k] + v.shape[1]] = v
+    whole = [v for k, v in step.items() if col0[k] == 0 and v.shape == (B, T, ncols[1])]
+    if len(step) == 1 and whole and whole[0].dtype == np.int64 and whole[0].flags.c_contiguous:
+        return S, whole[0]  # one step input with every step column: it is the matrix (not copied; read only)
+    St = np.zeros((B, T, ncols[1]), np.int64)
     for k, v in step.items():
         St[:, :, col0[k]:col0[k] + v.shape[2]] = v
     return S, St
@@ -177,7 +181,10 @@ def copy_runs(dst, src, off=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     return roff, _i64(dst[starts]), _i64(src[starts]), rlen
 
 
-def build_schedule(cm: CoreMap) -> Schedule:
+def build_schedule(cm: CoreMap, skip_axons: np.ndarray | None = None) -> Schedule:
+    """The core map's run as arrays (:class:`Schedule`).  ``skip_axons`` ([A] bool, optional): axons the copies as runs
+    (``cr_*``) do not write (the Numba kernel's class members, which read their class's first core's axons
+    instead: ``kernels._axon_classes``); every other array is the same."""
     chip, c, rt = cm.chip, cm.cores, cm.router
     C = cm.num_cores
     P8 = 8 * chip.noc.packet_payload_bytes
@@ -259,10 +266,14 @@ def build_schedule(cm: CoreMap) -> Schedule:
     path_rank = _i64(paths.ranks())
     (sf_dst, sf_col, sp_core, sp_n, sp_path), (tf_dst, tf_col, tpc, tpn, tpp) = inp
     # the copies as runs: each phase's routes, the delayed routes, the step feeds, the static feeds
-    cr_off, cr_dst, cr_src, cr_len = copy_runs(
-        np.concatenate([cm.routes.dst[by], cm.routes.dst[dl], tf_dst, sf_dst]),
-        np.concatenate([cm.routes.src[by], cm.routes.src[dl], tf_col, sf_col]),
-        np.concatenate([ph_r_off, ph_r_off[-1] + np.cumsum([dl.shape[0], tf_dst.shape[0], sf_dst.shape[0]])]))
+    c_dst = np.concatenate([cm.routes.dst[by], cm.routes.dst[dl], tf_dst, sf_dst])
+    c_src = np.concatenate([cm.routes.src[by], cm.routes.src[dl], tf_col, sf_col])
+    c_off = np.concatenate([ph_r_off, ph_r_off[-1] + np.cumsum([dl.shape[0], tf_dst.shape[0], sf_dst.shape[0]])])
+    if skip_axons is not None:  # copies into axons the caller reads elsewhere left out (the lists keep their order)
+        keep = ~np.asarray(skip_axons, bool)[c_dst]
+        c_off = np.concatenate([[0], np.cumsum(keep)])[c_off]
+        c_dst, c_src = c_dst[keep], c_src[keep]
+    cr_off, cr_dst, cr_src, cr_len = copy_runs(c_dst, c_src, c_off)
     del by, dl
     # the NoC's flow program: per phase its router entries' paths (slot order), then the two input phases
     ph_paths = []

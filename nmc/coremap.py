@@ -512,7 +512,7 @@ def _check(value: Any, spec: Any, where: str) -> None:
     if isinstance(spec, list):
         if not isinstance(value, list):
             raise CoreMapError(f"header {where} is {type(value).__name__}; expected a list")
-        if spec[0] in _PLAIN and all(type(v) is spec[0] for v in value):
+        if spec[0] in _PLAIN and (not value or set(map(type, value)) == {spec[0]}):
             return  # (plain ints or strings, e.g. neuron lists: no check per element; anything else is checked below)
         for i, v in enumerate(value):
             _check(v, spec[0], f"{where}[{i}]")
@@ -753,6 +753,11 @@ def _check_kblocks(cm: CoreMap, d: dict[str, int]) -> None:
                            f"({int(owner[i])}, axons 0 .. {int(na[owner[i]]) - 1}, or -1)")
 
 
+def _outside(ks: list, n: int) -> bool:
+    """Whether a list of ints holds one outside ``0 .. n-1``."""
+    return bool(ks) and (min(ks) < 0 or max(ks) >= n)
+
+
 def _check_references(cm: CoreMap, d: dict[str, int]) -> None:
     """What the header and the tables say about each other: layer indices, state and state-output neurons,
     axons and words, shapes, the compile warnings."""
@@ -779,11 +784,12 @@ def _check_references(cm: CoreMap, d: dict[str, int]) -> None:
             n_el = math.prod(e["shape"])
             if "neurons" in e and (len(e["neurons"]) != n_el if key == "state_outputs" else False):
                 raise CoreMapError(f"header meta.{key}[{i}] lists {len(e['neurons'])} neurons for shape {e['shape']}")
-            if any(not 0 <= k < d["N"] for k in e.get("neurons", [])):
+            # (the header's lists are checked to be ints above: their least and largest decide)
+            if _outside(e.get("neurons", []), d["N"]):
                 raise CoreMapError(f"header meta.{key}[{i}].neurons point outside the {d['N']} neurons")
-            if any(not 0 <= k < d["A"] for k in e.get("axons", [])):
+            if _outside(e.get("axons", []), d["A"]):
                 raise CoreMapError(f"header meta.{key}[{i}].axons point outside the {d['A']} axons")
-            if any(not 0 <= k < n_el for k in e.get("elems", [])):
+            if _outside(e.get("elems", []), n_el):
                 raise CoreMapError(f"header meta.{key}[{i}].elems point outside its {n_el} elements")
             if len(e.get("axons", [])) != len(e.get("elems", [])):
                 raise CoreMapError(f"header meta.{key}[{i}] pairs {len(e.get('axons', []))} axons with "

@@ -145,6 +145,21 @@ def _weights(cm: CoreMap) -> list[str]:
     allowed = cm.chip.core.weight_bits
     rng = {8: (-128, 127), 2: (-1, 1), 1: (0, 1)}
     kmin = kmax = None
+    # the dense blocks' ranges at once (one reduceat over the blocks, which follow each other in the weights array)
+    # when every dense block has its core's shape; else core by core below (core_weights raises on a damaged one)
+    c_ = cm.cores
+    w_off, data = np.asarray(c_.w_off, np.int64), cm.weights.data
+    size = np.diff(w_off)
+    dense = c_.w_fmt == 0
+    dmin = dmax = None
+    if w_off.size and w_off[0] >= 0 and w_off[-1] <= data.size and (size >= 0).all() and \
+            (size[dense] == (np.diff(c_.axon_off) * np.diff(c_.neuron_off))[dense]).all():
+        nz = np.flatnonzero(size > 0)
+        if nz.size:
+            part = data[:w_off[-1]]
+            dmin, dmax = np.full(cm.num_cores, 0, np.int64), np.full(cm.num_cores, 0, np.int64)
+            dmin[nz] = np.minimum.reduceat(part, w_off[nz])
+            dmax[nz] = np.maximum.reduceat(part, w_off[nz])
     for c in range(cm.num_cores):
         wb = int(cm.cores.w_bits[c])
         if wb not in allowed:
@@ -155,6 +170,10 @@ def _weights(cm: CoreMap) -> list[str]:
             if kmin is None:
                 kmin, kmax = kblock_ranges(cm)  # every distinct kernel slice read once
             wmin, wmax = int(kmin[c]), int(kmax[c])
+        elif dmin is not None:
+            if not size[c]:
+                continue
+            wmin, wmax = int(dmin[c]), int(dmax[c])
         else:
             w = cm.core_weights(c)
             if not w.size:

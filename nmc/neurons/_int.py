@@ -5,11 +5,16 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["NJIT", "sat", "leak", "nb_clamp", "nb_fire", "nb_reset", "nb_limits", "nb_leak", "fire", "reset",
-           "mem_limits"]
+__all__ = ["NJIT", "NJIT_STEP", "sat", "leak", "nb_clamp", "nb_fire", "nb_reset", "nb_limits", "nb_leak", "fire",
+           "reset", "mem_limits"]
 
 #: options of every Numba function of the emulator and the neuron models (integer code: no fastmath)
 NJIT: dict = {"cache": True, "nogil": True}
+#: options of a model's ``nb_step``: :data:`NJIT` without Numba's reference counting (``_nrt=False``: no atomic
+#: increments and decrements of its array arguments' counts, once per core and step, about 8% of the emulator's
+#: time on benchmarks/bench_emulator.py), which a step that allocates no array does not need (one that allocates
+#: does not compile with it: use :data:`NJIT`)
+NJIT_STEP: dict = dict(NJIT, _nrt=False)
 
 
 def mem_limits(bits: int) -> tuple[int, int]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._int import NJIT, nb_clamp
+from ._int import NJIT, NJIT_STEP, nb_clamp
 from .model import NeuronModel, Param, register
 
 __all__ = ["ANN", "REQUANT", "FLOOR", "requant", "nb_requant"]
@@ -47,7 +47,7 @@ def _ref_step(acc, state, nparam, cp, lo, hi, core):
     return np.clip(requant(acc, nparam, int(cp[0]) if len(cp) else 0), lo, hi)
 
 
-@njit(**NJIT)
+@njit(**NJIT_STEP)
 def _nb_step(n0, nn, acc, state, nparam, cp, lo, hi, mem_bits, beta_shift, out):
     fl = cp[0]
     nz = 0

@@ -10,7 +10,7 @@ from numba import njit
 from onnx import helper
 
 from ..opschema import OpSchema
-from ._int import NJIT, nb_clamp
+from ._int import NJIT, NJIT_STEP, nb_clamp
 from .model import NeuronModel, StateWord, register
 
 __all__ = ["COUNT"]
@@ -21,7 +21,7 @@ def _ref_step(acc, state, nparam, cp, lo, hi, core):
     return state[:, 0].copy()
 
 
-@njit(**NJIT)
+@njit(**NJIT_STEP)
 def _nb_step(n0, nn, acc, state, nparam, cp, lo, hi, mem_bits, beta_shift, out):
     nz = 0
     for j in range(nn):

@@ -18,7 +18,7 @@ from numba import njit
 from onnx import helper
 
 from ..opschema import OpSchema
-from ._int import NJIT, nb_limits, sat
+from ._int import NJIT, NJIT_STEP, nb_limits, sat
 from .model import NeuronModel, StateWord, register
 
 __all__ = ["FIRST_SPIKE"]
@@ -38,7 +38,7 @@ def _ref_step(acc, state, nparam, cp, lo, hi, core):
     return state[:, 0].copy()
 
 
-@njit(**NJIT)
+@njit(**NJIT_STEP)
 def _nb_step(n0, nn, acc, state, nparam, cp, lo, hi, mem_bits, beta_shift, out):
     mmin, mmax = nb_limits(mem_bits)
     nz = 0

@@ -16,7 +16,7 @@ from numba import njit
 from onnx import helper
 
 from ..opschema import AttrSpec, OpSchema, attr_const
-from ._int import NJIT, leak, nb_clamp, nb_leak, nb_limits, sat
+from ._int import NJIT, NJIT_STEP, leak, nb_clamp, nb_leak, nb_limits, sat
 from .lif import BETA_MULT, MEMBRANE, V_LEAK, beta_mult
 from .model import NeuronModel, register
 
@@ -37,7 +37,7 @@ def _ref_step(acc, state, nparam, cp, lo, hi, core):
     return state[:, 0].copy()
 
 
-@njit(**NJIT)
+@njit(**NJIT_STEP)
 def _nb_step(n0, nn, acc, state, nparam, cp, lo, hi, mem_bits, beta_shift, out):
     mmin, mmax = nb_limits(mem_bits)
     vl, bm = cp[0], cp[1]

@@ -21,7 +21,7 @@ from numba import njit
 from onnx import helper
 
 from ..opschema import AttrSpec, OpSchema, attr_const
-from ._int import NJIT, fire, leak, mem_limits, nb_clamp, nb_fire, nb_leak, nb_limits, nb_reset, reset, sat
+from ._int import NJIT, NJIT_STEP, fire, leak, mem_limits, nb_clamp, nb_fire, nb_leak, nb_limits, nb_reset, reset, sat
 from .model import NeuronModel, Param, StateWord, register
 
 __all__ = ["LIF", "lif_float_step"]
@@ -116,7 +116,7 @@ def nb_lif_update(vj, a, thr, vr, vl, bm, mode, ge, rd, beta_shift, mmin, mmax):
     return s, (nb_reset(u, mode, thr, vr, mmin, mmax) if (s and not rd) else u)
 
 
-@njit(**NJIT)
+@njit(**NJIT_STEP)
 def _nb_step(n0, nn, acc, state, nparam, cp, lo, hi, mem_bits, beta_shift, out):
     mmin, mmax = nb_limits(mem_bits)
     thr, vr, vl, bm, mode = cp[0], cp[1], cp[2], cp[3], cp[4]

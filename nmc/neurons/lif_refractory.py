@@ -19,7 +19,7 @@ from numba import njit
 from onnx import helper
 
 from ..opschema import AttrSpec, OpSchema, attr_const
-from ._int import NJIT, fire, leak, nb_clamp, nb_fire, nb_leak, nb_limits, nb_reset, reset, sat
+from ._int import NJIT, NJIT_STEP, fire, leak, nb_clamp, nb_fire, nb_leak, nb_limits, nb_reset, reset, sat
 from .lif import (BETA_MULT, MEMBRANE, RESET_MODE, RESET_MODES, SPIKE_GE, THRESHOLD, V_LEAK, V_RESET, beta_mult,
                   fire_float, fire_nodes, membrane_params, mode_nodes, reset_float, reset_nodes)
 from .model import NeuronModel, Param, StateWord, register
@@ -57,7 +57,7 @@ def _ref_step(acc, state, nparam, cp, lo, hi, core):
     return s.astype(np.int64)
 
 
-@njit(**NJIT)
+@njit(**NJIT_STEP)
 def _nb_step(n0, nn, acc, state, nparam, cp, lo, hi, mem_bits, beta_shift, out):
     mmin, mmax = nb_limits(mem_bits)
     thr, vr, vl, bm, mode = cp[0], cp[1], cp[2], cp[3], cp[4]

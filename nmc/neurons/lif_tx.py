@@ -37,7 +37,7 @@ from numba import njit
 from onnx import helper
 
 from ..opschema import AttrSpec, OpSchema, attr_const
-from ._int import NJIT, mem_limits, nb_clamp, nb_limits, sat
+from ._int import NJIT, NJIT_STEP, mem_limits, nb_clamp, nb_limits, sat
 from .model import NeuronModel, Param, StateWord, register
 
 __all__ = ["LIF_TX", "RESET_MODES_TX", "CORE_PARAMS", "MEMBRANE", "COUNTER", "float_core", "ref_core", "nb_core",
@@ -146,7 +146,7 @@ def nb_core(state, n, a, th, cp, mmin, mmax, beta_shift):
     return spike
 
 
-@njit(**NJIT)
+@njit(**NJIT_STEP)
 def _nb_step(n0, nn, acc, state, nparam, cp, lo, hi, mem_bits, beta_shift, out):
     mmin, mmax = nb_limits(mem_bits)
     th = max(cp[0], cp[5])

@@ -24,7 +24,7 @@ from numba import njit
 from onnx import helper
 
 from ..opschema import AttrSpec, OpSchema, attr_const
-from ._int import NJIT, nb_clamp, nb_limits, sat
+from ._int import NJIT, NJIT_STEP, nb_clamp, nb_limits, sat
 from .lif_tx import ATTRS, CORE_PARAMS, COUNTER, MEMBRANE, body_core, float_core, nb_core, quantize_tx, ref_core
 from .model import NeuronModel, Param, StateWord, register
 
@@ -98,7 +98,7 @@ def _ref_step(acc, state, nparam, cp, lo, hi, core):
     return ref_core(acc, state, th, cp, core)
 
 
-@njit(**NJIT)
+@njit(**NJIT_STEP)
 def _nb_step(n0, nn, acc, state, nparam, cp, lo, hi, mem_bits, beta_shift, out):
     mmin, mmax = nb_limits(mem_bits)
     vm = (np.int64(1) << cp[8]) - 1

@@ -22,7 +22,7 @@ from numba import njit
 from onnx import helper
 
 from ..opschema import AttrSpec, OpSchema, attr_const
-from ._int import NJIT, nb_limits
+from ._int import NJIT, NJIT_STEP, nb_limits
 from .lif import (BETA_MULT, MEMBRANE, RESET_DELAY, RESET_MODE, RESET_MODES, SPIKE_GE, THRESHOLD, V_LEAK, V_RESET,
                   fire_nodes, lif_float_step, lif_update, mode_nodes, nb_lif_update, reset_nodes)
 from .lif import SCHEMA as LIF_SCHEMA
@@ -52,7 +52,7 @@ def _ref_step(acc, state, nparam, cp, lo, hi, core):
     return s.astype(np.int64)
 
 
-@njit(**NJIT)
+@njit(**NJIT_STEP)
 def _nb_step(n0, nn, acc, state, nparam, cp, lo, hi, mem_bits, beta_shift, out):
     mmin, mmax = nb_limits(mem_bits)
     mode = cp[0]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._int import NJIT, nb_clamp
+from ._int import NJIT, NJIT_STEP, nb_clamp
 from .ann import FLOOR, REQUANT, nb_requant, requant
 from .model import NeuronModel, Param, register
 
@@ -67,7 +67,7 @@ def _ref_step(acc, state, nparam, cp, lo, hi, core):
     return np.clip(entry(cp, idx & ((1 << ib) - 1), lo < 0), lo, hi)
 
 
-@njit(**NJIT)
+@njit(**NJIT_STEP)
 def _nb_step(n0, nn, acc, state, nparam, cp, lo, hi, mem_bits, beta_shift, out):
     fl, ib = cp[0], cp[1]
     half = np.int64(1) << (ib - 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._int import NJIT
+from ._int import NJIT, NJIT_STEP
 from .model import NeuronModel, register
 
 __all__ = ["PARTIAL"]
@@ -14,7 +14,7 @@ def _ref_step(acc, state, nparam, cp, lo, hi, core):
     return acc.copy()
 
 
-@njit(**NJIT)
+@njit(**NJIT_STEP)
 def _nb_step(n0, nn, acc, state, nparam, cp, lo, hi, mem_bits, beta_shift, out):
     nz = 0
     o = np.uint64(n0)  # (unsigned indices: no negative-index wraparound code)

@@ -123,6 +123,20 @@ def test_report_formats_the_pricing(images):
     assert "static (idle cores of powered chips)" in format_profile(r.report)
 
 
+@pytest.mark.parametrize("n", [1, 3])
+def test_report_per_core_figures_are_the_means_over_samples(images, n):
+    # the report's per-core energy and cycles: np.mean over the samples of the run's own numbers, exactly (one
+    # sample: its value, which the report takes without a mean per core)
+    cm = nmc.compile(EX / "digits_hybrid.onnx", chip="tianjic")
+    r = nmc.emulate(cm, {"image": images[:n]})
+    pr = price_run(cm, r.result)
+    cores = r.report["cores"]
+    assert [c["energy_j"] for c in cores] == [float(np.mean(pr.core_j[:, k])) for k in range(cm.num_cores)]
+    assert [c["compute_cycles"] for c in cores] == [float(np.mean(r.result.core_cycles[:, k]))
+                                                    for k in range(cm.num_cores)]
+    assert len({c["energy_j"] for c in cores}) > 1  # (the cores differ: a swapped or repeated value would show)
+
+
 def test_price_run_and_report_of_one_core_by_hand():
     """One ANN core (40 axons x 20 neurons at (1, 0), the map of test_emulator's
     test_cycles_of_one_ann_core_by_hand): its events and latency are derived there by hand, priced here by hand."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 import nmc.emulator.kernels as kernels
+from nmc.emulator.schedule import build_schedule
 from randmaps import build_coremap, hand_chip
 from test_emulator import run_both
 
@@ -34,6 +35,38 @@ def test_axon_classes_by_hand():
     net = kernels._net(cm)
     assert net.ev_cls.tolist() == [0, 0, -1, -1, 0, 1, 1, -1]
     assert net.ev_off.tolist() == [0, 3, 5]  # class 0: 3 axons, class 1: 2
+    # the axons every core of a class reads: its first core's (core 0: axons 0-2; core 5: axons 15-16)
+    assert net.ev_a0.tolist() == [int(cm.cores.axon_off[0]), int(cm.cores.axon_off[5])] == [0, 15]
+
+
+def _copies(sch, lists):
+    """The (destination axon, source) pairs of the copy runs of lists ``lists`` (schedule.copy_runs)."""
+    out = []
+    for q in range(sch.cr_off[lists[0]], sch.cr_off[lists[-1] + 1]):
+        out += [(int(sch.cr_dst[q]) + j, int(sch.cr_src[q]) + j) for j in range(int(sch.cr_len[q]))]
+    return out
+
+
+def test_schedule_leaves_out_the_copies_into_a_class_s_other_cores():
+    # the kernel's schedule does not write the axons of cores 1, 4 (class 0, after core 0) and 6 (class 1, after
+    # core 5): core 1's and 4's step feeds (axons 3-5, 12-14) and core 6's routes (axons 17, 18); all else as before
+    cm = _map()
+    net = kernels._net(cm)
+    skip = np.zeros(cm.num_axons, bool)
+    for c in (1, 4, 6):
+        skip[cm.cores.axon_off[c]:cm.cores.axon_off[c + 1]] = True
+    full, part = build_schedule(cm), build_schedule(cm, skip_axons=skip)
+    n_ph = full.ph_off.shape[0] - 1
+    lists = range(n_ph + 3)  # each phase's routes, the delayed routes, the step feeds, the static feeds
+    every = _copies(full, lists)
+    assert sorted(d for d, _ in every if skip[d]) == [3, 4, 5, 12, 13, 14, 17, 18]
+    assert _copies(part, lists) == [(d, s) for d, s in every if not skip[d]]
+    for ls in ([0], [1], [n_ph], [n_ph + 1], [n_ph + 2]):  # list by list too
+        assert _copies(part, ls) == [(d, s) for d, s in _copies(full, ls) if not skip[d]]
+    for f in ("ph_off", "ph_cores", "ent_path", "sf_dst", "tf_dst", "tp_n_in", "pg_v_slot"):
+        np.testing.assert_array_equal(getattr(part, f), getattr(full, f))
+    # what run_numba leaves out: the same axons
+    np.testing.assert_array_equal(kernels.class_members(net), skip)
 
 
 def test_shared_event_lists_equal_reference():

@@ -318,6 +318,62 @@ def test_flow_program_skips_a_link_fed_by_one_link_by_hand():
         assert simulate_flows(ready, path, off, link, lat, rank, python=python, last_only=True) == 8
 
 
+def test_flows_starting_on_one_link_by_hand():
+    # Three paths share their first link 0 (latency 1), then go to links 1, 2 and 1 (latency 1, their last).  Link 0
+    # serves bursts whole, by (ready, id).  With the slots ready in slot order (0, 0, 1) the flow model serves link 0
+    # without sorting: packets 0, 1 (slot 0) leave at 0, 1; packet 2 (slot 1) at 2; packets 3, 4 (slot 2) at 3, 4.
+    # Link 1 (fed by link 0 only, skipped) adds 1: deliveries 2, 3 | 4 | 5, 6 (link 2 likewise).
+    off, link, lat = np.array([0, 2, 4, 6]), np.array([0, 1, 0, 2, 0, 1]), np.array([1, 1, 1, 1, 1, 1])
+    path = np.array([0, 0, 1, 2, 2])
+    in_order = np.array([0, 0, 0, 1, 1])
+    # Ready out of slot order (slot 0 at 2, slot 1 at 0, slot 2 at 1): the general path sorts them: packet 2 (slot
+    # 1, ready 0) leaves at 0; packets 3, 4 (slot 2, ready 1) at 1, 2; packets 0, 1 (slot 0, ready 2) at 3, 4.
+    out_of_order = np.array([2, 2, 0, 1, 1])
+    for ready, want in ((in_order, [2, 3, 4, 5, 6]), (out_of_order, [5, 6, 2, 3, 4])):
+        for m in MODELS:
+            assert m(ready, path, off, link, lat).tolist() == want
+        for python in (False, True):
+            assert simulate_flows(ready, path, off, link, lat, python=python).tolist() == want
+            assert simulate_flows(ready, path, off, link, lat, python=python, last_only=True) == max(want)
+
+
+def test_two_runs_merge_by_hand():
+    # Path 0: links 0, 2, 3; path 1: links 1, 2, 4; every latency 1.  Links 3 and 4 are fed by link 2 only (skipped),
+    # so link 2 is the last visited link of both.  Three packets ready at link 0 at 0 reach link 2 as a run at 1, 2, 3
+    # (x); three ready at link 1 at 1 reach it at 2, 3, 4 (y): one cluster of two runs.  Link 2 is busy from 1 until
+    # all six have left (1 .. 6), in (time, id) order, then 2 cycles to delivery.
+    off, link, lat = np.array([0, 3, 6]), np.array([0, 2, 3, 1, 2, 4]), np.array([1, 1, 1, 1, 1, 1])
+    cases = (
+        # x has the lower ids: 1: x0; 2: x1, y0; 3: x2, y1; 4: y2 -> leave 1, 2, 4 (x) and 3, 5, 6 (y)
+        (np.array([0, 0, 0, 1, 1, 1]), np.array([0, 0, 0, 1, 1, 1]), [3, 4, 6, 5, 7, 8]),
+        # y has the lower ids: 1: x0; 2: y0, x1; 3: y1, x2; 4: y2 -> leave 2, 4, 6 (y) and 1, 3, 5 (x)
+        (np.array([1, 1, 1, 0, 0, 0]), np.array([1, 1, 1, 0, 0, 0]), [4, 6, 8, 3, 5, 7]),
+        # y arrives after x's last (4, 5 against 1, 2, 3): two clusters, none waits
+        (np.array([0, 0, 0, 3, 3]), np.array([0, 0, 0, 1, 1]), [3, 4, 5, 6, 7]),
+    )
+    for ready, path, want in cases:
+        for m in MODELS:
+            assert m(ready, path, off, link, lat).tolist() == want
+        for python in (False, True):
+            assert simulate_flows(ready, path, off, link, lat, python=python).tolist() == want
+            assert simulate_flows(ready, path, off, link, lat, python=python, last_only=True) == max(want)
+
+
+def test_runs_merge_behind_a_busy_link_by_hand():
+    # As above (x on links 0, 2, 3; y on links 1, 2, 4), and a third path z starting at link 2 (links 2, 3): its four
+    # packets, ready at link 2 at 1, leave it at 1 .. 4.  x and y (ready at 1 at links 0 and 1) reach link 2 at 2, 3
+    # each: a cluster of two runs that finds the link busy until 5, then leaves by (time, id): x0, y0, x1, y1 at
+    # 5 .. 8.  Ids: z 0-3, x 4-5, y 6-7; every latency 1, two cycles from link 2 to delivery.
+    off, link, lat = np.array([0, 3, 6, 8]), np.array([0, 2, 3, 1, 2, 4, 2, 3]), np.ones(8, np.int64)
+    ready, path = np.array([1, 1, 1, 1, 1, 1, 1, 1]), np.array([2, 2, 2, 2, 0, 0, 1, 1])
+    want = [3, 4, 5, 6, 7, 9, 8, 10]
+    for m in MODELS:
+        assert m(ready, path, off, link, lat).tolist() == want
+    for python in (False, True):
+        assert simulate_flows(ready, path, off, link, lat, python=python).tolist() == want
+        assert simulate_flows(ready, path, off, link, lat, python=python, last_only=True) == 10
+
+
 def test_flow_program_of_no_packets_and_empty_phases():
     off, link, lat = np.array([0, 2]), np.array([0, 1]), np.array([1, 1])
     pg = flow_program([np.zeros(0, np.int64), np.array([0, 0])], off, link, lat, np.array([0, 1]))
