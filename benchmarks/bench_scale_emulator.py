@@ -105,7 +105,7 @@ def build(neurons_per_layer: int, layers: int, fan_in: int, n_in: int, n_out: in
         "cores.out_bits": np.ones(C, np.int8), "cores.w_bits": np.full(C, 2, np.int8),
         "cores.out_lo": np.zeros(C, np.int64), "cores.out_hi": np.ones(C, np.int64), "cores.param": cparam,
         "cores.neuron_off": n_off, "cores.axon_off": a_off, "cores.w_off": w_off,
-        "neurons.bias": np.zeros(N, np.int64), "neurons.param": np.zeros((N, Wd["Q"]), np.int64),
+        "neurons.bias": np.zeros(N, np.int32), "neurons.param": np.zeros((N, Wd["Q"]), np.int32),
         "neurons.state_init": np.zeros((N, Wd["S"]), np.int64), "axons.init": np.zeros(A, np.int16),
         "weights.data": weights, "routes.src": src.astype(np.int32), "routes.dst": dst.astype(np.int32), "routes.delayed": np.zeros(src.size, np.int8),
         "feeds.input": np.zeros(f_dst.size, np.int32), "feeds.elem": f_elem.astype(np.int64), "feeds.dst": f_dst,

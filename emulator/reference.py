@@ -89,13 +89,13 @@ class _Task:
 
         # dendrite
         if cs.dendrite[c] == 0:  # mac
-            acc = sat(cm.neurons.bias[n0:n1] + x @ W, core.accumulator_bits)
+            acc = sat(cm.neurons.bias[n0:n1].astype(np.int64) + x @ W, core.accumulator_bits)
         else:  # max over the axons with a nonzero weight
             acc = np.where(W != 0, x[:, None], np.iinfo(np.int64).min).max(axis=0)
 
         # soma: the core's neuron model (its state words are a view: the step updates them)
         model = self.models[c]
-        out = model.ref_step(acc, self.state[n0:n1], cm.neurons.param[n0:n1], cs.param[c], int(cs.out_lo[c]),
+        out = model.ref_step(acc, self.state[n0:n1], cm.neurons.param[n0:n1].astype(np.int64), cs.param[c], int(cs.out_lo[c]),
                              int(cs.out_hi[c]), core)
         self.out[n0:n1] = out
 

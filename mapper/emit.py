@@ -63,7 +63,8 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
                                                "w_bits", "out_lo", "out_hi")}
     cparam = np.zeros((C, W["P"]), np.int64)
     N = int(wiring.neuron_off[-1])
-    bias, nparam, state_init = np.zeros(N, np.int64), np.zeros((N, W["Q"]), np.int64), np.zeros((N, W["S"]), np.int64)
+    # (bias and per-neuron parameters int32, core-map format 5: each layer's checked to fit below before it is written)
+    bias, nparam, state_init = np.zeros(N, np.int32), np.zeros((N, W["Q"]), np.int32), np.zeros((N, W["S"]), np.int64)
     cores["layer"][:] = p_layer
     cores["phase"][:] = wiring.phase
     # the per-core fields: one value per (layer, kind)
@@ -107,6 +108,12 @@ def emit(routes: RoutedPlacement, options: dict[str, Any]) -> CoreMap:
             dst = slice(int(n_start[cs[0]]), int(n_start[cs[0]]) + src.shape[0])
         else:
             dst = concat_ranges(n_start[cs], p_nn[cs])
+        for what, v in (("a bias", q.bias), ("a per-neuron parameter", q.nparam)):
+            if v.size and (int(v.min()) < I32[0] or int(v.max()) > I32[1]):
+                bad = int(v.max()) if int(v.max()) > I32[1] else int(v.min())
+                raise MappingError(f"{lg.layers[li].where()}: {what} is {bad}, outside the core map's int32 range "
+                                   f"{I32[0]} .. {I32[1]} (the accumulator and every neuron parameter are at most 32 "
+                                   "bits): scale the layer's bias (or its weights and threshold) down")
         bias[dst] = q.bias[src]
         nparam[dst, :q.nparam.shape[1]] = q.nparam[src]
         state_init[dst, :q.state_init.shape[1]] = q.state_init[src]
@@ -313,6 +320,9 @@ def _first_order(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rank[order] = np.arange(order.shape[0])
     return u[order], first[order], rank[inv]
 
+
+#: the range of neurons.bias and neurons.param (int32, core-map format 5)
+I32 = (-2 ** 31, 2 ** 31 - 1)
 
 #: columns of a layer's pieces kept apart in one sorted search (piece rank * _SPAN + column)
 _SPAN = 1 << 32

@@ -24,7 +24,6 @@ only on their key (``partition.piece_kernel_slices``: a tile's kernel slices by 
 from __future__ import annotations
 
 import ctypes
-import gc
 import ctypes.util
 import json
 import sys
@@ -116,12 +115,11 @@ _TRIM = _malloc_trim() if sys.platform.startswith("linux") else None
 
 
 def _return_freed_heap() -> None:
-    """Give the memory a pass freed back to the system.  A pass's temporaries caught in reference cycles (the
-    placement's networkx graphs: 1.2 GB of VGG-19's after ``place``) wait for the cyclic collector, which the
-    next pass may not start before its own peak: collected here.  glibc keeps freed blocks under its mmap threshold
-    (which grows to 32 MiB as large arrays come and go) in the heap, so a pass's temporaries stay in the process's
-    footprint: 0.6 GB after DenseNet-121's fit.  ``malloc_trim(0)`` releases every free page (a few ms)."""
-    gc.collect()
+    """Give the memory a pass freed back to the system.  glibc keeps freed blocks under its mmap threshold (which
+    grows to 32 MiB as large arrays come and go) in the heap, so a pass's temporaries stay in the process's
+    footprint: 0.6 GB after DenseNet-121's fit.  ``malloc_trim(0)`` releases every free page (a few ms).  (Not a
+    ``gc.collect()``: in a process holding many objects, e.g. a test session with torch, a full collection per pass
+    cost seconds per compile; passes free their cyclic garbage themselves: ``place_fit``.)"""
     if _TRIM is not None:
         _TRIM(0)
 

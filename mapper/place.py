@@ -131,7 +131,17 @@ def place_fit(f: Fit, chips: Any = None, strategy: str = "greedy", traffic: np.n
                          "profile --profile-inputs inputs.npz`")
     if strategy not in PLACERS:
         raise RegistryError(f"unknown placement strategy '{strategy}'; known: {', '.join(sorted(PLACERS))}")
-    dag = traffic_graph(f, traffic)
+    made = [traffic_graph(f, traffic)]
+    try:
+        return _place_graph(f, made, chips, strategy)
+    finally:
+        for gr in made:  # networkx graphs sit in reference cycles (a graph and its cached node/edge views): cleared,
+            gr.clear()  # their dicts go now, not at the cyclic collector's next full pass (1.2 GB at VGG-19)
+
+
+def _place_graph(f: Fit, made: list, chips: Any, strategy: str) -> Placement:
+    """:func:`place_fit` on the traffic graph ``made[0]`` (graphs it builds are appended to ``made``)."""
+    dag = made[0]
     names = [f.quant.lg.layers[p.layer].name for p in f.pieces]
     stage = np.array([f.quant.lg.layers[p.layer].stage for p in f.pieces])
     _, stage_code = np.unique(stage, return_inverse=True) if stage.size else (None, np.zeros(0, np.int64))
@@ -142,6 +152,7 @@ def place_fit(f: Fit, chips: Any = None, strategy: str = "greedy", traffic: np.n
         gid[g] = i
     if len(folds) < len(f.pieces):  # place the physical cores: the folds' quotient graph
         q = nx.DiGraph()
+        made.append(q)
         q.add_nodes_from(range(len(folds)), host=0.0)
         for c in range(len(f.pieces)):
             q.nodes[int(gid[c])]["host"] += dag.nodes[c]["host"]
@@ -617,6 +628,7 @@ def _locality(dag: nx.DiGraph, chip: ChipSpec, W: int, H: int, seed: int = 0) ->
     w, h = _compact_rect(n, chip, W, H)
     pos = _recursive_bisection(und, chip, (0, 0, w, h), rank, host, seed)
     pos = _refine(und, chip, W, H, pos, host, topo, passes=8 if n <= 1000 else 2)
+    und.clear()  # (its dicts freed now: a networkx graph sits in a reference cycle with its cached views)
     return [tuple(p) for p in pos.tolist()]
 
 

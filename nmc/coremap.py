@@ -21,8 +21,9 @@ neuron model used needs).  All indices are 0-based and global.
   (:mod:`nmc.neurons`: ann 0, lif 1, partial 2, count 3, cubalif 4, lif_refractory 5, ...) and
   ``param[c]`` its core parameters in the model's declared order.  ``out_bits``: width of what the
   core sends (1 spike, 8 value, 32 partial sum); ``out_lo``/``out_hi`` the soma's output range.
-* ``neurons``: ``bias``, ``param`` (the model's per-neuron parameters, e.g. the ANN requantiser) and
-  ``state_init`` (the model's state words before step 0, e.g. the membrane).
+* ``neurons``: ``bias``, ``param`` (the model's per-neuron parameters, e.g. the ANN requantiser; format 5: both
+  int32, as the accumulator and every parameter are at most 32 bits) and ``state_init`` (the model's state words
+  before step 0, e.g. the membrane).
 * ``axons``: ``init``, the axon buffer before step 0 (recurrent spikes of a state pair's init; int16: an axon
   holds a neuron's output, at most 8 bits, or a partial sum, which starts at 0).
 * ``routes`` (format 4: int32 neuron and axon indices, so a core map holds at most 2**31 - 1 neurons and axons;
@@ -75,9 +76,10 @@ __all__ = ["CoreMap", "Cores", "Neurons", "Axons", "Weights", "Routes", "Router"
            "chips_of", "input_kind_codes", "value_bytes", "in_bytes", "n_elems"]
 
 FORMAT = "nmc-coremap"
-#: 4: int32 routes, int16 axons.init (9 B per route and 2 B per axon instead of 17 B and 8 B); 3: shared-kernel cores
-#: (kblocks); 2: typed tables, neuron models, router tables (1: flat arrays)
-FORMAT_VERSION = 4
+#: 5: int32 neurons.bias and neurons.param (the accumulator and every per-neuron parameter are at most 32 bits:
+#: nmc.chip's limits); 4: int32 routes, int16 axons.init (9 B per route and 2 B per axon instead of 17 B and 8 B);
+#: 3: shared-kernel cores (kblocks); 2: typed tables, neuron models, router tables (1: flat arrays)
+FORMAT_VERSION = 5
 #: routes and everything that indexes neurons or axons in a core map are int32 (format 4): at most this many of each
 MAX_INDEX = 2 ** 31 - 1
 #: routes checked at a time by :func:`check_coremap` (temporaries of this many int64s)
@@ -134,8 +136,8 @@ class Cores(_Table):
 @dataclass(frozen=True, eq=False)
 class Neurons(_Table):
     NAME: ClassVar[str] = "neurons"
-    bias: np.ndarray = col("int64", "N")
-    param: np.ndarray = col("int64", "N", "Q", doc="the model's per-neuron parameters")
+    bias: np.ndarray = col("int32", "N", doc="added to the accumulator (at most core.accumulator_bits <= 32 bits)")
+    param: np.ndarray = col("int32", "N", "Q", doc="the model's per-neuron parameters (each at most 32 bits)")
     state_init: np.ndarray = col("int64", "N", "S", doc="the model's state words before step 0")
 
 

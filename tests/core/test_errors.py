@@ -559,12 +559,13 @@ def test_load_edited_header(saved, tmp_path):
 
 
 def test_load_other_format_version(saved, tmp_path):
-    for other in (1, 2, 3, 5, None):  # flat arrays (1), no shared kernels (2), int64 routes (3), a future one, none
+    for other in (1, 2, 3, 4, 6, None):  # flat arrays (1), no shared kernels (2), int64 routes (3), int64 neuron tables
+        # (4), a future one, none
         p = _rewrite(saved, tmp_path / "other.nmc", header_fn=lambda h: h.update(format_version=other))
         with pytest.raises(CoreMapError) as ei:
             load_coremap(p)
         msg = str(ei.value)
-        assert f"format version {other}" in msg and "reads version 4" in msg and "recompile" in msg
+        assert f"format version {other}" in msg and "reads version 5" in msg and "recompile" in msg
 
 
 def test_load_missing_array(saved, tmp_path):

@@ -154,7 +154,7 @@ def test_a_huge_shared_kernel_core_is_refused_before_its_dense_block_is_allocate
     n0 = int(kb.ax_off[-2])
     N = cm.num_neurons
     neurons = dataclasses.replace(
-        cm.neurons, bias=np.concatenate([cm.neurons.bias, np.zeros(dn, np.int64)]),
+        cm.neurons, bias=np.concatenate([cm.neurons.bias, np.zeros(dn, np.int32)]),
         param=np.concatenate([cm.neurons.param, np.repeat(cm.neurons.param[N - 1:], dn, axis=0)]),
         state_init=np.concatenate([cm.neurons.state_init, np.zeros((dn, cm.neurons.state_init.shape[1]), np.int64)]))
     huge = cm.replace(

@@ -139,3 +139,22 @@ def test_a_mapping_beyond_the_core_map_s_index_range_is_refused(monkeypatch):
     monkeypatch.setattr(emit_mod, "MAX_INDEX", 4)
     with pytest.raises(MappingError, match=r"has \d+ neurons and \d+ axons; a core map indexes at most 4 of each"):
         nmc.compile(_rec_model([1.0, 0.0, 1.0]), chip="tianjic", calib={"x": np.ones((4, 1, 2))})
+
+
+def test_a_bias_beyond_int32_is_refused_naming_the_layer_not_wrapped():
+    # neurons.bias is int32 (core-map format 5; the accumulator is at most 32 bits): a LIF layer's bias of 3e9
+    # (threshold 1: membrane scale 1) would wrap to 3e9 - 2^32 = -1294967296 in a cast; emit refuses it instead
+    b = ModelBuilder("bias_big", num_steps=2)
+    x = b.input("x", (2,), kind="step")
+    s, _ = b.lif(b.gemm(x, np.ones((3, 2)), b=np.array([0.0, 3e9, 0.0]), name="fc"), "lif", beta=1.0, threshold=1.0)
+    b.output(s)
+    with pytest.raises(MappingError, match=r"layer 'fc' .*a bias is 3000000000, outside the core map's int32 range "
+                                           r"-2147483648 \.\. 2147483647"):
+        nmc.compile(b.build(), chip="tianjic", calib={"x": np.ones((2, 1, 2))})
+    ok = ModelBuilder("bias_ok", num_steps=2)  # (2^31 - 128, the largest float32 below 2^31: kept as it is)
+    x = ok.input("x", (2,), kind="step")
+    s, _ = ok.lif(ok.gemm(x, np.ones((3, 2)), b=np.array([0.0, 2.0 ** 31 - 128, 0.0]), name="fc"), "lif", beta=1.0,
+                  threshold=1.0)
+    ok.output(s)
+    cm = nmc.compile(ok.build(), chip="tianjic", calib={"x": np.ones((2, 1, 2))})
+    assert cm.neurons.bias.dtype == np.int32 and 2 ** 31 - 128 in cm.neurons.bias.tolist()
