@@ -216,7 +216,9 @@ def fit(q: Quantized, chip: ChipSpec, objective: str = "latency", tiles: str = "
         short = routing_shortfall(q, chip, pieces, wiring)
         grown = {li: n for li, n in short.items() if n > reserve.get(li, 0)}
         if not grown:  # fits, or no reserve can help (the design rules then name the core)
-            pieces, wiring = add_relays(q, chip, pieces, wiring)
+            hand = [wiring]  # (handed over: add_relays frees the old routes as it builds the new ones)
+            del wiring
+            pieces, wiring = add_relays(q, chip, pieces, hand)
             wiring, folds = fold(q, chip, pieces, wiring, objective)
             return Fit(quant=q, chip=chip, pieces=pieces, wiring=wiring, reserve=dict(reserve),
                        folds=folds if any(len(g) > 1 for g in folds) else [])

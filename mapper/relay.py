@@ -41,9 +41,14 @@ def relay_model(out_bits: int) -> str | None:
     return {1: "lif", 8: "ann"}.get(int(out_bits))
 
 
-def add_relays(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring) -> tuple[list[Piece], Wiring]:
+def add_relays(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring | list[Wiring]) -> tuple[list[Piece], Wiring]:
     """``pieces`` and ``w`` with relay cores appended (indices ``len(pieces)`` ...) for every core whose
-    routing table would exceed ``chip.core.router_table_entries``; unchanged when none does."""
+    routing table would exceed ``chip.core.router_table_entries``; unchanged when none does.  ``w`` given as a
+    one-element list hands the wiring over: the list is emptied and the old route arrays are freed one by one as
+    the new ones are built (else both sets live at once: 2 x 1.3 GB at VGG-19)."""
+    handed = w if isinstance(w, list) else None
+    if handed is not None:
+        w = handed[0]
     E = chip.core.router_table_entries
     cap = min(chip.core.axons, chip.core.neurons)  # values one relay core can forward
     C = len(pieces)
@@ -158,12 +163,17 @@ def add_relays(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring) -> 
     ts, td, tl, tg = dataflow(neuron_off, axon_off, np.concatenate(t_src).astype(dt),
                                  np.concatenate(t_dst).astype(dt), np.concatenate(t_del).astype(np.int8))
     seg_src, seg_dst, seg_del, seg_groups = [], [], [], []
+    old_src, old_dst, old_del = w.route_src, w.route_dst, w.route_delayed
+    del t_src, t_dst, t_del  # (views of the old routes among them)
+    if handed is not None:  # (the old wiring without its routes: the only references to them are the three above)
+        handed.clear()
+        w = replace(w, route_src=old_src[:0].copy(), route_dst=old_dst[:0].copy(), route_delayed=old_del[:0].copy())
     prev = 0
-    for lo, hi in touched + [(int(w.route_src.shape[0]), int(w.route_src.shape[0]))]:
-        s = int(np.searchsorted(w.neuron_off, w.route_src[lo], side="right") - 1) if lo < hi else C
-        seg_src.append(w.route_src[prev:lo])
-        seg_dst.append(w.route_dst[prev:lo])
-        seg_del.append(w.route_delayed[prev:lo])
+    for lo, hi in touched + [(int(old_src.shape[0]), int(old_src.shape[0]))]:
+        s = int(np.searchsorted(w.neuron_off, old_src[lo], side="right") - 1) if lo < hi else C
+        seg_src.append(old_src[prev:lo])
+        seg_dst.append(old_dst[prev:lo])
+        seg_del.append(old_del[prev:lo])
         seg_groups.append((g, int(np.searchsorted(g.off, prev)), int(np.searchsorted(g.off, lo))))
         t0 = int(np.searchsorted(tg.src, s))
         t1 = int(np.searchsorted(tg.src, s, side="right")) if lo < hi else int(tg.src.shape[0])
@@ -174,11 +184,11 @@ def add_relays(q: Quantized, chip: ChipSpec, pieces: list[Piece], w: Wiring) -> 
         seg_groups.append((tg, t0, t1))
         prev = hi
     r_src = np.concatenate(seg_src).astype(dt, copy=False)
-    del seg_src
+    del seg_src, old_src  # (each old array freed before the next new one, when the wiring was handed over)
     r_dst = np.concatenate(seg_dst).astype(dt, copy=False)
-    del seg_dst
+    del seg_dst, old_dst
     r_del = np.concatenate(seg_del).astype(np.int8, copy=False)
-    del seg_del
+    del seg_del, old_del
     groups = _splice_groups(seg_groups)
     all_pieces = list(pieces) + new_pieces
     stage = [q.lg.layers[pc.layer].stage for pc in all_pieces]

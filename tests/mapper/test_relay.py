@@ -99,3 +99,27 @@ def test_relays_and_folds_are_exact_on_every_preset(chip):
         b = nmc.emulate(cm, {"spikes": x})
         same_outputs(a, b)
         assert b.result.equal(nmc.emulate(cm, {"spikes": x}, backend="reference").result)
+
+
+def test_add_relays_with_the_wiring_handed_over_gives_the_same_wiring_and_empties_the_list():
+    # fit hands its wiring over (a one-element list) so that the old routes are freed as the new ones are built;
+    # the result is the one of the wiring given as is (the hand example above: 3 relay cores)
+    from nmc.chip import load_chip
+    from nmc.mapper.connect import connect
+    from nmc.mapper.partition import partition
+    from nmc.mapper.passes import Context, PassManager, default_passes
+    from nmc.mapper.relay import add_relays
+    from nmc.frontend import load_onnx
+
+    spec = load_chip("tianjic").with_overrides(table(2))
+    res = PassManager(default_passes()[:4]).run(load_onnx(dense_chain([16, 8, 40], seed=3)),
+                                                 Context(chip=spec, calib=int_calib(16))).results
+    q = res["quantized"]
+    pieces = partition(q, spec, {}, "auto")
+    p1, w1 = add_relays(q, spec, pieces, connect(q.lg, pieces))
+    hand = [connect(q.lg, pieces)]
+    p2, w2 = add_relays(q, spec, pieces, hand)
+    assert hand == [] and len(p1) == len(p2) == 9
+    for k in ("route_src", "route_dst", "route_delayed", "neuron_off", "axon_off", "phase"):
+        np.testing.assert_array_equal(getattr(w1, k), getattr(w2, k), err_msg=k)
+    assert w2.phase.tolist() == [0, 3, 3, 3, 3, 1, 1, 2, 2]
